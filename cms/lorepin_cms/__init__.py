@@ -1,0 +1,1 @@
+"""LorePin CMS: lore stories pinned to places, served as a JSON API."""

@@ -1,0 +1,165 @@
+"""The LorePin CMS HTTP service: pins API, health, readiness and version."""
+
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from alembic.script import ScriptDirectory
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lorepin_cms.config import Config
+from lorepin_cms.models import Pin
+from lorepin_cms.schemas import PinCreate, PinOut, PinPage, PinUpdate, Status
+
+log = logging.getLogger("lorepin_cms")
+
+
+def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = jsonable_encoder(detail)
+    return JSONResponse(status_code=status, content=body)
+
+
+def expected_head(config: Config) -> str | None:
+    """The Alembic head revision this build of the CMS expects the schema to be at."""
+    return ScriptDirectory(str(config.migrations_dir)).get_current_head()
+
+
+def create_app(config: Config | None = None) -> FastAPI:
+    config = config or Config.from_env()
+    engine = create_engine(
+        config.database_url,
+        pool_pre_ping=True,
+        pool_size=5,
+        connect_args={"connect_timeout": 3},
+    )
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    head = expected_head(config)
+    app = FastAPI(title="LorePin CMS", version=config.version)
+
+    def session() -> Iterator[Session]:
+        with sessions() as s:
+            yield s
+
+    Db = Annotated[Session, Depends(session)]
+
+    def schema_revision() -> str | None:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        return _error(422, "invalid request", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.warning("database error: %s", type(exc).__name__)
+        return _error(503, "database unavailable")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        try:
+            current = schema_revision()
+        except (DBAPIError, SQLAlchemyError) as exc:
+            return _error(503, "database unreachable or not migrated", type(exc).__name__)
+        if current != head:
+            return JSONResponse(
+                status_code=503,
+                content={"status": "schema mismatch", "schema": current, "expected": head},
+            )
+        return JSONResponse({"status": "ready", "schema": current})
+
+    @app.get("/version")
+    def version() -> dict[str, str | None]:
+        try:
+            current = schema_revision()
+        except SQLAlchemyError:
+            current = None
+        return {
+            "version": config.version,
+            "git_revision": config.git_revision,
+            "schema_revision": current,
+            "schema_expected": head,
+        }
+
+    @app.post("/api/pins", status_code=201)
+    def create_pin(data: PinCreate, db: Db) -> PinOut:
+        pin = Pin(**data.model_dump())
+        db.add(pin)
+        db.commit()
+        db.refresh(pin)
+        return PinOut.model_validate(pin)
+
+    @app.get("/api/pins")
+    def list_pins(
+        db: Db,
+        tag: Annotated[str | None, Query(max_length=40)] = None,
+        status: Status | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> PinPage:
+        query = select(Pin)
+        if tag is not None:
+            query = query.where(Pin.tags.contains([tag.strip().lower()]))
+        if status is not None:
+            query = query.where(Pin.status == status)
+        total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = db.scalars(
+            query.order_by(Pin.created_at.desc(), Pin.id.desc()).limit(limit).offset(offset)
+        )
+        items = [PinOut.model_validate(p) for p in rows]
+        return PinPage(items=items, total=total, limit=limit, offset=offset)
+
+    def get_or_404(db: Session, pin_id: int) -> Pin:
+        pin = db.get(Pin, pin_id)
+        if pin is None:
+            raise HTTPException(404, f"pin {pin_id} not found")
+        return pin
+
+    PinId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+    @app.get("/api/pins/{pin_id}")
+    def read_pin(pin_id: PinId, db: Db) -> PinOut:
+        return PinOut.model_validate(get_or_404(db, pin_id))
+
+    @app.patch("/api/pins/{pin_id}")
+    def update_pin(pin_id: PinId, data: PinUpdate, db: Db) -> PinOut:
+        pin = get_or_404(db, pin_id)
+        changes = data.model_dump(exclude_unset=True)
+        if not changes:
+            raise HTTPException(422, "nothing to update: send at least one field")
+        for field, value in changes.items():
+            setattr(pin, field, value)
+        pin.updated_at = func.now()  # type: ignore[assignment]
+        db.commit()
+        db.refresh(pin)
+        return PinOut.model_validate(pin)
+
+    @app.delete("/api/pins/{pin_id}", status_code=204)
+    def delete_pin(pin_id: PinId, db: Db) -> Response:
+        db.delete(get_or_404(db, pin_id))
+        db.commit()
+        return Response(status_code=204)
+
+    app.state.engine = engine
+    return app

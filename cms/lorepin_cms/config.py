@@ -1,0 +1,57 @@
+"""Runtime configuration of the CMS, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+# cms/lorepin_cms/config.py -> repository root (also /app inside the image).
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(Exception):
+    """The environment does not describe a usable configuration."""
+
+
+def database_url(environ: Mapping[str, str] = os.environ) -> URL:
+    """The database URL: DATABASE_URL, or LOREPIN_DB_* parts with the password from a file.
+
+    The file form keeps the password out of `docker inspect` (Compose/Docker secrets).
+    """
+    if url := environ.get("DATABASE_URL"):
+        return make_url(url)
+    password = environ.get("LOREPIN_DB_PASSWORD")
+    if password is None and (path := environ.get("LOREPIN_DB_PASSWORD_FILE")):
+        try:
+            password = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read LOREPIN_DB_PASSWORD_FILE {path}: {exc.strerror}") from exc
+    return URL.create(
+        "postgresql+psycopg",
+        username=environ.get("LOREPIN_DB_USER", "lorepin"),
+        password=password,
+        host=environ.get("LOREPIN_DB_HOST", "127.0.0.1"),
+        port=int(environ.get("LOREPIN_DB_PORT", "5432")),
+        database=environ.get("LOREPIN_DB_NAME", "lorepin"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    database_url: URL
+    version: str
+    git_revision: str
+    migrations_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
+        return cls(
+            database_url=database_url(environ),
+            version=environ.get("LOREPIN_VERSION", "0.0.0-dev"),
+            git_revision=environ.get("LOREPIN_GIT_REVISION", "unknown"),
+            migrations_dir=Path(environ.get("LOREPIN_MIGRATIONS_DIR", ROOT / "migrations")),
+        )

