@@ -1,6 +1,6 @@
 """Invoke entry point: assembles the toolkit's collections (`invoke --list`)."""
 
-from invoke import Collection
+from invoke.collection import Collection
 
 from lorepin_tasks import stack
 

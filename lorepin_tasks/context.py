@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import invoke
-from invoke import Context, Exit
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError, LorePinError
@@ -28,8 +30,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 REQUIRED_SECRETS = ("db_password",)
 
 
-def task(*args: Any, **kwargs: Any) -> Callable[[F], invoke.Task[F]]:
-    def decorate(body: F) -> invoke.Task[F]:
+def task(*args: Any, **kwargs: Any) -> Callable[[F], Task[F]]:
+    def decorate(body: F) -> Task[F]:
         @functools.wraps(body)
         def run(c: Context, *a: Any, **kw: Any) -> Any:
             try:
@@ -39,7 +41,7 @@ def task(*args: Any, **kwargs: Any) -> Callable[[F], invoke.Task[F]]:
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=130) from None
 
-        return invoke.task(*args, **kwargs)(run)  # type: ignore[no-any-return]
+        return invoke_task(*args, **kwargs)(run)  # type: ignore[no-any-return]
 
     return decorate
 

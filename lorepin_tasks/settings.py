@@ -10,6 +10,7 @@ Environment variables:
   LOREPIN_HTTP_PORT    host port of the CMS (0: Docker picks a free one)
   LOREPIN_DB_PORT      host port of the database, where the environment publishes it
   LOREPIN_IMAGE_TAG    tag of the images the environment builds and runs
+  LOREPIN_SECRETS_DIR  directory holding the selected environment's secret files
 """
 
 from __future__ import annotations
@@ -171,7 +172,9 @@ def load(
 ) -> Settings:
     """Resolve defaults, invoke.yaml's `lorepin:` tree and environment variables."""
     raw = _merge(DEFAULTS, project_config or {})
-    envs = {name: _environment(name, spec or {}, root) for name, spec in raw["environments"].items()}
+    envs = {
+        name: _environment(name, spec or {}, root) for name, spec in raw["environments"].items()
+    }
     return Settings(
         root=root,
         base_image=environ.get("BASE_IMAGE") or raw.get("base_image") or _recorded_base_image(root),
@@ -183,7 +186,7 @@ def load(
 
 
 def with_overrides(env: Environment, environ: Mapping[str, str] = os.environ) -> Environment:
-    """The selected environment with LOREPIN_PROJECT/HTTP_PORT/DB_PORT/IMAGE_TAG applied."""
+    """The selected environment with the LOREPIN_* overrides of the module docstring applied."""
     raw: dict[str, Any] = {
         "kind": env.kind,
         "project": environ.get("LOREPIN_PROJECT", env.project),
@@ -191,7 +194,7 @@ def with_overrides(env: Environment, environ: Mapping[str, str] = os.environ) ->
         "http_port": environ.get("LOREPIN_HTTP_PORT", env.http_port),
         "db_port": environ.get("LOREPIN_DB_PORT", env.db_port),
         "image_tag": environ.get("LOREPIN_IMAGE_TAG", env.image_tag),
-        "secrets_dir": env.secrets_dir,
+        "secrets_dir": environ.get("LOREPIN_SECRETS_DIR", env.secrets_dir),
         "docker_host": env.docker_host,
         "docker_context": env.docker_context,
     }

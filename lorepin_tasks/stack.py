@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from invoke import Collection, Context
+from invoke.collection import Collection
+from invoke.context import Context
 
 from lorepin_tasks.context import EnvContext, ensure_secrets, open_env, require_base_image, task
 from lorepin_tasks.errors import LorePinError
@@ -25,7 +26,11 @@ def published_url(ctx: EnvContext) -> str:
     """The CMS's URL on the host, as Docker actually published it."""
     result = ctx.run.run(
         compose.port(ctx.env, compose.HTTP_SERVICE, compose.HTTP_PORT),
-        env=ctx.variables, capture=True, check=False, mutates=False, quiet=True,
+        env=ctx.variables,
+        capture=True,
+        check=False,
+        mutates=False,
+        quiet=True,
     )
     address = result.stdout.strip().splitlines()[0] if result.ok and result.stdout.strip() else ""
     if not address:
@@ -48,10 +53,13 @@ def services(ctx: EnvContext) -> list[dict[str, Any]]:
     return rows
 
 
-@task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "service": "build only these (repeatable)"},
-      iterable=["service"])
-def build(c: Context, env: str = "local", service: list[str] | None = None,
-          dry_run: bool = False) -> None:
+@task(
+    help={"env": ENV_HELP, "dry_run": DRY_HELP, "service": "build only these (repeatable)"},
+    iterable=["service"],
+)
+def build(
+    c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False
+) -> None:
     """Build the environment's images (cached layers are reused)."""
     ctx = open_env(c, env, dry_run=dry_run)
     require_base_image(ctx)
@@ -81,28 +89,43 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
     print(f"  API:      {url}/api/pins")
     print(f"  health:   {url}/healthz  ready: {url}/readyz  version: {url}/version")
     if ctx.env.db_port is not None:
-        print(f"  database: 127.0.0.1:{_db_port(ctx)} (user lorepin, db lorepin; "
-              f"password in {ctx.env.secrets_dir / 'db_password'})")
+        print(
+            f"  database: 127.0.0.1:{_db_port(ctx)} (user lorepin, db lorepin; "
+            f"password in {ctx.env.secrets_dir / 'db_password'})"
+        )
 
 
 def _db_port(ctx: EnvContext) -> str:
     result = ctx.run.run(
         compose.port(ctx.env, compose.DB_SERVICE, compose.DB_PORT),
-        env=ctx.variables, capture=True, check=False, mutates=False, quiet=True,
+        env=ctx.variables,
+        capture=True,
+        check=False,
+        mutates=False,
+        quiet=True,
     )
     return result.stdout.strip().rpartition(":")[2] or "?"
 
 
-@task(help={"env": ENV_HELP, "dry_run": DRY_HELP,
-            "volumes": "also delete the environment's data volumes (asks first)",
-            "yes": "do not ask for confirmation"})
-def down(c: Context, env: str = "local", volumes: bool = False, yes: bool = False,
-         dry_run: bool = False) -> None:
+@task(
+    help={
+        "env": ENV_HELP,
+        "dry_run": DRY_HELP,
+        "volumes": "also delete the environment's data volumes (asks first)",
+        "yes": "do not ask for confirmation",
+    }
+)
+def down(
+    c: Context, env: str = "local", volumes: bool = False, yes: bool = False, dry_run: bool = False
+) -> None:
     """Stop and remove the stack's containers and network; data is kept unless --volumes."""
     ctx = open_env(c, env, dry_run=dry_run)
     if volumes and not ctx.run.dry_run:
         found = ctx.run.run(
-            compose.volumes(ctx.env), capture=True, mutates=False, quiet=True,
+            compose.volumes(ctx.env),
+            capture=True,
+            mutates=False,
+            quiet=True,
             env=ctx.variables,
         ).stdout.split()
         if found:
@@ -125,16 +148,24 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
         return
     rows = services(ctx)
     report: dict[str, Any] = {
-        "env": ctx.env.name, "project": ctx.env.project,
+        "env": ctx.env.name,
+        "project": ctx.env.project,
         "services": [
-            {"service": r.get("Service"), "state": r.get("State"), "health": r.get("Health") or "-",
-             "image": r.get("Image"), "status": r.get("Status")}
+            {
+                "service": r.get("Service"),
+                "state": r.get("State"),
+                "health": r.get("Health") or "-",
+                "image": r.get("Image"),
+                "status": r.get("Status"),
+            }
             for r in rows
         ],
-        "url": None, "version": None,
+        "url": None,
+        "version": None,
     }
-    running = any(r.get("Service") == compose.HTTP_SERVICE and r.get("State") == "running"
-                  for r in rows)
+    running = any(
+        r.get("Service") == compose.HTTP_SERVICE and r.get("State") == "running" for r in rows
+    )
     if running:
         report["url"] = published_url(ctx)
         code, body = http.get(f"{report['url']}/version")
@@ -153,22 +184,38 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
     if report["url"]:
         v = report["version"] or {}
         print(f"  url: {report['url']}/   ready: {'yes' if report.get('ready') else 'no'}")
-        print(f"  version {v.get('version')} (git {str(v.get('git_revision'))[:12]}), "
-              f"schema {v.get('schema_revision')} (expected {v.get('schema_expected')})")
+        print(
+            f"  version {v.get('version')} (git {str(v.get('git_revision'))[:12]}), "
+            f"schema {v.get('schema_revision')} (expected {v.get('schema_expected')})"
+        )
 
 
-@task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "follow": "keep streaming new lines",
-            "tail": "lines per service to show first (or 'all')"},
-      optional=["service"])
-def logs(c: Context, service: str = "", env: str = "local", follow: bool = False,
-         tail: str = "200", dry_run: bool = False) -> None:
+@task(
+    help={
+        "env": ENV_HELP,
+        "dry_run": DRY_HELP,
+        "follow": "keep streaming new lines",
+        "tail": "lines per service to show first (or 'all')",
+    },
+    optional=["service"],
+)
+def logs(
+    c: Context,
+    service: str = "",
+    env: str = "local",
+    follow: bool = False,
+    tail: str = "200",
+    dry_run: bool = False,
+) -> None:
     """Show the logs of the environment's services (or one SERVICE)."""
     ctx = open_env(c, env, dry_run=dry_run)
     if tail != "all" and not tail.isdigit():
         raise LorePinError(f"--tail takes a number or 'all', got {tail!r}")
     ctx.run.run(
         compose.logs(ctx.env, [service] if service else [], follow=follow, tail=tail),
-        env=ctx.variables, check=False, quiet=True,
+        env=ctx.variables,
+        check=False,
+        quiet=True,
     )
 
 

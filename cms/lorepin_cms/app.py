@@ -1,6 +1,5 @@
 """The LorePin CMS HTTP service: pins API, health, readiness and version."""
 
-
 import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -58,9 +57,7 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return _error(422, "invalid request", errors)
 
     @app.exception_handler(StarletteHTTPException)
@@ -150,7 +147,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             raise HTTPException(422, "nothing to update: send at least one field")
         for field, value in changes.items():
             setattr(pin, field, value)
-        pin.updated_at = func.now()  # type: ignore[assignment]
+        pin.updated_at = func.now()
         db.commit()
         db.refresh(pin)
         return PinOut.model_validate(pin)

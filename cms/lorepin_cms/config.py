@@ -29,7 +29,9 @@ def database_url(environ: Mapping[str, str] = os.environ) -> URL:
         try:
             password = Path(path).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read LOREPIN_DB_PASSWORD_FILE {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read LOREPIN_DB_PASSWORD_FILE {path}: {exc.strerror}"
+            ) from exc
     return URL.create(
         "postgresql+psycopg",
         username=environ.get("LOREPIN_DB_USER", "lorepin"),

@@ -11,7 +11,10 @@ Status = Literal["draft", "published"]
 Tag = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, to_lower=True, min_length=1, max_length=40,
+        strip_whitespace=True,
+        to_lower=True,
+        min_length=1,
+        max_length=40,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
     ),
 ]

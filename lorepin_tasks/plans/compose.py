@@ -60,8 +60,16 @@ def up(env: Environment, *, wait_timeout: int) -> list[str]:
     # Images are built by `build` first; `up` never builds or pulls, so it never reaches
     # for a registry and always runs exactly what was just built.
     return [
-        *compose(env), "up", "--detach", "--wait", "--wait-timeout", str(wait_timeout),
-        "--no-build", "--pull", "never", "--remove-orphans",
+        *compose(env),
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(wait_timeout),
+        "--no-build",
+        "--pull",
+        "never",
+        "--remove-orphans",
     ]
 
 
@@ -79,13 +87,22 @@ def port(env: Environment, service: str, container_port: int) -> list[str]:
 
 def logs(env: Environment, services: Sequence[str], *, follow: bool, tail: str) -> list[str]:
     return [
-        *compose(env), "logs", "--tail", tail, *(["--follow"] if follow else []), *services,
+        *compose(env),
+        "logs",
+        "--tail",
+        tail,
+        *(["--follow"] if follow else []),
+        *services,
     ]
 
 
 def volumes(env: Environment) -> list[str]:
     """The environment's volumes, found by Compose's own project label."""
     return [
-        *docker(env), "volume", "ls", "--quiet",
-        "--filter", f"label=com.docker.compose.project={env.project}",
+        *docker(env),
+        "volume",
+        "ls",
+        "--quiet",
+        "--filter",
+        f"label=com.docker.compose.project={env.project}",
     ]

@@ -104,7 +104,9 @@ class Executor:
         if self.dry_run and mutates:
             return Result(tuple(argv), 0, "", "", 0.0)
         if shutil.which(argv[0]) is None:
-            raise ConfigError(f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh")
+            raise ConfigError(
+                f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh"
+            )
         started = time.monotonic()
         try:
             proc = subprocess.run(

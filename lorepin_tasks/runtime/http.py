@@ -39,7 +39,8 @@ def wait_ready(
         if last[0] == 200:
             return now - started
         if now >= next_report:
-            say(f"  still waiting for {url} ({now - started:.0f} s, last answer {last[0] or 'none'})")
+            answer = last[0] or "none"
+            say(f"  still waiting for {url} ({now - started:.0f} s, last answer {answer})")
             next_report = now + 5
         time.sleep(interval)
     raise LorePinError(

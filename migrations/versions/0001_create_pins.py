@@ -26,11 +26,18 @@ def upgrade() -> None:
         sa.Column("latitude", sa.Double(), nullable=False),
         sa.Column("longitude", sa.Double(), nullable=False),
         sa.Column(
-            "tags", postgresql.ARRAY(sa.Text()), server_default=sa.text("'{}'::text[]"), nullable=False
+            "tags",
+            postgresql.ARRAY(sa.Text()),
+            server_default=sa.text("'{}'::text[]"),
+            nullable=False,
         ),
         sa.Column("status", sa.String(length=16), server_default="draft", nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.CheckConstraint("latitude BETWEEN -90 AND 90", name="ck_pins_latitude_range"),
         sa.CheckConstraint("longitude BETWEEN -180 AND 180", name="ck_pins_longitude_range"),
         sa.CheckConstraint("status IN ('draft', 'published')", name="ck_pins_status_valid"),

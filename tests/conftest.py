@@ -1,0 +1,132 @@
+"""Shared fixtures. Docker-backed tests are marked `docker`; without an engine they skip,
+except under CI (CI=true), where a missing engine fails them: CI must test for real."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Before testcontainers is imported: no Ryuk (no registry to pull it from; fixtures clean
+# up themselves) and every connection over loopback.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TC_HOST", "127.0.0.1")
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def engine_problem() -> str | None:
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"docker CLI unusable: {exc}"
+    return None if proc.returncode == 0 else (proc.stderr.strip() or "docker info failed")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    problem = engine_problem()
+    if problem is None:
+        return
+    message = f"no Docker engine answers ({problem}); run scripts/bootstrap.sh"
+    if in_ci():
+        pytest.fail(f"CI requires the Docker-backed tests to run: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.fixturenames.insert(0, "docker_engine")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def project_settings() -> Settings:
+    config = yaml.safe_load((ROOT / "invoke.yaml").read_text())["lorepin"]
+    return settings_mod.load(config, root=ROOT)
+
+
+def invoke(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `invoke` CLI from the repository root, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"invoke {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def unique_project(prefix: str = "lorepin-test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def random_password() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="session")
+def postgres_image(docker_engine: None, project_settings: Settings) -> str:
+    """The project's PostgreSQL image, built the way `invoke build` builds it."""
+    proc = invoke("build", "--service", "db", env={"LOREPIN_IMAGE_TAG": "test"}, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"building the postgres image failed:\n{proc.stderr[-3000:]}", pytrace=False)
+    return f"{project_settings.image_prefix}/postgres:test"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_image: str) -> Iterator[str]:
+    """One throwaway PostgreSQL for the session; tests get their own databases on it."""
+    from testcontainers.community.postgres import PostgresContainer
+
+    with PostgresContainer(
+        postgres_image, username="lorepin", password="test-only", dbname="lorepin", driver="psycopg"
+    ) as pg:
+        yield pg.get_connection_url()
+
+
+@pytest.fixture
+def database_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

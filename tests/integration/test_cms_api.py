@@ -1,0 +1,159 @@
+"""The CMS's JSON API against a real, migrated PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from lorepin_cms.app import create_app
+from lorepin_cms.config import Config
+from sqlalchemy.engine import make_url
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.docker
+
+PIN = {
+    "title": "The drowned bell",
+    "body": "It rings at low tide.",
+    "latitude": 47.2,
+    "longitude": -2.1,
+    "tags": ["Sea", "legend"],
+    "status": "published",
+}
+
+
+def migrate(url: str, target: str = "head") -> None:
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", target],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def client_for(url: str) -> TestClient:
+    config = Config(
+        database_url=make_url(url),
+        version="9.9.9",
+        git_revision="abc",
+        migrations_dir=ROOT / "migrations",
+    )
+    return TestClient(create_app(config))
+
+
+@pytest.fixture
+def api(database_url: str) -> Iterator[TestClient]:
+    migrate(database_url)
+    with client_for(database_url) as client:
+        yield client
+        client.app.state.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_create_read_update_delete(api: TestClient) -> None:
+    created = api.post("/api/pins", json=PIN)
+    assert created.status_code == 201
+    pin = created.json()
+    assert pin["tags"] == ["sea", "legend"]
+    assert pin["created_at"] == pin["updated_at"]
+
+    assert api.get(f"/api/pins/{pin['id']}").json() == pin
+
+    updated = api.patch(f"/api/pins/{pin['id']}", json={"status": "draft", "title": "Bell"})
+    assert updated.status_code == 200
+    assert (updated.json()["status"], updated.json()["title"]) == ("draft", "Bell")
+    assert updated.json()["updated_at"] > pin["updated_at"]
+    assert updated.json()["body"] == PIN["body"]
+
+    assert api.delete(f"/api/pins/{pin['id']}").status_code == 204
+    gone = api.get(f"/api/pins/{pin['id']}")
+    assert gone.status_code == 404
+    assert gone.json() == {"error": f"pin {pin['id']} not found"}
+    assert api.delete(f"/api/pins/{pin['id']}").status_code == 404
+
+
+def test_list_pages_and_filters(api: TestClient) -> None:
+    for i in range(7):
+        body = {
+            **PIN,
+            "title": f"pin {i}",
+            "tags": ["even" if i % 2 == 0 else "odd"],
+            "status": "published" if i < 3 else "draft",
+        }
+        assert api.post("/api/pins", json=body).status_code == 201
+
+    page = api.get("/api/pins", params={"limit": 3, "offset": 0}).json()
+    assert (page["total"], page["limit"], page["offset"]) == (7, 3, 0)
+    assert [p["title"] for p in page["items"]] == ["pin 6", "pin 5", "pin 4"]
+    last = api.get("/api/pins", params={"limit": 3, "offset": 6}).json()
+    assert [p["title"] for p in last["items"]] == ["pin 0"]
+
+    even = api.get("/api/pins", params={"tag": "EVEN"}).json()
+    assert even["total"] == 4 and all(p["tags"] == ["even"] for p in even["items"])
+    published_odd = api.get("/api/pins", params={"tag": "odd", "status": "published"}).json()
+    assert [p["title"] for p in published_odd["items"]] == ["pin 1"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("post", "/api/pins", {**PIN, "latitude": 91}, 422),
+        ("post", "/api/pins", {**PIN, "title": ""}, 422),
+        ("post", "/api/pins", {"title": "no place"}, 422),
+        ("post", "/api/pins", [PIN], 422),
+        ("get", "/api/pins/not-a-number", None, 422),
+        ("get", "/api/pins/0", None, 422),
+        ("get", "/api/pins/99999999999999999999", None, 422),
+        ("get", "/api/pins?limit=0", None, 422),
+        ("get", "/api/pins?status=archived", None, 422),
+        ("patch", "/api/pins/1", {"title": None}, 422),
+        ("patch", "/api/pins/424242", {"title": "x"}, 404),
+    ],
+)
+def test_bad_requests_get_a_json_4xx(
+    api: TestClient, method: str, path: str, body: object, status: int
+) -> None:
+    response = api.request(method.upper(), path, json=body)
+    assert response.status_code == status
+    assert "error" in response.json()
+
+
+def test_malformed_json_is_a_4xx(api: TestClient) -> None:
+    response = api.post("/api/pins", content=b"{bad", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid request"
+
+
+def test_health_ready_and_version(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "alive"}
+    assert api.get("/readyz").json() == {"status": "ready", "schema": "0002"}
+    assert api.get("/version").json() == {
+        "version": "9.9.9",
+        "git_revision": "abc",
+        "schema_revision": "0002",
+        "schema_expected": "0002",
+    }
+
+
+def test_readyz_reports_a_schema_behind_the_code(database_url: str) -> None:
+    migrate(database_url, "0001")
+    with client_for(database_url) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "schema mismatch", "schema": "0001", "expected": "0002"}
+        client.app.state.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_unreachable_database_is_503_not_500(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://lorepin:x@127.0.0.1:9/lorepin"  # nothing listens on port 9
+    with client_for(url) as client:
+        assert client.get("/readyz").status_code == 503
+        listed = client.get("/api/pins")
+        assert listed.status_code == 503
+        assert listed.json() == {"error": "database unavailable"}

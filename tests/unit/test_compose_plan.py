@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.plans import compose
+from lorepin_tasks.runtime.git import Revision
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = settings_mod.load({"base_image": "base:1"}, root=ROOT, environ={})
+LOCAL = SETTINGS.environment("local")
+FILES = f"--file {ROOT}/compose/compose.yaml --file {ROOT}/compose/local.yaml"
+PREFIX = f"docker compose --project-name lorepin-local {FILES}"
+
+
+def line(argv: list[str]) -> str:
+    return " ".join(argv)
+
+
+def test_build_all_or_some_services() -> None:
+    assert line(compose.build(LOCAL)) == f"{PREFIX} build"
+    assert line(compose.build(LOCAL, ["db"])) == f"{PREFIX} build db"
+
+
+def test_up_waits_and_never_builds_or_pulls() -> None:
+    assert line(compose.up(LOCAL, wait_timeout=90)) == (
+        f"{PREFIX} up --detach --wait --wait-timeout 90 --no-build --pull never --remove-orphans"
+    )
+
+
+def test_down_keeps_volumes_unless_asked() -> None:
+    assert line(compose.down(LOCAL, volumes=False)) == f"{PREFIX} down --remove-orphans"
+    assert line(compose.down(LOCAL, volumes=True)) == f"{PREFIX} down --remove-orphans --volumes"
+
+
+def test_read_only_commands() -> None:
+    assert line(compose.ps(LOCAL)) == f"{PREFIX} ps --all --format json"
+    assert line(compose.port(LOCAL, "cms", 8000)) == f"{PREFIX} port cms 8000"
+    assert line(compose.logs(LOCAL, ["cms"], follow=True, tail="50")) == (
+        f"{PREFIX} logs --tail 50 --follow cms"
+    )
+    assert line(compose.volumes(LOCAL)) == (
+        "docker volume ls --quiet --filter label=com.docker.compose.project=lorepin-local"
+    )
+
+
+def test_docker_context_targets_another_engine() -> None:
+    remote = replace(LOCAL, docker_context="staging-host", project="lorepin-staging")
+    assert compose.build(remote)[:6] == [
+        "docker",
+        "--context",
+        "staging-host",
+        "compose",
+        "--project-name",
+        "lorepin-staging",
+    ]
+
+
+def test_variables_carry_settings_revision_and_engine() -> None:
+    revision = Revision(version="1.2.3", sha="abc123", created="2026-11-25T10:00:00+00:00")
+    env = replace(LOCAL, docker_host="ssh://deploy@example.invalid")
+    values = compose.variables(SETTINGS, env, revision)
+    assert values["BASE_IMAGE"] == "base:1"
+    assert values["LOREPIN_ENV"] == "local"
+    assert values["LOREPIN_IMAGE_TAG"] == "dev"
+    assert values["LOREPIN_HTTP_PORT"] == "8080"
+    assert values["LOREPIN_DB_PORT"] == "15432"
+    assert values["LOREPIN_VERSION"] == "1.2.3"
+    assert values["LOREPIN_GIT_REVISION"] == "abc123"
+    assert values["LOREPIN_CREATED"] == "2026-11-25T10:00:00+00:00"
+    assert values["LOREPIN_SECRETS_DIR"] == str(ROOT / ".lorepin/secrets/local")
+    assert values["DOCKER_HOST"] == "ssh://deploy@example.invalid"
+    assert "LOREPIN_DB_PASSWORD" not in values

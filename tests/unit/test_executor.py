@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from lorepin_tasks.errors import CommandFailed, ConfigError
+from lorepin_tasks.runtime.executor import Executor, Secret, shown
+
+
+def test_dry_run_prints_the_exact_command_and_runs_nothing(tmp_path: Path) -> None:
+    out = io.StringIO()
+    target = tmp_path / "made by the command"
+    result = Executor(dry_run=True, out=out).run(["touch", str(target)], env={"A": "b c"})
+    assert out.getvalue() == f"+ A='b c' touch '{target}'\n"
+    assert result.ok
+    assert not target.exists()
+
+
+def test_read_only_commands_still_run_in_dry_run() -> None:
+    result = Executor(dry_run=True, out=io.StringIO()).run(
+        ["echo", "state"], capture=True, mutates=False
+    )
+    assert result.stdout == "state\n"
+
+
+def test_runs_and_captures() -> None:
+    out = io.StringIO()
+    result = Executor(out=out).run(
+        ["sh", "-c", "echo $GREETING"], env={"GREETING": "hi"}, capture=True
+    )
+    assert result.stdout == "hi\n"
+    assert out.getvalue().startswith("+ GREETING=hi sh -c")
+
+
+def test_secrets_are_redacted_in_echo_and_errors() -> None:
+    out = io.StringIO()
+    run = Executor(out=out, secrets=["hunter2"])
+    with pytest.raises(CommandFailed) as info:
+        run.run(["sh", "-c", "echo token hunter2 >&2; exit 3", "hunter2"], capture=True)
+    assert "hunter2" not in out.getvalue()
+    assert "hunter2" not in str(info.value)
+    assert "exit code 3" in str(info.value)
+    assert "token ******" in str(info.value)
+
+
+def test_secret_type_never_prints_its_value() -> None:
+    secret = Secret("s3cr3t")
+    assert "s3cr3t" not in repr(secret) and "s3cr3t" not in f"{secret}"
+    assert secret.reveal() == "s3cr3t"
+
+
+def test_missing_binary_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="'no-such-binary-xyz' is not installed"):
+        Executor(out=io.StringIO()).run(["no-such-binary-xyz"])
+
+
+def test_failure_without_check_returns_the_code() -> None:
+    result = Executor(out=io.StringIO()).run(["sh", "-c", "exit 5"], check=False, quiet=True)
+    assert result.returncode == 5
+
+
+def test_shown_quotes_for_the_shell() -> None:
+    assert shown(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(
+    config: dict[str, object] | None = None,
+    environ: dict[str, str] | None = None,
+    root: Path = ROOT,
+) -> Settings:
+    return settings_mod.load(config or {}, root=root, environ=environ or {})
+
+
+def test_defaults_describe_the_local_environment() -> None:
+    local = load().environment("local")
+    assert local.kind == "local"
+    assert local.project == "lorepin-local"
+    assert local.http_port == 8080
+    assert local.compose_files == (ROOT / "compose/compose.yaml", ROOT / "compose/local.yaml")
+    assert local.secrets_dir == ROOT / ".lorepin/secrets/local"
+    assert local.generates_secrets
+
+
+def test_project_config_overrides_defaults_key_by_key() -> None:
+    s = load({"wait_timeout": 30, "environments": {"local": {"http_port": 9000}}})
+    local = s.environment("local")
+    assert (s.wait_timeout, local.http_port, local.project) == (30, 9000, "lorepin-local")
+
+
+def test_unknown_environment_names_the_valid_ones() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^unknown environment 'nope'; valid environments: local$"
+    ):
+        load().environment("nope")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"http_port": 70000}, "http_port must be between 0 and 65535"),
+        ({"http_port": "eighty"}, "http_port must be a whole number"),
+        ({"kind": "cloud"}, "kind must be one of"),
+        ({"project": "Bad Name"}, "invalid Compose project name"),
+        (
+            {"compose_files": ["compose/missing.yaml"]},
+            "compose file compose/missing.yaml does not exist",
+        ),
+        ({"image_tag": "no spaces"}, "invalid image tag"),
+    ],
+)
+def test_invalid_environment_settings_are_one_line_errors(
+    override: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load({"environments": {"local": override}})
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_environment_name_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="names are lowercase"):
+        load(
+            {
+                "environments": {
+                    "Prod!": {"kind": "production", "compose_files": ["compose/compose.yaml"]}
+                }
+            }
+        )
+
+
+def test_base_image_comes_from_env_then_config_then_bootstrap_record(tmp_path: Path) -> None:
+    (tmp_path / "compose").mkdir()
+    for name in ("compose.yaml", "local.yaml"):
+        (tmp_path / "compose" / name).write_text("services: {}\n")
+    assert load(root=tmp_path).base_image is None
+    (tmp_path / ".lorepin").mkdir()
+    (tmp_path / ".lorepin/base-image.env").write_text("BASE_IMAGE=recorded:1\n")
+    assert load(root=tmp_path).base_image == "recorded:1"
+    assert load({"base_image": "configured:2"}, root=tmp_path).base_image == "configured:2"
+    assert (
+        load({"base_image": "configured:2"}, {"BASE_IMAGE": "env:3"}, tmp_path).base_image
+        == "env:3"
+    )
+
+
+def test_environment_variables_override_the_selected_environment() -> None:
+    local = load().environment("local")
+    env = settings_mod.with_overrides(
+        local,
+        {
+            "LOREPIN_PROJECT": "lorepin-e2e-1",
+            "LOREPIN_HTTP_PORT": "0",
+            "LOREPIN_DB_PORT": "0",
+            "LOREPIN_IMAGE_TAG": "t1",
+            "LOREPIN_SECRETS_DIR": "/tmp/s",
+        },
+    )
+    assert (env.project, env.http_port, env.db_port, env.image_tag, env.secrets_dir) == (
+        "lorepin-e2e-1",
+        0,
+        0,
+        "t1",
+        Path("/tmp/s"),
+    )
+    assert env.compose_files == local.compose_files
+
+
+def test_bad_override_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="http_port must be a whole number"):
+        settings_mod.with_overrides(load().environment("local"), {"LOREPIN_HTTP_PORT": "x"})
+
+
+def test_ca_bundle_prefers_explicit_setting(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load(environ={"LOREPIN_CA_BUNDLE": str(bundle)}).ca_bundle == bundle
