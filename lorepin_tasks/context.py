@@ -91,6 +91,16 @@ def ensure_secrets(ctx: EnvContext) -> None:
         raise ConfigError(
             f"environment '{ctx.env.name}' is missing secret(s) {', '.join(missing)} in {directory}"
         )
+    existing = ctx.run.run(
+        compose.volumes(ctx.env), env=ctx.variables, capture=True, mutates=False, quiet=True
+    ).stdout.split()
+    if existing:
+        # A new password would lock us out of the data initialised with the lost one.
+        raise ConfigError(
+            f"the data of '{ctx.env.name}' ({', '.join(existing)}) exists but its secret "
+            f"{directory / missing[0]} is missing: restore the file, or delete the data with "
+            f"`invoke down --env {ctx.env.name} --volumes`"
+        )
     for name in missing:
         path = directory / name
         if ctx.run.dry_run:

@@ -95,7 +95,15 @@ def _int(value: Any, what: str, *, low: int, high: int) -> int:
     return number
 
 
-def _environment(name: str, raw: Mapping[str, Any], root: Path) -> Environment:
+def state_home(environ: Mapping[str, str]) -> Path:
+    """Per-user state (XDG): where throwaway environments keep their generated secrets."""
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local/state")
+    return Path(base).expanduser() / "lorepin"
+
+
+def _environment(
+    name: str, raw: Mapping[str, Any], root: Path, environ: Mapping[str, str]
+) -> Environment:
     where = f"environment '{name}'"
     if not ENV_NAME.match(name):
         raise ConfigError(f"{where}: names are lowercase letters, digits and '-' (max 31)")
@@ -115,7 +123,9 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path) -> Environment:
     if not IMAGE_TAG.match(tag):
         raise ConfigError(f"{where}: invalid image tag {tag!r}")
     db_port = raw.get("db_port")
-    secrets_dir = Path(raw.get("secrets_dir") or root / ".lorepin" / "secrets" / name)
+    # Keyed by Compose project, like the engine's volumes: every checkout that drives the
+    # same project finds the password its database was initialised with.
+    secrets_dir = Path(raw.get("secrets_dir") or state_home(environ) / project / "secrets")
     return Environment(
         name=name,
         kind=kind,
@@ -173,7 +183,8 @@ def load(
     """Resolve defaults, invoke.yaml's `lorepin:` tree and environment variables."""
     raw = _merge(DEFAULTS, project_config or {})
     envs = {
-        name: _environment(name, spec or {}, root) for name, spec in raw["environments"].items()
+        name: _environment(name, spec or {}, root, environ)
+        for name, spec in raw["environments"].items()
     }
     return Settings(
         root=root,
@@ -194,9 +205,15 @@ def with_overrides(env: Environment, environ: Mapping[str, str] = os.environ) ->
         "http_port": environ.get("LOREPIN_HTTP_PORT", env.http_port),
         "db_port": environ.get("LOREPIN_DB_PORT", env.db_port),
         "image_tag": environ.get("LOREPIN_IMAGE_TAG", env.image_tag),
-        "secrets_dir": environ.get("LOREPIN_SECRETS_DIR", env.secrets_dir),
+        # A derived (not configured) secrets dir follows the project when it is overridden.
+        "secrets_dir": environ.get("LOREPIN_SECRETS_DIR")
+        or (
+            None
+            if env.secrets_dir == state_home(environ) / env.project / "secrets"
+            else env.secrets_dir
+        ),
         "docker_host": env.docker_host,
         "docker_context": env.docker_context,
     }
-    resolved = _environment(env.name, raw, Path("/"))
+    resolved = _environment(env.name, raw, Path("/"), environ)
     return replace(resolved, compose_files=env.compose_files)

@@ -80,6 +80,7 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
     if ctx.run.dry_run:
         say("dry run: nothing was built or started")
         return
+    check_started(ctx)
     url = published_url(ctx)
     waited = http.wait_ready(f"{url}/readyz", timeout=ctx.settings.wait_timeout, say=say)
     _, version = http.get(f"{url}/version")
@@ -93,6 +94,37 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
             f"  database: 127.0.0.1:{_db_port(ctx)} (user lorepin, db lorepin; "
             f"password in {ctx.env.secrets_dir / 'db_password'})"
         )
+
+
+def check_started(ctx: EnvContext) -> None:
+    """Fail with the cause when a service did not come up.
+
+    `compose up --wait` exits 0 even when a one-shot dependency (migrate) failed and its
+    dependants never started, so the outcome is read back from the containers.
+    """
+    for row in services(ctx):
+        name, state, code = row.get("Service"), row.get("State"), row.get("ExitCode", 0)
+        if state == "exited" and code != 0:
+            log = ctx.run.run(
+                compose.logs(ctx.env, [str(name)], follow=False, tail="20"),
+                env=ctx.variables,
+                capture=True,
+                check=False,
+                mutates=False,
+                quiet=True,
+            ).stdout
+            last = _cause([line.split("|", 1)[-1].strip() for line in log.splitlines()])
+            raise LorePinError(
+                f"service '{name}' of '{ctx.env.name}' exited with code {code}: {last} "
+                f"(full log: invoke logs {name} --env {ctx.env.name})"
+            )
+
+
+def _cause(lines: list[str]) -> str:
+    """The line of a failed service's log that says why: the last error line, else the last."""
+    meaningful = [ln for ln in lines if ln and not ln.startswith("(Background on this error")]
+    errors = [ln for ln in meaningful if "error" in ln.lower() or "fatal" in ln.lower()]
+    return (errors or meaningful or ["no output"])[-1]
 
 
 def _db_port(ctx: EnvContext) -> str:

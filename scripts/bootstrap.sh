@@ -46,9 +46,11 @@ setup_venv() {
     say "virtualenv .venv is up to date"
     return
   fi
-  say "installing the toolkit and its dev tools into .venv (pip)"
-  "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1'
-  "$VENV/bin/python" -m pip install -q -e "$ROOT" --group "$ROOT/pyproject.toml:dev"
+  local log="$STATE_DIR/pip.log"
+  say "installing the toolkit and its dev tools into .venv (pip, log: .lorepin/pip.log)"
+  { "$VENV/bin/python" -m pip install --upgrade 'pip>=25.1' \
+      && "$VENV/bin/python" -m pip install -e "$ROOT" --group "$ROOT/pyproject.toml:dev"; } >"$log" 2>&1 \
+    || { tail -n 20 "$log" >&2; die "pip install failed; see $log"; }
   echo "$stamp" >"$VENV/.lorepin-stamp"
 }
 

@@ -132,3 +132,28 @@ def test_down_volumes_refuses_without_confirmation(stack: dict[str, str]) -> Non
     assert "data volumes kept" in kept.stdout
     remaining = leftovers(stack["LOREPIN_PROJECT"])
     assert remaining["containers"] == [] and len(remaining["volumes"]) == 1
+
+
+def test_lost_or_wrong_secret_fails_clearly_and_keeps_the_data(stack: dict[str, str]) -> None:
+    assert invoke("up", env=stack, timeout=900).returncode == 0
+    invoke("down", env=stack, check=True)  # data kept
+    secret = Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password"
+    original = secret.read_text()
+
+    secret.unlink()
+    lost = invoke("up", env=stack)
+    assert lost.returncode == 2
+    assert "exists but its secret" in lost.stderr and "is missing" in lost.stderr
+    assert not secret.exists(), "no new password may be invented over existing data"
+    assert leftovers(stack["LOREPIN_PROJECT"])["containers"] == []
+
+    secret.write_text("not-the-password\n")
+    wrong = invoke("up", env=stack, timeout=900)
+    assert wrong.returncode == 1
+    message = wrong.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: service 'migrate' of 'local' exited with code 1")
+    assert "password authentication failed" in message
+
+    secret.write_text(original)
+    assert invoke("up", env=stack, timeout=900).returncode == 0
+    assert len(leftovers(stack["LOREPIN_PROJECT"])["volumes"]) == 1

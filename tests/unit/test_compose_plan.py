@@ -8,7 +8,9 @@ from lorepin_tasks.plans import compose
 from lorepin_tasks.runtime.git import Revision
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = settings_mod.load({"base_image": "base:1"}, root=ROOT, environ={})
+SETTINGS = settings_mod.load(
+    {"base_image": "base:1"}, root=ROOT, environ={"XDG_STATE_HOME": "/state"}
+)
 LOCAL = SETTINGS.environment("local")
 FILES = f"--file {ROOT}/compose/compose.yaml --file {ROOT}/compose/local.yaml"
 PREFIX = f"docker compose --project-name lorepin-local {FILES}"
@@ -69,6 +71,6 @@ def test_variables_carry_settings_revision_and_engine() -> None:
     assert values["LOREPIN_VERSION"] == "1.2.3"
     assert values["LOREPIN_GIT_REVISION"] == "abc123"
     assert values["LOREPIN_CREATED"] == "2026-11-25T10:00:00+00:00"
-    assert values["LOREPIN_SECRETS_DIR"] == str(ROOT / ".lorepin/secrets/local")
+    assert values["LOREPIN_SECRETS_DIR"] == "/state/lorepin/lorepin-local/secrets"
     assert values["DOCKER_HOST"] == "ssh://deploy@example.invalid"
     assert "LOREPIN_DB_PASSWORD" not in values

@@ -25,7 +25,7 @@ def test_defaults_describe_the_local_environment() -> None:
     assert local.project == "lorepin-local"
     assert local.http_port == 8080
     assert local.compose_files == (ROOT / "compose/compose.yaml", ROOT / "compose/local.yaml")
-    assert local.secrets_dir == ROOT / ".lorepin/secrets/local"
+    assert local.secrets_dir == Path("~/.local/state/lorepin/lorepin-local/secrets").expanduser()
     assert local.generates_secrets
 
 
@@ -110,6 +110,19 @@ def test_environment_variables_override_the_selected_environment() -> None:
         Path("/tmp/s"),
     )
     assert env.compose_files == local.compose_files
+
+
+def test_secrets_follow_the_project_unless_configured() -> None:
+    environ = {"XDG_STATE_HOME": "/state"}
+    local = load(environ=environ).environment("local")
+    assert local.secrets_dir == Path("/state/lorepin/lorepin-local/secrets")
+    moved = settings_mod.with_overrides(local, {**environ, "LOREPIN_PROJECT": "lorepin-x"})
+    assert moved.secrets_dir == Path("/state/lorepin/lorepin-x/secrets")
+    pinned = load({"environments": {"local": {"secrets_dir": "/etc/lorepin/local"}}}, environ)
+    kept = settings_mod.with_overrides(
+        pinned.environment("local"), {**environ, "LOREPIN_PROJECT": "lorepin-x"}
+    )
+    assert kept.secrets_dir == Path("/etc/lorepin/local")
 
 
 def test_bad_override_is_rejected() -> None:
