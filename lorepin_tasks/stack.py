@@ -7,6 +7,7 @@ Compose project, files, ports and image tag; `wait_timeout` bounds every wait.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from invoke.collection import Collection
@@ -69,6 +70,7 @@ def build(
 @task(help={"env": ENV_HELP, "dry_run": DRY_HELP})
 def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
     """Build what changed, start the stack, migrate, wait until ready, print the URLs."""
+    started = time.monotonic()
     ctx = open_env(c, env, dry_run=dry_run)
     require_base_image(ctx)
     ensure_secrets(ctx)
@@ -82,10 +84,11 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
         return
     check_started(ctx)
     url = published_url(ctx)
-    waited = http.wait_ready(f"{url}/readyz", timeout=ctx.settings.wait_timeout, say=say)
+    http.wait_ready(f"{url}/readyz", timeout=ctx.settings.wait_timeout, say=say)
     _, version = http.get(f"{url}/version")
     schema = version.get("schema_revision") if isinstance(version, dict) else None
-    print(f"LorePin CMS '{ctx.env.name}' is ready ({waited:.1f} s after start), schema {schema}")
+    took = time.monotonic() - started
+    print(f"LorePin CMS '{ctx.env.name}' is ready after {took:.1f} s, schema at {schema}")
     print(f"  CMS:      {url}/")
     print(f"  API:      {url}/api/pins")
     print(f"  health:   {url}/healthz  ready: {url}/readyz  version: {url}/version")
