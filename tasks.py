@@ -2,8 +2,9 @@
 
 from invoke.collection import Collection
 
-from lorepin_tasks import stack
+from lorepin_tasks import db, stack
 
 ns = Collection()
-for t in stack.ns.tasks.values():
+for t in stack.ns.tasks.values():  # the everyday tasks stay top-level: `invoke up`
     ns.add_task(t)
+ns.add_collection(db.ns)

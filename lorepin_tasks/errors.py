@@ -31,6 +31,8 @@ class CommandFailed(LorePinError):
     """An external command exited non-zero."""
 
     def __init__(self, shown: str, returncode: int, output_tail: str = "") -> None:
-        detail = f": {output_tail.strip().splitlines()[-1]}" if output_tail.strip() else ""
+        lines = output_tail.strip().splitlines()
+        self.cause = lines[-1].removeprefix("error: ") if lines else ""
+        detail = f": {self.cause}" if self.cause else ""
         super().__init__(f"command failed with exit code {returncode}: {shown}{detail}")
         self.returncode = returncode

@@ -62,6 +62,7 @@ class Environment:
     secrets_dir: Path
     docker_host: str | None = None
     docker_context: str | None = None
+    backup_before_migrate: bool = False
 
     @property
     def generates_secrets(self) -> bool:
@@ -137,6 +138,10 @@ def _environment(
         secrets_dir=secrets_dir,
         docker_host=raw.get("docker_host"),
         docker_context=raw.get("docker_context"),
+        # Long-lived environments keep a dump from just before any schema change.
+        backup_before_migrate=bool(
+            raw.get("backup_before_migrate", kind in ("staging", "production"))
+        ),
     )
 
 
@@ -214,6 +219,7 @@ def with_overrides(env: Environment, environ: Mapping[str, str] = os.environ) ->
         ),
         "docker_host": env.docker_host,
         "docker_context": env.docker_context,
+        "backup_before_migrate": env.backup_before_migrate,
     }
     resolved = _environment(env.name, raw, Path("/"), environ)
     return replace(resolved, compose_files=env.compose_files)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection, create_engine
+
 from lorepin_cms.config import database_url
 from lorepin_cms.models import Base
-from sqlalchemy import Connection, create_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -17,12 +19,17 @@ target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
+    """Emit SQL; it starts with the same bounded timeouts the migrator sets online."""
     context.configure(
         url=database_url(),
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         transaction_per_migration=True,
+    )
+    context.execute(f"SET lock_timeout = '{os.environ.get('LOREPIN_LOCK_TIMEOUT', '5s')}'")
+    context.execute(
+        f"SET statement_timeout = '{os.environ.get('LOREPIN_STATEMENT_TIMEOUT', '15min')}'"
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -26,6 +26,19 @@ from lorepin_tasks.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def migration_heads() -> tuple[str, str]:
+    """The head revision of migrations/ and the one below it."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(ROOT / "migrations"))
+    head = script.get_revision("head")
+    assert head is not None and isinstance(head.down_revision, str)
+    return head.revision, head.down_revision
+
+
+HEAD, BEFORE_HEAD = migration_heads()
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorepin_cms.config import Config
-from lorepin_cms.models import Pin
+from lorepin_cms.models import Pin, slugify
 from lorepin_cms.schemas import PinCreate, PinOut, PinPage, PinUpdate, Status
 
 log = logging.getLogger("lorepin_cms")
@@ -101,7 +101,7 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     @app.post("/api/pins", status_code=201)
     def create_pin(data: PinCreate, db: Db) -> PinOut:
-        pin = Pin(**data.model_dump())
+        pin = Pin(**data.model_dump(), slug=slugify(data.title))
         db.add(pin)
         db.commit()
         db.refresh(pin)
@@ -147,6 +147,8 @@ def create_app(config: Config | None = None) -> FastAPI:
             raise HTTPException(422, "nothing to update: send at least one field")
         for field, value in changes.items():
             setattr(pin, field, value)
+        if "title" in changes:
+            pin.slug = slugify(changes["title"])
         pin.updated_at = func.now()
         db.commit()
         db.refresh(pin)

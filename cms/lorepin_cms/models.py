@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import (
@@ -12,7 +13,6 @@ from sqlalchemy import (
     Identity,
     Index,
     MetaData,
-    String,
     Text,
     func,
     text,
@@ -21,6 +21,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES = ("draft", "published")
+
+
+def slugify(title: str) -> str:
+    """The pin's slug; must equal SLUG_SQL for the same title (the backfill uses that)."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+SLUG_SQL = "trim(both '-' from regexp_replace(lower(title), '[^a-z0-9]+', '-', 'g'))"
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -41,16 +49,20 @@ class Pin(Base):
     __tablename__ = "pins"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    title: Mapped[str] = mapped_column(String(200))
-    body: Mapped[str] = mapped_column(Text, server_default="")
+    title: Mapped[str] = mapped_column(Text)
+    # Derived from the title (see slugify); backfilled for old rows by revision 0003.
+    slug: Mapped[str | None] = mapped_column(Text)
+    # The API's `body` is stored in `story` since the expand/contract rename (0004, 0005).
+    body: Mapped[str] = mapped_column("story", Text, server_default="")
     latitude: Mapped[float] = mapped_column(Double)
     longitude: Mapped[float] = mapped_column(Double)
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
-    status: Mapped[str] = mapped_column(String(16), server_default="draft")
+    status: Mapped[str] = mapped_column(Text, server_default="draft")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
+        CheckConstraint("char_length(title) <= 200", name="title_length"),
         CheckConstraint("latitude BETWEEN -90 AND 90", name="latitude_range"),
         CheckConstraint("longitude BETWEEN -180 AND 180", name="longitude_range"),
         CheckConstraint("status IN ('draft', 'published')", name="status_valid"),

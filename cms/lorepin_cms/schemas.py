@@ -69,6 +69,7 @@ class PinOut(BaseModel):
 
     id: int
     title: str
+    slug: str | None
     body: str
     latitude: float
     longitude: float

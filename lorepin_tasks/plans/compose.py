@@ -106,3 +106,24 @@ def volumes(env: Environment) -> list[str]:
         "--filter",
         f"label=com.docker.compose.project={env.project}",
     ]
+
+
+def run(env: Environment, service: str, command: Sequence[str], *, name: str) -> list[str]:
+    """A one-off container of `service` on the environment's network (not its deps).
+
+    Not `--rm`: Compose (2.40 against engine 20.10) exits 0 whatever the container's exit
+    code, so the code is read back with `exit_code(name)`, then the container removed.
+    """
+    return [*compose(env), "run", "--name", name, "--no-deps", "-T", service, *command]
+
+
+def exit_code(env: Environment, container: str) -> list[str]:
+    return [*docker(env), "inspect", "--format", "{{.State.ExitCode}}", container]
+
+
+def remove(env: Environment, container: str) -> list[str]:
+    return [*docker(env), "rm", "--force", container]
+
+
+def exec_(env: Environment, service: str, command: Sequence[str]) -> list[str]:
+    return [*compose(env), "exec", "-T", service, *command]

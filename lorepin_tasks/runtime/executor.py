@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from lorepin_tasks.errors import CommandFailed, ConfigError
@@ -91,16 +92,24 @@ class Executor:
         mutates: bool = True,
         quiet: bool = False,
         timeout: float | None = None,
+        stdout_to: Path | None = None,
+        capture_stderr: bool = False,
     ) -> Result:
         """Run argv with `env` added to the process environment.
 
         `mutates=False` marks read-only commands (ps, inspect): they still run under
         dry-run, so a dry run can show what it would do given the real state.
-        `capture` collects output instead of streaming it to the terminal.
+        `capture` collects output instead of streaming it to the terminal;
+        `capture_stderr` streams stdout but keeps stderr for the error message;
+        `stdout_to` writes stdout to a new file (mode 0600), e.g. a database dump.
         """
-        line = shown(argv, env)
-        if not quiet or (self.dry_run and mutates):
+        line = shown(argv, env) + (f" > {shlex.quote(str(stdout_to))}" if stdout_to else "")
+        if self.dry_run and mutates:
             self.say(f"+ {line}")
+        elif not quiet:  # the environment prefix is for copy-paste; a live run skips it
+            self.say(
+                f"+ {shown(argv)}" + (f" > {shlex.quote(str(stdout_to))}" if stdout_to else "")
+            )
         if self.dry_run and mutates:
             return Result(tuple(argv), 0, "", "", 0.0)
         if shutil.which(argv[0]) is None:
@@ -108,22 +117,34 @@ class Executor:
                 f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh"
             )
         started = time.monotonic()
+        sink = None
+        if stdout_to is not None:
+            stdout_to.parent.mkdir(parents=True, exist_ok=True)
+            sink = open(stdout_to, "xb", opener=lambda p, f: os.open(p, f, 0o600))  # noqa: SIM115
         try:
             proc = subprocess.run(
                 list(argv),
                 env={**os.environ, **(env or {})},
-                capture_output=capture,
-                text=True,
+                stdout=sink or (subprocess.PIPE if capture else None),
+                stderr=subprocess.PIPE if capture or capture_stderr or sink else None,
+                text=sink is None,
                 check=False,
                 timeout=timeout,
-                stdin=subprocess.DEVNULL if capture else None,
+                stdin=subprocess.DEVNULL if capture or sink else None,
             )
         except subprocess.TimeoutExpired as exc:
             raise CommandFailed(self.redact(line), -1, f"timed out after {timeout} s") from exc
+        finally:
+            if sink is not None:
+                sink.close()
         seconds = time.monotonic() - started
         if not quiet and seconds >= 2:
             self.say(f"  ({seconds:.1f} s)")
-        result = Result(tuple(argv), proc.returncode, proc.stdout or "", proc.stderr or "", seconds)
+        stderr = (
+            proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
+        )
+        stdout = proc.stdout if isinstance(proc.stdout, str) else ""
+        result = Result(tuple(argv), proc.returncode, stdout, stderr or "", seconds)
         if check and not result.ok:
             raise CommandFailed(self.redact(line), proc.returncode, self.redact(result.stderr))
         return result

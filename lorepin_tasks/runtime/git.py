@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,3 +37,12 @@ def describe(root: Path) -> Revision:
         dirty = "-dirty" if repo.is_dirty() else ""
         version = f"0.0.0-dev+g{head.hexsha[:7]}{dirty}"
     return Revision(version=version, sha=head.hexsha, created=head.committed_datetime.isoformat())
+
+
+def who_am_i(root: Path) -> str:
+    """Who is acting, for logs: git's user.email (else the OS user) at this host."""
+    try:
+        email = git.Repo(root).config_reader().get_value("user", "email", "")
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, OSError):
+        email = ""
+    return f"{email or getpass.getuser()} on {socket.gethostname()}"

@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "pins",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("title", sa.String(length=200), nullable=False),
+        sa.Column("title", sa.Text(), nullable=False),
         sa.Column("body", sa.Text(), server_default="", nullable=False),
         sa.Column("latitude", sa.Double(), nullable=False),
         sa.Column("longitude", sa.Double(), nullable=False),
@@ -31,13 +31,14 @@ def upgrade() -> None:
             server_default=sa.text("'{}'::text[]"),
             nullable=False,
         ),
-        sa.Column("status", sa.String(length=16), server_default="draft", nullable=False),
+        sa.Column("status", sa.Text(), server_default="draft", nullable=False),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
+        sa.CheckConstraint("char_length(title) <= 200", name="ck_pins_title_length"),
         sa.CheckConstraint("latitude BETWEEN -90 AND 90", name="ck_pins_latitude_range"),
         sa.CheckConstraint("longitude BETWEEN -180 AND 180", name="ck_pins_longitude_range"),
         sa.CheckConstraint("status IN ('draft', 'published')", name="ck_pins_status_valid"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, unique_project
+from tests.conftest import HEAD, invoke, unique_project
 
 pytestmark = pytest.mark.docker
 
@@ -84,7 +84,7 @@ def test_up_serves_pins_then_down_removes_everything(stack: dict[str, str]) -> N
 
     code, version = request("GET", f"{url}/version")
     assert code == 200 and isinstance(version, dict)
-    assert version["schema_revision"] == version["schema_expected"] == "0002"
+    assert version["schema_revision"] == version["schema_expected"] == HEAD
     code, created = request(
         "POST",
         f"{url}/api/pins",

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from lorepin_cms.app import create_app
-from lorepin_cms.config import Config
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ROOT
+from lorepin_cms.app import create_app
+from lorepin_cms.config import Config
+from tests.conftest import BEFORE_HEAD, HEAD, ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -61,6 +61,7 @@ def test_create_read_update_delete(api: TestClient) -> None:
     assert created.status_code == 201
     pin = created.json()
     assert pin["tags"] == ["sea", "legend"]
+    assert pin["slug"] == "the-drowned-bell"
     assert pin["created_at"] == pin["updated_at"]
 
     assert api.get(f"/api/pins/{pin['id']}").json() == pin
@@ -132,21 +133,25 @@ def test_malformed_json_is_a_4xx(api: TestClient) -> None:
 
 def test_health_ready_and_version(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "alive"}
-    assert api.get("/readyz").json() == {"status": "ready", "schema": "0002"}
+    assert api.get("/readyz").json() == {"status": "ready", "schema": HEAD}
     assert api.get("/version").json() == {
         "version": "9.9.9",
         "git_revision": "abc",
-        "schema_revision": "0002",
-        "schema_expected": "0002",
+        "schema_revision": HEAD,
+        "schema_expected": HEAD,
     }
 
 
 def test_readyz_reports_a_schema_behind_the_code(database_url: str) -> None:
-    migrate(database_url, "0001")
+    migrate(database_url, BEFORE_HEAD)
     with client_for(database_url) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json() == {"status": "schema mismatch", "schema": "0001", "expected": "0002"}
+        assert ready.json() == {
+            "status": "schema mismatch",
+            "schema": BEFORE_HEAD,
+            "expected": HEAD,
+        }
         client.app.state.engine.dispose()  # type: ignore[attr-defined]
 
 

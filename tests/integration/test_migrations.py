@@ -9,10 +9,10 @@ import sys
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from lorepin_cms.models import Base
 from sqlalchemy import create_engine, inspect
 
-from tests.conftest import ROOT
+from lorepin_cms.models import Base
+from tests.conftest import HEAD, ROOT
 
 pytestmark = pytest.mark.docker
 
@@ -41,7 +41,7 @@ def tables(url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade_round_trip(database_url: str) -> None:
     alembic(database_url, "upgrade", "head")
     assert tables(database_url) == {"alembic_version", "pins"}
-    assert alembic(database_url, "current").split()[0] == "0002"
+    assert alembic(database_url, "current").split()[0] == HEAD
 
     alembic(database_url, "downgrade", "base")
     assert tables(database_url) == {"alembic_version"}

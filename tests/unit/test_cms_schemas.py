@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from lorepin_cms.schemas import PinCreate, PinUpdate
 from pydantic import ValidationError
+
+from lorepin_cms.schemas import PinCreate, PinUpdate
 
 
 def test_tags_are_normalised_and_deduplicated() -> None:

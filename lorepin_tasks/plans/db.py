@@ -1,0 +1,68 @@
+"""Database commands for an environment, as argv lists. Pure: no I/O.
+
+Migrations run inside the environment, in a one-off container of the `migrate` service
+(the CMS image with the migrator), so every environment, local or remote, is migrated
+by the same code over its own network with its own secrets.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import compose
+from lorepin_tasks.settings import Environment
+
+MIGRATOR = ["python", "-m", "lorepin_cms.migrator"]
+REVISION = re.compile(r"^(head|base|[0-9a-zA-Z_]{1,32})$")
+DB_USER = DB_NAME = "lorepin"
+
+
+def revision(value: str, what: str = "revision") -> str:
+    if not REVISION.match(value):
+        raise ConfigError(f"invalid {what} {value!r}: use a revision id, 'head' or 'base'")
+    return value
+
+
+def migrator(
+    env: Environment,
+    action: Sequence[str],
+    *,
+    who: str,
+    name: str,
+    lock_wait: float | None = None,
+) -> list[str]:
+    """The migrator in a one-off `migrate` container named `name`."""
+    options = ["--who", who]
+    if lock_wait is not None:
+        options += ["--lock-wait", f"{lock_wait:g}"]
+    return compose.run(env, "migrate", [*MIGRATOR, *options, *action], name=name)
+
+
+def upgrade_action(to: str, accept_changed: Sequence[str] = ()) -> list[str]:
+    action = ["upgrade", "--to", revision(to)]
+    for rev in accept_changed:
+        action += ["--accept-changed", revision(rev)]
+    return action
+
+
+def downgrade_action(to: str) -> list[str]:
+    return ["downgrade", "--to", revision(to)]
+
+
+def dump(env: Environment) -> list[str]:
+    """A custom-format pg_dump of the environment's database, to stdout."""
+    return compose.exec_(env, compose.DB_SERVICE, ["pg_dump", "-Fc", "-U", DB_USER, "-d", DB_NAME])
+
+
+def backup_path(root: Path, env: Environment, now: datetime, label: str) -> Path:
+    return root / ".lorepin" / "backups" / env.name / f"{now:%Y%m%dT%H%M%SZ}-{label}.dump"
+
+
+def alembic(root: Path, *args: str) -> list[str]:
+    """Alembic of the toolkit's own interpreter (found with or without an active venv)."""
+    return [sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), *args]

@@ -1,0 +1,115 @@
+"""`invoke db.*` against a running stack, as a release engineer would use them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import BEFORE_HEAD, HEAD, ROOT, invoke, unique_project
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    project = unique_project("lorepin-db")
+    env = {
+        "LOREPIN_PROJECT": project,
+        "LOREPIN_HTTP_PORT": "0",
+        "LOREPIN_DB_PORT": "0",
+        "LOREPIN_IMAGE_TAG": "e2e",
+        "LOREPIN_SECRETS_DIR": str(tmp_path_factory.mktemp("secrets")),
+    }
+    try:
+        up = invoke("up", env=env, timeout=900)
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield env
+    finally:
+        invoke("down", "--volumes", "--yes", env=env, timeout=300)
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=False)
+            subprocess.run(
+                ["docker", "volume", "rm", f"{project}_db-data"], capture_output=True, check=False
+            )
+
+
+def current(stack: dict[str, str]) -> dict[str, object]:
+    result: dict[str, object] = json.loads(
+        invoke("db.current", "--json", env=stack, check=True).stdout
+    )
+    return result
+
+
+def test_up_migrated_to_head_and_logged_it(stack: dict[str, str]) -> None:
+    assert current(stack) == {"current": HEAD, "heads": [HEAD], "at_head": True}
+    log = json.loads(invoke("db.history", "--json", env=stack, check=True).stdout)
+    assert [row["outcome"] for row in log if row["action"] == "upgrade"][:5] == ["ok"] * 5
+    assert log[0]["who"].startswith("compose up (local)")
+
+
+def test_downgrade_confirms_backs_up_and_migrate_returns(stack: dict[str, str]) -> None:
+    refused = invoke("db.downgrade", "--to", BEFORE_HEAD, env={**stack, "CI": ""})
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr
+    assert current(stack)["current"] == HEAD
+
+    down = invoke("db.downgrade", "--to", BEFORE_HEAD, "--yes", env=stack)
+    assert down.returncode == 0, down.stderr
+    assert f"{HEAD} -> {BEFORE_HEAD}" in down.stdout
+    assert current(stack)["current"] == BEFORE_HEAD
+
+    backups = ROOT / ".lorepin" / "backups" / "local"
+    before = set(backups.glob("*.dump")) if backups.exists() else set()
+    up = invoke("db.migrate", "--backup", env=stack)
+    assert up.returncode == 0, up.stderr
+    assert f"{BEFORE_HEAD} -> {HEAD}" in up.stdout
+    made = set(backups.glob("*.dump")) - before
+    assert len(made) == 1
+    dump = made.pop()
+    try:
+        assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+        assert oct(dump.stat().st_mode & 0o777) == "0o600"
+    finally:
+        dump.unlink()
+    log = json.loads(invoke("db.history", "--json", env=stack, check=True).stdout)
+    assert [(r["action"], r["from_rev"], r["to_rev"]) for r in log[-2:]] == [
+        ("downgrade", HEAD, BEFORE_HEAD),
+        ("upgrade", BEFORE_HEAD, HEAD),
+    ]
+
+
+def test_bad_input_changes_nothing(stack: dict[str, str]) -> None:
+    bad = invoke("db.migrate", "--to", "0003; DROP TABLE pins", env=stack)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: invalid revision '0003; DROP TABLE pins'")
+    unknown = invoke("db.migrate", "--to", "9999", env=stack)
+    assert unknown.returncode == 1
+    assert "unknown revision '9999'" in unknown.stderr.strip().splitlines()[-1]
+    assert current(stack)["current"] == HEAD
+
+
+def test_dry_run_prints_and_runs_nothing(stack: dict[str, str]) -> None:
+    dry = invoke("db.downgrade", "--to", "base", "--dry-run", env=stack)
+    assert dry.returncode == 0
+    assert "lorepin_cms.migrator" in dry.stderr and "downgrade --to base" in dry.stderr
+    assert current(stack)["current"] == HEAD
+
+
+def test_offline_sql_needs_no_database() -> None:
+    out = invoke("db.sql", "--from", "0004", "--to", "0005", check=True).stdout
+    assert "SET lock_timeout = '5s';" in out
+    assert "ALTER TABLE pins DROP COLUMN body;" in out
+
+
+def test_db_check_passes_on_the_project_history() -> None:
+    result = invoke("db.check", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("db.check passed")

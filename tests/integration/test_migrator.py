@@ -1,0 +1,213 @@
+"""The migrator on a real PostgreSQL: lock, per-revision transactions, log, checksums."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from lorepin_cms.app import create_app
+from lorepin_cms.config import Config
+from lorepin_cms.migrator import (
+    ChecksumMismatch,
+    MigrationError,
+    Migrator,
+    Options,
+)
+from tests.conftest import HEAD
+from tests.integration.migration_helpers import add_revision, copy_migrations
+
+pytestmark = pytest.mark.docker
+
+
+def migrator(url: str, migrations: Path | None = None, **options: object) -> Migrator:
+    kwargs: dict[str, object] = {"who": "tester", **options}
+    extra = {"migrations_dir": migrations} if migrations else {}
+    return Migrator(url, Options(**kwargs), out=io.StringIO(), **extra)  # type: ignore[arg-type]
+
+
+def log_rows(url: str) -> list[tuple[str, str, str | None, str | None, str]]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT who, action, from_rev, to_rev, outcome FROM lorepin_ops.migration_log "
+                "ORDER BY id"
+            )
+        ).all()
+    engine.dispose()
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def columns(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns("pins")}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_logs_each_revision_and_a_rerun_does_nothing(database_url: str) -> None:
+    m = migrator(database_url)
+    assert m.upgrade() == HEAD
+    rows = log_rows(database_url)
+    assert [r[4] for r in rows] == ["ok"] * 5
+    assert rows[0] == ("tester", "upgrade", None, "0001", "ok")
+    assert rows[-1][2:] == ("0004", HEAD, "ok")
+    assert m.upgrade() == HEAD
+    assert log_rows(database_url)[-1] == ("tester", "upgrade", HEAD, HEAD, "nothing-to-do")
+    m.engine.dispose()
+
+
+def test_downgrade_steps_back_and_logs(database_url: str) -> None:
+    m = migrator(database_url)
+    m.upgrade()
+    assert m.downgrade("0003") == "0003"
+    assert "story" not in columns(database_url) and "body" in columns(database_url)
+    assert [r[1:4] for r in log_rows(database_url)[-2:]] == [
+        ("downgrade", "0005", "0004"),
+        ("downgrade", "0004", "0003"),
+    ]
+    with pytest.raises(MigrationError, match="unknown revision 'nope'"):
+        m.downgrade("nope")
+    m.engine.dispose()
+
+
+def test_failing_revision_leaves_the_previous_one_and_readyz_says_so(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = copy_migrations(tmp_path)
+    add_revision(
+        migrations,
+        "0099",
+        """\
+        op.add_column("pins", sa.Column("half_done", sa.Text()))
+        op.execute("SELECT 1/0")
+    """,
+    )
+    m = migrator(database_url, migrations)
+    with pytest.raises(MigrationError) as info:
+        m.upgrade()
+    assert str(info.value).startswith("revision 0099 failed: division by zero")
+    assert str(info.value).endswith(f"the database is left at {HEAD}")
+    assert "half_done" not in columns(database_url)
+    assert log_rows(database_url)[-1][1:] == ("upgrade", HEAD, "0099", "failed")
+    m.engine.dispose()
+
+    config = Config(
+        database_url=make_url(database_url),
+        version="t",
+        git_revision="t",
+        migrations_dir=migrations,
+    )
+    with TestClient(create_app(config)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "schema mismatch", "schema": HEAD, "expected": "0099"}
+        assert client.get("/api/pins").status_code == 200  # still serving
+        client.app.state.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_editing_an_applied_revision_is_refused_unless_accepted(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = copy_migrations(tmp_path)
+    m = migrator(database_url, migrations)
+    m.upgrade()
+    edited = next((migrations / "versions").glob("0003_*.py"))
+    edited.write_text(edited.read_text() + "\n# edited after release\n")
+    with pytest.raises(
+        ChecksumMismatch,
+        match=r"^revision 0003 \(0003_.*\) changed after it was "
+        r"applied .* --accept-changed 0003$",
+    ):
+        m.upgrade()
+    assert log_rows(database_url)[-1][4] == "refused"
+    m.engine.dispose()
+
+    accepted = migrator(database_url, migrations, accept_changed=("0003",))
+    assert accepted.upgrade() == HEAD
+    assert ("tester", "accept-changed", None, "0003", "accepted") in log_rows(database_url)
+    accepted.engine.dispose()
+    assert migrator(database_url, migrations).upgrade() == HEAD  # the new checksum holds
+
+
+def run_cli(url: str, migrations: Path, who: str, lock_wait: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lorepin_cms.migrator",
+            "--who",
+            who,
+            "--lock-wait",
+            str(lock_wait),
+            "--migrations-dir",
+            str(migrations),
+            "upgrade",
+        ],
+        env={**os.environ, "DATABASE_URL": url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_concurrent_runs_apply_once_and_the_log_shows_every_run(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = copy_migrations(tmp_path)
+    add_revision(migrations, "0099", 'op.execute("SELECT pg_sleep(4)")')
+    first = run_cli(database_url, migrations, "first", 60)
+    time.sleep(1.5)  # first holds the lock, sleeping inside 0099
+    impatient = run_cli(database_url, migrations, "impatient", 1)
+    patient = run_cli(database_url, migrations, "patient", 60)
+    outcomes = {
+        name: (p.wait(60), *p.communicate())
+        for name, p in (("first", first), ("impatient", impatient), ("patient", patient))
+    }
+
+    assert outcomes["first"][0] == 0, outcomes["first"][2]
+    code, _, err = outcomes["impatient"]
+    assert code == 3
+    assert err.startswith("error: another migration holds the lock (pid ")
+    assert "'lorepin-migrate first'" in err
+    assert outcomes["patient"][0] == 0
+    assert "waiting for the migration lock held by pid" in outcomes["patient"][1]
+    assert "nothing to do" in outcomes["patient"][1]
+
+    rows = log_rows(database_url)
+    applied = [r for r in rows if r[4] == "ok"]
+    assert {r[0] for r in applied} == {"first"} and len(applied) == 6
+    assert ("impatient", "upgrade", None, None, "lock-busy") in rows
+    assert ("patient", "upgrade", "0099", "0099", "nothing-to-do") in rows
+
+
+def test_lock_timeouts_are_bounded_and_retried(database_url: str, tmp_path: Path) -> None:
+    m = migrator(database_url)
+    m.upgrade("0004")
+    m.engine.dispose()
+    blocker = create_engine(database_url)
+    with blocker.connect() as conn:
+        conn.execute(text("LOCK TABLE pins IN ACCESS SHARE MODE"))  # like a long report query
+        slow = migrator(database_url, lock_timeout="300ms", retries=1)
+        started = time.monotonic()
+        with pytest.raises(
+            MigrationError,
+            match="revision 0005 failed: canceling statement due "
+            "to lock timeout; the database is left at 0004",
+        ):
+            slow.upgrade()
+        assert time.monotonic() - started < 10
+        assert "retry 1/1" in slow.out.getvalue()  # type: ignore[attr-defined]
+        slow.engine.dispose()
+        conn.rollback()
+    blocker.dispose()

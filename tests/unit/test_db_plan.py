@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import db
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = settings_mod.load({}, root=ROOT, environ={}).environment("local")
+PREFIX = (
+    f"docker compose --project-name lorepin-local --file {ROOT}/compose/compose.yaml "
+    f"--file {ROOT}/compose/local.yaml"
+)
+
+
+def test_upgrade_runs_the_migrator_inside_the_environment() -> None:
+    action = db.upgrade_action("head", ["0003"])
+    argv = db.migrator(LOCAL, action, who="ana@example.invalid on box", name="m-1", lock_wait=30)
+    assert " ".join(argv) == (
+        f"{PREFIX} run --name m-1 --no-deps -T migrate python -m lorepin_cms.migrator "
+        "--who ana@example.invalid on box --lock-wait 30 upgrade --to head "
+        "--accept-changed 0003"
+    )
+
+
+def test_downgrade_and_dump() -> None:
+    assert db.downgrade_action("0003") == ["downgrade", "--to", "0003"]
+    assert " ".join(db.dump(LOCAL)) == f"{PREFIX} exec -T db pg_dump -Fc -U lorepin -d lorepin"
+
+
+@pytest.mark.parametrize("bad", ["", "0003; DROP TABLE pins", "--to", "a b", "x" * 40])
+def test_bad_revisions_are_refused_before_anything_runs(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid revision"):
+        db.upgrade_action(bad)
+    with pytest.raises(ConfigError, match="invalid revision"):
+        db.downgrade_action(bad)
+
+
+def test_backups_are_named_by_env_time_and_purpose() -> None:
+    when = datetime(2026, 11, 25, 14, 5, 9, tzinfo=UTC)
+    assert db.backup_path(ROOT, LOCAL, when, "before-migrate-to-head") == (
+        ROOT / ".lorepin/backups/local/20261125T140509Z-before-migrate-to-head.dump"
+    )
+
+
+def test_long_lived_kinds_back_up_before_migrating_by_default() -> None:
+    envs = settings_mod.load(
+        {
+            "environments": {
+                "staging": {"kind": "staging", "compose_files": ["compose/compose.yaml"]},
+                "production": {
+                    "kind": "production",
+                    "compose_files": ["compose/compose.yaml"],
+                    "backup_before_migrate": False,
+                },
+            }
+        },
+        root=ROOT,
+        environ={},
+    ).environments
+    assert envs["staging"].backup_before_migrate
+    assert not envs["production"].backup_before_migrate  # explicitly turned off
+    assert not envs["local"].backup_before_migrate
