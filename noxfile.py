@@ -65,6 +65,13 @@ def unit(session: nox.Session) -> None:
     pytest(session, "unit", "-m", "not docker")
 
 
+@nox.session(default=False)
+def migrations(session: nox.Session) -> None:
+    """Prove the migration history safe (invoke db.check; needs Docker)."""
+    install(session)
+    session.run("invoke", "db.check")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint and check formatting with ruff."""
