@@ -2,9 +2,10 @@
 
 from invoke.collection import Collection
 
-from lorepin_tasks import db, stack
+from lorepin_tasks import db, release, stack
 
 ns = Collection()
-for t in stack.ns.tasks.values():  # the everyday tasks stay top-level: `invoke up`
+for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top-level
     ns.add_task(t)
 ns.add_collection(db.ns)
+ns.add_collection(release.ns)

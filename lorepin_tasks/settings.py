@@ -6,6 +6,7 @@ variables -> task flags. Secrets never live here: only where to find them.
 Environment variables:
   BASE_IMAGE           base image of every Dockerfile (default: what bootstrap recorded)
   LOREPIN_CA_BUNDLE    CA bundle handed to image builds as a secret (default: the host's)
+  LOREPIN_IMAGE_PREFIX repository prefix of the project's images (default: lorepin)
   LOREPIN_PROJECT      Compose project name of the selected environment
   LOREPIN_HTTP_PORT    host port of the CMS (0: Docker picks a free one)
   LOREPIN_DB_PORT      host port of the database, where the environment publishes it
@@ -195,7 +196,7 @@ def load(
         root=root,
         base_image=environ.get("BASE_IMAGE") or raw.get("base_image") or _recorded_base_image(root),
         ca_bundle=_ca_bundle(environ),
-        image_prefix=str(raw["image_prefix"]),
+        image_prefix=environ.get("LOREPIN_IMAGE_PREFIX") or str(raw["image_prefix"]),
         wait_timeout=_int(raw["wait_timeout"], "wait_timeout", low=10, high=3600),
         environments=envs,
     )

@@ -1,0 +1,34 @@
+"""Release notifications: a Slack-compatible incoming webhook (JSON `{"text": ...}`).
+
+A failing webhook warns and never fails the caller: the release itself is what matters.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+
+def notify(url: str | None, text: str, *, say: Callable[[str], None], timeout: float = 5) -> bool:
+    if not url:
+        return False
+    request = urllib.request.Request(  # noqa: S310 (the configured webhook; http(s) only)
+        url,
+        data=json.dumps({"text": text}).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    if not url.startswith(("http://", "https://")):
+        say("warning: the release webhook URL is not http(s); notification skipped")
+        return False
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            ok = bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError) as exc:
+        say(f"warning: release notification failed ({type(exc).__name__}); the release stands")
+        return False
+    if not ok:
+        say("warning: release notification was refused; the release stands")
+    return ok
