@@ -209,10 +209,11 @@ def release(
     repo = open_repo(root)
     preflight(repo, rs)
     history = read_git_history(repo)
-    plan = plan_release(repo, history, rs, pre=pre or None, as_version=as_ or None)
+    plan = plan_release(repo, history, rs, pre=pre or None, as_version=as_ or None, root=root)
     today = datetime.now(UTC).date()
     section = changelog.section(str(plan.version), today, plan.changes)
     ctx = open_env(c, "local", dry_run=dry_run)
+    require_base_image(ctx)  # before anything is written: a release must be able to build
     run = ctx.run
     if rs.webhook_url:
         run.add_secret(rs.webhook_url)
@@ -229,7 +230,6 @@ def release(
             confirm(f"Release {plan.tag} from {rs.branch}?", yes=yes)
         _commit_release(run, repo, root, rs, plan, section)
     _tag_release(run, repo, plan, section)
-    require_base_image(ctx)
     manifest = _build_and_record(ctx, repo, plan, section, today)
     if run.dry_run:
         run.say("dry run: nothing was written, committed, tagged or built")

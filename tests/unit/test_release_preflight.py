@@ -1,0 +1,102 @@
+"""`invoke release` refuses what it must, and its dry run writes nothing (no Docker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+import pytest
+
+from tests.release_helpers import clone_project, commit, invoke_in
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> git.Repo:
+    repo = clone_project(tmp_path)
+    commit(repo, "feat(api): pins near a place")
+    return repo
+
+
+def test_dry_run_shows_version_changelog_and_commands_and_writes_nothing(
+    repo: git.Repo,
+) -> None:
+    head = repo.head.commit
+    result = invoke_in(repo, "release", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "release v0.1.0 (last: no release yet" in result.stderr
+    assert "### Features\n\n- **api:** pins near a place (" in result.stdout
+    assert "+ git -C" in result.stderr and "commit --quiet -m 'chore(release): v0.1.0'" in (
+        result.stderr
+    )
+    assert "tag -a v0.1.0" in result.stderr
+    assert "docker compose" in result.stderr and " build" in result.stderr
+    assert repo.head.commit == head and not repo.tags and not repo.is_dirty(untracked_files=True)
+    assert not (Path(repo.working_tree_dir or ".") / "dist").exists()
+
+
+def test_refuses_a_dirty_tree_even_untracked(repo: git.Repo) -> None:
+    (Path(repo.working_tree_dir or ".") / "scratch.txt").write_text("x")
+    result = invoke_in(repo, "release", "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: the working tree has uncommitted or untracked "
+        "files: commit or stash them first (git status)"
+    )
+
+
+def test_refuses_another_branch(repo: git.Repo) -> None:
+    repo.git.checkout("-b", "feature/x")
+    result = invoke_in(repo, "release", "--yes")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: releases are cut from main, not feature/x"
+    assert not repo.tags
+
+
+def test_refuses_detached_head(repo: git.Repo) -> None:
+    repo.git.checkout("--detach")
+    assert invoke_in(repo, "release").stderr.strip() == (
+        "error: HEAD is detached: check out main to release"
+    )
+
+
+def test_refuses_a_branch_behind_its_upstream(repo: git.Repo) -> None:
+    commit(repo, "fix: newer upstream")
+    repo.git.update_ref("refs/remotes/origin/main", "HEAD")
+    repo.git.branch("--set-upstream-to", "origin/main")
+    repo.git.reset("--hard", "HEAD~1")
+    result = invoke_in(repo, "release", "--yes")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: main is 1 commit(s) behind origin/main: pull first"
+
+
+def test_nothing_to_release_has_its_own_exit_code(tmp_path: Path) -> None:
+    repo = clone_project(tmp_path)
+    commit(repo, "docs: typo")
+    result = invoke_in(repo, "release", "--yes")
+    assert result.returncode == 3
+    assert result.stderr.strip() == (
+        "error: nothing to release yet: no feat, fix, perf, revert or breaking commits"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--as", "banana"], "error: invalid --as version 'banana': expected SemVer"),
+        (["--pre", "alpha"], "error: --pre must be one of rc, beta, got 'alpha'"),
+    ],
+)
+def test_bad_versions_are_one_line_errors(repo: git.Repo, flag: list[str], message: str) -> None:
+    result = invoke_in(repo, "release", *flag, "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_as_must_be_greater_than_the_last_release(repo: git.Repo) -> None:
+    repo.create_tag("v1.0.0", message="v1.0.0")
+    commit(repo, "fix: later")
+    result = invoke_in(repo, "release", "--as", "0.9.0", "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --as 0.9.0 is not greater than the last release 1.0.0"
+    assert "release v1.0.1" in invoke_in(repo, "release", "--dry-run").stderr
