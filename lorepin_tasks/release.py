@@ -116,10 +116,14 @@ def plan_release(
     *,
     pre: str | None,
     as_version: str | None,
+    root: Path,
 ) -> Plan:
     head_message = str(repo.head.commit.message).strip().splitlines()[0]
     if resumed := RELEASE_COMMIT.match(head_message):
         version = parse_version(resumed["version"])
+        done = (root / "dist" / "release" / f"{TAG_PREFIX}{version}.json").exists()
+        if done and version in history.head_versions:
+            raise NothingToDo(f"nothing to release since {TAG_PREFIX}{version}")
         head = repo.head.commit.hexsha
         return Plan(
             version=version, resume=True, changes=[c for c in history.changes if c.sha != head]
