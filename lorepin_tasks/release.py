@@ -122,12 +122,16 @@ def plan_release(
     if resumed := RELEASE_COMMIT.match(head_message):
         version = parse_version(resumed["version"])
         done = (root / "dist" / "release" / f"{TAG_PREFIX}{version}.json").exists()
-        if done and version in history.head_versions:
-            raise NothingToDo(f"nothing to release since {TAG_PREFIX}{version}")
-        head = repo.head.commit.hexsha
-        return Plan(
-            version=version, resume=True, changes=[c for c in history.changes if c.sha != head]
+        if not (done and version in history.head_versions):
+            head = repo.head.commit.hexsha
+            return Plan(
+                version=version, resume=True, changes=[c for c in history.changes if c.sha != head]
+            )
+        promoting = bool(version.prerelease) and (
+            pre is None or not version.prerelease.startswith(f"{pre}.")
         )
+        if not promoting:
+            raise NothingToDo(f"nothing to release since {TAG_PREFIX}{version}")
     if pre and history.head_versions:
         raise NothingToDo(f"nothing new since {TAG_PREFIX}{history.head_versions[-1]}")
     computed = next_version(
