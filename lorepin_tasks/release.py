@@ -433,7 +433,11 @@ def status(c: Context, version: str, json_: bool = False) -> None:
         "version": tag_name,
         "commit": tag.commit.hexsha,
         "cut_by": tag.tag.tagger.email if tag.tag is not None else None,
-        "cut_at": tag.tag.tagged_datetime.isoformat() if tag.tag is not None else None,
+        "cut_at": (
+            datetime.fromtimestamp(tag.tag.tagged_date, UTC).isoformat()
+            if tag.tag is not None
+            else None
+        ),
         "approvals": approvals(repo, tag.commit.hexsha),
         "manifest": json.loads(manifest_path.read_text()) if manifest_path.exists() else None,
     }
