@@ -127,9 +127,9 @@ def plan_release(
             return Plan(
                 version=version, resume=True, changes=[c for c in history.changes if c.sha != head]
             )
-        promoting = bool(version.prerelease) and (
-            pre is None or not version.prerelease.startswith(f"{pre}.")
-        )
+        # From a finished pre-release, a final (or another kind of pre-release) may follow.
+        head_pre = version.prerelease or ""
+        promoting = bool(head_pre) and (pre is None or not head_pre.startswith(f"{pre}."))
         if not promoting:
             raise NothingToDo(f"nothing to release since {TAG_PREFIX}{version}")
     if pre and history.head_versions:
