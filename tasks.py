@@ -2,10 +2,11 @@
 
 from invoke.collection import Collection
 
-from lorepin_tasks import db, release, stack
+from lorepin_tasks import db, feature, release, stack
 
 ns = Collection()
 for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top-level
     ns.add_task(t)
 ns.add_collection(db.ns)
+ns.add_collection(feature.ns)
 ns.add_collection(release.ns)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import secrets as random_secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from invoke.context import Context
@@ -20,7 +21,7 @@ from invoke.tasks import task as invoke_task
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import compose
-from lorepin_tasks.runtime.executor import Executor
+from lorepin_tasks.runtime.executor import Executor, Result
 from lorepin_tasks.runtime.git import Revision, describe
 from lorepin_tasks.settings import Environment, Settings
 
@@ -52,10 +53,11 @@ class EnvContext:
     env: Environment
     run: Executor
     revision: Revision
+    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. a feature's labels
 
     @property
     def variables(self) -> dict[str, str]:
-        return compose.variables(self.settings, self.env, self.revision)
+        return {**compose.variables(self.settings, self.env, self.revision), **self.extra}
 
 
 def load_settings(c: Context) -> Settings:
@@ -111,3 +113,37 @@ def ensure_secrets(ctx: EnvContext) -> None:
         path.write_text(random_secrets.token_urlsafe(32) + "\n")
         path.chmod(0o644)
         ctx.run.say(f"created random secret {path}")
+
+
+def run_oneoff(ctx: EnvContext, service: str, command: list[str], *, capture: bool = False) -> str:
+    """Run `command` in a one-off container of `service`; its stdout, or a LorePinError.
+
+    The container is named, kept until its exit code has been read, then removed:
+    `compose run` exits 0 whatever the command did (Compose 2.40 on engine 20.10).
+    """
+    name = f"{ctx.env.project}-{service}-run-{uuid.uuid4().hex[:8]}"
+
+    def quietly(argv: list[str]) -> Result:
+        return ctx.run.run(argv, env=ctx.variables, capture=True, check=False, quiet=True)
+
+    try:
+        result = ctx.run.run(
+            compose.run(ctx.env, service, command, name=name),
+            env=ctx.variables,
+            capture=capture,
+            capture_stderr=True,
+            check=False,
+            quiet=capture,
+        )
+        if ctx.run.dry_run:
+            return ""
+        code = quietly(compose.exit_code(ctx.env, name)).stdout.strip()
+    finally:
+        quietly(compose.remove(ctx.env, name))
+    if code != "0" or not result.ok:
+        cause = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+        raise LorePinError(
+            f"{cause.removeprefix('error: ') or f'{service} exited with code {code}'} "
+            f"(env '{ctx.env.name}')"
+        )
+    return result.stdout

@@ -13,14 +13,13 @@ import json
 import os
 import secrets
 import tempfile
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.context import EnvContext, open_env, require_base_image, task
+from lorepin_tasks.context import EnvContext, open_env, require_base_image, run_oneoff, task
 from lorepin_tasks.errors import LorePinError
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
@@ -62,39 +61,8 @@ def _backup(ctx: EnvContext, label: str) -> None:
 
 def _migrator(c: Context, ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:
     """Run the migrator in the environment; its stdout, or a LorePinError with its cause."""
-    name = f"{ctx.env.project}-migrator-{uuid.uuid4().hex[:8]}"
-    argv = plan.migrator(
-        ctx.env, action, who=who_am_i(ctx.settings.root), name=name, lock_wait=_lock_wait(c)
-    )
-    try:
-        result = ctx.run.run(
-            argv,
-            env=ctx.variables,
-            capture=capture,
-            capture_stderr=True,
-            check=False,
-            quiet=capture,
-        )
-        if ctx.run.dry_run:
-            return ""
-        code = ctx.run.run(
-            compose.exit_code(ctx.env, name),
-            capture=True,
-            check=False,
-            quiet=True,
-            env=ctx.variables,
-        ).stdout.strip()
-    finally:
-        ctx.run.run(
-            compose.remove(ctx.env, name), capture=True, check=False, quiet=True, env=ctx.variables
-        )
-    if code != "0" or not result.ok:
-        cause = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
-        raise LorePinError(
-            f"{cause.removeprefix('error: ') or f'the migrator exited with {code}'} "
-            f"(env '{ctx.env.name}')"
-        )
-    return result.stdout
+    command = plan.migrator(action, who=who_am_i(ctx.settings.root), lock_wait=_lock_wait(c))
+    return run_oneoff(ctx, "migrate", command, capture=capture)
 
 
 @task(

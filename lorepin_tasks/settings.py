@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
         "local": {
             "kind": "local",
             "project": "lorepin-local",
-            "compose_files": ["compose/compose.yaml", "compose/local.yaml"],
+            "compose_files": ["compose/compose.yaml", "compose/mocks.yaml", "compose/local.yaml"],
             "http_port": 8080,
             "db_port": 15432,
             "image_tag": "dev",

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lorepin_cms import geocoder
 from lorepin_cms.config import Config
 from lorepin_cms.models import Pin, slugify
 from lorepin_cms.schemas import PinCreate, PinOut, PinPage, PinUpdate, Status
@@ -101,7 +102,12 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     @app.post("/api/pins", status_code=201)
     def create_pin(data: PinCreate, db: Db) -> PinOut:
-        pin = Pin(**data.model_dump(), slug=slugify(data.title))
+        fields = data.model_dump()
+        if fields["place_name"] is None:
+            fields["place_name"] = geocoder.place_name(
+                config.geocoder_url, data.latitude, data.longitude
+            )
+        pin = Pin(**fields, slug=slugify(data.title))
         db.add(pin)
         db.commit()
         db.refresh(pin)

@@ -48,6 +48,7 @@ class Config:
     version: str
     git_revision: str
     migrations_dir: Path
+    geocoder_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
@@ -56,4 +57,5 @@ class Config:
             version=environ.get("LOREPIN_VERSION", "0.0.0-dev"),
             git_revision=environ.get("LOREPIN_GIT_REVISION", "unknown"),
             migrations_dir=Path(environ.get("LOREPIN_MIGRATIONS_DIR", ROOT / "migrations")),
+            geocoder_url=environ.get("LOREPIN_GEOCODER_URL") or None,
         )

@@ -54,6 +54,8 @@ class Pin(Base):
     slug: Mapped[str | None] = mapped_column(Text)
     # The API's `body` is stored in `story` since the expand/contract rename (0004, 0005).
     body: Mapped[str] = mapped_column("story", Text, server_default="")
+    # From the geocoder (LOREPIN_GEOCODER_URL) unless the author names the place.
+    place_name: Mapped[str | None] = mapped_column(Text)
     latitude: Mapped[float] = mapped_column(Double)
     longitude: Mapped[float] = mapped_column(Double)
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))

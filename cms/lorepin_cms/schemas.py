@@ -29,11 +29,15 @@ def _unique(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+PlaceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
 class PinCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Title
     body: Body = ""
+    place_name: PlaceName | None = None
     latitude: Latitude
     longitude: Longitude
     tags: Tags = Field(default_factory=list)
@@ -49,6 +53,7 @@ class PinUpdate(BaseModel):
 
     title: Title | None = None
     body: Body | None = None
+    place_name: PlaceName | None = None
     latitude: Latitude | None = None
     longitude: Longitude | None = None
     tags: Tags | None = None
@@ -71,6 +76,7 @@ class PinOut(BaseModel):
     title: str
     slug: str | None
     body: str
+    place_name: str | None
     latitude: float
     longitude: float
     tags: list[str]

@@ -28,19 +28,12 @@ def revision(value: str, what: str = "revision") -> str:
     return value
 
 
-def migrator(
-    env: Environment,
-    action: Sequence[str],
-    *,
-    who: str,
-    name: str,
-    lock_wait: float | None = None,
-) -> list[str]:
-    """The migrator in a one-off `migrate` container named `name`."""
+def migrator(action: Sequence[str], *, who: str, lock_wait: float | None = None) -> list[str]:
+    """The migrator's command line, for a one-off `migrate` container."""
     options = ["--who", who]
     if lock_wait is not None:
         options += ["--lock-wait", f"{lock_wait:g}"]
-    return compose.run(env, "migrate", [*MIGRATOR, *options, *action], name=name)
+    return [*MIGRATOR, *options, *action]
 
 
 def upgrade_action(to: str, accept_changed: Sequence[str] = ()) -> list[str]:

@@ -56,7 +56,14 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     finally:
         invoke("down", "--volumes", "--yes", env=env, timeout=300)
         # Belt and braces when the task itself is what broke.
-        files = ["-f", "compose/compose.yaml", "-f", "compose/local.yaml"]
+        files = [
+            "-f",
+            "compose/compose.yaml",
+            "-f",
+            "compose/mocks.yaml",
+            "-f",
+            "compose/local.yaml",
+        ]
         if any(leftovers(project).values()):
             subprocess.run(
                 ["docker", "compose", "-p", project, *files, "down", "-v"],

@@ -12,7 +12,10 @@ SETTINGS = settings_mod.load(
     {"base_image": "base:1"}, root=ROOT, environ={"XDG_STATE_HOME": "/state"}
 )
 LOCAL = SETTINGS.environment("local")
-FILES = f"--file {ROOT}/compose/compose.yaml --file {ROOT}/compose/local.yaml"
+FILES = (
+    f"--file {ROOT}/compose/compose.yaml --file {ROOT}/compose/mocks.yaml "
+    f"--file {ROOT}/compose/local.yaml"
+)
 PREFIX = f"docker compose --project-name lorepin-local {FILES}"
 
 

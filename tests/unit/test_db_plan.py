@@ -7,23 +7,21 @@ import pytest
 
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.plans import db
+from lorepin_tasks.plans import compose, db
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = settings_mod.load({}, root=ROOT, environ={}).environment("local")
 PREFIX = (
     f"docker compose --project-name lorepin-local --file {ROOT}/compose/compose.yaml "
-    f"--file {ROOT}/compose/local.yaml"
+    f"--file {ROOT}/compose/mocks.yaml --file {ROOT}/compose/local.yaml"
 )
 
 
-def test_upgrade_runs_the_migrator_inside_the_environment() -> None:
-    action = db.upgrade_action("head", ["0003"])
-    argv = db.migrator(LOCAL, action, who="ana@example.invalid on box", name="m-1", lock_wait=30)
-    assert " ".join(argv) == (
+def test_upgrade_runs_the_migrator_in_a_one_off_migrate_container() -> None:
+    command = db.migrator(db.upgrade_action("head", ["0003"]), who="ana on box", lock_wait=30)
+    assert " ".join(compose.run(LOCAL, "migrate", command, name="m-1")) == (
         f"{PREFIX} run --name m-1 --no-deps -T migrate python -m lorepin_cms.migrator "
-        "--who ana@example.invalid on box --lock-wait 30 upgrade --to head "
-        "--accept-changed 0003"
+        "--who ana on box --lock-wait 30 upgrade --to head --accept-changed 0003"
     )
 
 

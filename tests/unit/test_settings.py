@@ -24,7 +24,9 @@ def test_defaults_describe_the_local_environment() -> None:
     assert local.kind == "local"
     assert local.project == "lorepin-local"
     assert local.http_port == 8080
-    assert local.compose_files == (ROOT / "compose/compose.yaml", ROOT / "compose/local.yaml")
+    assert local.compose_files == tuple(
+        ROOT / f"compose/{name}.yaml" for name in ("compose", "mocks", "local")
+    )
     assert local.secrets_dir == Path("~/.local/state/lorepin/lorepin-local/secrets").expanduser()
     assert local.generates_secrets
 
@@ -77,7 +79,7 @@ def test_invalid_environment_name_is_rejected() -> None:
 
 def test_base_image_comes_from_env_then_config_then_bootstrap_record(tmp_path: Path) -> None:
     (tmp_path / "compose").mkdir()
-    for name in ("compose.yaml", "local.yaml"):
+    for name in ("compose.yaml", "mocks.yaml", "local.yaml"):
         (tmp_path / "compose" / name).write_text("services: {}\n")
     assert load(root=tmp_path).base_image is None
     (tmp_path / ".lorepin").mkdir()

@@ -1,0 +1,187 @@
+"""Per-branch environments for real: side by side with local, isolated, pruned exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import git
+import pytest
+
+from lorepin_tasks.plans.feature import name_for
+from tests.conftest import invoke, unique_project
+from tests.release_helpers import clone_project, commit, invoke_in
+
+pytestmark = pytest.mark.docker
+BRANCHES = ("feat/Map-Search", "feat/gone", "feat/merged", "feat/expiring")
+
+
+def request(method: str, url: str, body: object = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def of_project(project: str) -> dict[str, list[str]]:
+    label = f"label=com.docker.compose.project={project}"
+    return {
+        kind: subprocess.run(
+            [*argv, "--filter", label], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for kind, argv in {
+            "containers": ["docker", "ps", "-aq"],
+            "networks": ["docker", "network", "ls", "-q"],
+            "volumes": ["docker", "volume", "ls", "-q"],
+        }.items()
+    }
+
+
+def features(repo: git.Repo) -> dict[str, dict[str, object]]:
+    listed = invoke_in(repo, "feature.list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return {f["branch"]: f for f in json.loads(listed.stdout)}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[git.Repo]:
+    repo = clone_project(tmp_path)
+    try:
+        yield repo
+    finally:  # whatever happened, no environment of this clone's branches survives it
+        for branch in BRANCHES:
+            project = name_for(branch).project
+            if any(of_project(project).values()):
+                invoke_in(repo, "feature.down", "--branch", branch, "--yes")
+
+
+def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
+    repo: git.Repo, tmp_path: Path
+) -> None:
+    alive, gone, merged, expiring = BRANCHES
+    for branch in (alive, gone, expiring):
+        repo.create_head(branch)
+    repo.git.checkout("-b", merged)
+    commit(repo, "feat: merged work")
+    repo.git.checkout("main")
+
+    local_env = {
+        "LOREPIN_PROJECT": unique_project("lorepin-e2e-local"),
+        "LOREPIN_HTTP_PORT": "0",
+        "LOREPIN_DB_PORT": "0",
+        "LOREPIN_IMAGE_TAG": "e2e",
+        "LOREPIN_SECRETS_DIR": str(tmp_path / "local-secrets"),
+    }
+    try:
+        assert invoke("up", env=local_env, timeout=900).returncode == 0
+        for branch, ttl in ((alive, "72h"), (gone, "72h"), (merged, "72h"), (expiring, "20s")):
+            started = time.monotonic()  # the last one's start bounds its 20 s ttl
+            result = invoke_in(repo, "feature.up", "--branch", branch, "--ttl", ttl)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "seeded 3000 pins" in result.stdout
+
+        envs = features(repo)
+        assert set(envs) == {alive, gone, merged, expiring}
+        local_url = json.loads(invoke("status", "--json", env=local_env).stdout)["url"]
+        urls = {b: str(e["url"]) for b, e in envs.items()} | {"local": local_url}
+        assert len(set(urls.values())) == 5
+        assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
+
+        # Each environment has its own data: a pin created in one is absent from the others.
+        for owner in (alive, gone, "local"):
+            code, pin = request(
+                "POST",
+                f"{urls[owner]}/api/pins",
+                {"title": f"only in {owner}", "latitude": 1, "longitude": 2},
+            )
+            assert code == 201 and isinstance(pin, dict)
+            assert pin["place_name"], "the mock geocoder named the place"
+            for other, url in urls.items():
+                code, page = request("GET", f"{url}/api/pins?limit=100")
+                titles = [p["title"] for p in page["items"]] if isinstance(page, dict) else []
+                assert (f"only in {owner}" in titles) == (other == owner), (owner, other)
+        code, page = request("GET", f"{urls[alive]}/api/pins?limit=1")
+        assert isinstance(page, dict) and page["total"] == 3001  # seeded + the one above
+
+        # Re-running up updates in place: same URL, data kept, expiry extended.
+        again = invoke_in(repo, "feature.up", "--branch", alive)
+        assert again.returncode == 0 and "nothing seeded" in again.stdout
+        assert features(repo)[alive]["url"] == urls[alive]
+        assert features(repo)[alive]["expires_at"] >= envs[alive]["expires_at"]  # type: ignore[operator]
+
+        # Make three of them stale: deleted branch, merged branch, expired ttl.
+        repo.delete_head(gone, force=True)
+        repo.git.merge(merged, "--no-ff", "-m", "Merge feat/merged")
+        while time.monotonic() < started + 25:  # the 20 s ttl of the last one
+            time.sleep(1)
+
+        dry = invoke_in(repo, "feature.prune", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        lines = [ln for ln in dry.stdout.splitlines() if ln.startswith("prune ")]
+        assert sorted(lines) == sorted(
+            [
+                f"prune {envs[gone]['project']} (branch '{gone}'): branch deleted",
+                f"prune {envs[merged]['project']} (branch '{merged}'): branch merged",
+                next(ln for ln in lines if f"(branch '{expiring}'): expired " in ln),
+            ]
+        )
+        assert set(features(repo)) == {alive, gone, merged, expiring}  # dry run removed nothing
+
+        pruned = invoke_in(repo, "feature.prune", "--yes")
+        assert pruned.returncode == 0, pruned.stderr
+        assert set(features(repo)) == {alive}
+        for branch in (gone, merged, expiring):
+            assert of_project(str(envs[branch]["project"])) == {
+                "containers": [],
+                "networks": [],
+                "volumes": [],
+            }
+        code, _ = request("GET", f"{urls['local']}/readyz")
+        assert code == 200, "pruning never touches another environment"
+
+        down = invoke_in(repo, "feature.down", "--branch", alive, "--yes")
+        assert down.returncode == 0, down.stderr
+        assert of_project(str(envs[alive]["project"])) == {
+            "containers": [],
+            "networks": [],
+            "volumes": [],
+        }
+        images = subprocess.run(
+            ["docker", "image", "ls", "--format", "{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert not [t for t in images if t.startswith("br-feat-map-search")]
+    finally:
+        invoke("down", "--volumes", "--yes", env=local_env)
+
+
+def test_bad_input_changes_nothing(repo: git.Repo) -> None:
+    repo.git.checkout("--detach")
+    detached = invoke_in(repo, "feature.up")
+    assert detached.returncode == 2
+    assert detached.stderr.strip() == "error: HEAD is detached: say which branch with --branch NAME"
+    bad = invoke_in(repo, "feature.up", "--branch", "bad..name")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: invalid branch name 'bad..name'"
+    missing = invoke_in(repo, "feature.up", "--branch", "no-such-branch")
+    assert missing.returncode == 2
+    assert "there is no local branch 'no-such-branch'" in missing.stderr
+    nothing = invoke_in(repo, "feature.down", "--branch", "never-deployed", "--yes")
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip().startswith(
+        "error: there is no feature environment for branch 'never-deployed'"
+    )
+    assert invoke_in(repo, "feature.up", "--branch", "x", "--ttl", "forever").stderr.strip() == (
+        "error: invalid ttl 'forever': a number and s, m, h or d, like 90m, 72h, 7d"
+    )
