@@ -167,6 +167,7 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
     now = datetime.now(UTC).replace(microsecond=0)
     created = _created_at(run, name.project) or now
     port = _current_port(run, name.project)
+    # The branch's own compose files serve every step, so the worktree lives until the end.
     with _source(run, repo, branch) as source:
         files = tuple(source / f for f in config["compose_files"])
         ctx = _context(settings, name, files, run, source, created, now + lifetime, port)
@@ -176,16 +177,14 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
         run.run(compose.build(ctx.env), env=ctx.variables)
         run.say(f"==> {name.project}: starting (expires {(now + lifetime).isoformat()})")
         run.run(compose.up(ctx.env, wait_timeout=ctx.settings.wait_timeout), env=ctx.variables)
-    if run.dry_run:
-        run.run(
-            compose.run(ctx.env, "migrate", _seed_command(config, name), name="seed"),
-            env=ctx.variables,
-        )
-        run.say("dry run: nothing was built, started or seeded")
-        return
-    check_started(ctx)
-    seeded = run_oneoff(ctx, "migrate", _seed_command(config, name), capture=True).strip()
-    url = published_url(ctx)
+        if run.dry_run:
+            seed = compose.run(ctx.env, "migrate", _seed_command(config, name), name="seed")
+            run.run(seed, env=ctx.variables)
+            run.say("dry run: nothing was built, started or seeded")
+            return
+        check_started(ctx)
+        seeded = run_oneoff(ctx, "migrate", _seed_command(config, name), capture=True).strip()
+        url = published_url(ctx)
     http.wait_ready(f"{url}/readyz", timeout=settings.wait_timeout, say=run.say)
     expires = f"{now + lifetime:%Y-%m-%d %H:%M} UTC"
     print(f"feature '{branch}' is ready: {url}/  ({seeded}; expires {expires})")
