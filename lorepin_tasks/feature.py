@@ -371,20 +371,22 @@ def prune(c: Context, yes: bool = False, dry_run: bool = False) -> None:
     settings = load_settings(c)
     repo = _repo(settings)
     run = Executor(dry_run=dry_run or bool(c.config.run.dry))
-    heads = {h.name: h.commit for h in repo.heads}
+    heads = {h.name: h.commit.hexsha for h in repo.heads}
     release = _release_branch(c)
+    # Merged: the tip is in the release branch, but came in through a merge rather than
+    # being one of its own first-parent commits (which is where a branch just created from
+    # it points). Fast-forwarded or squashed branches are not recognised: they wait for
+    # their expiry, the safe side.
+    mainline: set[str] = set()
+    merged_in: set[str] = set()
+    if release in heads:
+        mainline = set(repo.git.rev_list("--first-parent", release).split())
+        merged_in = set(repo.git.rev_list(release).split()) - mainline
     now = datetime.now(UTC)
     doomed = []
     for f in find(run):
         tip = heads.get(f.branch)
-        main = heads.get(release)
-        merged = bool(
-            tip is not None
-            and main is not None
-            and f.branch != release
-            and tip != main
-            and repo.is_ancestor(tip, main)
-        )
+        merged = tip is not None and f.branch != release and tip in merged_in
         reason = plan.prune_reason(f, now=now, branch_exists=tip is not None, merged=merged)
         if reason:
             doomed.append((f, reason))
