@@ -72,6 +72,13 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Time environment spin-up beside raw `docker compose up --wait` (needs Docker)."""
+    install(session)
+    session.run("python", "bench/bench_environments.py")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint and check formatting with ruff."""

@@ -1,0 +1,177 @@
+"""Spin-up times of environments, each beside raw `docker compose up --wait` in one run.
+
+    .venv/bin/nox -s bench          (or: .venv/bin/python bench/bench_environments.py)
+
+Works in a throwaway clone of the committed project (never touches your checkout) and
+removes every environment it starts. Measures, with images already cached:
+  raw compose   `docker compose up --detach --wait` of the feature files, fresh project
+  feature new   `invoke feature.up` of a new branch: build check, start, migrate, seed 3000
+  feature warm  `invoke feature.up` again, nothing changed (update in place)
+  feature edit  `invoke feature.up` after a one-line change to the CMS source
+  local warm    `invoke up` of a local-kind environment, nothing changed
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lorepin_tasks import settings as settings_mod  # noqa: E402
+from lorepin_tasks.plans import feature as plan  # noqa: E402
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+def main() -> None:
+    base = settings_mod.load({}, root=ROOT).base_image
+    if not base:
+        raise SystemExit("no base image: run scripts/bootstrap.sh")
+    invoke = [sys.executable, "-m", "invoke"]
+    results: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="lorepin-bench-") as tmp:
+        clone = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        subprocess.run(
+            ["git", "-C", str(clone), "checkout", "-q", "-b", "bench/spin-up"], check=True
+        )
+        env = {
+            "BASE_IMAGE": base,
+            "GIT_AUTHOR_NAME": "bench",
+            "GIT_AUTHOR_EMAIL": "b@x.invalid",
+            "GIT_COMMITTER_NAME": "bench",
+            "GIT_COMMITTER_EMAIL": "b@x.invalid",
+        }
+        name = plan.name_for("bench/spin-up")
+        raw_project = f"lorepin-bench-raw-{os.getpid()}"
+        local = {
+            **env,
+            "LOREPIN_PROJECT": f"lorepin-bench-local-{os.getpid()}",
+            "LOREPIN_HTTP_PORT": "0",
+            "LOREPIN_DB_PORT": "0",
+            "LOREPIN_SECRETS_DIR": f"{tmp}/local-secrets",
+        }
+        raw_vars = {
+            **env,
+            "COMPOSE_BAKE": "false",
+            "LOREPIN_ENV": "feature",
+            "LOREPIN_ENV_KIND": "feature",
+            "LOREPIN_IMAGE_TAG": name.image_tag,
+            "LOREPIN_HTTP_PORT": "0",
+            "LOREPIN_SECRETS_DIR": f"{tmp}/raw-secrets",
+            "LOREPIN_BRANCH": "bench/raw",
+            "LOREPIN_CREATED_AT": "20260101T000000Z",
+            "LOREPIN_EXPIRES_AT": "20260101T000000Z",
+        }
+        files = [
+            "-f",
+            "compose/compose.yaml",
+            "-f",
+            "compose/mocks.yaml",
+            "-f",
+            "compose/feature.yaml",
+        ]
+        try:
+            # Images for the branch tag first, so every measured run finds them cached.
+            timed([*invoke, "feature.up"], clone, env)
+            timed([*invoke, "feature.down", "--yes"], clone, env)
+            Path(f"{tmp}/raw-secrets").mkdir(mode=0o700)
+            Path(f"{tmp}/raw-secrets/db_password").write_text("bench-only\n")
+            results.append(
+                (
+                    "raw compose up --wait (fresh project)",
+                    timed(
+                        [
+                            "docker",
+                            "compose",
+                            "-p",
+                            raw_project,
+                            *files,
+                            "up",
+                            "--detach",
+                            "--wait",
+                            "--no-build",
+                            "--pull",
+                            "never",
+                        ],
+                        clone,
+                        raw_vars,
+                    ),
+                )
+            )
+            results.append(
+                (
+                    "invoke feature.up (new branch, seeded)",
+                    timed([*invoke, "feature.up"], clone, env),
+                )
+            )
+            results.append(
+                ("invoke feature.up (again, no change)", timed([*invoke, "feature.up"], clone, env))
+            )
+            app = clone / "cms" / "lorepin_cms" / "app.py"
+            app.write_text(app.read_text() + "\n# bench: a one-line change\n")
+            subprocess.run(
+                ["git", "-C", str(clone), "commit", "-qam", "chore: bench edit"],
+                check=True,
+                env={**os.environ, **env},
+            )
+            results.append(
+                (
+                    "invoke feature.up (one-line CMS change)",
+                    timed([*invoke, "feature.up"], clone, env),
+                )
+            )
+            timed([*invoke, "up"], clone, local)
+            results.append(
+                ("invoke up (local kind, no change)", timed([*invoke, "up"], clone, local))
+            )
+        finally:
+            subprocess.run(
+                [*invoke, "feature.down", "--yes"],
+                cwd=clone,
+                capture_output=True,
+                env={**os.environ, **env},
+                check=False,
+            )
+            subprocess.run(
+                [*invoke, "down", "--volumes", "--yes"],
+                cwd=clone,
+                capture_output=True,
+                env={**os.environ, **local},
+                check=False,
+            )
+            subprocess.run(
+                ["docker", "compose", "-p", raw_project, *files, "down", "--volumes"],
+                cwd=clone,
+                capture_output=True,
+                env={**os.environ, **raw_vars},
+                check=False,
+            )
+    width = max(len(label) for label, _ in results)
+    print(f"\n{'measurement':<{width}}  seconds")
+    for label, seconds in results:
+        print(f"{label:<{width}}  {seconds:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
