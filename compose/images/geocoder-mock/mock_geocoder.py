@@ -6,6 +6,8 @@ coordinates (the same point always gets the same name). GET /healthz -> {"status
 
 import hashlib
 import json
+import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -47,4 +49,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # As PID 1 nothing handles SIGTERM by default: without this, `docker stop` waits 10 s.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()  # noqa: S104 (in-container)
