@@ -18,7 +18,13 @@ from tests.conftest import invoke, unique_project
 from tests.release_helpers import clone_project, commit, invoke_in
 
 pytestmark = pytest.mark.docker
-BRANCHES = ("feat/Map-Search", "feat/gone", "feat/merged", "feat/expiring")
+BRANCHES = (
+    "feat/Map-Search",
+    "feat/gone",
+    "feat/merged",
+    "feat/expiring",
+    "fix/ÜBER_lang-" + "x" * 180,
+)
 
 
 def request(method: str, url: str, body: object = None) -> tuple[int, object]:
@@ -68,8 +74,8 @@ def repo(tmp_path: Path) -> Iterator[git.Repo]:
 def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
     repo: git.Repo, tmp_path: Path
 ) -> None:
-    alive, gone, merged, expiring = BRANCHES
-    for branch in (alive, gone, expiring):
+    alive, gone, merged, expiring, odd = BRANCHES
+    for branch in (alive, gone, expiring, odd):
         repo.create_head(branch)
     repo.git.checkout("-b", merged)
     commit(repo, "feat: merged work")
@@ -84,17 +90,24 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
     }
     try:
         assert invoke("up", env=local_env, timeout=900).returncode == 0
-        for branch, ttl in ((alive, "72h"), (gone, "72h"), (merged, "72h"), (expiring, "20s")):
+        # Five feature environments beside a local one (an odd, 200-character branch too).
+        for branch, ttl in (
+            (odd, "72h"),
+            (alive, "72h"),
+            (gone, "72h"),
+            (merged, "72h"),
+            (expiring, "20s"),
+        ):
             started = time.monotonic()  # the last one's start bounds its 20 s ttl
             result = invoke_in(repo, "feature.up", "--branch", branch, "--ttl", ttl)
             assert result.returncode == 0, result.stderr[-3000:]
             assert "seeded 3000 pins" in result.stdout
 
         envs = features(repo)
-        assert set(envs) == {alive, gone, merged, expiring}
+        assert set(envs) == set(BRANCHES)
         local_url = json.loads(invoke("status", "--json", env=local_env).stdout)["url"]
         urls = {b: str(e["url"]) for b, e in envs.items()} | {"local": local_url}
-        assert len(set(urls.values())) == 5
+        assert len(set(urls.values())) == 6
         assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
 
         # Each environment has its own data: a pin created in one is absent from the others.
@@ -135,11 +148,11 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
                 next(ln for ln in lines if f"(branch '{expiring}'): expired " in ln),
             ]
         )
-        assert set(features(repo)) == {alive, gone, merged, expiring}  # dry run removed nothing
+        assert set(features(repo)) == set(BRANCHES)  # the dry run removed nothing
 
         pruned = invoke_in(repo, "feature.prune", "--yes")
         assert pruned.returncode == 0, pruned.stderr
-        assert set(features(repo)) == {alive}
+        assert set(features(repo)) == {alive, odd}
         for branch in (gone, merged, expiring):
             assert of_project(str(envs[branch]["project"])) == {
                 "containers": [],
@@ -149,13 +162,14 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
         code, _ = request("GET", f"{urls['local']}/readyz")
         assert code == 200, "pruning never touches another environment"
 
-        down = invoke_in(repo, "feature.down", "--branch", alive, "--yes")
-        assert down.returncode == 0, down.stderr
-        assert of_project(str(envs[alive]["project"])) == {
-            "containers": [],
-            "networks": [],
-            "volumes": [],
-        }
+        for branch in (alive, odd):
+            down = invoke_in(repo, "feature.down", "--branch", branch, "--yes")
+            assert down.returncode == 0, down.stderr
+            assert of_project(str(envs[branch]["project"])) == {
+                "containers": [],
+                "networks": [],
+                "volumes": [],
+            }
         images = subprocess.run(
             ["docker", "image", "ls", "--format", "{{.Tag}}"],
             capture_output=True,
