@@ -37,6 +37,7 @@ def migration_heads() -> tuple[str, str]:
 
 
 HEAD, BEFORE_HEAD = migration_heads()
+REVISION_COUNT = int(HEAD)  # revisions are numbered 0001, 0002, ... in order
 
 
 def in_ci() -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import git
 import pytest
 
+from tests.conftest import HEAD
 from tests.release_helpers import clone_project, commit, invoke_in, webhook_receiver
 
 pytestmark = pytest.mark.docker
@@ -69,7 +70,7 @@ def test_release_builds_tags_and_records_exactly_what_it_made(tmp_path: Path, pr
     labels = json.loads(inspect(f"{prefix}/cms:0.1.0", "{{json .Config.Labels}}"))
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.revision"] == repo.head.commit.hexsha
-    assert manifest["migration_head"] == "0005"
+    assert manifest["migration_head"] == HEAD
     notes = (root / "dist/release/v0.1.0.md").read_text()
     assert notes.startswith("# LorePin CMS v0.1.0\n") and "pins near a place" in notes
     assert received == [

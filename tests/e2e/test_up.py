@@ -86,6 +86,7 @@ def test_up_serves_pins_then_down_removes_everything(stack: dict[str, str]) -> N
         "db": "running",
         "migrate": "exited",
         "cms": "running",
+        "geocoder": "running",  # the mock of the external geocoding API
     }
     assert report["ready"] is True
 

@@ -22,7 +22,7 @@ from lorepin_cms.migrator import (
     Migrator,
     Options,
 )
-from tests.conftest import HEAD
+from tests.conftest import BEFORE_HEAD, HEAD, REVISION_COUNT
 from tests.integration.migration_helpers import add_revision, copy_migrations
 
 pytestmark = pytest.mark.docker
@@ -59,9 +59,9 @@ def test_upgrade_logs_each_revision_and_a_rerun_does_nothing(database_url: str) 
     m = migrator(database_url)
     assert m.upgrade() == HEAD
     rows = log_rows(database_url)
-    assert [r[4] for r in rows] == ["ok"] * 5
+    assert [r[4] for r in rows] == ["ok"] * REVISION_COUNT
     assert rows[0] == ("tester", "upgrade", None, "0001", "ok")
-    assert rows[-1][2:] == ("0004", HEAD, "ok")
+    assert rows[-1][2:] == (BEFORE_HEAD, HEAD, "ok")
     assert m.upgrade() == HEAD
     assert log_rows(database_url)[-1] == ("tester", "upgrade", HEAD, HEAD, "nothing-to-do")
     m.engine.dispose()
@@ -186,7 +186,7 @@ def test_concurrent_runs_apply_once_and_the_log_shows_every_run(
 
     rows = log_rows(database_url)
     applied = [r for r in rows if r[4] == "ok"]
-    assert {r[0] for r in applied} == {"first"} and len(applied) == 6
+    assert {r[0] for r in applied} == {"first"} and len(applied) == REVISION_COUNT + 1
     assert ("impatient", "upgrade", None, None, "lock-busy") in rows
     assert ("patient", "upgrade", "0099", "0099", "nothing-to-do") in rows
 

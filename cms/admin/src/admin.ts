@@ -1,0 +1,105 @@
+// The admin page: a paged, filterable pin list and an editor, on the CMS's JSON API.
+
+import { ApiError, listPins, savePin, version, type Pin, type PinInput, type Status } from "./api";
+
+const PAGE = 25;
+let offset = 0;
+let pins: Pin[] = [];
+
+function $(selector: string): HTMLElement {
+  const element = document.querySelector<HTMLElement>(selector);
+  if (!element) throw new Error(`missing ${selector}`);
+  return element;
+}
+
+function cell(text: string): HTMLTableCellElement {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+async function refresh(): Promise<void> {
+  const filters = new FormData($("#filters") as HTMLFormElement);
+  const page = await listPins({
+    tag: String(filters.get("tag") ?? "").trim(),
+    status: String(filters.get("status") ?? ""),
+    limit: PAGE,
+    offset,
+  });
+  pins = page.items;
+  const body = $("#pins tbody");
+  body.replaceChildren(
+    ...pins.map((pin) => {
+      const row = document.createElement("tr");
+      row.dataset.pinId = String(pin.id);
+      const edit = document.createElement("button");
+      edit.textContent = "Edit";
+      edit.addEventListener("click", () => load(pin));
+      const actions = document.createElement("td");
+      actions.append(edit);
+      row.append(cell(pin.title), cell(pin.place_name ?? ""), cell(pin.tags.join(", ")), cell(pin.status), actions);
+      return row;
+    }),
+  );
+  const last = Math.min(offset + pins.length, page.total);
+  $("#summary").textContent = page.total ? `${offset + 1}–${last} of ${page.total} pins` : "No pins yet.";
+  ($("#prev") as HTMLButtonElement).disabled = offset === 0;
+  ($("#next") as HTMLButtonElement).disabled = last >= page.total;
+}
+
+function form(): HTMLFormElement {
+  return $("#editor") as HTMLFormElement;
+}
+
+function load(pin: Pin | null): void {
+  const f = form();
+  f.reset();
+  (f.elements.namedItem("id") as HTMLInputElement).value = pin ? String(pin.id) : "";
+  $("#editor-title").textContent = pin ? `Edit “${pin.title}”` : "New pin";
+  if (!pin) return;
+  for (const name of ["title", "body", "latitude", "longitude", "status"] as const) {
+    (f.elements.namedItem(name) as HTMLInputElement).value = String(pin[name]);
+  }
+  (f.elements.namedItem("tags") as HTMLInputElement).value = pin.tags.join(", ");
+}
+
+async function save(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  const data = new FormData(form());
+  const id = String(data.get("id") ?? "");
+  const pin: PinInput = {
+    title: String(data.get("title")),
+    body: String(data.get("body") ?? ""),
+    latitude: Number(data.get("latitude")),
+    longitude: Number(data.get("longitude")),
+    tags: String(data.get("tags") ?? "").split(",").map((t) => t.trim()).filter(Boolean),
+    status: String(data.get("status")) as Status,
+  };
+  const message = $("#message");
+  try {
+    const saved = await savePin(id ? Number(id) : null, pin);
+    message.className = "";
+    message.textContent = `Saved “${saved.title}”.`;
+    load(null);
+    await refresh();
+  } catch (error) {
+    message.className = "error";
+    message.textContent = error instanceof ApiError ? error.message : "Could not reach the CMS.";
+  }
+}
+
+function main(): void {
+  ($("#filters") as HTMLFormElement).addEventListener("submit", (event) => {
+    event.preventDefault();
+    offset = 0;
+    void refresh();
+  });
+  $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); void refresh(); });
+  $("#next").addEventListener("click", () => { offset += PAGE; void refresh(); });
+  $("#reset").addEventListener("click", () => load(null));
+  form().addEventListener("submit", (event) => void save(event));
+  void version().then((v) => { $("#version").textContent = `v${v.version} · schema ${v.schema_revision ?? "?"}`; });
+  void refresh();
+}
+
+main();
