@@ -74,7 +74,7 @@ def test_release_builds_tags_and_records_exactly_what_it_made(tmp_path: Path, pr
     notes = (root / "dist/release/v0.1.0.md").read_text()
     assert notes.startswith("# LorePin CMS v0.1.0\n") and "pins near a place" in notes
     assert received == [
-        {"text": f"LorePin CMS v0.1.0 released ({repo.head.commit.hexsha[:12]}, schema 0005)"}
+        {"text": f"LorePin CMS v0.1.0 released ({repo.head.commit.hexsha[:12]}, schema {HEAD})"}
     ]
 
     again = invoke_in(repo, "release", "--yes", env=env)
