@@ -8,7 +8,8 @@ from alembic.script import ScriptDirectory
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -165,6 +166,13 @@ def create_app(config: Config | None = None) -> FastAPI:
         db.delete(get_or_404(db, pin_id))
         db.commit()
         return Response(status_code=204)
+
+    if config.admin_dir.is_dir():  # built by the image's assets stage (cms/admin)
+        app.mount("/admin", StaticFiles(directory=config.admin_dir, html=True), name="admin")
+
+        @app.get("/", include_in_schema=False)
+        def home() -> RedirectResponse:
+            return RedirectResponse("/admin/")
 
     app.state.engine = engine
     return app

@@ -49,6 +49,7 @@ class Config:
     git_revision: str
     migrations_dir: Path
     geocoder_url: str | None = None
+    admin_dir: Path = ROOT / "cms" / "admin" / "dist"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
