@@ -2,7 +2,7 @@
 
 from invoke.collection import Collection
 
-from lorepin_tasks import db, feature, release, stack
+from lorepin_tasks import db, feature, images, release, stack
 
 ns = Collection()
 for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top-level
@@ -10,3 +10,5 @@ for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top
 ns.add_collection(db.ns)
 ns.add_collection(feature.ns)
 ns.add_collection(release.ns)
+ns.add_collection(images.ns)
+ns.add_collection(images.artifacts)

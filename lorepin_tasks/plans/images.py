@@ -1,0 +1,112 @@
+"""The project's images as data: names, tags, registry references, what to prune. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from semver import Version
+
+from lorepin_tasks.errors import ConfigError
+
+# Compose service -> image name (under the settings' image prefix).
+IMAGES = {"cms": "cms", "db": "postgres", "geocoder": "geocoder-mock"}
+REGISTRY = re.compile(r"^(localhost|[a-z0-9.-]+|\[[0-9a-f:]+\]|[0-9.]+):[0-9]{1,5}$")
+TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def tag_safe(text: str) -> str:
+    """A docker tag from any text: SemVer's '+' and other characters become '-'."""
+    return TAG_CHARS.sub("-", text)[:128].lstrip(".-") or "untagged"
+
+
+def tags(version: str, sha: str, branch: str | None, release_branch: str) -> list[str]:
+    """The version, `sha-<short>`, and `branch-<slug>` for builds off the release branch."""
+    found = [tag_safe(version), f"sha-{sha[:7]}"]
+    if branch and branch != release_branch:
+        slug = re.sub(r"[^a-z0-9]+", "-", branch.lower()).strip("-")[:100]
+        found.append(f"branch-{slug or 'x'}")
+    return found
+
+
+def services(selected: Sequence[str]) -> list[str]:
+    unknown = sorted(set(selected) - set(IMAGES))
+    if unknown:
+        raise ConfigError(
+            f"unknown service(s) {', '.join(unknown)}; images exist for {', '.join(IMAGES)}"
+        )
+    return list(selected) or list(IMAGES)
+
+
+def registry(value: str) -> str:
+    if not REGISTRY.match(value):
+        raise ConfigError(f"invalid registry {value!r}: expected HOST:PORT like 127.0.0.1:5000")
+    return value
+
+
+def ref(prefix: str, image: str, tag: str, registry_host: str | None = None) -> str:
+    name = f"{prefix}/{image}:{tag}"
+    return f"{registry_host}/{name}" if registry_host else name
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalImage:
+    id: str
+    repository: str
+    tag: str
+
+
+def prune_plan(
+    images: Iterable[LocalImage], *, in_use: set[str], keep: int
+) -> tuple[list[LocalImage], list[tuple[LocalImage, str]]]:
+    """(tags to remove, tags kept with why) among versioned and sha- tags.
+
+    Kept: the newest `keep` versions (and every tag on the same image), and every image a
+    container uses (running or stopped, any environment). Other tags (dev, e2e, br-...)
+    belong to environments and are never pruned here.
+    """
+    candidates = [i for i in images if _version(i.tag) is not None or i.tag.startswith("sha-")]
+    versions = sorted({v for i in candidates if (v := _version(i.tag)) is not None}, reverse=True)
+    newest = set(versions[:keep])
+    protected_ids = {i.id for i in candidates if _version(i.tag) in newest}
+    remove: list[LocalImage] = []
+    kept: list[tuple[LocalImage, str]] = []
+    for image in candidates:
+        if image.id in in_use:
+            kept.append((image, "used by a container"))
+        elif image.id in protected_ids:
+            kept.append((image, f"among the newest {keep} versions"))
+        else:
+            remove.append(image)
+    return remove, kept
+
+
+def _version(tag: str) -> Version | None:
+    try:
+        return Version.parse(tag)
+    except ValueError:
+        return None
+
+
+def manifest_entry(
+    service: str,
+    image: str,
+    refs: Sequence[str],
+    inspect: Mapping[str, object],
+    base_image: str | None,
+    revision: str,
+    built_at: str,
+) -> dict[str, object]:
+    digests = inspect.get("RepoDigests") or []
+    return {
+        "service": service,
+        "name": image,
+        "tags": list(refs),
+        "id": inspect.get("Id"),
+        "digests": list(digests) if isinstance(digests, list) else [],
+        "size": inspect.get("Size"),
+        "base_image": base_image,
+        "git_revision": revision,
+        "built_at": built_at,
+    }
