@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import nox
 
@@ -14,6 +15,10 @@ nox.options.sessions = ["lint", "typecheck", "test"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 BUILD = "build"
+DOCKERFILES = [
+    "cms/Dockerfile",
+    *sorted(str(p) for p in Path("compose/images").glob("*/Dockerfile")),
+]
 
 
 def install(session: nox.Session, *groups: str) -> None:
@@ -81,10 +86,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and check formatting with ruff."""
+    """Lint Python (ruff, formatting included) and the Dockerfiles (hadolint)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("hadolint", *DOCKERFILES)
 
 
 @nox.session

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepares this machine for the LorePin toolkit: the .venv, a Docker engine, Compose v2
-# and the base image every Dockerfile builds FROM. Idempotent: a second run checks,
+# Prepares this machine for the LorePin toolkit: the .venv, a Docker engine, Compose v2,
+# Chromium for the browser test, and the base image every Dockerfile builds FROM. Idempotent: a second run checks,
 # prints what it found and changes nothing.
 #
 # Environment:
@@ -114,6 +114,16 @@ build_local_base() {
   say "created $LOCAL_BASE"
 }
 
+setup_browser() {
+  # Debian's Chromium and its driver, for the admin page's browser test.
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    say "Chromium present ($(chromium --version 2>/dev/null | head -n 1))"
+    return
+  fi
+  apt_install chromium chromium-driver fonts-dejavu-core \
+    || say "no Chromium and not root: the browser test cannot run (apt-get install chromium chromium-driver)"
+}
+
 choose_base_image() {
   local chosen=""
   if [ -n "${BASE_IMAGE:-}" ]; then
@@ -143,5 +153,6 @@ mkdir -p "$STATE_DIR"
 setup_venv
 setup_engine
 setup_compose
+setup_browser
 choose_base_image
 say "ready"
