@@ -79,8 +79,9 @@ def migrations(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Time environment spin-up beside raw `docker compose up --wait` (needs Docker)."""
+    """Time image builds (cold, warm, one-line change) and environment spin-up (Docker)."""
     install(session)
+    session.run("python", "bench/bench_build.py")
     session.run("python", "bench/bench_environments.py")
 
 

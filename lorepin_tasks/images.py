@@ -58,9 +58,15 @@ def _inspect(run: Executor, ref: str) -> dict[str, Any]:
 
 @task(
     iterable=["service"],
-    help={"service": "build only these services' images (repeatable)", "dry_run": DRY_HELP},
+    help={
+        "service": "build only these services' images (repeatable)",
+        "no_cache": "rebuild every layer (a cold build)",
+        "dry_run": DRY_HELP,
+    },
 )
-def build(c: Context, service: list[str] | None = None, dry_run: bool = False) -> None:
+def build(
+    c: Context, service: list[str] | None = None, no_cache: bool = False, dry_run: bool = False
+) -> None:
     """Build the project's images (cached), tag them, write dist/build-manifest.json."""
     selected = plan.services(service or [])
     ctx = open_env(c, "local", dry_run=dry_run)
@@ -72,7 +78,7 @@ def build(c: Context, service: list[str] | None = None, dry_run: bool = False) -
     variables = compose.variables(ctx.settings, env, ctx.revision)
     started = time.monotonic()
     ctx.run.say(f"==> building {', '.join(selected)} as {', '.join(tags)}")
-    ctx.run.run(compose.build(env, selected), env=variables)
+    ctx.run.run(compose.build(env, selected, no_cache=no_cache), env=variables)
     prefix = ctx.settings.image_prefix
     for svc in selected:
         for extra in tags[1:]:

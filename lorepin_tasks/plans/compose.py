@@ -52,8 +52,8 @@ def variables(settings: Settings, env: Environment, revision: Revision) -> dict[
     return values
 
 
-def build(env: Environment, services: Sequence[str] = ()) -> list[str]:
-    return [*compose(env), "build", *services]
+def build(env: Environment, services: Sequence[str] = (), *, no_cache: bool = False) -> list[str]:
+    return [*compose(env), "build", *(["--no-cache"] if no_cache else []), *services]
 
 
 def up(env: Environment, *, wait_timeout: int) -> list[str]:
