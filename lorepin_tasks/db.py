@@ -25,7 +25,7 @@ from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
 from lorepin_tasks.runtime.git import who_am_i
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.stack import DRY_HELP, ENV_HELP, services
+from lorepin_tasks.stack import DRY_HELP, ENV_HELP, published, services
 
 DEFAULT_LOCK_WAIT = 60.0
 
@@ -182,21 +182,10 @@ def history(
 
 def _local_db_env(ctx: EnvContext) -> dict[str, str]:
     """How the host reaches the environment's database (published port, password file)."""
-    port = (
-        ctx.run.run(
-            compose.port(ctx.env, compose.DB_SERVICE, compose.DB_PORT),
-            env=ctx.variables,
-            capture=True,
-            check=False,
-            mutates=False,
-            quiet=True,
-        )
-        .stdout.strip()
-        .rpartition(":")[2]
-    )
+    address = published(ctx, compose.DB_SERVICE, compose.DB_PORT) or ""
     return {
         "LOREPIN_DB_HOST": "127.0.0.1",
-        "LOREPIN_DB_PORT": port or "5432",
+        "LOREPIN_DB_PORT": address.rpartition(":")[2] or "5432",
         "LOREPIN_DB_PASSWORD_FILE": str(ctx.env.secrets_dir / "db_password"),
     }
 

@@ -32,6 +32,7 @@ from lorepin_tasks.runtime import http
 from lorepin_tasks.runtime.executor import Executor
 from lorepin_tasks.runtime.notify import notify
 from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.stack import published
 from lorepin_tasks.versioning import TAG_PREFIX, Change, History, next_version, parse_version
 from lorepin_tasks.versioning import read_history as read_git_history
 
@@ -496,16 +497,8 @@ def version(c: Context, json_: bool = False) -> None:
 
 
 def _running_version(ctx: EnvContext) -> str | None:
-    result = ctx.run.run(
-        compose.port(ctx.env, compose.HTTP_SERVICE, compose.HTTP_PORT),
-        env=ctx.variables,
-        capture=True,
-        check=False,
-        mutates=False,
-        quiet=True,
-    )
-    address = result.stdout.strip()
-    if not result.ok or not address:
+    address = published(ctx, compose.HTTP_SERVICE, compose.HTTP_PORT)
+    if not address:
         return None
     code, body = http.get(f"http://{address}/version", timeout=2)
     return str(body.get("version")) if code == 200 and isinstance(body, dict) else None

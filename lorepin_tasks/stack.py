@@ -23,21 +23,26 @@ ENV_HELP = "environment name (see invoke.yaml; default: local)"
 DRY_HELP = "print the exact commands and change nothing"
 
 
-def published_url(ctx: EnvContext) -> str:
-    """The CMS's URL on the host, as Docker actually published it."""
+def published(ctx: EnvContext, service: str, container_port: int) -> str | None:
+    """`host:port` that Docker published for a service's port, or None."""
     result = ctx.run.run(
-        compose.port(ctx.env, compose.HTTP_SERVICE, compose.HTTP_PORT),
+        compose.port(ctx.env, service, container_port),
         env=ctx.variables,
         capture=True,
         check=False,
         mutates=False,
         quiet=True,
     )
-    address = result.stdout.strip().splitlines()[0] if result.ok and result.stdout.strip() else ""
+    lines = result.stdout.strip().splitlines() if result.ok else []
+    return lines[0] if lines else None
+
+
+def published_url(ctx: EnvContext) -> str:
+    """The CMS's URL on the host, as Docker actually published it."""
+    address = published(ctx, compose.HTTP_SERVICE, compose.HTTP_PORT)
     if not address:
         raise LorePinError(f"the cms service of '{ctx.env.name}' publishes no port; is it running?")
-    host, _, port = address.rpartition(":")
-    return f"http://{host}:{port}"
+    return f"http://{address}"
 
 
 def services(ctx: EnvContext) -> list[dict[str, Any]]:
@@ -131,15 +136,7 @@ def _cause(lines: list[str]) -> str:
 
 
 def _db_port(ctx: EnvContext) -> str:
-    result = ctx.run.run(
-        compose.port(ctx.env, compose.DB_SERVICE, compose.DB_PORT),
-        env=ctx.variables,
-        capture=True,
-        check=False,
-        mutates=False,
-        quiet=True,
-    )
-    return result.stdout.strip().rpartition(":")[2] or "?"
+    return (published(ctx, compose.DB_SERVICE, compose.DB_PORT) or "?").rpartition(":")[2]
 
 
 @task(

@@ -81,3 +81,16 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, str]]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def remove_images(prefix: str) -> None:
+    """Remove every image tag under a test's private repository prefix."""
+    refs = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ours = [r for r in refs if r.startswith(f"{prefix}/") or f"/{prefix}/" in r]
+    if ours:
+        subprocess.run(["docker", "image", "rm", "-f", *ours], capture_output=True, check=False)

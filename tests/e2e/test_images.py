@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import in_ci, invoke, unique_project
-from tests.release_helpers import base_image, clone_project, invoke_in
+from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = pytest.mark.docker
 
@@ -28,20 +28,13 @@ def docker(*args: str) -> str:
     ).stdout.strip()
 
 
-def remove_prefixed(prefix: str) -> None:
-    refs = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").split()
-    ours = [r for r in refs if f"{prefix}/" in r]
-    if ours:
-        subprocess.run(["docker", "image", "rm", "-f", *ours], capture_output=True, check=False)
-
-
 @pytest.fixture
 def prefix() -> Iterator[str]:
     name = f"lorepin-img-test-{uuid.uuid4().hex[:8]}"
     try:
         yield name
     finally:
-        remove_prefixed(name)
+        remove_images(name)
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +96,20 @@ def test_push_delete_pull_matches_the_manifest(tmp_path: Path, prefix: str, regi
 
     pushed = invoke_in(repo, "images.push", "--registry", registry, env=env)
     assert pushed.returncode == 0, pushed.stderr[-3000:]
-    remove_prefixed(prefix)  # nothing of the version left locally
+    remove_images(prefix)  # nothing of the version left locally
     assert not [
         r for r in docker("image", "ls", "--format", "{{.Repository}}").split() if prefix in r
     ]
 
     shutil.rmtree(root / "dist")
-    downloaded = invoke_in(
-        repo, "artifacts.download", f"sha-{sha[:7]}", "--registry", registry, env=env
-    )
+    version = manifest["tags"][0]  # pull by version (the sha- tag was pushed too)
+    downloaded = invoke_in(repo, "artifacts.download", version, "--registry", registry, env=env)
     assert downloaded.returncode == 0, downloaded.stderr[-3000:]
     assert "3 images match it" in downloaded.stdout
-    fetched = json.loads((root / f"dist/artifacts/sha-{sha[:7]}/build-manifest.json").read_text())
+    fetched = json.loads((root / f"dist/artifacts/{version}/build-manifest.json").read_text())
     for entry in fetched["images"]:
         local = docker(
-            "image", "inspect", "--format", "{{.Id}}", f"{prefix}/{entry['name']}:sha-{sha[:7]}"
+            "image", "inspect", "--format", "{{.Id}}", f"{prefix}/{entry['name']}:{version}"
         )
         assert local == entry["id"] == by_name[entry["name"]]["id"]
         assert entry["digests"], "push recorded the registry digest"

@@ -12,7 +12,13 @@ import git
 import pytest
 
 from tests.conftest import HEAD
-from tests.release_helpers import clone_project, commit, invoke_in, webhook_receiver
+from tests.release_helpers import (
+    clone_project,
+    commit,
+    invoke_in,
+    remove_images,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -24,15 +30,7 @@ def prefix() -> Iterator[str]:
     try:
         yield name
     finally:
-        refs = subprocess.run(
-            ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        ours = [r for r in refs if r.startswith(f"{name}/")]
-        if ours:
-            subprocess.run(["docker", "image", "rm", *ours], capture_output=True, check=False)
+        remove_images(name)
 
 
 def inspect(ref: str, fmt: str) -> str:
