@@ -14,35 +14,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lorepin_tasks import settings as settings_mod  # noqa: E402
-
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.monotonic()
-    proc = subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-2000:]}")
-    return time.monotonic() - started
+from common import ROOT, base_image, timed
 
 
 def main() -> None:
-    base = settings_mod.load({}, root=ROOT).base_image
-    if not base:
-        raise SystemExit("no base image: run scripts/bootstrap.sh")
+    base = base_image()
     prefix = f"lorepin-bench-{os.getpid()}"
     env = {"BASE_IMAGE": base, "LOREPIN_IMAGE_PREFIX": prefix}
     build = [sys.executable, "-m", "invoke", "images.build"]

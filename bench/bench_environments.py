@@ -17,36 +17,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lorepin_tasks import settings as settings_mod  # noqa: E402
-from lorepin_tasks.plans import feature as plan  # noqa: E402
+from common import ROOT, base_image, timed
 
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.monotonic()
-    proc = subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-2000:]}")
-    return time.monotonic() - started
+from lorepin_tasks.plans import feature as plan
 
 
 def main() -> None:
-    base = settings_mod.load({}, root=ROOT).base_image
-    if not base:
-        raise SystemExit("no base image: run scripts/bootstrap.sh")
+    base = base_image()
     invoke = [sys.executable, "-m", "invoke"]
     results: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="lorepin-bench-") as tmp:

@@ -1,0 +1,38 @@
+"""What both benchmarks need: the project's base image and a timed command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lorepin_tasks import settings as settings_mod  # noqa: E402
+
+
+def base_image() -> str:
+    base = settings_mod.load({}, root=ROOT).base_image
+    if not base:
+        raise SystemExit("no base image: run scripts/bootstrap.sh")
+    return base
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> float:
+    """Seconds the command took; exits the benchmark with its error when it fails."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-2000:]}")
+    return time.monotonic() - started
