@@ -93,8 +93,15 @@ def ensure_secrets(ctx: EnvContext) -> None:
         raise ConfigError(
             f"environment '{ctx.env.name}' is missing secret(s) {', '.join(missing)} in {directory}"
         )
+    # check=False: with no engine answering there is no data to protect (and `up` then
+    # fails on its own with the engine's message), so a dry run still works offline.
     existing = ctx.run.run(
-        compose.volumes(ctx.env), env=ctx.variables, capture=True, mutates=False, quiet=True
+        compose.volumes(ctx.env),
+        env=ctx.variables,
+        capture=True,
+        mutates=False,
+        quiet=True,
+        check=False,
     ).stdout.split()
     if existing:
         # A new password would lock us out of the data initialised with the lost one.
