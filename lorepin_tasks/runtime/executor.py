@@ -22,23 +22,6 @@ from lorepin_tasks.errors import CommandFailed, ConfigError
 REDACTED = "******"
 
 
-class Secret:
-    """A secret value whose printed forms are always redacted."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret({REDACTED})"
-
-    __str__ = __repr__
-
-
 @dataclass(frozen=True)
 class Result:
     argv: tuple[str, ...]
