@@ -65,12 +65,16 @@ def load_settings(c: Context) -> Settings:
     return settings_mod.load(dict(raw) if raw else {})
 
 
+def executor(c: Context, dry_run: bool) -> Executor:
+    """The executor, dry when the task's --dry-run or Invoke's own --dry asks for it."""
+    return Executor(dry_run=dry_run or bool(c.config.run.dry))
+
+
 def open_env(c: Context, env_name: str, *, dry_run: bool) -> EnvContext:
     settings = load_settings(c)
     env = settings_mod.with_overrides(settings.environment(env_name))
-    dry = dry_run or bool(c.config.run.dry)
     return EnvContext(
-        settings=settings, env=env, run=Executor(dry_run=dry), revision=describe(settings.root)
+        settings=settings, env=env, run=executor(c, dry_run), revision=describe(settings.root)
     )
 
 

@@ -26,6 +26,7 @@ from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.context import (
     EnvContext,
     ensure_secrets,
+    executor,
     load_settings,
     require_base_image,
     run_oneoff,
@@ -163,7 +164,7 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
     branch = _branch(repo, branch)
     lifetime = plan.parse_ttl(ttl or str(config["ttl"]))
     name = plan.name_for(branch)
-    run = Executor(dry_run=dry_run or bool(c.config.run.dry))
+    run = executor(c, dry_run)
     now = datetime.now(UTC).replace(microsecond=0)
     created = _created_at(run, name.project) or now
     port = _current_port(run, name.project)
@@ -351,7 +352,7 @@ def down(c: Context, branch: str = "", yes: bool = False, dry_run: bool = False)
     settings = load_settings(c)
     branch = _branch(_repo(settings), branch)
     name = plan.name_for(branch)
-    run = Executor(dry_run=dry_run or bool(c.config.run.dry))
+    run = executor(c, dry_run)
     found = [f for f in find(run) if f.project == name.project]
     if not found:
         raise LorePinError(
@@ -370,7 +371,7 @@ def prune(c: Context, yes: bool = False, dry_run: bool = False) -> None:
     """Remove environments that expired or whose branch was deleted or merged."""
     settings = load_settings(c)
     repo = _repo(settings)
-    run = Executor(dry_run=dry_run or bool(c.config.run.dry))
+    run = executor(c, dry_run)
     heads = {h.name: h.commit.hexsha for h in repo.heads}
     release = _release_branch(c)
     # Merged: the tip is in the release branch, but came in through a merge rather than

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,14 @@ from invoke.context import Context
 from semver import Version
 
 from lorepin_tasks import changelog
-from lorepin_tasks.context import EnvContext, load_settings, open_env, require_base_image, task
+from lorepin_tasks.context import (
+    EnvContext,
+    executor,
+    load_settings,
+    open_env,
+    require_base_image,
+    task,
+)
 from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo
 from lorepin_tasks.plans import compose
 from lorepin_tasks.runtime import http
@@ -328,7 +335,7 @@ def _build_and_record(
 ) -> dict[str, Any]:
     run = ctx.run
     root = ctx.settings.root
-    tagged = type(ctx.env)(**{**ctx.env.__dict__, "image_tag": str(plan.version)})
+    tagged = replace(ctx.env, image_tag=str(plan.version))
     variables = compose.variables(ctx.settings, tagged, ctx.revision)
     if not run.dry_run:  # the tag now exists: the images carry exactly this version
         head = repo.head.commit
@@ -400,7 +407,7 @@ def approve(c: Context, version: str, dry_run: bool = False) -> None:
         "approved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
     }
-    run = Executor(dry_run=dry_run or bool(c.config.run.dry))
+    run = executor(c, dry_run)
     run.run(
         [
             "git",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,5 +222,5 @@ def with_overrides(env: Environment, environ: Mapping[str, str] = os.environ) ->
         "docker_context": env.docker_context,
         "backup_before_migrate": env.backup_before_migrate,
     }
-    resolved = _environment(env.name, raw, Path("/"), environ)
-    return replace(resolved, compose_files=env.compose_files)
+    # The compose files are absolute already: re-rooting them at "/" leaves them as they are.
+    return _environment(env.name, raw, Path("/"), environ)

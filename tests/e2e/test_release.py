@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import git
 import pytest
 
+from lorepin_tasks import changelog
 from tests.conftest import HEAD
 from tests.release_helpers import (
     clone_project,
@@ -163,4 +163,5 @@ def test_release_candidates_then_final(tmp_path: Path, prefix: str) -> None:
     final = invoke_in(repo, "release", "--yes", env=env)
     assert final.returncode == 0, final.stderr[-2000:]
     assert sorted(t.name for t in repo.tags) == ["v0.1.0", "v0.1.0-rc.1", "v0.1.0-rc.2"]
-    assert isinstance(repo, git.Repo)
+    text = (Path(repo.working_tree_dir or ".") / "CHANGELOG.md").read_text()
+    assert changelog.versions(text) == ["0.1.0", "0.1.0-rc.2", "0.1.0-rc.1"]
