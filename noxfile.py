@@ -47,7 +47,10 @@ def pytest(session: nox.Session, name: str, *args: str) -> None:
         "--cov-report=term:skip-covered",
         *args,
         *session.posargs,
-        env={"COVERAGE_FILE": f"{BUILD}/{name}/.coverage"},
+        env={
+            "COVERAGE_FILE": f"{BUILD}/{name}/.coverage",
+            "LOREPIN_TEST_ARTIFACTS": str(Path(BUILD, name).resolve()),
+        },
     )
 
 
@@ -65,9 +68,9 @@ def test(session: nox.Session) -> None:
 
 @nox.session
 def unit(session: nox.Session) -> None:
-    """Run the tests that need no Docker engine (seconds)."""
+    """Run the unit tests: pure plans and rules, no Docker, no subprocess (seconds)."""
     install(session, "test")
-    pytest(session, "unit", "-m", "not docker")
+    pytest(session, "unit", "tests/unit")
 
 
 @nox.session(default=False)

@@ -2,7 +2,7 @@
 
 from invoke.collection import Collection
 
-from lorepin_tasks import db, feature, images, release, stack
+from lorepin_tasks.tasks import db, feature, images, release, stack
 
 ns = Collection()
 for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top-level

@@ -14,6 +14,7 @@ removes every environment it starts. Measures, with images already cached:
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, base_image, timed
 
 from lorepin_tasks.plans import feature as plan
+from lorepin_tasks.settings import Checkout
 
 
 def main() -> None:
@@ -43,7 +45,8 @@ def main() -> None:
             "GIT_COMMITTER_NAME": "bench",
             "GIT_COMMITTER_EMAIL": "b@x.invalid",
         }
-        name = plan.name_for("bench/spin-up")
+        checkout = Checkout.of(clone.resolve(), socket.gethostname())
+        name = plan.name_for("bench/spin-up", checkout.id)
         raw_project = f"lorepin-bench-raw-{os.getpid()}"
         local = {
             **env,

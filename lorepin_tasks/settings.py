@@ -1,4 +1,4 @@
-"""Settings, resolved once per task into frozen dataclasses.
+"""Settings, resolved once per task into frozen dataclasses. The only reader of config.
 
 Order, later wins: built-in defaults -> invoke.yaml (`lorepin:` tree) -> environment
 variables -> task flags. Secrets never live here: only where to find them.
@@ -12,14 +12,20 @@ Environment variables:
   LOREPIN_DB_PORT      host port of the database, where the environment publishes it
   LOREPIN_IMAGE_TAG    tag of the images the environment builds and runs
   LOREPIN_SECRETS_DIR  directory holding the selected environment's secret files
+  LOREPIN_BACKUP_DIR   directory for the selected environment's pre-migration dumps
+  LOREPIN_RELEASE_WEBHOOK_URL  Slack-compatible webhook for release news (a secret)
+  XDG_STATE_HOME       per-user state (secrets, dumps, locks): $XDG_STATE_HOME/lorepin
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +36,22 @@ KINDS = ("local", "feature", "staging", "production")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+)
+TTL = re.compile(r"^(?P<n>[1-9][0-9]{0,3})(?P<unit>[smhd])$")
 BASE_IMAGE_RECORD = Path(".lorepin/base-image.env")
 DEFAULT_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+OVERRIDES = (
+    "LOREPIN_PROJECT",
+    "LOREPIN_HTTP_PORT",
+    "LOREPIN_DB_PORT",
+    "LOREPIN_IMAGE_TAG",
+    "LOREPIN_SECRETS_DIR",
+    "LOREPIN_BACKUP_DIR",
+)
 
 DEFAULTS: dict[str, Any] = {
     "image_prefix": "lorepin",
@@ -46,7 +66,33 @@ DEFAULTS: dict[str, Any] = {
             "image_tag": "dev",
         },
     },
+    "feature": {
+        "compose_files": ["compose/compose.yaml", "compose/mocks.yaml", "compose/feature.yaml"],
+        "ttl": "72h",
+        "seed_count": 3000,
+    },
+    "release": {
+        "branch": "main",
+        "major_on_zero": False,
+        "initial_version": "0.1.0",
+        "version_files": ["pyproject.toml"],
+        "two_person_rule": True,
+    },
+    "db": {"lock_wait": 60},
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkout:
+    """The checkout the toolkit runs from: every environment it makes carries its id."""
+
+    id: str
+    where: str  # host:path, for people
+
+    @classmethod
+    def of(cls, root: Path, host: str) -> Checkout:
+        where = f"{host}:{root}"
+        return cls(id=hashlib.sha256(where.encode()).hexdigest()[:16], where=where)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +106,9 @@ class Environment:
     http_port: int
     db_port: int | None
     image_tag: str
+    state_dir: Path  # per-user: secrets, dumps, the environment's lock
     secrets_dir: Path
+    backups_dir: Path
     docker_host: str | None = None
     docker_context: str | None = None
     backup_before_migrate: bool = False
@@ -70,21 +118,49 @@ class Environment:
         """Throwaway kinds get random secrets on first use; long-lived ones must be given them."""
         return self.kind in ("local", "feature")
 
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "lock"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleasePolicy:
+    branch: str
+    major_on_zero: bool
+    initial_version: str
+    version_files: tuple[str, ...]
+    two_person_rule: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturePolicy:
+    compose_files: tuple[str, ...]  # relative: a branch builds from its own tree
+    ttl: timedelta
+    seed_count: int
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
+    checkout: Checkout
+    state_home: Path
     base_image: str | None
     ca_bundle: Path | None
     image_prefix: str
     wait_timeout: int
-    environments: Mapping[str, Environment]
+    environments: Mapping[str, Environment]  # as configured, without LOREPIN_* overrides
+    overrides: Mapping[str, str]  # the LOREPIN_* variables of the selected environment
+    release: ReleasePolicy
+    feature: FeaturePolicy
+    lock_wait: float  # seconds a migration waits for another one
+    webhook_url: str | None
 
     def environment(self, name: str) -> Environment:
+        """The selected environment, with the LOREPIN_* overrides applied."""
         if name not in self.environments:
             valid = ", ".join(sorted(self.environments))
-            raise ConfigError(f"unknown environment '{name}'; valid environments: {valid}")
-        return self.environments[name]
+            raise ConfigError(f"unknown environment {name!r}; valid environments: {valid}")
+        return _with_overrides(self.environments[name], self.overrides, self.state_home)
 
 
 def _int(value: Any, what: str, *, low: int, high: int) -> int:
@@ -97,15 +173,31 @@ def _int(value: Any, what: str, *, low: int, high: int) -> int:
     return number
 
 
+def whole_number(value: str, what: str, *, low: int, high: int) -> int:
+    """A task flag that must be a number (flags arrive as text: a typo is exit 2, not a
+    traceback from Invoke's parser)."""
+    return _int(value.strip() if isinstance(value, str) else value, what, low=low, high=high)
+
+
+def parse_ttl(text: str) -> timedelta:
+    match = TTL.match(text.strip())
+    if not match:
+        raise ConfigError(f"invalid ttl {text!r}: a number and s, m, h or d, like 90m, 72h, 7d")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
+    return timedelta(seconds=int(match["n"]) * seconds)
+
+
 def state_home(environ: Mapping[str, str]) -> Path:
-    """Per-user state (XDG): where throwaway environments keep their generated secrets."""
+    """Per-user state (XDG): secrets, pre-migration dumps and locks, keyed by project.
+
+    Outside the checkout on purpose: deleting a checkout never deletes the password a
+    database was initialised with, nor the dump taken before a migration.
+    """
     base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local/state")
     return Path(base).expanduser() / "lorepin"
 
 
-def _environment(
-    name: str, raw: Mapping[str, Any], root: Path, environ: Mapping[str, str]
-) -> Environment:
+def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> Environment:
     where = f"environment '{name}'"
     if not ENV_NAME.match(name):
         raise ConfigError(f"{where}: names are lowercase letters, digits and '-' (max 31)")
@@ -127,7 +219,7 @@ def _environment(
     db_port = raw.get("db_port")
     # Keyed by Compose project, like the engine's volumes: every checkout that drives the
     # same project finds the password its database was initialised with.
-    secrets_dir = Path(raw.get("secrets_dir") or state_home(environ) / project / "secrets")
+    state_dir = state / project
     return Environment(
         name=name,
         kind=kind,
@@ -136,13 +228,50 @@ def _environment(
         http_port=_int(raw.get("http_port", 8080), f"{where}: http_port", low=0, high=65535),
         db_port=None if db_port is None else _int(db_port, f"{where}: db_port", low=0, high=65535),
         image_tag=tag,
-        secrets_dir=secrets_dir,
+        state_dir=state_dir,
+        secrets_dir=Path(raw.get("secrets_dir") or state_dir / "secrets"),
+        backups_dir=Path(raw.get("backups_dir") or state_dir / "backups"),
         docker_host=raw.get("docker_host"),
         docker_context=raw.get("docker_context"),
         # Long-lived environments keep a dump from just before any schema change.
         backup_before_migrate=bool(
             raw.get("backup_before_migrate", kind in ("staging", "production"))
         ),
+    )
+
+
+def _with_overrides(env: Environment, overrides: Mapping[str, str], state: Path) -> Environment:
+    if not overrides:
+        return env
+    project = overrides.get("LOREPIN_PROJECT", env.project)
+    if not PROJECT_NAME.match(project):
+        raise ConfigError(f"LOREPIN_PROJECT: invalid Compose project name {project!r}")
+    tag = overrides.get("LOREPIN_IMAGE_TAG", env.image_tag)
+    if not IMAGE_TAG.match(tag):
+        raise ConfigError(f"LOREPIN_IMAGE_TAG: invalid image tag {tag!r}")
+    db_port = overrides.get("LOREPIN_DB_PORT", env.db_port)
+    # Derived (not configured) state follows the project when it is overridden.
+    old_state, new_state = env.state_dir, state / project
+
+    def follow(path: Path, variable: str) -> Path:
+        if variable in overrides:
+            return Path(overrides[variable])
+        return new_state / path.relative_to(old_state) if path.is_relative_to(old_state) else path
+
+    return replace(
+        env,
+        project=project,
+        image_tag=tag,
+        http_port=_int(
+            overrides.get("LOREPIN_HTTP_PORT", env.http_port),
+            "LOREPIN_HTTP_PORT",
+            low=0,
+            high=65535,
+        ),
+        db_port=None if db_port is None else _int(db_port, "LOREPIN_DB_PORT", low=0, high=65535),
+        state_dir=new_state,
+        secrets_dir=follow(env.secrets_dir, "LOREPIN_SECRETS_DIR"),
+        backups_dir=follow(env.backups_dir, "LOREPIN_BACKUP_DIR"),
     )
 
 
@@ -180,47 +309,60 @@ def _ca_bundle(environ: Mapping[str, str]) -> Path | None:
     return None
 
 
+def _release(raw: Mapping[str, Any]) -> ReleasePolicy:
+    initial = str(raw["initial_version"])
+    if not SEMVER.match(initial) or "+" in initial:
+        raise ConfigError(f"release.initial_version {initial!r} is not a SemVer like 0.1.0")
+    files = raw["version_files"]
+    if not isinstance(files, list | tuple) or not all(isinstance(f, str) for f in files):
+        raise ConfigError("release.version_files must be a list of paths")
+    return ReleasePolicy(
+        branch=str(raw["branch"]),
+        major_on_zero=bool(raw["major_on_zero"]),
+        initial_version=initial,
+        version_files=tuple(files),
+        two_person_rule=bool(raw["two_person_rule"]),
+    )
+
+
+def _feature(raw: Mapping[str, Any]) -> FeaturePolicy:
+    files = raw["compose_files"]
+    if not isinstance(files, list | tuple) or not files:
+        raise ConfigError("feature.compose_files must be a non-empty list of paths")
+    return FeaturePolicy(
+        compose_files=tuple(str(f) for f in files),
+        ttl=parse_ttl(str(raw["ttl"])),
+        seed_count=_int(raw["seed_count"], "feature.seed_count", low=0, high=1_000_000),
+    )
+
+
 def load(
     project_config: Mapping[str, Any] | None = None,
     *,
     root: Path = ROOT,
     environ: Mapping[str, str] = os.environ,
+    host: str | None = None,
 ) -> Settings:
     """Resolve defaults, invoke.yaml's `lorepin:` tree and environment variables."""
     raw = _merge(DEFAULTS, project_config or {})
+    state = state_home(environ)
     envs = {
-        name: _environment(name, spec or {}, root, environ)
+        name: _environment(name, spec or {}, root, state)
         for name, spec in raw["environments"].items()
     }
+    lock_wait = raw["db"].get("lock_wait", 60)
     return Settings(
         root=root,
+        checkout=Checkout.of(root, host or socket.gethostname()),
+        state_home=state,
         base_image=environ.get("BASE_IMAGE") or raw.get("base_image") or _recorded_base_image(root),
         ca_bundle=_ca_bundle(environ),
         image_prefix=environ.get("LOREPIN_IMAGE_PREFIX") or str(raw["image_prefix"]),
         wait_timeout=_int(raw["wait_timeout"], "wait_timeout", low=10, high=3600),
         environments=envs,
+        overrides={k: environ[k] for k in OVERRIDES if environ.get(k)},
+        release=_release(raw["release"]),
+        feature=_feature(raw["feature"]),
+        lock_wait=float(_int(lock_wait, "db.lock_wait", low=0, high=3600)),
+        webhook_url=environ.get("LOREPIN_RELEASE_WEBHOOK_URL") or None,
     )
-
-
-def with_overrides(env: Environment, environ: Mapping[str, str] = os.environ) -> Environment:
-    """The selected environment with the LOREPIN_* overrides of the module docstring applied."""
-    raw: dict[str, Any] = {
-        "kind": env.kind,
-        "project": environ.get("LOREPIN_PROJECT", env.project),
-        "compose_files": env.compose_files,
-        "http_port": environ.get("LOREPIN_HTTP_PORT", env.http_port),
-        "db_port": environ.get("LOREPIN_DB_PORT", env.db_port),
-        "image_tag": environ.get("LOREPIN_IMAGE_TAG", env.image_tag),
-        # A derived (not configured) secrets dir follows the project when it is overridden.
-        "secrets_dir": environ.get("LOREPIN_SECRETS_DIR")
-        or (
-            None
-            if env.secrets_dir == state_home(environ) / env.project / "secrets"
-            else env.secrets_dir
-        ),
-        "docker_host": env.docker_host,
-        "docker_context": env.docker_context,
-        "backup_before_migrate": env.backup_before_migrate,
-    }
-    # The compose files are absolute already: re-rooting them at "/" leaves them as they are.
-    return _environment(env.name, raw, Path("/"), environ)

@@ -4,7 +4,9 @@ except under CI (CI=true), where a missing engine fails them: CI must test for r
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shlex
 import subprocess
 import sys
 import uuid
@@ -14,16 +16,31 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Before testcontainers is imported: no Ryuk (no registry to pull it from; fixtures clean
-# up themselves) and every connection over loopback.
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
-os.environ.setdefault("TC_HOST", "127.0.0.1")
-
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# testcontainers reads these when first imported (inside fixtures): no Ryuk (no registry
+# to pull it from; fixtures clean up themselves) and every connection over loopback.
+TESTCONTAINERS_ENV = {
+    "TESTCONTAINERS_RYUK_DISABLED": "true",
+    "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
+    "TC_HOST": "127.0.0.1",
+}
+# A PostgreSQL started from a Compose-built image inherits the image's Compose project
+# label; these make it nobody's Compose container (Compose would count it as its own).
+NOT_COMPOSE = {"com.docker.compose.project": "", "com.docker.compose.service": ""}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's process environment, restored afterwards: testcontainers' settings, and
+    a private XDG state home so no test writes secrets, dumps or locks into the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in TESTCONTAINERS_ENV.items():
+            patch.setenv(key, os.environ.get(key, value))
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        yield
 
 
 def migration_heads() -> tuple[str, str]:
@@ -103,6 +120,37 @@ def unique_project(prefix: str = "lorepin-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+HINT = re.compile(r"`(invoke [^`]+)`")
+
+
+def run_hints(
+    output: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    destructive: tuple[str, ...] = ("down", "feature.down", "db.downgrade"),
+) -> list[str]:
+    """Run every `invoke ...` hint an error printed, as the user would; each must work.
+
+    Hints that delete something run with --dry-run (they must still parse and plan).
+    """
+    hints = HINT.findall(output)
+    for hint in hints:
+        argv = shlex.split(hint)[1:]
+        if argv[0] in destructive:
+            argv.append("--dry-run")
+        proc = subprocess.run(
+            [sys.executable, "-m", "invoke", *argv],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, f"the hint `{hint}` failed:\n{proc.stdout}\n{proc.stderr}"
+    return hints
+
+
 @pytest.fixture
 def random_password() -> str:
     return secrets.token_urlsafe(16)
@@ -122,9 +170,10 @@ def postgres_server(postgres_image: str) -> Iterator[str]:
     """One throwaway PostgreSQL for the session; tests get their own databases on it."""
     from testcontainers.community.postgres import PostgresContainer
 
-    with PostgresContainer(
+    server = PostgresContainer(
         postgres_image, username="lorepin", password="test-only", dbname="lorepin", driver="psycopg"
-    ) as pg:
+    ).with_kwargs(labels=NOT_COMPOSE)
+    with server as pg:
         yield pg.get_connection_url()
 
 

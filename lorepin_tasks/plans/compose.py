@@ -1,4 +1,4 @@
-"""Docker Compose commands for an environment, as argv lists. Pure: no I/O.
+"""Docker Compose and Docker commands for an environment, as argv lists. Pure: no I/O.
 
 The interpolation variables the Compose files read are built here too (`variables`),
 so a test can assert the whole command and everything it depends on.
@@ -6,13 +6,20 @@ so a test can assert the whole command and everything it depends on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from lorepin_tasks.runtime.git import Revision
+from lorepin_tasks.domain.revision import Revision
 from lorepin_tasks.settings import Environment, Settings
 
 HTTP_SERVICE, HTTP_PORT = "cms", 8000
 DB_SERVICE, DB_PORT = "db", 5432
+LABEL = "dev.lorepin"
+PROJECT_LABEL = "com.docker.compose.project"
+# Only containers Compose created carry it: images built by Compose carry the project
+# label too, and a container run from such an image (a test's PostgreSQL) inherits it.
+COMPOSE_CONTAINER_LABEL = "com.docker.compose.config-hash"
+ONEOFF_LABEL = f"{LABEL}.oneoff"  # one-off containers (`compose run`) of the toolkit
+BUILD_INPUTS_LABEL = f"{LABEL}.build-inputs"
 
 
 def docker(env: Environment) -> list[str]:
@@ -27,20 +34,39 @@ def compose(env: Environment) -> list[str]:
     return argv
 
 
-def variables(settings: Settings, env: Environment, revision: Revision) -> dict[str, str]:
-    """What the Compose files interpolate, plus the engine the environment targets."""
+def build_inputs_variable(service: str) -> str:
+    """The variable that carries a service's build-inputs hash into its image label."""
+    return f"LOREPIN_BUILD_INPUTS_{service.upper().replace('-', '_')}"
+
+
+def variables(
+    settings: Settings,
+    env: Environment,
+    revision: Revision | None = None,
+    build_inputs: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What the Compose files interpolate, plus the engine the environment targets.
+
+    The revision is needed by builds only (image metadata); other commands leave it out
+    and the files fall back to their defaults.
+    """
     values = {
         "COMPOSE_BAKE": "false",
         "LOREPIN_ENV": env.name,
         "LOREPIN_ENV_KIND": env.kind,
+        "LOREPIN_CHECKOUT": settings.checkout.id,
+        "LOREPIN_CHECKOUT_PATH": settings.checkout.where,
         "LOREPIN_IMAGE_PREFIX": settings.image_prefix,
         "LOREPIN_IMAGE_TAG": env.image_tag,
         "LOREPIN_HTTP_PORT": str(env.http_port),
         "LOREPIN_SECRETS_DIR": str(env.secrets_dir),
-        "LOREPIN_VERSION": revision.version,
-        "LOREPIN_GIT_REVISION": revision.sha,
-        "LOREPIN_CREATED": revision.created,
     }
+    if revision is not None:
+        values["LOREPIN_VERSION"] = revision.version
+        values["LOREPIN_GIT_REVISION"] = revision.sha
+        values["LOREPIN_CREATED"] = revision.created
+    for service, digest in (build_inputs or {}).items():
+        values[build_inputs_variable(service)] = digest
     if settings.base_image:
         values["BASE_IMAGE"] = settings.base_image
     if settings.ca_bundle:
@@ -49,7 +75,15 @@ def variables(settings: Settings, env: Environment, revision: Revision) -> dict[
         values["LOREPIN_DB_PORT"] = str(env.db_port)
     if env.docker_host:
         values["DOCKER_HOST"] = env.docker_host
+    # Builds skip buildx's git provenance walk (~0.7 s of git calls per build): the
+    # images carry their revision in the OCI labels already.
+    values["BUILDX_GIT_INFO"] = "false"
     return values
+
+
+def config(env: Environment) -> list[str]:
+    """The resolved model (services, images, build contexts and args) as JSON."""
+    return [*compose(env), "config", "--format", "json"]
 
 
 def build(env: Environment, services: Sequence[str] = (), *, no_cache: bool = False) -> list[str]:
@@ -96,33 +130,101 @@ def logs(env: Environment, services: Sequence[str], *, follow: bool, tail: str) 
     ]
 
 
+def _project_filter(env: Environment) -> list[str]:
+    return [
+        "--filter",
+        f"label={PROJECT_LABEL}={env.project}",
+        "--filter",
+        f"label={COMPOSE_CONTAINER_LABEL}",
+    ]
+
+
+def project_containers(env: Environment) -> list[str]:
+    """The IDs of every container Compose made for the project (one-offs included)."""
+    return [*docker(env), "ps", "--all", "--quiet", "--no-trunc", *_project_filter(env)]
+
+
+def project_owners(env: Environment) -> list[str]:
+    """Which checkout made each of the project's containers (one line per container)."""
+    return [
+        *docker(env),
+        "ps",
+        "--all",
+        *_project_filter(env),
+        "--format",
+        f'{{{{.Label "{LABEL}.checkout"}}}}\t{{{{.Label "{LABEL}.checkout-path"}}}}',
+    ]
+
+
 def volumes(env: Environment) -> list[str]:
-    """The environment's volumes, found by Compose's own project label."""
+    """The environment's volumes (name and labels), found by Compose's project label."""
     return [
         *docker(env),
         "volume",
         "ls",
-        "--quiet",
         "--filter",
-        f"label=com.docker.compose.project={env.project}",
+        f"label={PROJECT_LABEL}={env.project}",
+        "--format",
+        "{{json .}}",
     ]
 
 
-def run(env: Environment, service: str, command: Sequence[str], *, name: str) -> list[str]:
+def run(
+    env: Environment, service: str, command: Sequence[str], *, name: str, kind: str
+) -> list[str]:
     """A one-off container of `service` on the environment's network (not its deps).
 
     Not `--rm`: Compose (2.40 against engine 20.10) exits 0 whatever the container's exit
     code, so the code is read back with `exit_code(name)`, then the container removed.
+    The label lets the next run of the same kind remove what a killed run left behind.
     """
-    return [*compose(env), "run", "--name", name, "--no-deps", "-T", service, *command]
+    return [
+        *compose(env),
+        "run",
+        "--name",
+        name,
+        "--label",
+        f"{ONEOFF_LABEL}={kind}",
+        "--no-deps",
+        "-T",
+        service,
+        *command,
+    ]
+
+
+def oneoff_leftovers(env: Environment, kind: str) -> list[str]:
+    """Finished one-off containers of a kind (a killed run's); running ones are others'."""
+    return [
+        *docker(env),
+        "ps",
+        "--all",
+        "--quiet",
+        *_project_filter(env),
+        "--filter",
+        f"label={ONEOFF_LABEL}={kind}",
+        "--filter",
+        "status=exited",
+        "--filter",
+        "status=created",
+        "--filter",
+        "status=dead",
+    ]
+
+
+def inspect(env: Environment, *refs: str) -> list[str]:
+    return [*docker(env), "inspect", *refs]
+
+
+def image_inspect(env: Environment, *refs: str) -> list[str]:
+    return [*docker(env), "image", "inspect", *refs]
 
 
 def exit_code(env: Environment, container: str) -> list[str]:
     return [*docker(env), "inspect", "--format", "{{.State.ExitCode}}", container]
 
 
-def remove(env: Environment, container: str) -> list[str]:
-    return [*docker(env), "rm", "--force", container]
+def remove(env: Environment, *containers: str) -> list[str]:
+    return [*docker(env), "rm", "--force", *containers]
 
 
 def exec_(env: Environment, service: str, command: Sequence[str]) -> list[str]:

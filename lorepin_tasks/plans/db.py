@@ -19,11 +19,14 @@ from lorepin_tasks.settings import Environment
 
 MIGRATOR = ["python", "-m", "lorepin_cms.migrator"]
 REVISION = re.compile(r"^(head|base|[0-9a-zA-Z_]{1,32})$")
+ONEOFF = "migrator"  # the label kind of the migrator's one-off containers
 DB_USER = DB_NAME = "lorepin"
 
 
 def revision(value: str, what: str = "revision") -> str:
-    if not REVISION.match(value):
+    if not value:
+        raise ConfigError(f"say which {what}: a revision id, 'head' or 'base' (invoke db.history)")
+    if not REVISION.fullmatch(value):
         raise ConfigError(f"invalid {what} {value!r}: use a revision id, 'head' or 'base'")
     return value
 
@@ -44,6 +47,8 @@ def upgrade_action(to: str, accept_changed: Sequence[str] = ()) -> list[str]:
 
 
 def downgrade_action(to: str) -> list[str]:
+    if not to:
+        raise ConfigError("say which revision to go back to: --to REV (see `invoke db.history`)")
     return ["downgrade", "--to", revision(to)]
 
 
@@ -52,10 +57,31 @@ def dump(env: Environment) -> list[str]:
     return compose.exec_(env, compose.DB_SERVICE, ["pg_dump", "-Fc", "-U", DB_USER, "-d", DB_NAME])
 
 
-def backup_path(root: Path, env: Environment, now: datetime, label: str) -> Path:
-    return root / ".lorepin" / "backups" / env.name / f"{now:%Y%m%dT%H%M%SZ}-{label}.dump"
+def backup_path(env: Environment, now: datetime, label: str) -> Path:
+    return env.backups_dir / f"{now:%Y%m%dT%H%M%SZ}-{label}.dump"
 
 
 def alembic(root: Path, *args: str) -> list[str]:
     """Alembic of the toolkit's own interpreter (found with or without an active venv)."""
     return [sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), *args]
+
+
+# Rules off for every revision, and why. Timeouts: the migrator sets lock_timeout and
+# statement_timeout on every session (and offline SQL starts with both).
+SQUAWK_EXCLUDED = {
+    "prefer-robust-stmts": "Alembic applies each revision once, in a transaction, and "
+    "records it: IF NOT EXISTS would hide a half-applied state instead of failing",
+}
+PG_VERSION = "15"
+
+
+def squawk(binary: str, sql_file: Path) -> list[str]:
+    """The migration linter on one revision's offline SQL, as JSON."""
+    return [
+        binary,
+        "--reporter",
+        "json",
+        f"--pg-version={PG_VERSION}",
+        f"--exclude={','.join(SQUAWK_EXCLUDED)}",
+        str(sql_file),
+    ]

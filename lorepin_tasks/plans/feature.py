@@ -1,9 +1,11 @@
-"""Per-branch environments as data: names, labels, expiry and what to prune. Pure: no I/O.
+"""Per-branch environments as data and commands: names, labels, expiry, what to prune.
+Pure: no I/O.
 
 A branch's name becomes a Compose project name: lowercase, every run of characters
 outside [a-z0-9] one '-', no '-' at either end, cut to fit, and always followed by a short
-hash of the exact branch name, so two different branches never share a name and every
-container, network and volume name stays within 63 characters.
+hash of the checkout and the exact branch name, so two different branches (or the same
+branch in two checkouts on one engine) never share a name and every container, network
+and volume name stays within 63 characters.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.settings import Environment
+from lorepin_tasks.settings import Environment, FeaturePolicy
 
 PROJECT_PREFIX = "lorepin-f-"
 MAX_NAME = 63
@@ -25,7 +27,8 @@ LONGEST_SUFFIX = len("-geocoder-99")
 HASH_LENGTH = 8
 SLUG_MAX = MAX_NAME - LONGEST_SUFFIX - len(PROJECT_PREFIX) - 1 - HASH_LENGTH
 LABEL = "dev.lorepin"
-TTL = re.compile(r"^(?P<n>[1-9][0-9]{0,3})(?P<unit>[smhd])$")
+IMAGES = ("cms", "postgres", "geocoder-mock")
+ONEOFF = "seed"  # the label kind of the seeding one-off containers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,21 +50,18 @@ class FeatureName:
         """Images built for the branch: removed with its environment."""
         return f"br-{self.project.removeprefix(PROJECT_PREFIX)}"
 
+    @property
+    def seed(self) -> int:
+        """The seed of its generated data: the same branch always gets the same pins."""
+        return int(hashlib.sha256(self.branch.encode()).hexdigest()[:8], 16) % 2**31
 
-def name_for(branch: str) -> FeatureName:
+
+def name_for(branch: str, checkout: str) -> FeatureName:
     if not branch or branch.strip() != branch:
         raise ConfigError(f"invalid branch name {branch!r}")
     slug = re.sub(r"[^a-z0-9]+", "-", branch.lower()).strip("-")[:SLUG_MAX].rstrip("-")
-    digest = hashlib.sha256(branch.encode()).hexdigest()[:HASH_LENGTH]
+    digest = hashlib.sha256(f"{checkout}\0{branch}".encode()).hexdigest()[:HASH_LENGTH]
     return FeatureName(branch=branch, slug=slug, digest=digest)
-
-
-def parse_ttl(text: str) -> timedelta:
-    match = TTL.match(text.strip())
-    if not match:
-        raise ConfigError(f"invalid ttl {text!r}: a number and s, m, h or d, like 90m, 72h, 7d")
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
-    return timedelta(seconds=int(match["n"]) * seconds)
 
 
 def environment(
@@ -77,8 +77,45 @@ def environment(
         http_port=port,
         db_port=None,
         image_tag=name.image_tag,
+        state_dir=state / name.project,
         secrets_dir=state / name.project / "secrets",
+        backups_dir=state / name.project / "backups",
     )
+
+
+def seed_command(policy: FeaturePolicy, name: FeatureName) -> list[str]:
+    """Generated pins for the branch's database (the CMS image's seeder)."""
+    return [
+        "python",
+        "-m",
+        "lorepin_cms.seed",
+        "--count",
+        str(policy.seed_count),
+        "--seed",
+        str(name.seed),
+    ]
+
+
+def find(checkout: str) -> tuple[list[str], list[str]]:
+    """The feature environments of one checkout: (its containers, its volumes) queries."""
+    filters = [
+        "--filter",
+        f"label={LABEL}.kind=feature",
+        "--filter",
+        f"label={LABEL}.checkout={checkout}",
+    ]
+    return (
+        ["docker", "ps", "--all", "--quiet", "--no-trunc", *filters],
+        ["docker", "volume", "ls", "--quiet", *filters],
+    )
+
+
+def inspect_volumes(names: list[str]) -> list[str]:
+    return ["docker", "volume", "inspect", *names]
+
+
+def remove_images(prefix: str, name: FeatureName) -> list[str]:
+    return ["docker", "image", "rm", *(f"{prefix}/{image}:{name.image_tag}" for image in IMAGES)]
 
 
 # ISO 8601 basic format, in UTC: Compose reads "2026-11-25T10:00:00+00:00" in an overlay

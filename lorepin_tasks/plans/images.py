@@ -1,19 +1,43 @@
-"""The project's images as data: names, tags, registry references, what to prune. Pure."""
+"""The project's images as data and commands: names, tags, registry references, what to
+prune, and the docker argv that tag, push, pull and remove them. Pure: no I/O."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-from semver import Version
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.settings import IMAGE_TAG, SEMVER
+
+if TYPE_CHECKING:
+    from semver import Version
 
 # Compose service -> image name (under the settings' image prefix).
 IMAGES = {"cms": "cms", "db": "postgres", "geocoder": "geocoder-mock"}
 REGISTRY = re.compile(r"^(localhost|[a-z0-9.-]+|\[[0-9a-f:]+\]|[0-9.]+):[0-9]{1,5}$")
 TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+SHA_TAG = re.compile(r"^sha-[0-9a-f]{7,40}$")
+MANIFEST_IMAGE = "build-manifest"
+
+
+def version_tag(text: str) -> str:
+    """The image tag of a released version (`1.2.0`, `v1.2.0`, `1.3.0-rc.1`) or `sha-...`.
+
+    Refused, not rewritten: a path, an empty string, build metadata (`+` cannot be in a
+    tag, and SemVer ignores it for ordering) or anything else that names no release.
+    """
+    tag = text.removeprefix("v")
+    if SHA_TAG.match(text):
+        return text
+    if SEMVER.match(tag) and "+" not in tag and IMAGE_TAG.match(tag):
+        return tag
+    raise ConfigError(
+        f"invalid version {text!r}: a released version like 1.2.0 (or v1.2.0, 1.3.0-rc.1) "
+        "or a build's sha-<hex> tag"
+    )
 
 
 def tag_safe(text: str) -> str:
@@ -83,6 +107,8 @@ def prune_plan(
 
 
 def _version(tag: str) -> Version | None:
+    from semver import Version
+
     try:
         return Version.parse(tag)
     except ValueError:
@@ -110,3 +136,55 @@ def manifest_entry(
         "git_revision": revision,
         "built_at": built_at,
     }
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def tag_image(source: str, target: str) -> list[str]:
+    return ["docker", "tag", source, target]
+
+
+def push(ref: str) -> list[str]:
+    return ["docker", "push", "--quiet", ref]
+
+
+def pull(ref: str) -> list[str]:
+    return ["docker", "pull", "--quiet", ref]
+
+
+def inspect(*refs: str) -> list[str]:
+    return ["docker", "image", "inspect", *refs]
+
+
+def list_images() -> list[str]:
+    return ["docker", "image", "ls", "--no-trunc", "--format", "{{json .}}"]
+
+
+def all_containers() -> list[str]:
+    return ["docker", "ps", "--all", "--quiet", "--no-trunc"]
+
+
+def inspect_containers(ids: Sequence[str]) -> list[str]:
+    return ["docker", "inspect", "--format", "{{.Image}}", *ids]
+
+
+def remove(refs: Sequence[str]) -> list[str]:
+    return ["docker", "image", "rm", *refs]
+
+
+def import_file(archive: Path, ref: str) -> list[str]:
+    """A one-file image (the build manifest travels beside the images it describes)."""
+    return ["docker", "import", "--change", 'CMD ["/none"]', str(archive), ref]
+
+
+def create(name: str, ref: str) -> list[str]:
+    return ["docker", "create", "--name", name, ref]
+
+
+def copy_out(container: str, path: str, target: Path) -> list[str]:
+    return ["docker", "cp", f"{container}:{path}", str(target)]
+
+
+def remove_container(name: str) -> list[str]:
+    return ["docker", "rm", name]

@@ -1,4 +1,5 @@
-"""The one executor: every external command the toolkit runs goes through `Executor.run`.
+"""The one executor: every external command the toolkit runs goes through `Executor.run`,
+and every file a task writes through `Executor.write`.
 
 It echoes a copy-pasteable `+ cmd` line (secrets redacted), honours dry-run, times each
 step and turns failures into `CommandFailed`.
@@ -77,6 +78,7 @@ class Executor:
         timeout: float | None = None,
         stdout_to: Path | None = None,
         capture_stderr: bool = False,
+        no_input: bool = False,
     ) -> Result:
         """Run argv with `env` added to the process environment.
 
@@ -84,7 +86,9 @@ class Executor:
         dry-run, so a dry run can show what it would do given the real state.
         `capture` collects output instead of streaming it to the terminal;
         `capture_stderr` streams stdout but keeps stderr for the error message;
-        `stdout_to` writes stdout to a new file (mode 0600), e.g. a database dump.
+        `stdout_to` writes stdout to a new file (mode 0600), e.g. a database dump;
+        `no_input` gives the command no terminal to ask questions on (Compose would offer
+        to recreate a volume whose labels changed: it must decline, never ask).
         """
         line = shown(argv, env) + (f" > {shlex.quote(str(stdout_to))}" if stdout_to else "")
         if self.dry_run and mutates:
@@ -113,7 +117,7 @@ class Executor:
                 text=sink is None,
                 check=False,
                 timeout=timeout,
-                stdin=subprocess.DEVNULL if capture or sink else None,
+                stdin=subprocess.DEVNULL if capture or sink or no_input else None,
             )
         except subprocess.TimeoutExpired as exc:
             raise CommandFailed(self.redact(line), -1, f"timed out after {timeout} s") from exc
@@ -131,3 +135,13 @@ class Executor:
         if check and not result.ok:
             raise CommandFailed(self.redact(line), proc.returncode, self.redact(result.stderr))
         return result
+
+    def write(self, path: Path, text: str, *, mode: int | None = None) -> None:
+        """Write a file, or under dry-run say which file would be written."""
+        if self.dry_run:
+            self.say(f"# would write {path}")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if mode is not None:
+            path.chmod(mode)

@@ -28,7 +28,7 @@ def get(url: str, *, timeout: float = 3.0) -> tuple[int, Any]:
 
 
 def wait_ready(
-    url: str, *, timeout: float, say: Callable[[str], None], interval: float = 0.5
+    url: str, *, timeout: float, say: Callable[[str], None], hint: str, interval: float = 0.25
 ) -> float:
     """Poll until `url` answers 200; return the seconds it took. Reports while waiting."""
     started = time.monotonic()
@@ -45,5 +45,5 @@ def wait_ready(
         time.sleep(interval)
     raise LorePinError(
         f"{url} not ready after {timeout:.0f} s (last answer {last[0] or 'none'}: {last[1]}); "
-        "see `invoke logs`"
+        f"see `{hint}`"
     )

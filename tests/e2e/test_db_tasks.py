@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import BEFORE_HEAD, HEAD, ROOT, invoke, unique_project
+from tests.conftest import BEFORE_HEAD, HEAD, invoke, run_hints, unique_project
 
 pytestmark = pytest.mark.docker
 
@@ -22,6 +23,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "LOREPIN_DB_PORT": "0",
         "LOREPIN_IMAGE_TAG": "e2e",
         "LOREPIN_SECRETS_DIR": str(tmp_path_factory.mktemp("secrets")),
+        "LOREPIN_BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),
     }
     try:
         up = invoke("up", env=env, timeout=900)
@@ -66,19 +68,16 @@ def test_downgrade_confirms_backs_up_and_migrate_returns(stack: dict[str, str]) 
     assert f"{HEAD} -> {BEFORE_HEAD}" in down.stdout
     assert current(stack)["current"] == BEFORE_HEAD
 
-    backups = ROOT / ".lorepin" / "backups" / "local"
-    before = set(backups.glob("*.dump")) if backups.exists() else set()
+    backups = Path(stack["LOREPIN_BACKUP_DIR"])
+    before = set(backups.glob("*.dump"))
     up = invoke("db.migrate", "--backup", env=stack)
     assert up.returncode == 0, up.stderr
     assert f"{BEFORE_HEAD} -> {HEAD}" in up.stdout
     made = set(backups.glob("*.dump")) - before
     assert len(made) == 1
     dump = made.pop()
-    try:
-        assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
-        assert oct(dump.stat().st_mode & 0o777) == "0o600"
-    finally:
-        dump.unlink()
+    assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+    assert oct(dump.stat().st_mode & 0o777) == "0o600"
     log = json.loads(invoke("db.history", "--json", env=stack, check=True).stdout)
     assert [(r["action"], r["from_rev"], r["to_rev"]) for r in log[-2:]] == [
         ("downgrade", HEAD, BEFORE_HEAD),
@@ -91,8 +90,39 @@ def test_bad_input_changes_nothing(stack: dict[str, str]) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: invalid revision '0003; DROP TABLE pins'")
     unknown = invoke("db.migrate", "--to", "9999", env=stack)
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2
     assert "unknown revision '9999'" in unknown.stderr.strip().splitlines()[-1]
+    assert current(stack)["current"] == HEAD
+
+
+def test_the_log_shows_who_in_full(stack: dict[str, str]) -> None:
+    who = "ana.maria.with.a.long.name@departments.example.invalid"
+    env = {
+        **stack,
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "user.email",
+        "GIT_CONFIG_VALUE_0": who,
+    }
+    assert invoke("db.migrate", env=env).returncode == 0
+    table = invoke("db.history", "--limit", "3", env=stack, check=True).stdout
+    assert f"{who} on " in table  # never cut to a column width
+
+
+def test_a_stopped_database_says_how_to_start_it(stack: dict[str, str]) -> None:
+    subprocess.run(
+        ["docker", "stop", f"{stack['LOREPIN_PROJECT']}-db-1"], check=True, capture_output=True
+    )
+    try:
+        stopped = invoke("db.current", env=stack)
+        assert stopped.returncode == 1
+        assert stopped.stderr.strip() == (
+            "error: the database of 'local' is not running: start it with `invoke up --env local`"
+        )
+        text_status = invoke("status", env=stack, check=True).stdout
+        assert "schema None" not in text_status and "sha256:" not in text_status
+        assert run_hints(stopped.stderr, stack) == ["invoke up --env local"]
+    finally:
+        invoke("up", env=stack, timeout=600)
     assert current(stack)["current"] == HEAD
 
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
-import time
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import git
 import pytest
 
-from lorepin_tasks.plans.feature import name_for
-from tests.conftest import invoke, unique_project
-from tests.release_helpers import clone_project, commit, invoke_in
+from lorepin_tasks.plans.feature import FeatureName, name_for
+from lorepin_tasks.settings import Checkout
+from tests.conftest import invoke, run_hints, unique_project
+from tests.release_helpers import base_image, clone_project, commit, invoke_in
 
 pytestmark = pytest.mark.docker
 BRANCHES = (
@@ -53,6 +57,12 @@ def of_project(project: str) -> dict[str, list[str]]:
     }
 
 
+def named(repo: git.Repo, branch: str) -> FeatureName:
+    """The environment name of `branch` in the checkout `repo` (as the toolkit derives it)."""
+    root = Path(repo.working_tree_dir or ".").resolve()
+    return name_for(branch, Checkout.of(root, socket.gethostname()).id)
+
+
 def features(repo: git.Repo) -> dict[str, dict[str, object]]:
     listed = invoke_in(repo, "feature.list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -66,7 +76,7 @@ def repo(tmp_path: Path) -> Iterator[git.Repo]:
         yield repo
     finally:  # whatever happened, no environment of this clone's branches survives it
         for branch in BRANCHES:
-            project = name_for(branch).project
+            project = named(repo, branch).project
             if any(of_project(project).values()):
                 invoke_in(repo, "feature.down", "--branch", branch, "--yes")
 
@@ -90,15 +100,29 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
     }
     try:
         assert invoke("up", env=local_env, timeout=900).returncode == 0
-        # Five feature environments beside a local one (an odd, 200-character branch too).
-        for branch, ttl in (
-            (odd, "72h"),
-            (alive, "72h"),
-            (gone, "72h"),
-            (merged, "72h"),
-            (expiring, "20s"),
-        ):
-            started = time.monotonic()  # the last one's start bounds its 20 s ttl
+        # Two runs for one branch at once: one builds it, the other is told who is at it.
+        root = Path(repo.working_tree_dir or ".")
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "invoke", "feature.up", "--branch", odd],
+                cwd=root,
+                env={**os.environ, "BASE_IMAGE": base_image()},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outcomes = sorted((p.wait(900), *p.communicate()) for p in racers)
+        assert [code for code, _, _ in outcomes] == [0, 5], outcomes
+        assert "seeded 3000 pins" in outcomes[0][1]
+        busy = outcomes[1][2].strip()
+        assert busy.startswith(f"error: environment 'feature' ({named(repo, odd).project}) is ")
+        assert "being changed by " in busy and "(feature.up, pid " in busy
+        assert len(busy.splitlines()) == 1
+
+        # Four more feature environments beside a local one (the odd, 200-character one too).
+        for branch, ttl in ((alive, "72h"), (gone, "72h"), (merged, "72h"), (expiring, "1h")):
             result = invoke_in(repo, "feature.up", "--branch", branch, "--ttl", ttl)
             assert result.returncode == 0, result.stderr[-3000:]
             assert "seeded 3000 pins" in result.stdout
@@ -132,13 +156,35 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
         assert features(repo)[alive]["url"] == urls[alive]
         assert features(repo)[alive]["expires_at"] >= envs[alive]["expires_at"]  # type: ignore[operator]
 
-        # Make three of them stale: deleted branch, merged branch, expired ttl.
+        # A second checkout on the same engine sees none of them and prunes none of them.
+        other = clone_project(tmp_path / "other")
+        assert features(other) == {}
+        later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+        assert (
+            "nothing to prune"
+            in invoke_in(other, "feature.prune", "--yes", "--as-of", later).stdout
+        )
+        assert set(features(repo)) == set(BRANCHES)
+
+        # A failed migration's hint works for a feature environment too.
+        secret = Path(os.environ["XDG_STATE_HOME"]) / "lorepin" / named(repo, gone).project
+        password = secret / "secrets" / "db_password"
+        original = password.read_text()
+        password.write_text("not-the-password\n")
+        failed = invoke_in(repo, "feature.up", "--branch", gone)
+        password.write_text(original)
+        assert failed.returncode == 1
+        assert run_hints(failed.stderr, cwd=root) == [
+            f"invoke feature.logs --service migrate --branch {gone}"
+        ]
+        assert invoke_in(repo, "feature.up", "--branch", gone).returncode == 0
+
+        # Make three of them stale: deleted branch, merged branch, expired ttl (2 h from now).
         repo.delete_head(gone, force=True)
         repo.git.merge(merged, "--no-ff", "-m", "Merge feat/merged")
-        while time.monotonic() < started + 25:  # the 20 s ttl of the last one
-            time.sleep(1)
+        in_two_hours = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
 
-        dry = invoke_in(repo, "feature.prune", "--dry-run")
+        dry = invoke_in(repo, "feature.prune", "--dry-run", "--as-of", in_two_hours)
         assert dry.returncode == 0, dry.stderr
         lines = [ln for ln in dry.stdout.splitlines() if ln.startswith("prune ")]
         assert sorted(lines) == sorted(
@@ -150,7 +196,8 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
         )
         assert set(features(repo)) == set(BRANCHES)  # the dry run removed nothing
 
-        pruned = invoke_in(repo, "feature.prune", "--yes")
+        assert invoke_in(repo, "feature.prune", "--dry-run").stdout.count("prune ") == 2
+        pruned = invoke_in(repo, "feature.prune", "--yes", "--as-of", in_two_hours)
         assert pruned.returncode == 0, pruned.stderr
         assert set(features(repo)) == {alive, odd}
         for branch in (gone, merged, expiring):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lorepin_tasks import changelog
+from lorepin_tasks.domain import changelog
 from tests.conftest import HEAD
 from tests.release_helpers import (
     clone_project,

@@ -1,19 +1,28 @@
-"""`invoke up` end to end: a real stack under a unique project name, used over HTTP on
-127.0.0.1, then `invoke down --volumes --yes`; nothing of the project may remain."""
+"""`invoke up` end to end: one real stack under a unique project name, used over HTTP on
+127.0.0.1 by the independent checks, then taken through its life (data kept, secret lost,
+secret wrong, down --volumes); nothing of the project may remain."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from tests.conftest import HEAD, invoke, unique_project
+from tests.conftest import HEAD, ROOT, invoke, run_hints, unique_project
+from tests.release_helpers import clone_project, invoke_in
 
 pytestmark = pytest.mark.docker
+FILES = ["-f", "compose/compose.yaml", "-f", "compose/mocks.yaml", "-f", "compose/local.yaml"]
 
 
 def leftovers(project: str) -> dict[str, list[str]]:
@@ -29,6 +38,25 @@ def leftovers(project: str) -> dict[str, list[str]]:
     return found
 
 
+def remove_project(project: str) -> None:
+    """Belt and braces when the task itself is what broke."""
+    if any(leftovers(project).values()):
+        subprocess.run(
+            ["docker", "compose", "-p", project, *FILES, "down", "-v", "-t", "0"],
+            capture_output=True,
+            check=False,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "LOREPIN_ENV": "local",
+                "LOREPIN_ENV_KIND": "local",
+                "LOREPIN_CHECKOUT": "x",
+                "LOREPIN_IMAGE_TAG": "e2e",
+                "LOREPIN_SECRETS_DIR": "/nonexistent",
+            },
+        )
+
+
 def request(method: str, url: str, body: object = None) -> tuple[int, object]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
@@ -41,48 +69,39 @@ def request(method: str, url: str, body: object = None) -> tuple[int, object]:
         return response.status, json.loads(response.read() or b"null")
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
-    project = unique_project("lorepin-e2e")
-    env = {
-        "LOREPIN_PROJECT": project,
+def stack_env(tmp: Path, prefix: str) -> dict[str, str]:
+    return {
+        "LOREPIN_PROJECT": unique_project(prefix),
         "LOREPIN_HTTP_PORT": "0",  # Docker picks free ports: runs beside `local` safely
         "LOREPIN_DB_PORT": "0",
         "LOREPIN_IMAGE_TAG": "e2e",  # never retags the developer's own `dev` images
-        "LOREPIN_SECRETS_DIR": str(tmp_path / "secrets"),
+        "LOREPIN_SECRETS_DIR": str(tmp / "secrets"),
     }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    env = stack_env(tmp_path_factory.mktemp("up"), "lorepin-e2e")
     try:
+        up = invoke("up", env=env, timeout=900)
+        assert up.returncode == 0, up.stderr[-4000:]
+        assert "is ready" in up.stdout
         yield env
     finally:
         invoke("down", "--volumes", "--yes", env=env, timeout=300)
-        # Belt and braces when the task itself is what broke.
-        files = [
-            "-f",
-            "compose/compose.yaml",
-            "-f",
-            "compose/mocks.yaml",
-            "-f",
-            "compose/local.yaml",
-        ]
-        if any(leftovers(project).values()):
-            subprocess.run(
-                ["docker", "compose", "-p", project, *files, "down", "-v"],
-                capture_output=True,
-                check=False,
-                cwd=Path(__file__).resolve().parents[2],
-            )
+        remove_project(env["LOREPIN_PROJECT"])
 
 
-def test_up_serves_pins_then_down_removes_everything(stack: dict[str, str]) -> None:
-    up = invoke("up", env=stack, timeout=900)
-    assert up.returncode == 0, up.stderr[-4000:]
-    assert "is ready" in up.stdout
+def status(env: dict[str, str]) -> dict[str, object]:
+    report: dict[str, object] = json.loads(invoke("status", "--json", env=env, check=True).stdout)
+    return report
 
-    status = invoke("status", "--json", env=stack, check=True)
-    report = json.loads(status.stdout)
-    url = report["url"]
+
+def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str]) -> None:
+    report = status(stack)
+    url = str(report["url"])
     assert url.startswith("http://127.0.0.1:")
-    assert {s["service"]: s["state"] for s in report["services"]} == {
+    assert {s["service"]: s["state"] for s in report["services"]} == {  # type: ignore[attr-defined]
         "db": "running",
         "migrate": "exited",
         "cms": "running",
@@ -96,64 +115,158 @@ def test_up_serves_pins_then_down_removes_everything(stack: dict[str, str]) -> N
     code, created = request(
         "POST",
         f"{url}/api/pins",
-        {
-            "title": "Stone of the ford",
-            "latitude": 51.5,
-            "longitude": -0.12,
-            "tags": ["river"],
-        },
+        {"title": "Stone of the ford", "latitude": 51.5, "longitude": -0.12, "tags": ["river"]},
     )
     assert code == 201 and isinstance(created, dict)
     code, read = request("GET", f"{url}/api/pins/{created['id']}")
     assert read == created
 
     # The database password is a file secret: never in the containers' config.
+    project = stack["LOREPIN_PROJECT"]
     inspect = subprocess.run(
-        [
-            "docker",
-            "inspect",
-            f"{stack['LOREPIN_PROJECT']}-db-1",
-            f"{stack['LOREPIN_PROJECT']}-cms-1",
-        ],
+        ["docker", "inspect", f"{project}-db-1", f"{project}-cms-1"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     secret = (Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password").read_text().strip()
     assert secret and secret not in inspect
-    assert secret not in up.stdout + up.stderr
-
-    down = invoke("down", "--volumes", "--yes", env=stack, check=True)
-    assert "is down" in down.stdout
-    assert leftovers(stack["LOREPIN_PROJECT"]) == {"containers": [], "networks": [], "volumes": []}
 
 
-def test_down_volumes_refuses_without_confirmation(stack: dict[str, str]) -> None:
-    up = invoke("up", env=stack, timeout=900)
-    assert up.returncode == 0, up.stderr[-4000:]
+def test_a_warm_up_builds_nothing_and_status_shows_names_not_ids(stack: dict[str, str]) -> None:
+    again = invoke("up", env=stack, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "images up to date (cms, db, geocoder)" in again.stderr
+    assert " build" not in again.stderr
+    text_status = invoke("status", env=stack, check=True).stdout
+    assert f"schema {HEAD} (expected {HEAD})" in text_status
+    assert "lorepin/postgres:e2e" in text_status and "sha256:" not in text_status
+
+
+def test_logs_of_one_service_and_of_all(stack: dict[str, str]) -> None:
+    db = invoke("logs", "--service", "db", "--tail", "5", env=stack)
+    assert db.returncode == 0, db.stderr
+    assert db.stdout.strip() and all(line.startswith("db-") for line in db.stdout.splitlines())
+    short = invoke("logs", "-s", "migrate", "--tail", "all", env=stack)
+    assert short.returncode == 0 and "database at" in short.stdout
+
+
+def test_another_checkout_cannot_touch_this_environment(
+    stack: dict[str, str], tmp_path: Path
+) -> None:
+    other = clone_project(tmp_path)  # a second checkout, on the same engine
+    for args in (["down", "--volumes", "--yes"], ["up"], ["db.migrate"]):
+        refused = invoke_in(other, *args, env=stack)
+        assert refused.returncode == 6, refused.stderr
+        assert f"project {stack['LOREPIN_PROJECT']} belongs to another checkout" in refused.stderr
+        assert str(ROOT) in refused.stderr  # it says whose
+    assert status(stack)["ready"] is True and leftovers(stack["LOREPIN_PROJECT"])["volumes"]
+
+
+def test_kill_9_during_a_migration_leaves_nothing_behind(stack: dict[str, str]) -> None:
+    project = stack["LOREPIN_PROJECT"]
+    oneoffs = [
+        "docker",
+        "ps",
+        "-aq",
+        "--filter",
+        f"label=com.docker.compose.project={project}",
+        "--filter",
+        "label=dev.lorepin.oneoff=migrator",
+    ]
+    db = next(s for s in status(stack)["services"] if s["service"] == "db")  # type: ignore[attr-defined]
+    assert db["state"] == "running"
+    port = (
+        subprocess.run(
+            ["docker", "port", f"{project}-db-1", "5432"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.split()[0]
+        .rpartition(":")[2]
+    )
+    password = (Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password").read_text().strip()
+    engine = create_engine(f"postgresql+psycopg://lorepin:{password}@127.0.0.1:{port}/lorepin")
+    try:
+        with engine.connect() as holder:
+            # Hold the migration lock, so the migrator waits inside its container.
+            holder.execute(text("SELECT pg_advisory_lock(19536, 19785)"))
+            migrating = subprocess.Popen(
+                [sys.executable, "-m", "invoke", "db.migrate"],
+                cwd=ROOT,
+                env={**os.environ, **stack},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 60
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'lorepin-migrate%'"
+            )
+            while not holder.execute(waiting).scalar():
+                assert time.monotonic() < deadline, "the migrator never reached the lock"
+                time.sleep(0.1)
+            os.killpg(migrating.pid, signal.SIGKILL)  # the task and its compose client
+            migrating.wait(10)
+            holder.execute(text("SELECT pg_advisory_unlock(19536, 19785)"))
+    finally:
+        engine.dispose()
+    # The container outlives the killed client; it finishes once the lock is free.
+    deadline = time.monotonic() + 60
+    while subprocess.run(
+        [*oneoffs, "--filter", "status=running"], capture_output=True, text=True, check=True
+    ).stdout.split():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert subprocess.run(oneoffs, capture_output=True, text=True, check=True).stdout.split()
+
+    current = invoke("db.current", "--json", env=stack, check=True)
+    assert json.loads(current.stdout)["current"] == HEAD
+    assert not subprocess.run(oneoffs, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_a_taken_port_is_named_not_hidden(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, "lorepin-e2e-port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env["LOREPIN_HTTP_PORT"] = str(taken.getsockname()[1])
+        try:
+            up = invoke("up", env=env, timeout=900)
+            assert up.returncode == 1
+            message = up.stderr.strip().splitlines()[-1]
+            assert message.startswith("error: service 'cms' of 'local' could not start: ")
+            assert "address already in use" in message or "already allocated" in message
+            run_hints(up.stderr, env)
+        finally:
+            invoke("down", "--volumes", "--yes", env=env, timeout=300)
+            remove_project(env["LOREPIN_PROJECT"])
+
+
+def test_life_of_the_data_down_lost_secret_wrong_secret_down_volumes(
+    stack: dict[str, str],
+) -> None:
+    project = stack["LOREPIN_PROJECT"]
     refused = invoke("down", "--volumes", env={**stack, "CI": ""})
-    assert refused.returncode == 2
-    assert "pass --yes" in refused.stderr
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert leftovers(stack["LOREPIN_PROJECT"])["volumes"], "the data volume must survive"
+    assert leftovers(project)["volumes"], "the data volume must survive"
     kept = invoke("down", env=stack, check=True)
     assert "data volumes kept" in kept.stdout
-    remaining = leftovers(stack["LOREPIN_PROJECT"])
+    remaining = leftovers(project)
     assert remaining["containers"] == [] and len(remaining["volumes"]) == 1
 
-
-def test_lost_or_wrong_secret_fails_clearly_and_keeps_the_data(stack: dict[str, str]) -> None:
-    assert invoke("up", env=stack, timeout=900).returncode == 0
-    invoke("down", env=stack, check=True)  # data kept
     secret = Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password"
     original = secret.read_text()
-
     secret.unlink()
     lost = invoke("up", env=stack)
     assert lost.returncode == 2
     assert "exists but its secret" in lost.stderr and "is missing" in lost.stderr
     assert not secret.exists(), "no new password may be invented over existing data"
-    assert leftovers(stack["LOREPIN_PROJECT"])["containers"] == []
+    assert leftovers(project)["containers"] == []
+    run_hints(lost.stderr, stack)  # `invoke down --volumes --env local`, as a dry run
 
     secret.write_text("not-the-password\n")
     wrong = invoke("up", env=stack, timeout=900)
@@ -161,7 +274,12 @@ def test_lost_or_wrong_secret_fails_clearly_and_keeps_the_data(stack: dict[str, 
     message = wrong.stderr.strip().splitlines()[-1]
     assert message.startswith("error: service 'migrate' of 'local' exited with code 1")
     assert "password authentication failed" in message
+    assert run_hints(message, stack) == ["invoke logs --service migrate --env local"]
 
     secret.write_text(original)
     assert invoke("up", env=stack, timeout=900).returncode == 0
-    assert len(leftovers(stack["LOREPIN_PROJECT"])["volumes"]) == 1
+    assert len(leftovers(project)["volumes"]) == 1
+
+    down = invoke("down", "--volumes", "--yes", env=stack, check=True)
+    assert "is down" in down.stdout
+    assert leftovers(project) == {"containers": [], "networks": [], "volumes": []}

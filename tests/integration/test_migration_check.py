@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from lorepin_cms.models import Base
-from lorepin_tasks.migration_check import Report, run_checks
+from lorepin_tasks.runtime.executor import Executor
+from lorepin_tasks.runtime.migration_check import Report, run_checks
 from tests.conftest import HEAD, ROOT
 from tests.integration.migration_helpers import add_revision, copy_migrations
 
@@ -20,7 +22,7 @@ def check(
 ) -> Report:
     work = tmp_path / "sql"
     work.mkdir(exist_ok=True)
-    return run_checks(migrations, metadata, url, work)
+    return run_checks(Executor(out=io.StringIO()), migrations, metadata, url, work)
 
 
 def errors(report: Report) -> list[str]:

@@ -4,12 +4,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.domain.revision import Revision
 from lorepin_tasks.plans import compose
-from lorepin_tasks.runtime.git import Revision
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings_mod.load(
-    {"base_image": "base:1"}, root=ROOT, environ={"XDG_STATE_HOME": "/state"}
+    {"base_image": "base:1"}, root=ROOT, environ={"XDG_STATE_HOME": "/state"}, host="box"
 )
 LOCAL = SETTINGS.environment("local")
 FILES = (
@@ -46,7 +46,26 @@ def test_read_only_commands() -> None:
         f"{PREFIX} logs --tail 50 --follow cms"
     )
     assert line(compose.volumes(LOCAL)) == (
-        "docker volume ls --quiet --filter label=com.docker.compose.project=lorepin-local"
+        "docker volume ls --filter label=com.docker.compose.project=lorepin-local "
+        "--format {{json .}}"
+    )
+    # Only containers Compose made: a test's PostgreSQL run from a Compose-built image
+    # inherits the image's project label, never the config-hash.
+    assert line(compose.project_containers(LOCAL)) == (
+        "docker ps --all --quiet --no-trunc --filter label=com.docker.compose.project="
+        "lorepin-local --filter label=com.docker.compose.config-hash"
+    )
+
+
+def test_one_offs_are_labelled_so_a_killed_runs_leftovers_can_be_found() -> None:
+    assert line(compose.run(LOCAL, "migrate", ["python", "-V"], name="x-1", kind="migrator")) == (
+        f"{PREFIX} run --name x-1 --label dev.lorepin.oneoff=migrator --no-deps -T migrate "
+        "python -V"
+    )
+    assert line(compose.oneoff_leftovers(LOCAL, "migrator")) == (
+        "docker ps --all --quiet --filter label=com.docker.compose.project=lorepin-local "
+        "--filter label=com.docker.compose.config-hash --filter label=dev.lorepin.oneoff=migrator "
+        "--filter status=exited --filter status=created --filter status=dead"
     )
 
 
@@ -76,4 +95,13 @@ def test_variables_carry_settings_revision_and_engine() -> None:
     assert values["LOREPIN_CREATED"] == "2026-11-25T10:00:00+00:00"
     assert values["LOREPIN_SECRETS_DIR"] == "/state/lorepin/lorepin-local/secrets"
     assert values["DOCKER_HOST"] == "ssh://deploy@example.invalid"
+    assert values["LOREPIN_CHECKOUT"] == SETTINGS.checkout.id
+    assert values["LOREPIN_CHECKOUT_PATH"] == f"box:{ROOT}"
     assert "LOREPIN_DB_PASSWORD" not in values
+
+
+def test_reads_need_no_revision_and_builds_carry_their_inputs() -> None:
+    values = compose.variables(SETTINGS, LOCAL, None, {"cms": "abc", "geocoder": "def"})
+    assert "LOREPIN_VERSION" not in values
+    assert values["LOREPIN_BUILD_INPUTS_CMS"] == "abc"
+    assert values["LOREPIN_BUILD_INPUTS_GEOCODER"] == "def"

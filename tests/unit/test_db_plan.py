@@ -19,8 +19,9 @@ PREFIX = (
 
 def test_upgrade_runs_the_migrator_in_a_one_off_migrate_container() -> None:
     command = db.migrator(db.upgrade_action("head", ["0003"]), who="ana on box", lock_wait=30)
-    assert " ".join(compose.run(LOCAL, "migrate", command, name="m-1")) == (
-        f"{PREFIX} run --name m-1 --no-deps -T migrate python -m lorepin_cms.migrator "
+    assert " ".join(compose.run(LOCAL, "migrate", command, name="m-1", kind=db.ONEOFF)) == (
+        f"{PREFIX} run --name m-1 --label dev.lorepin.oneoff=migrator --no-deps -T migrate "
+        "python -m lorepin_cms.migrator "
         "--who ana on box --lock-wait 30 upgrade --to head --accept-changed 0003"
     )
 
@@ -30,7 +31,7 @@ def test_downgrade_and_dump() -> None:
     assert " ".join(db.dump(LOCAL)) == f"{PREFIX} exec -T db pg_dump -Fc -U lorepin -d lorepin"
 
 
-@pytest.mark.parametrize("bad", ["", "0003; DROP TABLE pins", "--to", "a b", "x" * 40])
+@pytest.mark.parametrize("bad", ["0003; DROP TABLE pins", "--to", "a b", "x" * 40])
 def test_bad_revisions_are_refused_before_anything_runs(bad: str) -> None:
     with pytest.raises(ConfigError, match="invalid revision"):
         db.upgrade_action(bad)
@@ -38,11 +39,30 @@ def test_bad_revisions_are_refused_before_anything_runs(bad: str) -> None:
         db.downgrade_action(bad)
 
 
-def test_backups_are_named_by_env_time_and_purpose() -> None:
+def test_a_missing_revision_says_which_to_give() -> None:
+    with pytest.raises(ConfigError, match=r"^say which revision to go back to: --to REV"):
+        db.downgrade_action("")
+
+
+def test_backups_live_with_the_environment_outside_the_checkout() -> None:
     when = datetime(2026, 11, 25, 14, 5, 9, tzinfo=UTC)
-    assert db.backup_path(ROOT, LOCAL, when, "before-migrate-to-head") == (
-        ROOT / ".lorepin/backups/local/20261125T140509Z-before-migrate-to-head.dump"
+    local = settings_mod.load({}, root=ROOT, environ={"XDG_STATE_HOME": "/state"}).environment(
+        "local"
     )
+    assert db.backup_path(local, when, "before-migrate-to-head") == Path(
+        "/state/lorepin/lorepin-local/backups/20261125T140509Z-before-migrate-to-head.dump"
+    )
+
+
+def test_squawk_lints_one_revision_with_the_projects_exclusions() -> None:
+    assert db.squawk("/bin/squawk", Path("/w/0001.sql")) == [
+        "/bin/squawk",
+        "--reporter",
+        "json",
+        "--pg-version=15",
+        "--exclude=prefer-robust-stmts",
+        "/w/0001.sql",
+    ]
 
 
 def test_long_lived_kinds_back_up_before_migrating_by_default() -> None:

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import git
 
-from lorepin_tasks.runtime.git import UNKNOWN, describe
+from lorepin_tasks.domain.revision import UNKNOWN, Revision
+from lorepin_tasks.runtime import git as git_adapter
+from lorepin_tasks.runtime.executor import Executor
+
+
+def describe(root: Path) -> Revision:
+    return git_adapter.describe(Executor(out=io.StringIO()), root)
 
 
 def commit(repo: git.Repo, name: str) -> git.Commit:

@@ -93,43 +93,96 @@ def test_base_image_comes_from_env_then_config_then_bootstrap_record(tmp_path: P
 
 
 def test_environment_variables_override_the_selected_environment() -> None:
-    local = load().environment("local")
-    env = settings_mod.with_overrides(
-        local,
-        {
+    env = load(
+        environ={
             "LOREPIN_PROJECT": "lorepin-e2e-1",
             "LOREPIN_HTTP_PORT": "0",
             "LOREPIN_DB_PORT": "0",
             "LOREPIN_IMAGE_TAG": "t1",
             "LOREPIN_SECRETS_DIR": "/tmp/s",
-        },
-    )
-    assert (env.project, env.http_port, env.db_port, env.image_tag, env.secrets_dir) == (
-        "lorepin-e2e-1",
-        0,
-        0,
-        "t1",
-        Path("/tmp/s"),
-    )
-    assert env.compose_files == local.compose_files
+            "LOREPIN_BACKUP_DIR": "/tmp/b",
+        }
+    ).environment("local")
+    assert (
+        env.project,
+        env.http_port,
+        env.db_port,
+        env.image_tag,
+        env.secrets_dir,
+        env.backups_dir,
+    ) == ("lorepin-e2e-1", 0, 0, "t1", Path("/tmp/s"), Path("/tmp/b"))
+    assert env.compose_files == load().environment("local").compose_files
+    assert load().environments["local"].project == "lorepin-local"  # as configured
 
 
-def test_secrets_follow_the_project_unless_configured() -> None:
+def test_state_follows_the_project_unless_configured() -> None:
     environ = {"XDG_STATE_HOME": "/state"}
     local = load(environ=environ).environment("local")
     assert local.secrets_dir == Path("/state/lorepin/lorepin-local/secrets")
-    moved = settings_mod.with_overrides(local, {**environ, "LOREPIN_PROJECT": "lorepin-x"})
+    assert local.backups_dir == Path("/state/lorepin/lorepin-local/backups")
+    assert local.lock_file == Path("/state/lorepin/lorepin-local/lock")
+    moved = load(environ={**environ, "LOREPIN_PROJECT": "lorepin-x"}).environment("local")
     assert moved.secrets_dir == Path("/state/lorepin/lorepin-x/secrets")
-    pinned = load({"environments": {"local": {"secrets_dir": "/etc/lorepin/local"}}}, environ)
-    kept = settings_mod.with_overrides(
-        pinned.environment("local"), {**environ, "LOREPIN_PROJECT": "lorepin-x"}
+    assert moved.lock_file == Path("/state/lorepin/lorepin-x/lock")
+    pinned = load(
+        {"environments": {"local": {"secrets_dir": "/etc/lorepin/local"}}},
+        {**environ, "LOREPIN_PROJECT": "lorepin-x"},
     )
-    assert kept.secrets_dir == Path("/etc/lorepin/local")
+    assert pinned.environment("local").secrets_dir == Path("/etc/lorepin/local")
 
 
-def test_bad_override_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="http_port must be a whole number"):
-        settings_mod.with_overrides(load().environment("local"), {"LOREPIN_HTTP_PORT": "x"})
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LOREPIN_HTTP_PORT", "x", "LOREPIN_HTTP_PORT must be a whole number"),
+        ("LOREPIN_DB_PORT", "99999", "LOREPIN_DB_PORT must be between 0 and 65535"),
+        ("LOREPIN_PROJECT", "../etc", "LOREPIN_PROJECT: invalid Compose project name"),
+        ("LOREPIN_IMAGE_TAG", "a+b", "LOREPIN_IMAGE_TAG: invalid image tag"),
+    ],
+)
+def test_bad_override_is_rejected(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(environ={variable: value}).environment("local")
+
+
+def test_policies_are_resolved_once_with_the_settings() -> None:
+    s = load(
+        {
+            "release": {"branch": "trunk", "version_files": ["a.toml"]},
+            "feature": {"ttl": "2d", "seed_count": 5},
+            "db": {"lock_wait": 5},
+        },
+        {"LOREPIN_RELEASE_WEBHOOK_URL": "https://hooks.example.invalid/x"},
+    )
+    assert (s.release.branch, s.release.version_files, s.release.two_person_rule) == (
+        "trunk",
+        ("a.toml",),
+        True,
+    )
+    assert (s.feature.ttl.days, s.feature.seed_count, s.lock_wait) == (2, 5, 5.0)
+    assert s.webhook_url == "https://hooks.example.invalid/x"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"release": {"initial_version": "one"}}, "release.initial_version 'one' is not a SemVer"),
+        ({"feature": {"ttl": "forever"}}, "invalid ttl 'forever'"),
+        ({"feature": {"seed_count": -1}}, "feature.seed_count must be between"),
+        ({"db": {"lock_wait": "soon"}}, "db.lock_wait must be a whole number"),
+    ],
+)
+def test_bad_policies_are_one_line_errors(config: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(config)
+
+
+def test_the_checkout_id_is_stable_and_differs_per_checkout_and_host(tmp_path: Path) -> None:
+    a = settings_mod.Checkout.of(Path("/src/a"), "box")
+    assert a == settings_mod.Checkout.of(Path("/src/a"), "box")
+    assert a.id != settings_mod.Checkout.of(Path("/src/b"), "box").id
+    assert a.id != settings_mod.Checkout.of(Path("/src/a"), "other").id
+    assert a.where == "box:/src/a"
 
 
 def test_ca_bundle_prefers_explicit_setting(tmp_path: Path) -> None:

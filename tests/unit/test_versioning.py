@@ -9,9 +9,10 @@ import git
 import pytest
 from semver import Version
 
-from lorepin_tasks import changelog
+from lorepin_tasks.domain import changelog
+from lorepin_tasks.domain.versioning import Bump, next_version, parse_commit
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.versioning import Bump, next_version, parse_commit, read_history
+from lorepin_tasks.runtime.git import read_history
 
 
 class Repo:
@@ -34,7 +35,7 @@ class Repo:
         self.repo.create_tag(name, message=name)
 
     def next(self, pre: str | None = None, major_on_zero: bool = False) -> str | None:
-        h = read_history(self.repo)
+        h = read_history(self.path)
         v = next_version(h.last_final, h.tags, h.changes, pre=pre, major_on_zero=major_on_zero)
         return str(v) if v else None
 
@@ -81,7 +82,7 @@ def test_the_biggest_change_wins_and_scopes_are_kept(repo: Repo) -> None:
     repo.commit("feat(admin): b")
     repo.commit("chore: c")
     assert repo.next() == "1.1.0"
-    changes = read_history(repo.repo).changes
+    changes = read_history(repo.path).changes
     assert [(c.type, c.scope) for c in changes] == [
         ("chore", None),
         ("feat", "admin"),
@@ -105,7 +106,7 @@ def test_merge_commits_count_their_branch_commits_once(repo: Repo) -> None:
     repo.repo.heads.main.checkout()
     repo.commit("fix: typo")
     repo.repo.git.merge("topic", "--no-ff", "-m", "Merge branch 'topic'")
-    changes = read_history(repo.repo).changes
+    changes = read_history(repo.path).changes
     assert sorted(c.description for c in changes) == ["full text", "typo"]
     assert repo.next() == "1.1.0"
 
@@ -115,7 +116,7 @@ def test_reverts_are_patches(repo: Repo) -> None:
     repo.tag("v1.0.0")
     bad = repo.commit("feat: risky")
     repo.repo.git.revert(bad.hexsha, "--no-edit")
-    change = read_history(repo.repo).changes[0]
+    change = read_history(repo.path).changes[0]
     assert (change.type, change.description) == ("revert", "feat: risky")
     assert change.bump is Bump.PATCH
 
@@ -135,6 +136,38 @@ def test_release_candidates_then_final(repo: Repo) -> None:
     assert repo.next() is None
 
 
+def test_a_pre_release_above_the_last_final_is_never_undercut(repo: Repo) -> None:
+    repo.commit("feat: start")
+    repo.tag("v0.2.0")
+    repo.commit("feat: big")
+    repo.tag("v0.3.0-rc.1")
+    repo.commit("fix: small")
+    assert repo.next() == "0.3.0"  # not 0.2.1, which would sort below the candidate
+    assert repo.next(pre="rc") == "0.3.0-rc.2"
+    assert repo.next(pre="beta") == "0.3.0-beta.1"
+
+
+@pytest.mark.parametrize(
+    ("last_final", "existing", "message", "expected"),
+    [
+        (None, ["0.3.0-rc.1"], "fix: x", "0.3.0"),
+        ("0.2.0", ["0.2.0", "0.3.0-rc.1"], "fix: x", "0.3.0"),
+        ("0.2.0", ["0.2.0", "0.3.0-rc.1"], "feat!: x", "0.3.0"),
+        ("0.2.0", ["0.2.0", "0.2.1-rc.1"], "feat: x", "0.3.0"),  # a bigger change wins
+        ("1.0.0", ["1.0.0", "0.9.0-rc.1"], "fix: x", "1.0.1"),  # below the final: ignored
+    ],
+)
+def test_next_version_from_plain_data(
+    last_final: str | None, existing: list[str], message: str, expected: str
+) -> None:
+    result = next_version(
+        Version.parse(last_final) if last_final else None,
+        [Version.parse(v) for v in existing],
+        [parse_commit("a" * 40, message)],
+    )
+    assert str(result) == expected
+
+
 def test_tags_not_reachable_from_head_are_ignored(repo: Repo) -> None:
     root = repo.commit("feat: start")
     repo.tag("v1.0.0")
@@ -143,7 +176,7 @@ def test_tags_not_reachable_from_head_are_ignored(repo: Repo) -> None:
     repo.tag("v1.0.1")
     repo.repo.heads.main.checkout()
     repo.commit("fix: here")
-    assert read_history(repo.repo).last_final == Version(1, 0, 0)
+    assert read_history(repo.path).last_final == Version(1, 0, 0)
     assert repo.next() == "1.0.1"
 
 
@@ -153,7 +186,7 @@ def test_non_conventional_commits_never_release(repo: Repo) -> None:
     repo.commit("WIP")
     repo.commit("fixed the thing")
     assert repo.next() is None
-    assert [c.conventional for c in read_history(repo.repo).changes] == [False, False]
+    assert [c.conventional for c in read_history(repo.path).changes] == [False, False]
 
 
 def test_invalid_pre_release_id(repo: Repo) -> None:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from datetime import date
 
-from lorepin_tasks.versioning import Change
+from lorepin_tasks.domain.versioning import Change
 
 PREAMBLE = """# Changelog
 

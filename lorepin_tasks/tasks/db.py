@@ -2,8 +2,9 @@
 `db.sql`, `db.check`.
 
 Config (invoke.yaml, `lorepin:`): `environments.<name>.backup_before_migrate` (default
-true for staging and production) takes a `pg_dump -Fc` into .lorepin/backups/<env>/ before
-any revision is applied or reverted; `db.lock_wait` (seconds, default 60) bounds the wait
+true for staging and production) takes a `pg_dump -Fc` into the environment's backups
+directory (~/.local/state/lorepin/<project>/backups, or LOREPIN_BACKUP_DIR) before any
+revision is applied or reverted; `db.lock_wait` (seconds, default 60) bounds the wait
 for another migration run.
 """
 
@@ -11,45 +12,50 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.context import EnvContext, open_env, require_base_image, run_oneoff, task
-from lorepin_tasks.errors import LorePinError
+from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
-from lorepin_tasks.runtime.git import who_am_i
+from lorepin_tasks.runtime import docker, git
+from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.stack import DRY_HELP, ENV_HELP, published, services
-
-DEFAULT_LOCK_WAIT = 60.0
-
-
-def _lock_wait(c: Context) -> float:
-    return float(c.config.get("lorepin", {}).get("db", {}).get("lock_wait", DEFAULT_LOCK_WAIT))
+from lorepin_tasks.settings import whole_number
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    ENV_HELP,
+    JSON_HELP,
+    YES_HELP,
+    open_env,
+    require_base_image,
+    task,
+    with_revision,
+)
 
 
 def _require_db(ctx: EnvContext) -> None:
     if ctx.run.dry_run:
         return
+    docker.ensure_owned(ctx)
     running = any(
-        r.get("Service") == compose.DB_SERVICE and r.get("State") == "running"
-        for r in services(ctx)
+        c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
     )
     if not running:
         raise LorePinError(
-            f"the database of '{ctx.env.name}' is not running: start it with "
-            f"`invoke up --env {ctx.env.name}`"
+            f"the database of '{ctx.env.name}' is not running: start it with `{ctx.hint('up')}`"
         )
 
 
 def _backup(ctx: EnvContext, label: str) -> None:
-    path = plan.backup_path(ctx.settings.root, ctx.env, datetime.now(UTC), label)
+    path = plan.backup_path(ctx.env, datetime.now(UTC), label)
     ctx.run.say(f"==> {ctx.env.name}: backing up the database before the schema changes")
     ctx.run.run(plan.dump(ctx.env), env=ctx.variables, stdout_to=path)
     if not ctx.run.dry_run:
@@ -59,10 +65,17 @@ def _backup(ctx: EnvContext, label: str) -> None:
         ctx.run.say(f"    backup: {path} ({size / 1024:.0f} KiB)")
 
 
-def _migrator(c: Context, ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:
-    """Run the migrator in the environment; its stdout, or a LorePinError with its cause."""
-    command = plan.migrator(action, who=who_am_i(ctx.settings.root), lock_wait=_lock_wait(c))
-    return run_oneoff(ctx, "migrate", command, capture=capture)
+def _migrator(ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:
+    """Run the migrator in the environment; its stdout, or its error with its exit code."""
+    command = plan.migrator(
+        action, who=git.who_am_i(ctx.run, ctx.settings.root), lock_wait=ctx.settings.lock_wait
+    )
+    return docker.run_oneoff(ctx, "migrate", command, kind=plan.ONEOFF, capture=capture)
+
+
+def _migrator_json(ctx: EnvContext, action: list[str]) -> Any:
+    lines = _migrator(ctx, action, capture=True).strip().splitlines()
+    return docker.decode(lines[-1] if lines else "", "the migrator's answer")
 
 
 @task(
@@ -84,12 +97,12 @@ def migrate(
     dry_run: bool = False,
 ) -> None:
     """Apply migrations up to a revision: locked, logged, one transaction per revision."""
-    ctx = open_env(c, env, dry_run=dry_run)
     action = plan.upgrade_action(to, accept_changed or ())
+    ctx = open_env(c, env, dry_run=dry_run)
     _require_db(ctx)
     if backup or ctx.env.backup_before_migrate:
         _backup(ctx, f"before-migrate-to-{to}")
-    _migrator(c, ctx, action)
+    _migrator(ctx, action)
 
 
 @task(
@@ -97,17 +110,15 @@ def migrate(
         "env": ENV_HELP,
         "dry_run": DRY_HELP,
         "to": "revision to go back to (or base)",
-        "yes": "do not ask for confirmation",
+        "yes": YES_HELP,
     }
 )
 def downgrade(
     c: Context, to: str = "", env: str = "local", yes: bool = False, dry_run: bool = False
 ) -> None:
     """Revert migrations down to a revision (asks first; backs up where policy says so)."""
-    if not to:
-        raise LorePinError("say which revision to go back to: --to REV (see `invoke db.history`)")
-    ctx = open_env(c, env, dry_run=dry_run)
     action = plan.downgrade_action(to)
+    ctx = open_env(c, env, dry_run=dry_run)
     _require_db(ctx)
     if not ctx.run.dry_run:
         confirm(
@@ -117,27 +128,24 @@ def downgrade(
         )
     if ctx.env.backup_before_migrate:
         _backup(ctx, f"before-downgrade-to-{to}")
-    _migrator(c, ctx, action)
+    _migrator(ctx, action)
 
 
-def _migrator_json(c: Context, ctx: EnvContext, action: list[str]) -> object:
-    return json.loads(_migrator(c, ctx, action, capture=True).strip().splitlines()[-1])
-
-
-@task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "json": "print machine-readable JSON"})
+@task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "json": JSON_HELP})
 def current(c: Context, env: str = "local", json_: bool = False, dry_run: bool = False) -> None:
     """Show the environment's schema revision and whether it is at the code's head."""
     ctx = open_env(c, env, dry_run=dry_run)
     if ctx.run.dry_run:
-        _migrator(c, ctx, ["current"])
+        _migrator(ctx, ["current"])
         return
     _require_db(ctx)
-    state = _migrator_json(c, ctx, ["current"])
+    state = _migrator_json(ctx, ["current"])
+    if not isinstance(state, dict) or "current" not in state:
+        raise LorePinError(f"the migrator answered {str(state)[:80]!r} instead of a state")
     if json_:
         print(json.dumps(state))
         return
-    assert isinstance(state, dict)
-    mark = "at head" if state["at_head"] else f"BEHIND head {', '.join(state['heads'])}"
+    mark = "at head" if state.get("at_head") else f"BEHIND head {', '.join(state['heads'])}"
     print(f"{ctx.env.name}: schema at {state['current'] or 'base'} ({mark})")
 
 
@@ -150,31 +158,34 @@ def current(c: Context, env: str = "local", json_: bool = False, dry_run: bool =
     }
 )
 def history(
-    c: Context, env: str = "local", limit: int = 20, json_: bool = False, dry_run: bool = False
+    c: Context, env: str = "local", limit: str = "20", json_: bool = False, dry_run: bool = False
 ) -> None:
     """Show the environment's migration log beside Alembic's revision history."""
+    count = whole_number(limit, "--limit", low=1, high=100_000)
     ctx = open_env(c, env, dry_run=dry_run)
-    action = ["history", "--limit", str(limit)]
+    action = ["history", "--limit", str(count)]
     if ctx.run.dry_run:
-        _migrator(c, ctx, action)
+        _migrator(ctx, action)
         return
     _require_db(ctx)
-    log = _migrator_json(c, ctx, action)
-    assert isinstance(log, list)
+    log = _migrator_json(ctx, action)
+    if not isinstance(log, list):
+        raise LorePinError(f"the migrator answered {str(log)[:80]!r} instead of a log")
     if json_:
         print(json.dumps(log, indent=2))
         return
     print(f"migration log of '{ctx.env.name}' (newest last):")
     print(
-        f"  {'WHEN (UTC)':<20} {'WHO':<28} {'ACTION':<15} {'FROM':<6} {'TO':<6} {'OUTCOME':<14} MS"
+        f"  {'WHEN (UTC)':<20} {'ACTION':<15} {'FROM':<6} {'TO':<6} {'OUTCOME':<14} {'MS':>6}  WHO"
     )
     for row in log:
+        ms = row.get("duration_ms")
         print(
-            f"  {row['started_at'][:19]:<20} {str(row['who'])[:28]:<28} {row['action']:<15} "
-            f"{row['from_rev'] or '-':<6} {row['to_rev'] or '-':<6} {row['outcome']:<14} "
-            f"{row['duration_ms'] if row['duration_ms'] is not None else ''}"
+            f"  {str(row.get('started_at'))[:19]:<20} {row.get('action', '?'):<15} "
+            f"{row.get('from_rev') or '-':<6} {row.get('to_rev') or '-':<6} "
+            f"{row.get('outcome', '?'):<14} {'' if ms is None else ms:>6}  {row.get('who')}"
         )
-        if row.get("detail") and row["outcome"] not in ("ok", "nothing-to-do"):
+        if row.get("detail") and row.get("outcome") not in ("ok", "nothing-to-do"):
             print(f"      {row['detail']}")
     print("revisions (alembic history):")
     ctx.run.run(plan.alembic(ctx.settings.root, "history"), check=False, quiet=True)
@@ -182,10 +193,15 @@ def history(
 
 def _local_db_env(ctx: EnvContext) -> dict[str, str]:
     """How the host reaches the environment's database (published port, password file)."""
-    address = published(ctx, compose.DB_SERVICE, compose.DB_PORT) or ""
+    address = docker.published(ctx, compose.DB_SERVICE, compose.DB_PORT)
+    if not address:
+        raise LorePinError(
+            f"the database of '{ctx.env.name}' publishes no port to the host; "
+            "--autogenerate needs one (the local environment has it)"
+        )
     return {
         "LOREPIN_DB_HOST": "127.0.0.1",
-        "LOREPIN_DB_PORT": address.rpartition(":")[2] or "5432",
+        "LOREPIN_DB_PORT": address.rpartition(":")[2],
         "LOREPIN_DB_PASSWORD_FILE": str(ctx.env.secrets_dir / "db_password"),
     }
 
@@ -208,12 +224,13 @@ def revision(
 ) -> None:
     """Create a new revision file in migrations/versions (review it before committing)."""
     if not message.strip():
-        raise LorePinError("a revision needs a message: -m 'add pin source'")
+        raise ConfigError("a revision needs a message: -m 'add pin source'")
     ctx = open_env(c, env, dry_run=dry_run)
     args = ["revision", "-m", message.strip()] + (["--autogenerate"] if autogenerate else [])
-    extra = _local_db_env(ctx) if autogenerate else {}
+    extra: dict[str, str] = {}
     if autogenerate:
         _require_db(ctx)
+        extra = {} if ctx.run.dry_run else _local_db_env(ctx)
     ctx.run.run(plan.alembic(ctx.settings.root, *args), env=extra)
 
 
@@ -221,28 +238,49 @@ def revision(
     help={
         "from_": "revision to start from (default: the one before --to)",
         "to": "revision to end at (default: head)",
+        "env": ENV_HELP,
         "dry_run": DRY_HELP,
     }
 )
-def sql(c: Context, from_: str = "", to: str = "head", dry_run: bool = False) -> None:
+def sql(
+    c: Context, from_: str = "", to: str = "head", env: str = "local", dry_run: bool = False
+) -> None:
     """Print the SQL of an upgrade without touching any database (for review or a DBA)."""
     span = (
         f"{plan.revision(from_, 'from revision')}:{plan.revision(to)}"
         if from_
         else plan.revision(to)
     )
-    ctx = open_env(c, "local", dry_run=dry_run)
-    ctx.run.run(
+    ctx = open_env(c, env, dry_run=dry_run)
+    result = ctx.run.run(  # offline: it only reads the revisions, so dry runs run it too
         plan.alembic(ctx.settings.root, "upgrade", span, "--sql"),
         env={"LOREPIN_DB_HOST": "offline"},
+        capture=True,
+        check=False,
+        mutates=False,
         quiet=True,
     )
+    if not result.ok:
+        cause = re.sub(r"^(FAILED: |ERROR \[[\w.]+\] )", "", last_line(result.stderr))
+        raise ConfigError(f"no SQL for {span}: {cause}")
+    print(result.stdout, end="")
 
 
-@task(help={"dry_run": DRY_HELP})
-def check(c: Context, dry_run: bool = False) -> None:
+@task(help={"env": ENV_HELP, "dry_run": DRY_HELP})
+def check(c: Context, env: str = "local", dry_run: bool = False) -> None:
     """Prove the history safe: one head, lint, up/down/up on a throwaway PostgreSQL, models."""
-    # No Ryuk (it needs a registry); connect over loopback even inside a container.
+    ctx = with_revision(open_env(c, env, dry_run=dry_run))
+    require_base_image(ctx.settings)
+    image = f"{ctx.settings.image_prefix}/postgres:{ctx.env.image_tag}"
+    ctx.run.say(f"==> building {image} for a throwaway database")
+    ctx.run.run(compose.build(ctx.env, [compose.DB_SERVICE]), env=ctx.variables, no_input=True)
+    if ctx.run.dry_run:
+        ctx.run.say("dry run: would start a throwaway PostgreSQL and run the checks")
+        return
+    if not docker.images(ctx.run, compose.docker(ctx.env), [image]):
+        raise LorePinError(f"building {image} produced no image; see the build output above")
+    # testcontainers reads these when imported: no Ryuk (it needs a registry), and every
+    # connection over loopback even inside a container.
     for key, value in (
         ("TESTCONTAINERS_RYUK_DISABLED", "true"),
         ("TESTCONTAINERS_CONNECTION_MODE", "docker_host"),
@@ -252,29 +290,28 @@ def check(c: Context, dry_run: bool = False) -> None:
     from testcontainers.community.postgres import PostgresContainer
 
     from lorepin_cms.models import Base
-    from lorepin_tasks.migration_check import run_checks
+    from lorepin_tasks.runtime.migration_check import run_checks
 
-    ctx = open_env(c, "local", dry_run=dry_run)
-    require_base_image(ctx)
-    image = f"{ctx.settings.image_prefix}/postgres:{ctx.env.image_tag}"
-    ctx.run.say(f"==> building {image} for a throwaway database")
-    ctx.run.run(compose.build(ctx.env, [compose.DB_SERVICE]), env=ctx.variables)
-    if ctx.run.dry_run:
-        ctx.run.say("dry run: would start a throwaway PostgreSQL and run the checks")
-        return
     ctx.run.say("==> starting a throwaway PostgreSQL (removed afterwards)")
+    # The image carries the Compose project label of its build; the throwaway database
+    # must not look like a container of that project.
+    throwaway = PostgresContainer(
+        image,
+        username="check",
+        password=secrets.token_urlsafe(16),
+        dbname="check",
+        driver="psycopg",
+    ).with_kwargs(labels={"com.docker.compose.project": "", "com.docker.compose.service": ""})
     with (
-        PostgresContainer(
-            image,
-            username="check",
-            password=secrets.token_urlsafe(16),
-            dbname="check",
-            driver="psycopg",
-        ) as pg,
+        throwaway as pg,
         tempfile.TemporaryDirectory() as work,
     ):
         report = run_checks(
-            ctx.settings.root / "migrations", Base.metadata, pg.get_connection_url(), Path(work)
+            ctx.run,
+            ctx.settings.root / "migrations",
+            Base.metadata,
+            pg.get_connection_url(),
+            Path(work),
         )
     for what in report.checked:
         ctx.run.say(f"checked: {what}")
@@ -286,4 +323,3 @@ def check(c: Context, dry_run: bool = False) -> None:
 
 
 ns = Collection("db", migrate, downgrade, current, history, revision, sql, check)
-ns.configure({"lorepin": {"db": {"lock_wait": DEFAULT_LOCK_WAIT}}})

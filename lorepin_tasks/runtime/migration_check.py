@@ -1,5 +1,8 @@
 """`db.check`: proves the migration history is safe before it reaches a real database.
 
+The runtime half of the task: Alembic and SQLAlchemy against a throwaway PostgreSQL,
+and squawk through the executor (argv from `plans.db`).
+
 1. exactly one head;
 2. the offline SQL of every revision passes the migration linter (squawk), except rules
    a revision acknowledges with a written reason (`squawk_acknowledged = {rule: why}`);
@@ -15,7 +18,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +30,10 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, MetaData, create_engine, inspect, text
 
 from lorepin_cms.migrator import alembic_config
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import db as plan
+from lorepin_tasks.runtime.executor import Executor
 
-# Rules off for every revision, and why. Timeouts: the migrator sets lock_timeout and
-# statement_timeout on every session (and offline SQL starts with both).
-SQUAWK_EXCLUDED = {
-    "prefer-robust-stmts": "Alembic applies each revision once, in a transaction, and "
-    "records it: IF NOT EXISTS would hide a half-applied state instead of failing",
-}
-PG_VERSION = "15"
 ALEMBIC_BOOKKEEPING = re.compile(
     r"^(CREATE TABLE alembic_version \(.*?\);"
     r"|(INSERT INTO|UPDATE|DELETE FROM) alembic_version\b.*?;)$",
@@ -102,11 +100,13 @@ def squawk_binary() -> str:
     # The venv's scripts dir first: the squawk-cli package puts its binary there.
     found = shutil.which("squawk", path=sysconfig.get_path("scripts")) or shutil.which("squawk")
     if found is None:
-        raise RuntimeError("squawk is not installed (the squawk-cli package); run bootstrap")
+        raise ConfigError("squawk is not installed (the squawk-cli package); run bootstrap")
     return found
 
 
-def lint(migrations_dir: Path, script: ScriptDirectory, report: Report, workdir: Path) -> None:
+def lint(
+    run: Executor, migrations_dir: Path, script: ScriptDirectory, report: Report, workdir: Path
+) -> None:
     report.checked.append("squawk lint of every revision's SQL")
     for rev in ordered(script):
         acknowledged: dict[str, str] = getattr(rev.module, "squawk_acknowledged", {}) or {}
@@ -115,18 +115,8 @@ def lint(migrations_dir: Path, script: ScriptDirectory, report: Report, workdir:
                 report.add(rev.revision, f"acknowledges squawk rule {rule} without a reason")
         path = workdir / f"{rev.revision}.sql"
         path.write_text(offline_sql(migrations_dir, rev))
-        proc = subprocess.run(
-            [
-                squawk_binary(),
-                "--reporter",
-                "json",
-                f"--pg-version={PG_VERSION}",
-                f"--exclude={','.join(SQUAWK_EXCLUDED)}",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        proc = run.run(
+            plan.squawk(squawk_binary(), path), capture=True, check=False, mutates=False, quiet=True
         )
         try:
             violations: list[dict[str, Any]] = json.loads(proc.stdout or "[]")
@@ -316,12 +306,14 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def run_checks(migrations_dir: Path, metadata: MetaData, url: str, workdir: Path) -> Report:
+def run_checks(
+    run: Executor, migrations_dir: Path, metadata: MetaData, url: str, workdir: Path
+) -> Report:
     """Every check, on `url` (an empty database that the checks may change freely)."""
     report = Report()
     script = ScriptDirectory(str(migrations_dir))
     if not check_heads(script, report):
         return report
-    lint(migrations_dir, script, report, workdir)
+    lint(run, migrations_dir, script, report, workdir)
     round_trip(migrations_dir, script, url, metadata, report)
     return report

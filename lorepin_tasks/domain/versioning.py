@@ -2,7 +2,10 @@
 
 SemVer parsing and ordering come from the `semver` package; the bump rules are ours:
 a `BREAKING CHANGE:` footer or `!` -> major (minor while 0.x unless configured),
-`feat` -> minor, `fix`/`perf`/`revert` -> patch, anything else -> no release.
+`feat` -> minor, `fix`/`perf`/`revert` -> patch, anything else -> no release; never
+below a pre-release already cut above the last final release.
+
+Pure: the git facts arrive as plain data (lorepin_tasks/runtime/git.py reads them).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-import git
 from semver import Version
 
 from lorepin_tasks.errors import ConfigError
@@ -123,14 +125,22 @@ def next_version(
     initial: Version = INITIAL,
 ) -> Version | None:
     """The version the changes since the last final release call for, or None."""
+    if pre is not None and pre not in PRE_IDS:
+        raise ConfigError(f"--pre must be one of {', '.join(PRE_IDS)}, got {pre!r}")
     kind = max((c.bump for c in changes), default=Bump.NONE)
     if kind is Bump.NONE:
         return None
     final = initial if last_final is None else bump(last_final, kind, major_on_zero=major_on_zero)
+    # A pre-release above the last final already promised a version: the next one may not
+    # fall below it (after 0.3.0-rc.1, a fix makes 0.3.0, never 0.2.1).
+    pending = max(
+        (v for v in existing if v.prerelease and (last_final is None or v > last_final)),
+        default=None,
+    )
+    if pending is not None and pending.finalize_version() > final:
+        final = pending.finalize_version()
     if pre is None:
         return final
-    if pre not in PRE_IDS:
-        raise ConfigError(f"--pre must be one of {', '.join(PRE_IDS)}, got {pre!r}")
     numbers = [
         int(v.prerelease.split(".")[1])
         for v in existing
@@ -142,47 +152,49 @@ def next_version(
 
 
 @dataclass(frozen=True, kw_only=True)
-class History:
-    """What the release tags and the commits since the last final release say."""
+class ReleaseTag:
+    """A `vX.Y.Z` tag as git shows it."""
 
-    tags: dict[Version, git.TagReference]
-    last_final: Version | None
+    name: str
+    version: Version
+    sha: str  # the commit it points at
+    tagger: str | None = None  # the annotated tag's tagger (email)
+    tagged_at: str | None = None  # ISO 8601
+
+
+@dataclass(frozen=True, kw_only=True)
+class History:
+    """What the release tags reachable from HEAD and the commits since the last final say."""
+
+    tags: dict[Version, ReleaseTag]
     changes: list[Change]
-    head_versions: list[Version]
+    head: str
 
     @property
     def last(self) -> Version | None:
         return max(self.tags, default=None)
 
+    @property
+    def last_final(self) -> Version | None:
+        return newest_final(self.tags)
 
-def release_tags(repo: git.Repo) -> dict[Version, git.TagReference]:
-    """SemVer tags reachable from HEAD."""
-    head = repo.head.commit
-    found: dict[Version, git.TagReference] = {}
-    for tag in repo.tags:
-        if not tag.name.startswith(TAG_PREFIX):
-            continue
-        try:
-            version = Version.parse(tag.name[len(TAG_PREFIX) :])
-        except ValueError:
-            continue
-        if tag.commit == head or repo.is_ancestor(tag.commit, head):
-            found[version] = tag
-    return found
+    @property
+    def head_versions(self) -> list[Version]:
+        return sorted(v for v, t in self.tags.items() if t.sha == self.head)
 
 
-def read_history(repo: git.Repo) -> History:
-    tags = release_tags(repo)
-    finals = [v for v in tags if not v.prerelease]
-    last_final = max(finals, default=None)
-    span = f"{tags[last_final].name}..HEAD" if last_final else "HEAD"
-    changes = [
-        parse_commit(c.hexsha, str(c.message)) for c in repo.iter_commits(span, no_merges=True)
-    ]
-    head = repo.head.commit
-    return History(
-        tags=tags,
-        last_final=last_final,
-        changes=changes,
-        head_versions=sorted(v for v, t in tags.items() if t.commit == head),
-    )
+def release_tag(
+    name: str, sha: str, tagger: str | None = None, at: str | None = None
+) -> ReleaseTag | None:
+    """The release tag `name` names, or None for any other tag."""
+    if not name.startswith(TAG_PREFIX):
+        return None
+    try:
+        version = Version.parse(name[len(TAG_PREFIX) :])
+    except ValueError:
+        return None
+    return ReleaseTag(name=name, version=version, sha=sha, tagger=tagger, tagged_at=at)
+
+
+def newest_final(tags: Iterable[Version]) -> Version | None:
+    return max((v for v in tags if not v.prerelease), default=None)

@@ -100,3 +100,71 @@ def test_as_must_be_greater_than_the_last_release(repo: git.Repo) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --as 0.9.0 is not greater than the last release 1.0.0"
     assert "release v1.0.1" in invoke_in(repo, "release", "--dry-run").stderr
+
+
+def test_build_metadata_is_refused_before_anything_is_written(repo: git.Repo) -> None:
+    head = repo.head.commit
+    result = invoke_in(repo, "release", "--as", "0.3.0-rc.1+build.5", "--yes")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: 0.3.0-rc.1+build.5: a release version carries no build metadata (+...): "
+        "SemVer ignores it for ordering and an image tag cannot hold '+'"
+    )
+    assert repo.head.commit == head and not repo.tags and not repo.is_dirty(untracked_files=True)
+
+
+def test_a_tag_of_the_version_on_another_commit_is_refused_first(repo: git.Repo) -> None:
+    head = repo.head.commit
+    side = repo.create_head("side", "HEAD~1")
+    side.checkout()
+    commit(repo, "fix: elsewhere")
+    repo.create_tag("v0.1.0", message="cut on a side branch")  # not reachable from main
+    repo.heads.main.checkout()
+    result = invoke_in(repo, "release", "--yes")
+    assert result.returncode == 6
+    assert result.stderr.strip().startswith("error: tag v0.1.0 exists on another commit (")
+    assert repo.head.commit == head and not repo.is_dirty(untracked_files=True)
+
+
+def test_a_version_file_without_a_version_line_is_refused_first(repo: git.Repo) -> None:
+    root = Path(repo.working_tree_dir or ".")
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "name", "Cutter")
+    (root / "invoke.yaml").write_text(
+        (root / "invoke.yaml").read_text()
+        + "  release:\n    version_files: [pyproject.toml, README.md]\n"
+    )
+    repo.index.add(["invoke.yaml"])
+    repo.index.commit("chore: a second version file")
+    head = repo.head.commit
+    result = invoke_in(repo, "release", "--yes")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        'error: README.md has no `version = "..."` line to carry the version'
+    )
+    assert repo.head.commit == head and not repo.tags and not repo.is_dirty(untracked_files=True)
+
+
+def test_an_unfinished_release_can_be_aborted_and_cut_again(repo: git.Repo) -> None:
+    before = repo.head.commit
+    # A release that stops after its commit and tag: the build cannot find its base image.
+    broken = invoke_in(repo, "release", "--yes", env={"BASE_IMAGE": "no-such/base:1"})
+    assert broken.returncode == 1
+    assert [t.name for t in repo.tags] == ["v0.1.0"]
+    assert str(repo.head.commit.message).startswith("chore(release): v0.1.0")
+
+    dry = invoke_in(repo, "release.abort", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "tag --delete v0.1.0" in dry.stderr and "reset --quiet --keep HEAD~1" in dry.stderr
+    assert [t.name for t in repo.tags] == ["v0.1.0"]
+
+    aborted = invoke_in(repo, "release.abort", "--yes")
+    assert aborted.returncode == 0, aborted.stderr
+    assert "v0.1.0 aborted" in aborted.stdout
+    assert repo.head.commit == before and not repo.tags
+    assert not repo.is_dirty(untracked_files=True)
+    assert "release v0.1.0 (last: no release yet" in invoke_in(repo, "release", "--dry-run").stderr
+
+    nothing = invoke_in(repo, "release.abort", "--yes")
+    assert nothing.returncode == 3
+    assert "no unfinished release to abort" in nothing.stderr

@@ -1,0 +1,169 @@
+"""What every task starts from: the task decorator, resolved settings, the environment.
+
+`task` wraps `invoke.task` so a `LorePinError` ends the program with its one-line
+message and exit code (the README's table), never a traceback. `bring_up` is the one way
+an environment is started, shared by `up` and `feature.up`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
+
+from lorepin_cms.exit_codes import ExitCode
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.plans import compose
+from lorepin_tasks.runtime import build_inputs, docker, git, http, lock
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.executor import Executor
+from lorepin_tasks.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_HELP = "environment name (see invoke.yaml; default: local)"
+DRY_HELP = "print the exact commands and change nothing"
+JSON_HELP = "print machine-readable JSON"
+YES_HELP = "do not ask for confirmation"
+
+
+def task(*args: Any, **kwargs: Any) -> Callable[[F], Task[F]]:
+    def decorate(body: F) -> Task[F]:
+        @functools.wraps(body)
+        def run(c: Context, *a: Any, **kw: Any) -> Any:
+            try:
+                return body(c, *a, **kw)
+            except LorePinError as exc:
+                raise Exit(f"error: {exc}", code=int(exc.exit_code)) from None
+            except KeyboardInterrupt:
+                raise Exit("interrupted", code=int(ExitCode.INTERRUPTED)) from None
+
+        return invoke_task(*args, **kwargs)(run)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def load_settings(c: Context) -> Settings:
+    """invoke.yaml's `lorepin:` tree, resolved once: the only place config is read."""
+    raw = c.config.get("lorepin", {})
+    return settings_mod.load(dict(raw) if raw else {})
+
+
+def executor(c: Context, dry_run: bool) -> Executor:
+    """The executor, dry when the task's --dry-run or Invoke's own --dry asks for it."""
+    return Executor(dry_run=dry_run or bool(c.config.run.dry))
+
+
+def open_env(
+    c: Context, env_name: str, *, dry_run: bool, settings: Settings | None = None
+) -> EnvContext:
+    settings = settings or load_settings(c)
+    return EnvContext(
+        settings=settings, env=settings.environment(env_name), run=executor(c, dry_run)
+    )
+
+
+@contextmanager
+def locked(ctx: EnvContext, action: str) -> Iterator[None]:
+    """One change at a time per environment (a dry run changes nothing: no lock)."""
+    if ctx.run.dry_run:
+        yield
+        return
+    with lock.held(
+        ctx.env.lock_file,
+        what=f"environment '{ctx.env.name}' ({ctx.env.project})",
+        who=git.who_am_i(ctx.run, ctx.settings.root),
+        action=action,
+    ):
+        yield
+
+
+def with_revision(ctx: EnvContext) -> EnvContext:
+    """The context with the checkout's revision: what builds stamp into images."""
+    return replace(ctx, revision=git.describe(ctx.run, ctx.settings.root))
+
+
+def require_base_image(settings: Settings) -> None:
+    if not settings.base_image:
+        raise ConfigError("no base image configured or recorded: run scripts/bootstrap.sh first")
+
+
+def build_stale(
+    ctx: EnvContext, model: docker.Model, *, only: list[str] | None = None, no_cache: bool = False
+) -> list[str]:
+    """Build the images whose inputs changed (all of `only`, when given); what was built.
+
+    The outcome is checked: every image must then exist and carry its new inputs label
+    (Compose 2.40 on engine 20.10 can exit 0 without building).
+    """
+    buildable = {n: s for n, s in model.services.items() if s.build and s.image}
+    names = [n for n in buildable if only is None or n in only]
+    base = ctx.settings.base_image or ""
+    refs = [str(buildable[n].image) for n in names]
+    found = docker.images(ctx.run, compose.docker(ctx.env), [*refs, base])
+    base_id = found[base].id if base in found else base
+    wanted = {n: build_inputs.digest(buildable[n].build or {}, base_id) for n in names}
+    stale = [
+        n
+        for n in names
+        if only is not None
+        or (image := found.get(str(buildable[n].image))) is None
+        or image.labels.get(compose.BUILD_INPUTS_LABEL) != wanted[n]
+    ]
+    if not stale:
+        ctx.run.say(f"==> {ctx.env.name}: images up to date ({', '.join(names)})")
+        return []
+    built = replace(ctx, build_inputs=wanted)
+    ctx.run.say(f"==> {ctx.env.name}: building {', '.join(stale)} (project {ctx.env.project})")
+    ctx.run.run(
+        compose.build(ctx.env, stale, no_cache=no_cache), env=built.variables, no_input=True
+    )
+    if ctx.run.dry_run:
+        return stale
+    after = docker.images(ctx.run, compose.docker(ctx.env), refs)
+    for n in stale:
+        image = after.get(str(buildable[n].image))
+        if image is None or image.labels.get(compose.BUILD_INPUTS_LABEL) != wanted[n]:
+            raise LorePinError(
+                f"building {n} did not produce {buildable[n].image}; see the build output above"
+            )
+    return stale
+
+
+def bring_up(ctx: EnvContext, started: float) -> tuple[EnvContext, list[docker.Container]]:
+    """Build what changed, start every service, migrate, wait until ready: the one way up.
+
+    Returns the context (with its build inputs) and the containers as they ended.
+    """
+    model = docker.model(ctx)
+    build_stale(ctx, model)
+    ctx.run.say(f"==> {ctx.env.name}: starting {', '.join(model.names())}")
+    result = ctx.run.run(
+        compose.up(ctx.env, wait_timeout=ctx.settings.wait_timeout),
+        env=ctx.variables,
+        check=False,
+        capture_stderr=True,
+        no_input=True,
+    )
+    if ctx.run.dry_run:
+        return ctx, []
+    found = docker.check_started(ctx, model)
+    if not result.ok:  # Compose said no although every container looks right
+        raise LorePinError(f"compose up failed: {ctx.run.redact(result.stderr.strip()[-300:])}")
+    url = docker.published_url(ctx, found)
+    http.wait_ready(
+        f"{url}/readyz",
+        timeout=max(1.0, ctx.settings.wait_timeout - (time.monotonic() - started)),
+        say=ctx.run.say,
+        hint=ctx.hint("logs", "--service", compose.HTTP_SERVICE),
+    )
+    return ctx, found

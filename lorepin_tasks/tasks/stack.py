@@ -1,0 +1,224 @@
+"""Run an environment's stack: `up`, `down`, `status`, `logs`, `build`.
+
+Config (invoke.yaml, `lorepin:`): `environments.<name>` gives each environment's kind,
+Compose project, files, ports and image tag; `wait_timeout` bounds every wait.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import compose
+from lorepin_tasks.runtime import docker, http, lock, secrets
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.settings import whole_number
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    ENV_HELP,
+    JSON_HELP,
+    YES_HELP,
+    bring_up,
+    build_stale,
+    locked,
+    open_env,
+    require_base_image,
+    task,
+    with_revision,
+)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "dry_run": DRY_HELP,
+        "service": "build only this service's image (repeatable)",
+        "no_cache": "rebuild every layer (a cold build)",
+    },
+    iterable=["service"],
+)
+def build(
+    c: Context,
+    env: str = "local",
+    service: list[str] | None = None,
+    no_cache: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Build the environment's images (cached layers are reused)."""
+    ctx = with_revision(open_env(c, env, dry_run=dry_run))
+    require_base_image(ctx.settings)
+    model = docker.model(ctx)
+    chosen = model.check(service or [], ctx.env.name)
+    imageless = [n for n in chosen if not model.services[n].build]
+    if imageless:
+        raise ConfigError(
+            f"service {', '.join(imageless)} of '{ctx.env.name}' builds no image of its own"
+        )
+    only = chosen or [n for n, s in model.services.items() if s.build]
+    built = build_stale(ctx, model, only=only, no_cache=no_cache)
+    if not ctx.run.dry_run:
+        print(f"built {', '.join(built)} for '{ctx.env.name}'")
+
+
+@task(help={"env": ENV_HELP, "dry_run": DRY_HELP})
+def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
+    """Build what changed, start the stack, migrate, wait until ready, print the URLs."""
+    started = time.monotonic()
+    ctx = open_env(c, env, dry_run=dry_run)
+    require_base_image(ctx.settings)
+    with locked(ctx, "up"):
+        docker.ensure_owned(ctx)
+        ctx = with_revision(ctx)
+        secrets.ensure(ctx)
+        ctx, found = bring_up(ctx, started)
+    if ctx.run.dry_run:
+        ctx.run.say("dry run: nothing was built or started")
+        return
+    url = docker.published_url(ctx, found)
+    _, version = http.get(f"{url}/version")
+    schema = version.get("schema_revision") if isinstance(version, dict) else None
+    took = time.monotonic() - started
+    print(f"LorePin CMS '{ctx.env.name}' is ready after {took:.1f} s, schema at {schema}")
+    print(f"  CMS:      {url}/")
+    print(f"  API:      {url}/api/pins")
+    print(f"  health:   {url}/healthz  ready: {url}/readyz  version: {url}/version")
+    db = next(
+        (c.published(compose.DB_PORT) for c in found if c.service == compose.DB_SERVICE), None
+    )
+    if db:
+        print(
+            f"  database: {db} (user lorepin, db lorepin; "
+            f"password in {ctx.env.secrets_dir / 'db_password'})"
+        )
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "dry_run": DRY_HELP,
+        "volumes": "also delete the environment's data volumes (asks first)",
+        "yes": YES_HELP,
+    }
+)
+def down(
+    c: Context, env: str = "local", volumes: bool = False, yes: bool = False, dry_run: bool = False
+) -> None:
+    """Stop and remove the stack's containers and network; data is kept unless --volumes."""
+    ctx = open_env(c, env, dry_run=dry_run)
+    with locked(ctx, "down"):
+        docker.ensure_owned(ctx, data=volumes)
+        if volumes and not ctx.run.dry_run:
+            found = [v.name for v in docker.volumes(ctx)]
+            if found:
+                confirm(
+                    f"Delete the data of environment '{ctx.env.name}' "
+                    f"(volumes: {', '.join(found)})?",
+                    yes=yes,
+                )
+        ctx.run.run(compose.down(ctx.env, volumes=volumes), env=ctx.variables, no_input=True)
+        docker.ensure_gone(ctx, volumes_too=volumes)
+    if not ctx.run.dry_run:
+        kept = "" if volumes else " (data volumes kept; --volumes deletes them)"
+        print(f"environment '{ctx.env.name}' is down{kept}")
+
+
+@task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "json": JSON_HELP})
+def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = False) -> None:
+    """Show the environment's services, their health, the running version and URLs."""
+    ctx = open_env(c, env, dry_run=dry_run)
+    if ctx.run.dry_run:
+        ctx.run.run(compose.project_containers(ctx.env), env=ctx.engine)
+        return
+    found = docker.services(ctx)
+    report = _report(ctx, found)
+    if json_:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"environment '{ctx.env.name}' (project {ctx.env.project})")
+    if report["changing"]:
+        print(f"  being changed by {report['changing']}")
+    if not found:
+        print("  not running")
+        return
+    print(f"  {'SERVICE':<10} {'STATE':<10} {'HEALTH':<10} IMAGE")
+    for s in report["services"]:
+        print(f"  {s['service']:<10} {s['state']:<10} {s['health']:<10} {s['image']}")
+    if not report["url"]:
+        print("  cms not running: no URL")
+        return
+    v = report["version"] or {}
+    print(f"  url: {report['url']}/   ready: {'yes' if report['ready'] else 'no'}")
+    if not v:
+        print("  version unknown: the CMS does not answer /version")
+        return
+    schema = v.get("schema_revision") or "unknown (database unreachable)"
+    print(
+        f"  version {v.get('version')} (git {v.get('git_revision')}), "
+        f"schema {schema} (expected {v.get('schema_expected')})"
+    )
+
+
+def _report(ctx: EnvContext, found: list[docker.Container]) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "env": ctx.env.name,
+        "project": ctx.env.project,
+        "changing": lock.holder_of(ctx.env.lock_file),
+        "services": [
+            {
+                "service": c.service,
+                "state": c.state,
+                "health": c.health or "-",
+                "image": c.image,
+                "exit_code": c.exit_code,
+            }
+            for c in sorted(found, key=lambda c: c.service)
+        ],
+        "url": None,
+        "version": None,
+        "ready": False,
+    }
+    if any(c.service == compose.HTTP_SERVICE and c.state == "running" for c in found):
+        report["url"] = docker.published_url(ctx, found)
+        code, body = http.get(f"{report['url']}/version")
+        report["version"] = body if code == 200 and isinstance(body, dict) else None
+        report["ready"] = http.get(f"{report['url']}/readyz")[0] == 200
+    return report
+
+
+@task(
+    help={
+        "service": "the service whose logs to show (default: all)",
+        "env": ENV_HELP,
+        "dry_run": DRY_HELP,
+        "follow": "keep streaming new lines",
+        "tail": "lines per service to show first (or 'all')",
+    },
+)
+def logs(
+    c: Context,
+    service: str = "",
+    env: str = "local",
+    follow: bool = False,
+    tail: str = "200",
+    dry_run: bool = False,
+) -> None:
+    """Show the logs of the environment's services (or one SERVICE): `invoke logs -s db`."""
+    if tail != "all":
+        tail = str(whole_number(tail, "--tail (a number or 'all')", low=0, high=10_000_000))
+    ctx = open_env(c, env, dry_run=dry_run)
+    chosen = docker.model(ctx).check([service] if service else [], ctx.env.name)
+    ctx.run.run(
+        compose.logs(ctx.env, chosen, follow=follow, tail=tail),
+        env=ctx.variables,
+        check=False,
+        quiet=True,
+    )
+
+
+ns = Collection("stack", build, up, down, status, logs)

@@ -1,0 +1,140 @@
+"""The invoke CLI as a user meets it: bad input is one line and exit 2, changes nothing;
+dry runs print the exact commands. Runs `invoke` as a subprocess; no stack is started."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import invoke, unique_project
+
+TASKS_WITH_ENV = [
+    "up",
+    "down",
+    "status",
+    "logs",
+    "build",
+    "db.migrate",
+    "db.downgrade",
+    "db.current",
+    "db.history",
+    "db.revision",
+    "db.sql",
+    "db.check",
+    "images.build",
+    "images.prune",
+    "release",
+]
+
+
+def one_line_error(proc: object, code: int = 2) -> str:
+    out, err, rc = proc.stdout, proc.stderr, proc.returncode  # type: ignore[attr-defined]
+    assert rc == code, (rc, out, err)
+    assert "Traceback" not in err + out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return str(lines[0])
+
+
+def test_unknown_environment_is_one_line_and_exit_2() -> None:
+    proc = invoke("up", "--env", "nope")
+    assert one_line_error(proc) == "error: unknown environment 'nope'; valid environments: local"
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("name", TASKS_WITH_ENV)
+def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
+    extra = {"db.downgrade": ["--to", "base"], "db.revision": ["-m", "x"]}.get(name, [])
+    proc = invoke(name, *extra, "--env", "../nope", "--dry-run")
+    assert one_line_error(proc).startswith("error: unknown environment '../nope'")
+    assert "+ " not in proc.stderr  # not one command ran
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["logs", "--tail", "many"], "error: --tail (a number or 'all') must be a whole number"),
+        (["db.downgrade"], "error: say which revision to go back to: --to REV"),
+        (["db.downgrade", "--to", ""], "error: say which revision to go back to: --to REV"),
+        (["db.downgrade", "--to", "0003;x"], "error: invalid revision '0003;x'"),
+        (["db.revision", "-m", ""], "error: a revision needs a message"),
+        (["db.revision", "-m", "   "], "error: a revision needs a message"),
+        (["db.history", "--limit", "x"], "error: --limit must be a whole number"),
+        (["db.sql", "--to", "9999"], "error: no SQL for 9999"),
+        (["images.prune", "--keep", "abc"], "error: --keep (the newest version always stays)"),
+        (["images.prune", "--keep", "0"], "error: --keep (the newest version always stays)"),
+        (
+            ["artifacts.download", "../../etc", "--registry", "127.0.0.1:5999"],
+            "error: invalid version '../../etc'",
+        ),
+        (
+            ["artifacts.download", "", "--registry", "127.0.0.1:5999"],
+            "error: invalid version ''",
+        ),
+        (
+            ["artifacts.download", "1.2.0+build.5", "--registry", "127.0.0.1:5999"],
+            "error: invalid version '1.2.0+build.5'",
+        ),
+        (
+            ["images.pull", "--registry", "127.0.0.1:5999", "--version", "latest"],
+            "error: invalid version 'latest'",
+        ),
+        (["images.push", "--registry", "http://x"], "error: invalid registry 'http://x'"),
+        (["build", "--service", "nosuch"], "error: unknown service 'nosuch' in 'local'"),
+        (["build", "--service", "migrate"], "error: service migrate of 'local' builds no image"),
+        (["logs", "--service", "nosuch"], "error: unknown service 'nosuch' in 'local'"),
+        (["feature.up", "--ttl", "forever"], "error: invalid ttl 'forever'"),
+        (["feature.up", "--branch", "bad..name"], "error: invalid branch name 'bad..name'"),
+        (["feature.prune", "--as-of", "someday"], "error: invalid --as-of 'someday'"),
+        (["release.status", "not-a-version"], "error: invalid version 'not-a-version'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    assert one_line_error(invoke(*args, "--dry-run")).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LOREPIN_HTTP_PORT", "abc", "error: LOREPIN_HTTP_PORT must be a whole number"),
+        ("LOREPIN_PROJECT", "Bad Name", "error: LOREPIN_PROJECT: invalid Compose project name"),
+    ],
+)
+def test_bad_overrides_are_one_line_and_exit_2(variable: str, value: str, message: str) -> None:
+    assert one_line_error(invoke("up", "--dry-run", env={variable: value})).startswith(message)
+
+
+def test_up_dry_run_prints_the_commands_and_starts_nothing(tmp_path: Path) -> None:
+    project = unique_project()
+    proc = invoke(
+        "up",
+        "--dry-run",
+        env={
+            "LOREPIN_PROJECT": project,
+            "LOREPIN_IMAGE_TAG": f"never-built-{project}",
+            "LOREPIN_SECRETS_DIR": f"{tmp_path}/secrets",
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    commands = [ln for ln in lines if ln.startswith("+ ")]
+    assert len(commands) == 2
+    assert f"docker compose --project-name {project} " in commands[0]
+    assert commands[0].endswith(" build cms db geocoder")
+    assert re.search(r"LOREPIN_BUILD_INPUTS_CMS=[0-9a-f]{32} ", commands[0])
+    assert commands[1].endswith(
+        "up --detach --wait --wait-timeout 180 --no-build --pull never --remove-orphans"
+    )
+    assert f"# would create random secret {tmp_path}/secrets/db_password" in lines
+    assert "dry run: nothing was built or started" in lines
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_list_shows_every_area() -> None:
+    proc = invoke("--list")
+    for name in ("up", "down", "status", "logs", "build", "db.migrate", "feature.logs"):
+        assert f"\n  {name} " in proc.stdout
+    for name in ("release.abort", "images.prune", "artifacts.download"):
+        assert f"\n  {name} " in proc.stdout
