@@ -179,7 +179,7 @@ def test_concurrent_runs_apply_once_and_the_log_shows_every_run(
 
     assert outcomes["first"][0] == 0, outcomes["first"][2]
     code, _, err = outcomes["impatient"]
-    assert code == 3
+    assert code == ExitCode.BUSY
     assert err.startswith("error: another migration holds the lock (pid ")
     assert "'lorepin-migrate first'" in err
     assert outcomes["patient"][0] == 0
@@ -217,10 +217,6 @@ def test_lock_timeouts_are_bounded_and_retried(database_url: str, tmp_path: Path
 
 # -- exit codes through the real command line ------------------------------------------
 
-CODES_FROM_THE_TABLE = pytest.mark.xfail(
-    strict=True, reason="the migrator's own 3/4 clash with the toolkit's exit-code table"
-)
-
 
 def cli(url: str, *args: str, migrations: Path | None = None) -> subprocess.CompletedProcess[str]:
     where = ["--migrations-dir", str(migrations)] if migrations else []
@@ -246,7 +242,6 @@ def test_a_complete_run_exits_ok(database_url: str) -> None:
     assert proc.stdout.splitlines()[-1] == "database at 0003"
 
 
-@CODES_FROM_THE_TABLE
 def test_targets_that_cannot_be_reached_are_bad_input(database_url: str) -> None:
     assert cli(database_url, "upgrade", "--to", "0003").returncode == ExitCode.OK
     assert_error(
@@ -275,7 +270,6 @@ def test_a_failing_revision_exits_failed(database_url: str, tmp_path: Path) -> N
     )
 
 
-@CODES_FROM_THE_TABLE
 def test_an_edited_applied_revision_exits_refused(database_url: str, tmp_path: Path) -> None:
     migrations = copy_migrations(tmp_path)
     assert cli(database_url, "upgrade", migrations=migrations).returncode == ExitCode.OK
@@ -287,7 +281,6 @@ def test_an_edited_applied_revision_exits_refused(database_url: str, tmp_path: P
     assert proc.stderr.rstrip().endswith("--accept-changed 0002")
 
 
-@CODES_FROM_THE_TABLE
 def test_a_held_lock_exits_busy(database_url: str) -> None:
     holder = create_engine(database_url)
     with holder.connect() as conn:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from lorepin_cms.migrator import MigrationError
+from lorepin_cms.exit_codes import ExitCode
+from lorepin_cms.migrator import BadInput, Refused
 from lorepin_cms.migrator.planning import (
     Changed,
     ChecksumReview,
@@ -59,7 +60,7 @@ def test_targets_resolve_to_revisions(name: str, revision: str | None) -> None:
 
 @pytest.mark.parametrize("name", ["nope", "0", "+1"])
 def test_an_unknown_target_is_refused(name: str) -> None:
-    with pytest.raises(MigrationError, match=f"^unknown revision '{re.escape(name)}'"):
+    with pytest.raises(BadInput, match=f"^unknown revision '{re.escape(name)}'"):
         resolve(SCRIPT, name)
 
 
@@ -85,7 +86,7 @@ def test_upgrade_plans_one_step_per_revision_oldest_first(
 @pytest.mark.parametrize(("current", "target"), [("0005", "0003"), ("0003", "base")])
 def test_an_upgrade_target_below_the_database_is_refused(current: str, target: str) -> None:
     with pytest.raises(
-        MigrationError,
+        BadInput,
         match=rf"^{target} is not ahead of the database \({current}\); use downgrade",
     ):
         upgrade(SCRIPT, current, resolve(SCRIPT, target))
@@ -110,7 +111,7 @@ def test_downgrade_plans_one_step_per_revision_newest_first(
 
 
 def test_a_downgrade_target_above_the_database_is_refused() -> None:
-    with pytest.raises(MigrationError, match=r"^0005 is not below the database's revision 0003$"):
+    with pytest.raises(BadInput, match=r"^0005 is not below the database's revision 0003$"):
         downgrade(SCRIPT, "0003", resolve(SCRIPT, "0005"))
 
 
@@ -123,7 +124,7 @@ def test_two_heads_are_refused_as_a_target_until_merged(tmp_path: Path) -> None:
     migrations = copy_migrations(tmp_path)
     add_revision(migrations, "0099", "pass", down_revision="0005")
     script = ScriptDirectory(str(migrations))
-    with pytest.raises(MigrationError, match=r"^the history has 2 heads \(.*\): merge them"):
+    with pytest.raises(Refused, match=r"^the history has 2 heads \(.*\): merge them"):
         resolve(script, "head")
     assert resolve(script, "0099") == Target(name="0099", revision="0099")
 
@@ -133,7 +134,7 @@ def test_stepping_down_through_a_merge_is_refused(tmp_path: Path) -> None:
     add_revision(migrations, "0098", "pass", down_revision="0005")
     add_revision(migrations, "0099", "pass", extra='down_revision = ("0006", "0098")  # a merge')
     script = ScriptDirectory(str(migrations))
-    with pytest.raises(MigrationError, match=r"^cannot step down through merge revision 0099"):
+    with pytest.raises(BadInput, match=r"^cannot step down through merge revision 0099"):
         downgrade(script, "0099", resolve(script, "0005"))
 
 
@@ -164,3 +165,7 @@ def test_an_unchanged_history_needs_nothing() -> None:
 def test_a_change_describes_both_checksums_shortly() -> None:
     changed = Changed(file=file("0003", "c" * 64), recorded="b" * 64)
     assert changed.describe() == f"sha256 {'b' * 12} -> {'c' * 12}"
+
+
+def test_errors_carry_their_exit_codes() -> None:
+    assert (BadInput.exit_code, Refused.exit_code) == (ExitCode.BAD_INPUT, ExitCode.REFUSED)

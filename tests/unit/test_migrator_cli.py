@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from lorepin_cms.exit_codes import ExitCode
 
 # Nothing listens on port 1 of the loopback: connecting fails at once.
@@ -33,9 +31,6 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the migrator's own 3/4 clash with the toolkit's exit-code table"
-)
 def test_an_unknown_revision_is_bad_input_before_connecting() -> None:
     proc = cli("upgrade", "--to", "nope")
     assert proc.returncode == ExitCode.BAD_INPUT

@@ -16,15 +16,23 @@ Modules: `planning` (pure: what a run will do), `ledger` (the `lorepin_ops` reco
 `runner` (lock, transactions, retries), `errors`, and the command line in `__main__`.
 """
 
-from lorepin_cms.migrator.errors import ChecksumMismatch, LockBusy, MigrationError
+from lorepin_cms.migrator.errors import (
+    BadInput,
+    ChecksumMismatch,
+    LockBusy,
+    MigrationError,
+    Refused,
+)
 from lorepin_cms.migrator.runner import Migrator, Options, alembic_config, default_who
 
 __all__ = [
+    "BadInput",
     "ChecksumMismatch",
     "LockBusy",
     "MigrationError",
     "Migrator",
     "Options",
+    "Refused",
     "alembic_config",
     "default_who",
 ]

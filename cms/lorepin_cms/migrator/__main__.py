@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from lorepin_cms.config import ROOT, database_url
+from lorepin_cms.exit_codes import ExitCode
 from lorepin_cms.migrator.errors import MigrationError
 from lorepin_cms.migrator.runner import Migrator, Options, default_who, one_line
 
@@ -68,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except DBAPIError as exc:
         print(f"error: database unreachable or failing: {one_line(exc)}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     finally:
         migrator.engine.dispose()
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

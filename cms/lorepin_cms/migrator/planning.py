@@ -14,7 +14,7 @@ from typing import Literal
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 
-from lorepin_cms.migrator.errors import MigrationError
+from lorepin_cms.migrator.errors import BadInput, Refused
 
 Direction = Literal["upgrade", "downgrade"]
 
@@ -60,7 +60,7 @@ def resolve(script: ScriptDirectory, name: str) -> Target:
     """The revision a target names; refuses ambiguous heads and unknown revisions."""
     heads = script.get_heads()
     if name == "head" and len(heads) > 1:
-        raise MigrationError(
+        raise Refused(
             f"the history has {len(heads)} heads ({', '.join(heads)}): "
             "merge them with `alembic merge`"
         )
@@ -69,9 +69,9 @@ def resolve(script: ScriptDirectory, name: str) -> Target:
     try:
         revision = script.get_revision(name)
     except Exception as exc:  # alembic raises several types for unknown/ambiguous ids
-        raise MigrationError(f"unknown revision {name!r}: {exc}") from None
+        raise BadInput(f"unknown revision {name!r}: {exc}") from None
     if revision is None:
-        raise MigrationError(f"unknown revision {name!r}")
+        raise BadInput(f"unknown revision {name!r}")
     return Target(name=name, revision=revision.revision)
 
 
@@ -86,7 +86,7 @@ def upgrade(script: ScriptDirectory, current: str | None, target: Target) -> Pla
         try:
             scripts = list(script.iterate_revisions(target.revision or "base", current))
         except RevisionError:
-            raise MigrationError(
+            raise BadInput(
                 f"{target.name} is not ahead of the database ({current}); use downgrade to go back"
             ) from None
         before = current
@@ -108,13 +108,16 @@ def downgrade(script: ScriptDirectory, current: str | None, target: Target) -> P
     if current is not None:
         wanted = target.revision
         if wanted is not None and wanted not in applied(script, current):
-            raise MigrationError(f"{wanted} is not below the database's revision {current}")
+            raise BadInput(f"{wanted} is not below the database's revision {current}")
         for found in script.iterate_revisions(current, wanted or "base"):
             if found.revision == wanted:
                 break
             down = found.down_revision
             if not (down is None or isinstance(down, str)):
-                raise MigrationError(f"cannot step down through merge revision {found.revision}")
+                raise BadInput(
+                    f"cannot step down through merge revision {found.revision}: "
+                    "choose a target above it"
+                )
             steps.append(
                 Step(
                     direction="downgrade",

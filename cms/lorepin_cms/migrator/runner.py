@@ -106,7 +106,7 @@ class Migrator:
                     self._try_log_busy(conn, holder)
                     raise LockBusy(
                         f"another migration holds the lock ({holder}); "
-                        f"gave up after {self.options.lock_wait:.0f} s"
+                        f"gave up after {self.options.lock_wait:.0f} s: try again when it is done"
                     )
                 if not reported:
                     self.say(f"waiting for the migration lock held by {holder}")
