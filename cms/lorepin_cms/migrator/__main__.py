@@ -1,4 +1,8 @@
-"""The migrator's command line: `python -m lorepin_cms.migrator [options] ACTION`."""
+"""The migrator's command line: `python -m lorepin_cms.migrator [options] ACTION`.
+
+Every outcome is an exit code from lorepin_cms.exit_codes; every failure is one line on
+stderr starting `error: ` (the toolkit shows that line as the cause), never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,25 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from sqlalchemy.exc import DBAPIError
+from alembic.util import CommandError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from lorepin_cms.config import ROOT, database_url
+from lorepin_cms.config import ROOT, ConfigError, database_url
 from lorepin_cms.exit_codes import ExitCode
-from lorepin_cms.migrator.errors import MigrationError
+from lorepin_cms.migrator.errors import BadInput, MigrationError
 from lorepin_cms.migrator.runner import Migrator, Options, default_who, one_line
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One `error:` line and BAD_INPUT like every other refusal, not argparse's usage block.
+        raise BadInput(f"{message} (see --help)")
+
+
+def parser() -> Parser:
+    parser = Parser(
         prog="python -m lorepin_cms.migrator",
         description="Applies the CMS's Alembic migrations so they cannot hurt a live database.",
     )
@@ -41,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def open_migrator(args: argparse.Namespace) -> Migrator:
+    """The migrator the arguments and the environment describe, or BadInput."""
     options = Options(
         who=args.who or default_who(),
         lock_wait=args.lock_wait,
@@ -51,7 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         retries=args.retries,
         accept_changed=tuple(getattr(args, "accept_changed", ())),
     )
-    migrator = Migrator(database_url(), options, migrations_dir=args.migrations_dir)
+    try:
+        return Migrator(database_url(), options, migrations_dir=args.migrations_dir)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    except ArgumentError as exc:  # e.g. a driver that is not installed
+        raise BadInput(f"DATABASE_URL: {one_line(exc)}") from None
+    except CommandError as exc:
+        raise BadInput(f"--migrations-dir {args.migrations_dir}: {one_line(exc)}") from None
+
+
+def run(argv: Sequence[str] | None) -> None:
+    args = parser().parse_args(argv)
+    migrator = open_migrator(args)
     try:
         if args.action == "upgrade":
             migrator.upgrade(args.to)
@@ -64,15 +88,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"current": current, "heads": heads, "at_head": current in heads}))
         else:
             print(json.dumps(migrator.history(args.limit)))
-    except MigrationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except DBAPIError as exc:
-        print(f"error: database unreachable or failing: {one_line(exc)}", file=sys.stderr)
-        return ExitCode.FAILED
     finally:
         migrator.engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        run(argv)
+    except MigrationError as exc:
+        return fail(str(exc), exc.exit_code)
+    except DBAPIError as exc:
+        return fail(f"database unreachable or failing: {one_line(exc)}", ExitCode.FAILED)
+    except KeyboardInterrupt:
+        return fail(
+            "interrupted; a revision in progress was rolled back: check with `current`",
+            ExitCode.INTERRUPTED,
+        )
+    except Exception as exc:  # a bug of ours: still one line, so the toolkit can show it
+        return fail(f"unexpected {type(exc).__name__}: {one_line(exc)}", ExitCode.FAILED)
     return ExitCode.OK
+
+
+def fail(message: str, code: ExitCode) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":
