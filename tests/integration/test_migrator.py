@@ -291,3 +291,17 @@ def test_a_held_lock_exits_busy(database_url: str) -> None:
     holder.dispose()
     assert proc.returncode == ExitCode.BUSY, proc.stderr
     assert proc.stderr.startswith("error: another migration holds the lock (pid ")
+
+
+@pytest.mark.xfail(strict=True, reason="an unknown database revision is an unexpected error")
+def test_a_database_ahead_of_the_code_is_refused(database_url: str, tmp_path: Path) -> None:
+    assert cli(database_url, "upgrade").returncode == ExitCode.OK
+    older = copy_migrations(tmp_path)  # the code of the release before HEAD's
+    next((older / "versions").glob(f"{HEAD}_*.py")).unlink()
+    for action in (["upgrade"], ["downgrade", "--to", "0001"]):
+        assert_error(
+            cli(database_url, *action, migrations=older),
+            ExitCode.REFUSED,
+            f"the database is at revision {HEAD}, which these migrations do not have: "
+            "migrate with the release that has it",
+        )
