@@ -120,6 +120,15 @@ def test_applied_revisions_are_listed_newest_first() -> None:
     assert applied(SCRIPT, None) == []
 
 
+def test_a_database_revision_the_code_does_not_have_is_refused() -> None:
+    with pytest.raises(Refused, match=r"^the database is at revision 0099, which these"):
+        applied(SCRIPT, "0099")
+    with pytest.raises(Refused, match=r"^the database is at revision 0099, which these"):
+        downgrade(SCRIPT, "0099", resolve(SCRIPT, "0003"))
+    with pytest.raises(Refused, match=r"^the database is at revision 0099, which these"):
+        upgrade(SCRIPT, "0099", resolve(SCRIPT, "head"))
+
+
 def test_two_heads_are_refused_as_a_target_until_merged(tmp_path: Path) -> None:
     migrations = copy_migrations(tmp_path)
     add_revision(migrations, "0099", "pass", down_revision="0005")

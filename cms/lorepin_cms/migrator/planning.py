@@ -82,6 +82,7 @@ def title(script: ScriptDirectory, revision: str) -> str:
 
 def upgrade(script: ScriptDirectory, current: str | None, target: Target) -> Plan:
     steps: list[Step] = []
+    applied_scripts(script, current)  # refuses a database revision these files do not have
     if target.revision != current:
         try:
             scripts = list(script.iterate_revisions(target.revision or "base", current))
@@ -139,7 +140,13 @@ def applied_scripts(script: ScriptDirectory, current: str | None) -> list[Script
     """The revisions a database at `current` has applied, newest first."""
     if current is None:
         return []
-    return list(script.iterate_revisions(current, "base"))
+    try:
+        return list(script.iterate_revisions(current, "base"))
+    except RevisionError:  # typically: the code was rolled back under a newer schema
+        raise Refused(
+            f"the database is at revision {current}, which these migrations do not have: "
+            "migrate with the release that has it"
+        ) from None
 
 
 def applied(script: ScriptDirectory, current: str | None) -> list[str]:
