@@ -304,3 +304,26 @@ def test_a_database_ahead_of_the_code_is_refused(database_url: str, tmp_path: Pa
             f"the database is at revision {HEAD}, which these migrations do not have: "
             "migrate with the release that has it",
         )
+
+
+# -- who holds the lock ------------------------------------------------------------------
+
+LOCK = text("SELECT pg_advisory_lock(:a, :b)")
+LOCK_ARGS = dict(zip("ab", LOCK_KEY, strict=True))
+
+
+@pytest.mark.xfail(strict=True, reason="pg_locks is searched in every database of the server")
+def test_the_holder_is_looked_up_in_this_database_only(
+    database_url: str, postgres_server: str
+) -> None:
+    # The same advisory key in another database of the server is another lock.
+    decoy = create_engine(postgres_server, connect_args={"application_name": "decoy"})
+    holder = create_engine(database_url, connect_args={"application_name": "the holder"})
+    with decoy.connect() as other_db, holder.connect() as this_db:
+        other_db.execute(LOCK, LOCK_ARGS)
+        this_db.execute(LOCK, LOCK_ARGS)
+        proc = cli(database_url, "--lock-wait", "0", "upgrade")
+    decoy.dispose()
+    holder.dispose()
+    assert proc.returncode == ExitCode.BUSY
+    assert "'the holder'" in proc.stderr, proc.stderr
