@@ -312,7 +312,6 @@ LOCK = text("SELECT pg_advisory_lock(:a, :b)")
 LOCK_ARGS = dict(zip("ab", LOCK_KEY, strict=True))
 
 
-@pytest.mark.xfail(strict=True, reason="pg_locks is searched in every database of the server")
 def test_the_holder_is_looked_up_in_this_database_only(
     database_url: str, postgres_server: str
 ) -> None:

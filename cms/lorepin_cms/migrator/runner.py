@@ -126,7 +126,9 @@ class Migrator:
             text(
                 "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
                 "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                "AND l.classid = :a AND l.objid = :b AND l.granted LIMIT 1"
+                # An advisory lock is per database: the same key elsewhere is another lock.
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.classid = :a AND l.objid = :b AND l.objsubid = 2 AND l.granted LIMIT 1"
             ),
             dict(zip("ab", LOCK_KEY, strict=True)),
         ).first()
