@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -326,3 +327,34 @@ def test_the_holder_is_looked_up_in_this_database_only(
     holder.dispose()
     assert proc.returncode == ExitCode.BUSY
     assert "'the holder'" in proc.stderr, proc.stderr
+
+
+# Longer than the 63 bytes PostgreSQL keeps of application_name; the end tells if it is cut.
+LONG_WHO = ("ana.long.name@example.com on some-host " * 4)[:117] + "END"
+SINCE = r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4}"
+
+
+@pytest.mark.xfail(strict=True, reason="the holder is named by its application_name, cut at 63")
+def test_a_waiting_run_names_the_holder_in_full(database_url: str) -> None:
+    assert len(LONG_WHO) == 120
+    holder = migrator(database_url, who=LONG_WHO)
+    with holder.locked():
+        proc = cli(database_url, "--lock-wait", "1", "upgrade")
+    holder.engine.dispose()
+    named = rf"pid \d+, '{re.escape(LONG_WHO)}', {SINCE}"
+    assert proc.returncode == ExitCode.BUSY, proc.stderr
+    assert re.fullmatch(f"waiting for the migration lock held by {named}", proc.stdout.strip())
+    assert re.match(rf"error: another migration holds the lock \({named}\); gave up", proc.stderr)
+
+
+def test_without_a_holder_record_the_connection_names_the_holder(database_url: str) -> None:
+    # A session that is not the migrator (or one that has not written its record yet).
+    holder = create_engine(database_url, connect_args={"application_name": "psql of ops"})
+    with holder.connect() as conn:
+        conn.execute(LOCK, LOCK_ARGS)
+        proc = cli(database_url, "--lock-wait", "0", "upgrade")
+    holder.dispose()
+    assert proc.returncode == ExitCode.BUSY
+    assert re.match(
+        rf"error: another migration holds the lock \(pid \d+, 'psql of ops', {SINCE}\)", proc.stderr
+    )
