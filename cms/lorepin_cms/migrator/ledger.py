@@ -2,7 +2,9 @@
 
 - `migration_log`: every run (who, when, from, to, outcome, duration, detail), including
   refused and lock-busy ones;
-- `migration_checksums`: the sha256 of every applied revision's file.
+- `migration_checksums`: the sha256 of every applied revision's file;
+- `migration_lock_holder`: who holds the migration lock, in full, for the runs that wait
+  (the session's application_name would do, but PostgreSQL keeps only 63 bytes of it).
 
 The tables are created (if missing) by the run that holds the migration lock, so two
 runs never race to create them.
@@ -11,6 +13,8 @@ runs never race to create them.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,18 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.migration_checksums (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     recorded_by text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.migration_lock_holder (
+    pid integer PRIMARY KEY,
+    who text NOT NULL,
+    since timestamptz NOT NULL DEFAULT now()
+);
 """
+
+
+@dataclass(frozen=True, kw_only=True)
+class Holder:
+    who: str
+    since: datetime
 
 
 def revision_file(script: Script) -> RevisionFile:
@@ -108,11 +123,46 @@ class Ledger:
             {"r": file.revision, "f": file.filename, "s": file.sha256, "w": self.who},
         )
 
+    def claim_lock(self) -> None:
+        """Record this session as the holder; only while it holds the migration lock."""
+        # Any row left is stale (a holder killed before its clean-up): this session holds it.
+        self.conn.execute(text(f"DELETE FROM {OPS_SCHEMA}.migration_lock_holder"))
+        self.conn.execute(
+            text(
+                f"INSERT INTO {OPS_SCHEMA}.migration_lock_holder (pid, who) "
+                "VALUES (pg_backend_pid(), :who)"
+            ),
+            {"who": self.who},
+        )
+
+    def release_lock(self) -> None:
+        self.conn.execute(
+            text(f"DELETE FROM {OPS_SCHEMA}.migration_lock_holder WHERE pid = pg_backend_pid()")
+        )
+
     def forget_checksum(self, revision: str) -> None:
         self.conn.execute(
             text(f"DELETE FROM {OPS_SCHEMA}.migration_checksums WHERE revision = :r"),
             {"r": revision},
         )
+
+
+def lock_holder(conn: Connection, pid: int, connected_at: datetime) -> Holder | None:
+    """The record of session `pid`, if it wrote one; none before the first run."""
+    exists = conn.execute(
+        text("SELECT to_regclass(:t)"), {"t": f"{OPS_SCHEMA}.migration_lock_holder"}
+    ).scalar()
+    if not exists:
+        return None
+    row = conn.execute(
+        text(
+            f"SELECT who, since FROM {OPS_SCHEMA}.migration_lock_holder "
+            # A row older than the session is a stale one of a reused pid.
+            "WHERE pid = :pid AND since >= :connected_at"
+        ),
+        {"pid": pid, "connected_at": connected_at},
+    ).first()
+    return Holder(who=row.who, since=row.since) if row else None
 
 
 def history(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:

@@ -112,10 +112,14 @@ class Migrator:
                     self.say(f"waiting for the migration lock held by {holder}")
                     reported = True
                 time.sleep(0.5)
+            records = Ledger(conn, self.options.who)
             try:
-                Ledger(conn, self.options.who).create()
+                records.create()
+                records.claim_lock()
                 yield conn
             finally:
+                with suppress(DBAPIError):  # a broken connection has lost the lock anyway
+                    records.release_lock()
                 conn.execute(
                     text("SELECT pg_advisory_unlock(:a, :b)"),
                     dict(zip("ab", LOCK_KEY, strict=True)),
@@ -134,8 +138,13 @@ class Migrator:
         ).first()
         if row is None:
             return "unknown holder"
-        since = f"{row.backend_start:%Y-%m-%d %H:%M:%S%z}"
-        return f"pid {row.pid}, '{row.application_name}', since {since}"
+        # Until the holder has written its record (or when it is not a migrator), the
+        # session's application_name names it, cut at 63 bytes.
+        record = ledger.lock_holder(conn, row.pid, row.backend_start)
+        who, since = (
+            (record.who, record.since) if record else (row.application_name, row.backend_start)
+        )
+        return f"pid {row.pid}, '{who}', since {since:%Y-%m-%d %H:%M:%S%z}"
 
     def _try_log_busy(self, conn: Connection, holder: str) -> None:
         # On a brand-new database the holder may still be creating the log table.
