@@ -82,7 +82,6 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-@pytest.mark.xfail(strict=True, reason="env.py accepts only a Connection today")
 def test_env_runs_on_an_engine_passed_in_attributes(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,3 +109,10 @@ def test_env_runs_on_a_connection_passed_in_attributes(
         conn.commit()  # the caller's connection: the caller ends its transaction
     assert current_revision(engine) == "0003"
     engine.dispose()
+
+
+def test_env_refuses_anything_else_in_attributes() -> None:
+    cfg = alembic_config(ROOT / "migrations")
+    cfg.attributes["connection"] = "postgresql://somewhere"
+    with pytest.raises(TypeError, match="must be a SQLAlchemy Connection or Engine, not str"):
+        command.upgrade(cfg, "head")
