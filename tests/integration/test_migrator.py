@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import os
 import re
+import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from lorepin_cms.app import create_app
@@ -29,6 +31,17 @@ from tests.conftest import BEFORE_HEAD, HEAD, REVISION_COUNT
 from tests.integration.migration_helpers import add_revision, copy_migrations
 
 pytestmark = pytest.mark.docker
+
+LOCK = text("SELECT pg_advisory_lock(:a, :b)")
+LOCK_ARGS = dict(zip("ab", LOCK_KEY, strict=True))
+# Longer than the 63 bytes PostgreSQL keeps of application_name; the end tells if it is cut.
+LONG_WHO = ("ana.long.name@example.com on some-host " * 4)[:117] + "END"
+SINCE = r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4}"
+# A lock the concurrency test holds and revision 0099 waits for: the test decides when
+# the first run may finish, instead of guessing how long it takes.
+GATE = (0x4C50, 0x5445)  # "LP", "TE"
+GATE_ARGS = dict(zip("ab", GATE, strict=True))
+DEADLINE = 60.0
 
 
 def migrator(url: str, migrations: Path | None = None, **options: object) -> Migrator:
@@ -143,19 +156,11 @@ def test_editing_an_applied_revision_is_refused_unless_accepted(
     assert migrator(database_url, migrations).upgrade() == HEAD  # the new checksum holds
 
 
-def run_cli(url: str, migrations: Path, who: str, lock_wait: float) -> subprocess.Popen[str]:
+def run_cli(url: str, migrations: Path, who: str, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "lorepin_cms.migrator",
-            "--who",
-            who,
-            "--lock-wait",
-            str(lock_wait),
-            "--migrations-dir",
-            str(migrations),
-            "upgrade",
+            *(sys.executable, "-m", "lorepin_cms.migrator", "--who", who, *options),
+            *("--migrations-dir", str(migrations), "upgrade"),
         ],
         env={**os.environ, "DATABASE_URL": url},
         stdout=subprocess.PIPE,
@@ -164,32 +169,99 @@ def run_cli(url: str, migrations: Path, who: str, lock_wait: float) -> subproces
     )
 
 
+def wait_until(what: str, done: Callable[[], bool], *running: subprocess.Popen[str]) -> None:
+    """Poll `done` until it holds; fail at the deadline, or as soon as a run has ended."""
+    deadline = time.monotonic() + DEADLINE
+    while not done():
+        for proc in running:
+            if proc.poll() is not None:
+                pytest.fail(f"{what}: a run ended first: {proc.communicate()}", pytrace=False)
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {DEADLINE:.0f} s", pytrace=False)
+        time.sleep(0.05)  # a polling interval, not a guess at how long anything takes
+
+
+def first_line(proc: subprocess.Popen[str]) -> str:
+    """The run's first line of output, within the deadline."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=DEADLINE):
+            pytest.fail(f"no output within {DEADLINE:.0f} s", pytrace=False)
+    return proc.stdout.readline()  # a whole line: the migrator flushes after each
+
+
+def inside_the_gate(conn: Connection, who: str) -> bool:
+    """`who` holds the migration lock (its record says so) and 0099 waits at the gate."""
+    waiting = conn.execute(
+        text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = :a AND objid = :b AND objsubid = 2"
+        ),
+        GATE_ARGS,
+    ).scalar()
+    if not waiting:
+        return False
+    holders = conn.execute(
+        text(
+            "SELECT h.who FROM lorepin_ops.migration_lock_holder h "
+            "JOIN pg_locks l ON l.pid = h.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = :a AND l.objid = :b AND l.objsubid = 2"
+        ),
+        LOCK_ARGS,
+    ).scalars()
+    return list(holders) == [who]
+
+
 def test_concurrent_runs_apply_once_and_the_log_shows_every_run(
     database_url: str, tmp_path: Path
 ) -> None:
     migrations = copy_migrations(tmp_path)
-    add_revision(migrations, "0099", 'op.execute("SELECT pg_sleep(4)")')
-    first = run_cli(database_url, migrations, "first", 60)
-    time.sleep(1.5)  # first holds the lock, sleeping inside 0099
-    impatient = run_cli(database_url, migrations, "impatient", 1)
-    patient = run_cli(database_url, migrations, "patient", 60)
-    outcomes = {
-        name: (p.wait(60), *p.communicate())
-        for name, p in (("first", first), ("impatient", impatient), ("patient", patient))
-    }
+    add_revision(migrations, "0099", f'op.execute("SELECT pg_advisory_xact_lock{GATE}")')
+    observer = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    runs: list[subprocess.Popen[str]] = []
+    try:
+        with observer.connect() as conn:
+            conn.execute(LOCK, GATE_ARGS)
+            # Its lock timeout outlasts the gate: it must wait there, not give up.
+            first = run_cli(database_url, migrations, LONG_WHO, "--lock-timeout", "5min")
+            runs.append(first)
+            wait_until(
+                "the first run holds the lock inside 0099",
+                lambda: inside_the_gate(conn, LONG_WHO),
+                first,
+            )
+            impatient = run_cli(database_url, migrations, "impatient", "--lock-wait", "0")
+            runs.append(impatient)
+            _, impatient_err = impatient.communicate(timeout=DEADLINE)
+            patient = run_cli(database_url, migrations, "patient", "--lock-wait", str(DEADLINE))
+            runs.append(patient)
+            waiting = first_line(patient)
+            conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), GATE_ARGS)
+        _, first_err = first.communicate(timeout=DEADLINE)
+        patient_out, patient_err = patient.communicate(timeout=DEADLINE)
+    finally:
+        observer.dispose()
+        for run in runs:  # only after a failure above is any still running
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
 
-    assert outcomes["first"][0] == 0, outcomes["first"][2]
-    code, _, err = outcomes["impatient"]
-    assert code == ExitCode.BUSY
-    assert err.startswith("error: another migration holds the lock (pid ")
-    assert "'first'" in err
-    assert outcomes["patient"][0] == 0
-    assert "waiting for the migration lock held by pid" in outcomes["patient"][1]
-    assert "nothing to do" in outcomes["patient"][1]
+    assert first.returncode == ExitCode.OK, first_err
+    named = rf"pid \d+, '{re.escape(LONG_WHO)}', {SINCE}"
+    assert impatient.returncode == ExitCode.BUSY, impatient_err
+    assert re.fullmatch(
+        rf"error: another migration holds the lock \({named}\); gave up .*\n", impatient_err
+    )
+    assert patient.returncode == ExitCode.OK, patient_err
+    assert re.fullmatch(rf"waiting for the migration lock held by {named}\n", waiting)
+    assert patient_out.splitlines()[-1] == "database already at 0099; nothing to do"
 
     rows = log_rows(database_url)
     applied = [r for r in rows if r[4] == "ok"]
-    assert {r[0] for r in applied} == {"first"} and len(applied) == REVISION_COUNT + 1
+    assert {r[0] for r in applied} == {LONG_WHO} and len(applied) == REVISION_COUNT + 1
     assert ("impatient", "upgrade", None, None, "lock-busy") in rows
     assert ("patient", "upgrade", "0099", "0099", "nothing-to-do") in rows
 
@@ -309,9 +381,6 @@ def test_a_database_ahead_of_the_code_is_refused(database_url: str, tmp_path: Pa
 
 # -- who holds the lock ------------------------------------------------------------------
 
-LOCK = text("SELECT pg_advisory_lock(:a, :b)")
-LOCK_ARGS = dict(zip("ab", LOCK_KEY, strict=True))
-
 
 def test_the_holder_is_looked_up_in_this_database_only(
     database_url: str, postgres_server: str
@@ -327,11 +396,6 @@ def test_the_holder_is_looked_up_in_this_database_only(
     holder.dispose()
     assert proc.returncode == ExitCode.BUSY
     assert "'the holder'" in proc.stderr, proc.stderr
-
-
-# Longer than the 63 bytes PostgreSQL keeps of application_name; the end tells if it is cut.
-LONG_WHO = ("ana.long.name@example.com on some-host " * 4)[:117] + "END"
-SINCE = r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4}"
 
 
 def test_a_waiting_run_names_the_holder_in_full(database_url: str) -> None:
