@@ -26,14 +26,13 @@ from lorepin_cms.migrator import (
     Migrator,
     Options,
 )
-from lorepin_cms.migrator.runner import LOCK_KEY
+from lorepin_cms.migrator.runner import LOCK_ARGS
 from tests.conftest import BEFORE_HEAD, HEAD, REVISION_COUNT
 from tests.integration.migration_helpers import add_revision, copy_migrations
 
 pytestmark = pytest.mark.docker
 
 LOCK = text("SELECT pg_advisory_lock(:a, :b)")
-LOCK_ARGS = dict(zip("ab", LOCK_KEY, strict=True))
 # Longer than the 63 bytes PostgreSQL keeps of application_name; the end tells if it is cut.
 LONG_WHO = ("ana.long.name@example.com on some-host " * 4)[:117] + "END"
 SINCE = r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4}"
@@ -357,9 +356,7 @@ def test_an_edited_applied_revision_exits_refused(database_url: str, tmp_path: P
 def test_a_held_lock_exits_busy(database_url: str) -> None:
     holder = create_engine(database_url)
     with holder.connect() as conn:
-        conn.execute(
-            text("SELECT pg_advisory_lock(:a, :b)"), dict(zip("ab", LOCK_KEY, strict=True))
-        )
+        conn.execute(LOCK, LOCK_ARGS)
         proc = cli(database_url, "--lock-wait", "0", "upgrade")
     holder.dispose()
     assert proc.returncode == ExitCode.BUSY, proc.stderr

@@ -28,6 +28,7 @@ from lorepin_cms.migrator.ledger import Ledger
 from lorepin_cms.migrator.planning import Direction, Step
 
 LOCK_KEY = (0x4C50, 0x4D49)  # "LP", "MI": the migration lock of this database
+LOCK_ARGS = dict(zip("ab", LOCK_KEY, strict=True))
 LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -98,9 +99,7 @@ class Migrator:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             started = time.monotonic()
             reported = False
-            while not conn.execute(
-                text("SELECT pg_try_advisory_lock(:a, :b)"), dict(zip("ab", LOCK_KEY, strict=True))
-            ).scalar():
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), LOCK_ARGS).scalar():
                 holder = self.lock_holder(conn)
                 if time.monotonic() - started >= self.options.lock_wait:
                     self._try_log_busy(conn, holder)
@@ -120,10 +119,7 @@ class Migrator:
             finally:
                 with suppress(DBAPIError):  # a broken connection has lost the lock anyway
                     records.release_lock()
-                conn.execute(
-                    text("SELECT pg_advisory_unlock(:a, :b)"),
-                    dict(zip("ab", LOCK_KEY, strict=True)),
-                )
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), LOCK_ARGS)
 
     def lock_holder(self, conn: Connection) -> str:
         row = conn.execute(
@@ -134,7 +130,7 @@ class Migrator:
                 "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                 "AND l.classid = :a AND l.objid = :b AND l.objsubid = 2 AND l.granted LIMIT 1"
             ),
-            dict(zip("ab", LOCK_KEY, strict=True)),
+            LOCK_ARGS,
         ).first()
         if row is None:
             return "unknown holder"
