@@ -429,3 +429,24 @@ def test_without_a_holder_record_the_connection_names_the_holder(database_url: s
     assert re.match(
         rf"error: another migration holds the lock \(pid \d+, 'psql of ops', {SINCE}\)", proc.stderr
     )
+
+
+@pytest.mark.xfail(strict=True, reason="lock-busy and refused runs are always logged as upgrades")
+def test_a_busy_or_refused_downgrade_is_logged_as_a_downgrade(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrations = copy_migrations(tmp_path)
+    assert cli(database_url, "upgrade", migrations=migrations).returncode == ExitCode.OK
+    holder = create_engine(database_url)
+    with holder.connect() as conn:
+        conn.execute(LOCK, LOCK_ARGS)
+        busy = cli(database_url, "--lock-wait", "0", "downgrade", "--to", "0001")
+    holder.dispose()
+    edited = next((migrations / "versions").glob("0002_*.py"))
+    edited.write_text(edited.read_text() + "\n# edited after release\n")
+    refused = cli(database_url, "downgrade", "--to", "0001", migrations=migrations)
+    assert (busy.returncode, refused.returncode) == (ExitCode.BUSY, ExitCode.REFUSED)
+    assert [r[1:] for r in log_rows(database_url)[-2:]] == [
+        ("downgrade", None, None, "lock-busy"),
+        ("downgrade", HEAD, None, "refused"),
+    ]
