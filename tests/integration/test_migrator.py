@@ -431,7 +431,6 @@ def test_without_a_holder_record_the_connection_names_the_holder(database_url: s
     )
 
 
-@pytest.mark.xfail(strict=True, reason="lock-busy and refused runs are always logged as upgrades")
 def test_a_busy_or_refused_downgrade_is_logged_as_a_downgrade(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -94,15 +94,16 @@ class Migrator:
     # -- the lock --------------------------------------------------------------------
 
     @contextmanager
-    def locked(self) -> Iterator[Connection]:
-        """Hold the migration lock on a dedicated autocommit connection."""
+    def locked(self, action: Direction = "upgrade") -> Iterator[Connection]:
+        """Hold the migration lock on a dedicated autocommit connection; `action` is what a
+        run that gives up waiting logs."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             started = time.monotonic()
             reported = False
             while not conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), LOCK_ARGS).scalar():
                 holder = self.lock_holder(conn)
                 if time.monotonic() - started >= self.options.lock_wait:
-                    self._try_log_busy(conn, holder)
+                    self._try_log_busy(conn, action, holder)
                     raise LockBusy(
                         f"another migration holds the lock ({holder}); "
                         f"gave up after {self.options.lock_wait:.0f} s: try again when it is done"
@@ -142,16 +143,14 @@ class Migrator:
         )
         return f"pid {row.pid}, '{who}', since {since:%Y-%m-%d %H:%M:%S%z}"
 
-    def _try_log_busy(self, conn: Connection, holder: str) -> None:
+    def _try_log_busy(self, conn: Connection, action: Direction, holder: str) -> None:
         # On a brand-new database the holder may still be creating the log table.
         with suppress(DBAPIError):
-            Ledger(conn, self.options.who).log(
-                "upgrade", "lock-busy", detail=f"lock held by {holder}"
-            )
+            Ledger(conn, self.options.who).log(action, "lock-busy", detail=f"lock held by {holder}")
 
     # -- checksums -------------------------------------------------------------------
 
-    def verify_checksums(self, records: Ledger, current: str | None) -> None:
+    def verify_checksums(self, records: Ledger, action: Direction, current: str | None) -> None:
         files = [
             ledger.revision_file(found) for found in planning.applied_scripts(self.script, current)
         ]
@@ -172,7 +171,7 @@ class Migrator:
             more = len(review.refuse) - 1
             others = f" (and {more} more)" if more else ""
             records.log(
-                "upgrade",
+                action,
                 "refused",
                 from_rev=current,
                 detail="changed applied revision(s): "
@@ -230,10 +229,10 @@ class Migrator:
 
     def _run(self, direction: Direction, target_name: str) -> str | None:
         target = planning.resolve(self.script, target_name)  # before connecting: fail fast
-        with self.locked() as conn:
+        with self.locked(direction) as conn:
             records = Ledger(conn, self.options.who)
             current = self.current(conn)
-            self.verify_checksums(records, current)
+            self.verify_checksums(records, direction, current)
             plan = planning.plan(direction, self.script, current, target)
             if not plan.steps:
                 records.log(direction, "nothing-to-do", from_rev=current, to_rev=current)
