@@ -6,7 +6,7 @@ import os
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 
 from lorepin_cms.config import database_url
 from lorepin_cms.models import Base
@@ -36,14 +36,28 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-    engine = create_engine(database_url(), connect_args={"connect_timeout": 10})
+    # A caller may share its own: the migrator a Connection (its bounded session), test
+    # tools such as pytest-alembic an Engine. A Connection's transaction is the caller's.
+    connectable = config.attributes.get("connection")
+    if isinstance(connectable, Connection):
+        _run(connectable)
+    elif isinstance(connectable, Engine):
+        _run_on(connectable)
+    elif connectable is None:
+        engine = create_engine(database_url(), connect_args={"connect_timeout": 10})
+        _run_on(engine)
+        engine.dispose()
+    else:
+        raise TypeError(
+            "config.attributes['connection'] must be a SQLAlchemy Connection or Engine, "
+            f"not {type(connectable).__name__}"
+        )
+
+
+def _run_on(engine: Engine) -> None:
     with engine.connect() as conn:
         _run(conn)
-    engine.dispose()
+        conn.commit()  # our connection: keep whatever ran outside per-revision transactions
 
 
 def _run(connection: Connection) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 # cms/lorepin_cms/config.py -> repository root (also /app inside the image).
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,12 @@ def database_url(environ: Mapping[str, str] = os.environ) -> URL:
     The file form keeps the password out of `docker inspect` (Compose/Docker secrets).
     """
     if url := environ.get("DATABASE_URL"):
-        return make_url(url)
+        try:
+            return make_url(url)
+        except ArgumentError:  # its message may quote the URL, password and all
+            raise ConfigError(
+                "DATABASE_URL: not a database URL (postgresql+psycopg://USER@HOST:PORT/NAME)"
+            ) from None
     password = environ.get("LOREPIN_DB_PASSWORD")
     if password is None and (path := environ.get("LOREPIN_DB_PASSWORD_FILE")):
         try:
@@ -32,12 +38,15 @@ def database_url(environ: Mapping[str, str] = os.environ) -> URL:
             raise ConfigError(
                 f"cannot read LOREPIN_DB_PASSWORD_FILE {path}: {exc.strerror}"
             ) from exc
+    port = environ.get("LOREPIN_DB_PORT", "5432")
+    if not port.isdigit():
+        raise ConfigError(f"LOREPIN_DB_PORT: not a port number: {port!r}")
     return URL.create(
         "postgresql+psycopg",
         username=environ.get("LOREPIN_DB_USER", "lorepin"),
         password=password,
         host=environ.get("LOREPIN_DB_HOST", "127.0.0.1"),
-        port=int(environ.get("LOREPIN_DB_PORT", "5432")),
+        port=int(port),
         database=environ.get("LOREPIN_DB_NAME", "lorepin"),
     )
 

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect
 
+from lorepin_cms.migrator import alembic_config
 from lorepin_cms.models import Base
 from tests.conftest import HEAD, ROOT
 
@@ -73,3 +75,44 @@ def test_database_is_utf8(database_url: str) -> None:
             assert conn.execute(text("SHOW server_encoding")).scalar() == "UTF8"
     finally:
         engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_env_runs_on_an_engine_passed_in_attributes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What pytest-alembic and similar tools pass; the environment's URL must not be used.
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/nowhere")
+    engine = create_engine(database_url)
+    cfg = alembic_config(ROOT / "migrations")
+    cfg.attributes["connection"] = engine
+    command.upgrade(cfg, "head")
+    assert (current_revision(engine), tables(database_url)) == (HEAD, {"alembic_version", "pins"})
+    command.downgrade(cfg, "base")
+    assert (current_revision(engine), tables(database_url)) == (None, {"alembic_version"})
+    engine.dispose()
+
+
+def test_env_runs_on_a_connection_passed_in_attributes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/nowhere")
+    engine = create_engine(database_url)
+    cfg = alembic_config(ROOT / "migrations")
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.commit()  # the caller's connection: the caller ends its transaction
+    assert current_revision(engine) == "0003"
+    engine.dispose()
+
+
+def test_env_refuses_anything_else_in_attributes() -> None:
+    cfg = alembic_config(ROOT / "migrations")
+    cfg.attributes["connection"] = "postgresql://somewhere"
+    with pytest.raises(TypeError, match="must be a SQLAlchemy Connection or Engine, not str"):
+        command.upgrade(cfg, "head")
