@@ -155,7 +155,7 @@ def test_an_unfinished_release_can_be_aborted_and_cut_again(repo: git.Repo) -> N
 
     dry = invoke_in(repo, "release.abort", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "tag --delete v0.1.0" in dry.stderr and "reset --quiet --keep HEAD~1" in dry.stderr
+    assert "tag --delete v0.1.0" in dry.stderr and "reset --quiet --keep 'HEAD~1'" in dry.stderr
     assert [t.name for t in repo.tags] == ["v0.1.0"]
 
     aborted = invoke_in(repo, "release.abort", "--yes")
