@@ -253,14 +253,17 @@ def check_started(ctx: EnvContext, expected: Model) -> list[Container]:
 
     `compose up --wait` exits 0 even when a one-shot dependency (migrate) failed and its
     dependants never started, or when a port was taken, so the outcome is read back from
-    the containers.
+    the containers. The cause is named, not its consequences: a service that failed comes
+    before one that could not start, which comes before one left waiting for them.
     """
     found = services(ctx)
     by_service = {c.service: c for c in found}
+    problems: list[tuple[int, str, str]] = []
     for name, service in expected.services.items():
         c = by_service.get(name)
         if c is None:
-            raise LorePinError(f"service '{name}' of '{ctx.env.name}' has no container")
+            problems.append((3, name, "has no container"))
+            continue
         if service.one_shot:
             ok = c.state == "exited" and c.exit_code == 0
         else:
@@ -268,11 +271,13 @@ def check_started(ctx: EnvContext, expected: Model) -> list[Container]:
         if ok:
             continue
         if c.state == "exited":
-            why = f"exited with code {c.exit_code}: {_log_cause(ctx, name)}"
+            problems.append((0, name, f"exited with code {c.exit_code}: {_log_cause(ctx, name)}"))
         elif c.error:
-            why = f"could not start: {c.error}"
+            problems.append((1, name, f"could not start: {c.error}"))
         else:
-            why = f"is {c.state}{f' ({c.health})' if c.health else ''}"
+            problems.append((2, name, f"is {c.state}{f' ({c.health})' if c.health else ''}"))
+    if problems:
+        _, name, why = min(problems)
         raise LorePinError(
             f"service '{name}' of '{ctx.env.name}' {why} "
             f"(full log: `{ctx.hint('logs', '--service', name)}`)"

@@ -189,7 +189,8 @@ def test_kill_9_during_a_migration_leaves_nothing_behind(stack: dict[str, str]) 
     password = (Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password").read_text().strip()
     engine = create_engine(f"postgresql+psycopg://lorepin:{password}@127.0.0.1:{port}/lorepin")
     try:
-        with engine.connect() as holder:
+        # Autocommit: pg_stat_activity is a snapshot per transaction.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
             # Hold the migration lock, so the migrator waits inside its container.
             holder.execute(text("SELECT pg_advisory_lock(19536, 19785)"))
             migrating = subprocess.Popen(
