@@ -80,7 +80,7 @@ def model(ctx: EnvContext) -> Model:
     `compose config` costs ~0.2 s; the files and variables that decide its answer are
     hashed, so a warm `up` reads the answer from .lorepin/cache instead.
     """
-    variables = compose.variables(ctx.settings, ctx.env, ctx.revision)
+    variables = ctx.variables
     key = hashlib.sha256()
     for path in ctx.env.compose_files:
         key.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -90,10 +90,16 @@ def model(ctx: EnvContext) -> Model:
         data = json.loads(cache.read_text())
         os.utime(cache)  # the newest used survive the trimming below
     except (OSError, ValueError):
-        data = decode(
-            read(ctx.run, compose.config(ctx.env), env=variables).stdout,
-            f"the Compose model of '{ctx.env.name}'",
-        )
+        # Compose 2.40 can exit 0 having printed only an error: read its stderr then.
+        result = read(ctx.run, compose.config(ctx.env), env=variables)
+        if ctx.run.dry_run and not result.stdout.strip():
+            return Model(services={})
+        if not result.stdout.strip():
+            raise LorePinError(
+                f"Compose cannot read the files of '{ctx.env.name}': "
+                f"{last_line(result.stderr) or 'no output'}"
+            )
+        data = decode(result.stdout, f"the Compose model of '{ctx.env.name}'")
         if not ctx.run.dry_run:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(data))
