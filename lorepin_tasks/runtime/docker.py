@@ -310,16 +310,26 @@ def log_cause(lines: list[str]) -> str:
     return (errors or meaningful or ["no output"])[-1][:300]
 
 
-def ensure_gone(ctx: EnvContext, *, volumes_too: bool) -> None:
-    """After `compose down`: nothing of the project may be left (Compose may exit 0)."""
+def down(ctx: EnvContext, *, volumes_too: bool) -> None:
+    """`compose down`, then proof that nothing of the project is left (Compose 2.40 can
+    exit 0 having removed nothing: its own words are quoted then)."""
+    result = ctx.run.run(
+        compose.down(ctx.env, volumes=volumes_too),
+        env=ctx.variables,
+        check=False,
+        capture_stderr=True,
+        no_input=True,
+    )
     if ctx.run.dry_run:
         return
     left = [c.name for c in containers(ctx)]
     if volumes_too:
         left += [v.name for v in volumes(ctx)]
-    if left:
+    if left or not result.ok:
+        why = ctx.run.redact(last_line(result.stderr)) or "see `docker ps -a`"
         raise LorePinError(
-            f"'{ctx.env.name}' is not fully down: {', '.join(left)} remain; see `docker ps -a`"
+            f"'{ctx.env.name}' is not fully down ({', '.join(left) or 'compose failed'} "
+            f"remain): {why}"
         )
 
 

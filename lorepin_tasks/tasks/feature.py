@@ -276,8 +276,7 @@ def _remove(settings: Settings, run: Executor, found: plan.Found) -> None:
     )
     with locked(ctx, "feature.down"):
         docker.ensure_owned(ctx, data=True)
-        run.run(compose.down(ctx.env, volumes=True), env=ctx.variables, no_input=True)
-        docker.ensure_gone(ctx, volumes_too=True)
+        docker.down(ctx, volumes_too=True)
         run.run(plan.remove_images(settings.image_prefix, name), check=False, capture=True)
         if run.dry_run:
             run.say(f"# would delete {ctx.env.secrets_dir}")

@@ -121,8 +121,7 @@ def down(
                     f"(volumes: {', '.join(found)})?",
                     yes=yes,
                 )
-        ctx.run.run(compose.down(ctx.env, volumes=volumes), env=ctx.variables, no_input=True)
-        docker.ensure_gone(ctx, volumes_too=volumes)
+        docker.down(ctx, volumes_too=volumes)
     if not ctx.run.dry_run:
         kept = "" if volumes else " (data volumes kept; --volumes deletes them)"
         print(f"environment '{ctx.env.name}' is down{kept}")

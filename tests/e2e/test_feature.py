@@ -113,7 +113,9 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
             )
             for _ in range(2)
         ]
-        outcomes = sorted((p.returncode, out, err) for p in racers for out, err in [p.communicate()])
+        outcomes = sorted(
+            (p.returncode, out, err) for p in racers for out, err in [p.communicate()]
+        )
         assert [code for code, _, _ in outcomes] == [0, 5], [o[2][-2000:] for o in outcomes]
         assert "seeded 3000 pins" in outcomes[0][1]
         busy = outcomes[1][2].strip()
