@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, for_exit_code, last_line
@@ -86,10 +87,8 @@ def model(ctx: EnvContext) -> Model:
         key.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
     key.update(json.dumps(variables, sort_keys=True).encode())
     cache = ctx.settings.root / ".lorepin" / "cache" / f"compose-{key.hexdigest()[:24]}.json"
-    try:
-        data = json.loads(cache.read_text())
-        os.utime(cache)  # the newest used survive the trimming below
-    except (OSError, ValueError):
+    data = _cached(cache)
+    if data is None:
         # Compose 2.40 can exit 0 having printed only an error: read its stderr then.
         result = read(ctx.run, compose.config(ctx.env), env=variables)
         if ctx.run.dry_run and not result.stdout.strip():
@@ -101,11 +100,7 @@ def model(ctx: EnvContext) -> Model:
             )
         data = decode(result.stdout, f"the Compose model of '{ctx.env.name}'")
         if not ctx.run.dry_run:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(data))
-            kept = sorted(cache.parent.glob("compose-*.json"), key=lambda p: p.stat().st_mtime)
-            for old in kept[:-CACHED_MODELS]:
-                old.unlink(missing_ok=True)
+            _keep(cache, data)
     raw = data.get("services") or {}
     awaited = {
         dep
@@ -124,6 +119,23 @@ def model(ctx: EnvContext) -> Model:
             for name, spec in raw.items()
         }
     )
+
+
+def _cached(cache: Path) -> Any:
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    os.utime(cache)  # the newest used survive the trimming in _keep
+    return data
+
+
+def _keep(cache: Path, data: Any) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(data))
+    kept = sorted(cache.parent.glob("compose-*.json"), key=lambda p: p.stat().st_mtime)
+    for old in kept[:-CACHED_MODELS]:
+        old.unlink(missing_ok=True)
 
 
 # -- containers ----------------------------------------------------------------------
