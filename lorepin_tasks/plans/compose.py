@@ -81,6 +81,11 @@ def variables(
     return values
 
 
+def engine_version(env: Environment) -> list[str]:
+    """The engine's version: answers only when the engine does."""
+    return [*docker(env), "version", "--format", "{{.Server.Version}}"]
+
+
 def config(env: Environment) -> list[str]:
     """The resolved model (services, images, build contexts and args) as JSON."""
     return [*compose(env), "config", "--format", "json"]

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, for_exit_code, last_line
-from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import compose, feature
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.executor import Executor, Result
+from lorepin_tasks.settings import Environment
 
 CHECKOUT_LABEL = f"{compose.LABEL}.checkout"
 CACHED_MODELS = 16  # environments whose Compose model a checkout keeps at hand
@@ -163,10 +164,13 @@ class Container:
         return f"{bound[0]['HostIp']}:{bound[0]['HostPort']}" if bound else None
 
 
-def inspect_containers(run: Executor, ids: list[str], env_argv: list[str]) -> list[Container]:
+def inspect_containers(
+    run: Executor, ids: list[str], env: Environment | None = None
+) -> list[Container]:
     if not ids:
         return []
-    details = decode(read(run, [*env_argv, "inspect", *ids]).stdout, "docker inspect")
+    argv = compose.inspect(env, *ids) if env else ["docker", "inspect", *ids]
+    details = decode(read(run, argv).stdout, "docker inspect")
     found = []
     for d in details:
         state, config = d.get("State") or {}, d.get("Config") or {}
@@ -191,7 +195,7 @@ def inspect_containers(run: Executor, ids: list[str], env_argv: list[str]) -> li
 def containers(ctx: EnvContext) -> list[Container]:
     """Every container of the environment's project (docker ps + inspect: ~50 ms)."""
     ids = read(ctx.run, compose.project_containers(ctx.env), env=ctx.engine).stdout.split()
-    return inspect_containers(ctx.run, ids, compose.docker(ctx.env))
+    return inspect_containers(ctx.run, ids, ctx.env)
 
 
 def services(ctx: EnvContext) -> list[Container]:
@@ -214,6 +218,57 @@ def published(ctx: EnvContext, service: str, port: int) -> str | None:
         if c.service == service and (address := c.published(port)):
             return address
     return None
+
+
+def feature_environments(run: Executor, checkout: str) -> list[feature.Found]:
+    """One checkout's feature environments, from their containers' and volumes' labels."""
+    containers_q, volumes_q = feature.find(checkout)
+    found = inspect_containers(run, read(run, containers_q).stdout.split())
+    volume_names = read(run, volumes_q).stdout.split()
+    volume_labels: list[dict[str, str]] = []
+    if volume_names:
+        details = decode(
+            read(run, feature.inspect_volumes(volume_names)).stdout, "docker volume inspect"
+        )
+        volume_labels = [v.get("Labels") or {} for v in details]
+    envs: dict[str, dict[str, Any]] = {}
+    for labels in [*(c.labels for c in found), *volume_labels]:
+        project = labels.get(compose.PROJECT_LABEL)
+        if project:
+            envs.setdefault(
+                project,
+                {
+                    "branch": labels.get(f"{compose.LABEL}.branch", "?"),
+                    "created": labels.get(f"{compose.LABEL}.created-at"),
+                    "expires": None,
+                    "url": None,
+                    "health": "stopped",
+                    "containers": 0,
+                },
+            )
+    for c in found:
+        env = envs[c.labels[compose.PROJECT_LABEL]]
+        env["containers"] += 1
+        env["expires"] = c.labels.get(f"{compose.LABEL}.expires-at") or env["expires"]
+        if c.service == compose.HTTP_SERVICE and not c.one_off:
+            env["health"] = c.health or c.state
+            if address := c.published(compose.HTTP_PORT):
+                env["url"] = f"http://{address}"
+    return sorted(
+        (
+            feature.Found(
+                project=p,
+                branch=e["branch"],
+                created=feature.parse_stamp(e["created"]),
+                expires=feature.parse_stamp(e["expires"]),
+                url=e["url"],
+                health=e["health"],
+                containers=e["containers"],
+            )
+            for p, e in envs.items()
+        ),
+        key=lambda f: f.branch,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

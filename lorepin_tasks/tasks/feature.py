@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -157,59 +156,6 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
     print(f"feature '{branch}' is ready: {url}/  ({seeded.strip()}; expires {expires})")
 
 
-def find(settings: Settings, run: Executor) -> list[plan.Found]:
-    """This checkout's feature environments, from their containers' and volumes' labels."""
-    containers_q, volumes_q = plan.find(settings.checkout.id)
-    containers = docker.inspect_containers(
-        run, docker.read(run, containers_q).stdout.split(), ["docker"]
-    )
-    volume_names = docker.read(run, volumes_q).stdout.split()
-    volume_labels: list[dict[str, str]] = []
-    if volume_names:
-        details = docker.decode(
-            docker.read(run, plan.inspect_volumes(volume_names)).stdout, "docker volume inspect"
-        )
-        volume_labels = [v.get("Labels") or {} for v in details]
-    envs: dict[str, dict[str, Any]] = {}
-    for labels in [*(c.labels for c in containers), *volume_labels]:
-        project = labels.get("com.docker.compose.project")
-        if project:
-            envs.setdefault(
-                project,
-                {
-                    "branch": labels.get(f"{plan.LABEL}.branch", "?"),
-                    "created": labels.get(f"{plan.LABEL}.created-at"),
-                    "expires": None,
-                    "url": None,
-                    "health": "stopped",
-                    "containers": 0,
-                },
-            )
-    for c in containers:
-        env = envs[c.labels["com.docker.compose.project"]]
-        env["containers"] += 1
-        env["expires"] = c.labels.get(f"{plan.LABEL}.expires-at") or env["expires"]
-        if c.service == compose.HTTP_SERVICE and not c.one_off:
-            env["health"] = c.health or c.state
-            if address := c.published(compose.HTTP_PORT):
-                env["url"] = f"http://{address}"
-    return sorted(
-        (
-            plan.Found(
-                project=p,
-                branch=e["branch"],
-                created=plan.parse_stamp(e["created"]),
-                expires=plan.parse_stamp(e["expires"]),
-                url=e["url"],
-                health=e["health"],
-                containers=e["containers"],
-            )
-            for p, e in envs.items()
-        ),
-        key=lambda f: f.branch,
-    )
-
-
 def _age(when: datetime | None, now: datetime) -> str:
     if when is None:
         return "-"
@@ -231,7 +177,7 @@ def list_(c: Context, json_: bool = False, dry_run: bool = False) -> None:
         for query in plan.find(settings.checkout.id):
             run.run(query)
         return
-    found = find(settings, run)
+    found = docker.feature_environments(run, settings.checkout.id)
     now = datetime.now(UTC)
     if json_:
         print(
@@ -288,7 +234,7 @@ def _remove(settings: Settings, run: Executor, found: plan.Found) -> None:
 
 def _found(settings: Settings, run: Executor, branch: str) -> plan.Found:
     name = plan.name_for(branch, settings.checkout.id)
-    for f in find(settings, run):
+    for f in docker.feature_environments(run, settings.checkout.id):
         if f.project == name.project:
             return f
     raise LorePinError(
@@ -365,7 +311,7 @@ def prune(c: Context, yes: bool = False, as_of: str = "", dry_run: bool = False)
     release = settings.release.branch
     merged_in = git.merged_into(settings.root, release) if release in heads else set()
     doomed = []
-    for f in find(settings, run):
+    for f in docker.feature_environments(run, settings.checkout.id):
         tip = heads.get(f.branch)
         merged = tip is not None and f.branch != release and tip in merged_in
         reason = plan.prune_reason(f, now=now, branch_exists=tip is not None, merged=merged)

@@ -53,7 +53,7 @@ def _engine_answers(ctx: EnvContext) -> None:
     if ctx.run.dry_run:
         return
     probe = ctx.run.run(
-        [*compose.docker(ctx.env), "version", "--format", "{{.Server.Version}}"],
+        compose.engine_version(ctx.env),
         env=ctx.engine,
         capture=True,
         check=False,
