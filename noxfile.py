@@ -82,8 +82,9 @@ def migrations(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Time image builds (cold, warm, one-line change) and environment spin-up (Docker)."""
+    """Benchmarks beside their baselines: task overhead, builds, spin-up (Docker)."""
     install(session)
+    session.run("python", "bench/bench_tasks.py")
     session.run("python", "bench/bench_build.py")
     session.run("python", "bench/bench_environments.py")
 
