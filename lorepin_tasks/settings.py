@@ -15,6 +15,7 @@ Environment variables:
   LOREPIN_BACKUP_DIR   directory for the selected environment's pre-migration dumps
   LOREPIN_RELEASE_WEBHOOK_URL  Slack-compatible webhook for release news (a secret)
   XDG_STATE_HOME       per-user state (secrets, dumps, locks): $XDG_STATE_HOME/lorepin
+  XDG_CACHE_HOME       per-user caches (resolved Compose models): $XDG_CACHE_HOME/lorepin
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class Settings:
     root: Path
     checkout: Checkout
     state_home: Path
+    cache_dir: Path  # this checkout's caches: safe to delete
     base_image: str | None
     ca_bundle: Path | None
     image_prefix: str
@@ -194,6 +196,11 @@ def state_home(environ: Mapping[str, str]) -> Path:
     database was initialised with, nor the dump taken before a migration.
     """
     base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local/state")
+    return Path(base).expanduser() / "lorepin"
+
+
+def cache_home(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "~")) / ".cache")
     return Path(base).expanduser() / "lorepin"
 
 
@@ -351,10 +358,12 @@ def load(
         for name, spec in raw["environments"].items()
     }
     lock_wait = raw["db"].get("lock_wait", 60)
+    checkout = Checkout.of(root, host or socket.gethostname())
     return Settings(
         root=root,
-        checkout=Checkout.of(root, host or socket.gethostname()),
+        checkout=checkout,
         state_home=state,
+        cache_dir=cache_home(environ) / checkout.id,
         base_image=environ.get("BASE_IMAGE") or raw.get("base_image") or _recorded_base_image(root),
         ca_bundle=_ca_bundle(environ),
         image_prefix=environ.get("LOREPIN_IMAGE_PREFIX") or str(raw["image_prefix"]),

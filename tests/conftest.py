@@ -35,11 +35,13 @@ NOT_COMPOSE = {"com.docker.compose.project": "", "com.docker.compose.service": "
 @pytest.fixture(scope="session", autouse=True)
 def test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The suite's process environment, restored afterwards: testcontainers' settings, and
-    a private XDG state home so no test writes secrets, dumps or locks into the user's."""
+    private XDG state and cache homes, so no test writes secrets, dumps, locks or caches
+    into the user's (or the checkout)."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in TESTCONTAINERS_ENV.items():
             patch.setenv(key, os.environ.get(key, value))
         patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         yield
 
 

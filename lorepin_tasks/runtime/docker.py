@@ -80,14 +80,15 @@ def model(ctx: EnvContext) -> Model:
     """The environment's resolved Compose model, cached per checkout by its inputs.
 
     `compose config` costs ~0.2 s; the files and variables that decide its answer are
-    hashed, so a warm `up` reads the answer from .lorepin/cache instead.
+    hashed, so a warm `up` reads the answer from the checkout's cache dir instead
+    (~/.cache/lorepin/<checkout>/).
     """
     variables = ctx.variables
     key = hashlib.sha256()
     for path in ctx.env.compose_files:
         key.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
     key.update(json.dumps(variables, sort_keys=True).encode())
-    cache = ctx.settings.root / ".lorepin" / "cache" / f"compose-{key.hexdigest()[:24]}.json"
+    cache = ctx.settings.cache_dir / f"compose-{key.hexdigest()[:24]}.json"
     data = _cached(cache)
     if data is None:
         # Compose 2.40 can exit 0 having printed only an error: read its stderr then.
