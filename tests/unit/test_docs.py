@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from invoke.collection import Collection
@@ -36,7 +37,7 @@ def documented() -> list[tuple[str, str, str]]:
 
 
 def flags_of(ns: Collection, name: str) -> set[str]:
-    task, _ = ns.task_with_config(name)
+    task: Any = ns[name]
     names: set[str] = set()
     for argument in task.get_arguments():
         names |= {f"--{n}" if len(n) > 1 else f"-{n}" for n in argument.names}
