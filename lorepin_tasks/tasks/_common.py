@@ -26,7 +26,7 @@ from lorepin_tasks.plans import compose
 from lorepin_tasks.runtime import build_inputs, docker, git, http, lock
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.executor import Executor
-from lorepin_tasks.settings import Settings
+from lorepin_tasks.settings import Settings, whole_number
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +34,11 @@ ENV_HELP = "environment name (see invoke.yaml; default: local)"
 DRY_HELP = "print the exact commands and change nothing"
 JSON_HELP = "print machine-readable JSON"
 YES_HELP = "do not ask for confirmation"
+LOGS_HELP = {
+    "service": "the service whose logs to show (default: all)",
+    "follow": "keep streaming new lines",
+    "tail": "lines per service to show first (or 'all')",
+}
 
 
 def task(*args: Any, **kwargs: Any) -> Callable[[F], Task[F]]:
@@ -167,3 +172,16 @@ def bring_up(ctx: EnvContext, started: float) -> tuple[EnvContext, list[docker.C
         hint=ctx.hint("logs", "--service", compose.HTTP_SERVICE),
     )
     return ctx, found
+
+
+def show_logs(ctx: EnvContext, service: str, *, follow: bool, tail: str) -> None:
+    """The logs of every service of an environment, or of one (checked against its model)."""
+    if tail != "all":
+        tail = str(whole_number(tail, "--tail (a number or 'all')", low=0, high=10_000_000))
+    chosen = docker.model(ctx).check([service] if service else [], ctx.env.name)
+    ctx.run.run(
+        compose.logs(ctx.env, chosen, follow=follow, tail=tail),
+        env=ctx.variables,
+        check=False,
+        quiet=True,
+    )

@@ -32,16 +32,18 @@ from lorepin_tasks.runtime import docker, git, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.executor import Executor
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.settings import Settings, parse_ttl, whole_number
+from lorepin_tasks.settings import Settings, parse_ttl
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
+    LOGS_HELP,
     YES_HELP,
     bring_up,
     executor,
     load_settings,
     locked,
     require_base_image,
+    show_logs,
     task,
 )
 
@@ -209,7 +211,8 @@ def list_(c: Context, json_: bool = False, dry_run: bool = False) -> None:
         )
 
 
-def _remove(settings: Settings, run: Executor, found: plan.Found) -> None:
+def _found_context(settings: Settings, run: Executor, found: plan.Found) -> EnvContext:
+    """An environment `feature.list` found, with this checkout's compose files."""
     name = plan.name_for(found.branch, settings.checkout.id) if found.branch != "?" else None
     if name is None or name.project != found.project:
         raise LorePinError(
@@ -217,12 +220,17 @@ def _remove(settings: Settings, run: Executor, found: plan.Found) -> None:
             f"`docker compose -p {found.project} down --volumes`"
         )
     files = tuple(settings.root / f for f in settings.feature.compose_files)
-    ctx = _context(
-        settings, run, name, files, labels=plan.labels(name, datetime.now(UTC), datetime.now(UTC))
-    )
+    now = datetime.now(UTC)
+    labels = plan.labels(name, found.created or now, found.expires or now)
+    return _context(settings, run, name, files, labels=labels)
+
+
+def _remove(settings: Settings, run: Executor, found: plan.Found) -> None:
+    ctx = _found_context(settings, run, found)
     with locked(ctx, "feature.down"):
         docker.ensure_owned(ctx, data=True)
         docker.down(ctx, volumes_too=True)
+        name = plan.name_for(found.branch, settings.checkout.id)
         run.run(plan.remove_images(settings.image_prefix, name), check=False, capture=True)
         if run.dry_run:
             run.say(f"# would delete {ctx.env.secrets_dir}")
@@ -257,15 +265,7 @@ def down(c: Context, branch: str = "", yes: bool = False, dry_run: bool = False)
     _remove(settings, run, found)
 
 
-@task(
-    help={
-        "service": "the service whose logs to show (default: all)",
-        "branch": BRANCH_HELP,
-        "follow": "keep streaming new lines",
-        "tail": "lines per service to show first (or 'all')",
-        "dry_run": DRY_HELP,
-    },
-)
+@task(help={**LOGS_HELP, "branch": BRANCH_HELP, "dry_run": DRY_HELP})
 def logs(
     c: Context,
     service: str = "",
@@ -275,23 +275,10 @@ def logs(
     dry_run: bool = False,
 ) -> None:
     """Show the logs of the branch's environment (or of one SERVICE)."""
-    if tail != "all":
-        tail = str(whole_number(tail, "--tail (a number or 'all')", low=0, high=10_000_000))
     settings = load_settings(c)
     run = executor(c, dry_run)
     found = _found(settings, run, _branch(run, settings, branch))
-    name = plan.name_for(found.branch, settings.checkout.id)
-    files = tuple(settings.root / f for f in settings.feature.compose_files)
-    now = datetime.now(UTC)
-    labels = plan.labels(name, found.created or now, found.expires or now)
-    ctx = _context(settings, run, name, files, labels=labels)
-    chosen = docker.model(ctx).check([service] if service else [], found.project)
-    run.run(
-        compose.logs(ctx.env, chosen, follow=follow, tail=tail),
-        env=ctx.variables,
-        check=False,
-        quiet=True,
-    )
+    show_logs(_found_context(settings, run, found), service, follow=follow, tail=tail)
 
 
 @task(

@@ -18,17 +18,18 @@ from lorepin_tasks.plans import compose
 from lorepin_tasks.runtime import docker, http, lock, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.settings import whole_number
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     ENV_HELP,
     JSON_HELP,
+    LOGS_HELP,
     YES_HELP,
     bring_up,
     build_stale,
     locked,
     open_env,
     require_base_image,
+    show_logs,
     task,
     with_revision,
 )
@@ -190,15 +191,7 @@ def _report(ctx: EnvContext, found: list[docker.Container]) -> dict[str, Any]:
     return report
 
 
-@task(
-    help={
-        "service": "the service whose logs to show (default: all)",
-        "env": ENV_HELP,
-        "dry_run": DRY_HELP,
-        "follow": "keep streaming new lines",
-        "tail": "lines per service to show first (or 'all')",
-    },
-)
+@task(help={**LOGS_HELP, "env": ENV_HELP, "dry_run": DRY_HELP})
 def logs(
     c: Context,
     service: str = "",
@@ -208,16 +201,7 @@ def logs(
     dry_run: bool = False,
 ) -> None:
     """Show the logs of the environment's services (or one SERVICE): `invoke logs -s db`."""
-    if tail != "all":
-        tail = str(whole_number(tail, "--tail (a number or 'all')", low=0, high=10_000_000))
-    ctx = open_env(c, env, dry_run=dry_run)
-    chosen = docker.model(ctx).check([service] if service else [], ctx.env.name)
-    ctx.run.run(
-        compose.logs(ctx.env, chosen, follow=follow, tail=tail),
-        env=ctx.variables,
-        check=False,
-        quiet=True,
-    )
+    show_logs(open_env(c, env, dry_run=dry_run), service, follow=follow, tail=tail)
 
 
 ns = Collection("stack", build, up, down, status, logs)
