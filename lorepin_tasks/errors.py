@@ -1,49 +1,38 @@
 """Errors the toolkit reports to its users: one line, what to do next, an exit code.
 
 Every task ends through `tasks._common.task`, which turns a `LorePinError` into its
-message on stderr and its exit code, never a traceback. The codes are the project's one
-table (lorepin_cms/exit_codes.py, documented in the README), shared with the migrator.
+message on stderr and its exit code, never a traceback. The classes are the project's one
+hierarchy (lorepin_cms/exit_codes.py, shared with the migrator); this module adds what
+only the toolkit raises.
 """
 
 from __future__ import annotations
 
-from lorepin_cms.exit_codes import ExitCode
+from lorepin_cms.exit_codes import (
+    Aborted,
+    BadInput,
+    Busy,
+    ExitCode,
+    LorePinError,
+    NothingToDo,
+    Refused,
+)
 
+__all__ = [
+    "Aborted",
+    "Busy",
+    "CommandFailed",
+    "ConfigError",
+    "ExitCode",
+    "LorePinError",
+    "NothingToDo",
+    "Refused",
+    "for_exit_code",
+    "last_line",
+]
 
-class LorePinError(Exception):
-    """A failure the user can act on. The message is one line saying what to do next."""
-
-    exit_code = ExitCode.FAILED
-
-
-class ConfigError(LorePinError):
-    """Bad input or settings: unknown environment, invalid flag, missing secret."""
-
-    exit_code = ExitCode.BAD_INPUT
-
-
-class NothingToDo(LorePinError):
-    """The request was valid but there was nothing to act on."""
-
-    exit_code = ExitCode.NOTHING_TO_DO
-
-
-class Aborted(LorePinError):
-    """The user declined a confirmation; nothing was changed."""
-
-    exit_code = ExitCode.ABORTED
-
-
-class Busy(LorePinError):
-    """Another run holds the lock of what this one would change."""
-
-    exit_code = ExitCode.BUSY
-
-
-class Refused(LorePinError):
-    """Refused for safety: the state is not what this step needs (e.g. another's env)."""
-
-    exit_code = ExitCode.REFUSED
+# The toolkit's name for bad input: a flag, a setting, an environment that cannot be used.
+ConfigError = BadInput
 
 
 class CommandFailed(LorePinError):

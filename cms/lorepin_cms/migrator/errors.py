@@ -1,35 +1,25 @@
-"""What can stop a migration run. Each class carries its exit code from the project's one
-table (lorepin_cms.exit_codes), which `invoke db.*` passes on unchanged."""
+"""What can stop a migration run: the project's one error hierarchy (lorepin_cms.exit_codes),
+whose classes carry their exit codes, which `invoke db.*` passes on unchanged."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from lorepin_cms.exit_codes import ExitCode
+from lorepin_cms import exit_codes
 
 
-class MigrationError(Exception):
+class MigrationError(exit_codes.LorePinError):
     """A run that did not complete; the message says where the database was left."""
 
-    exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
-
-class BadInput(MigrationError):
+class BadInput(MigrationError, exit_codes.BadInput):
     """A target or setting the migrator cannot use: refused before anything changed."""
 
-    exit_code = ExitCode.BAD_INPUT
 
-
-class LockBusy(MigrationError):
+class LockBusy(MigrationError, exit_codes.Busy):
     """Another run holds the migration lock: try again when it is done."""
 
-    exit_code = ExitCode.BUSY
 
-
-class Refused(MigrationError):
+class Refused(MigrationError, exit_codes.Refused):
     """The history or the database is not in a state that is safe to migrate."""
-
-    exit_code = ExitCode.REFUSED
 
 
 class ChecksumMismatch(Refused):
