@@ -77,12 +77,18 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
+BENCHMARKS = ("build", "environments", "cms")
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Time image builds (cold, warm, one-line change) and environment spin-up (Docker)."""
+    """Time builds and spin-up, load the CMS (Docker, hey); pick with `nox -s bench -- cms`."""
+    chosen = session.posargs or BENCHMARKS
+    if unknown := sorted(set(chosen) - set(BENCHMARKS)):
+        session.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {BENCHMARKS}")
     install(session)
-    session.run("python", "bench/bench_build.py")
-    session.run("python", "bench/bench_environments.py")
+    for name in chosen:
+        session.run("python", f"bench/bench_{name}.py")
 
 
 @nox.session
