@@ -1,33 +1,21 @@
 """The LorePin CMS HTTP service: pins API, health, readiness and version."""
 
-import logging
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from alembic.script import ScriptDirectory
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lorepin_cms import geocoder
+from lorepin_cms import errors, geocoder
 from lorepin_cms.config import Config
+from lorepin_cms.errors import error_response
 from lorepin_cms.models import Pin, slugify
-from lorepin_cms.schemas import PinCreate, PinOut, PinPage, PinUpdate, Status
-
-log = logging.getLogger("lorepin_cms")
-
-
-def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if detail is not None:
-        body["detail"] = jsonable_encoder(detail)
-    return JSONResponse(status_code=status, content=body)
+from lorepin_cms.schemas import NO_NUL, PinCreate, PinOut, PinPage, PinUpdate, Status
 
 
 def expected_head(config: Config) -> str | None:
@@ -57,19 +45,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         with engine.connect() as conn:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return _error(422, "invalid request", errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(SQLAlchemyError)
-    async def _db(_: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.warning("database error: %s", type(exc).__name__)
-        return _error(503, "database unavailable")
+    errors.install(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -80,7 +56,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         try:
             current = schema_revision()
         except (DBAPIError, SQLAlchemyError) as exc:
-            return _error(503, "database unreachable or not migrated", type(exc).__name__)
+            return error_response(503, "database unreachable or not migrated", type(exc).__name__)
         if current != head:
             return JSONResponse(
                 status_code=503,
@@ -117,7 +93,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     @app.get("/api/pins")
     def list_pins(
         db: Db,
-        tag: Annotated[str | None, Query(max_length=40)] = None,
+        tag: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
         status: Status | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,

@@ -8,6 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Status = Literal["draft", "published"]
+# PostgreSQL text cannot hold NUL (lone surrogates, the other thing it cannot hold, never
+# pass pydantic's constrained strings).
+NO_NUL = r"^[^\u0000]*$"
 Tag = Annotated[
     str,
     StringConstraints(
@@ -18,10 +21,12 @@ Tag = Annotated[
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
     ),
 ]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
+]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-Body = Annotated[str, Field(max_length=20_000)]
+Body = Annotated[str, Field(max_length=20_000, pattern=NO_NUL)]
 Tags = Annotated[list[Tag], Field(max_length=20)]
 
 
@@ -29,7 +34,9 @@ def _unique(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-PlaceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+PlaceName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
+]
 
 
 class PinCreate(BaseModel):

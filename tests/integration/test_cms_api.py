@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from lorepin_cms.app import create_app
@@ -38,14 +41,17 @@ def migrate(url: str, target: str = "head") -> None:
     )
 
 
-def client_for(url: str) -> TestClient:
-    config = Config(
+def config_for(url: str) -> Config:
+    return Config(
         database_url=make_url(url),
         version="9.9.9",
         git_revision="abc",
         migrations_dir=ROOT / "migrations",
     )
-    return TestClient(create_app(config))
+
+
+def client_for(url: str) -> TestClient:
+    return TestClient(create_app(config_for(url)))
 
 
 @pytest.fixture
@@ -123,6 +129,70 @@ def test_bad_requests_get_a_json_4xx(
     response = api.request(method.upper(), path, json=body)
     assert response.status_code == status
     assert "error" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/pins", {**PIN, "title": "The drowned\u0000bell"}),
+        ("post", "/api/pins", {**PIN, "body": "\u0000"}),
+        ("post", "/api/pins", {**PIN, "place_name": "Ys\u0000"}),
+        ("post", "/api/pins", {**PIN, "title": "lone \ud800 surrogate"}),
+        ("post", "/api/pins", {**PIN, "body": "lone \udfff surrogate"}),
+        ("patch", "/api/pins/{id}", {"title": "\u0000"}),
+        ("patch", "/api/pins/{id}", {"body": "a\u0000b"}),
+        ("patch", "/api/pins/{id}", {"place_name": "\ud83d"}),
+        ("get", "/api/pins?tag=sea%00", None),
+    ],
+)
+def test_text_postgresql_cannot_store_is_a_422(
+    api: TestClient, method: str, path: str, body: object
+) -> None:
+    pin_id = api.post("/api/pins", json=PIN).json()["id"]
+    response = api.request(
+        method.upper(),
+        path.format(id=pin_id),
+        content=None if body is None else json.dumps(body),  # \u escapes, as a client sends
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid request"
+    assert api.get(f"/api/pins/{pin_id}").json()["title"] == PIN["title"]
+
+
+def test_database_errors_map_to_what_went_wrong(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an outage is a 503: bad data is a 422, a conflict 409, anything else a 500."""
+    migrate(database_url)
+    app = create_app(config_for(database_url))
+    failing = {  # real errors from PostgreSQL (or psycopg), as a missed check would cause
+        "data": ("SELECT length(:v)", {"v": "nul\u0000"}),
+        "conflict": ("INSERT INTO pins (id, title, latitude, longitude) VALUES (1, 'a', 0, 0)", {}),
+        "bug": ("SELECT * FROM no_such_table", {}),
+    }
+
+    @app.get("/fail/{kind}")
+    def fail(kind: str) -> None:
+        statement, params = failing[kind]
+        with app.state.engine.begin() as conn:
+            conn.execute(text(statement), params)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        data = client.get("/fail/data")
+        assert (data.status_code, data.json()["error"]) == (422, "invalid data")
+        client.get("/fail/conflict")
+        conflict = client.get("/fail/conflict")  # the same id again
+        assert (conflict.status_code, conflict.json()) == (
+            409,
+            {"error": "conflicts with the stored data"},
+        )
+        with caplog.at_level(logging.ERROR, logger="lorepin_cms"):
+            bug = client.get("/fail/bug")
+        assert (bug.status_code, bug.json()) == (500, {"error": "internal error"})
+        assert "no_such_table" not in bug.text
+        assert any("ProgrammingError" in r.getMessage() for r in caplog.records)
+        app.state.engine.dispose()
 
 
 def test_malformed_json_is_a_4xx(api: TestClient) -> None:

@@ -28,6 +28,10 @@ def test_tags_are_normalised_and_deduplicated() -> None:
         {"tags": [f"t{i}" for i in range(21)]},
         {"status": "archived"},
         {"unexpected": 1},
+        {"title": "nul\x00"},  # PostgreSQL text holds neither NUL nor lone surrogates
+        {"body": "\x00"},
+        {"place_name": "Ys\x00"},
+        {"title": "\ud800"},
     ],
 )
 def test_invalid_pins_are_rejected(fields: dict[str, object]) -> None:
