@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lorepin_cms import errors, geocoder
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
+from lorepin_cms.limits import BodyLimit
 from lorepin_cms.models import Pin, slugify
 from lorepin_cms.schemas import NO_NUL, PinCreate, PinOut, PinPage, PinUpdate, Status
 
@@ -46,6 +47,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -195,6 +195,18 @@ def test_database_errors_map_to_what_went_wrong(
         app.state.engine.dispose()
 
 
+def test_bodies_up_to_one_mib_are_accepted_larger_ones_are_a_413(api: TestClient) -> None:
+    limit = 1024 * 1024
+    pin = json.dumps(PIN).encode()
+    at_limit = pin[:-1] + b" " * (limit - len(pin)) + b"}"  # JSON whitespace padding
+    headers = {"content-type": "application/json"}
+    assert api.post("/api/pins", content=at_limit, headers=headers).status_code == 201
+    over = api.post("/api/pins", content=at_limit + b" ", headers=headers)
+    assert over.status_code == 413
+    assert over.json() == {"error": f"request body larger than {limit} bytes"}
+    assert api.get("/api/pins").json()["total"] == 1
+
+
 def test_malformed_json_is_a_4xx(api: TestClient) -> None:
     response = api.post("/api/pins", content=b"{bad", headers={"content-type": "application/json"})
     assert response.status_code == 422
