@@ -1,10 +1,12 @@
 """The LorePin CMS HTTP service: pins API, health, readiness and version."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
+import anyio.to_thread
 from alembic.script import ScriptDirectory
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import create_engine, func, select, text
@@ -26,21 +28,28 @@ def expected_head(config: Config) -> str | None:
 
 def create_app(config: Config | None = None) -> FastAPI:
     config = config or Config.from_env()
+    # Sync handlers run on AnyIO's worker threads, each holding at most one connection and
+    # only while it runs (handlers open and close their session). With no more threads than
+    # connections no thread ever waits for the pool; a wait means the database is in
+    # trouble, and pool_timeout turns it into a prompt 503.
     engine = create_engine(
         config.database_url,
         pool_pre_ping=True,
-        pool_size=5,
+        pool_size=config.db_pool_size,
+        max_overflow=0,
+        pool_timeout=config.db_pool_timeout,
         connect_args={"connect_timeout": 3},
     )
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
-    app = FastAPI(title="LorePin CMS", version=config.version)
 
-    def session() -> Iterator[Session]:
-        with sessions() as s:
-            yield s
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.db_pool_size
+        yield
+        engine.dispose()
 
-    Db = Annotated[Session, Depends(session)]
+    app = FastAPI(title="LorePin CMS", version=config.version, lifespan=lifespan)
 
     def schema_revision() -> str | None:
         with engine.connect() as conn:
@@ -50,7 +59,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        # async and touching nothing: answers even when every thread and connection is busy.
         return {"status": "alive"}
 
     @app.get("/readyz")
@@ -79,22 +89,25 @@ def create_app(config: Config | None = None) -> FastAPI:
             "schema_expected": head,
         }
 
+    # Each handler opens its own session and so gives its connection back when it returns,
+    # not after the response is serialised and sent (which takes another worker thread).
+
     @app.post("/api/pins", status_code=201)
-    def create_pin(data: PinCreate, db: Db) -> PinOut:
+    def create_pin(data: PinCreate) -> PinOut:
         fields = data.model_dump()
         if fields["place_name"] is None:
             fields["place_name"] = geocoder.place_name(
                 config.geocoder_url, data.latitude, data.longitude
             )
         pin = Pin(**fields, slug=slugify(data.title))
-        db.add(pin)
-        db.commit()
-        db.refresh(pin)
-        return PinOut.model_validate(pin)
+        with sessions() as db:
+            db.add(pin)
+            db.commit()
+            db.refresh(pin)
+            return PinOut.model_validate(pin)
 
     @app.get("/api/pins")
     def list_pins(
-        db: Db,
         tag: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
         status: Status | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -105,11 +118,12 @@ def create_app(config: Config | None = None) -> FastAPI:
             query = query.where(Pin.tags.contains([tag.strip().lower()]))
         if status is not None:
             query = query.where(Pin.status == status)
-        total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = db.scalars(
-            query.order_by(Pin.created_at.desc(), Pin.id.desc()).limit(limit).offset(offset)
-        )
-        items = [PinOut.model_validate(p) for p in rows]
+        with sessions() as db:
+            total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = db.scalars(
+                query.order_by(Pin.created_at.desc(), Pin.id.desc()).limit(limit).offset(offset)
+            )
+            items = [PinOut.model_validate(p) for p in rows]
         return PinPage(items=items, total=total, limit=limit, offset=offset)
 
     def get_or_404(db: Session, pin_id: int) -> Pin:
@@ -121,28 +135,31 @@ def create_app(config: Config | None = None) -> FastAPI:
     PinId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
     @app.get("/api/pins/{pin_id}")
-    def read_pin(pin_id: PinId, db: Db) -> PinOut:
-        return PinOut.model_validate(get_or_404(db, pin_id))
+    def read_pin(pin_id: PinId) -> PinOut:
+        with sessions() as db:
+            return PinOut.model_validate(get_or_404(db, pin_id))
 
     @app.patch("/api/pins/{pin_id}")
-    def update_pin(pin_id: PinId, data: PinUpdate, db: Db) -> PinOut:
-        pin = get_or_404(db, pin_id)
+    def update_pin(pin_id: PinId, data: PinUpdate) -> PinOut:
         changes = data.model_dump(exclude_unset=True)
         if not changes:
             raise HTTPException(422, "nothing to update: send at least one field")
-        for field, value in changes.items():
-            setattr(pin, field, value)
-        if "title" in changes:
-            pin.slug = slugify(changes["title"])
-        pin.updated_at = func.now()
-        db.commit()
-        db.refresh(pin)
-        return PinOut.model_validate(pin)
+        with sessions() as db:
+            pin = get_or_404(db, pin_id)
+            for field, value in changes.items():
+                setattr(pin, field, value)
+            if "title" in changes:
+                pin.slug = slugify(changes["title"])
+            pin.updated_at = func.now()
+            db.commit()
+            db.refresh(pin)
+            return PinOut.model_validate(pin)
 
     @app.delete("/api/pins/{pin_id}", status_code=204)
-    def delete_pin(pin_id: PinId, db: Db) -> Response:
-        db.delete(get_or_404(db, pin_id))
-        db.commit()
+    def delete_pin(pin_id: PinId) -> Response:
+        with sessions() as db:
+            db.delete(get_or_404(db, pin_id))
+            db.commit()
         return Response(status_code=204)
 
     if config.admin_dir.is_dir():  # built by the image's assets stage (cms/admin)

@@ -63,6 +63,10 @@ class Config:
     geocoder_url: str | None = None
     admin_dir: Path = ROOT / "cms" / "admin" / "dist"
     max_body_bytes: int = 1024 * 1024
+    # Connections per process, and so worker threads per process (see app.create_app).
+    db_pool_size: int = 16
+    # How long a request waits for a connection before it is a 503.
+    db_pool_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
@@ -73,4 +77,5 @@ class Config:
             migrations_dir=Path(environ.get("LOREPIN_MIGRATIONS_DIR", ROOT / "migrations")),
             geocoder_url=environ.get("LOREPIN_GEOCODER_URL") or None,
             max_body_bytes=positive_int(environ, "LOREPIN_MAX_BODY_BYTES", 1024 * 1024),
+            db_pool_size=positive_int(environ, "LOREPIN_DB_POOL_SIZE", 16),
         )

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,17 @@ def test_bodies_up_to_one_mib_are_accepted_larger_ones_are_a_413(api: TestClient
     assert over.status_code == 413
     assert over.json() == {"error": f"request body larger than {limit} bytes"}
     assert api.get("/api/pins").json()["total"] == 1
+
+
+def test_no_free_connection_within_the_pool_timeout_is_a_503(database_url: str) -> None:
+    migrate(database_url)
+    app = create_app(replace(config_for(database_url), db_pool_size=1, db_pool_timeout=0.5))
+    with TestClient(app) as client:
+        with app.state.engine.connect():  # holds the only connection
+            busy = client.get("/api/pins")
+        assert (busy.status_code, busy.json()) == (503, {"error": "database unavailable"})
+        assert client.get("/api/pins").status_code == 200
+        app.state.engine.dispose()
 
 
 def test_malformed_json_is_a_4xx(api: TestClient) -> None:
