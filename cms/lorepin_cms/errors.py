@@ -4,6 +4,7 @@ that says whose fault it is (4xx the request's, 503 an outage, 500 ours)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 log = logging.getLogger("lorepin_cms")
 
@@ -25,7 +28,7 @@ OUTAGES: tuple[type[Exception], ...] = (
 
 
 def error_response(
-    status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None
+    status: int, message: str, detail: Any = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if detail is not None:
@@ -48,6 +51,18 @@ def database_error(exc: sa.SQLAlchemyError) -> JSONResponse:
     return error_response(500, "internal error")
 
 
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route answers at the request's path.
+
+    Starlette's own 405 names only the methods of the first route with that path.
+    """
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.matches(scope)[0] is Match.PARTIAL:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Make every error `app` answers take the shape and status above."""
 
@@ -57,8 +72,11 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid request", errors)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(sa.SQLAlchemyError)
     async def _db(_: Request, exc: sa.SQLAlchemyError) -> JSONResponse:

@@ -225,6 +225,13 @@ def test_malformed_json_is_a_4xx(api: TestClient) -> None:
     assert response.json()["error"] == "invalid request"
 
 
+def test_a_405_names_every_method_of_the_resource(api: TestClient) -> None:
+    one = api.put("/api/pins/1", json=PIN)
+    assert (one.status_code, one.json()) == (405, {"error": "Method Not Allowed"})
+    assert one.headers["allow"] == "DELETE, GET, PATCH"
+    assert api.put("/api/pins", json=PIN).headers["allow"] == "GET, POST"
+
+
 def test_health_ready_and_version(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "alive"}
     assert api.get("/readyz").json() == {"status": "ready", "schema": HEAD}
