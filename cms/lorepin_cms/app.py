@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lorepin_cms import errors, geocoder
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
+from lorepin_cms.json_body import JsonRoute
 from lorepin_cms.limits import BodyLimit
 from lorepin_cms.models import Pin, slugify
 from lorepin_cms.schemas import NO_NUL, PinCreate, PinOut, PinPage, PinUpdate, Status
@@ -50,6 +51,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         engine.dispose()
 
     app = FastAPI(title="LorePin CMS", version=config.version, lifespan=lifespan)
+    app.router.route_class = JsonRoute
 
     def schema_revision() -> str | None:
         with engine.connect() as conn:

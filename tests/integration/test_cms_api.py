@@ -232,6 +232,16 @@ def test_a_405_names_every_method_of_the_resource(api: TestClient) -> None:
     assert api.put("/api/pins", json=PIN).headers["allow"] == "GET, POST"
 
 
+def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(api: TestClient) -> None:
+    response = api.post(
+        "/api/pins",
+        content=b'{"title": "caf\xe9", "latitude": 1, "longitude": 2}',  # Latin-1
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid request"
+
+
 def test_health_ready_and_version(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "alive"}
     assert api.get("/readyz").json() == {"status": "ready", "schema": HEAD}
