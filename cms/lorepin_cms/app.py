@@ -19,7 +19,7 @@ from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
 from lorepin_cms.limits import BodyLimit
 from lorepin_cms.models import Pin, slugify
-from lorepin_cms.schemas import NO_NUL, PinCreate, PinOut, PinPage, PinUpdate, Status
+from lorepin_cms.schemas import NO_NUL, SPACES, PinCreate, PinOut, PinPage, PinUpdate, Status
 
 
 def expected_head(config: Config) -> str | None:
@@ -117,7 +117,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     ) -> PinPage:
         query = select(Pin)
         if tag is not None:
-            query = query.where(Pin.tags.contains([tag.strip().lower()]))
+            query = query.where(Pin.tags.contains([tag.strip(SPACES).lower()]))
         if status is not None:
             query = query.where(Pin.status == status)
         with sessions() as db:

@@ -113,6 +113,8 @@ def test_list_pages_and_filters(api: TestClient) -> None:
     [
         ("post", "/api/pins", {**PIN, "latitude": 91}, 422),
         ("post", "/api/pins", {**PIN, "title": ""}, 422),
+        ("post", "/api/pins", {**PIN, "title": " \u3000\ufeff\u2029 "}, 422),
+        ("post", "/api/pins", {**PIN, "latitude": True}, 422),
         ("post", "/api/pins", {"title": "no place"}, 422),
         ("post", "/api/pins", [PIN], 422),
         ("get", "/api/pins/not-a-number", None, 422),
@@ -121,6 +123,8 @@ def test_list_pages_and_filters(api: TestClient) -> None:
         ("get", "/api/pins?limit=0", None, 422),
         ("get", "/api/pins?status=archived", None, 422),
         ("patch", "/api/pins/1", {"title": None}, 422),
+        ("patch", "/api/pins/1", {"status": None}, 422),
+        ("patch", "/api/pins/1", {}, 422),
         ("patch", "/api/pins/424242", {"title": "x"}, 404),
     ],
 )
