@@ -76,7 +76,9 @@ def schema_accepts(field: dict[str, Any], value: str) -> bool:
     )
 
 
-TEXT = st.text(st.sampled_from(SPACES) | st.characters() | st.just("\x00"), max_size=210)
+# Unicode text: lone surrogates are not characters, and are refused (see the API tests).
+CHARACTERS = st.characters(codec="utf-8")
+TEXT = st.text(st.sampled_from(SPACES) | CHARACTERS | st.just("\x00"), max_size=210)
 
 
 @given(TEXT)
@@ -90,7 +92,7 @@ def test_the_schema_accepts_exactly_the_titles_the_api_accepts(title: str) -> No
     assert accepted == schema_accepts(field, title)
 
 
-@given(st.text(st.sampled_from(SPACES) | st.sampled_from("aZ09_-") | st.characters(), max_size=42))
+@given(st.text(st.sampled_from(SPACES) | st.sampled_from("aZ09_-") | CHARACTERS, max_size=42))
 def test_the_schema_accepts_exactly_the_tags_the_api_accepts(tag: str) -> None:
     field = PinCreate.model_json_schema()["properties"]["tags"]["items"]
     try:
