@@ -2,7 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from alembic.script import ScriptDirectory
@@ -19,7 +19,33 @@ from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
 from lorepin_cms.limits import BodyLimit
 from lorepin_cms.models import Pin, slugify
-from lorepin_cms.schemas import NO_NUL, SPACES, PinCreate, PinOut, PinPage, PinUpdate, Status
+from lorepin_cms.schemas import (
+    NO_NUL,
+    SPACES,
+    ErrorOut,
+    Health,
+    NotReady,
+    PinCreate,
+    PinOut,
+    PinPage,
+    PinUpdate,
+    Ready,
+    Status,
+    VersionOut,
+)
+
+ERRORS = {
+    404: "No such pin.",
+    409: "The change conflicts with the stored data.",
+    413: "The request body is over the limit (1 MiB unless LOREPIN_MAX_BODY_BYTES says otherwise).",
+    422: "The request is invalid; `detail` lists the fields at fault and why.",
+    503: "The database is unavailable or overloaded; try again later.",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an operation can answer with."""
+    return {s: {"model": ErrorOut, "description": ERRORS[s]} for s in statuses}
 
 
 def expected_head(config: Config) -> str | None:
@@ -61,11 +87,21 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> Health:
         # async and touching nothing: answers even when every thread and connection is busy.
-        return {"status": "alive"}
+        return Health(status="alive")
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        responses={
+            503: {
+                "model": ErrorOut | NotReady,
+                "description": "The database is unreachable, or its schema is not the "
+                "revision this build expects.",
+            }
+        },
+    )
     def readyz() -> JSONResponse:
         try:
             current = schema_revision()
@@ -79,22 +115,22 @@ def create_app(config: Config | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     @app.get("/version")
-    def version() -> dict[str, str | None]:
+    def version() -> VersionOut:
         try:
             current = schema_revision()
         except SQLAlchemyError:
             current = None
-        return {
-            "version": config.version,
-            "git_revision": config.git_revision,
-            "schema_revision": current,
-            "schema_expected": head,
-        }
+        return VersionOut(
+            version=config.version,
+            git_revision=config.git_revision,
+            schema_revision=current,
+            schema_expected=head,
+        )
 
     # Each handler opens its own session and so gives its connection back when it returns,
     # not after the response is serialised and sent (which takes another worker thread).
 
-    @app.post("/api/pins", status_code=201)
+    @app.post("/api/pins", status_code=201, responses=documented(409, 413, 422, 503))
     def create_pin(data: PinCreate) -> PinOut:
         fields = data.model_dump()
         if fields["place_name"] is None:
@@ -108,7 +144,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             db.refresh(pin)
             return PinOut.model_validate(pin)
 
-    @app.get("/api/pins")
+    @app.get("/api/pins", responses=documented(422, 503))
     def list_pins(
         tag: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
         status: Status | None = None,
@@ -136,12 +172,12 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     PinId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
-    @app.get("/api/pins/{pin_id}")
+    @app.get("/api/pins/{pin_id}", responses=documented(404, 422, 503))
     def read_pin(pin_id: PinId) -> PinOut:
         with sessions() as db:
             return PinOut.model_validate(get_or_404(db, pin_id))
 
-    @app.patch("/api/pins/{pin_id}")
+    @app.patch("/api/pins/{pin_id}", responses=documented(404, 409, 413, 422, 503))
     def update_pin(pin_id: PinId, data: PinUpdate) -> PinOut:
         changes = data.model_dump(exclude_unset=True)
         if not changes:
@@ -157,7 +193,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             db.refresh(pin)
             return PinOut.model_validate(pin)
 
-    @app.delete("/api/pins/{pin_id}", status_code=204)
+    @app.delete("/api/pins/{pin_id}", status_code=204, responses=documented(404, 422, 503))
     def delete_pin(pin_id: PinId) -> Response:
         with sessions() as db:
             db.delete(get_or_404(db, pin_id))

@@ -132,3 +132,38 @@ class PinPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class ErrorOut(BaseModel):
+    """Every error: what went wrong; for an invalid request, which fields and why."""
+
+    error: str
+    detail: Any = None
+
+
+class Health(BaseModel):
+    status: Literal["alive"]
+
+
+class Ready(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Literal["ready"]
+    schema_: str | None = Field(alias="schema")
+
+
+class NotReady(BaseModel):
+    """The database answers but its schema is not the one this build expects."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Literal["schema mismatch"]
+    schema_: str | None = Field(alias="schema")
+    expected: str | None
+
+
+class VersionOut(BaseModel):
+    version: str
+    git_revision: str
+    schema_revision: str | None
+    schema_expected: str | None

@@ -246,6 +246,27 @@ def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(api: TestClien
     assert response.json()["error"] == "invalid request"
 
 
+def test_the_schema_documents_every_status_and_the_error_body(api: TestClient) -> None:
+    spec = api.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    expected = {
+        ("/api/pins", "post"): {"201", "409", "413", "422", "503"},
+        ("/api/pins", "get"): {"200", "422", "503"},
+        ("/api/pins/{pin_id}", "get"): {"200", "404", "422", "503"},
+        ("/api/pins/{pin_id}", "patch"): {"200", "404", "409", "413", "422", "503"},
+        ("/api/pins/{pin_id}", "delete"): {"204", "404", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert set(responses) == statuses, (path, method)
+        for status in statuses - {"200", "201", "204"}:
+            assert responses[status]["content"]["application/json"]["schema"] == error
+    assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["error"]
+    update = spec["components"]["schemas"]["PinUpdate"]
+    assert update["minProperties"] == 1
+    assert not [name for name, field in update["properties"].items() if "null" in str(field)]
+
+
 def test_health_ready_and_version(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "alive"}
     assert api.get("/readyz").json() == {"status": "ready", "schema": HEAD}
