@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from lorepin_cms.schemas import PATTERN_MESSAGES
+
 log = logging.getLogger("lorepin_cms")
 
 # The database (or the way to it) is down, overloaded or too slow: worth retrying later.
@@ -51,6 +53,14 @@ def database_error(exc: sa.SQLAlchemyError) -> JSONResponse:
     return error_response(500, "internal error")
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    """Pydantic's message for a validation error, in words where it would quote a regex."""
+    pattern = error.get("ctx", {}).get("pattern")
+    if error["type"] == "string_pattern_mismatch" and pattern in PATTERN_MESSAGES:
+        return PATTERN_MESSAGES[pattern]
+    return str(error["msg"])
+
+
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     """Every method some route answers at the request's path.
 
@@ -68,7 +78,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        errors = [
+            {"loc": list(e["loc"]), "msg": _message(e), "type": e["type"]} for e in exc.errors()
+        ]
         return error_response(422, "invalid request", errors)
 
     @app.exception_handler(HTTPException)

@@ -38,6 +38,12 @@ NO_NUL = r"^[^\u0000]*$"
 # Text with at least one character that is not whitespace, and no NUL.
 SOME_TEXT = rf"^[{_SPACE}]*[^\u0000{_SPACE}][^\u0000]*$"
 TAG = rf"^[{_SPACE}]*[A-Za-z0-9][A-Za-z0-9_-]*[{_SPACE}]*$"
+# What a pattern means, said to people instead of the pattern itself.
+PATTERN_MESSAGES = {
+    NO_NUL: "may not contain NUL (\\u0000)",
+    SOME_TEXT: "needs a character that is not whitespace, and may not contain NUL (\\u0000)",
+    TAG: "letters, digits, '_' and '-', starting with a letter or digit",
+}
 
 
 def _trim(value: str) -> str:

@@ -236,6 +236,15 @@ def test_a_405_names_every_method_of_the_resource(api: TestClient) -> None:
     assert api.put("/api/pins", json=PIN).headers["allow"] == "GET, POST"
 
 
+def test_a_refused_pattern_is_explained_in_words(api: TestClient) -> None:
+    response = api.post("/api/pins", json={**PIN, "title": "\u3000 ", "tags": ["a b"]})
+    assert response.status_code == 422
+    assert {(e["loc"][-1], e["msg"]) for e in response.json()["detail"]} == {
+        ("title", "needs a character that is not whitespace, and may not contain NUL (\\u0000)"),
+        (0, "letters, digits, '_' and '-', starting with a letter or digit"),
+    }
+
+
 def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(api: TestClient) -> None:
     response = api.post(
         "/api/pins",
