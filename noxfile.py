@@ -80,13 +80,18 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
+BENCHMARKS = ("tasks", "build", "environments", "cms")
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks beside their baselines: task overhead, builds, spin-up (Docker)."""
+    """Benchmarks beside their baselines (Docker, hey); pick some: `nox -s bench -- cms`."""
+    chosen = session.posargs or BENCHMARKS
+    if unknown := sorted(set(chosen) - set(BENCHMARKS)):
+        session.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {BENCHMARKS}")
     install(session)
-    session.run("python", "bench/bench_tasks.py")
-    session.run("python", "bench/bench_build.py")
-    session.run("python", "bench/bench_environments.py")
+    for name in chosen:
+        session.run("python", f"bench/bench_{name}.py")
 
 
 @nox.session

@@ -1,33 +1,51 @@
 """The LorePin CMS HTTP service: pins API, health, readiness and version."""
 
-import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio.to_thread
 from alembic.script import ScriptDirectory
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lorepin_cms import geocoder
+from lorepin_cms import errors, geocoder
 from lorepin_cms.config import Config
+from lorepin_cms.errors import error_response
+from lorepin_cms.json_body import JsonRoute
+from lorepin_cms.limits import BodyLimit
 from lorepin_cms.models import Pin, slugify
-from lorepin_cms.schemas import PinCreate, PinOut, PinPage, PinUpdate, Status
+from lorepin_cms.schemas import (
+    NO_NUL,
+    SPACES,
+    ErrorOut,
+    Health,
+    NotReady,
+    PinCreate,
+    PinOut,
+    PinPage,
+    PinUpdate,
+    Ready,
+    Status,
+    VersionOut,
+)
 
-log = logging.getLogger("lorepin_cms")
+ERRORS = {
+    404: "No such pin.",
+    409: "The change conflicts with the stored data.",
+    413: "The request body is over the limit (1 MiB unless LOREPIN_MAX_BODY_BYTES says otherwise).",
+    422: "The request is invalid; `detail` lists the fields at fault and why.",
+    503: "The database is unavailable or overloaded; try again later.",
+}
 
 
-def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if detail is not None:
-        body["detail"] = jsonable_encoder(detail)
-    return JSONResponse(status_code=status, content=body)
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an operation can answer with."""
+    return {s: {"model": ErrorOut, "description": ERRORS[s]} for s in statuses}
 
 
 def expected_head(config: Config) -> str | None:
@@ -37,50 +55,58 @@ def expected_head(config: Config) -> str | None:
 
 def create_app(config: Config | None = None) -> FastAPI:
     config = config or Config.from_env()
+    # Sync handlers run on AnyIO's worker threads, each holding at most one connection and
+    # only while it runs (handlers open and close their session). With no more threads than
+    # connections no thread ever waits for the pool; a wait means the database is in
+    # trouble, and pool_timeout turns it into a prompt 503.
     engine = create_engine(
         config.database_url,
         pool_pre_ping=True,
-        pool_size=5,
+        pool_size=config.db_pool_size,
+        max_overflow=0,
+        pool_timeout=config.db_pool_timeout,
         connect_args={"connect_timeout": 3},
     )
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
-    app = FastAPI(title="LorePin CMS", version=config.version)
 
-    def session() -> Iterator[Session]:
-        with sessions() as s:
-            yield s
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.db_pool_size
+        yield
+        engine.dispose()
 
-    Db = Annotated[Session, Depends(session)]
+    app = FastAPI(title="LorePin CMS", version=config.version, lifespan=lifespan)
+    app.router.route_class = JsonRoute
 
     def schema_revision() -> str | None:
         with engine.connect() as conn:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return _error(422, "invalid request", errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(SQLAlchemyError)
-    async def _db(_: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.warning("database error: %s", type(exc).__name__)
-        return _error(503, "database unavailable")
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "alive"}
+    async def healthz() -> Health:
+        # async and touching nothing: answers even when every thread and connection is busy.
+        return Health(status="alive")
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        responses={
+            503: {
+                "model": ErrorOut | NotReady,
+                "description": "The database is unreachable, or its schema is not the "
+                "revision this build expects.",
+            }
+        },
+    )
     def readyz() -> JSONResponse:
         try:
             current = schema_revision()
         except (DBAPIError, SQLAlchemyError) as exc:
-            return _error(503, "database unreachable or not migrated", type(exc).__name__)
+            return error_response(503, "database unreachable or not migrated", type(exc).__name__)
         if current != head:
             return JSONResponse(
                 status_code=503,
@@ -89,49 +115,53 @@ def create_app(config: Config | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": current})
 
     @app.get("/version")
-    def version() -> dict[str, str | None]:
+    def version() -> VersionOut:
         try:
             current = schema_revision()
         except SQLAlchemyError:
             current = None
-        return {
-            "version": config.version,
-            "git_revision": config.git_revision,
-            "schema_revision": current,
-            "schema_expected": head,
-        }
+        return VersionOut(
+            version=config.version,
+            git_revision=config.git_revision,
+            schema_revision=current,
+            schema_expected=head,
+        )
 
-    @app.post("/api/pins", status_code=201)
-    def create_pin(data: PinCreate, db: Db) -> PinOut:
+    # Each handler opens its own session and so gives its connection back when it returns,
+    # not after the response is serialised and sent (which takes another worker thread).
+
+    @app.post("/api/pins", status_code=201, responses=documented(409, 413, 422, 503))
+    def create_pin(data: PinCreate) -> PinOut:
         fields = data.model_dump()
         if fields["place_name"] is None:
             fields["place_name"] = geocoder.place_name(
                 config.geocoder_url, data.latitude, data.longitude
             )
         pin = Pin(**fields, slug=slugify(data.title))
-        db.add(pin)
-        db.commit()
-        db.refresh(pin)
-        return PinOut.model_validate(pin)
+        with sessions() as db:
+            db.add(pin)
+            db.commit()
+            db.refresh(pin)
+            return PinOut.model_validate(pin)
 
-    @app.get("/api/pins")
+    @app.get("/api/pins", responses=documented(422, 503))
     def list_pins(
-        db: Db,
-        tag: Annotated[str | None, Query(max_length=40)] = None,
+        tag: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
         status: Status | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> PinPage:
         query = select(Pin)
         if tag is not None:
-            query = query.where(Pin.tags.contains([tag.strip().lower()]))
+            query = query.where(Pin.tags.contains([tag.strip(SPACES).lower()]))
         if status is not None:
             query = query.where(Pin.status == status)
-        total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = db.scalars(
-            query.order_by(Pin.created_at.desc(), Pin.id.desc()).limit(limit).offset(offset)
-        )
-        items = [PinOut.model_validate(p) for p in rows]
+        with sessions() as db:
+            total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = db.scalars(
+                query.order_by(Pin.created_at.desc(), Pin.id.desc()).limit(limit).offset(offset)
+            )
+            items = [PinOut.model_validate(p) for p in rows]
         return PinPage(items=items, total=total, limit=limit, offset=offset)
 
     def get_or_404(db: Session, pin_id: int) -> Pin:
@@ -142,29 +172,32 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     PinId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
-    @app.get("/api/pins/{pin_id}")
-    def read_pin(pin_id: PinId, db: Db) -> PinOut:
-        return PinOut.model_validate(get_or_404(db, pin_id))
+    @app.get("/api/pins/{pin_id}", responses=documented(404, 422, 503))
+    def read_pin(pin_id: PinId) -> PinOut:
+        with sessions() as db:
+            return PinOut.model_validate(get_or_404(db, pin_id))
 
-    @app.patch("/api/pins/{pin_id}")
-    def update_pin(pin_id: PinId, data: PinUpdate, db: Db) -> PinOut:
-        pin = get_or_404(db, pin_id)
+    @app.patch("/api/pins/{pin_id}", responses=documented(404, 409, 413, 422, 503))
+    def update_pin(pin_id: PinId, data: PinUpdate) -> PinOut:
         changes = data.model_dump(exclude_unset=True)
         if not changes:
             raise HTTPException(422, "nothing to update: send at least one field")
-        for field, value in changes.items():
-            setattr(pin, field, value)
-        if "title" in changes:
-            pin.slug = slugify(changes["title"])
-        pin.updated_at = func.now()
-        db.commit()
-        db.refresh(pin)
-        return PinOut.model_validate(pin)
+        with sessions() as db:
+            pin = get_or_404(db, pin_id)
+            for field, value in changes.items():
+                setattr(pin, field, value)
+            if "title" in changes:
+                pin.slug = slugify(changes["title"])
+            pin.updated_at = func.now()
+            db.commit()
+            db.refresh(pin)
+            return PinOut.model_validate(pin)
 
-    @app.delete("/api/pins/{pin_id}", status_code=204)
-    def delete_pin(pin_id: PinId, db: Db) -> Response:
-        db.delete(get_or_404(db, pin_id))
-        db.commit()
+    @app.delete("/api/pins/{pin_id}", status_code=204, responses=documented(404, 422, 503))
+    def delete_pin(pin_id: PinId) -> Response:
+        with sessions() as db:
+            db.delete(get_or_404(db, pin_id))
+            db.commit()
         return Response(status_code=204)
 
     if config.admin_dir.is_dir():  # built by the image's assets stage (cms/admin)

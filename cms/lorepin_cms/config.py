@@ -51,6 +51,18 @@ def database_url(environ: Mapping[str, str] = os.environ) -> URL:
     )
 
 
+def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    """An optional whole-number setting above zero; unset or empty means `default`."""
+    raw = environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number above 0, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     database_url: URL
@@ -59,6 +71,11 @@ class Config:
     migrations_dir: Path
     geocoder_url: str | None = None
     admin_dir: Path = ROOT / "cms" / "admin" / "dist"
+    max_body_bytes: int = 1024 * 1024
+    # Connections per process, and so worker threads per process (see app.create_app).
+    db_pool_size: int = 16
+    # How long a request waits for a connection before it is a 503.
+    db_pool_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
@@ -68,4 +85,6 @@ class Config:
             git_revision=environ.get("LOREPIN_GIT_REVISION", "unknown"),
             migrations_dir=Path(environ.get("LOREPIN_MIGRATIONS_DIR", ROOT / "migrations")),
             geocoder_url=environ.get("LOREPIN_GEOCODER_URL") or None,
+            max_body_bytes=positive_int(environ, "LOREPIN_MAX_BODY_BYTES", 1024 * 1024),
+            db_pool_size=positive_int(environ, "LOREPIN_DB_POOL_SIZE", 16),
         )

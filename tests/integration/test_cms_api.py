@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from lorepin_cms.app import create_app
@@ -38,14 +42,17 @@ def migrate(url: str, target: str = "head") -> None:
     )
 
 
-def client_for(url: str) -> TestClient:
-    config = Config(
+def config_for(url: str) -> Config:
+    return Config(
         database_url=make_url(url),
         version="9.9.9",
         git_revision="abc",
         migrations_dir=ROOT / "migrations",
     )
-    return TestClient(create_app(config))
+
+
+def client_for(url: str) -> TestClient:
+    return TestClient(create_app(config_for(url)))
 
 
 @pytest.fixture
@@ -106,6 +113,8 @@ def test_list_pages_and_filters(api: TestClient) -> None:
     [
         ("post", "/api/pins", {**PIN, "latitude": 91}, 422),
         ("post", "/api/pins", {**PIN, "title": ""}, 422),
+        ("post", "/api/pins", {**PIN, "title": " \u3000\ufeff\u2029 "}, 422),
+        ("post", "/api/pins", {**PIN, "latitude": True}, 422),
         ("post", "/api/pins", {"title": "no place"}, 422),
         ("post", "/api/pins", [PIN], 422),
         ("get", "/api/pins/not-a-number", None, 422),
@@ -114,6 +123,8 @@ def test_list_pages_and_filters(api: TestClient) -> None:
         ("get", "/api/pins?limit=0", None, 422),
         ("get", "/api/pins?status=archived", None, 422),
         ("patch", "/api/pins/1", {"title": None}, 422),
+        ("patch", "/api/pins/1", {"status": None}, 422),
+        ("patch", "/api/pins/1", {}, 422),
         ("patch", "/api/pins/424242", {"title": "x"}, 404),
     ],
 )
@@ -125,10 +136,144 @@ def test_bad_requests_get_a_json_4xx(
     assert "error" in response.json()
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/pins", {**PIN, "title": "The drowned\u0000bell"}),
+        ("post", "/api/pins", {**PIN, "body": "\u0000"}),
+        ("post", "/api/pins", {**PIN, "place_name": "Ys\u0000"}),
+        ("post", "/api/pins", {**PIN, "title": "lone \ud800 surrogate"}),
+        ("post", "/api/pins", {**PIN, "body": "lone \udfff surrogate"}),
+        ("patch", "/api/pins/{id}", {"title": "\u0000"}),
+        ("patch", "/api/pins/{id}", {"body": "a\u0000b"}),
+        ("patch", "/api/pins/{id}", {"place_name": "\ud83d"}),
+        ("get", "/api/pins?tag=sea%00", None),
+    ],
+)
+def test_text_postgresql_cannot_store_is_a_422(
+    api: TestClient, method: str, path: str, body: object
+) -> None:
+    pin_id = api.post("/api/pins", json=PIN).json()["id"]
+    response = api.request(
+        method.upper(),
+        path.format(id=pin_id),
+        content=None if body is None else json.dumps(body),  # \u escapes, as a client sends
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid request"
+    assert api.get(f"/api/pins/{pin_id}").json()["title"] == PIN["title"]
+
+
+def test_database_errors_map_to_what_went_wrong(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an outage is a 503: bad data is a 422, a conflict 409, anything else a 500."""
+    migrate(database_url)
+    app = create_app(config_for(database_url))
+    failing = {  # real errors from PostgreSQL (or psycopg), as a missed check would cause
+        "data": ("SELECT length(:v)", {"v": "nul\u0000"}),
+        "conflict": ("INSERT INTO pins (id, title, latitude, longitude) VALUES (1, 'a', 0, 0)", {}),
+        "bug": ("SELECT * FROM no_such_table", {}),
+    }
+
+    @app.get("/fail/{kind}")
+    def fail(kind: str) -> None:
+        statement, params = failing[kind]
+        with app.state.engine.begin() as conn:
+            conn.execute(text(statement), params)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        data = client.get("/fail/data")
+        assert (data.status_code, data.json()["error"]) == (422, "invalid data")
+        client.get("/fail/conflict")
+        conflict = client.get("/fail/conflict")  # the same id again
+        assert (conflict.status_code, conflict.json()) == (
+            409,
+            {"error": "conflicts with the stored data"},
+        )
+        with caplog.at_level(logging.ERROR, logger="lorepin_cms"):
+            bug = client.get("/fail/bug")
+        assert (bug.status_code, bug.json()) == (500, {"error": "internal error"})
+        assert "no_such_table" not in bug.text
+        assert any("ProgrammingError" in r.getMessage() for r in caplog.records)
+        app.state.engine.dispose()
+
+
+def test_bodies_up_to_one_mib_are_accepted_larger_ones_are_a_413(api: TestClient) -> None:
+    limit = 1024 * 1024
+    pin = json.dumps(PIN).encode()
+    at_limit = pin[:-1] + b" " * (limit - len(pin)) + b"}"  # JSON whitespace padding
+    headers = {"content-type": "application/json"}
+    assert api.post("/api/pins", content=at_limit, headers=headers).status_code == 201
+    over = api.post("/api/pins", content=at_limit + b" ", headers=headers)
+    assert over.status_code == 413
+    assert over.json() == {"error": f"request body larger than {limit} bytes"}
+    assert api.get("/api/pins").json()["total"] == 1
+
+
+def test_no_free_connection_within_the_pool_timeout_is_a_503(database_url: str) -> None:
+    migrate(database_url)
+    app = create_app(replace(config_for(database_url), db_pool_size=1, db_pool_timeout=0.5))
+    with TestClient(app) as client:
+        with app.state.engine.connect():  # holds the only connection
+            busy = client.get("/api/pins")
+        assert (busy.status_code, busy.json()) == (503, {"error": "database unavailable"})
+        assert client.get("/api/pins").status_code == 200
+        app.state.engine.dispose()
+
+
 def test_malformed_json_is_a_4xx(api: TestClient) -> None:
     response = api.post("/api/pins", content=b"{bad", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"] == "invalid request"
+
+
+def test_a_405_names_every_method_of_the_resource(api: TestClient) -> None:
+    one = api.put("/api/pins/1", json=PIN)
+    assert (one.status_code, one.json()) == (405, {"error": "Method Not Allowed"})
+    assert one.headers["allow"] == "DELETE, GET, PATCH"
+    assert api.put("/api/pins", json=PIN).headers["allow"] == "GET, POST"
+
+
+def test_a_refused_pattern_is_explained_in_words(api: TestClient) -> None:
+    response = api.post("/api/pins", json={**PIN, "title": "\u3000 ", "tags": ["a b"]})
+    assert response.status_code == 422
+    assert {(e["loc"][-1], e["msg"]) for e in response.json()["detail"]} == {
+        ("title", "needs a character that is not whitespace, and may not contain NUL (\\u0000)"),
+        (0, "letters, digits, '_' and '-', starting with a letter or digit"),
+    }
+
+
+def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(api: TestClient) -> None:
+    response = api.post(
+        "/api/pins",
+        content=b'{"title": "caf\xe9", "latitude": 1, "longitude": 2}',  # Latin-1
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid request"
+
+
+def test_the_schema_documents_every_status_and_the_error_body(api: TestClient) -> None:
+    spec = api.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    expected = {
+        ("/api/pins", "post"): {"201", "409", "413", "422", "503"},
+        ("/api/pins", "get"): {"200", "422", "503"},
+        ("/api/pins/{pin_id}", "get"): {"200", "404", "422", "503"},
+        ("/api/pins/{pin_id}", "patch"): {"200", "404", "409", "413", "422", "503"},
+        ("/api/pins/{pin_id}", "delete"): {"204", "404", "422", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert set(responses) == statuses, (path, method)
+        for status in statuses - {"200", "201", "204"}:
+            assert responses[status]["content"]["application/json"]["schema"] == error
+    assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["error"]
+    update = spec["components"]["schemas"]["PinUpdate"]
+    assert update["minProperties"] == 1
+    assert not [name for name, field in update["properties"].items() if "null" in str(field)]
 
 
 def test_health_ready_and_version(api: TestClient) -> None:
