@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this machine for the LorePin toolkit: the .venv, a Docker engine, Compose v2,
-# Chromium for the browser test, and the base image every Dockerfile builds FROM. Idempotent: a second run checks,
+# Chromium for the browser test, hey for the CMS benchmark, and the base image every
+# Dockerfile builds FROM. Idempotent: a second run checks,
 # prints what it found and changes nothing.
 #
 # Environment:
@@ -122,13 +123,14 @@ build_local_base() {
 }
 
 setup_browser() {
-  # Debian's Chromium and its driver, for the admin page's browser test.
-  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
-    say "Chromium present ($(chromium --version 2>/dev/null | head -n 1))"
+  # Debian's Chromium and its driver, for the admin page's browser test; hey, the load
+  # generator of the CMS benchmark.
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v hey >/dev/null; then
+    say "Chromium present ($(chromium --version 2>/dev/null | head -n 1)), hey present"
     return
   fi
-  apt_install chromium chromium-driver fonts-dejavu-core \
-    || say "no Chromium and not root: the browser test cannot run (apt-get install chromium chromium-driver)"
+  apt_install chromium chromium-driver fonts-dejavu-core hey \
+    || say "not root: install chromium chromium-driver (browser test) and hey (benchmark) yourself"
 }
 
 choose_base_image() {
