@@ -85,7 +85,8 @@ class Executor:
         `mutates=False` marks read-only commands (ps, inspect): they still run under
         dry-run, so a dry run can show what it would do given the real state.
         `capture` collects output instead of streaming it to the terminal;
-        `capture_stderr` streams stdout but keeps stderr for the error message;
+        `capture_stderr` keeps stderr for the error message (and, unless quiet, shows it
+        as it comes: a long step's progress);
         `stdout_to` writes stdout to a new file (mode 0600), e.g. a database dump;
         `no_input` gives the command no terminal to ask questions on (Compose would offer
         to recreate a volume whose labels changed: it must decline, never ask).
@@ -104,6 +105,10 @@ class Executor:
                 f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh"
             )
         started = time.monotonic()
+        if capture_stderr and not (capture or quiet or stdout_to or timeout):
+            # Long steps show their progress and keep it for the error message.
+            code, stderr = self._tee_stderr(argv, env, no_input)
+            return self._finish(argv, line, code, "", stderr, started, quiet=quiet, check=check)
         sink = None
         if stdout_to is not None:
             stdout_to.parent.mkdir(parents=True, exist_ok=True)
@@ -124,16 +129,51 @@ class Executor:
         finally:
             if sink is not None:
                 sink.close()
-        seconds = time.monotonic() - started
-        if not quiet and seconds >= 2:
-            self.say(f"  ({seconds:.1f} s)")
         stderr = (
             proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
         )
         stdout = proc.stdout if isinstance(proc.stdout, str) else ""
-        result = Result(tuple(argv), proc.returncode, stdout, stderr or "", seconds)
+        return self._finish(
+            argv, line, proc.returncode, stdout, stderr or "", started, quiet=quiet, check=check
+        )
+
+    def _tee_stderr(
+        self, argv: Sequence[str], env: Mapping[str, str] | None, no_input: bool
+    ) -> tuple[int, str]:
+        """Run with stderr both shown (redacted) as it comes and kept."""
+        kept: list[str] = []
+        with subprocess.Popen(
+            list(argv),
+            env={**os.environ, **(env or {})},
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            stdin=subprocess.DEVNULL if no_input else None,
+        ) as proc:
+            for chunk in proc.stderr or ():
+                kept.append(chunk)
+                self._out.write(self.redact(chunk))
+                self._out.flush()
+        return proc.returncode, "".join(kept)
+
+    def _finish(
+        self,
+        argv: Sequence[str],
+        line: str,
+        code: int,
+        stdout: str,
+        stderr: str,
+        started: float,
+        *,
+        quiet: bool,
+        check: bool,
+    ) -> Result:
+        seconds = time.monotonic() - started
+        if not quiet and seconds >= 2:
+            self.say(f"  ({seconds:.1f} s)")
+        result = Result(tuple(argv), code, stdout, stderr, seconds)
         if check and not result.ok:
-            raise CommandFailed(self.redact(line), proc.returncode, self.redact(result.stderr))
+            raise CommandFailed(self.redact(line), code, self.redact(result.stderr))
         return result
 
     def write(self, path: Path, text: str, *, mode: int | None = None) -> None:

@@ -144,10 +144,10 @@ def build_stale(
     return stale
 
 
-def bring_up(ctx: EnvContext, started: float) -> tuple[EnvContext, list[docker.Container]]:
+def bring_up(ctx: EnvContext, started: float) -> list[docker.Container]:
     """Build what changed, start every service, migrate, wait until ready: the one way up.
 
-    Returns the context (with its build inputs) and the containers as they ended.
+    Returns the containers as they ended (none in a dry run).
     """
     model = docker.model(ctx)
     build_stale(ctx, model)
@@ -160,7 +160,7 @@ def bring_up(ctx: EnvContext, started: float) -> tuple[EnvContext, list[docker.C
         no_input=True,
     )
     if ctx.run.dry_run:
-        return ctx, []
+        return []
     found = docker.check_started(ctx, model)
     if not result.ok:  # Compose said no although every container looks right
         raise LorePinError(f"compose up failed: {ctx.run.redact(result.stderr.strip()[-300:])}")
@@ -171,7 +171,7 @@ def bring_up(ctx: EnvContext, started: float) -> tuple[EnvContext, list[docker.C
         say=ctx.run.say,
         hint=ctx.hint("logs", "--service", compose.HTTP_SERVICE),
     )
-    return ctx, found
+    return found
 
 
 def show_logs(ctx: EnvContext, service: str, *, follow: bool, tail: str) -> None:

@@ -147,7 +147,7 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
             ctx = replace(ctx, revision=git.describe(run, source))
             secrets.ensure(ctx)
             run.say(f"==> feature '{branch}' -> {name.project} (expires {now + lifetime:%c} UTC)")
-            ctx, containers = bring_up(ctx, began)
+            containers = bring_up(ctx, began)
             seed = plan.seed_command(settings.feature, name)
             seeded = docker.run_oneoff(ctx, "migrate", seed, kind=plan.ONEOFF, capture=True)
     if run.dry_run:

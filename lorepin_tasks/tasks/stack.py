@@ -77,7 +77,7 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
         docker.ensure_owned(ctx)
         ctx = with_revision(ctx)
         secrets.ensure(ctx)
-        ctx, found = bring_up(ctx, started)
+        found = bring_up(ctx, started)
     if ctx.run.dry_run:
         ctx.run.say("dry run: nothing was built or started")
         return

@@ -57,3 +57,18 @@ def test_failure_without_check_returns_the_code() -> None:
 
 def test_shown_quotes_for_the_shell() -> None:
     assert shown(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
+
+
+def test_a_long_steps_stderr_is_shown_as_it_comes_and_kept_for_the_error() -> None:
+    out = io.StringIO()
+    run = Executor(out=out, secrets=["hunter2"])
+    result = run.run(
+        ["sh", "-c", "echo step 1 of 2 hunter2 >&2; echo step 2 of 2 >&2; exit 3"],
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stderr == "step 1 of 2 hunter2\nstep 2 of 2\n"
+    assert "step 1 of 2 ******\nstep 2 of 2\n" in out.getvalue()  # shown, redacted
+    with pytest.raises(CommandFailed, match=r"exit code 3: .*: step 2 of 2$"):
+        run.run(["sh", "-c", "echo step 2 of 2 >&2; exit 3"], capture_stderr=True)
