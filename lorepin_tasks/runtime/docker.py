@@ -171,7 +171,10 @@ def inspect_containers(
     if not ids:
         return []
     argv = compose.inspect(env, *ids) if env else ["docker", "inspect", *ids]
-    details = decode(read(run, argv).stdout, "docker inspect")
+    # A container removed since it was listed (a one-off finishing) is simply not there:
+    # docker inspect still prints the others, and exits 1.
+    result = run.run(argv, capture=True, check=False, mutates=False, quiet=True)
+    details = decode(result.stdout or "[]", "docker inspect")
     found = []
     for d in details:
         state, config = d.get("State") or {}, d.get("Config") or {}
