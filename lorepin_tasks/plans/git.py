@@ -67,3 +67,8 @@ def worktree_add(root: Path, path: Path, branch: str) -> list[str]:
 
 def worktree_remove(root: Path, path: Path) -> list[str]:
     return git(root, "worktree", "remove", "--force", str(path))
+
+
+def worktree_prune(root: Path) -> list[str]:
+    """Forget worktrees whose directories are gone (a killed run's)."""
+    return git(root, "worktree", "prune")

@@ -86,7 +86,10 @@ def model(ctx: EnvContext) -> Model:
     variables = ctx.variables
     key = hashlib.sha256()
     for path in ctx.env.compose_files:
-        key.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+        try:
+            key.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the compose file {path}: {exc.strerror}") from None
     key.update(json.dumps(variables, sort_keys=True).encode())
     cache = ctx.settings.cache_dir / f"compose-{key.hexdigest()[:24]}.json"
     data = _cached(cache)

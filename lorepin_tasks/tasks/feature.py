@@ -82,16 +82,29 @@ def _context(
 
 
 @contextmanager
-def _source(run: Executor, settings: Settings, branch: str) -> Iterator[Path]:
+def _source(run: Executor, settings: Settings, name: plan.FeatureName) -> Iterator[Path]:
     """The tree to build from: the working tree for the checked-out branch (uncommitted
-    changes included), else a temporary worktree of the branch, removed afterwards."""
-    root = settings.root
+    changes included), else a temporary worktree of the branch, removed afterwards.
+
+    The worktree's path is the environment's own, and the caller holds its lock: what a
+    killed run left there is removed first, and no other run can be using it.
+    """
+    root, branch = settings.root, name.branch
     if git.current_branch(run, root) == branch:
         yield root
         return
     if branch not in git.branches(root):
         raise ConfigError(f"there is no local branch {branch!r} (git branch --list)")
-    path = Path(tempfile.mkdtemp(prefix="lorepin-worktree-"))
+    path = Path(tempfile.gettempdir()) / f"lorepin-worktree-{name.project}"
+    if run.dry_run:  # the commands, with this checkout's files standing in for the branch's
+        run.run(git_plan.worktree_add(root, path, branch))
+        yield root
+        run.run(git_plan.worktree_remove(root, path))
+        return
+    if path.exists():
+        run.run(git_plan.worktree_remove(root, path), check=False, quiet=True)
+        shutil.rmtree(path, ignore_errors=True)
+    run.run(git_plan.worktree_prune(root), check=False, quiet=True)
     run.run(git_plan.worktree_add(root, path, branch))
     try:
         yield path
@@ -140,7 +153,7 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
         )
         port = int(address.rpartition(":")[2]) if address else 0
         # The branch's own compose files serve every step: the worktree lives to the end.
-        with _source(run, settings, branch) as source:
+        with _source(run, settings, name) as source:
             files = tuple(source / f for f in settings.feature.compose_files)
             labels = plan.labels(name, created, now + lifetime)
             ctx = _context(settings, run, name, files, port=port, labels=labels)
