@@ -1,8 +1,19 @@
 """Invoke entry point: assembles the toolkit's collections (`invoke --list`)."""
 
+import sys
+from pathlib import Path
+
 from invoke.collection import Collection
 
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.settings import check_project_file
 from lorepin_tasks.tasks import db, feature, images, release, stack
+
+try:  # before Invoke reads it: a broken invoke.yaml is one line, not a traceback
+    check_project_file(Path(__file__).resolve().parent / "invoke.yaml")
+except ConfigError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(int(exc.exit_code))
 
 ns = Collection()
 for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top-level

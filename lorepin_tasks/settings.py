@@ -43,6 +43,10 @@ SEMVER = re.compile(
     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
 TTL = re.compile(r"^(?P<n>[1-9][0-9]{0,3})(?P<unit>[smhd])$")
+# Docker's repository path: lowercase components separated by '/'.
+REPOSITORY = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
 BASE_IMAGE_RECORD = Path(".lorepin/base-image.env")
 DEFAULT_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 OVERRIDES = (
@@ -162,10 +166,12 @@ class Settings:
         if name not in self.environments:
             valid = ", ".join(sorted(self.environments))
             raise ConfigError(f"unknown environment {name!r}; valid environments: {valid}")
-        return _with_overrides(self.environments[name], self.overrides, self.state_home)
+        return _with_overrides(self.environments[name], self.overrides, self.state_home, self.root)
 
 
 def _int(value: Any, what: str, *, low: int, high: int) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{what} must be a whole number, got {value!r}")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -204,6 +210,35 @@ def cache_home(environ: Mapping[str, str]) -> Path:
     return Path(base).expanduser() / "lorepin"
 
 
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} in invoke.yaml must be a mapping, got {value!r}"[:200])
+    return value
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{what} must be a list of paths, got {value!r}"[:200])
+    return tuple(value)
+
+
+def private_dir(value: Any, what: str, root: Path) -> Path:
+    """A directory for secrets or dumps: absolute, and outside the checkout (where a
+    stray `git add` would publish it)."""
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise ConfigError(f"{what} must be a directory path, got {value!r}")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(f"{what} must be an absolute path, got {str(value)!r}")
+    if path.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(
+            f"{what} {path} is inside the checkout: keep secrets and dumps out of git"
+        )
+    return path
+
+
 def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> Environment:
     where = f"environment '{name}'"
     if not ENV_NAME.match(name):
@@ -214,7 +249,9 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     project = str(raw.get("project") or f"lorepin-{name}")
     if not PROJECT_NAME.match(project):
         raise ConfigError(f"{where}: invalid Compose project name {project!r}")
-    files = tuple(root / f for f in raw.get("compose_files") or ())
+    files = tuple(
+        root / f for f in _strings(raw.get("compose_files") or [], f"{where}: compose_files")
+    )
     if not files:
         raise ConfigError(f"{where}: compose_files is empty")
     for f in files:
@@ -236,8 +273,12 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         db_port=None if db_port is None else _int(db_port, f"{where}: db_port", low=0, high=65535),
         image_tag=tag,
         state_dir=state_dir,
-        secrets_dir=Path(raw.get("secrets_dir") or state_dir / "secrets"),
-        backups_dir=Path(raw.get("backups_dir") or state_dir / "backups"),
+        secrets_dir=private_dir(raw["secrets_dir"], f"{where}: secrets_dir", root)
+        if raw.get("secrets_dir") is not None
+        else state_dir / "secrets",
+        backups_dir=private_dir(raw["backups_dir"], f"{where}: backups_dir", root)
+        if raw.get("backups_dir") is not None
+        else state_dir / "backups",
         docker_host=raw.get("docker_host"),
         docker_context=raw.get("docker_context"),
         # Long-lived environments keep a dump from just before any schema change.
@@ -247,7 +288,9 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     )
 
 
-def _with_overrides(env: Environment, overrides: Mapping[str, str], state: Path) -> Environment:
+def _with_overrides(
+    env: Environment, overrides: Mapping[str, str], state: Path, root: Path
+) -> Environment:
     if not overrides:
         return env
     project = overrides.get("LOREPIN_PROJECT", env.project)
@@ -262,7 +305,7 @@ def _with_overrides(env: Environment, overrides: Mapping[str, str], state: Path)
 
     def follow(path: Path, variable: str) -> Path:
         if variable in overrides:
-            return Path(overrides[variable])
+            return private_dir(overrides[variable], variable, root)
         return new_state / path.relative_to(old_state) if path.is_relative_to(old_state) else path
 
     return replace(
@@ -280,6 +323,20 @@ def _with_overrides(env: Environment, overrides: Mapping[str, str], state: Path)
         secrets_dir=follow(env.secrets_dir, "LOREPIN_SECRETS_DIR"),
         backups_dir=follow(env.backups_dir, "LOREPIN_BACKUP_DIR"),
     )
+
+
+def check_project_file(path: Path) -> None:
+    """invoke.yaml must be YAML with a mapping at the top: Invoke would print a traceback."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except (yaml.YAMLError, ValueError, OSError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path.name} is not valid YAML{line}: fix or restore it") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path.name} must hold a mapping (lorepin: ...): fix or restore it")
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,43 +377,47 @@ def _release(raw: Mapping[str, Any]) -> ReleasePolicy:
     initial = str(raw["initial_version"])
     if not SEMVER.match(initial) or "+" in initial:
         raise ConfigError(f"release.initial_version {initial!r} is not a SemVer like 0.1.0")
-    files = raw["version_files"]
-    if not isinstance(files, list | tuple) or not all(isinstance(f, str) for f in files):
-        raise ConfigError("release.version_files must be a list of paths")
     return ReleasePolicy(
         branch=str(raw["branch"]),
         major_on_zero=bool(raw["major_on_zero"]),
         initial_version=initial,
-        version_files=tuple(files),
+        version_files=_strings(raw["version_files"], "release.version_files"),
         two_person_rule=bool(raw["two_person_rule"]),
     )
 
 
 def _feature(raw: Mapping[str, Any]) -> FeaturePolicy:
-    files = raw["compose_files"]
-    if not isinstance(files, list | tuple) or not files:
+    files = _strings(raw["compose_files"], "feature.compose_files")
+    if not files:
         raise ConfigError("feature.compose_files must be a non-empty list of paths")
     return FeaturePolicy(
-        compose_files=tuple(str(f) for f in files),
+        compose_files=files,
         ttl=parse_ttl(str(raw["ttl"])),
         seed_count=_int(raw["seed_count"], "feature.seed_count", low=0, high=1_000_000),
     )
 
 
 def load(
-    project_config: Mapping[str, Any] | None = None,
+    project_config: Any = None,
     *,
     root: Path = ROOT,
     environ: Mapping[str, str] = os.environ,
     host: str | None = None,
 ) -> Settings:
     """Resolve defaults, invoke.yaml's `lorepin:` tree and environment variables."""
-    raw = _merge(DEFAULTS, project_config or {})
+    raw = _merge(DEFAULTS, _mapping(project_config, "lorepin"))
+    for section in ("environments", "feature", "release", "db"):
+        raw[section] = _mapping(raw[section], f"lorepin.{section}")
     state = state_home(environ)
     envs = {
-        name: _environment(name, spec or {}, root, state)
+        str(name): _environment(str(name), _mapping(spec, f"environment '{name}'"), root, state)
         for name, spec in raw["environments"].items()
     }
+    prefix = environ.get("LOREPIN_IMAGE_PREFIX") or str(raw["image_prefix"])
+    if not REPOSITORY.match(prefix):
+        raise ConfigError(
+            f"image prefix {prefix!r} is not a repository path (lowercase, e.g. lorepin)"
+        )
     lock_wait = raw["db"].get("lock_wait", 60)
     checkout = Checkout.of(root, host or socket.gethostname())
     return Settings(
@@ -366,7 +427,7 @@ def load(
         cache_dir=cache_home(environ) / checkout.id,
         base_image=environ.get("BASE_IMAGE") or raw.get("base_image") or _recorded_base_image(root),
         ca_bundle=_ca_bundle(environ),
-        image_prefix=environ.get("LOREPIN_IMAGE_PREFIX") or str(raw["image_prefix"]),
+        image_prefix=prefix,
         wait_timeout=_int(raw["wait_timeout"], "wait_timeout", low=10, high=3600),
         environments=envs,
         overrides={k: environ[k] for k in OVERRIDES if environ.get(k)},

@@ -70,3 +70,13 @@ def add_section(text: str, version: str, new_section: str) -> str:
     head = text[:at].rstrip("\n") + "\n\n"
     tail = text[at:]
     return head + new_section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
+
+
+def section_of(text: str, version: str) -> str | None:
+    """The section of `version` in a changelog, as `section` wrote it (None if absent)."""
+    headings = list(VERSION_HEADING.finditer(text))
+    for i, heading in enumerate(headings):
+        if heading["version"] == version:
+            end = headings[i + 1].start() if i + 1 < len(headings) else len(text)
+            return text[heading.start() : end].rstrip("\n") + "\n"
+    return None

@@ -61,6 +61,10 @@ def notes_append(root: Path, ref: str, message: str, commit: str) -> list[str]:
     return git(root, "notes", "--ref", ref, "append", "-m", message, commit)
 
 
+def notes_remove(root: Path, ref: str, commit: str) -> list[str]:
+    return git(root, "notes", "--ref", ref, "remove", "--ignore-missing", commit)
+
+
 def worktree_add(root: Path, path: Path, branch: str) -> list[str]:
     return git(root, "worktree", "add", "--detach", "--quiet", str(path), branch)
 

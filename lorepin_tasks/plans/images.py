@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 # Compose service -> image name (under the settings' image prefix).
 IMAGES = {"cms": "cms", "db": "postgres", "geocoder": "geocoder-mock"}
-REGISTRY = re.compile(r"^(localhost|[a-z0-9.-]+|\[[0-9a-f:]+\]|[0-9.]+):[0-9]{1,5}$")
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+REGISTRY = re.compile(rf"^(?P<host>{LABEL}(?:\.{LABEL})*|\[[0-9a-f:]+\]):(?P<port>[0-9]{{1,5}})$")
 TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 SHA_TAG = re.compile(r"^sha-[0-9a-f]{7,40}$")
 MANIFEST_IMAGE = "build-manifest"
@@ -64,7 +65,8 @@ def services(selected: Sequence[str]) -> list[str]:
 
 
 def registry(value: str) -> str:
-    if not REGISTRY.match(value):
+    match = REGISTRY.match(value)
+    if not match or not 1 <= int(match["port"]) <= 65535:
         raise ConfigError(f"invalid registry {value!r}: expected HOST:PORT like 127.0.0.1:5000")
     return value
 

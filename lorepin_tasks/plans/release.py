@@ -103,6 +103,10 @@ def plan(
         major_on_zero=policy.major_on_zero,
         initial=Version.parse(policy.initial_version),
     )
+    if as_version and pre:
+        raise ConfigError(
+            f"--as and --pre together: say the whole version, e.g. --as {as_version}-{pre}.1"
+        )
     if as_version:
         chosen = parse_version(as_version, "--as version")
         if history.last is not None and chosen <= history.last:
@@ -165,6 +169,12 @@ def files(
     return new
 
 
+def resumed_section(release: ReleasePlan, changelog_text: str) -> str | None:
+    """The section the release commit wrote, when resuming (the history since its tag is
+    empty by then: the changes are in the changelog it committed)."""
+    return changelog.section_of(changelog_text, str(release.version)) if release.resume else None
+
+
 def tag_message(release: ReleasePlan, section: str) -> str:
     return f"LorePin CMS {release.tag}\n\n{section}"
 
@@ -206,12 +216,18 @@ def approval(tag: str, approver: str, at: str, commit: str) -> dict[str, str]:
     return {"version": tag, "approved_by": approver, "approved_at": at, "commit": commit}
 
 
+def same_person(a: str | None, b: str | None) -> bool:
+    """Emails compare as people do: case and surrounding spaces do not make another one."""
+    return bool(a and b) and str(a).strip().lower() == str(b).strip().lower()
+
+
 def check_approver(
     policy: ReleasePolicy, tag: str, cutter: str | None, approver: str | None
 ) -> str:
+    approver = (approver or "").strip()
     if not approver:
         raise ConfigError("git has no user.email: approvals are recorded by email")
-    if policy.two_person_rule and cutter and cutter.lower() == approver.lower():
+    if policy.two_person_rule and same_person(cutter, approver):
         raise ConfigError(
             f"two-person rule: {approver} cut {tag} and cannot approve it; another person must"
         )

@@ -321,20 +321,22 @@ def ensure_owned(ctx: EnvContext, *, data: bool = False) -> None:
         raise Refused(
             f"project {ctx.env.project} belongs to another checkout"
             f"{f' ({where})' if where else ''}: run the task there, or give this checkout "
-            "its own project (LOREPIN_PROJECT=... LOREPIN_HTTP_PORT=0 LOREPIN_DB_PORT=0)"
+            "its own environment (LOREPIN_PROJECT=... LOREPIN_IMAGE_TAG=... "
+            "LOREPIN_HTTP_PORT=0 LOREPIN_DB_PORT=0)"
         )
 
 
 # -- outcomes ------------------------------------------------------------------------
 
 
-def check_started(ctx: EnvContext, expected: Model) -> list[Container]:
+def check_started(ctx: EnvContext, expected: Model, compose_error: str = "") -> list[Container]:
     """Fail with the cause unless every service is up (or, one-shot, exited 0).
 
     `compose up --wait` exits 0 even when a one-shot dependency (migrate) failed and its
     dependants never started, or when a port was taken, so the outcome is read back from
     the containers. The cause is named, not its consequences: a service that failed comes
-    before one that could not start, which comes before one left waiting for them.
+    before one that could not start, which comes before one left waiting for them; when
+    none failed, Compose's own error (`compose_error`) says why it stopped.
     """
     found = services(ctx)
     by_service = {c.service: c for c in found}
@@ -357,10 +359,17 @@ def check_started(ctx: EnvContext, expected: Model) -> list[Container]:
         else:
             problems.append((2, name, f"is {c.state}{f' ({c.health})' if c.health else ''}"))
     if problems:
-        _, name, why = min(problems)
-        raise LorePinError(
+        priority, name, why = min(problems)
+        if priority >= 2 and compose_error:  # nothing failed: Compose itself stopped short
+            raise LorePinError(
+                f"Compose could not start '{ctx.env.name}': {ctx.run.redact(compose_error)}"
+            )
+        # A one-shot job (the migrator) speaks the toolkit's exit codes: a refusal stays one.
+        code = by_service[name].exit_code if priority == 0 and name in by_service else 1
+        raise for_exit_code(
+            code if expected.services[name].one_shot else 1,
             f"service '{name}' of '{ctx.env.name}' {why} "
-            f"(full log: `{ctx.hint('logs', '--service', name)}`)"
+            f"(full log: `{ctx.hint('logs', '--service', name)}`)",
         )
     return found
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from lorepin_tasks.errors import CommandFailed, ConfigError
+from lorepin_tasks.errors import CommandFailed, ConfigError, LorePinError
 
 REDACTED = "******"
 
@@ -111,8 +111,13 @@ class Executor:
             return self._finish(argv, line, code, "", stderr, started, quiet=quiet, check=check)
         sink = None
         if stdout_to is not None:
-            stdout_to.parent.mkdir(parents=True, exist_ok=True)
-            sink = open(stdout_to, "xb", opener=lambda p, f: os.open(p, f, 0o600))  # noqa: SIM115
+            try:
+                stdout_to.parent.mkdir(parents=True, exist_ok=True)
+                sink = open(stdout_to, "xb", opener=lambda p, f: os.open(p, f, 0o600))  # noqa: SIM115
+            except FileExistsError:
+                raise LorePinError(f"{stdout_to} exists already; it is not overwritten") from None
+            except OSError as exc:
+                raise LorePinError(f"cannot write {stdout_to}: {exc.strerror}") from None
         try:
             proc = subprocess.run(
                 list(argv),

@@ -12,14 +12,49 @@ from lorepin_tasks.runtime.environment import EnvContext
 REQUIRED = ("db_password",)
 
 
+def _check_directory(ctx: EnvContext) -> None:
+    directory = ctx.env.secrets_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the secrets directory {directory} is a file, not a directory")
+    if directory.is_dir() and directory.stat().st_mode & 0o077:
+        raise ConfigError(
+            f"the secrets directory {directory} is open to other users "
+            f"(mode {directory.stat().st_mode & 0o7777:o}): use a private one (chmod 700)"
+        )
+
+
+def _empty(ctx: EnvContext) -> list[str]:
+    return [
+        name
+        for name in REQUIRED
+        if (ctx.env.secrets_dir / name).is_file()
+        and not (ctx.env.secrets_dir / name).read_text().strip()
+    ]
+
+
+def require(ctx: EnvContext) -> None:
+    """Every secret is there and not empty (tasks that never create one)."""
+    _check_directory(ctx)
+    missing = [n for n in REQUIRED if not (ctx.env.secrets_dir / n).is_file()] + _empty(ctx)
+    if missing:
+        raise ConfigError(
+            f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing "
+            "or empty: restore it"
+        )
+
+
 def ensure(ctx: EnvContext) -> None:
     """Create missing secrets of throwaway environments; demand them of long-lived ones.
 
     Files are 0644 inside a 0700 directory: the container's non-root user can read its
-    bind-mounted copy, nobody else on the host can reach it. Never invents a password over
-    data that was initialised with a lost one.
+    bind-mounted copy, nobody else on the host can reach it. A directory that is open to
+    others, or a secret that is empty, is refused. Never invents a password over data that
+    was initialised with a lost one.
     """
     directory = ctx.env.secrets_dir
+    _check_directory(ctx)
+    if empty := _empty(ctx):
+        raise ConfigError(f"the secret {directory / empty[0]} is empty: restore it")
     missing = [name for name in REQUIRED if not (directory / name).is_file()]
     if not missing:
         return
@@ -39,8 +74,7 @@ def ensure(ctx: EnvContext) -> None:
         if ctx.run.dry_run:
             ctx.run.say(f"# would create random secret {path}")
             continue
-        directory.mkdir(parents=True, exist_ok=True)
-        directory.chmod(0o700)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         ctx.run.write(path, random_secrets.token_urlsafe(32) + "\n", mode=0o644)
         ctx.run.say(f"created random secret {path}")
 

@@ -21,7 +21,7 @@ from invoke.tasks import task as invoke_task
 
 from lorepin_cms.exit_codes import ExitCode
 from lorepin_tasks import settings as settings_mod
-from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.runtime import build_inputs, docker, git, http, lock
 from lorepin_tasks.runtime.environment import EnvContext
@@ -59,8 +59,7 @@ def task(*args: Any, **kwargs: Any) -> Callable[[F], Task[F]]:
 
 def load_settings(c: Context) -> Settings:
     """invoke.yaml's `lorepin:` tree, resolved once: the only place config is read."""
-    raw = c.config.get("lorepin", {})
-    return settings_mod.load(dict(raw) if raw else {})
+    return settings_mod.load(c.config.get("lorepin", {}))
 
 
 def executor(c: Context, dry_run: bool) -> Executor:
@@ -161,9 +160,12 @@ def bring_up(ctx: EnvContext, started: float) -> list[docker.Container]:
     )
     if ctx.run.dry_run:
         return []
-    found = docker.check_started(ctx, model)
-    if not result.ok:  # Compose said no although every container looks right
-        raise LorePinError(f"compose up failed: {ctx.run.redact(result.stderr.strip()[-300:])}")
+    cause = (
+        "" if result.ok else last_line(result.stderr).removeprefix("Error response from daemon: ")
+    )
+    found = docker.check_started(ctx, model, cause)
+    if cause:  # Compose said no although every container looks right
+        raise LorePinError(f"Compose could not start '{ctx.env.name}': {ctx.run.redact(cause)}")
     url = docker.published_url(ctx, found)
     http.wait_ready(
         f"{url}/readyz",
@@ -179,9 +181,8 @@ def show_logs(ctx: EnvContext, service: str, *, follow: bool, tail: str) -> None
     if tail != "all":
         tail = str(whole_number(tail, "--tail (a number or 'all')", low=0, high=10_000_000))
     chosen = docker.model(ctx).check([service] if service else [], ctx.env.name)
+    if not ctx.run.dry_run and not docker.containers(ctx):
+        raise LorePinError(f"'{ctx.env.name}' has no containers: start it with `{ctx.hint('up')}`")
     ctx.run.run(
-        compose.logs(ctx.env, chosen, follow=follow, tail=tail),
-        env=ctx.variables,
-        check=False,
-        quiet=True,
+        compose.logs(ctx.env, chosen, follow=follow, tail=tail), env=ctx.variables, quiet=True
     )

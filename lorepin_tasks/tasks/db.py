@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
+import secrets as random_secrets
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
-from lorepin_tasks.runtime import docker, git
+from lorepin_tasks.runtime import docker, git, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.settings import whole_number
@@ -34,6 +34,7 @@ from lorepin_tasks.tasks._common import (
     ENV_HELP,
     JSON_HELP,
     YES_HELP,
+    locked,
     open_env,
     require_base_image,
     task,
@@ -41,10 +42,14 @@ from lorepin_tasks.tasks._common import (
 )
 
 
-def _require_db(ctx: EnvContext) -> None:
+def _require_db(ctx: EnvContext, *, changes: bool) -> None:
+    """The database must run (and, for a step that `changes` it, be this checkout's), and
+    its secret must be there: checked before the migrator starts."""
     if ctx.run.dry_run:
         return
-    docker.ensure_owned(ctx)
+    if changes:
+        docker.ensure_owned(ctx)
+    secrets.require(ctx)
     running = any(
         c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
     )
@@ -55,6 +60,9 @@ def _require_db(ctx: EnvContext) -> None:
 
 
 def _backup(ctx: EnvContext, label: str) -> None:
+    directory = ctx.env.backups_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
     path = plan.backup_path(ctx.env, datetime.now(UTC), label)
     ctx.run.say(f"==> {ctx.env.name}: backing up the database before the schema changes")
     ctx.run.run(plan.dump(ctx.env), env=ctx.variables, stdout_to=path)
@@ -99,10 +107,11 @@ def migrate(
     """Apply migrations up to a revision: locked, logged, one transaction per revision."""
     action = plan.upgrade_action(to, accept_changed or ())
     ctx = open_env(c, env, dry_run=dry_run)
-    _require_db(ctx)
-    if backup or ctx.env.backup_before_migrate:
-        _backup(ctx, f"before-migrate-to-{to}")
-    _migrator(ctx, action)
+    with locked(ctx, "db.migrate"):
+        _require_db(ctx, changes=True)
+        if backup or ctx.env.backup_before_migrate:
+            _backup(ctx, f"before-migrate-to-{to}")
+        _migrator(ctx, action)
 
 
 @task(
@@ -119,16 +128,17 @@ def downgrade(
     """Revert migrations down to a revision (asks first; backs up where policy says so)."""
     action = plan.downgrade_action(to)
     ctx = open_env(c, env, dry_run=dry_run)
-    _require_db(ctx)
-    if not ctx.run.dry_run:
-        confirm(
-            f"Downgrade the schema of '{ctx.env.name}' to {to}? Data in the columns and "
-            "tables it drops is lost.",
-            yes=yes,
-        )
-    if ctx.env.backup_before_migrate:
-        _backup(ctx, f"before-downgrade-to-{to}")
-    _migrator(ctx, action)
+    with locked(ctx, "db.downgrade"):
+        _require_db(ctx, changes=True)
+        if not ctx.run.dry_run:
+            confirm(
+                f"Downgrade the schema of '{ctx.env.name}' to {to}? Data in the columns and "
+                "tables it drops is lost.",
+                yes=yes,
+            )
+        if ctx.env.backup_before_migrate:
+            _backup(ctx, f"before-downgrade-to-{to}")
+        _migrator(ctx, action)
 
 
 @task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "json": JSON_HELP})
@@ -138,7 +148,7 @@ def current(c: Context, env: str = "local", json_: bool = False, dry_run: bool =
     if ctx.run.dry_run:
         _migrator(ctx, ["current"])
         return
-    _require_db(ctx)
+    _require_db(ctx, changes=False)
     state = _migrator_json(ctx, ["current"])
     if not isinstance(state, dict) or "current" not in state:
         raise LorePinError(f"the migrator answered {str(state)[:80]!r} instead of a state")
@@ -167,7 +177,7 @@ def history(
     if ctx.run.dry_run:
         _migrator(ctx, action)
         return
-    _require_db(ctx)
+    _require_db(ctx, changes=False)
     log = _migrator_json(ctx, action)
     if not isinstance(log, list):
         raise LorePinError(f"the migrator answered {str(log)[:80]!r} instead of a log")
@@ -229,7 +239,7 @@ def revision(
     args = ["revision", "-m", message.strip()] + (["--autogenerate"] if autogenerate else [])
     extra: dict[str, str] = {}
     if autogenerate:
-        _require_db(ctx)
+        _require_db(ctx, changes=False)
         extra = {} if ctx.run.dry_run else _local_db_env(ctx)
     ctx.run.run(plan.alembic(ctx.settings.root, *args), env=extra)
 
@@ -263,6 +273,8 @@ def sql(
     if not result.ok:
         cause = re.sub(r"^(FAILED: |ERROR \[[\w.]+\] )", "", last_line(result.stderr))
         raise ConfigError(f"no SQL for {span}: {cause}")
+    if "-- Running upgrade" not in result.stdout:  # e.g. --to base, or --from above --to
+        raise ConfigError(f"no revision to upgrade in {span}: db.sql shows upgrades, oldest first")
     print(result.stdout, end="")
 
 
@@ -298,7 +310,7 @@ def check(c: Context, env: str = "local", dry_run: bool = False) -> None:
     throwaway = PostgresContainer(
         image,
         username="check",
-        password=secrets.token_urlsafe(16),
+        password=random_secrets.token_urlsafe(16),
         dbname="check",
         driver="psycopg",
     ).with_kwargs(labels={"com.docker.compose.project": "", "com.docker.compose.service": ""})

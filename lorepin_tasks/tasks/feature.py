@@ -93,8 +93,6 @@ def _source(run: Executor, settings: Settings, name: plan.FeatureName) -> Iterat
     if git.current_branch(run, root) == branch:
         yield root
         return
-    if branch not in git.branches(root):
-        raise ConfigError(f"there is no local branch {branch!r} (git branch --list)")
     path = Path(tempfile.gettempdir()) / f"lorepin-worktree-{name.project}"
     if run.dry_run:  # the commands, with this checkout's files standing in for the branch's
         run.run(git_plan.worktree_add(root, path, branch))
@@ -128,6 +126,10 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
     branch = _branch(run, settings, branch)
     lifetime = parse_ttl(ttl) if ttl else settings.feature.ttl
     require_base_image(settings)
+    if git.current_branch(run, settings.root) != branch and branch not in git.branches(
+        settings.root
+    ):
+        raise ConfigError(f"there is no local branch {branch!r} (git branch --list)")
     name = plan.name_for(branch, settings.checkout.id)
     probe = _context(settings, run, name)
     with locked(probe, "feature.up"):
@@ -161,8 +163,10 @@ def up(c: Context, branch: str = "", ttl: str = "", dry_run: bool = False) -> No
             secrets.ensure(ctx)
             run.say(f"==> feature '{branch}' -> {name.project} (expires {now + lifetime:%c} UTC)")
             containers = bring_up(ctx, began)
-            seed = plan.seed_command(settings.feature, name)
-            seeded = docker.run_oneoff(ctx, "migrate", seed, kind=plan.ONEOFF, capture=True)
+            seeded = "not seeded (feature.seed_count is 0)"
+            if settings.feature.seed_count:
+                seed = plan.seed_command(settings.feature, name)
+                seeded = docker.run_oneoff(ctx, "migrate", seed, kind=plan.ONEOFF, capture=True)
     if run.dry_run:
         run.say("dry run: nothing was built, started or seeded")
         return
@@ -216,10 +220,12 @@ def list_(c: Context, json_: bool = False, dry_run: bool = False) -> None:
     if not found:
         print("no feature environments")
         return
-    print(f"{'BRANCH':<30} {'NAME':<36} {'URL':<24} {'HEALTH':<9} {'AGE':<7} EXPIRES")
+    width = max(len(f.project) for f in found)
+    print(f"{'BRANCH':<30} {'NAME':<{width}} {'URL':<24} {'HEALTH':<9} {'AGE':<7} EXPIRES")
     for f in found:
+        branch = f.branch if len(f.branch) <= 30 else f"{f.branch[:29]}…"
         print(
-            f"{f.branch[:30]:<30} {f.project:<36} {f.url or '-':<24} {f.health:<9} "
+            f"{branch:<30} {f.project:<{width}} {f.url or '-':<24} {f.health:<9} "
             f"{_age(f.created, now):<7} {_age(f.expires, now)}"
         )
 
@@ -245,12 +251,12 @@ def _remove(settings: Settings, run: Executor, found: plan.Found) -> None:
         docker.down(ctx, volumes_too=True)
         name = plan.name_for(found.branch, settings.checkout.id)
         run.run(plan.remove_images(settings.image_prefix, name), check=False, capture=True)
-        if run.dry_run:
-            run.say(f"# would delete {ctx.env.secrets_dir}")
-        else:
-            shutil.rmtree(ctx.env.secrets_dir, ignore_errors=True)
-    if not run.dry_run:
-        print(f"removed {found.project} (branch '{found.branch}')")
+    # Its state (secrets, lock) goes last, once nothing of it is left to unlock.
+    if run.dry_run:
+        run.say(f"# would delete {ctx.env.state_dir}")
+        return
+    shutil.rmtree(ctx.env.state_dir, ignore_errors=True)
+    print(f"removed {found.project} (branch '{found.branch}')")
 
 
 def _found(settings: Settings, run: Executor, branch: str) -> plan.Found:

@@ -23,7 +23,7 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused, for_exit_code
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import git as git_plan
 from lorepin_tasks.plans import images as images_plan
@@ -104,16 +104,18 @@ def release(
     require_base_image(settings)
     tagged = replace(ctx, env=replace(ctx.env, image_tag=str(chosen.version)))
     _engine_answers(tagged)
-    model = docker.model(tagged)
-    today = datetime.now(UTC).date()
-    section = changelog.section(str(chosen.version), today, chosen.changes)
+    docker.model(tagged)  # the Compose files must resolve before anything is written
     names = ["CHANGELOG.md", *settings.release.version_files]
     current = {n: (root / n).read_text() if (root / n).is_file() else None for n in names}
+    section = plan.resumed_section(chosen, current["CHANGELOG.md"] or "") or changelog.section(
+        str(chosen.version), datetime.now(UTC).date(), chosen.changes
+    )
     files = plan.files(chosen, section, current, settings.release)
     if settings.webhook_url:
         run.add_secret(settings.webhook_url)
 
-    last = f"v{history.last}" if history.last else "no release yet"
+    before = max((v for v in history.tags if v < chosen.version), default=None)
+    last = f"v{before}" if before else "no release yet"
     run.say(
         f"release {chosen.tag} (last: {last}; {len(chosen.changes)} commit(s))"
         + (" - resuming" if chosen.resume else "")
@@ -126,10 +128,20 @@ def release(
     if chosen.tag not in git.tags(root):
         message = plan.tag_message(chosen, section)
         run.run(git_plan.tag(root, chosen.tag, message, sign=facts.sign_tags))
-    # The images carry exactly the tagged commit (in a dry run: HEAD as it is).
+    # The images carry exactly the tagged commit (in a dry run: HEAD as it is), and their
+    # build-inputs label is computed with those very build args.
     revision = git.describe(run, root)
     tagged = replace(tagged, revision=revision)
-    build_stale(tagged, model, only=["cms", "db"])
+    try:
+        build_stale(tagged, docker.model(tagged), only=["cms", "db"])
+    except LorePinError as exc:
+        if run.dry_run:
+            raise
+        raise for_exit_code(
+            exc.exit_code,
+            f"{exc} - the release commit and tag {chosen.tag} are in place: fix the cause and "
+            "run `invoke release` again to finish it, or `invoke release.abort` to undo them",
+        ) from None
     out = plan.manifest_path(root, chosen.tag)
     if run.dry_run:
         run.say(f"# would write {out} and {out.with_suffix('.md')}")
@@ -211,6 +223,8 @@ def abort(c: Context, yes: bool = False, dry_run: bool = False) -> None:
         confirm(f"Undo the unfinished release {tag} (its tag and its release commit)?", yes=yes)
     if tags.get(tag) == facts.head:
         run.run(git_plan.delete_tag(root, tag))
+    if git.approvals(root, facts.head):  # approvals of a release that no longer exists
+        run.run(git_plan.notes_remove(root, git.APPROVALS_REF, facts.head))
     run.run(git_plan.reset_keep(root, "HEAD~1"))
     if not run.dry_run:
         print(f"{tag} aborted: its commit and tag are gone; fix the cause, then `invoke release`")

@@ -62,7 +62,9 @@ def build(
             f"service {', '.join(imageless)} of '{ctx.env.name}' builds no image of its own"
         )
     only = chosen or [n for n, s in model.services.items() if s.build]
-    built = build_stale(ctx, model, only=only, no_cache=no_cache)
+    with locked(ctx, "build"):  # its images are what the environment runs next
+        docker.ensure_owned(ctx)
+        built = build_stale(ctx, model, only=only, no_cache=no_cache)
     if not ctx.run.dry_run:
         print(f"built {', '.join(built)} for '{ctx.env.name}'")
 
@@ -146,9 +148,10 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
     if not found:
         print("  not running")
         return
-    print(f"  {'SERVICE':<10} {'STATE':<10} {'HEALTH':<10} IMAGE")
+    print(f"  {'SERVICE':<10} {'STATE':<12} {'HEALTH':<10} IMAGE")
     for s in report["services"]:
-        print(f"  {s['service']:<10} {s['state']:<10} {s['health']:<10} {s['image']}")
+        state = f"{s['state']} ({s['exit_code']})" if s["state"] == "exited" else s["state"]
+        print(f"  {s['service']:<10} {state:<12} {s['health']:<10} {s['image']}")
     if not report["url"]:
         print("  cms not running: no URL")
         return

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, unique_project
+from tests.conftest import ROOT, invoke, unique_project
+from tests.release_helpers import clone_project, invoke_in
 
 TASKS_WITH_ENV = [
     "up",
@@ -63,6 +64,11 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["db.revision", "-m", "   "], "error: a revision needs a message"),
         (["db.history", "--limit", "x"], "error: --limit must be a whole number"),
         (["db.sql", "--to", "9999"], "error: no SQL for 9999"),
+        (["db.sql", "--to", "base"], "error: no revision to upgrade in base"),
+        (
+            ["db.sql", "--from", "0004", "--to", "0002"],
+            "error: no revision to upgrade in 0004:0002",
+        ),
         (["images.prune", "--keep", "abc"], "error: --keep (the newest version always stays)"),
         (["images.prune", "--keep", "0"], "error: --keep (the newest version always stays)"),
         (
@@ -82,6 +88,11 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
             "error: invalid version 'latest'",
         ),
         (["images.push", "--registry", "http://x"], "error: invalid registry 'http://x'"),
+        (["images.push", "--registry", "127.0.0.1:99999"], "error: invalid registry"),
+        (
+            ["images.pull", "--registry", "a..b:5000", "--version", "1.0.0"],
+            "error: invalid registry 'a..b:5000'",
+        ),
         (["build", "--service", "nosuch"], "error: unknown service 'nosuch' in 'local'"),
         (["build", "--service", "migrate"], "error: service migrate of 'local' builds no image"),
         (["logs", "--service", "nosuch"], "error: unknown service 'nosuch' in 'local'"),
@@ -100,10 +111,67 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     [
         ("LOREPIN_HTTP_PORT", "abc", "error: LOREPIN_HTTP_PORT must be a whole number"),
         ("LOREPIN_PROJECT", "Bad Name", "error: LOREPIN_PROJECT: invalid Compose project name"),
+        ("LOREPIN_IMAGE_PREFIX", "a b", "error: image prefix 'a b' is not a repository path"),
+        ("LOREPIN_IMAGE_PREFIX", "UPPER", "error: image prefix 'UPPER' is not a repository"),
+        ("LOREPIN_SECRETS_DIR", "relative/dir", "error: LOREPIN_SECRETS_DIR must be an absolute"),
+        ("LOREPIN_SECRETS_DIR", f"{ROOT}/secrets", "error: LOREPIN_SECRETS_DIR"),
+        ("LOREPIN_BACKUP_DIR", f"{ROOT}/.lorepin/x", "error: LOREPIN_BACKUP_DIR"),
     ],
 )
 def test_bad_overrides_are_one_line_and_exit_2(variable: str, value: str, message: str) -> None:
     assert one_line_error(invoke("up", "--dry-run", env={variable: value})).startswith(message)
+    assert not (ROOT / "relative").exists() and not (ROOT / "secrets").exists()
+
+
+def test_a_secrets_dir_that_is_a_file_or_open_to_others_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for secrets_dir, message in (
+        (a_file, f"error: the secrets directory {a_file} is a file, not a directory"),
+        (shared, f"error: the secrets directory {shared} is open to other users (mode 1777)"),
+    ):
+        env = {"LOREPIN_PROJECT": unique_project(), "LOREPIN_SECRETS_DIR": str(secrets_dir)}
+        assert one_line_error(invoke("up", env=env)).startswith(message)
+    assert shared.stat().st_mode & 0o7777 == 0o1777 and not list(shared.iterdir())
+    assert a_file.read_text() == "not a directory"
+
+
+def test_a_broken_invoke_yaml_is_one_line(tmp_path: Path) -> None:
+    repo = clone_project(tmp_path)
+    config = Path(repo.working_tree_dir or ".") / "invoke.yaml"
+    for text, message in (
+        ("lorepin:\n  environments: [\n", "error: invoke.yaml is not valid YAML (line 3)"),
+        ("lorepin: 5\n", "error: lorepin in invoke.yaml must be a mapping, got 5"),
+        ("lorepin:\n  environments:\n    local: 5\n", "error: environment 'local' in"),
+        ("lorepin:\n  db: 5\n", "error: lorepin.db in invoke.yaml must be a mapping"),
+        ("lorepin:\n  feature: 7\n", "error: lorepin.feature in invoke.yaml must be a"),
+        (
+            "lorepin:\n  environments:\n    local:\n      http_port: 1.5\n",
+            "error: environment 'local': http_port must be a whole number, got 1.5",
+        ),
+        (
+            "lorepin:\n  environments:\n    local:\n      compose_files: compose/compose.yaml\n",
+            "error: environment 'local': compose_files must be a list of paths",
+        ),
+        ("\0\0\0", "error: invoke.yaml is not valid YAML"),
+    ):
+        config.write_text(text)
+        assert one_line_error(invoke_in(repo, "status")).startswith(message), text
+
+
+def test_a_branch_that_does_not_exist_leaves_no_trace(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    refused = invoke("feature.up", "--branch", "no-such-branch", env={"XDG_STATE_HOME": str(state)})
+    assert (
+        one_line_error(refused)
+        == "error: there is no local branch 'no-such-branch' (git branch --list)"
+    )
+    assert not state.exists()
 
 
 def test_up_dry_run_prints_the_commands_and_starts_nothing(tmp_path: Path) -> None:

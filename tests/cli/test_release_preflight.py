@@ -84,6 +84,7 @@ def test_nothing_to_release_has_its_own_exit_code(tmp_path: Path) -> None:
     [
         (["--as", "banana"], "error: invalid --as version 'banana': expected SemVer"),
         (["--pre", "alpha"], "error: --pre must be one of rc, beta, got 'alpha'"),
+        (["--pre", "rc", "--as", "2.0.0"], "error: --as and --pre together: say the whole"),
     ],
 )
 def test_bad_versions_are_one_line_errors(repo: git.Repo, flag: list[str], message: str) -> None:
@@ -153,6 +154,14 @@ def test_an_unfinished_release_can_be_aborted_and_cut_again(repo: git.Repo) -> N
     assert [t.name for t in repo.tags] == ["v0.1.0"]
     assert str(repo.head.commit.message).startswith("chore(release): v0.1.0")
 
+    with repo.config_writer() as cfg:  # someone approves it before it is aborted
+        cfg.set_value("user", "email", "approver@example.invalid")
+    assert invoke_in(repo, "release.approve", "v0.1.0").returncode == 0
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "email", "cutter@example.invalid")
+    release_commit = repo.head.commit.hexsha
+    assert release_commit in repo.git.notes("--ref", "lorepin-approvals", "list")
+
     dry = invoke_in(repo, "release.abort", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "tag --delete v0.1.0" in dry.stderr and "reset --quiet --keep 'HEAD~1'" in dry.stderr
@@ -163,6 +172,7 @@ def test_an_unfinished_release_can_be_aborted_and_cut_again(repo: git.Repo) -> N
     assert "v0.1.0 aborted" in aborted.stdout
     assert repo.head.commit == before and not repo.tags
     assert not repo.is_dirty(untracked_files=True)
+    assert release_commit not in repo.git.notes("--ref", "lorepin-approvals", "list")
     assert "release v0.1.0 (last: no release yet" in invoke_in(repo, "release", "--dry-run").stderr
 
     nothing = invoke_in(repo, "release.abort", "--yes")

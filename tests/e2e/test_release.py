@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from lorepin_tasks.domain import changelog
-from tests.conftest import HEAD
+from tests.conftest import HEAD, HINT, run_hints
 from tests.release_helpers import (
+    base_image,
     clone_project,
     commit,
     invoke_in,
@@ -78,6 +79,12 @@ def test_release_builds_tags_and_records_exactly_what_it_made(tmp_path: Path, pr
     again = invoke_in(repo, "release", "--yes", env=env)
     assert again.returncode == 3 and "nothing to release since v0.1.0" in again.stderr
 
+    # A later build of the release commit keeps the release's images (same inputs label).
+    rebuilt = invoke_in(repo, "images.build", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    for name in ("cms", "postgres"):
+        assert inspect(f"{prefix}/{name}:0.1.0", "{{.Id}}") == manifest["images"][name]["id"]
+
 
 def test_a_release_that_fails_half_way_resumes_without_duplicates(
     tmp_path: Path, prefix: str
@@ -92,10 +99,19 @@ def test_a_release_that_fails_half_way_resumes_without_duplicates(
     broken = invoke_in(repo, "release", "--yes", env={**env, "BASE_IMAGE": "no-such/base:1"})
     assert broken.returncode == 1  # the build fails after the commit and the tag
     assert {t.name for t in repo.tags} == {"v0.1.0", "v0.1.1"}
-
+    message = broken.stderr.strip().splitlines()[-1]
+    assert message.endswith(
+        "the release commit and tag v0.1.1 are in place: fix the cause and run `invoke release` "
+        "again to finish it, or `invoke release.abort` to undo them"
+    )
+    assert HINT.findall(message) == ["invoke release", "invoke release.abort"]
+    hint_env = {**env, "BASE_IMAGE": base_image()}
+    run_hints("`invoke release.abort`", hint_env, root, ("release.abort",))  # plans the undo
+    run_hints("`invoke release`", hint_env, root)  # resumes and finishes it
     resumed = invoke_in(repo, "release", "--yes", env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "release v0.1.1" in resumed.stderr and "resuming" in resumed.stderr
+    assert resumed.returncode == 3, resumed.stderr[-3000:]  # the hint finished it
+    notes = (root / "dist/release/v0.1.1.md").read_text()
+    assert "second" in notes and "No user-facing changes" not in notes
     text = (root / "CHANGELOG.md").read_text()
     assert text.count("## [0.1.1]") == 1 and text.count("## [0.1.0]") == 1
     assert text.index("## [0.1.1]") < text.index("## [0.1.0]")
@@ -108,6 +124,11 @@ def test_approval_two_person_rule_and_status(tmp_path: Path, prefix: str) -> Non
     commit(repo, "feat: approvable")
     assert invoke_in(repo, "release", "--yes", env={"LOREPIN_IMAGE_PREFIX": prefix}).returncode == 0
 
+    with repo.config_writer() as cfg:  # the same person, written differently
+        cfg.set_value("user", "email", "  Cutter@Example.invalid ")
+    assert invoke_in(repo, "release.approve", "v0.1.0").returncode == 2
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "email", "cutter@example.invalid")
     own = invoke_in(repo, "release.approve", "v0.1.0")
     assert own.returncode == 2
     assert own.stderr.strip() == (

@@ -142,7 +142,7 @@ def test_editing_an_applied_revision_is_refused_unless_accepted(
     with pytest.raises(
         ChecksumMismatch,
         match=r"^revision 0003 \(0003_.*\) changed after it was "
-        r"applied .* --accept-changed 0003$",
+        r"applied .* `invoke db.migrate --accept-changed 0003`$",
     ):
         m.upgrade()
     assert log_rows(database_url)[-1][4] == "refused"
@@ -350,7 +350,7 @@ def test_an_edited_applied_revision_exits_refused(database_url: str, tmp_path: P
     proc = cli(database_url, "upgrade", migrations=migrations)
     assert proc.returncode == ExitCode.REFUSED
     assert proc.stderr.startswith("error: revision 0002 (0002_")
-    assert proc.stderr.rstrip().endswith("--accept-changed 0002")
+    assert proc.stderr.rstrip().endswith("`invoke db.migrate --accept-changed 0002`")
 
 
 def test_a_held_lock_exits_busy(database_url: str) -> None:

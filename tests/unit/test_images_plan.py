@@ -27,10 +27,35 @@ def test_registries(good: str) -> None:
     assert plan.registry(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "127.0.0.1", "http://127.0.0.1:5000", "a b:1", "x:port"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "127.0.0.1",
+        "http://127.0.0.1:5000",
+        "a b:1",
+        "x:port",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        "..:1",
+        "a..b:5000",
+        "-x:5000",
+    ],
+)
 def test_bad_registries(bad: str) -> None:
     with pytest.raises(ConfigError, match="invalid registry"):
         plan.registry(bad)
+
+
+@pytest.mark.parametrize("good", ["1.2.0", "v1.2.0", "1.3.0-rc.1", "sha-abcdef0"])
+def test_versions_name_tags(good: str) -> None:
+    assert plan.version_tag(good) == good.removeprefix("v")
+
+
+@pytest.mark.parametrize("bad", ["", "../../etc", "latest", "1.2.0+build.5", "v", "sha-xyz"])
+def test_anything_else_is_no_version(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid version"):
+        plan.version_tag(bad)
 
 
 def test_unknown_services_are_refused() -> None:

@@ -171,6 +171,11 @@ def test_an_unchanged_history_needs_nothing() -> None:
     )
 
 
+def test_accepting_a_revision_that_is_not_applied_is_refused() -> None:
+    with pytest.raises(BadInput, match=r"^--accept-changed 9999: not a revision applied"):
+        review_checksums([file("0001", "aaa")], {"0001": "aaa"}, accepted=["9999"])
+
+
 def test_a_change_describes_both_checksums_shortly() -> None:
     changed = Changed(file=file("0003", "c" * 64), recorded="b" * 64)
     assert changed.describe() == f"sha256 {'b' * 12} -> {'c' * 12}"

@@ -184,6 +184,12 @@ class ChecksumReview:
 def review_checksums(
     files: Iterable[RevisionFile], recorded: Mapping[str, str], accepted: Collection[str]
 ) -> ChecksumReview:
+    files = list(files)
+    unknown = sorted(set(accepted) - {f.revision for f in files})
+    if unknown:
+        raise BadInput(
+            f"--accept-changed {', '.join(unknown)}: not a revision applied to this database"
+        )
     record: list[RevisionFile] = []
     accept: list[Changed] = []
     refuse: list[Changed] = []

@@ -179,8 +179,8 @@ class Migrator:
             )
             raise ChecksumMismatch(
                 f"revision {first.file.revision} ({first.file.filename}) changed after it "
-                f"was applied ({first.describe()}){others}: restore the file, "
-                f"or accept the change with --accept-changed {first.file.revision}"
+                f"was applied ({first.describe()}){others}: restore the file, or accept the "
+                f"change with `invoke db.migrate --accept-changed {first.file.revision}`"
             )
 
     # -- applying --------------------------------------------------------------------
