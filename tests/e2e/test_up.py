@@ -209,6 +209,11 @@ def test_kill_9_during_a_migration_leaves_nothing_behind(stack: dict[str, str]) 
             while not holder.execute(waiting).scalar():
                 assert time.monotonic() < deadline, "the migrator never reached the lock"
                 time.sleep(0.1)
+            # Nothing else changes the environment meanwhile: not down, not up.
+            for args in (["down", "--volumes", "--yes"], ["up"]):
+                busy = invoke(*args, env=stack)
+                assert busy.returncode == 5, busy.stderr
+                assert "is being changed by " in busy.stderr and "(db.migrate, pid " in busy.stderr
             os.killpg(migrating.pid, signal.SIGKILL)  # the task and its compose client
             migrating.wait(10)
             holder.execute(text("SELECT pg_advisory_unlock(19536, 19785)"))
