@@ -155,7 +155,7 @@ def test_another_checkout_cannot_touch_this_environment(
     stack: dict[str, str], tmp_path: Path
 ) -> None:
     other = clone_project(tmp_path)  # a second checkout, on the same engine
-    for args in (["down", "--volumes", "--yes"], ["up"], ["db.migrate"]):
+    for args in (["down", "--volumes", "--yes"], ["up"], ["db.migrate"], ["build"]):
         refused = invoke_in(other, *args, env=stack)
         assert refused.returncode == 6, refused.stderr
         assert f"project {stack['LOREPIN_PROJECT']} belongs to another checkout" in refused.stderr
