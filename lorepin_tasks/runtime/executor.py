@@ -79,6 +79,7 @@ class Executor:
         stdout_to: Path | None = None,
         capture_stderr: bool = False,
         no_input: bool = False,
+        progress: bool = False,
     ) -> Result:
         """Run argv with `env` added to the process environment.
 
@@ -89,7 +90,9 @@ class Executor:
         as it comes: a long step's progress);
         `stdout_to` writes stdout to a new file (mode 0600), e.g. a database dump;
         `no_input` gives the command no terminal to ask questions on (Compose would offer
-        to recreate a volume whose labels changed: it must decline, never ask).
+        to recreate a volume whose labels changed: it must decline, never ask);
+        `progress` sends what the command prints to stderr, with the toolkit's own
+        progress, so stdout carries only results (URLs, JSON).
         """
         line = shown(argv, env) + (f" > {shlex.quote(str(stdout_to))}" if stdout_to else "")
         if self.dry_run and mutates:
@@ -105,9 +108,10 @@ class Executor:
                 f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh"
             )
         started = time.monotonic()
+        progress_out = self._progress_fd() if progress and not capture else None
         if capture_stderr and not (capture or quiet or stdout_to or timeout):
             # Long steps show their progress and keep it for the error message.
-            code, stderr = self._tee_stderr(argv, env, no_input)
+            code, stderr = self._tee_stderr(argv, env, no_input, progress_out)
             return self._finish(argv, line, code, "", stderr, started, quiet=quiet, check=check)
         sink = None
         if stdout_to is not None:
@@ -122,7 +126,7 @@ class Executor:
             proc = subprocess.run(
                 list(argv),
                 env={**os.environ, **(env or {})},
-                stdout=sink or (subprocess.PIPE if capture else None),
+                stdout=sink or (subprocess.PIPE if capture else progress_out),
                 stderr=subprocess.PIPE if capture or capture_stderr or sink else None,
                 text=sink is None,
                 check=False,
@@ -142,14 +146,25 @@ class Executor:
             argv, line, proc.returncode, stdout, stderr or "", started, quiet=quiet, check=check
         )
 
+    def _progress_fd(self) -> int | None:
+        try:
+            return self._out.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation included
+            return None
+
     def _tee_stderr(
-        self, argv: Sequence[str], env: Mapping[str, str] | None, no_input: bool
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        no_input: bool,
+        stdout: int | None = None,
     ) -> tuple[int, str]:
         """Run with stderr both shown (redacted) as it comes and kept."""
         kept: list[str] = []
         with subprocess.Popen(
             list(argv),
             env={**os.environ, **(env or {})},
+            stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",

@@ -129,7 +129,10 @@ def build_stale(
     built = replace(ctx, build_inputs=wanted)
     ctx.run.say(f"==> {ctx.env.name}: building {', '.join(stale)} (project {ctx.env.project})")
     ctx.run.run(
-        compose.build(ctx.env, stale, no_cache=no_cache), env=built.variables, no_input=True
+        compose.build(ctx.env, stale, no_cache=no_cache),
+        env=built.variables,
+        no_input=True,
+        progress=True,
     )
     if ctx.run.dry_run:
         return stale
@@ -157,6 +160,7 @@ def bring_up(ctx: EnvContext, started: float) -> list[docker.Container]:
         check=False,
         capture_stderr=True,
         no_input=True,
+        progress=True,
     )
     if ctx.run.dry_run:
         return []
