@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, timed
+from common import ROOT, base_image, private_homes, timed
 
 
 def main() -> None:
     base = base_image()
     prefix = f"lorepin-bench-{os.getpid()}"
-    env = {"BASE_IMAGE": base, "LOREPIN_IMAGE_PREFIX": prefix}
     build = [sys.executable, "-m", "invoke", "images.build"]
     with tempfile.TemporaryDirectory(prefix="lorepin-bench-") as tmp:
+        env = {"BASE_IMAGE": base, "LOREPIN_IMAGE_PREFIX": prefix, **private_homes(tmp)}
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         try:

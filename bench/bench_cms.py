@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image
+from common import ROOT, base_image, private_homes
 
 LEVELS = (16, 64, 256)
 DURATION_S = 10
@@ -234,6 +234,7 @@ def main() -> None:
             "LOREPIN_DB_PORT": "0",
             "LOREPIN_IMAGE_TAG": "bench",  # never retags the developer's `dev` images
             "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
+            **private_homes(tmp),
         }
         bench_cms = None
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, timed
+from common import ROOT, base_image, private_homes, timed
 
 from lorepin_tasks.plans import feature as plan
 from lorepin_tasks.settings import Checkout
@@ -44,6 +44,7 @@ def main() -> None:
             "GIT_AUTHOR_EMAIL": "b@x.invalid",
             "GIT_COMMITTER_NAME": "bench",
             "GIT_COMMITTER_EMAIL": "b@x.invalid",
+            **private_homes(tmp),
         }
         checkout = Checkout.of(clone.resolve(), socket.gethostname())
         name = plan.name_for("bench/spin-up", checkout.id)

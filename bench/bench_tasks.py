@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, timed
+from common import ROOT, base_image, private_homes, timed
 
 
 def seconds(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -75,7 +75,7 @@ def main() -> None:
             "LOREPIN_HTTP_PORT": "0",
             "LOREPIN_DB_PORT": "0",
             "LOREPIN_IMAGE_TAG": f"bench-{os.getpid()}",
-            "XDG_STATE_HOME": f"{tmp}/state",
+            **private_homes(tmp),
         }
         ups: dict[str, list[float]] = {"invoke up": [], "raw compose up": []}
         try:

@@ -21,6 +21,11 @@ def base_image() -> str:
     return base
 
 
+def private_homes(tmp: str | Path) -> dict[str, str]:
+    """Per-user state and caches of a benchmark's runs inside its temporary directory."""
+    return {"XDG_STATE_HOME": f"{tmp}/state", "XDG_CACHE_HOME": f"{tmp}/cache"}
+
+
 def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> float:
     """Seconds the command took; exits the benchmark with its error when it fails."""
     started = time.monotonic()
