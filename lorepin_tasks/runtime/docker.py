@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -460,7 +459,7 @@ def run_oneoff(
     leftovers = read(ctx.run, compose.oneoff_leftovers(ctx.env, kind), env=ctx.engine)
     if leftovers.stdout.split() and not ctx.run.dry_run:
         ctx.run.run(compose.remove(ctx.env, *leftovers.stdout.split()), capture=True, quiet=True)
-    name = f"{ctx.env.project}-{service}-{kind}-{uuid.uuid4().hex[:8]}"
+    name = f"{ctx.env.project}-{service}-{kind}-{os.urandom(4).hex()}"
 
     def quietly(argv: list[str]) -> Result:
         return ctx.run.run(argv, env=ctx.engine, capture=True, check=False, quiet=True)

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from lorepin_tasks.domain.repository import RepoFacts
 from lorepin_tasks.domain.revision import UNKNOWN, Revision, from_describe
-from lorepin_tasks.domain.versioning import History, ReleaseTag, parse_commit, release_tag
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import git as plan
 from lorepin_tasks.runtime.executor import Executor
 
 if TYPE_CHECKING:
     import git
+
+    from lorepin_tasks.domain.versioning import History, ReleaseTag
 
 APPROVALS_REF = "lorepin-approvals"
 
@@ -95,8 +96,11 @@ def facts(root: Path) -> RepoFacts:
 
 def release_tags(root: Path, *, reachable: bool = True) -> dict[Any, ReleaseTag]:
     """SemVer `vX.Y.Z` tags (by default only those reachable from HEAD)."""
-    r = repo(root)
     import git
+
+    from lorepin_tasks.domain.versioning import release_tag
+
+    r = repo(root)
 
     found = {}
     try:
@@ -121,9 +125,12 @@ def release_tags(root: Path, *, reachable: bool = True) -> dict[Any, ReleaseTag]
 
 def read_history(root: Path) -> History:
     """Release tags reachable from HEAD and the commits since the last final release."""
+    import git
+
+    from lorepin_tasks.domain.versioning import History, parse_commit
+
     tags = release_tags(root)
     r = repo(root)
-    import git
 
     history = History(tags=tags, changes=[], head=r.head.commit.hexsha)
     last_final = history.last_final

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +12,9 @@ from lorepin_tasks.errors import LorePinError
 
 def get(url: str, *, timeout: float = 3.0) -> tuple[int, Any]:
     """Status and decoded JSON body (None when not JSON); status 0 when unreachable."""
+    import urllib.error
+    import urllib.request  # here: it costs `invoke --list` several ms
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only)
             status, raw = response.status, response.read()

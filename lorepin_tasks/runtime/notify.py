@@ -6,14 +6,15 @@ A failing webhook warns and never fails the caller: the release itself is what m
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 
 def notify(url: str | None, text: str, *, say: Callable[[str], None], timeout: float = 5) -> bool:
     if not url:
         return False
+    import urllib.error
+    import urllib.request  # here: it costs `invoke --list` several ms
+
     request = urllib.request.Request(  # noqa: S310 (the configured webhook; http(s) only)
         url,
         data=json.dumps({"text": text}).encode(),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets as random_secrets
-
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
@@ -69,6 +67,8 @@ def ensure(ctx: EnvContext) -> None:
             f"{directory / missing[0]} is missing: restore the file, or delete the data with "
             f"`{ctx.hint('down', '--volumes')}`"
         )
+    import secrets as random_secrets
+
     for name in missing:
         path = directory / name
         if ctx.run.dry_run:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets as random_secrets
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -299,6 +297,9 @@ def check(c: Context, env: str = "local", dry_run: bool = False) -> None:
         ("TC_HOST", "127.0.0.1"),
     ):
         os.environ.setdefault(key, value)
+    import secrets as random_secrets
+    import tempfile
+
     from testcontainers.community.postgres import PostgresContainer
 
     from lorepin_cms.models import Base

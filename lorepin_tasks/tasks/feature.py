@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,6 +92,8 @@ def _source(run: Executor, settings: Settings, name: plan.FeatureName) -> Iterat
     if git.current_branch(run, root) == branch:
         yield root
         return
+    import tempfile
+
     path = Path(tempfile.gettempdir()) / f"lorepin-worktree-{name.project}"
     if run.dry_run:  # the commands, with this checkout's files standing in for the branch's
         run.run(git_plan.worktree_add(root, path, branch))

@@ -10,8 +10,6 @@ registry, the manifest travels beside the images as `<prefix>/build-manifest:<ve
 from __future__ import annotations
 
 import json
-import tarfile
-import tempfile
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -156,6 +154,9 @@ def push(c: Context, registry: str, env: str = "local", dry_run: bool = False) -
 
 def _push_manifest(ctx: EnvContext, manifest: dict[str, Any], path: Path, host: str) -> None:
     """The manifest as a one-file image beside the images it describes, under every tag."""
+    import tarfile
+    import tempfile
+
     prefix = ctx.settings.image_prefix
     remotes = [plan.ref(prefix, plan.MANIFEST_IMAGE, tag, host) for tag in manifest["tags"]]
     with tempfile.TemporaryDirectory() as tmp:
