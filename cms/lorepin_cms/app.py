@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorepin_cms import errors, geocoder
+from lorepin_cms import compat, errors, geocoder
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
@@ -53,6 +53,21 @@ def expected_head(config: Config) -> str | None:
     return ScriptDirectory(str(config.migrations_dir)).get_current_head()
 
 
+def own_history(config: Config) -> dict[str, compat.Revision]:
+    """This build's revisions: where each sits and whether it is a contract revision."""
+    found = {}
+    for script in ScriptDirectory(str(config.migrations_dir)).walk_revisions():
+        down = script.down_revision
+        found[script.revision] = compat.Revision(
+            down=down if isinstance(down, str) or down is None else ",".join(down),
+            contract=bool(getattr(script.module, "contract", None)),
+        )
+    return found
+
+
+APPLIED = text("SELECT revision, down_revision, contract FROM lorepin_ops.migration_checksums")
+
+
 def create_app(config: Config | None = None) -> FastAPI:
     config = config or Config.from_env()
     # Sync handlers run on AnyIO's worker threads, each holding at most one connection and
@@ -69,6 +84,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     )
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
+    mine = own_history(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,14 +121,35 @@ def create_app(config: Config | None = None) -> FastAPI:
     def readyz() -> JSONResponse:
         try:
             current = schema_revision()
+            applied = {} if current == head else applied_history()
         except (DBAPIError, SQLAlchemyError) as exc:
             return error_response(503, "database unreachable or not migrated", type(exc).__name__)
-        if current != head:
+        judged = compat.verdict(current, head, mine, applied)
+        if not judged.ready:
             return JSONResponse(
                 status_code=503,
-                content={"status": "schema mismatch", "schema": current, "expected": head},
+                content={
+                    "status": "schema mismatch",
+                    "schema": current,
+                    "expected": head,
+                    "reason": judged.reason,
+                },
             )
-        return JSONResponse({"status": "ready", "schema": current})
+        body: dict[str, Any] = {"status": "ready", "schema": current}
+        if current != head:
+            body["note"] = judged.reason  # why a schema other than the head will do
+        return JSONResponse(body)
+
+    def applied_history() -> dict[str, compat.Revision]:
+        """What the ledger says of the applied revisions (empty before it kept that)."""
+        with engine.connect() as conn:
+            try:
+                rows = conn.execute(APPLIED).all()
+            except DBAPIError:  # no ledger, or one from before revisions were described
+                return {}
+        return {
+            r.revision: compat.Revision(down=r.down_revision, contract=r.contract) for r in rows
+        }
 
     @app.get("/version")
     def version() -> VersionOut:

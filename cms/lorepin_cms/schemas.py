@@ -156,6 +156,7 @@ class Ready(BaseModel):
 
     status: Literal["ready"]
     schema_: str | None = Field(alias="schema")
+    note: str | None = None  # why a schema other than this build's head will do
 
 
 class NotReady(BaseModel):
@@ -166,6 +167,7 @@ class NotReady(BaseModel):
     status: Literal["schema mismatch"]
     schema_: str | None = Field(alias="schema")
     expected: str | None
+    reason: str | None = None
 
 
 class VersionOut(BaseModel):

@@ -18,6 +18,10 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The release before this one cannot run after it (it reads body): a deploy applies it
+# once the previous release has stopped, and only builds that know it stay ready.
+contract = "drops pins.body, which releases before the one that shipped 0004 still read"
+
 # Rules of the migration linter (squawk) this revision breaks on purpose, with why.
 squawk_acknowledged = {
     "ban-drop-column": "contract step of the body -> story rename: the release before this "

@@ -296,6 +296,7 @@ def test_readyz_reports_a_schema_behind_the_code(database_url: str) -> None:
             "status": "schema mismatch",
             "schema": BEFORE_HEAD,
             "expected": HEAD,
+            "reason": f"schema behind this build: {HEAD} is missing",
         }
         client.app.state.engine.dispose()  # type: ignore[attr-defined]
 

@@ -27,7 +27,7 @@ from lorepin_cms.migrator import (
     Options,
 )
 from lorepin_cms.migrator.runner import LOCK_ARGS
-from tests.conftest import BEFORE_HEAD, HEAD, REVISION_COUNT
+from tests.conftest import BEFORE_HEAD, HEAD, REVISION_COUNT, ROOT
 from tests.integration.migration_helpers import add_revision, copy_migrations
 
 pytestmark = pytest.mark.docker
@@ -126,7 +126,12 @@ def test_failing_revision_leaves_the_previous_one_and_readyz_says_so(
     with TestClient(create_app(config)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json() == {"status": "schema mismatch", "schema": HEAD, "expected": "0099"}
+        assert ready.json() == {
+            "status": "schema mismatch",
+            "schema": HEAD,
+            "expected": "0099",
+            "reason": "schema behind this build: 0099 is missing",
+        }
         assert client.get("/api/pins").status_code == 200  # still serving
         client.app.state.engine.dispose()  # type: ignore[attr-defined]
 
@@ -449,3 +454,67 @@ def test_a_busy_or_refused_downgrade_is_logged_as_a_downgrade(
         ("downgrade", None, None, "lock-busy"),
         ("downgrade", HEAD, None, "refused"),
     ]
+
+
+def client_for(url: str, migrations: Path) -> TestClient:
+    config = Config(
+        database_url=make_url(url), version="t", git_revision="t", migrations_dir=migrations
+    )
+    return TestClient(create_app(config))
+
+
+@pytest.mark.parametrize("kind", ["expand", "contract"])
+def test_the_running_release_stays_ready_beside_a_newer_expand_revision_only(
+    database_url: str, tmp_path: Path, kind: str
+) -> None:
+    """Blue-green: the old build keeps serving while the new release's expand revisions
+    are applied; a contract revision ahead of it is a mismatch it reports."""
+    newer = copy_migrations(tmp_path)
+    add_revision(
+        newer,
+        "0099",
+        'op.add_column("pins", sa.Column("extra", sa.Text()))',
+        'op.drop_column("pins", "extra")',
+        extra='contract = "test: the release before cannot run after it"\n'
+        if kind == "contract"
+        else "",
+    )
+    m = migrator(database_url, newer)
+    assert m.upgrade() == "0099"
+    m.engine.dispose()
+    with client_for(database_url, ROOT / "migrations") as old:  # the build before 0099
+        ready = old.get("/readyz")
+        if kind == "expand":
+            assert ready.status_code == 200
+            assert ready.json() == {
+                "status": "ready",
+                "schema": "0099",
+                "note": "expand revision(s) 0099 ahead",
+            }
+        else:
+            assert ready.status_code == 503
+            assert ready.json()["reason"] == (
+                "schema ahead by contract revision 0099: this build cannot run on it"
+            )
+        old.app.state.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_the_new_release_is_ready_before_its_contract_revisions_run(
+    database_url: str, tmp_path: Path
+) -> None:
+    m = migrator(database_url)
+    assert m.upgrade() == HEAD
+    m.engine.dispose()
+    newer = copy_migrations(tmp_path)  # the next release ships a contract revision
+    add_revision(
+        newer,
+        "0099",
+        'op.drop_column("pins", "slug")',
+        'op.add_column("pins", sa.Column("slug", sa.Text()))',
+        extra='contract = "test: drops a column the release before reads"\n',
+    )
+    with client_for(database_url, newer) as new:  # started before 0099 is applied
+        ready = new.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["note"] == "contract revision(s) 0099 not applied yet"
+        new.app.state.engine.dispose()  # type: ignore[attr-defined]

@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.migration_checksums (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     recorded_by text NOT NULL
 );
+-- What a CMS build needs to know of revisions newer than itself (lorepin_cms/compat.py).
+ALTER TABLE {OPS_SCHEMA}.migration_checksums ADD COLUMN IF NOT EXISTS down_revision text;
+ALTER TABLE {OPS_SCHEMA}.migration_checksums
+    ADD COLUMN IF NOT EXISTS contract boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS {OPS_SCHEMA}.migration_lock_holder (
     pid integer PRIMARY KEY,
     who text NOT NULL,
@@ -61,10 +65,13 @@ class Holder:
 
 def revision_file(script: Script) -> RevisionFile:
     path = Path(script.path)
+    down = script.down_revision
     return RevisionFile(
         revision=script.revision,
         filename=path.name,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        down_revision=down if isinstance(down, str) or down is None else ",".join(down),
+        contract=bool(getattr(script.module, "contract", None)),
     )
 
 
@@ -115,13 +122,33 @@ class Ledger:
         self.conn.execute(
             text(
                 f"INSERT INTO {OPS_SCHEMA}.migration_checksums "
-                "(revision, filename, sha256, recorded_by) "
-                "VALUES (:r, :f, :s, :w) ON CONFLICT (revision) DO UPDATE SET "
+                "(revision, filename, sha256, recorded_by, down_revision, contract) "
+                "VALUES (:r, :f, :s, :w, :d, :c) ON CONFLICT (revision) DO UPDATE SET "
                 "filename = excluded.filename, sha256 = excluded.sha256, "
-                "recorded_at = now(), recorded_by = excluded.recorded_by"
+                "recorded_at = now(), recorded_by = excluded.recorded_by, "
+                "down_revision = excluded.down_revision, contract = excluded.contract"
             ),
-            {"r": file.revision, "f": file.filename, "s": file.sha256, "w": self.who},
+            {
+                "r": file.revision,
+                "f": file.filename,
+                "s": file.sha256,
+                "w": self.who,
+                "d": file.down_revision,
+                "c": file.contract,
+            },
         )
+
+    def describe(self, files: list[RevisionFile]) -> None:
+        """Keep each applied revision's place and kind (rows from before they were kept)."""
+        for file in files:
+            self.conn.execute(
+                text(
+                    f"UPDATE {OPS_SCHEMA}.migration_checksums "
+                    "SET down_revision = :d, contract = :c WHERE revision = :r "
+                    "AND (down_revision IS DISTINCT FROM :d OR contract IS DISTINCT FROM :c)"
+                ),
+                {"r": file.revision, "d": file.down_revision, "c": file.contract},
+            )
 
     def claim_lock(self) -> None:
         """Record this session as the holder; only while it holds the migration lock."""

@@ -163,6 +163,8 @@ class RevisionFile:
     revision: str
     filename: str
     sha256: str
+    down_revision: str | None = None  # comma-joined for a merge
+    contract: bool = False  # the release before it cannot run after it (see compat.py)
 
 
 @dataclass(frozen=True, kw_only=True)

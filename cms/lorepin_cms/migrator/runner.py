@@ -157,6 +157,7 @@ class Migrator:
         review = planning.review_checksums(files, records.checksums(), self.options.accept_changed)
         for file in review.record:  # applied before checksums were kept
             records.record_checksum(file)
+        records.describe(files)
         for changed in review.accept:
             records.record_checksum(changed.file)
             records.log(
