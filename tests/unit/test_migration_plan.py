@@ -18,6 +18,7 @@ from lorepin_cms.migrator.planning import (
     Target,
     applied,
     downgrade,
+    held_back,
     resolve,
     review_checksums,
     upgrade,
@@ -81,6 +82,33 @@ def test_upgrade_plans_one_step_per_revision_oldest_first(
     assert plan.direction == "upgrade" and plan.current == current
     assert list(plan.steps) == steps
     assert [s.alembic_target for s in plan.steps] == [s.to_rev for s in steps]
+
+
+HELD = " (contract revisions up to 0006 wait until the previous release has stopped)"
+
+
+@pytest.mark.parametrize(
+    ("current", "reached", "held"),
+    [
+        (
+            "0003",
+            "0004",
+            " (contract revisions up to 0006 wait until the previous release has stopped)",
+        ),
+        (
+            "0004",
+            "0004",
+            " (contract revisions up to 0006 wait until the previous release has stopped)",
+        ),
+        ("0005", "0006", ""),
+    ],
+)
+def test_an_expand_only_upgrade_stops_before_the_first_contract_revision(
+    current: str, reached: str, held: str
+) -> None:
+    plan = upgrade(SCRIPT, current, resolve(SCRIPT, "expand"))  # 0005 is a contract step
+    assert (plan.steps[-1].to_rev if plan.steps else current) == reached
+    assert held_back(SCRIPT, plan, current) == held
 
 
 @pytest.mark.parametrize(("current", "target"), [("0005", "0003"), ("0003", "base")])

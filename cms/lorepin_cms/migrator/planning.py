@@ -17,6 +17,7 @@ from alembic.script.revision import RevisionError
 from lorepin_cms.migrator.errors import BadInput, Refused
 
 Direction = Literal["upgrade", "downgrade"]
+EXPAND = "expand"  # a target: head, but no contract revision (see `upgrade`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,8 @@ def resolve(script: ScriptDirectory, name: str) -> Target:
         )
     if name == "base":
         return Target(name=name, revision=None)
+    if name == EXPAND:  # head, cut before the first contract revision (see `upgrade`)
+        return Target(name=name, revision=resolve(script, "head").revision)
     try:
         revision = script.get_revision(name)
     except Exception as exc:  # alembic raises several types for unknown/ambiguous ids
@@ -78,6 +81,12 @@ def resolve(script: ScriptDirectory, name: str) -> Target:
 def title(script: ScriptDirectory, revision: str) -> str:
     found = script.get_revision(revision)
     return found.doc.strip().splitlines()[0] if found and found.doc else ""
+
+
+def is_contract(script: ScriptDirectory, revision: str) -> bool:
+    """A revision the release before it cannot run after (`contract = "why"` in its file)."""
+    found = script.get_revision(revision)
+    return bool(found is not None and getattr(found.module, "contract", None))
 
 
 def upgrade(script: ScriptDirectory, current: str | None, target: Target) -> Plan:
@@ -101,6 +110,11 @@ def upgrade(script: ScriptDirectory, current: str | None, target: Target) -> Pla
                 )
             )
             before = found.revision
+    if target.name == EXPAND:
+        # A deploy applies these while the previous release still serves: everything up
+        # to the first contract revision, which waits until that release has stopped.
+        cut = next((i for i, s in enumerate(steps) if is_contract(script, s.revision)), None)
+        steps = steps if cut is None else steps[:cut]
     return Plan(direction="upgrade", current=current, target=target, steps=tuple(steps))
 
 
@@ -128,6 +142,19 @@ def downgrade(script: ScriptDirectory, current: str | None, target: Target) -> P
                 )
             )
     return Plan(direction="downgrade", current=current, target=target, steps=tuple(steps))
+
+
+def held_back(script: ScriptDirectory, plan: Plan, current: str | None) -> str:
+    """What an expand-only upgrade leaves for later, as a clause of the run's last line."""
+    if plan.target.name != EXPAND:
+        return ""
+    reached = plan.steps[-1].to_rev if plan.steps else current
+    if reached == plan.target.revision:
+        return ""
+    return (
+        f" (contract revisions up to {plan.target.revision} wait until the previous "
+        "release has stopped)"
+    )
 
 
 def plan(

@@ -235,19 +235,20 @@ class Migrator:
             current = self.current(conn)
             self.verify_checksums(records, direction, current)
             plan = planning.plan(direction, self.script, current, target)
+            held = planning.held_back(self.script, plan, current)
             if not plan.steps:
                 records.log(direction, "nothing-to-do", from_rev=current, to_rev=current)
-                self.say(f"database already at {current or 'base'}; nothing to do")
+                self.say(f"database already at {current or 'base'}; nothing to do{held}")
                 return current
             count = len(plan.steps)
             self.say(
-                f"{direction}: {current or 'base'} -> {target.revision or 'base'} "
+                f"{direction}: {current or 'base'} -> {plan.steps[-1].to_rev or 'base'} "
                 f"({count} revision{'s' if count != 1 else ''}), by {self.options.who}"
             )
             for step in plan.steps:
                 self._apply(records, step)
             final = self.current(conn)
-            self.say(f"database at {final or 'base'}")
+            self.say(f"database at {final or 'base'}{held}")
             return final
 
     def _apply(self, records: Ledger, step: Step) -> None:

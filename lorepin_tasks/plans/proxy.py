@@ -1,0 +1,131 @@
+"""The proxy of server environments (Caddy) as data: its whole JSON config. Pure.
+
+The toolkit owns the config: every deploy and rollback loads a complete one through
+Caddy's admin API (inside the proxy container), naming the active colour's upstream.
+Caddy applies a new config gracefully: requests in flight finish on the old one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ADMIN = "http://127.0.0.1:2019"
+HTTP_PORT, HTTPS_PORT = 8080, 8443  # inside the container (a non-root user binds them)
+CERT, KEY = "/run/secrets/tls_cert", "/run/secrets/tls_key"
+REQUEST_ID = "X-Request-Id"
+# What every response carries (the CMS's admin page loads only its own files).
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": ["max-age=31536000; includeSubDomains"],
+    "Content-Security-Policy": [
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    ],
+    "X-Content-Type-Options": ["nosniff"],
+    "Referrer-Policy": ["strict-origin-when-cross-origin"],
+    "X-Frame-Options": ["DENY"],
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    upstream: str | None  # "cms-green:8000"; None: nothing deployed, answer 503
+    public_https_port: int  # where clients reach HTTPS (for the HTTP -> HTTPS redirect)
+
+
+def config(route: Route) -> dict[str, Any]:
+    """Caddy's config: HTTPS with the environment's certificate, HTTP redirecting to it,
+    security headers, an X-Request-Id on every request (kept when the client sent one),
+    JSON access logs on stdout, and the active colour as the only upstream."""
+    if route.upstream is None:
+        backend: dict[str, Any] = {
+            "handler": "static_response",
+            "status_code": 503,
+            "body": "no release deployed yet\n",
+        }
+    else:
+        backend = {
+            "handler": "reverse_proxy",
+            "upstreams": [{"dial": route.upstream}],
+            # A colour being replaced may refuse a dial for a moment: retry, never fail.
+            "load_balancing": {"try_duration": "5s", "try_interval": "100ms"},
+        }
+    port = "" if route.public_https_port == 443 else f":{route.public_https_port}"
+    return {
+        "admin": {"listen": ADMIN.removeprefix("http://")},
+        "logging": {
+            "logs": {
+                "default": {"level": "WARN", "exclude": ["http.log.access.access"]},
+                "access": {
+                    "writer": {"output": "stdout"},
+                    "encoder": {"format": "json"},
+                    "include": ["http.log.access.access"],
+                },
+            }
+        },
+        "apps": {
+            "tls": {"certificates": {"load_files": [{"certificate": CERT, "key": KEY}]}},
+            "http": {
+                "servers": {
+                    "redirect": {
+                        "listen": [f":{HTTP_PORT}"],
+                        "routes": [
+                            {
+                                "handle": [
+                                    {
+                                        "handler": "static_response",
+                                        "status_code": 308,
+                                        "headers": {
+                                            "Location": [
+                                                f"https://{{http.request.host}}{port}"
+                                                "{http.request.uri}"
+                                            ]
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                        "automatic_https": {"disable": True},
+                    },
+                    "public": {
+                        "listen": [f":{HTTPS_PORT}"],
+                        "tls_connection_policies": [{}],
+                        "automatic_https": {"disable": True},
+                        "logs": {"default_logger_name": "access"},
+                        "routes": [
+                            {  # the client's own request id is kept; others get one
+                                "match": [{"not": [{"header": {REQUEST_ID: ["*"]}}]}],
+                                "handle": [
+                                    {
+                                        "handler": "headers",
+                                        "request": {"set": {REQUEST_ID: ["{http.request.uuid}"]}},
+                                    }
+                                ],
+                            },
+                            {
+                                "handle": [
+                                    {
+                                        "handler": "headers",
+                                        "response": {
+                                            "set": {
+                                                **SECURITY_HEADERS,
+                                                REQUEST_ID: [
+                                                    f"{{http.request.header.{REQUEST_ID}}}"
+                                                ],
+                                            },
+                                            "deferred": True,
+                                        },
+                                    },
+                                    backend,
+                                ]
+                            },
+                        ],
+                    },
+                }
+            },
+        },
+    }
+
+
+def upstream(service: str) -> str:
+    return f"{service}:8000"
