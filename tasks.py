@@ -7,7 +7,7 @@ from invoke.collection import Collection
 
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.settings import check_project_file
-from lorepin_tasks.tasks import db, feature, images, release, stack
+from lorepin_tasks.tasks import db, deploy, feature, images, release, stack
 
 try:  # before Invoke reads it: a broken invoke.yaml is one line, not a traceback
     check_project_file(Path(__file__).resolve().parent / "invoke.yaml")
@@ -16,10 +16,12 @@ except ConfigError as exc:
     sys.exit(int(exc.exit_code))
 
 ns = Collection()
-for t in (*stack.ns.tasks.values(), release.version):  # everyday tasks stay top-level
+for t in (*stack.ns.tasks.values(), release.version, deploy.rollback):  # top-level
     ns.add_task(t)
 ns.add_collection(db.ns)
 ns.add_collection(feature.ns)
 ns.add_collection(release.ns)
 ns.add_collection(images.ns)
 ns.add_collection(images.artifacts)
+ns.add_collection(deploy.ns)
+ns.add_collection(deploy.audit_ns)

@@ -8,7 +8,9 @@ Environment variables:
   LOREPIN_CA_BUNDLE    CA bundle handed to image builds as a secret (default: the host's)
   LOREPIN_IMAGE_PREFIX repository prefix of the project's images (default: lorepin)
   LOREPIN_PROJECT      Compose project name of the selected environment
-  LOREPIN_HTTP_PORT    host port of the CMS (0: Docker picks a free one)
+  LOREPIN_HTTP_PORT    host port of the CMS (0: Docker picks a free one); of the proxy's
+                       HTTP redirect in server environments
+  LOREPIN_HTTPS_PORT   host port of the proxy's HTTPS in server environments
   LOREPIN_DB_PORT      host port of the database, where the environment publishes it
   LOREPIN_IMAGE_TAG    tag of the images the environment builds and runs
   LOREPIN_SECRETS_DIR  directory holding the selected environment's secret files
@@ -26,7 +28,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from lorepin_tasks.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("local", "feature", "staging", "production")
+SERVER_KINDS = ("staging", "production")  # deployed by version, behind the proxy
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -52,6 +55,7 @@ DEFAULT_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/
 OVERRIDES = (
     "LOREPIN_PROJECT",
     "LOREPIN_HTTP_PORT",
+    "LOREPIN_HTTPS_PORT",
     "LOREPIN_DB_PORT",
     "LOREPIN_IMAGE_TAG",
     "LOREPIN_SECRETS_DIR",
@@ -100,6 +104,36 @@ class Checkout:
         return cls(id=hashlib.sha256(where.encode()).hexdigest()[:16], where=where)
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WINDOW = re.compile(
+    r"^(?P<first>[a-z]{3})(?:-(?P<last>[a-z]{3}))? (?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)$"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """When deploys may run: days of the week (0 = Monday) and a time span, local time."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+    text: str
+
+    def contains(self, when: datetime) -> bool:
+        return when.weekday() in self.days and self.start <= when.time() < self.end
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployPolicy:
+    """How a server environment (staging, production) takes a new release."""
+
+    approvals: int = 0  # approvals a release needs (by others than who cut it)
+    windows: tuple[Window, ...] = ()  # none: any time
+    timezone: str = "UTC"
+    watch: int = 30  # seconds the new release is watched after the switch
+    keep: int = 3  # versions whose images stay for a rollback
+
+
 @dataclass(frozen=True, kw_only=True)
 class Environment:
     """One place the CMS runs: which engine, which Compose files, which ports, which policy."""
@@ -117,6 +151,14 @@ class Environment:
     docker_host: str | None = None
     docker_context: str | None = None
     backup_before_migrate: bool = False
+    https_port: int | None = None  # server kinds: the proxy's HTTPS port (0: Docker picks)
+    url: str | None = None  # server kinds: the public URL people use
+    deploy: DeployPolicy | None = None  # server kinds only: they are deployed, not `up`
+    profiles: tuple[str, ...] = ()  # Compose profiles every command of it enables
+
+    @property
+    def is_server(self) -> bool:
+        return self.deploy is not None
 
     @property
     def generates_secrets(self) -> bool:
@@ -285,6 +327,49 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         backup_before_migrate=bool(
             raw.get("backup_before_migrate", kind in ("staging", "production"))
         ),
+        https_port=_int(raw.get("https_port", 8443), f"{where}: https_port", low=0, high=65535)
+        if kind in SERVER_KINDS
+        else None,
+        url=str(raw["url"]) if raw.get("url") else None,
+        deploy=_deploy(_mapping(raw.get("deploy"), f"{where}: deploy"), where)
+        if kind in SERVER_KINDS
+        else None,
+    )
+
+
+def parse_window(text: str, what: str) -> Window:
+    """`Mon-Fri 09:00-16:00`: days (a range or one) and a local time span."""
+    match = WINDOW.match(str(text).strip().lower())
+    try:
+        if not match:
+            raise ValueError
+        first, last = DAYS.index(match["first"]), DAYS.index(match["last"] or match["first"])
+        start, end = time.fromisoformat(match["start"]), time.fromisoformat(match["end"])
+    except ValueError:
+        raise ConfigError(f"{what}: invalid window {text!r}: like 'Mon-Fri 09:00-16:00'") from None
+    if end <= start:
+        raise ConfigError(f"{what}: window {text!r} ends before it starts")
+    days = range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
+    return Window(days=frozenset(days), start=start, end=end, text=str(text).strip())
+
+
+def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    tz = str(raw.get("timezone", "UTC"))
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: unknown deploy.timezone {tz!r}") from None
+    windows = raw.get("windows") or []
+    if not isinstance(windows, list | tuple):
+        raise ConfigError(f"{where}: deploy.windows must be a list like ['Mon-Fri 09:00-16:00']")
+    return DeployPolicy(
+        approvals=_int(raw.get("approvals", 0), f"{where}: deploy.approvals", low=0, high=10),
+        windows=tuple(parse_window(w, f"{where}: deploy.windows") for w in windows),
+        timezone=tz,
+        watch=_int(raw.get("watch", 30), f"{where}: deploy.watch", low=0, high=3600),
+        keep=_int(raw.get("keep", 3), f"{where}: deploy.keep", low=1, high=100),
     )
 
 
@@ -319,6 +404,14 @@ def _with_overrides(
             high=65535,
         ),
         db_port=None if db_port is None else _int(db_port, "LOREPIN_DB_PORT", low=0, high=65535),
+        https_port=None
+        if env.https_port is None
+        else _int(
+            overrides.get("LOREPIN_HTTPS_PORT", env.https_port),
+            "LOREPIN_HTTPS_PORT",
+            low=0,
+            high=65535,
+        ),
         state_dir=new_state,
         secrets_dir=follow(env.secrets_dir, "LOREPIN_SECRETS_DIR"),
         backups_dir=follow(env.backups_dir, "LOREPIN_BACKUP_DIR"),

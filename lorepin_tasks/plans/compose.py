@@ -29,6 +29,8 @@ def docker(env: Environment) -> list[str]:
 
 def compose(env: Environment) -> list[str]:
     argv = [*docker(env), "compose", "--project-name", env.project]
+    for profile in env.profiles:
+        argv += ["--profile", profile]
     for path in env.compose_files:
         argv += ["--file", str(path)]
     return argv

@@ -5,18 +5,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.settings import IMAGE_TAG, SEMVER
+from lorepin_tasks.settings import IMAGE_TAG, SEMVER, Environment
 
 if TYPE_CHECKING:
     from semver import Version
 
 # Compose service -> image name (under the settings' image prefix).
-IMAGES = {"cms": "cms", "db": "postgres", "geocoder": "geocoder-mock"}
+IMAGES = {"cms": "cms", "db": "postgres", "geocoder": "geocoder-mock", "proxy": "proxy"}
+# The files that define every image, read with every profile on (the proxy and the
+# colours belong to server environments, the geocoder mock to local and feature ones).
+IMAGE_FILES = ("compose/compose.yaml", "compose/mocks.yaml", "compose/server.yaml")
+
+
+def image_env(env: Environment, root: Path, tag: str) -> Environment:
+    """An environment's engine and settings, with every image of the project, at `tag`."""
+    return replace(
+        env,
+        compose_files=tuple(root / f for f in IMAGE_FILES),
+        profiles=("*",),
+        image_tag=tag,
+    )
+
+
 LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 REGISTRY = re.compile(rf"^(?P<host>{LABEL}(?:\.{LABEL})*|\[[0-9a-f:]+\]):(?P<port>[0-9]{{1,5}})$")
 TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]")

@@ -30,7 +30,8 @@ from lorepin_tasks.settings import IMAGE_TAG, ReleasePolicy
 
 RELEASE_COMMIT = re.compile(r"^chore\(release\): v(?P<version>\S+)$")
 VERSION_LINE = re.compile(r'(?m)^version = "[^"]*"$')
-IMAGES = ("cms", "postgres")  # what a release ships (the geocoder mock stays behind)
+# What a release ships, by Compose service (the geocoder mock stays behind).
+SERVICES = ("cms", "db", "proxy")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,6 +80,7 @@ class Executor:
         capture_stderr: bool = False,
         no_input: bool = False,
         progress: bool = False,
+        stdin_text: str | None = None,
     ) -> Result:
         """Run argv with `env` added to the process environment.
 
@@ -92,7 +93,8 @@ class Executor:
         `no_input` gives the command no terminal to ask questions on (Compose would offer
         to recreate a volume whose labels changed: it must decline, never ask);
         `progress` sends what the command prints to stderr, with the toolkit's own
-        progress, so stdout carries only results (URLs, JSON).
+        progress, so stdout carries only results (URLs, JSON); `stdin_text` is fed to the
+        command (a config it loads: a dry run shows it below the command).
         """
         line = shown(argv, env) + (f" > {shlex.quote(str(stdout_to))}" if stdout_to else "")
         if self.dry_run and mutates:
@@ -102,6 +104,8 @@ class Executor:
                 f"+ {shown(argv)}" + (f" > {shlex.quote(str(stdout_to))}" if stdout_to else "")
             )
         if self.dry_run and mutates:
+            if stdin_text is not None:
+                self.say(f"  (stdin: {self.redact(stdin_text)[:2000]})")
             return Result(tuple(argv), 0, "", "", 0.0)
         if shutil.which(argv[0]) is None:
             raise ConfigError(
@@ -131,7 +135,10 @@ class Executor:
                 text=sink is None,
                 check=False,
                 timeout=timeout,
-                stdin=subprocess.DEVNULL if capture or sink or no_input else None,
+                stdin=None
+                if stdin_text is not None
+                else (subprocess.DEVNULL if capture or sink or no_input else None),
+                input=stdin_text if sink is None else None,
             )
         except subprocess.TimeoutExpired as exc:
             raise CommandFailed(self.redact(line), -1, f"timed out after {timeout} s") from exc

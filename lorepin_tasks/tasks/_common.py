@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from invoke.context import Context
@@ -23,6 +24,7 @@ from lorepin_cms.exit_codes import ExitCode
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import db as db_plan
 from lorepin_tasks.runtime import build_inputs, docker, git, http, lock
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.executor import Executor
@@ -190,3 +192,26 @@ def show_logs(ctx: EnvContext, service: str, *, follow: bool, tail: str) -> None
     ctx.run.run(
         compose.logs(ctx.env, chosen, follow=follow, tail=tail), env=ctx.variables, quiet=True
     )
+
+
+def backup_database(ctx: EnvContext, label: str) -> None:
+    """A `pg_dump -Fc` of the environment's database into its backups directory (0600)."""
+    directory = ctx.env.backups_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
+    path = db_plan.backup_path(ctx.env, datetime.now(UTC), label)
+    ctx.run.say(f"==> {ctx.env.name}: backing up the database before the schema changes")
+    ctx.run.run(db_plan.dump(ctx.env), env=ctx.variables, stdout_to=path)
+    if not ctx.run.dry_run:
+        size = path.stat().st_size
+        if size == 0:
+            raise LorePinError(f"the backup {path} is empty; nothing was migrated")
+        ctx.run.say(f"    backup: {path} ({size / 1024:.0f} KiB)")
+
+
+def run_migrator(ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:
+    """Run the migrator in the environment; its stdout, or its error with its exit code."""
+    command = db_plan.migrator(
+        action, who=git.who_am_i(ctx.run, ctx.settings.root), lock_wait=ctx.settings.lock_wait
+    )
+    return docker.run_oneoff(ctx, "migrate", command, kind=db_plan.ONEOFF, capture=capture)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
-from lorepin_tasks.runtime import docker, git, secrets
+from lorepin_tasks.runtime import docker, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.settings import whole_number
@@ -32,9 +31,11 @@ from lorepin_tasks.tasks._common import (
     ENV_HELP,
     JSON_HELP,
     YES_HELP,
+    backup_database,
     locked,
     open_env,
     require_base_image,
+    run_migrator,
     task,
     with_revision,
 )
@@ -57,30 +58,8 @@ def _require_db(ctx: EnvContext, *, changes: bool) -> None:
         )
 
 
-def _backup(ctx: EnvContext, label: str) -> None:
-    directory = ctx.env.backups_dir
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
-    path = plan.backup_path(ctx.env, datetime.now(UTC), label)
-    ctx.run.say(f"==> {ctx.env.name}: backing up the database before the schema changes")
-    ctx.run.run(plan.dump(ctx.env), env=ctx.variables, stdout_to=path)
-    if not ctx.run.dry_run:
-        size = path.stat().st_size
-        if size == 0:
-            raise LorePinError(f"the backup {path} is empty; nothing was migrated")
-        ctx.run.say(f"    backup: {path} ({size / 1024:.0f} KiB)")
-
-
-def _migrator(ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:
-    """Run the migrator in the environment; its stdout, or its error with its exit code."""
-    command = plan.migrator(
-        action, who=git.who_am_i(ctx.run, ctx.settings.root), lock_wait=ctx.settings.lock_wait
-    )
-    return docker.run_oneoff(ctx, "migrate", command, kind=plan.ONEOFF, capture=capture)
-
-
 def _migrator_json(ctx: EnvContext, action: list[str]) -> Any:
-    lines = _migrator(ctx, action, capture=True).strip().splitlines()
+    lines = run_migrator(ctx, action, capture=True).strip().splitlines()
     return docker.decode(lines[-1] if lines else "", "the migrator's answer")
 
 
@@ -108,8 +87,8 @@ def migrate(
     with locked(ctx, "db.migrate"):
         _require_db(ctx, changes=True)
         if backup or ctx.env.backup_before_migrate:
-            _backup(ctx, f"before-migrate-to-{to}")
-        _migrator(ctx, action)
+            backup_database(ctx, f"before-migrate-to-{to}")
+        run_migrator(ctx, action)
 
 
 @task(
@@ -135,8 +114,8 @@ def downgrade(
                 yes=yes,
             )
         if ctx.env.backup_before_migrate:
-            _backup(ctx, f"before-downgrade-to-{to}")
-        _migrator(ctx, action)
+            backup_database(ctx, f"before-downgrade-to-{to}")
+        run_migrator(ctx, action)
 
 
 @task(help={"env": ENV_HELP, "dry_run": DRY_HELP, "json": JSON_HELP})
@@ -144,7 +123,7 @@ def current(c: Context, env: str = "local", json_: bool = False, dry_run: bool =
     """Show the environment's schema revision and whether it is at the code's head."""
     ctx = open_env(c, env, dry_run=dry_run)
     if ctx.run.dry_run:
-        _migrator(ctx, ["current"])
+        run_migrator(ctx, ["current"])
         return
     _require_db(ctx, changes=False)
     state = _migrator_json(ctx, ["current"])
@@ -173,7 +152,7 @@ def history(
     ctx = open_env(c, env, dry_run=dry_run)
     action = ["history", "--limit", str(count)]
     if ctx.run.dry_run:
-        _migrator(ctx, action)
+        run_migrator(ctx, action)
         return
     _require_db(ctx, changes=False)
     log = _migrator_json(ctx, action)

@@ -73,7 +73,7 @@ def build(
     revision = git.describe(ctx.run, ctx.settings.root)
     branch = git.current_branch(ctx.run, ctx.settings.root)
     tags = plan.tags(revision.version, revision.sha, branch, ctx.settings.release.branch)
-    ctx = replace(ctx, revision=revision, env=replace(ctx.env, image_tag=tags[0]))
+    ctx = replace(ctx, revision=revision, env=plan.image_env(ctx.env, ctx.settings.root, tags[0]))
     started = time.monotonic()
     build_stale(ctx, docker.model(ctx), only=selected, no_cache=no_cache)
     prefix = ctx.settings.image_prefix

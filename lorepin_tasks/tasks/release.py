@@ -102,7 +102,7 @@ def release(
     # Everything that could stop the release half-way is checked before the first write.
     plan.validate(chosen, git.tags(root), facts.head)
     require_base_image(settings)
-    tagged = replace(ctx, env=replace(ctx.env, image_tag=str(chosen.version)))
+    tagged = replace(ctx, env=images_plan.image_env(ctx.env, root, str(chosen.version)))
     _engine_answers(tagged)
     docker.model(tagged)  # the Compose files must resolve before anything is written
     names = ["CHANGELOG.md", *settings.release.version_files]
@@ -133,7 +133,7 @@ def release(
     revision = git.describe(run, root)
     tagged = replace(tagged, revision=revision)
     try:
-        build_stale(tagged, docker.model(tagged), only=["cms", "db"])
+        build_stale(tagged, docker.model(tagged), only=list(plan.SERVICES))
     except LorePinError as exc:
         if run.dry_run:
             raise
@@ -147,7 +147,12 @@ def release(
         run.say(f"# would write {out} and {out.with_suffix('.md')}")
         run.say("dry run: nothing was written, committed, tagged or built")
         return
-    refs = {n: images_plan.ref(settings.image_prefix, n, str(chosen.version)) for n in plan.IMAGES}
+    refs = {
+        images_plan.IMAGES[s]: images_plan.ref(
+            settings.image_prefix, images_plan.IMAGES[s], str(chosen.version)
+        )
+        for s in plan.SERVICES
+    }
     found = docker.images(run, compose.docker(tagged.env), list(refs.values()))
     manifest = plan.manifest(
         chosen,

@@ -41,7 +41,9 @@ def one_line_error(proc: object, code: int = 2) -> str:
 
 def test_unknown_environment_is_one_line_and_exit_2() -> None:
     proc = invoke("up", "--env", "nope")
-    assert one_line_error(proc) == "error: unknown environment 'nope'; valid environments: local"
+    assert one_line_error(proc) == (
+        "error: unknown environment 'nope'; valid environments: local, production, staging"
+    )
     assert proc.stdout == ""
 
 

@@ -1,0 +1,362 @@
+"""Blue-green deploys of a server environment, as data and commands. Pure: no I/O.
+
+The backend (single host, Docker Compose): two colours of the CMS (`cms-blue`,
+`cms-green`) behind the proxy; one serves, the other is idle or keeps the previous
+release for an instant rollback. A deploy starts the idle colour with the new release,
+proves it ready, switches the proxy to it, watches it, and stops the old one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lorepin_tasks.errors import ConfigError, Refused
+from lorepin_tasks.plans import compose, proxy
+from lorepin_tasks.settings import DeployPolicy, Environment
+
+COLOURS = ("blue", "green")
+LOCK_KEY = (0x4C50, 0x4450)  # "LP", "DP": the deploy lock of an environment's database
+OPS = "lorepin_ops"
+PROXY = "proxy"
+
+
+def service(colour: str) -> str:
+    return f"cms-{colour}"
+
+
+def other(colour: str) -> str:
+    return COLOURS[1 - COLOURS.index(colour)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Colour:
+    name: str
+    version: str | None  # the release its container runs (None: no container)
+    running: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class State:
+    """What the engine says: each colour's container, and which one the proxy serves."""
+
+    colours: Mapping[str, Colour]
+    active: str | None  # the colour the proxy routes to (None: nothing deployed)
+
+    @property
+    def idle(self) -> str:
+        return other(self.active) if self.active else COLOURS[0]
+
+    @property
+    def serving(self) -> str | None:
+        """The release the proxy serves now."""
+        return self.colours[self.active].version if self.active else None
+
+
+def variables(state: State, **versions: str | None) -> dict[str, str]:
+    """Each colour's image version for Compose: as they run, with `versions` changed."""
+    current = {name: c.version for name, c in state.colours.items()}
+    current.update(versions)
+    return {
+        f"LOREPIN_{name.upper()}_VERSION": version
+        for name, version in current.items()
+        if version is not None
+    }
+
+
+# -- preflight -------------------------------------------------------------------------
+
+
+def release_problems(manifest: Mapping[str, Any], found: Mapping[str, str | None]) -> list[str]:
+    """What is wrong with the release's images here (`found`: ref -> image ID or None)."""
+    problems = []
+    for entry in (manifest.get("images") or {}).values():
+        ref, wanted = entry.get("image"), entry.get("id")
+        have = found.get(ref)
+        if have is None:
+            problems.append(f"image {ref} is not on this engine (`invoke artifacts.download`)")
+        elif have != wanted:
+            problems.append(f"image {ref} is {have[:19]}, not the release's {str(wanted)[:19]}")
+    return problems
+
+
+def in_window(policy: DeployPolicy, now: datetime) -> bool:
+    if not policy.windows:
+        return True
+    from zoneinfo import ZoneInfo
+
+    local = now.astimezone(ZoneInfo(policy.timezone))
+    return any(w.contains(local) for w in policy.windows)
+
+
+def window_override(
+    policy: DeployPolicy, now: datetime, *, outside_window: bool, reason: str
+) -> str | None:
+    """None inside a window; the recorded reason outside one (refused without it)."""
+    if in_window(policy, now):
+        return None
+    spans = ", ".join(w.text for w in policy.windows)
+    if not outside_window:
+        raise Refused(
+            f"outside the deploy windows ({spans}, {policy.timezone}): deploy then, or "
+            "pass --outside-window --reason TEXT (recorded)"
+        )
+    if not reason.strip():
+        raise ConfigError("--outside-window needs --reason TEXT: why it cannot wait")
+    return reason.strip()
+
+
+def approval_problem(
+    policy: DeployPolicy, tag: str, cutter: str | None, approvals: Sequence[Mapping[str, str]]
+) -> str | None:
+    """Why the release may not go to this environment yet (None: it may)."""
+    if policy.approvals == 0:
+        return None
+    by = {
+        str(a.get("approved_by", "")).strip().lower()
+        for a in approvals
+        if str(a.get("approved_by", "")).strip().lower() != (cutter or "").strip().lower()
+    }
+    if len(by) >= policy.approvals:
+        return None
+    return (
+        f"{tag} has {len(by)} of the {policy.approvals} approval(s) it needs here "
+        f"(`invoke release.approve {tag}` by someone other than its cutter)"
+    )
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def infra_up(env: Environment, *, wait_timeout: int) -> list[str]:
+    """The database and the proxy, started once and never recreated by a deploy."""
+    return [
+        *compose.compose(env),
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(wait_timeout),
+        "--no-build",
+        "--pull",
+        "never",
+        "--no-recreate",
+        compose.DB_SERVICE,
+        PROXY,
+    ]
+
+
+def colour_up(env: Environment, colour: str, *, wait_timeout: int) -> list[str]:
+    return [
+        *compose.compose(env),
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(wait_timeout),
+        "--no-build",
+        "--pull",
+        "never",
+        "--no-deps",
+        service(colour),
+    ]
+
+
+def colour_stop(env: Environment, colour: str) -> list[str]:
+    """Stop (keep) a colour: SIGTERM lets uvicorn finish the requests it has."""
+    return [*compose.compose(env), "stop", "--timeout", "30", service(colour)]
+
+
+def in_proxy(env: Environment, *command: str) -> list[str]:
+    return [*compose.compose(env), "exec", "-T", PROXY, *command]
+
+
+def proxy_load(env: Environment) -> list[str]:
+    """Load a whole proxy config (JSON on stdin) through Caddy's admin API."""
+    return in_proxy(
+        env,
+        "curl",
+        "-fsS",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        "@-",
+        f"{proxy.ADMIN}/load",
+    )
+
+
+def proxy_upstream(env: Environment) -> list[str]:
+    """The upstream the proxy routes to now (fails when nothing is routed)."""
+    return in_proxy(
+        env,
+        "curl",
+        "-fsS",
+        f"{proxy.ADMIN}/config/apps/http/servers/public/routes/1/handle/1/upstreams/0/dial",
+    )
+
+
+def probe(env: Environment, colour: str, path: str) -> list[str]:
+    """A request to one colour directly, from the proxy's side of the network."""
+    return in_proxy(
+        env,
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "-w",
+        "\n%{http_code}",
+        f"http://{service(colour)}:8000{path}",
+    )
+
+
+def access_log(env: Environment, since: str) -> list[str]:
+    return [*compose.compose(env), "logs", "--no-log-prefix", "--since", since, PROXY]
+
+
+def psql(env: Environment, who: str) -> list[str]:
+    """A psql session in the database container (local socket, no password)."""
+    return [
+        *compose.compose(env),
+        "exec",
+        "-T",
+        "-e",
+        f"PGAPPNAME={f'lorepin-deploy {who}'[:63]}",
+        compose.DB_SERVICE,
+        "psql",
+        "-U",
+        "lorepin",
+        "-d",
+        "lorepin",
+        "-qtAX",
+        "-F",
+        "\t",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]
+
+
+def tls_certificate(cert: Path, key: Path, hosts: Sequence[str]) -> list[str]:
+    """A self-signed certificate for a staging proxy (production is given a real one)."""
+    names = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
+    return [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-sha256",
+        "-days",
+        "397",
+        "-subj",
+        f"/CN={hosts[0]}",
+        "-addext",
+        f"subjectAltName={names}",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    ]
+
+
+def proxy_config(colour: str | None, public_https_port: int) -> str:
+    route = proxy.Route(
+        upstream=proxy.upstream(service(colour)) if colour else None,
+        public_https_port=public_https_port,
+    )
+    return json.dumps(proxy.config(route))
+
+
+def upstream_colour(dial: str) -> str | None:
+    """The colour an upstream names ("cms-green:8000" -> "green")."""
+    name = dial.strip().strip('"').partition(":")[0].removeprefix("cms-")
+    return name if name in COLOURS else None
+
+
+# -- the record in the environment's database ----------------------------------------
+
+DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {OPS};
+CREATE TABLE IF NOT EXISTS {OPS}.audit (
+    seq bigint PRIMARY KEY,
+    at timestamptz NOT NULL,
+    record jsonb NOT NULL,
+    prev text NOT NULL,
+    hash text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {OPS}.deploy_lock_holder (
+    pid integer PRIMARY KEY,
+    who text NOT NULL,
+    action text NOT NULL,
+    since timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def lock_sql() -> str:
+    return f"SELECT pg_try_advisory_lock({LOCK_KEY[0]}, {LOCK_KEY[1]})"
+
+
+def holder_sql() -> str:
+    return (
+        f"SELECT coalesce(h.who, a.application_name), coalesce(h.action, ''), "
+        f"to_char(coalesce(h.since, a.backend_start) AT TIME ZONE 'UTC', "
+        f"'YYYY-MM-DD HH24:MI:SS') FROM pg_locks l "
+        f"JOIN pg_stat_activity a ON a.pid = l.pid "
+        f"LEFT JOIN {OPS}.deploy_lock_holder h ON h.pid = l.pid "
+        f"WHERE l.locktype = 'advisory' AND l.classid = {LOCK_KEY[0]} "
+        f"AND l.objid = {LOCK_KEY[1]} AND l.granted AND l.database = "
+        f"(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1"
+    )
+
+
+def claim_sql(who: str, action: str) -> str:
+    """Record who holds the lock (`who` and `action` as SQL literals: pg.literal)."""
+    return (
+        f"INSERT INTO {OPS}.deploy_lock_holder (pid, who, action) VALUES "
+        f"(pg_backend_pid(), {who}, {action}) ON CONFLICT (pid) DO "
+        "UPDATE SET who = excluded.who, action = excluded.action, since = now()"
+    )
+
+
+def release_sql() -> str:
+    return f"DELETE FROM {OPS}.deploy_lock_holder WHERE pid = pg_backend_pid()"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+
+
+def record(
+    *,
+    seq: int,
+    at: str,
+    who: str,
+    action: str,
+    env: str,
+    version: str | None,
+    outcome: str,
+    detail: Mapping[str, Any] | None = None,
+    steps: Sequence[Step] = (),
+) -> dict[str, Any]:
+    """One audit record (before it is sealed into the chain)."""
+    return {
+        "seq": seq,
+        "at": at,
+        "who": who,
+        "action": action,
+        "env": env,
+        "version": version,
+        "outcome": outcome,
+        "detail": dict(detail or {}),
+        "steps": [{"name": s.name, "seconds": round(s.seconds, 2), "ok": s.ok} for s in steps],
+    }

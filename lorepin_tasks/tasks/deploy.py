@@ -1,0 +1,556 @@
+"""Deploys and rollbacks of server environments (staging, production): `invoke deploy`,
+`invoke rollback`, `deploy.history`, `deploy.lock`, `audit.verify`.
+
+Config (invoke.yaml, `lorepin.environments.<name>`): `https_port`, `url`, and `deploy:`
+with `approvals` (how many approvals a release needs; default 0), `windows` (e.g.
+`["Mon-Fri 09:00-16:00"]`, in `timezone`), `watch` (seconds the new release is watched
+after the switch; default 30), `keep` (versions kept for a rollback; default 3). See
+docs/deploying.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+
+from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import deploy as plan
+from lorepin_tasks.plans import images as images_plan
+from lorepin_tasks.runtime import docker, git, http, secrets
+from lorepin_tasks.runtime.bluegreen import Backend, ComposeBlueGreen
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.notify import notify
+from lorepin_tasks.runtime.pg import Session, literal
+from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.runtime.trail import Trail, mirrored
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    JSON_HELP,
+    YES_HELP,
+    backup_database,
+    locked,
+    open_env,
+    run_migrator,
+    task,
+)
+
+SERVER_ENV_HELP = "the server environment (staging, production; see invoke.yaml)"
+READY_TIMEOUT = 60.0  # seconds a new colour has to answer /readyz
+# The watch window fails the release on this many 5xx (or 5 % of requests, if more).
+WATCH_ERRORS, WATCH_RATIO = 3, 0.05
+
+
+def _server(c: Context, env: str, dry_run: bool) -> EnvContext:
+    ctx = open_env(c, env, dry_run=dry_run)
+    if not ctx.env.is_server:
+        raise ConfigError(
+            f"'{ctx.env.name}' is a {ctx.env.kind} environment, started with `invoke up`: "
+            "deploys go to server environments (staging, production)"
+        )
+    return ctx
+
+
+def _manifest(root: Path, tag: str) -> dict[str, Any]:
+    """The release's manifest: as `invoke release` wrote it, or as artifacts.download did."""
+    for path in (
+        root / "dist" / "release" / f"v{tag}.json",
+        root / "dist" / "artifacts" / tag / "release.json",
+    ):
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                raise ConfigError(f"{path} is not valid JSON: restore it") from None
+            if isinstance(data, dict) and isinstance(data.get("images"), dict):
+                return data
+            raise ConfigError(f"{path} is not a release manifest")
+    raise ConfigError(
+        f"no release v{tag} on this machine (dist/release/v{tag}.json): cut it with "
+        "`invoke release`, or bring it with `invoke artifacts.download`"
+    )
+
+
+def _tls(ctx: EnvContext) -> None:
+    """The proxy's certificate: staging gets a self-signed one; production must be given one."""
+    cert, key = ctx.env.secrets_dir / "tls.crt", ctx.env.secrets_dir / "tls.key"
+    if cert.is_file() and key.is_file():
+        return
+    if ctx.env.kind == "production":
+        raise ConfigError(
+            f"production needs its TLS certificate and key in {cert} and {key}: install them"
+        )
+    hosts = ["localhost", "127.0.0.1"]
+    if ctx.env.url:
+        host = ctx.env.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        hosts = [host, *[h for h in hosts if h != host]]
+    ctx.run.say(f"==> {ctx.env.name}: creating a self-signed TLS certificate ({', '.join(hosts)})")
+    ctx.run.run(plan.tls_certificate(cert, key, hosts), capture=True)
+    if not ctx.run.dry_run:
+        cert.chmod(0o644)
+        key.chmod(0o644)  # read by the proxy's user through the mount; the dir is 0700
+
+
+def _config_hash(ctx: EnvContext) -> str:
+    """What the deploy ran with: its Compose files and settings (secrets by hash only)."""
+    h = hashlib.sha256()
+    for path in ctx.env.compose_files:
+        h.update(path.read_bytes())
+    for name in sorted(p.name for p in ctx.env.secrets_dir.glob("*") if p.is_file()):
+        h.update(name.encode() + hashlib.sha256((ctx.env.secrets_dir / name).read_bytes()).digest())
+    h.update(json.dumps(ctx.env.deploy.__dict__ if ctx.env.deploy else {}, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+class Steps:
+    """Each step's name, duration and outcome, for the record; progress for the person."""
+
+    def __init__(self, ctx: EnvContext) -> None:
+        self.ctx = ctx
+        self.done: list[plan.Step] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.ctx.run.say(f"==> {self.ctx.env.name}: {name}")
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.done.append(plan.Step(name=name, seconds=time.monotonic() - started, ok=False))
+            raise
+        self.done.append(plan.Step(name=name, seconds=time.monotonic() - started, ok=True))
+
+
+@contextmanager
+def _deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | None]:
+    """The environment's deploy lock: a session advisory lock in its own database, held by
+    a psql session that ends with this process (so it frees itself, even after kill -9)."""
+    if ctx.run.dry_run:
+        yield None
+        return
+    with Session(ctx.run, plan.psql(ctx.env, who), ctx.variables, "database") as session:
+        session.query(plan.DDL)
+        if session.scalar(plan.lock_sql()) != "t":
+            holder = session.query(plan.holder_sql())
+            who_, act, since = holder[0] if holder and len(holder[0]) == 3 else ("?", "", "?")
+            raise Busy(
+                f"'{ctx.env.name}' is locked by {who_}"
+                f"{f' ({act})' if act else ''} since {since} UTC; try again when it is done "
+                f"(`invoke deploy.lock --env {ctx.env.name}`)"
+            )
+        session.query(plan.claim_sql(literal(who), literal(action)))
+        try:
+            yield session
+        finally:
+            session.query(plan.release_sql())
+
+
+def _wait_ready(ctx: EnvContext, backend: Backend, colour: str, version: str) -> None:
+    """Poll the colour's /readyz directly until it answers 200 (the CMS judges the schema)."""
+    if ctx.run.dry_run:
+        return
+    deadline = time.monotonic() + READY_TIMEOUT
+    code, body = 0, ""
+    while time.monotonic() < deadline:
+        code, body = backend.probe(colour, "/readyz")
+        if code == 200:
+            return
+        if code == 503 and "schema mismatch" in body:
+            break  # it will not get better by waiting
+        time.sleep(0.1)
+    reason = body
+    with suppress(ValueError, AttributeError):
+        reason = json.loads(body).get("reason") or body
+    raise LorePinError(
+        f"{version} on {colour} is not ready (answer {code or 'none'}: {str(reason)[:200]})"
+    )
+
+
+def _smoke(backend: Backend, colour: str, version: str) -> None:
+    code, body = backend.probe(colour, "/version")
+    try:
+        running = json.loads(body).get("version") if code == 200 else None
+    except ValueError:
+        running = None
+    if running != version:
+        raise LorePinError(f"{colour} answers /version with {running!r}, not {version}")
+    code, _ = backend.probe(colour, "/api/pins?limit=1")
+    if code != 200:
+        raise LorePinError(f"{colour} ({version}) answers GET /api/pins with {code}")
+
+
+def _watch(ctx: EnvContext, backend: Backend, since: str, seconds: int) -> str | None:
+    """Watch the new release through the proxy; why it failed, or None when it held."""
+    if ctx.run.dry_run or seconds <= 0:
+        return None
+    url = f"https://127.0.0.1:{backend.public_port()}/readyz"
+    cafile = ctx.env.secrets_dir / "tls.crt"
+    deadline = time.monotonic() + seconds
+    failures = 0
+    while time.monotonic() < deadline:
+        code, _ = http.get(url, timeout=2, cafile=cafile)
+        failures = failures + 1 if code != 200 else 0
+        if failures >= 3:
+            return f"/readyz through the proxy failed 3 times in a row (last answer {code})"
+        total, errors = backend.errors_since(since)
+        if errors >= max(WATCH_ERRORS, WATCH_RATIO * total):
+            return f"{errors} of {total} requests answered 5xx"
+        time.sleep(1)
+    return None
+
+
+@task(
+    default=True,
+    help={
+        "env": SERVER_ENV_HELP,
+        "version": "the release to deploy, e.g. 1.4.0 (or v1.4.0)",
+        "yes": YES_HELP,
+        "outside_window": "deploy outside the environment's deploy windows (needs --reason)",
+        "reason": "why (recorded in the audit trail)",
+        "dry_run": DRY_HELP,
+    },
+)
+def deploy(
+    c: Context,
+    env: str = "staging",
+    version: str = "",
+    yes: bool = False,
+    outside_window: bool = False,
+    reason: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Deploy a release blue-green: start it beside the running one, switch, watch, keep."""
+    if not version:
+        raise ConfigError("say which release: --version 1.4.0 (see `invoke version`)")
+    tag = images_plan.version_tag(version)
+    ctx = _server(c, env, dry_run)
+    assert ctx.env.deploy is not None  # a server environment
+    policy, root = ctx.env.deploy, ctx.settings.root
+    manifest = _manifest(root, tag)
+    override = plan.window_override(
+        policy, datetime.now(UTC), outside_window=outside_window, reason=reason
+    )
+    released = git.release_tags(root, reachable=False).get(_version(tag))
+    problem = plan.approval_problem(
+        policy,
+        f"v{tag}",
+        released.tagger if released else None,
+        git.approvals(root, str(manifest.get("git_sha"))),
+    )
+    if problem:
+        raise Refused(problem)
+    secrets.require(ctx)
+    refs = [str(i["image"]) for i in manifest["images"].values()]
+    found = docker.images(ctx.run, compose.docker(ctx.env), refs)
+    problems = plan.release_problems(
+        manifest, {r: found[r].id if r in found else None for r in refs}
+    )
+    if problems and not ctx.run.dry_run:
+        raise ConfigError(f"v{tag} cannot be deployed here: {problems[0]}")
+    if ctx.env.kind == "production" and not ctx.run.dry_run:
+        confirm(f"Deploy v{tag} to production?", yes=yes)
+    who = git.who_am_i(ctx.run, root)
+    ctx = replace(ctx, env=replace(ctx.env, image_tag=tag))
+    backend = ComposeBlueGreen(ctx)
+    steps = Steps(ctx)
+    with locked(ctx, "deploy"):
+        docker.ensure_owned(ctx, data=True)
+        _tls(ctx)
+        with steps.step("starting the database and the proxy (kept when running)"):
+            backend.prepare(tag)
+        with _deploy_lock(ctx, who, f"deploy v{tag}") as session:
+            trail = Trail(session, ctx.env.state_dir / "audit.jsonl") if session else None
+            _deploy(ctx, backend, steps, trail, tag, who, override)
+
+
+def _version(tag: str) -> Any:
+    from semver import Version
+
+    try:
+        return Version.parse(tag)
+    except ValueError:
+        return None
+
+
+def _record(
+    trail: Trail | None,
+    ctx: EnvContext,
+    who: str,
+    action: str,
+    version: str | None,
+    outcome: str,
+    detail: Mapping[str, Any],
+    steps: Steps | None = None,
+) -> None:
+    if trail is None:
+        return
+    trail.append(
+        plan.record(
+            seq=0,
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            who=who,
+            action=action,
+            env=ctx.env.name,
+            version=version,
+            outcome=outcome,
+            detail={k: v for k, v in detail.items() if v is not None},
+            steps=steps.done if steps else (),
+        )
+    )
+
+
+def _deploy(
+    ctx: EnvContext,
+    backend: Backend,
+    steps: Steps,
+    trail: Trail | None,
+    tag: str,
+    who: str,
+    override: str | None,
+) -> None:
+    policy = ctx.env.deploy
+    assert policy is not None
+    state = backend.state()
+    serving = state.serving
+    if serving == tag and not ctx.run.dry_run:
+        raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
+    idle, old = state.idle, state.active
+    detail = {
+        "from": serving,
+        "colour": idle,
+        "config": _config_hash(ctx),
+        "window_override": override,
+    }
+    _record(trail, ctx, who, "deploy", tag, "started", detail)
+    _notify(ctx, f"deploying {tag} to {ctx.env.name} (from {serving or 'nothing'})")
+    switched = False
+    try:
+        if ctx.env.backup_before_migrate:
+            with steps.step("backing up the database"):
+                backup_database(ctx, f"before-deploy-{tag}")
+        with steps.step(f"migrating (expand revisions of {tag})"):
+            run_migrator(ctx, ["upgrade", "--to", "expand"])
+        with steps.step(f"starting {tag} on {idle}"):
+            backend.start(state, idle, tag)
+        with steps.step(f"waiting until {idle} is ready"):
+            _wait_ready(ctx, backend, idle, tag)
+        with steps.step(f"smoke-testing {idle}"):
+            if not ctx.run.dry_run:
+                _smoke(backend, idle, tag)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        with steps.step(f"switching the proxy to {idle}"):
+            backend.switch(idle)
+            switched = True
+        with steps.step(f"watching {tag} for {policy.watch} s"):
+            failed = _watch(ctx, backend, since, policy.watch)
+            if failed:
+                raise WatchFailed(failed)
+        if old is not None:
+            with steps.step(f"stopping {old} ({serving}; kept for a rollback)"):
+                backend.stop(old)
+        with steps.step(f"migrating (the rest of {tag}, contract revisions included)"):
+            run_migrator(ctx, ["upgrade", "--to", "head"])
+    except LorePinError as exc:
+        if switched and old is not None:  # put the previous release back, then say why
+            backend.switch(old)
+            backend.stop(idle)
+            _record(
+                trail, ctx, who, "deploy", tag, "rolled-back", {**detail, "reason": str(exc)}, steps
+            )
+            _notify(ctx, f"deploy of {tag} to {ctx.env.name} rolled back: {exc}")
+            raise LorePinError(
+                f"{tag} failed after the switch and was rolled back to {serving} ({exc})"
+            ) from None
+        if not switched and not ctx.run.dry_run:
+            backend.stop(idle)  # the previous release never stopped serving
+        _record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
+        _notify(ctx, f"deploy of {tag} to {ctx.env.name} failed: {exc}")
+        raise LorePinError(f"{exc}; {serving or 'nothing'} still serves") from None
+    _record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
+    _notify(ctx, f"{tag} deployed to {ctx.env.name}")
+    if not ctx.run.dry_run:
+        total = sum(s.seconds for s in steps.done)
+        print(f"'{ctx.env.name}' serves {tag} on {idle} ({total:.1f} s; {old or 'nothing'} kept)")
+    else:
+        ctx.run.say("dry run: nothing was started, switched or recorded")
+
+
+class WatchFailed(LorePinError):
+    """The new release misbehaved after the switch."""
+
+
+def _notify(ctx: EnvContext, text: str) -> None:
+    if ctx.run.dry_run:
+        return
+    if ctx.settings.webhook_url:
+        ctx.run.add_secret(ctx.settings.webhook_url)
+    notify(ctx.settings.webhook_url, f"LorePin CMS: {text}", say=ctx.run.say)
+
+
+@task(
+    help={
+        "env": SERVER_ENV_HELP,
+        "to": "the release to go back to (default: the one before the current)",
+        "yes": YES_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def rollback(
+    c: Context, env: str = "staging", to: str = "", yes: bool = False, dry_run: bool = False
+) -> None:
+    """Go back to the previous release: the kept colour in seconds, an older one from its image."""
+    target = images_plan.version_tag(to) if to else ""
+    ctx = _server(c, env, dry_run)
+    secrets.require(ctx)
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    backend = ComposeBlueGreen(ctx)
+    with locked(ctx, "rollback"):
+        docker.ensure_owned(ctx)
+        with _deploy_lock(ctx, who, "rollback") as session:
+            trail = Trail(session, ctx.env.state_dir / "audit.jsonl") if session else None
+            state = backend.state()
+            if state.active is None and not ctx.run.dry_run:
+                raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
+            serving = state.serving
+            target = target or _previous(trail, serving) or ""
+            if not target:
+                raise NothingToDo(f"no release before {serving} in the history of '{ctx.env.name}'")
+            if target == serving:
+                raise NothingToDo(f"'{ctx.env.name}' already serves {target}")
+            if ctx.env.kind == "production" and not ctx.run.dry_run:
+                confirm(f"Roll production back from {serving} to {target}?", yes=yes)
+            _rollback(ctx, backend, trail, state, target, who)
+
+
+def _previous(trail: Trail | None, serving: str | None) -> str | None:
+    """The release that served before the current one (the last good deploy of another)."""
+    if trail is None:
+        return None
+    good = [
+        r["version"]
+        for r in trail.records()
+        if r.get("action") in ("deploy", "rollback") and r.get("outcome") == "succeeded"
+    ]
+    return next((v for v in reversed(good) if v != serving), None)
+
+
+def _rollback(
+    ctx: EnvContext, backend: Backend, trail: Trail | None, state: plan.State, target: str, who: str
+) -> None:
+    steps = Steps(ctx)
+    started = time.monotonic()
+    colour, current = state.idle, state.active
+    kept = state.colours[colour].version == target
+    detail = {"from": state.serving, "colour": colour}
+    _record(trail, ctx, who, "rollback", target, "started", detail)
+    try:
+        with steps.step(f"starting {target} on {colour}" + (" (kept)" if kept else "")):
+            backend.start(state, colour, target)
+        with steps.step(f"waiting until {colour} is ready"):
+            _wait_ready(ctx, backend, colour, target)
+        with steps.step(f"switching the proxy to {colour}"):
+            backend.switch(colour)
+    except LorePinError as exc:
+        if not ctx.run.dry_run:
+            backend.stop(colour)
+        _record(
+            trail, ctx, who, "rollback", target, "failed", {**detail, "reason": str(exc)}, steps
+        )
+        raise Refused(
+            f"cannot roll back to {target}: {exc}; if the schema is the cause, roll it back "
+            f"first (docs/runbooks/rollback.md); {state.serving} still serves"
+        ) from None
+    took = time.monotonic() - started
+    if current is not None:
+        with steps.step(f"stopping {current} ({state.serving}; kept)"):
+            backend.stop(current)
+    _record(trail, ctx, who, "rollback", target, "succeeded", detail, steps)
+    _notify(ctx, f"{ctx.env.name} rolled back from {state.serving} to {target}")
+    if not ctx.run.dry_run:
+        print(f"'{ctx.env.name}' serves {target} on {colour} again (switched after {took:.1f} s)")
+
+
+@task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP, "dry_run": DRY_HELP})
+def history(c: Context, env: str = "staging", json_: bool = False, dry_run: bool = False) -> None:
+    """Show the environment's deploys and rollbacks: who, what, when, each step, outcome."""
+    ctx = _server(c, env, dry_run)
+    records = _records(ctx)
+    if json_:
+        print(json.dumps(records, indent=2))
+        return
+    if not records:
+        print(f"no deploys to '{ctx.env.name}' yet")
+        return
+    print(f"{'#':>4} {'WHEN (UTC)':<20} {'ACTION':<9} {'VERSION':<12} {'OUTCOME':<12} WHO")
+    for r in records:
+        print(
+            f"{r.get('seq'):>4} {str(r.get('at'))[:19]:<20} {r.get('action', '?'):<9} "
+            f"{r.get('version') or '-':<12} {r.get('outcome', '?'):<12} {r.get('who')}"
+        )
+        why = (r.get("detail") or {}).get("reason") or (r.get("detail") or {}).get(
+            "window_override"
+        )
+        if why:
+            print(f"{'':>26}{why}")
+
+
+def _records(ctx: EnvContext) -> list[dict[str, Any]]:
+    if ctx.run.dry_run:
+        return []
+    with Session(ctx.run, plan.psql(ctx.env, "history"), ctx.variables, "database") as session:
+        session.query(plan.DDL)
+        return Trail(session, ctx.env.state_dir / "audit.jsonl").records()
+
+
+@task(name="lock", help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
+def lock_(c: Context, env: str = "staging", dry_run: bool = False) -> None:
+    """Show who holds the environment's deploy lock, and since when."""
+    ctx = _server(c, env, dry_run)
+    if ctx.run.dry_run:
+        return
+    with Session(ctx.run, plan.psql(ctx.env, "lock"), ctx.variables, "database") as session:
+        session.query(plan.DDL)
+        rows = session.query(plan.holder_sql())
+    if rows and len(rows[0]) == 3:
+        who, action, since = rows[0]
+        doing = f" ({action})" if action else ""
+        print(f"'{ctx.env.name}' is locked by {who}{doing} since {since} UTC")
+    else:
+        print(f"'{ctx.env.name}' is not locked")
+
+
+@task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
+def verify(c: Context, env: str = "staging", dry_run: bool = False) -> None:
+    """Check the environment's audit trail: the hash chain, and this machine's copy of it."""
+    from lorepin_tasks.domain import audit
+
+    ctx = _server(c, env, dry_run)
+    records = _records(ctx)
+    problems = audit.verify(records)
+    by_seq = {r.get("seq"): r for r in records}
+    for mine in mirrored(ctx.env.state_dir / "audit.jsonl"):
+        theirs = by_seq.get(mine.get("seq"))
+        if theirs is None:
+            problems.append(f"record {mine.get('seq')}: on this machine, missing in the database")
+        elif theirs != mine:
+            problems.append(f"record {mine.get('seq')}: differs from this machine's copy")
+    if problems:
+        raise LorePinError(
+            f"the audit trail of '{ctx.env.name}' is broken: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
+    print(f"the audit trail of '{ctx.env.name}' is intact ({len(records)} records)")
+
+
+ns = Collection("deploy", deploy, history, lock_)
+audit_ns = Collection("audit", verify)
