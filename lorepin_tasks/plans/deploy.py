@@ -227,6 +227,8 @@ def psql(env: Environment, who: str) -> list[str]:
         "-T",
         "-e",
         f"PGAPPNAME={f'lorepin-deploy {who}'[:63]}",
+        "-e",
+        "PGOPTIONS=-c client_min_messages=warning",  # no NOTICEs piling up on stderr
         compose.DB_SERVICE,
         "psql",
         "-U",

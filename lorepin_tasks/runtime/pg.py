@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from types import TracebackType
 
 from lorepin_tasks.errors import LorePinError, last_line
@@ -36,9 +37,8 @@ class Session:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
         )
+        self.pending = b""  # read from psql, not yet returned (select sees only the pipe)
 
     def __enter__(self) -> Session:
         return self
@@ -50,11 +50,9 @@ class Session:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()  # psql quits; the session and its locks end
-            except OSError:
-                pass
+            with suppress(OSError):
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()  # psql quits; the session and its locks end
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -62,30 +60,37 @@ class Session:
 
     def query(self, sql: str, *, timeout: float = 60) -> list[list[str]]:
         """Run statements; the rows of their output (the last statement's, usually)."""
-        if self.proc.stdin is None or self.proc.stdout is None:
-            raise LorePinError(f"the {self.what} session is closed")
+        if self.proc.stdin is None or self.proc.stdout is None or self.proc.poll() is not None:
+            raise LorePinError(f"the {self.what} session is closed: {self._stderr()}")
         try:
-            self.proc.stdin.write(f"{sql.rstrip().rstrip(';')};\n\\echo {END}\n")
+            self.proc.stdin.write(f"{sql.rstrip().rstrip(';')};\n\\echo {END}\n".encode())
             self.proc.stdin.flush()
         except OSError:
             raise LorePinError(f"the {self.what} session ended: {self._stderr()}") from None
         rows: list[list[str]] = []
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LorePinError(f"the {self.what} did not answer within {timeout:.0f} s")
-            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
-            if not ready:
-                continue
-            line = self.proc.stdout.readline()
-            if not line:  # psql stopped (ON_ERROR_STOP): the statement failed
-                raise LorePinError(f"the {self.what} refused a statement: {self._stderr()}")
-            line = line.rstrip("\n")
+            line = self._line(deadline, timeout)
             if line == END:
                 return rows
             if line:
                 rows.append(line.split("\t"))
+
+    def _line(self, deadline: float, timeout: float) -> str:
+        fd = self.proc.stdout.fileno() if self.proc.stdout else -1
+        while b"\n" not in self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LorePinError(f"the {self.what} did not answer within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:  # psql stopped (ON_ERROR_STOP): the statement failed
+                raise LorePinError(f"the {self.what} refused a statement: {self._stderr()}")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode(errors="replace")
 
     def scalar(self, sql: str) -> str | None:
         rows = self.query(sql)
@@ -93,7 +98,7 @@ class Session:
 
     def _stderr(self) -> str:
         self.close()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
         return self.run.redact(last_line(err).removeprefix("psql:<stdin>:")) or "no message"
 
 

@@ -338,8 +338,10 @@ def _deploy(
         if ctx.env.backup_before_migrate:
             with steps.step("backing up the database"):
                 backup_database(ctx, f"before-deploy-{tag}")
-        with steps.step(f"migrating (expand revisions of {tag})"):
-            run_migrator(ctx, ["upgrade", "--to", "expand"])
+        # While a release serves, its successor's contract revisions wait until it stops.
+        target = "expand" if old is not None else "head"
+        with steps.step(f"migrating ({target} revisions of {tag})"):
+            run_migrator(ctx, ["upgrade", "--to", target])
         with steps.step(f"starting {tag} on {idle}"):
             backend.start(state, idle, tag)
         with steps.step(f"waiting until {idle} is ready"):
@@ -358,8 +360,9 @@ def _deploy(
         if old is not None:
             with steps.step(f"stopping {old} ({serving}; kept for a rollback)"):
                 backend.stop(old)
-        with steps.step(f"migrating (the rest of {tag}, contract revisions included)"):
-            run_migrator(ctx, ["upgrade", "--to", "head"])
+        if old is not None:
+            with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
+                run_migrator(ctx, ["upgrade", "--to", "head"])
     except LorePinError as exc:
         if switched and old is not None:  # put the previous release back, then say why
             backend.switch(old)
