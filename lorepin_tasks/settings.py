@@ -334,6 +334,9 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         deploy=_deploy(_mapping(raw.get("deploy"), f"{where}: deploy"), where)
         if kind in SERVER_KINDS
         else None,
+        # Server environments name the services each step starts; every other command
+        # (down, logs, ps) must see all of them, colours and one-offs included.
+        profiles=("*",) if kind in SERVER_KINDS else (),
     )
 
 

@@ -267,12 +267,20 @@ def tls_certificate(cert: Path, key: Path, hosts: Sequence[str]) -> list[str]:
     ]
 
 
-def proxy_config(colour: str | None, public_https_port: int) -> str:
+def proxy_config(colour: str | None, public_https_port: int, server_name: str) -> str:
     route = proxy.Route(
         upstream=proxy.upstream(service(colour)) if colour else None,
         public_https_port=public_https_port,
+        server_name=server_name,
     )
     return json.dumps(proxy.config(route))
+
+
+def server_name(env: Environment) -> str:
+    """The host people use (from the environment's URL), else localhost."""
+    if not env.url:
+        return "localhost"
+    return env.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0] or "localhost"
 
 
 def upstream_colour(dial: str) -> str | None:

@@ -31,6 +31,7 @@ SECURITY_HEADERS = {
 class Route:
     upstream: str | None  # "cms-green:8000"; None: nothing deployed, answer 503
     public_https_port: int  # where clients reach HTTPS (for the HTTP -> HTTPS redirect)
+    server_name: str = "localhost"  # the certificate's name, for clients that send none
 
 
 def config(route: Route) -> dict[str, Any]:
@@ -89,7 +90,8 @@ def config(route: Route) -> dict[str, Any]:
                     },
                     "public": {
                         "listen": [f":{HTTPS_PORT}"],
-                        "tls_connection_policies": [{}],
+                        # A client reaching an IP address sends no server name (SNI).
+                        "tls_connection_policies": [{"default_sni": route.server_name}],
                         "automatic_https": {"disable": True},
                         "logs": {"default_logger_name": "access"},
                         "routes": [

@@ -118,7 +118,7 @@ class ComposeBlueGreen:
 
     def switch(self, colour: str | None) -> None:
         """Route the proxy to `colour` (a whole new config, applied gracefully)."""
-        config = plan.proxy_config(colour, self.public_port())
+        config = plan.proxy_config(colour, self.public_port(), plan.server_name(self.ctx.env))
         self.ctx.run.run(
             plan.proxy_load(self.ctx.env), env=self.ctx.variables, stdin_text=config, capture=True
         )

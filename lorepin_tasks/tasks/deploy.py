@@ -90,10 +90,8 @@ def _tls(ctx: EnvContext) -> None:
         raise ConfigError(
             f"production needs its TLS certificate and key in {cert} and {key}: install them"
         )
-    hosts = ["localhost", "127.0.0.1"]
-    if ctx.env.url:
-        host = ctx.env.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
-        hosts = [host, *[h for h in hosts if h != host]]
+    host = plan.server_name(ctx.env)
+    hosts = [host, *[h for h in ("localhost", "127.0.0.1") if h != host]]
     ctx.run.say(f"==> {ctx.env.name}: creating a self-signed TLS certificate ({', '.join(hosts)})")
     ctx.run.run(plan.tls_certificate(cert, key, hosts), capture=True)
     if not ctx.run.dry_run:
@@ -364,6 +362,12 @@ def _deploy(
             with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
                 run_migrator(ctx, ["upgrade", "--to", "head"])
     except LorePinError as exc:
+        if switched and old is None:  # a first release that failed: serve nothing
+            backend.switch(None)
+            backend.stop(idle)
+            _record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
+            _notify(ctx, f"deploy of {tag} to {ctx.env.name} failed: {exc}")
+            raise LorePinError(f"{tag} failed after the switch and was stopped ({exc})") from None
         if switched and old is not None:  # put the previous release back, then say why
             backend.switch(old)
             backend.stop(idle)
