@@ -38,6 +38,7 @@ class Colour:
     name: str
     version: str | None  # the release its container runs (None: no container)
     running: bool
+    paused: bool = False  # kept for a rollback
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,14 +151,13 @@ def infra_up(env: Environment, *, wait_timeout: int) -> list[str]:
     ]
 
 
-def colour_up(env: Environment, colour: str, *, wait_timeout: int) -> list[str]:
+def colour_up(env: Environment, colour: str) -> list[str]:
+    """Start (or replace) a colour; its readiness is polled directly, not Docker's health
+    checks, whose interval would add seconds to every switch."""
     return [
         *compose.compose(env),
         "up",
         "--detach",
-        "--wait",
-        "--wait-timeout",
-        str(wait_timeout),
         "--no-build",
         "--pull",
         "never",
@@ -167,8 +167,18 @@ def colour_up(env: Environment, colour: str, *, wait_timeout: int) -> list[str]:
 
 
 def colour_stop(env: Environment, colour: str) -> list[str]:
-    """Stop (keep) a colour: SIGTERM lets uvicorn finish the requests it has."""
+    """Stop a colour: SIGTERM lets uvicorn finish the requests it has."""
     return [*compose.compose(env), "stop", "--timeout", "30", service(colour)]
+
+
+def colour_pause(env: Environment, colour: str) -> list[str]:
+    """Keep the previous release for an instant rollback: frozen (no CPU), not stopped,
+    so bringing it back is an unpause and a switch, not a cold start."""
+    return [*compose.compose(env), "pause", service(colour)]
+
+
+def colour_unpause(env: Environment, colour: str) -> list[str]:
+    return [*compose.compose(env), "unpause", service(colour)]
 
 
 def in_proxy(env: Environment, *command: str) -> list[str]:

@@ -20,9 +20,11 @@ class Backend(Protocol):
     def state(self) -> plan.State: ...
     def prepare(self, version: str) -> None: ...
     def start(self, state: plan.State, colour: str, version: str) -> None: ...
+    def running(self, colour: str, version: str, why: str = "") -> None: ...
     def probe(self, colour: str, path: str) -> tuple[int, str]: ...
     def switch(self, colour: str | None) -> None: ...
     def stop(self, colour: str) -> None: ...
+    def keep(self, colour: str) -> None: ...
     def public_port(self) -> int: ...
     def errors_since(self, since: str) -> tuple[int, int]: ...
 
@@ -47,6 +49,7 @@ class ComposeBlueGreen:
                     name=colour,
                     version=c.labels.get(f"{compose.LABEL}.version"),
                     running=c.state == "running",
+                    paused=c.state == "paused",
                 )
         answer = self.ctx.run.run(
             plan.proxy_upstream(self.ctx.env),
@@ -79,27 +82,32 @@ class ComposeBlueGreen:
             )
 
     def start(self, state: plan.State, colour: str, version: str) -> None:
-        """Start (or replace) a colour with a release and wait until Docker calls it healthy."""
+        """Start (or replace) a colour with a release; `running` says when it is ready."""
+        if state.colours[colour].paused:  # the kept release: thawed in an instant
+            self.ctx.run.run(
+                plan.colour_unpause(self.ctx.env, colour), env=self.ctx.variables, capture=True
+            )
         versions = plan.variables(state, **{colour: version})
         result = self.ctx.run.run(
-            plan.colour_up(self.ctx.env, colour, wait_timeout=self.ctx.settings.wait_timeout),
+            plan.colour_up(self.ctx.env, colour),
             env=self._variables(**versions),
             check=False,
             capture_stderr=True,
             no_input=True,
             progress=True,
         )
-        if self.ctx.run.dry_run:
-            return
+        if not self.ctx.run.dry_run:
+            self.running(colour, version, last_line(result.stderr))
+
+    def running(self, colour: str, version: str, why: str = "") -> None:
+        """Fail, naming the engine's reason, unless the colour's container runs."""
         found = {c.service: c for c in docker.services(self.ctx)}.get(plan.service(colour))
-        if found is not None and found.state == "running" and found.health in (None, "healthy"):
+        if found is not None and found.state == "running":
             return
-        if found is None:
-            why = last_line(result.stderr) or "no container"
-        else:
-            why = found.error or f"{found.state} ({found.health or 'no health'})"
+        if found is not None:
+            why = found.error or f"{found.state} (exit code {found.exit_code})"
         raise LorePinError(
-            f"{colour} ({version}) did not become healthy: {self.ctx.run.redact(why)} "
+            f"{colour} ({version}) is not running: {self.ctx.run.redact(why or 'no container')} "
             f"(`{self.ctx.hint('logs', '--service', plan.service(colour))}`)"
         )
 
@@ -131,6 +139,11 @@ class ComposeBlueGreen:
     def stop(self, colour: str) -> None:
         self.ctx.run.run(
             plan.colour_stop(self.ctx.env, colour), env=self.ctx.variables, capture=True
+        )
+
+    def keep(self, colour: str) -> None:
+        self.ctx.run.run(
+            plan.colour_pause(self.ctx.env, colour), env=self.ctx.variables, capture=True
         )
 
     def public_port(self) -> int:

@@ -27,10 +27,19 @@ END = "__lorepin_end__"
 class Session:
     """Statements in, rows out (tab-separated, as text)."""
 
-    def __init__(self, run: Executor, argv: Sequence[str], env: dict[str, str], what: str) -> None:
+    def __init__(
+        self,
+        run: Executor,
+        argv: Sequence[str],
+        env: dict[str, str],
+        what: str,
+        *,
+        quiet: bool = False,
+    ) -> None:
         self.what = what
         self.run = run
-        run.say(f"+ {shlex.join(argv)}")
+        if not quiet:
+            run.say(f"+ {shlex.join(argv)}")
         self.proc = subprocess.Popen(
             list(argv),
             env={**os.environ, **env},

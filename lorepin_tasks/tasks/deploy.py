@@ -47,6 +47,7 @@ from lorepin_tasks.tasks._common import (
 
 SERVER_ENV_HELP = "the server environment (staging, production; see invoke.yaml)"
 READY_TIMEOUT = 60.0  # seconds a new colour has to answer /readyz
+DRAIN = 3.0  # seconds the old colour keeps answering what it took before the switch
 # The watch window fails the release on this many 5xx (or 5 % of requests, if more).
 WATCH_ERRORS, WATCH_RATIO = 3, 0.05
 
@@ -165,6 +166,8 @@ def _wait_ready(ctx: EnvContext, backend: Backend, colour: str, version: str) ->
             return
         if code == 503 and "schema mismatch" in body:
             break  # it will not get better by waiting
+        if code == 0:
+            backend.running(colour, version)  # exited meanwhile: say why, now
         time.sleep(0.1)
     reason = body
     with suppress(ValueError, AttributeError):
@@ -331,7 +334,7 @@ def _deploy(
     }
     _record(trail, ctx, who, "deploy", tag, "started", detail)
     _notify(ctx, f"deploying {tag} to {ctx.env.name} (from {serving or 'nothing'})")
-    switched = False
+    switched, switched_at = False, 0.0
     try:
         if ctx.env.backup_before_migrate:
             with steps.step("backing up the database"):
@@ -350,14 +353,15 @@ def _deploy(
         since = datetime.now(UTC).isoformat(timespec="seconds")
         with steps.step(f"switching the proxy to {idle}"):
             backend.switch(idle)
-            switched = True
+            switched, switched_at = True, time.monotonic()
         with steps.step(f"watching {tag} for {policy.watch} s"):
             failed = _watch(ctx, backend, since, policy.watch)
             if failed:
                 raise WatchFailed(failed)
         if old is not None:
-            with steps.step(f"stopping {old} ({serving}; kept for a rollback)"):
-                backend.stop(old)
+            with steps.step(f"pausing {old} ({serving}; kept for a rollback)"):
+                _drain(ctx, switched_at)
+                backend.keep(old)
         if old is not None:
             with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
                 run_migrator(ctx, ["upgrade", "--to", "head"])
@@ -390,6 +394,12 @@ def _deploy(
         print(f"'{ctx.env.name}' serves {tag} on {idle} ({total:.1f} s; {old or 'nothing'} kept)")
     else:
         ctx.run.say("dry run: nothing was started, switched or recorded")
+
+
+def _drain(ctx: EnvContext, switched_at: float) -> None:
+    """Requests the old colour took before the switch finish before it is frozen."""
+    if not ctx.run.dry_run:
+        time.sleep(max(0.0, DRAIN - (time.monotonic() - switched_at)))
 
 
 class WatchFailed(LorePinError):
@@ -479,8 +489,9 @@ def _rollback(
         ) from None
     took = time.monotonic() - started
     if current is not None:
-        with steps.step(f"stopping {current} ({state.serving}; kept)"):
-            backend.stop(current)
+        with steps.step(f"pausing {current} ({state.serving}; kept)"):
+            _drain(ctx, time.monotonic())
+            backend.keep(current)
     _record(trail, ctx, who, "rollback", target, "succeeded", detail, steps)
     _notify(ctx, f"{ctx.env.name} rolled back from {state.serving} to {target}")
     if not ctx.run.dry_run:
@@ -514,7 +525,9 @@ def history(c: Context, env: str = "staging", json_: bool = False, dry_run: bool
 def _records(ctx: EnvContext) -> list[dict[str, Any]]:
     if ctx.run.dry_run:
         return []
-    with Session(ctx.run, plan.psql(ctx.env, "history"), ctx.variables, "database") as session:
+    with Session(
+        ctx.run, plan.psql(ctx.env, "history"), ctx.variables, "database", quiet=True
+    ) as session:
         session.query(plan.DDL)
         return Trail(session, ctx.env.state_dir / "audit.jsonl").records()
 
@@ -525,7 +538,9 @@ def lock_(c: Context, env: str = "staging", dry_run: bool = False) -> None:
     ctx = _server(c, env, dry_run)
     if ctx.run.dry_run:
         return
-    with Session(ctx.run, plan.psql(ctx.env, "lock"), ctx.variables, "database") as session:
+    with Session(
+        ctx.run, plan.psql(ctx.env, "lock"), ctx.variables, "database", quiet=True
+    ) as session:
         session.query(plan.DDL)
         rows = session.query(plan.holder_sql())
     if rows and len(rows[0]) == 3:
