@@ -83,10 +83,13 @@ class ComposeBlueGreen:
 
     def start(self, state: plan.State, colour: str, version: str) -> None:
         """Start (or replace) a colour with a release; `running` says when it is ready."""
-        if state.colours[colour].paused:  # the kept release: thawed in an instant
+        kept = state.colours[colour]
+        if kept.paused:  # the kept release: thawed in an instant
             self.ctx.run.run(
                 plan.colour_unpause(self.ctx.env, colour), env=self.ctx.variables, capture=True
             )
+            if kept.version == version:
+                return
         versions = plan.variables(state, **{colour: version})
         result = self.ctx.run.run(
             plan.colour_up(self.ctx.env, colour),
