@@ -27,6 +27,11 @@ TASKS_WITH_ENV = [
     "images.build",
     "images.prune",
     "release",
+    "deploy",
+    "rollback",
+    "deploy.history",
+    "deploy.lock",
+    "audit.verify",
 ]
 
 
@@ -102,6 +107,15 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["feature.up", "--branch", "bad..name"], "error: invalid branch name 'bad..name'"),
         (["feature.prune", "--as-of", "someday"], "error: invalid --as-of 'someday'"),
         (["release.status", "not-a-version"], "error: invalid version 'not-a-version'"),
+        (["deploy", "--env", "staging"], "error: say which release: --version 1.4.0"),
+        (["deploy", "--env", "staging", "--version", "../x"], "error: invalid version '../x'"),
+        (["deploy", "--env", "staging", "--version", "9.9.9"], "error: no release v9.9.9"),
+        (
+            ["deploy", "--env", "local", "--version", "1.0.0"],
+            "error: 'local' is a local environment",
+        ),
+        (["rollback", "--env", "staging", "--to", "latest"], "error: invalid version 'latest'"),
+        (["deploy.history", "--env", "local"], "error: 'local' is a local environment"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -1,0 +1,377 @@
+"""`invoke deploy` and `invoke rollback` for real: releases cut in a throwaway clone,
+deployed blue-green to a staging and a production environment on this engine, under
+load; a release that never gets ready, one that fails after the switch, a manual
+rollback, approvals and windows, the deploy lock under kill -9, and a tampered audit
+trail. Everything it starts is removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import git
+import pytest
+import yaml
+
+from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
+
+pytestmark = pytest.mark.docker
+
+
+@dataclass
+class Site:
+    repo: git.Repo
+    root: Path
+    env: dict[str, str]
+    secrets: dict[str, Path]
+    projects: dict[str, str]
+
+    def invoke(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return invoke_in(self.repo, *args, env=self.env, timeout=timeout)
+
+    def url(self, name: str) -> str:
+        port = (
+            subprocess.run(
+                ["docker", "port", f"{self.projects[name]}-proxy-1", "8443"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.split()[0]
+            .rpartition(":")[2]
+        )
+        return f"https://127.0.0.1:{port}"
+
+    def get(self, name: str, path: str) -> tuple[int, object]:
+        context = ssl.create_default_context(cafile=str(self.secrets[name] / "tls.crt"))
+        try:
+            with urllib.request.urlopen(  # noqa: S310 (127.0.0.1)
+                f"{self.url(name)}{path}", timeout=5, context=context
+            ) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+
+    def serving(self, name: str) -> str | None:
+        code, body = self.get(name, "/version")
+        return str(body["version"]) if code == 200 and isinstance(body, dict) else None
+
+    def release(self, version: str, message: str) -> None:
+        commit_file(self.repo, message)
+        done = self.invoke("release", "--as", version, "--yes")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
+def commit_file(repo: git.Repo, message: str, path: str = "docs/release-test.txt") -> None:
+    target = Path(repo.working_tree_dir or ".") / path
+    target.write_text(target.read_text() + message + "\n" if target.exists() else message + "\n")
+    repo.index.add([str(target)])
+    repo.index.commit(message)
+
+
+def patch(repo: git.Repo, old: str, new: str, message: str) -> None:
+    """Change the CMS's code in the clone (a release made to misbehave)."""
+    app = Path(repo.working_tree_dir or ".") / "cms" / "lorepin_cms" / "app.py"
+    text = app.read_text()
+    assert old in text
+    app.write_text(text.replace(old, new, 1))
+    repo.index.add([str(app)])
+    repo.index.commit(message)
+
+
+@dataclass
+class Load:
+    """A bounded loopback load: `rate` requests a second until stopped (or `limit`)."""
+
+    site: Site
+    name: str
+    path: str
+    rate: float = 50
+    limit: int = 6000
+    answers: list[tuple[int, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.context = ssl.create_default_context(
+            cafile=str(self.site.secrets[self.name] / "tls.crt")
+        )
+        self.base = self.site.url(self.name)
+
+    def _run(self) -> None:
+        while not self.stop.is_set() and len(self.answers) < self.limit:
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(  # noqa: S310 (127.0.0.1)
+                    f"{self.base}{self.path}", timeout=5, context=self.context
+                ) as response:
+                    body = json.loads(response.read() or b"null")
+                    version = body.get("version") if isinstance(body, dict) else None
+                    self.answers.append((response.status, version))
+            except urllib.error.HTTPError as exc:
+                self.answers.append((exc.code, None))
+            except OSError:
+                self.answers.append((0, None))
+            time.sleep(max(0.0, 1 / self.rate - (time.monotonic() - started)))
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for code, _ in self.answers if code != 200)
+
+
+def remove_project(project: str) -> None:
+    """Belt and braces, when the task itself is what broke."""
+    label = f"label=com.docker.compose.project={project}"
+    for kind in ("container", "volume", "network"):
+        listed = subprocess.run(
+            ["docker", kind, "ls", "-q", "--filter", label]
+            if kind != "container"
+            else ["docker", "ps", "-aq", "--filter", label],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if listed:
+            rm = (
+                ["docker", kind, "rm", *listed]
+                if kind != "container"
+                else ["docker", "rm", "-f", *listed]
+            )
+            subprocess.run(rm, capture_output=True, check=False)
+
+
+def leftovers(project: str) -> list[str]:
+    label = f"label=com.docker.compose.project={project}"
+    return [
+        *subprocess.run(
+            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True, check=True
+        ).stdout.split(),
+        *subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", label],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split(),
+    ]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("deploy")
+    repo = clone_project(tmp)
+    root = Path(repo.working_tree_dir or ".")
+    suffix = uuid.uuid4().hex[:6]
+    projects = {"staging": f"lorepin-e2e-stg-{suffix}", "production": f"lorepin-e2e-prd-{suffix}"}
+    secrets = {name: tmp / f"secrets-{name}" for name in projects}
+    config = yaml.safe_load((root / "invoke.yaml").read_text())
+    now = datetime.now(UTC)
+    closed = f"{(now + timedelta(hours=6)):%a}-{(now + timedelta(hours=6)):%a} 00:00-00:01"
+    for name, project in projects.items():
+        secrets[name].mkdir(mode=0o700)
+        (secrets[name] / "db_password").write_text(uuid.uuid4().hex + "\n")
+        (secrets[name] / "db_password").chmod(0o644)
+        env = config["lorepin"]["environments"][name]
+        env.update(project=project, http_port=0, https_port=0, secrets_dir=str(secrets[name]))
+        env["deploy"].update(watch=4)
+        if name == "production":  # a window that is never now, in UTC
+            env["deploy"].update(approvals=1, windows=[closed], timezone="UTC")
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    repo.index.add(["invoke.yaml"])
+    repo.index.commit("chore: test environments")
+    prefix = f"lorepin-deploy-test-{suffix}"
+    s = Site(
+        repo=repo,
+        root=root,
+        env={"LOREPIN_IMAGE_PREFIX": prefix, "BASE_IMAGE": base_image()},
+        secrets=secrets,
+        projects=projects,
+    )
+    try:
+        s.release("1.0.0", "feat: the first release")
+        s.release("1.1.0", "feat: the second release")
+        yield s
+    finally:
+        for name, project in projects.items():
+            s.invoke("down", "--env", name, "--volumes", "--yes", timeout=300)
+            remove_project(project)
+        remove_images(prefix)
+
+
+def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
+    first = site.invoke("deploy", "--env", "staging", "--version", "1.0.0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert site.serving("staging") == "1.0.0"
+    code, _ = site.get("staging", "/api/pins")
+    assert code == 200
+
+    # 1.1.0 under constant load: not one request fails.
+    with Load(site, "staging", "/version") as load:
+        time.sleep(1)
+        second = site.invoke("deploy", "--env", "staging", "--version", "1.1.0")
+        time.sleep(1)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert load.failed == 0 and len(load.answers) > 50
+    versions = [v for _, v in load.answers]
+    assert versions[0] == "1.0.0" and versions[-1] == "1.1.0"
+    assert versions == sorted(versions)  # switched once, never back and forth
+
+    # A release that never gets ready is refused; 1.1.0 keeps serving.
+    patch(
+        site.repo,
+        "    def readyz() -> JSONResponse:\n",
+        "    def readyz() -> JSONResponse:\n        return error_response(503, 'broken on purpose')\n",
+        "fix: a release that is never ready",
+    )
+    site.release("1.2.0", "fix: never ready")
+    broken = site.invoke("deploy", "--env", "staging", "--version", "1.2.0")
+    assert broken.returncode == 1
+    message = broken.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: 1.2.0 on blue is not ready (answer 503")
+    assert message.endswith("1.1.0 still serves")
+    assert site.serving("staging") == "1.1.0"
+
+    # One that gets ready, then answers 500s after the switch: rolled back by itself.
+    patch(
+        site.repo,
+        "        return error_response(503, 'broken on purpose')\n",
+        "",
+        "fix: ready again",
+    )
+    patch(
+        site.repo,
+        "        query = select(Pin)\n",
+        "        if limit == 7:\n            raise RuntimeError('broken on purpose')\n        query = select(Pin)\n",
+        "fix: breaks one list",
+    )
+    site.release("1.2.1", "fix: breaks after the switch")
+    with Load(site, "staging", "/api/pins?limit=7", rate=20):
+        watched = site.invoke("deploy", "--env", "staging", "--version", "1.2.1")
+    assert watched.returncode == 1, watched.stderr[-2000:]
+    assert "failed after the switch and was rolled back to 1.1.0" in watched.stderr
+    assert site.serving("staging") == "1.1.0"
+
+    # A manual rollback: to the release before the one serving.
+    back = site.invoke("rollback", "--env", "staging")
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert "serves 1.0.0" in back.stdout and site.serving("staging") == "1.0.0"
+
+    history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+    outcomes = [
+        (r["action"], r["version"], r["outcome"]) for r in history if r["outcome"] != "started"
+    ]
+    assert outcomes == [
+        ("deploy", "1.0.0", "succeeded"),
+        ("deploy", "1.1.0", "succeeded"),
+        ("deploy", "1.2.0", "failed"),
+        ("deploy", "1.2.1", "rolled-back"),
+        ("rollback", "1.0.0", "succeeded"),
+    ]
+    assert all(r["who"] and r["steps"] for r in history if r["outcome"] != "started")
+
+    # The trail is a hash chain: an edited record is caught.
+    intact = site.invoke("audit.verify", "--env", "staging")
+    assert intact.returncode == 0 and "intact" in intact.stdout
+    subprocess.run(
+        [
+            "docker",
+            "exec",
+            f"{site.projects['staging']}-db-1",
+            "psql",
+            "-U",
+            "lorepin",
+            "-d",
+            "lorepin",
+            "-c",
+            "UPDATE lorepin_ops.audit SET record = jsonb_set(record, '{who}', '\"mallory\"') "
+            "WHERE seq = 2",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    tampered = site.invoke("audit.verify", "--env", "staging")
+    assert tampered.returncode == 1
+    assert "record 2: its content does not match its hash (edited)" in tampered.stderr
+
+
+def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None:
+    refused = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes")
+    assert refused.returncode == 6
+    assert "v1.1.0 has 0 of the 1 approval(s) it needs here" in refused.stderr
+    with site.repo.config_writer() as cfg:
+        cfg.set_value("user", "email", "approver@example.invalid")
+    assert site.invoke("release.approve", "v1.1.0").returncode == 0
+    with site.repo.config_writer() as cfg:
+        cfg.set_value("user", "email", "cutter@example.invalid")
+
+    outside = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes")
+    assert outside.returncode == 6 and "outside the deploy windows" in outside.stderr
+    assert leftovers(site.projects["production"]) == []  # refused before anything started
+
+    done = site.invoke(
+        "deploy",
+        "--env",
+        "production",
+        "--version",
+        "1.1.0",
+        "--yes",
+        "--outside-window",
+        "--reason",
+        "e2e: proving the override is recorded",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert site.serving("production") == "1.1.0"
+    history = json.loads(site.invoke("deploy.history", "--env", "production", "--json").stdout)
+    assert history[-1]["detail"]["window_override"] == "e2e: proving the override is recorded"
+
+
+def test_the_deploy_lock_frees_itself_when_its_holder_is_killed(site: Site) -> None:
+    serving = site.serving("staging")
+    target = "1.1.0" if serving != "1.1.0" else "1.0.0"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy", "--env", "staging", "--version", target],
+        cwd=site.root,
+        env={**os.environ, **site.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "is locked by" not in site.invoke("deploy.lock", "--env", "staging").stdout:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        second = site.invoke("deploy", "--env", "staging", "--version", target)
+        assert second.returncode == 5
+        assert "is being changed by" in second.stderr or "is locked by" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    deadline = time.monotonic() + 30
+    while "is not locked" not in site.invoke("deploy.lock", "--env", "staging").stdout:
+        assert time.monotonic() < deadline, "the lock outlived its holder"
+        time.sleep(0.5)
+    assert site.serving("staging") in (serving, target)  # one of them, never an outage
+    again = site.invoke("deploy", "--env", "staging", "--version", target)
+    assert again.returncode in (0, 3), again.stderr[-2000:]
+    assert site.serving("staging") == target
