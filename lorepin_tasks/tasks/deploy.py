@@ -231,10 +231,10 @@ def deploy(
     dry_run: bool = False,
 ) -> None:
     """Deploy a release blue-green: start it beside the running one, switch, watch, keep."""
+    ctx = _server(c, env, dry_run)
     if not version:
         raise ConfigError("say which release: --version 1.4.0 (see `invoke version`)")
     tag = images_plan.version_tag(version)
-    ctx = _server(c, env, dry_run)
     assert ctx.env.deploy is not None  # a server environment
     policy, root = ctx.env.deploy, ctx.settings.root
     manifest = _manifest(root, tag)
@@ -426,8 +426,8 @@ def rollback(
     c: Context, env: str = "staging", to: str = "", yes: bool = False, dry_run: bool = False
 ) -> None:
     """Go back to the previous release: the kept colour in seconds, an older one from its image."""
-    target = images_plan.version_tag(to) if to else ""
     ctx = _server(c, env, dry_run)
+    target = images_plan.version_tag(to) if to else ""
     secrets.require(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     backend = ComposeBlueGreen(ctx)

@@ -232,17 +232,14 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
         time.sleep(1)
     assert second.returncode == 0, second.stderr[-3000:]
     assert load.failed == 0 and len(load.answers) > 50
-    versions = [v for _, v in load.answers]
+    versions = [str(v) for _, v in load.answers]
     assert versions[0] == "1.0.0" and versions[-1] == "1.1.0"
     assert versions == sorted(versions)  # switched once, never back and forth
 
     # A release that never gets ready is refused; 1.1.0 keeps serving.
-    patch(
-        site.repo,
-        "    def readyz() -> JSONResponse:\n",
-        "    def readyz() -> JSONResponse:\n        return error_response(503, 'broken on purpose')\n",
-        "fix: a release that is never ready",
-    )
+    never_ready = "        return error_response(503, 'broken on purpose')\n"
+    readyz = "    def readyz() -> JSONResponse:\n"
+    patch(site.repo, readyz, readyz + never_ready, "fix: a release that is never ready")
     site.release("1.2.0", "fix: never ready")
     broken = site.invoke("deploy", "--env", "staging", "--version", "1.2.0")
     assert broken.returncode == 1
@@ -252,18 +249,10 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert site.serving("staging") == "1.1.0"
 
     # One that gets ready, then answers 500s after the switch: rolled back by itself.
-    patch(
-        site.repo,
-        "        return error_response(503, 'broken on purpose')\n",
-        "",
-        "fix: ready again",
-    )
-    patch(
-        site.repo,
-        "        query = select(Pin)\n",
-        "        if limit == 7:\n            raise RuntimeError('broken on purpose')\n        query = select(Pin)\n",
-        "fix: breaks one list",
-    )
+    patch(site.repo, never_ready, "", "fix: ready again")
+    query = "        query = select(Pin)\n"
+    fails = "        if limit == 7:\n            raise RuntimeError('broken on purpose')\n"
+    patch(site.repo, query, fails + query, "fix: breaks one list")
     site.release("1.2.1", "fix: breaks after the switch")
     with Load(site, "staging", "/api/pins?limit=7", rate=20):
         watched = site.invoke("deploy", "--env", "staging", "--version", "1.2.1")
