@@ -238,9 +238,6 @@ def deploy(
     assert ctx.env.deploy is not None  # a server environment
     policy, root = ctx.env.deploy, ctx.settings.root
     manifest = _manifest(root, tag)
-    override = plan.window_override(
-        policy, datetime.now(UTC), outside_window=outside_window, reason=reason
-    )
     released = git.release_tags(root, reachable=False).get(_version(tag))
     problem = plan.approval_problem(
         policy,
@@ -250,6 +247,9 @@ def deploy(
     )
     if problem:
         raise Refused(problem)
+    override = plan.window_override(
+        policy, datetime.now(UTC), outside_window=outside_window, reason=reason
+    )
     secrets.require(ctx)
     refs = [str(i["image"]) for i in manifest["images"].values()]
     found = docker.images(ctx.run, compose.docker(ctx.env), refs)
