@@ -82,7 +82,7 @@ def _manifest(root: Path, tag: str) -> dict[str, Any]:
     )
 
 
-def _tls(ctx: EnvContext) -> None:
+def _tls(ctx: EnvContext, *, check_only: bool = False) -> None:
     """The proxy's certificate: staging gets a self-signed one; production must be given one."""
     cert, key = ctx.env.secrets_dir / "tls.crt", ctx.env.secrets_dir / "tls.key"
     if cert.is_file() and key.is_file():
@@ -91,6 +91,8 @@ def _tls(ctx: EnvContext) -> None:
         raise ConfigError(
             f"production needs its TLS certificate and key in {cert} and {key}: install them"
         )
+    if check_only:
+        return
     host = plan.server_name(ctx.env)
     hosts = [host, *[h for h in ("localhost", "127.0.0.1") if h != host]]
     ctx.run.say(f"==> {ctx.env.name}: creating a self-signed TLS certificate ({', '.join(hosts)})")
@@ -251,6 +253,7 @@ def deploy(
         policy, datetime.now(UTC), outside_window=outside_window, reason=reason
     )
     secrets.require(ctx)
+    _tls(ctx, check_only=True)
     refs = [str(i["image"]) for i in manifest["images"].values()]
     found = docker.images(ctx.run, compose.docker(ctx.env), refs)
     problems = plan.release_problems(

@@ -195,8 +195,32 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         env = config["lorepin"]["environments"][name]
         env.update(project=project, http_port=0, https_port=0, secrets_dir=str(secrets[name]))
         env["deploy"].update(watch=4)
-        if name == "production":  # a window that is never now, in UTC
+        if name == "production":  # a window that is never now, in UTC; a given certificate
             env["deploy"].update(approvals=1, windows=[closed], timezone="UTC")
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                    str(secrets[name] / "tls.key"),
+                    "-out",
+                    str(secrets[name] / "tls.crt"),
+                ],
+                capture_output=True,
+                check=True,
+            )
+            for f in ("tls.key", "tls.crt"):
+                (secrets[name] / f).chmod(0o644)
     (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     repo.index.add(["invoke.yaml"])
     repo.index.commit("chore: test environments")
