@@ -73,6 +73,8 @@ def variables(
         values["BASE_IMAGE"] = settings.base_image
     if settings.ca_bundle:
         values["LOREPIN_CA_BUNDLE"] = str(settings.ca_bundle)
+    if env.https_port is not None:  # server kinds: the proxy's public port
+        values["LOREPIN_HTTPS_PORT"] = str(env.https_port)
     if env.db_port is not None:
         values["LOREPIN_DB_PORT"] = str(env.db_port)
     if env.docker_host:

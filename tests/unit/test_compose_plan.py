@@ -105,3 +105,16 @@ def test_reads_need_no_revision_and_builds_carry_their_inputs() -> None:
     assert "LOREPIN_VERSION" not in values
     assert values["LOREPIN_BUILD_INPUTS_CMS"] == "abc"
     assert values["LOREPIN_BUILD_INPUTS_GEOCODER"] == "def"
+
+
+def test_a_server_environment_publishes_the_proxy_on_its_own_https_port() -> None:
+    settings = settings_mod.load(
+        {"environments": {"production": {"https_port": 0}}},
+        root=ROOT,
+        environ={"XDG_STATE_HOME": "/state"},
+        host="box",
+    )
+    assert compose.variables(settings, settings.environment("production"), None)[
+        "LOREPIN_HTTPS_PORT"
+    ] == "0"
+    assert "LOREPIN_HTTPS_PORT" not in compose.variables(SETTINGS, LOCAL, None)
