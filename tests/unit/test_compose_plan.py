@@ -108,13 +108,6 @@ def test_reads_need_no_revision_and_builds_carry_their_inputs() -> None:
 
 
 def test_a_server_environment_publishes_the_proxy_on_its_own_https_port() -> None:
-    settings = settings_mod.load(
-        {"environments": {"production": {"https_port": 0}}},
-        root=ROOT,
-        environ={"XDG_STATE_HOME": "/state"},
-        host="box",
-    )
-    assert compose.variables(settings, settings.environment("production"), None)[
-        "LOREPIN_HTTPS_PORT"
-    ] == "0"
+    production = replace(LOCAL, name="production", kind="production", https_port=0)
+    assert compose.variables(SETTINGS, production, None)["LOREPIN_HTTPS_PORT"] == "0"
     assert "LOREPIN_HTTPS_PORT" not in compose.variables(SETTINGS, LOCAL, None)
