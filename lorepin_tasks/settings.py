@@ -131,7 +131,6 @@ class DeployPolicy:
     windows: tuple[Window, ...] = ()  # none: any time
     timezone: str = "UTC"
     watch: int = 30  # seconds the new release is watched after the switch
-    keep: int = 3  # versions whose images stay for a rollback
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,6 +358,12 @@ def parse_window(text: str, what: str) -> Window:
 def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    unknown = sorted(set(raw) - {"approvals", "windows", "timezone", "watch"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown deploy setting {unknown[0]!r} "
+            "(known: approvals, windows, timezone, watch)"
+        )
     tz = str(raw.get("timezone", "UTC"))
     try:
         ZoneInfo(tz)
@@ -372,7 +377,6 @@ def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
         windows=tuple(parse_window(w, f"{where}: deploy.windows") for w in windows),
         timezone=tz,
         watch=_int(raw.get("watch", 30), f"{where}: deploy.watch", low=0, high=3600),
-        keep=_int(raw.get("keep", 3), f"{where}: deploy.keep", low=1, high=100),
     )
 
 

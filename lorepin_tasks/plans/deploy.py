@@ -319,6 +319,39 @@ CREATE TABLE IF NOT EXISTS {OPS}.deploy_lock_holder (
 """
 
 
+SCHEMA_SQL = (
+    "SELECT 'current', coalesce((SELECT version_num FROM alembic_version LIMIT 1), ''), false "
+    f"UNION ALL SELECT revision, coalesce(down_revision, ''), contract "
+    f"FROM {OPS}.migration_checksums"
+)
+
+
+Ledger = Mapping[str, tuple[str | None, bool]]  # revision -> (the one below it, contract?)
+
+
+def contract_between(current: str | None, head: str | None, ledger: Ledger) -> str | None:
+    """The contract revision applied above `head` (an older release's schema head), if any.
+
+    `ledger` is what the migrator recorded of the applied revisions. None also when `head`
+    is not below `current` in it: the release's readiness judges that case.
+    """
+    walk, found = current, None
+    while walk and walk != head:
+        if walk not in ledger:
+            return None
+        below, contract = ledger[walk]
+        found = walk if contract else found
+        walk = below
+    return found if walk == head else None
+
+
+def schema_facts(rows: Sequence[Sequence[str]]) -> tuple[str | None, Ledger]:
+    """(current revision, ledger) from SCHEMA_SQL's rows."""
+    current = next((r[1] or None for r in rows if r and r[0] == "current"), None)
+    ledger = {r[0]: (r[1] or None, r[2] == "t") for r in rows if len(r) == 3 and r[0] != "current"}
+    return current, ledger
+
+
 def lock_sql() -> str:
     return f"SELECT pg_try_advisory_lock({LOCK_KEY[0]}, {LOCK_KEY[1]})"
 

@@ -4,8 +4,7 @@
 Config (invoke.yaml, `lorepin.environments.<name>`): `https_port`, `url`, and `deploy:`
 with `approvals` (how many approvals a release needs; default 0), `windows` (e.g.
 `["Mon-Fri 09:00-16:00"]`, in `timezone`), `watch` (seconds the new release is watched
-after the switch; default 30), `keep` (versions kept for a rollback; default 3). See
-docs/deploying.md.
+after the switch; default 30). See docs/deploying.md.
 """
 
 from __future__ import annotations
@@ -254,13 +253,7 @@ def deploy(
     )
     secrets.require(ctx)
     _tls(ctx, check_only=True)
-    refs = [str(i["image"]) for i in manifest["images"].values()]
-    found = docker.images(ctx.run, compose.docker(ctx.env), refs)
-    problems = plan.release_problems(
-        manifest, {r: found[r].id if r in found else None for r in refs}
-    )
-    if problems and not ctx.run.dry_run:
-        raise ConfigError(f"v{tag} cannot be deployed here: {problems[0]}")
+    _check_images(ctx, tag, manifest)
     if ctx.env.kind == "production" and not ctx.run.dry_run:
         confirm(f"Deploy v{tag} to production?", yes=yes)
     who = git.who_am_i(ctx.run, root)
@@ -273,8 +266,40 @@ def deploy(
         with steps.step("starting the database and the proxy (kept when running)"):
             backend.prepare(tag)
         with _deploy_lock(ctx, who, f"deploy v{tag}") as session:
-            trail = Trail(session, ctx.env.state_dir / "audit.jsonl") if session else None
+            trail = _trail(ctx, session, who)
             _deploy(ctx, backend, steps, trail, tag, who, override)
+
+
+def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None = None) -> None:
+    """The release's images are on the environment's engine, exactly as it was cut."""
+    manifest = manifest or _manifest(ctx.settings.root, tag)
+    refs = [str(i["image"]) for i in manifest["images"].values()]
+    found = docker.images(ctx.run, compose.docker(ctx.env), refs)
+    problems = plan.release_problems(
+        manifest, {r: found[r].id if r in found else None for r in refs}
+    )
+    if problems and not ctx.run.dry_run:
+        raise ConfigError(f"v{tag} cannot be deployed here: {problems[0]}")
+
+
+def _trail(ctx: EnvContext, session: Session | None, who: str) -> Trail | None:
+    """The trail, with a run that died without an outcome (kill -9) recorded as such."""
+    if session is None:
+        return None
+    trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
+    records = trail.records()
+    last = records[-1] if records else None
+    if last and last.get("outcome") == "started":
+        _record(
+            trail,
+            ctx,
+            who,
+            str(last.get("action")),
+            last.get("version"),
+            "interrupted",
+            {"reason": f"record {last.get('seq')} ended without an outcome (its run was killed)"},
+        )
+    return trail
 
 
 def _version(tag: str) -> Any:
@@ -437,7 +462,7 @@ def rollback(
     with locked(ctx, "rollback"):
         docker.ensure_owned(ctx)
         with _deploy_lock(ctx, who, "rollback") as session:
-            trail = Trail(session, ctx.env.state_dir / "audit.jsonl") if session else None
+            trail = _trail(ctx, session, who)
             state = backend.state()
             if state.active is None and not ctx.run.dry_run:
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
@@ -447,9 +472,36 @@ def rollback(
                 raise NothingToDo(f"no release before {serving} in the history of '{ctx.env.name}'")
             if target == serving:
                 raise NothingToDo(f"'{ctx.env.name}' already serves {target}")
+            if state.colours[state.idle].version != target:  # not the kept one: from its images
+                _check_images(ctx, target)
+            if session is not None:
+                _schema_allows(ctx, session, target)
             if ctx.env.kind == "production" and not ctx.run.dry_run:
                 confirm(f"Roll production back from {serving} to {target}?", yes=yes)
             _rollback(ctx, backend, trail, state, target, who)
+
+
+def _schema_allows(ctx: EnvContext, session: Session, target: str) -> None:
+    """Refuse, before anything changes, a release the schema has been contracted past."""
+    head = _release_head(ctx.settings.root, target)
+    if head is None:
+        return  # a release this machine has no manifest of: its readiness will judge
+    current, ledger = plan.schema_facts(session.query(plan.SCHEMA_SQL))
+    blocking = plan.contract_between(current, head, ledger)
+    if blocking:
+        raise Refused(
+            f"{target} cannot run on the schema of '{ctx.env.name}': contract revision "
+            f"{blocking} was applied after it; downgrade below it or restore a backup first "
+            "(docs/runbooks/rollback.md)"
+        )
+
+
+def _release_head(root: Path, tag: str) -> str | None:
+    try:
+        head = _manifest(root, tag).get("migration_head")
+    except ConfigError:
+        return None
+    return str(head) if head else None
 
 
 def _previous(trail: Trail | None, serving: str | None) -> str | None:

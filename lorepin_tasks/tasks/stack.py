@@ -152,8 +152,17 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
     for s in report["services"]:
         state = f"{s['state']} ({s['exit_code']})" if s["state"] == "exited" else s["state"]
         print(f"  {s['service']:<10} {state:<12} {s['health']:<10} {s['image']}")
+    if "live" in report:
+        for c in report["colours"]:
+            live = "  <- live" if c["colour"] == report["live"] else ""
+            print(f"  {c['colour']:<6} {c['version']:<12} {c['state']}{live}")
+        if last := report["last_deploy"]:
+            print(
+                f"  last {last.get('action')}: {last.get('version')} {last.get('outcome')} "
+                f"at {str(last.get('at'))[:19]} UTC by {last.get('who')}"
+            )
     if not report["url"]:
-        print("  cms not running: no URL")
+        print("  cms not running: no URL" if "live" not in report else "  nothing deployed yet")
         return
     v = report["version"] or {}
     print(f"  url: {report['url']}/   ready: {'yes' if report['ready'] else 'no'}")
@@ -186,12 +195,42 @@ def _report(ctx: EnvContext, found: list[docker.Container]) -> dict[str, Any]:
         "version": None,
         "ready": False,
     }
-    if any(c.service == compose.HTTP_SERVICE and c.state == "running" for c in found):
+    cafile = None
+    if ctx.env.deploy is not None and found:  # a server kind: colours behind the proxy
+        _deployed(ctx, report)
+        cafile = ctx.env.secrets_dir / "tls.crt"
+    elif any(c.service == compose.HTTP_SERVICE and c.state == "running" for c in found):
         report["url"] = docker.published_url(ctx, found)
-        code, body = http.get(f"{report['url']}/version")
+    if report["url"]:
+        code, body = http.get(f"{report['url']}/version", cafile=cafile)
         report["version"] = body if code == 200 and isinstance(body, dict) else None
-        report["ready"] = http.get(f"{report['url']}/readyz")[0] == 200
+        report["ready"] = http.get(f"{report['url']}/readyz", cafile=cafile)[0] == 200
     return report
+
+
+def _deployed(ctx: EnvContext, report: dict[str, Any]) -> None:
+    """Which colour serves which release, and the last deploy this machine recorded."""
+    from lorepin_tasks.plans import deploy as plan
+    from lorepin_tasks.plans import proxy
+    from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
+    from lorepin_tasks.runtime.trail import mirrored
+
+    state = ComposeBlueGreen(ctx).state()
+    report["live"] = state.active
+    report["colours"] = [
+        {
+            "colour": c.name,
+            "version": c.version,
+            "state": "paused (kept for rollback)" if c.paused else "running" if c.running else "-",
+        }
+        for c in state.colours.values()
+        if c.version
+    ]
+    records = mirrored(ctx.env.state_dir / "audit.jsonl")
+    report["last_deploy"] = records[-1] if records else None
+    address = docker.published(ctx, plan.PROXY, proxy.HTTPS_PORT)
+    if state.active and address:
+        report["url"] = f"https://{address}"
 
 
 @task(help={**LOGS_HELP, "env": ENV_HELP, "dry_run": DRY_HELP})

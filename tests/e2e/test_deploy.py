@@ -66,6 +66,9 @@ class Site:
             return exc.code, None
 
     def serving(self, name: str) -> str | None:
+        """The version the environment's proxy serves, None before its first deploy."""
+        if not (self.secrets[name] / "tls.crt").exists():
+            return None
         code, body = self.get(name, "/version")
         return str(body["version"]) if code == 200 and isinstance(body, dict) else None
 
@@ -359,7 +362,15 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     assert history[-1]["detail"]["window_override"] == "e2e: proving the override is recorded"
 
 
-def test_the_deploy_lock_frees_itself_when_its_holder_is_killed(site: Site) -> None:
+@pytest.mark.parametrize(
+    "step",
+    ["migrating", "starting", "watching"],  # before the new colour, beside it, after the switch
+)
+def test_a_deploy_killed_at_a_step_leaves_a_serving_site_and_a_free_lock(
+    site: Site, step: str
+) -> None:
+    if site.serving("staging") is None:  # run on its own: something must serve first
+        assert site.invoke("deploy", "--env", "staging", "--version", "1.0.0").returncode == 0
     serving = site.serving("staging")
     target = "1.1.0" if serving != "1.1.0" else "1.0.0"
     first = subprocess.Popen(
@@ -367,14 +378,18 @@ def test_the_deploy_lock_frees_itself_when_its_holder_is_killed(site: Site) -> N
         cwd=site.root,
         env={**os.environ, **site.env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while "is locked by" not in site.invoke("deploy.lock", "--env", "staging").stdout:
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.2)
+        assert first.stderr is not None
+        seen = ""
+        for line in first.stderr:  # progress lines: "==> staging: <step> ..."
+            seen += line
+            if line.startswith(f"==> staging: {step}"):
+                break
+        assert f"==> staging: {step}" in seen, seen[-2000:]
         second = site.invoke("deploy", "--env", "staging", "--version", target)
         assert second.returncode == 5
         assert "is being changed by" in second.stderr or "is locked by" in second.stderr
@@ -389,3 +404,9 @@ def test_the_deploy_lock_frees_itself_when_its_holder_is_killed(site: Site) -> N
     again = site.invoke("deploy", "--env", "staging", "--version", target)
     assert again.returncode in (0, 3), again.stderr[-2000:]
     assert site.serving("staging") == target
+    history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+    killed = [r for r in history if r["outcome"] == "interrupted"]
+    assert killed and "its run was killed" in killed[-1]["detail"]["reason"], [
+        (r["seq"], r["version"], r["outcome"]) for r in history
+    ]
+    assert killed[-1]["version"] == target
