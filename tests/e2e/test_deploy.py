@@ -364,7 +364,7 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
 
 @pytest.mark.parametrize(
     "step",
-    ["migrating", "starting", "watching"],  # before the new colour, beside it, after the switch
+    ["migrating", "starting 1.", "watching"],  # before the new colour, beside it, after the switch
 )
 def test_a_deploy_killed_at_a_step_leaves_a_serving_site_and_a_free_lock(
     site: Site, step: str
@@ -403,7 +403,7 @@ def test_a_deploy_killed_at_a_step_leaves_a_serving_site_and_a_free_lock(
     assert site.serving("staging") in (serving, target)  # one of them, never an outage
     again = site.invoke("deploy", "--env", "staging", "--version", target)
     assert again.returncode in (0, 3), again.stderr[-2000:]
-    assert site.serving("staging") == target
+    assert site.serving("staging") == target, again.stderr[-3000:]
     history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
     killed = [r for r in history if r["outcome"] == "interrupted"]
     assert killed and "its run was killed" in killed[-1]["detail"]["reason"], [
