@@ -41,5 +41,6 @@ def verify(records: Sequence[Mapping[str, Any]]) -> list[str]:
         if digest(str(record.get("prev")), record) != record.get("hash"):
             problems.append(f"{where}: its content does not match its hash (edited)")
         previous = str(record.get("hash"))
-        expected_seq = int(record.get("seq") or 0) + 1
+        seq = record.get("seq")
+        expected_seq = seq + 1 if isinstance(seq, int) else None
     return problems

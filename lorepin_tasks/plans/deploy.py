@@ -255,7 +255,7 @@ def psql(env: Environment, who: str) -> list[str]:
 
 def tls_certificate(cert: Path, key: Path, hosts: Sequence[str]) -> list[str]:
     """A self-signed certificate for a staging proxy (production is given a real one)."""
-    names = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
+    names = ",".join(f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts)
     return [
         "openssl",
         "req",
@@ -286,11 +286,21 @@ def proxy_config(colour: str | None, public_https_port: int, server_name: str) -
     return json.dumps(proxy.config(route))
 
 
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def server_name(env: Environment) -> str:
-    """The host people use (from the environment's URL), else localhost."""
-    if not env.url:
-        return "localhost"
-    return env.url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0] or "localhost"
+    """The host people use (from the environment's URL, an IPv6 one unbracketed)."""
+    from urllib.parse import urlsplit
+
+    return (urlsplit(env.url).hostname if env.url else None) or "localhost"
 
 
 def upstream_colour(dial: str) -> str | None:
