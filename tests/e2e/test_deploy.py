@@ -410,3 +410,76 @@ def test_a_deploy_killed_at_a_step_leaves_a_serving_site_and_a_free_lock(
         (r["seq"], r["version"], r["outcome"]) for r in history
     ]
     assert killed[-1]["version"] == target
+
+
+CONTRACT_REVISION = '''"""Contract (e2e): a release before it cannot run after it.
+
+Revision ID: 0099
+Revises: {down}
+"""
+
+from alembic import op
+
+revision = "0099"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+contract = "e2e: proves that a rollback past it is refused"
+
+
+def upgrade() -> None:
+    op.execute("COMMENT ON TABLE pins IS 'contracted'")
+
+
+def downgrade() -> None:
+    op.execute("COMMENT ON TABLE pins IS NULL")
+'''
+
+
+def colour_states(site: Site) -> dict[str, str]:
+    """Each colour's container state on staging: running, paused, exited."""
+    return {
+        c: subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "--format",
+                "{{.State.Status}}",
+                f"{site.projects['staging']}-{c}-1",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for c in ("cms-blue", "cms-green")
+    }
+
+
+def test_a_rollback_past_a_contract_revision_is_refused_before_anything_changes(
+    site: Site,
+) -> None:
+    """Last: the schema it leaves behind is one no earlier release runs on."""
+    if site.serving("staging") is None:  # run on its own: something must serve first
+        assert site.invoke("deploy", "--env", "staging", "--version", "1.1.0").returncode == 0
+    app = site.root / "cms" / "lorepin_cms" / "app.py"
+    if "broken on purpose" in app.read_text():  # the main scenario's broken list
+        fails = "        if limit == 7:\n            raise RuntimeError('broken on purpose')\n"
+        patch(site.repo, fails, "", "fix: the list again")
+    versions = site.root / "migrations" / "versions"
+    head = sorted(p.name for p in versions.glob("0*.py"))[-1].split("_")[0]
+    (versions / "0099_contract_e2e.py").write_text(CONTRACT_REVISION.replace("{down}", head))
+    site.repo.index.add([str(versions / "0099_contract_e2e.py")])
+    site.repo.index.commit("feat: a contract revision")
+    site.release("1.3.0", "feat: contracts the schema")
+    done = site.invoke("deploy", "--env", "staging", "--version", "1.3.0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = colour_states(site)
+    assert sorted(before.values()) == ["paused", "running"]
+
+    refused = site.invoke("rollback", "--env", "staging")
+    assert refused.returncode == 6, refused.stderr[-2000:]
+    assert "contract revision 0099 was applied after it" in refused.stderr
+    assert "docs/runbooks/rollback.md" in refused.stderr
+    assert site.serving("staging") == "1.3.0"
+    after = colour_states(site)
+    assert after == before  # the kept colour was not even thawed

@@ -489,3 +489,39 @@ def test_a_record_without_detail_or_steps() -> None:
         outcome="refused",
     )
     assert (record["version"], record["detail"], record["steps"]) == (None, {}, [])
+
+
+# -- rollback: has the schema been contracted past the target release? ---------------
+
+LEDGER = {
+    "0006": ("0005", False),
+    "0005": ("0004", True),  # contract: the release at 0004 cannot run after it
+    "0004": ("0003", False),
+    "0003": (None, False),
+}
+
+
+@pytest.mark.parametrize(
+    ("current", "head", "blocking"),
+    [
+        ("0006", "0006", None),  # the same schema
+        ("0006", "0005", None),  # only expand revisions above the target's head
+        ("0006", "0004", "0005"),  # a contract revision between
+        ("0006", "0003", "0005"),  # the lowest contract revision is named
+        ("0004", "0006", None),  # a newer release: its readiness judges
+        ("0006", "9999", None),  # a head the ledger does not know: readiness judges
+    ],
+)
+def test_rollback_is_refused_past_a_contract_revision(
+    current: str, head: str, blocking: str | None
+) -> None:
+    assert plan.contract_between(current, head, LEDGER) == blocking
+
+
+def test_schema_facts_read_the_current_revision_and_the_ledger() -> None:
+    current, ledger = plan.schema_facts(
+        [["current", "0005", "f"], ["0005", "0004", "t"], ["0004", "", "f"]]
+    )
+    assert current == "0005"
+    assert ledger == {"0005": ("0004", True), "0004": (None, False)}
+    assert plan.schema_facts([["current", "", "f"]]) == (None, {})
