@@ -292,6 +292,13 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     back = site.invoke("rollback", "--env", "staging")
     assert back.returncode == 0, back.stderr[-2000:]
     assert "serves 1.0.0" in back.stdout and site.serving("staging") == "1.0.0"
+    status = json.loads(site.invoke("status", "--env", "staging", "--json").stdout)
+    live = {c["colour"]: c for c in status["colours"]}[status["live"]]
+    assert live["version"] == "1.0.0" and status["version"]["version"] == "1.0.0"
+    assert status["ready"] and status["url"].startswith("https://127.0.0.1:")
+    assert status["last_deploy"]["action"] == "rollback"
+    shown = site.invoke("status", "--env", "staging").stdout
+    assert "1.0.0" in shown and "<- live" in shown and "paused (kept for rollback)" in shown
 
     history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
     outcomes = [
