@@ -467,7 +467,7 @@ def rollback(
             if state.active is None and not ctx.run.dry_run:
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
             serving = state.serving
-            target = target or _previous(trail, serving) or ""
+            target = target or _previous(ctx, trail, serving) or ""
             if not target:
                 raise NothingToDo(f"no release before {serving} in the history of '{ctx.env.name}'")
             if target == serving:
@@ -504,13 +504,14 @@ def _release_head(root: Path, tag: str) -> str | None:
     return str(head) if head else None
 
 
-def _previous(trail: Trail | None, serving: str | None) -> str | None:
-    """The release that served before the current one (the last good deploy of another)."""
-    if trail is None:
-        return None
+def _previous(ctx: EnvContext, trail: Trail | None, serving: str | None) -> str | None:
+    """The release that served before the current one (the last good deploy of another).
+
+    A dry run takes no lock and opens no session: it reads this machine's copy."""
+    records = trail.records() if trail else mirrored(ctx.env.state_dir / "audit.jsonl")
     good = [
         r["version"]
-        for r in trail.records()
+        for r in records
         if r.get("action") in ("deploy", "rollback") and r.get("outcome") == "succeeded"
     ]
     return next((v for v in reversed(good) if v != serving), None)

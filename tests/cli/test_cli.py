@@ -4,6 +4,7 @@ dry runs print the exact commands. Runs `invoke` as a subprocess; no stack is st
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,23 @@ def test_list_shows_every_area() -> None:
         assert f"\n  {name} " in proc.stdout
     for name in ("release.abort", "images.prune", "artifacts.download"):
         assert f"\n  {name} " in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: "),
+        (["--yes"], "usage: "),
+        (["nope"], "error: unknown environment 'nope'"),
+        (["staging", "latest"], "error: invalid version 'latest'"),
+    ],
+)
+def test_the_on_call_rollback_script_refuses_bad_input(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "rollback.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert one_line_error(proc).startswith(message)

@@ -247,6 +247,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
+    # A dry run prints the exact commands and starts, writes and records nothing.
+    dry = site.invoke("deploy", "--env", "staging", "--version", "1.0.0", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    project = site.projects["staging"]
+    assert f"docker compose --project-name {project}" in dry.stderr
+    assert "up --detach" in dry.stderr and "cms-blue" in dry.stderr
+    assert "/load" in dry.stderr and "upgrade --to head" in dry.stderr
+    assert leftovers(project) == [] and not (site.secrets["staging"] / "tls.crt").exists()
+
     first = site.invoke("deploy", "--env", "staging", "--version", "1.0.0")
     assert first.returncode == 0, first.stderr[-3000:]
     assert site.serving("staging") == "1.0.0"
@@ -292,6 +301,9 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     back = site.invoke("rollback", "--env", "staging")
     assert back.returncode == 0, back.stderr[-2000:]
     assert "serves 1.0.0" in back.stdout and site.serving("staging") == "1.0.0"
+    dry = site.invoke("rollback", "--env", "staging", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "unpause" in dry.stderr and site.serving("staging") == "1.0.0"
     status = json.loads(site.invoke("status", "--env", "staging", "--json").stdout)
     live = {c["colour"]: c for c in status["colours"]}[status["live"]]
     assert live["version"] == "1.0.0" and status["version"]["version"] == "1.0.0"
