@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, private_homes
+from common import ROOT, base_image, private_homes, run
 
 LEVELS = (16, 64, 256)
 DURATION_S = 10
@@ -106,20 +106,7 @@ def parse_hey(out: str) -> tuple[int, float, float | None, float | None, int, in
 
 
 def invoke(*args: str, env: dict[str, str], timeout: float = 900) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"invoke {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-        )
-    return proc.stdout
+    return run([sys.executable, "-m", "invoke", *args], ROOT, env, timeout)
 
 
 def docker(*args: str, check: bool = True) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from common import ROOT, base_image, private_homes
+from common import ROOT, base_image, private_homes, run
 
 RATE = 80  # requests a second, over WORKERS threads
 WORKERS = 8
@@ -136,21 +136,6 @@ def phase(name: str, load: Load, started: float, took: float, new: str | None = 
         command_s=took,
         all_new_after_s=last_other - started if new and first_new else None,
     )
-
-
-def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
-    proc = subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stdout[-1500:]}{proc.stderr[-2500:]}")
-    return proc.stdout
 
 
 def setup(tmp: Path, project: str, prefix: str) -> tuple[Path, dict[str, str]]:

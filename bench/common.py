@@ -26,9 +26,8 @@ def private_homes(tmp: str | Path) -> dict[str, str]:
     return {"XDG_STATE_HOME": f"{tmp}/state", "XDG_CACHE_HOME": f"{tmp}/cache"}
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> float:
-    """Seconds the command took; exits the benchmark with its error when it fails."""
-    started = time.monotonic()
+def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> str:
+    """The command's output; exits the benchmark with its error when it fails."""
     proc = subprocess.run(
         argv,
         cwd=cwd,
@@ -39,5 +38,12 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800
         timeout=timeout,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stdout[-1500:]}{proc.stderr[-2500:]}")
+    return proc.stdout
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> float:
+    """Seconds the command took; exits the benchmark with its error when it fails."""
+    started = time.monotonic()
+    run(argv, cwd, env, timeout)
     return time.monotonic() - started

@@ -118,6 +118,14 @@ def invoke(
     return proc
 
 
+def published_port(container: str, port: int) -> int:
+    """The host port Docker published a container's port on (on 127.0.0.1)."""
+    answer = subprocess.run(
+        ["docker", "port", container, str(port)], capture_output=True, text=True, check=True
+    )
+    return int(answer.stdout.split()[0].rpartition(":")[2])
+
+
 def unique_project(prefix: str = "lorepin-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

@@ -99,7 +99,8 @@ def build(env: Environment, services: Sequence[str] = (), *, no_cache: bool = Fa
     return [*compose(env), "build", *(["--no-cache"] if no_cache else []), *services]
 
 
-def up(env: Environment, *, wait_timeout: int) -> list[str]:
+def up(env: Environment, *, wait_timeout: int, services: Sequence[str] = ()) -> list[str]:
+    """The whole stack (orphans removed), or some services: created once, never recreated."""
     # Images are built by `build` first; `up` never builds or pulls, so it never reaches
     # for a registry and always runs exactly what was just built.
     return [
@@ -112,7 +113,7 @@ def up(env: Environment, *, wait_timeout: int) -> list[str]:
         "--no-build",
         "--pull",
         "never",
-        "--remove-orphans",
+        *(["--no-recreate", *services] if services else ["--remove-orphans"]),
     ]
 
 

@@ -135,20 +135,7 @@ def approval_problem(
 
 def infra_up(env: Environment, *, wait_timeout: int) -> list[str]:
     """The database and the proxy, started once and never recreated by a deploy."""
-    return [
-        *compose.compose(env),
-        "up",
-        "--detach",
-        "--wait",
-        "--wait-timeout",
-        str(wait_timeout),
-        "--no-build",
-        "--pull",
-        "never",
-        "--no-recreate",
-        compose.DB_SERVICE,
-        PROXY,
-    ]
+    return compose.up(env, wait_timeout=wait_timeout, services=(compose.DB_SERVICE, PROXY))
 
 
 def colour_up(env: Environment, colour: str) -> list[str]:

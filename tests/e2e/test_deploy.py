@@ -26,6 +26,8 @@ import git
 import pytest
 import yaml
 
+from lorepin_tasks.plans import deploy as plan
+from tests.conftest import published_port
 from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = pytest.mark.docker
@@ -43,17 +45,7 @@ class Site:
         return invoke_in(self.repo, *args, env=self.env, timeout=timeout)
 
     def url(self, name: str) -> str:
-        port = (
-            subprocess.run(
-                ["docker", "port", f"{self.projects[name]}-proxy-1", "8443"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.split()[0]
-            .rpartition(":")[2]
-        )
-        return f"https://127.0.0.1:{port}"
+        return f"https://127.0.0.1:{published_port(f'{self.projects[name]}-proxy-1', 8443)}"
 
     def get(self, name: str, path: str) -> tuple[int, object]:
         context = ssl.create_default_context(cafile=str(self.secrets[name] / "tls.crt"))
@@ -200,28 +192,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         env["deploy"].update(watch=4)
         if name == "production":  # a window that is never now, in UTC; a given certificate
             env["deploy"].update(approvals=1, windows=[closed], timezone="UTC")
-            subprocess.run(
-                [
-                    "openssl",
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                    "-keyout",
-                    str(secrets[name] / "tls.key"),
-                    "-out",
-                    str(secrets[name] / "tls.crt"),
-                ],
-                capture_output=True,
-                check=True,
-            )
+            cert, key = secrets[name] / "tls.crt", secrets[name] / "tls.key"
+            tls = plan.tls_certificate(cert, key, ["127.0.0.1"])
+            subprocess.run(tls, capture_output=True, check=True)
             for f in ("tls.key", "tls.crt"):
                 (secrets[name] / f).chmod(0o644)
     (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

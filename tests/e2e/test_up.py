@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import HEAD, ROOT, invoke, run_hints, unique_project
+from tests.conftest import HEAD, ROOT, invoke, published_port, run_hints, unique_project
 from tests.release_helpers import clone_project, invoke_in
 
 pytestmark = pytest.mark.docker
@@ -176,16 +176,7 @@ def test_kill_9_during_a_migration_leaves_nothing_behind(stack: dict[str, str]) 
     ]
     db = next(s for s in status(stack)["services"] if s["service"] == "db")  # type: ignore[attr-defined]
     assert db["state"] == "running"
-    port = (
-        subprocess.run(
-            ["docker", "port", f"{project}-db-1", "5432"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.split()[0]
-        .rpartition(":")[2]
-    )
+    port = published_port(f"{project}-db-1", 5432)
     password = (Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password").read_text().strip()
     engine = create_engine(f"postgresql+psycopg://lorepin:{password}@127.0.0.1:{port}/lorepin")
     try:
