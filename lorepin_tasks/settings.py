@@ -131,6 +131,7 @@ class DeployPolicy:
     windows: tuple[Window, ...] = ()  # none: any time
     timezone: str = "UTC"
     watch: int = 30  # seconds the new release is watched after the switch
+    keep: int = 3  # release versions whose images stay on the engine after a deploy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,11 +359,11 @@ def parse_window(text: str, what: str) -> Window:
 def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    unknown = sorted(set(raw) - {"approvals", "windows", "timezone", "watch"})
+    unknown = sorted(set(raw) - {"approvals", "windows", "timezone", "watch", "keep"})
     if unknown:
         raise ConfigError(
             f"{where}: unknown deploy setting {unknown[0]!r} "
-            "(known: approvals, windows, timezone, watch)"
+            "(known: approvals, windows, timezone, watch, keep)"
         )
     tz = str(raw.get("timezone", "UTC"))
     try:
@@ -377,6 +378,7 @@ def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
         windows=tuple(parse_window(w, f"{where}: deploy.windows") for w in windows),
         timezone=tz,
         watch=_int(raw.get("watch", 30), f"{where}: deploy.watch", low=0, high=3600),
+        keep=_int(raw.get("keep", 3), f"{where}: deploy.keep", low=2, high=100),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, for_exit_code, last_line
 from lorepin_tasks.plans import compose, feature
+from lorepin_tasks.plans import images as images_plan
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.executor import Executor, Result
 from lorepin_tasks.settings import Environment
@@ -487,3 +488,26 @@ def run_oneoff(
             f"{cause or f'{service} exited with code {code}'} (env '{ctx.env.name}')",
         )
     return result.stdout
+
+
+def prunable_images(
+    ctx: EnvContext, *, keep: int
+) -> tuple[list[images_plan.LocalImage], list[tuple[images_plan.LocalImage, str]]]:
+    """The project's versioned image tags on the environment's engine: (to remove, kept
+    with why). Never one a container uses (running, paused or stopped)."""
+    run, engine = ctx.run, ctx.engine
+    repositories = {f"{ctx.settings.image_prefix}/{name}" for name in images_plan.IMAGES.values()}
+    listed = read(run, images_plan.list_images(), env=engine).stdout.splitlines()
+    rows = [decode(line, "docker image ls") for line in listed if line.strip()]
+    local = [
+        images_plan.LocalImage(id=d["ID"], repository=d["Repository"], tag=d["Tag"])
+        for d in rows
+        if d.get("Repository") in repositories
+    ]
+    containers = read(run, images_plan.all_containers(), env=engine).stdout.split()
+    in_use: set[str] = set()
+    if containers:
+        in_use = set(
+            read(run, images_plan.inspect_containers(containers), env=engine).stdout.split()
+        )
+    return images_plan.prune_plan(local, in_use=in_use, keep=keep)

@@ -4,7 +4,8 @@
 Config (invoke.yaml, `lorepin.environments.<name>`): `https_port`, `url`, and `deploy:`
 with `approvals` (how many approvals a release needs; default 0), `windows` (e.g.
 `["Mon-Fri 09:00-16:00"]`, in `timezone`), `watch` (seconds the new release is watched
-after the switch; default 30). See docs/deploying.md.
+after the switch; default 30), `keep` (release versions whose images stay; default 3).
+See docs/deploying.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.plans import images as images_plan
@@ -417,11 +418,27 @@ def _deploy(
         raise LorePinError(f"{exc}; {serving or 'nothing'} still serves") from None
     _record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
     _notify(ctx, f"{tag} deployed to {ctx.env.name}")
+    _prune_images(ctx, policy.keep)
     if not ctx.run.dry_run:
         total = sum(s.seconds for s in steps.done)
         print(f"'{ctx.env.name}' serves {tag} on {idle} ({total:.1f} s; {old or 'nothing'} kept)")
     else:
         ctx.run.say("dry run: nothing was started, switched or recorded")
+
+
+def _prune_images(ctx: EnvContext, keep: int) -> None:
+    """Release images beyond the newest `keep` versions go; one a container uses (the
+    serving and the kept colour, any environment's) never does. A failure only warns."""
+    remove, _ = docker.prunable_images(ctx, keep=keep)
+    if not remove:
+        return
+    tags = [f"{i.repository}:{i.tag}" for i in remove]
+    ctx.run.say(
+        f"==> {ctx.env.name}: removing {len(tags)} image tag(s) beyond the newest {keep} versions"
+    )
+    result = ctx.run.run(images_plan.remove(tags), env=ctx.engine, capture=True, check=False)
+    if not result.ok:
+        ctx.run.say(f"warning: old images were not all removed: {last_line(result.stderr)}")
 
 
 def _drain(ctx: EnvContext, switched_at: float) -> None:

@@ -259,20 +259,7 @@ def prune(
     count = whole_number(keep, "--keep (the newest version always stays)", low=1, high=10_000)
     ctx = open_env(c, env, dry_run=dry_run)
     run = ctx.run
-    prefix = ctx.settings.image_prefix
-    repositories = {f"{prefix}/{name}" for name in plan.IMAGES.values()}
-    listed = docker.read(run, plan.list_images()).stdout.splitlines()
-    rows = [docker.decode(line, "docker image ls") for line in listed if line.strip()]
-    local = [
-        plan.LocalImage(id=d["ID"], repository=d["Repository"], tag=d["Tag"])
-        for d in rows
-        if d.get("Repository") in repositories
-    ]
-    containers = docker.read(run, plan.all_containers()).stdout.split()
-    in_use: set[str] = set()
-    if containers:
-        in_use = set(docker.read(run, plan.inspect_containers(containers)).stdout.split())
-    remove, kept = plan.prune_plan(local, in_use=in_use, keep=count)
+    remove, kept = docker.prunable_images(ctx, keep=count)
     for image, why in kept:
         print(f"keep   {image.repository}:{image.tag} ({why})")
     for image in remove:
@@ -282,7 +269,7 @@ def prune(
         return
     if not run.dry_run:
         confirm(f"Remove these {len(remove)} image tags?", yes=yes)
-    run.run(plan.remove([f"{i.repository}:{i.tag}" for i in remove]), capture=True)
+    run.run(plan.remove([f"{i.repository}:{i.tag}" for i in remove]), env=ctx.engine, capture=True)
 
 
 ns = Collection("images", build, push, pull, prune)

@@ -189,7 +189,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         (secrets[name] / "db_password").chmod(0o644)
         env = config["lorepin"]["environments"][name]
         env.update(project=project, http_port=0, https_port=0, secrets_dir=str(secrets[name]))
-        env["deploy"].update(watch=4)
+        env["deploy"].update(watch=4, keep=2)
         if name == "production":  # a window that is never now, in UTC; a given certificate
             env["deploy"].update(approvals=1, windows=[closed], timezone="UTC")
             cert, key = secrets[name] / "tls.crt", secrets[name] / "tls.key"
@@ -465,6 +465,16 @@ def test_a_rollback_past_a_contract_revision_is_refused_before_anything_changes(
     site.release("1.3.0", "feat: contracts the schema")
     done = site.invoke("deploy", "--env", "staging", "--version", "1.3.0")
     assert done.returncode == 0, done.stderr[-3000:]
+    # deploy.keep 2: release images beyond the newest two versions go, unless in use.
+    prefix = site.env["LOREPIN_IMAGE_PREFIX"]
+    have = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{prefix}/cms"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert f"{prefix}/cms:1.2.0" not in have and "beyond the newest 2 versions" in done.stderr
+    assert {f"{prefix}/cms:{v}" for v in ("1.3.0", "1.2.1", "1.1.0")} <= set(have)
     before = colour_states(site)
     assert sorted(before.values()) == ["paused", "running"]
 

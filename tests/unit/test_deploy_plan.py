@@ -113,8 +113,8 @@ def test_bad_windows_are_refused_naming_the_window(window: str, problem: str) ->
     ("deploy", "message"),
     [
         (
-            {"keep": 3, "watch": 30},
-            "unknown deploy setting 'keep' (known: approvals, windows, timezone, watch)",
+            {"kept": 3, "watch": 30},
+            "unknown deploy setting 'kept' (known: approvals, windows, timezone, watch, keep)",
         ),
         ({"timezone": "Mars/Olympus"}, "unknown deploy.timezone 'Mars/Olympus'"),
         ({"timezone": "../../etc/passwd"}, "unknown deploy.timezone '../../etc/passwd'"),
@@ -127,6 +127,7 @@ def test_bad_windows_are_refused_naming_the_window(window: str, problem: str) ->
         ({"approvals": "two"}, "deploy.approvals must be a whole number, got 'two'"),
         ({"watch": 3601}, "deploy.watch must be between 0 and 3600, got 3601"),
         ({"watch": 1.5}, "deploy.watch must be a whole number, got 1.5"),
+        ({"keep": 1}, "deploy.keep must be between 2 and 100, got 1"),  # serving + kept
         ("yes", "deploy in invoke.yaml must be a mapping, got 'yes'"),
     ],
 )
