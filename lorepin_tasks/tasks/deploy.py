@@ -102,15 +102,22 @@ def _tls(ctx: EnvContext, *, check_only: bool = False) -> None:
         key.chmod(0o644)  # read by the proxy's user through the mount; the dir is 0700
 
 
-def _config_hash(ctx: EnvContext) -> str:
-    """What the deploy ran with: its Compose files and settings (secrets by hash only)."""
-    h = hashlib.sha256()
-    for path in ctx.env.compose_files:
-        h.update(path.read_bytes())
-    for name in sorted(p.name for p in ctx.env.secrets_dir.glob("*") if p.is_file()):
-        h.update(name.encode() + hashlib.sha256((ctx.env.secrets_dir / name).read_bytes()).digest())
-    h.update(json.dumps(ctx.env.deploy.__dict__ if ctx.env.deploy else {}, default=str).encode())
-    return h.hexdigest()[:16]
+def _configuration(ctx: EnvContext) -> dict[str, Any]:
+    """What the deploy ran with: its Compose files and settings, each secret by name and
+    SHA-256 only; `hash` sums it up (two deploys with the same hash ran the same config)."""
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    files = {p.name: sha(p.read_bytes()) for p in ctx.env.compose_files}
+    found = sorted(p for p in ctx.env.secrets_dir.glob("*") if p.is_file())
+    secrets_ = {p.name: sha(p.read_bytes()) for p in found}
+    policy = {
+        k: [w.text for w in v] if k == "windows" else v
+        for k, v in (ctx.env.deploy.__dict__ if ctx.env.deploy else {}).items()
+    }
+    config = {"files": files, "secrets": secrets_, "deploy": policy, "project": ctx.env.project}
+    return {**config, "hash": sha(json.dumps(config, sort_keys=True).encode())}
 
 
 class Steps:
@@ -268,7 +275,8 @@ def deploy(
             backend.prepare(tag)
         with _deploy_lock(ctx, who, f"deploy v{tag}") as session:
             trail = _trail(ctx, session, who)
-            _deploy(ctx, backend, steps, trail, tag, who, override)
+            images = {k: v.get("id") for k, v in manifest["images"].items()}
+            _deploy(ctx, backend, steps, trail, tag, who, override, images)
 
 
 def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None = None) -> None:
@@ -347,6 +355,7 @@ def _deploy(
     tag: str,
     who: str,
     override: str | None,
+    images: Mapping[str, Any],
 ) -> None:
     policy = ctx.env.deploy
     assert policy is not None
@@ -358,7 +367,8 @@ def _deploy(
     detail = {
         "from": serving,
         "colour": idle,
-        "config": _config_hash(ctx),
+        "config": _configuration(ctx),
+        "images": images,
         "window_override": override,
     }
     _record(trail, ctx, who, "deploy", tag, "started", detail)
