@@ -362,7 +362,8 @@ def _deploy(
     state = backend.state()
     serving = state.serving
     if serving == tag and not ctx.run.dry_run:
-        raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
+        _finish(ctx, backend, steps, trail, state, who)
+        return
     idle, old = state.idle, state.active
     detail = {
         "from": serving,
@@ -436,6 +437,33 @@ def _deploy(
         ctx.run.say("dry run: nothing was started, switched or recorded")
 
 
+def _finish(
+    ctx: EnvContext,
+    backend: Backend,
+    steps: Steps,
+    trail: Trail | None,
+    state: plan.State,
+    who: str,
+) -> None:
+    """The release serves already: finish what a deploy cut short after its switch (the
+    previous colour still running, contract revisions not applied), or say so."""
+    tag, idle = state.serving, state.idle
+    if not state.colours[idle].running:
+        raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
+    detail = {"finishing": "the deploy that switched to it was cut short"}
+    _record(trail, ctx, who, "deploy", tag, "started", detail)
+    try:
+        with steps.step(f"pausing {idle} ({state.colours[idle].version}; kept for a rollback)"):
+            backend.keep(idle)
+        with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
+            run_migrator(ctx, ["upgrade", "--to", "head"])
+    except LorePinError as exc:
+        _record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
+        raise
+    _record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
+    print(f"'{ctx.env.name}' serves {tag}: finished its deploy ({idle} kept)")
+
+
 def _prune_images(ctx: EnvContext, keep: int) -> None:
     """Release images beyond the newest `keep` versions go; one a container uses (the
     serving and the kept colour, any environment's) never does. A failure only warns."""
@@ -494,15 +522,18 @@ def rollback(
             if state.active is None and not ctx.run.dry_run:
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
             serving = state.serving
-            target = target or _previous(ctx, trail, serving) or ""
+            kept = state.colours[state.idle].version
+            # The previous release: the kept colour's (what served before this one, even
+            # when that deploy was cut short), else the trail's last other good one.
+            target = target or kept or _previous(ctx, trail, serving) or ""
             if not target:
                 raise NothingToDo(f"no release before {serving} in the history of '{ctx.env.name}'")
             if target == serving:
                 raise NothingToDo(f"'{ctx.env.name}' already serves {target}")
-            if state.colours[state.idle].version != target:  # not the kept one: from its images
-                _check_images(ctx, target)
             if session is not None:
                 _schema_allows(ctx, session, target)
+            if kept != target:  # not the kept one: it starts from its images
+                _check_images(ctx, target)
             if ctx.env.kind == "production" and not ctx.run.dry_run:
                 confirm(f"Roll production back from {serving} to {target}?", yes=yes)
             _rollback(ctx, backend, trail, state, target, who)
