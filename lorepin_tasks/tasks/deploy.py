@@ -522,7 +522,8 @@ def rollback(
             if state.active is None and not ctx.run.dry_run:
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
             serving = state.serving
-            kept = state.colours[state.idle].version
+            other = state.colours[state.idle]  # stopped: a release that failed; not kept
+            kept = other.version if other.paused or other.running else None
             # The previous release: the kept colour's (what served before this one, even
             # when that deploy was cut short), else the trail's last other good one.
             target = target or kept or _previous(ctx, trail, serving) or ""
