@@ -155,14 +155,16 @@ def project_containers(env: Environment) -> list[str]:
 
 
 def project_owners(env: Environment) -> list[str]:
-    """Which checkout made each of the project's containers (one line per container)."""
+    """Which checkout made each of the project's containers, where, and for which
+    environment (one tab-separated line per container)."""
     return [
         *docker(env),
         "ps",
         "--all",
         *_project_filter(env),
         "--format",
-        f'{{{{.Label "{LABEL}.checkout"}}}}\t{{{{.Label "{LABEL}.checkout-path"}}}}',
+        f'{{{{.Label "{LABEL}.checkout"}}}}\t{{{{.Label "{LABEL}.checkout-path"}}}}'
+        f'\t{{{{.Label "{LABEL}.env"}}}}',
     ]
 
 

@@ -310,9 +310,18 @@ def ensure_owned(ctx: EnvContext, *, data: bool = False) -> None:
     label existed have no owner and may be taken over.
     """
     rows = read(ctx.run, compose.project_owners(ctx.env), env=ctx.engine).stdout.splitlines()
-    owners = {tuple(row.split("\t", 1)) if "\t" in row else (row, "") for row in rows}
+    fields = [[*row.split("\t"), "", ""][:3] for row in rows if row.strip()]
+    owners = {(owner, where) for owner, where, _ in fields}
+    envs = {env for _, _, env in fields}
     if data or not rows:
-        owners |= {(v.checkout, "") for v in volumes(ctx)}
+        found = volumes(ctx)
+        owners |= {(v.checkout, "") for v in found}
+        envs |= {v.labels.get(f"{compose.LABEL}.env", "") for v in found}
+    if strangers := sorted(envs - {"", ctx.env.name}):
+        raise Refused(
+            f"project {ctx.env.project} holds environment '{strangers[0]}', not "
+            f"'{ctx.env.name}': check LOREPIN_PROJECT and invoke.yaml; nothing was changed"
+        )
     others = [
         (owner, where) for owner, where in owners if owner not in ("", ctx.settings.checkout.id)
     ]

@@ -15,21 +15,21 @@ def notify(url: str | None, text: str, *, say: Callable[[str], None], timeout: f
     import urllib.error
     import urllib.request  # here: it costs `invoke --list` several ms
 
-    request = urllib.request.Request(  # noqa: S310 (the configured webhook; http(s) only)
-        url,
-        data=json.dumps({"text": text}).encode(),
-        method="POST",
-        headers={"content-type": "application/json"},
-    )
     if not url.startswith(("http://", "https://")):
-        say("warning: the release webhook URL is not http(s); notification skipped")
+        say("warning: the webhook URL is not http(s); notification skipped")
         return False
     try:
+        request = urllib.request.Request(  # noqa: S310 (the configured webhook; http(s) only)
+            url,
+            data=json.dumps({"text": text}).encode(),
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             ok = bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError) as exc:
-        say(f"warning: release notification failed ({type(exc).__name__}); the release stands")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        say(f"warning: the notification failed ({type(exc).__name__}); nothing else changes")
         return False
     if not ok:
-        say("warning: release notification was refused; the release stands")
+        say("warning: the notification was refused; nothing else changes")
     return ok

@@ -46,6 +46,9 @@ class Session:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # Ctrl-C interrupts the task, not its session: the task still records why.
+            # The session ends with the task all the same (its stdin closes).
+            start_new_session=True,
         )
         self.pending = b""  # read from psql, not yet returned (select sees only the pipe)
 

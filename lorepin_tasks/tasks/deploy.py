@@ -374,7 +374,7 @@ def _deploy(
     }
     _record(trail, ctx, who, "deploy", tag, "started", detail)
     _notify(ctx, f"deploying {tag} to {ctx.env.name} (from {serving or 'nothing'})")
-    switched, switched_at = False, 0.0
+    switched, switched_at, held = False, 0.0, False
     try:
         if ctx.env.backup_before_migrate:
             with steps.step("backing up the database"):
@@ -398,6 +398,7 @@ def _deploy(
             failed = _watch(ctx, backend, since, policy.watch)
             if failed:
                 raise WatchFailed(failed)
+        held = True  # from here on the new release stays, whatever happens
         if old is not None:
             with steps.step(f"pausing {old} ({serving}; kept for a rollback)"):
                 _drain(ctx, switched_at)
@@ -405,28 +406,32 @@ def _deploy(
         if old is not None:
             with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
                 run_migrator(ctx, ["upgrade", "--to", "head"])
-    except LorePinError as exc:
-        if switched and old is None:  # a first release that failed: serve nothing
+    except (LorePinError, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        why = "interrupted (Ctrl-C)" if interrupted else str(exc)
+        if held:  # it serves and held its watch: finish, do not undo
+            outcome = "failed"
+            message = f"{tag} serves, but its deploy did not finish ({why}): deploy it again"
+        elif switched and old is None:  # a first release that failed: serve nothing
             backend.switch(None)
             backend.stop(idle)
-            _record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
-            _notify(ctx, f"deploy of {tag} to {ctx.env.name} failed: {exc}")
-            raise LorePinError(f"{tag} failed after the switch and was stopped ({exc})") from None
-        if switched and old is not None:  # put the previous release back, then say why
+            outcome, message = "failed", f"{tag} failed after the switch and was stopped ({why})"
+        elif switched:  # put the previous release back, then say why
             backend.switch(old)
             backend.stop(idle)
-            _record(
-                trail, ctx, who, "deploy", tag, "rolled-back", {**detail, "reason": str(exc)}, steps
-            )
-            _notify(ctx, f"deploy of {tag} to {ctx.env.name} rolled back: {exc}")
-            raise LorePinError(
-                f"{tag} failed after the switch and was rolled back to {serving} ({exc})"
-            ) from None
-        if not switched and not ctx.run.dry_run:
-            backend.stop(idle)  # the previous release never stopped serving
-        _record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
-        _notify(ctx, f"deploy of {tag} to {ctx.env.name} failed: {exc}")
-        raise LorePinError(f"{exc}; {serving or 'nothing'} still serves") from None
+            outcome = "rolled-back"
+            message = f"{tag} failed after the switch and was rolled back to {serving} ({why})"
+        else:
+            if not ctx.run.dry_run:
+                backend.stop(idle)  # the previous release never stopped serving
+            outcome, message = "failed", f"{why}; {serving or 'nothing'} still serves"
+        outcome = "interrupted" if interrupted else outcome
+        _record(trail, ctx, who, "deploy", tag, outcome, {**detail, "reason": why}, steps)
+        _notify(ctx, f"deploy of {tag} to {ctx.env.name}: {outcome} ({why})")
+        if interrupted:
+            ctx.run.say(message)
+            raise
+        raise LorePinError(message) from None
     _record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
     _notify(ctx, f"{tag} deployed to {ctx.env.name}")
     _prune_images(ctx, policy.keep)
@@ -448,13 +453,16 @@ def _finish(
     """The release serves already: finish what a deploy cut short after its switch (the
     previous colour still running, contract revisions not applied), or say so."""
     tag, idle = state.serving, state.idle
-    if not state.colours[idle].running:
+    records = trail.records() if trail else mirrored(ctx.env.state_dir / "audit.jsonl")
+    last: dict[str, Any] = next((r for r in reversed(records) if r.get("version") == tag), {})
+    if not state.colours[idle].running and last.get("outcome") in (None, "succeeded"):
         raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
-    detail = {"finishing": "the deploy that switched to it was cut short"}
+    detail = {"finishing": "the deploy that switched to it did not finish"}
     _record(trail, ctx, who, "deploy", tag, "started", detail)
     try:
-        with steps.step(f"pausing {idle} ({state.colours[idle].version}; kept for a rollback)"):
-            backend.keep(idle)
+        if state.colours[idle].running:
+            with steps.step(f"pausing {idle} ({state.colours[idle].version}; kept)"):
+                backend.keep(idle)
         with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
             run_migrator(ctx, ["upgrade", "--to", "head"])
     except LorePinError as exc:
@@ -519,18 +527,29 @@ def rollback(
         with _deploy_lock(ctx, who, "rollback") as session:
             trail = _trail(ctx, session, who)
             state = backend.state()
-            if state.active is None and not ctx.run.dry_run:
+            if state.active is None:
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
             serving = state.serving
-            other = state.colours[state.idle]  # stopped: a release that failed; not kept
-            kept = other.version if other.paused or other.running else None
+            served = _served(ctx, trail)
             # The previous release: the kept colour's (what served before this one, even
-            # when that deploy was cut short), else the trail's last other good one.
-            target = target or kept or _previous(ctx, trail, serving) or ""
+            # when that deploy was cut short), else the trail's last other good one. A
+            # stopped colour is a release that failed; a running one that never served
+            # was started by a deploy cut short before its switch.
+            other = state.colours[state.idle]
+            alive = other.paused or other.running
+            kept = other.version if alive and other.version in served else None
+            previous = next((v for v in reversed(served) if v != serving), None)
+            target = target or kept or previous or ""
             if not target:
                 raise NothingToDo(f"no release before {serving} in the history of '{ctx.env.name}'")
             if target == serving:
                 raise NothingToDo(f"'{ctx.env.name}' already serves {target}")
+            if target != kept and target not in served:  # a rollback is no way round a deploy
+                raise Refused(
+                    f"{target} never served '{ctx.env.name}': deploy it instead "
+                    f"(`invoke deploy --env {ctx.env.name} --version {target}`), where its "
+                    "approvals and the deploy windows apply"
+                )
             if session is not None:
                 _schema_allows(ctx, session, target)
             if kept != target:  # not the kept one: it starts from its images
@@ -563,17 +582,15 @@ def _release_head(root: Path, tag: str) -> str | None:
     return str(head) if head else None
 
 
-def _previous(ctx: EnvContext, trail: Trail | None, serving: str | None) -> str | None:
-    """The release that served before the current one (the last good deploy of another).
-
-    A dry run takes no lock and opens no session: it reads this machine's copy."""
+def _served(ctx: EnvContext, trail: Trail | None) -> list[str]:
+    """The releases that served the environment, oldest first (its good deploys and
+    rollbacks). A dry run takes no lock and opens no session: it reads this machine's copy."""
     records = trail.records() if trail else mirrored(ctx.env.state_dir / "audit.jsonl")
-    good = [
-        r["version"]
+    return [
+        str(r["version"])
         for r in records
         if r.get("action") in ("deploy", "rollback") and r.get("outcome") == "succeeded"
     ]
-    return next((v for v in reversed(good) if v != serving), None)
 
 
 def _rollback(
@@ -598,9 +615,9 @@ def _rollback(
         _record(
             trail, ctx, who, "rollback", target, "failed", {**detail, "reason": str(exc)}, steps
         )
-        raise Refused(
-            f"cannot roll back to {target}: {exc}; if the schema is the cause, roll it back "
-            f"first (docs/runbooks/rollback.md); {state.serving} still serves"
+        raise LorePinError(
+            f"cannot roll back to {target}: {exc}; {state.serving} still serves "
+            "(docs/runbooks/rollback.md)"
         ) from None
     took = time.monotonic() - started
     if current is not None:

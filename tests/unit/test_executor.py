@@ -72,3 +72,12 @@ def test_a_long_steps_stderr_is_shown_as_it_comes_and_kept_for_the_error() -> No
     assert "step 1 of 2 ******\nstep 2 of 2\n" in out.getvalue()  # shown, redacted
     with pytest.raises(CommandFailed, match=r"exit code 3: .*: step 2 of 2$"):
         run.run(["sh", "-c", "echo step 2 of 2 >&2; exit 3"], capture_stderr=True)
+
+
+@pytest.mark.parametrize("url", ["not a url", "http://", "ftp://hooks.example.invalid/x"])
+def test_a_malformed_webhook_only_warns(url: str) -> None:
+    from lorepin_tasks.runtime.notify import notify
+
+    said: list[str] = []
+    assert notify(url, "deployed", say=said.append) is False
+    assert len(said) == 1 and said[0].startswith("warning: ")
