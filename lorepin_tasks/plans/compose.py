@@ -198,6 +198,8 @@ def run(
         "--label",
         f"{ONEOFF_LABEL}={kind}",
         "--no-deps",
+        "--pull",
+        "never",  # only what was built or released here: never a registry's namesake
         "-T",
         service,
         *command,

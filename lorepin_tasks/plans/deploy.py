@@ -72,13 +72,30 @@ def variables(state: State, **versions: str | None) -> dict[str, str]:
 # -- preflight -------------------------------------------------------------------------
 
 
-def release_problems(manifest: Mapping[str, Any], found: Mapping[str, str | None]) -> list[str]:
-    """What is wrong with the release's images here (`found`: ref -> image ID or None)."""
+def release_images(prefix: str, tag: str) -> dict[str, str]:
+    """What a deploy of `tag` starts: service -> image reference."""
+    from lorepin_tasks.plans.images import IMAGES
+    from lorepin_tasks.plans.release import SERVICES
+
+    return {service: f"{prefix}/{IMAGES[service]}:{tag}" for service in SERVICES}
+
+
+def release_problems(
+    manifest: Mapping[str, Any], expected: Mapping[str, str], found: Mapping[str, str | None]
+) -> list[str]:
+    """What is wrong with the release's images here. `expected`: service -> the reference
+    the deploy starts; `found`: reference -> its image ID on the engine, or None."""
     problems = []
-    for entry in (manifest.get("images") or {}).values():
-        ref, wanted = entry.get("image"), entry.get("id")
-        have = found.get(ref)
-        if have is None:
+    entries = manifest.get("images") or {}
+    for service, ref in expected.items():
+        entry = entries.get(service) if isinstance(entries, Mapping) else None
+        if not isinstance(entry, Mapping) or not entry.get("id"):
+            problems.append(f"its manifest names no {service} image: restore it")
+            continue
+        wanted, have = entry.get("id"), found.get(ref)
+        if entry.get("image") != ref:
+            problems.append(f"its manifest's {service} image is {entry.get('image')}, not {ref}")
+        elif have is None:
             problems.append(f"image {ref} is not on this engine (`invoke artifacts.download`)")
         elif have != wanted:
             problems.append(f"image {ref} is {have[:19]}, not the release's {str(wanted)[:19]}")

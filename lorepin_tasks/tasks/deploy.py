@@ -282,12 +282,12 @@ def deploy(
 def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None = None) -> None:
     """The release's images are on the environment's engine, exactly as it was cut."""
     manifest = manifest or _manifest(ctx.settings.root, tag)
-    refs = [str(i["image"]) for i in manifest["images"].values()]
-    found = docker.images(ctx.run, compose.docker(ctx.env), refs)
+    expected = plan.release_images(ctx.settings.image_prefix, tag)
+    found = docker.images(ctx.run, compose.docker(ctx.env), list(expected.values()))
     problems = plan.release_problems(
-        manifest, {r: found[r].id if r in found else None for r in refs}
+        manifest, expected, {r: found[r].id if r in found else None for r in expected.values()}
     )
-    if problems and not ctx.run.dry_run:
+    if problems:
         raise ConfigError(f"v{tag} cannot be deployed here: {problems[0]}")
 
 
@@ -361,7 +361,7 @@ def _deploy(
     assert policy is not None
     state = backend.state()
     serving = state.serving
-    if serving == tag and not ctx.run.dry_run:
+    if serving == tag:
         _finish(ctx, backend, steps, trail, state, who)
         return
     idle, old = state.idle, state.active

@@ -59,7 +59,8 @@ def test_read_only_commands() -> None:
 
 def test_one_offs_are_labelled_so_a_killed_runs_leftovers_can_be_found() -> None:
     assert line(compose.run(LOCAL, "migrate", ["python", "-V"], name="x-1", kind="migrator")) == (
-        f"{PREFIX} run --name x-1 --label dev.lorepin.oneoff=migrator --no-deps -T migrate "
+        f"{PREFIX} run --name x-1 --label dev.lorepin.oneoff=migrator --no-deps --pull never "
+        "-T migrate "
         "python -V"
     )
     assert line(compose.oneoff_leftovers(LOCAL, "migrator")) == (

@@ -20,7 +20,8 @@ PREFIX = (
 def test_upgrade_runs_the_migrator_in_a_one_off_migrate_container() -> None:
     command = db.migrator(db.upgrade_action("head", ["0003"]), who="ana on box", lock_wait=30)
     assert " ".join(compose.run(LOCAL, "migrate", command, name="m-1", kind=db.ONEOFF)) == (
-        f"{PREFIX} run --name m-1 --label dev.lorepin.oneoff=migrator --no-deps -T migrate "
+        f"{PREFIX} run --name m-1 --label dev.lorepin.oneoff=migrator --no-deps --pull never "
+        "-T migrate "
         "python -m lorepin_cms.migrator "
         "--who ana on box --lock-wait 30 upgrade --to head --accept-changed 0003"
     )

@@ -265,38 +265,69 @@ def test_approvals_by_others_than_the_cutter(
 
 CMS_ID = "sha256:" + "a" * 64
 DB_ID = "sha256:" + "d" * 64
+PROXY_ID = "sha256:" + "e" * 64
 OTHER_ID = "sha256:" + "b" * 64
+EXPECTED = plan.release_images("lorepin", "1.2.0")
+CMS, DB, PROXY = EXPECTED["cms"], EXPECTED["db"], EXPECTED["proxy"]
 CMS_MISSING = "image lorepin/cms:1.2.0 is not on this engine (`invoke artifacts.download`)"
 CMS_DIFFERS = (
     "image lorepin/cms:1.2.0 is sha256:bbbbbbbbbbbb, not the release's sha256:aaaaaaaaaaaa"
 )
-MANIFEST = {
+MANIFEST: dict[str, Any] = {
     "version": "1.2.0",
     "images": {
-        "cms": {"image": "lorepin/cms:1.2.0", "id": CMS_ID},
-        "db": {"image": "lorepin/db:1.2.0", "id": DB_ID},
+        "cms": {"image": CMS, "id": CMS_ID},
+        "db": {"image": DB, "id": DB_ID},
+        "proxy": {"image": PROXY, "id": PROXY_ID},
     },
 }
+ALL = {CMS: CMS_ID, DB: DB_ID, PROXY: PROXY_ID}
+
+
+def test_a_deploy_starts_the_release_images_of_its_prefix() -> None:
+    assert EXPECTED == {
+        "cms": "lorepin/cms:1.2.0",
+        "db": "lorepin/postgres:1.2.0",
+        "proxy": "lorepin/proxy:1.2.0",
+    }
 
 
 @pytest.mark.parametrize(
     ("found", "problems"),
     [
-        ({"lorepin/cms:1.2.0": CMS_ID, "lorepin/db:1.2.0": DB_ID}, []),
-        ({"lorepin/cms:1.2.0": None, "lorepin/db:1.2.0": DB_ID}, [CMS_MISSING]),
-        ({"lorepin/db:1.2.0": DB_ID}, [CMS_MISSING]),
-        ({"lorepin/cms:1.2.0": OTHER_ID, "lorepin/db:1.2.0": DB_ID}, [CMS_DIFFERS]),
+        (ALL, []),
+        ({**ALL, CMS: None}, [CMS_MISSING]),
+        ({DB: DB_ID, PROXY: PROXY_ID}, [CMS_MISSING]),
+        ({**ALL, CMS: OTHER_ID}, [CMS_DIFFERS]),
         (
-            {"lorepin/cms:1.2.0": OTHER_ID},
+            {CMS: OTHER_ID, PROXY: PROXY_ID},
             [
                 CMS_DIFFERS,
-                "image lorepin/db:1.2.0 is not on this engine (`invoke artifacts.download`)",
+                "image lorepin/postgres:1.2.0 is not on this engine (`invoke artifacts.download`)",
             ],
         ),
     ],
 )
 def test_release_problems(found: dict[str, str | None], problems: list[str]) -> None:
-    assert plan.release_problems(MANIFEST, found) == problems
+    assert plan.release_problems(MANIFEST, EXPECTED, found) == problems
+
+
+@pytest.mark.parametrize(
+    ("images", "problem"),
+    [
+        ({}, "its manifest names no cms image: restore it"),
+        ({"cms": {"image": CMS}}, "its manifest names no cms image: restore it"),
+        (
+            {"cms": {"image": "evil/cms:1.2.0", "id": CMS_ID}},
+            "its manifest's cms image is evil/cms:1.2.0, not lorepin/cms:1.2.0",
+        ),
+    ],
+)
+def test_a_manifest_that_does_not_name_what_is_started_is_refused(
+    images: dict[str, object], problem: str
+) -> None:
+    manifest = {"images": {**MANIFEST["images"], **images} if images else {}}
+    assert plan.release_problems(manifest, EXPECTED, ALL)[0] == problem
 
 
 # -- colours ---------------------------------------------------------------------------
