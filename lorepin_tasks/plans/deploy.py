@@ -72,6 +72,17 @@ def variables(state: State, **versions: str | None) -> dict[str, str]:
 # -- preflight -------------------------------------------------------------------------
 
 
+def release_tag(text: str) -> str:
+    """The version a deploy or rollback names: a release (`1.4.0`, `v1.4.0`, `1.5.0-rc.1`),
+    never a build's sha- tag (only releases have manifests, approvals and history)."""
+    from lorepin_tasks.plans.images import version_tag
+
+    tag = version_tag(text) if not text.startswith("sha-") else ""
+    if not tag:
+        raise ConfigError(f"invalid version {text!r}: a released version like 1.2.0 (or v1.2.0)")
+    return tag
+
+
 def release_images(prefix: str, tag: str) -> dict[str, str]:
     """What a deploy of `tag` starts: service -> image reference."""
     from lorepin_tasks.plans.images import IMAGES
@@ -279,6 +290,15 @@ def tls_certificate(cert: Path, key: Path, hosts: Sequence[str]) -> list[str]:
         "-out",
         str(cert),
     ]
+
+
+def tls_public_keys(cert: Path, key: Path) -> tuple[list[str], list[str]]:
+    """The public key of the certificate (failing when it has expired) and of the key: a
+    usable pair prints the same one twice."""
+    return (
+        ["openssl", "x509", "-noout", "-pubkey", "-checkend", "0", "-in", str(cert)],
+        ["openssl", "pkey", "-pubout", "-in", str(key)],
+    )
 
 
 def proxy_config(colour: str | None, public_https_port: int, server_name: str) -> str:

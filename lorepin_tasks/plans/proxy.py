@@ -50,6 +50,7 @@ def config(route: Route) -> dict[str, Any]:
             "upstreams": [{"dial": route.upstream}],
             # A colour being replaced may refuse a dial for a moment: retry, never fail.
             "load_balancing": {"try_duration": "5s", "try_interval": "100ms"},
+            "headers": {"response": {"delete": ["Server"]}},  # the proxy's own is enough
         }
     port = "" if route.public_https_port == 443 else f":{route.public_https_port}"
     return {
@@ -90,6 +91,7 @@ def config(route: Route) -> dict[str, Any]:
                     },
                     "public": {
                         "listen": [f":{HTTPS_PORT}"],
+                        "protocols": ["h1", "h2"],  # no HTTP/3: its UDP port is not published
                         # A client reaching an IP address sends no server name (SNI).
                         "tls_connection_policies": [{"default_sni": route.server_name}],
                         "automatic_https": {"disable": True},

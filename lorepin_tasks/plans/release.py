@@ -229,7 +229,7 @@ def check_approver(
     if not approver:
         raise ConfigError("git has no user.email: approvals are recorded by email")
     if policy.two_person_rule and same_person(cutter, approver):
-        raise ConfigError(
+        raise Refused(
             f"two-person rule: {approver} cut {tag} and cannot approve it; another person must"
         )
     return approver

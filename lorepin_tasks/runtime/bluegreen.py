@@ -60,6 +60,8 @@ class ComposeBlueGreen:
             quiet=True,
         )
         active = plan.upstream_colour(answer.stdout) if answer.ok else None
+        if active and not colours[active].version:  # routed to a colour that is gone
+            active = None  # (the proxy kept its config through a `down`)
         return plan.State(colours=colours, active=active)
 
     def prepare(self, version: str) -> None:

@@ -45,7 +45,7 @@ from lorepin_tasks.tasks._common import (
     task,
 )
 
-SERVER_ENV_HELP = "the server environment (staging, production; see invoke.yaml)"
+SERVER_ENV_HELP = "the server environment, required: staging or production (see invoke.yaml)"
 READY_TIMEOUT = 60.0  # seconds a new colour has to answer /readyz
 DRAIN = 3.0  # seconds the old colour keeps answering what it took before the switch
 # The watch window fails the release on this many 5xx (or 5 % of requests, if more).
@@ -53,6 +53,8 @@ WATCH_ERRORS, WATCH_RATIO = 3, 0.05
 
 
 def _server(c: Context, env: str, dry_run: bool) -> EnvContext:
+    if not env:
+        raise ConfigError("say which environment: --env staging or --env production")
     ctx = open_env(c, env, dry_run=dry_run)
     if not ctx.env.is_server:
         raise ConfigError(
@@ -86,6 +88,16 @@ def _tls(ctx: EnvContext, *, check_only: bool = False) -> None:
     """The proxy's certificate: staging gets a self-signed one; production must be given one."""
     cert, key = ctx.env.secrets_dir / "tls.crt", ctx.env.secrets_dir / "tls.key"
     if cert.is_file() and key.is_file():
+        answers = [
+            ctx.run.run(argv, capture=True, check=False, mutates=False, quiet=True)
+            for argv in plan.tls_public_keys(cert, key)
+        ]
+        public = [a.stdout.split("Certificate will")[0].strip() for a in answers]
+        if not all(a.ok for a in answers) or public[0] != public[1]:
+            raise ConfigError(
+                f"{cert} and {key} are not a valid, unexpired PEM certificate and its key: "
+                "install a pair that is"
+            )
         return
     if ctx.env.kind == "production":
         raise ConfigError(
@@ -232,7 +244,7 @@ def _watch(ctx: EnvContext, backend: Backend, since: str, seconds: int) -> str |
 )
 def deploy(
     c: Context,
-    env: str = "staging",
+    env: str = "",
     version: str = "",
     yes: bool = False,
     outside_window: bool = False,
@@ -243,7 +255,7 @@ def deploy(
     ctx = _server(c, env, dry_run)
     if not version:
         raise ConfigError("say which release: --version 1.4.0 (see `invoke version`)")
-    tag = images_plan.version_tag(version)
+    tag = plan.release_tag(version)
     assert ctx.env.deploy is not None  # a server environment
     policy, root = ctx.env.deploy, ctx.settings.root
     manifest = _manifest(root, tag)
@@ -514,16 +526,23 @@ def _notify(ctx: EnvContext, text: str) -> None:
     }
 )
 def rollback(
-    c: Context, env: str = "staging", to: str = "", yes: bool = False, dry_run: bool = False
+    c: Context, env: str = "", to: str = "", yes: bool = False, dry_run: bool = False
 ) -> None:
     """Go back to the previous release: the kept colour in seconds, an older one from its image."""
     ctx = _server(c, env, dry_run)
-    target = images_plan.version_tag(to) if to else ""
+    target = plan.release_tag(to) if to else ""
     secrets.require(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     backend = ComposeBlueGreen(ctx)
     with locked(ctx, "rollback"):
         docker.ensure_owned(ctx)
+        if not _database_running(ctx):
+            if not docker.services(ctx):
+                raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
+            raise LorePinError(
+                f"the database of '{ctx.env.name}' is not running: a rollback needs it for "
+                f"its lock and its record (`invoke status --env {ctx.env.name}`)"
+            )
         with _deploy_lock(ctx, who, "rollback") as session:
             trail = _trail(ctx, session, who)
             state = backend.state()
@@ -631,10 +650,13 @@ def _rollback(
 
 
 @task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP, "dry_run": DRY_HELP})
-def history(c: Context, env: str = "staging", json_: bool = False, dry_run: bool = False) -> None:
+def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = False) -> None:
     """Show the environment's deploys and rollbacks: who, what, when, each step, outcome."""
     ctx = _server(c, env, dry_run)
-    records = _records(ctx)
+    records = _records(ctx, "history")
+    if records is None:  # this machine's copy, said so
+        records = mirrored(ctx.env.state_dir / "audit.jsonl")
+        ctx.run.say(f"(this machine's copy of the trail: {len(records)} records)")
     if json_:
         print(json.dumps(records, indent=2))
         return
@@ -654,21 +676,38 @@ def history(c: Context, env: str = "staging", json_: bool = False, dry_run: bool
             print(f"{'':>26}{why}")
 
 
-def _records(ctx: EnvContext) -> list[dict[str, Any]]:
+def _database_running(ctx: EnvContext) -> bool:
+    return any(
+        c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
+    )
+
+
+def _records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
+    """The trail in the environment's database; None (said why) when it cannot be read:
+    a dry run (the command is shown), or a database that is not running."""
     if ctx.run.dry_run:
-        return []
+        ctx.run.run(plan.psql(ctx.env, who), env=ctx.variables)
+        ctx.run.say("dry run: the trail was not read")
+        return None
+    if not _database_running(ctx):
+        ctx.run.say(f"the database of '{ctx.env.name}' is not running")
+        return None
     with Session(
-        ctx.run, plan.psql(ctx.env, "history"), ctx.variables, "database", quiet=True
+        ctx.run, plan.psql(ctx.env, who), ctx.variables, "database", quiet=True
     ) as session:
         session.query(plan.DDL)
         return Trail(session, ctx.env.state_dir / "audit.jsonl").records()
 
 
 @task(name="lock", help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
-def lock_(c: Context, env: str = "staging", dry_run: bool = False) -> None:
+def lock_(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Show who holds the environment's deploy lock, and since when."""
     ctx = _server(c, env, dry_run)
     if ctx.run.dry_run:
+        ctx.run.run(plan.psql(ctx.env, "lock"), env=ctx.variables)
+        return
+    if not _database_running(ctx):
+        print(f"'{ctx.env.name}' is not locked (its database is not running)")
         return
     with Session(
         ctx.run, plan.psql(ctx.env, "lock"), ctx.variables, "database", quiet=True
@@ -684,12 +723,19 @@ def lock_(c: Context, env: str = "staging", dry_run: bool = False) -> None:
 
 
 @task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
-def verify(c: Context, env: str = "staging", dry_run: bool = False) -> None:
+def verify(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Check the environment's audit trail: the hash chain, and this machine's copy of it."""
     from lorepin_tasks.domain import audit
 
     ctx = _server(c, env, dry_run)
-    records = _records(ctx)
+    records = _records(ctx, "verify")
+    if records is None:
+        if ctx.run.dry_run:
+            return
+        raise LorePinError(
+            f"cannot verify the audit trail of '{ctx.env.name}': its database is not running "
+            f"(`invoke status --env {ctx.env.name}`)"
+        )
     problems = audit.verify(records)
     by_seq = {r.get("seq"): r for r in records}
     for mine in mirrored(ctx.env.state_dir / "audit.jsonl"):

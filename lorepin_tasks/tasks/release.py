@@ -331,6 +331,11 @@ def version(c: Context, json_: bool = False, dry_run: bool = False) -> None:
     running: dict[str, str | None] = {}
     for name in settings.environments:
         ctx = open_env(c, name, dry_run=False, settings=settings)
+        if ctx.env.is_server:  # the release its proxy routes to
+            from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
+
+            running[name] = ComposeBlueGreen(ctx).state().serving if docker.services(ctx) else None
+            continue
         address = docker.published(ctx, compose.HTTP_SERVICE, compose.HTTP_PORT)
         code, body = http.get(f"http://{address}/version", timeout=2) if address else (0, None)
         running[name] = str(body.get("version")) if code == 200 and isinstance(body, dict) else None

@@ -185,7 +185,7 @@ def _report(ctx: EnvContext, found: list[docker.Container]) -> dict[str, Any]:
             {
                 "service": c.service,
                 "state": c.state,
-                "health": c.health or "-",
+                "health": (c.health if c.state != "paused" else None) or "-",
                 "image": c.image,
                 "exit_code": c.exit_code,
             }

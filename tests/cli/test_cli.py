@@ -117,6 +117,13 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         ),
         (["rollback", "--env", "staging", "--to", "latest"], "error: invalid version 'latest'"),
         (["deploy.history", "--env", "local"], "error: 'local' is a local environment"),
+        (["deploy", "--version", "1.0.0"], "error: say which environment: --env staging"),
+        (["rollback"], "error: say which environment: --env staging"),
+        (["deploy.lock"], "error: say which environment: --env staging"),
+        (
+            ["rollback", "--env", "staging", "--to", "sha-deadbeef"],
+            "error: invalid version 'sha-deadbeef': a released version",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

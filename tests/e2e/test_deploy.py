@@ -6,6 +6,7 @@ trail. Everything it starts is removed."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -235,6 +236,34 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     code, _ = site.get("staging", "/api/pins")
     assert code == 200
 
+    # The proxy: TLS with the environment's certificate, security headers, a request id,
+    # HTTP redirected to HTTPS.
+    context = ssl.create_default_context(cafile=str(site.secrets["staging"] / "tls.crt"))
+    with urllib.request.urlopen(  # noqa: S310 (127.0.0.1)
+        f"{site.url('staging')}/version", timeout=5, context=context
+    ) as response:
+        headers = response.headers
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+    assert headers["X-Frame-Options"] == "DENY" and headers["X-Request-Id"]
+    assert "Alt-Svc" not in headers and len(headers.get_all("Server") or []) == 1
+    http_port = published_port(f"{site.projects['staging']}-proxy-1", 8080)
+    plain = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+    plain.request("GET", "/version")
+    redirect = plain.getresponse()
+    assert redirect.status == 308 and redirect.getheader("Location", "").startswith("https://")
+    plain.close()
+
+    # A key that is not the certificate's is refused before anything changes.
+    key = site.secrets["staging"] / "tls.key"
+    good = key.read_bytes()
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], capture_output=True, check=True)
+    mismatched = site.invoke("deploy", "--env", "staging", "--version", "1.1.0")
+    key.write_bytes(good)
+    key.chmod(0o644)
+    assert mismatched.returncode == 2, mismatched.stderr[-2000:]
+    assert "are not a valid, unexpired PEM certificate and its key" in mismatched.stderr
+    assert site.serving("staging") == "1.0.0"
+
     # 1.1.0 under constant load: not one request fails.
     with Load(site, "staging", "/version") as load:
         time.sleep(1)
@@ -282,6 +311,8 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert live["version"] == "1.0.0" and status["version"]["version"] == "1.0.0"
     assert status["ready"] and status["url"].startswith("https://127.0.0.1:")
     assert status["last_deploy"]["action"] == "rollback"
+    versions = json.loads(site.invoke("version", "--json").stdout)
+    assert versions["environments"]["staging"] == "1.0.0"
     shown = site.invoke("status", "--env", "staging").stdout
     assert "1.0.0" in shown and "<- live" in shown and "paused (kept for rollback)" in shown
 

@@ -126,11 +126,11 @@ def test_approval_two_person_rule_and_status(tmp_path: Path, prefix: str) -> Non
 
     with repo.config_writer() as cfg:  # the same person, written differently
         cfg.set_value("user", "email", "  Cutter@Example.invalid ")
-    assert invoke_in(repo, "release.approve", "v0.1.0").returncode == 2
+    assert invoke_in(repo, "release.approve", "v0.1.0").returncode == 6
     with repo.config_writer() as cfg:
         cfg.set_value("user", "email", "cutter@example.invalid")
     own = invoke_in(repo, "release.approve", "v0.1.0")
-    assert own.returncode == 2
+    assert own.returncode == 6
     assert own.stderr.strip() == (
         "error: two-person rule: cutter@example.invalid cut v0.1.0 "
         "and cannot approve it; another person must"
