@@ -390,6 +390,27 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     history = json.loads(site.invoke("deploy.history", "--env", "production", "--json").stdout)
     assert history[-1]["detail"]["window_override"] == "e2e: proving the override is recorded"
 
+    # Staging's settings pointed at production's project: refused, production untouched.
+    foreign = invoke_in(
+        site.repo,
+        "deploy",
+        "--env",
+        "staging",
+        "--version",
+        "1.0.0",
+        env={
+            **site.env,
+            "LOREPIN_PROJECT": site.projects["production"],
+            "LOREPIN_SECRETS_DIR": str(site.secrets["production"]),
+        },
+    )
+    assert foreign.returncode == 6, foreign.stderr[-2000:]
+    assert "holds environment 'production', not 'staging'" in foreign.stderr
+    # A rollback is no way round approvals: only to a release that served here.
+    never = site.invoke("rollback", "--env", "production", "--to", "1.0.0", "--yes")
+    assert never.returncode == 6 and "1.0.0 never served 'production'" in never.stderr
+    assert site.serving("production") == "1.1.0"
+
 
 @pytest.mark.parametrize(
     "step",
