@@ -83,29 +83,50 @@ def release_tag(text: str) -> str:
     return tag
 
 
+def from_build_manifest(data: Any, prefix: str, tag: str) -> dict[str, Any] | None:
+    """A build manifest (`images.build`, brought by `artifacts.download`) in the release
+    manifest's shape: image name -> local reference and ID. None: not a build manifest.
+    It names no migration head: a rollback to it leaves the schema to its readiness."""
+    from lorepin_tasks.plans.images import ref
+
+    entries = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and e.get("name") and e.get("id") for e in entries
+    ):
+        return None
+    return {
+        "version": tag,
+        "git_sha": data.get("git_revision"),
+        "images": {
+            e["name"]: {"image": ref(prefix, e["name"], tag), "id": e["id"]} for e in entries
+        },
+        "migration_head": data.get("migration_head"),
+    }
+
+
 def release_images(prefix: str, tag: str) -> dict[str, str]:
-    """What a deploy of `tag` starts: service -> image reference."""
-    from lorepin_tasks.plans.images import IMAGES
+    """What a deploy of `tag` starts: image name -> reference (the manifest's keys)."""
+    from lorepin_tasks.plans.images import IMAGES, ref
     from lorepin_tasks.plans.release import SERVICES
 
-    return {service: f"{prefix}/{IMAGES[service]}:{tag}" for service in SERVICES}
+    return {IMAGES[s]: ref(prefix, IMAGES[s], tag) for s in SERVICES}
 
 
 def release_problems(
     manifest: Mapping[str, Any], expected: Mapping[str, str], found: Mapping[str, str | None]
 ) -> list[str]:
-    """What is wrong with the release's images here. `expected`: service -> the reference
-    the deploy starts; `found`: reference -> its image ID on the engine, or None."""
+    """What is wrong with the release's images here. `expected`: image name -> the
+    reference the deploy starts; `found`: reference -> its image ID on the engine, or None."""
     problems = []
     entries = manifest.get("images") or {}
-    for service, ref in expected.items():
-        entry = entries.get(service) if isinstance(entries, Mapping) else None
+    for name, ref in expected.items():
+        entry = entries.get(name) if isinstance(entries, Mapping) else None
         if not isinstance(entry, Mapping) or not entry.get("id"):
-            problems.append(f"its manifest names no {service} image: restore it")
+            problems.append(f"its manifest names no {name} image: restore it")
             continue
         wanted, have = entry.get("id"), found.get(ref)
         if entry.get("image") != ref:
-            problems.append(f"its manifest's {service} image is {entry.get('image')}, not {ref}")
+            problems.append(f"its manifest's {name} image is {entry.get('image')}, not {ref}")
         elif have is None:
             problems.append(f"image {ref} is not on this engine (`invoke artifacts.download`)")
         elif have != wanted:

@@ -17,7 +17,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from invoke.collection import Collection
@@ -64,20 +63,24 @@ def _server(c: Context, env: str, dry_run: bool) -> EnvContext:
     return ctx
 
 
-def _manifest(root: Path, tag: str) -> dict[str, Any]:
-    """The release's manifest: as `invoke release` wrote it, or as artifacts.download did."""
-    for path in (
-        root / "dist" / "release" / f"v{tag}.json",
-        root / "dist" / "artifacts" / tag / "release.json",
+def _manifest(ctx: EnvContext, tag: str) -> dict[str, Any]:
+    """The release's manifest: as `invoke release` wrote it, or as `artifacts.download`
+    brought its build manifest from a registry (read in the same shape)."""
+    root = ctx.settings.root
+    for path, built in (
+        (root / "dist" / "release" / f"v{tag}.json", False),
+        (root / "dist" / "artifacts" / tag / "build-manifest.json", True),
     ):
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
             except ValueError:
                 raise ConfigError(f"{path} is not valid JSON: restore it") from None
+            if built:
+                data = plan.from_build_manifest(data, ctx.settings.image_prefix, tag)
             if isinstance(data, dict) and isinstance(data.get("images"), dict):
                 return data
-            raise ConfigError(f"{path} is not a release manifest")
+            raise ConfigError(f"{path} is not a release manifest: restore it")
     raise ConfigError(
         f"no release v{tag} on this machine (dist/release/v{tag}.json): cut it with "
         "`invoke release`, or bring it with `invoke artifacts.download`"
@@ -258,7 +261,7 @@ def deploy(
     tag = plan.release_tag(version)
     assert ctx.env.deploy is not None  # a server environment
     policy, root = ctx.env.deploy, ctx.settings.root
-    manifest = _manifest(root, tag)
+    manifest = _manifest(ctx, tag)
     released = git.release_tags(root, reachable=False).get(_version(tag))
     problem = plan.approval_problem(
         policy,
@@ -293,7 +296,7 @@ def deploy(
 
 def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None = None) -> None:
     """The release's images are on the environment's engine, exactly as it was cut."""
-    manifest = manifest or _manifest(ctx.settings.root, tag)
+    manifest = manifest or _manifest(ctx, tag)
     expected = plan.release_images(ctx.settings.image_prefix, tag)
     found = docker.images(ctx.run, compose.docker(ctx.env), list(expected.values()))
     problems = plan.release_problems(
@@ -580,7 +583,7 @@ def rollback(
 
 def _schema_allows(ctx: EnvContext, session: Session, target: str) -> None:
     """Refuse, before anything changes, a release the schema has been contracted past."""
-    head = _release_head(ctx.settings.root, target)
+    head = _release_head(ctx, target)
     if head is None:
         return  # a release this machine has no manifest of: its readiness will judge
     current, ledger = plan.schema_facts(session.query(plan.SCHEMA_SQL))
@@ -593,9 +596,9 @@ def _schema_allows(ctx: EnvContext, session: Session, target: str) -> None:
         )
 
 
-def _release_head(root: Path, tag: str) -> str | None:
+def _release_head(ctx: EnvContext, tag: str) -> str | None:
     try:
-        head = _manifest(root, tag).get("migration_head")
+        head = _manifest(ctx, tag).get("migration_head")
     except ConfigError:
         return None
     return str(head) if head else None

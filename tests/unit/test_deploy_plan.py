@@ -268,7 +268,7 @@ DB_ID = "sha256:" + "d" * 64
 PROXY_ID = "sha256:" + "e" * 64
 OTHER_ID = "sha256:" + "b" * 64
 EXPECTED = plan.release_images("lorepin", "1.2.0")
-CMS, DB, PROXY = EXPECTED["cms"], EXPECTED["db"], EXPECTED["proxy"]
+CMS, DB, PROXY = EXPECTED["cms"], EXPECTED["postgres"], EXPECTED["proxy"]
 CMS_MISSING = "image lorepin/cms:1.2.0 is not on this engine (`invoke artifacts.download`)"
 CMS_DIFFERS = (
     "image lorepin/cms:1.2.0 is sha256:bbbbbbbbbbbb, not the release's sha256:aaaaaaaaaaaa"
@@ -277,7 +277,7 @@ MANIFEST: dict[str, Any] = {
     "version": "1.2.0",
     "images": {
         "cms": {"image": CMS, "id": CMS_ID},
-        "db": {"image": DB, "id": DB_ID},
+        "postgres": {"image": DB, "id": DB_ID},
         "proxy": {"image": PROXY, "id": PROXY_ID},
     },
 }
@@ -287,7 +287,7 @@ ALL = {CMS: CMS_ID, DB: DB_ID, PROXY: PROXY_ID}
 def test_a_deploy_starts_the_release_images_of_its_prefix() -> None:
     assert EXPECTED == {
         "cms": "lorepin/cms:1.2.0",
-        "db": "lorepin/postgres:1.2.0",
+        "postgres": "lorepin/postgres:1.2.0",
         "proxy": "lorepin/proxy:1.2.0",
     }
 
@@ -565,3 +565,21 @@ def test_a_deploy_starts_the_database_and_proxy_once_and_never_recreates_them() 
         "up", "--detach", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never",
         "--no-recreate", "db", "proxy",
     ]  # fmt: skip
+
+
+def test_a_downloaded_build_manifest_reads_as_a_release_manifest() -> None:
+    built = {
+        "version": "1.2.0",
+        "tags": ["1.2.0"],
+        "git_revision": "abc123",
+        "images": [
+            {"service": "cms", "name": "cms", "id": CMS_ID},
+            {"service": "db", "name": "postgres", "id": DB_ID},
+            {"service": "proxy", "name": "proxy", "id": PROXY_ID},
+        ],
+    }
+    manifest = plan.from_build_manifest(built, "lorepin", "1.2.0")
+    assert manifest is not None and manifest["git_sha"] == "abc123"
+    assert plan.release_problems(manifest, EXPECTED, ALL) == []
+    assert plan.from_build_manifest({"images": [{"name": "cms"}]}, "lorepin", "1.2.0") is None
+    assert plan.from_build_manifest([], "lorepin", "1.2.0") is None
