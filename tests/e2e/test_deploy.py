@@ -464,6 +464,34 @@ def test_a_deploy_killed_at_a_step_leaves_a_serving_site_and_a_free_lock(
     assert killed[-1]["version"] == target
 
 
+def test_ctrl_c_during_the_watch_puts_the_previous_release_back_and_says_so(site: Site) -> None:
+    if site.serving("staging") is None:  # run on its own: something must serve first
+        assert site.invoke("deploy", "--env", "staging", "--version", "1.0.0").returncode == 0
+    serving = site.serving("staging")
+    target = "1.1.0" if serving != "1.1.0" else "1.0.0"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy", "--env", "staging", "--version", target],
+        cwd=site.root,
+        env={**os.environ, **site.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stderr is not None
+    for line in run.stderr:
+        if line.startswith("==> staging: watching"):
+            os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            break
+    rest = run.stderr.read()
+    assert run.wait(60) == 130, rest[-2000:]
+    assert rest.strip().endswith("interrupted")
+    assert site.serving("staging") == serving
+    assert "is not locked" in site.invoke("deploy.lock", "--env", "staging").stdout
+    history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+    assert (history[-1]["version"], history[-1]["outcome"]) == (target, "interrupted")
+
+
 CONTRACT_REVISION = '''"""Contract (e2e): a release before it cannot run after it.
 
 Revision ID: 0099
