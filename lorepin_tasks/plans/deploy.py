@@ -207,18 +207,25 @@ def colour_stop(env: Environment, colour: str) -> list[str]:
     return [*compose.compose(env), "stop", "--timeout", "30", service(colour)]
 
 
+def container(env: Environment, name: str) -> str:
+    """A service's container, as Compose names it. The steps of a switch and a rollback
+    talk to containers with plain `docker` (about 0.1 s a call, against 0.4 s for
+    `docker compose`, which reads the whole model first)."""
+    return f"{env.project}-{name}-1"
+
+
 def colour_pause(env: Environment, colour: str) -> list[str]:
     """Keep the previous release for an instant rollback: frozen (no CPU), not stopped,
     so bringing it back is an unpause and a switch, not a cold start."""
-    return [*compose.compose(env), "pause", service(colour)]
+    return [*compose.docker(env), "pause", container(env, service(colour))]
 
 
 def colour_unpause(env: Environment, colour: str) -> list[str]:
-    return [*compose.compose(env), "unpause", service(colour)]
+    return [*compose.docker(env), "unpause", container(env, service(colour))]
 
 
 def in_proxy(env: Environment, *command: str) -> list[str]:
-    return [*compose.compose(env), "exec", "-T", PROXY, *command]
+    return [*compose.docker(env), "exec", "-i", container(env, PROXY), *command]
 
 
 def proxy_load(env: Environment) -> list[str]:
@@ -262,20 +269,20 @@ def probe(env: Environment, colour: str, path: str) -> list[str]:
 
 
 def access_log(env: Environment, since: str) -> list[str]:
-    return [*compose.compose(env), "logs", "--no-log-prefix", "--since", since, PROXY]
+    return [*compose.docker(env), "logs", "--since", since, container(env, PROXY)]
 
 
 def psql(env: Environment, who: str) -> list[str]:
     """A psql session in the database container (local socket, no password)."""
     return [
-        *compose.compose(env),
+        *compose.docker(env),
         "exec",
-        "-T",
+        "-i",
         "-e",
         f"PGAPPNAME={f'lorepin-deploy {who}'[:63]}",
         "-e",
         "PGOPTIONS=-c client_min_messages=warning",  # no NOTICEs piling up on stderr
-        compose.DB_SERVICE,
+        container(env, compose.DB_SERVICE),
         "psql",
         "-U",
         "lorepin",
