@@ -135,6 +135,17 @@ class DeployPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BackupPolicy:
+    """How an environment's backups are encrypted and kept (grandfather-father-son)."""
+
+    recipients: tuple[str, ...] = ()  # age public keys beside the environment's own key
+    keep_last: int = 3
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 6
+
+
+@dataclass(frozen=True, kw_only=True)
 class Environment:
     """One place the CMS runs: which engine, which Compose files, which ports, which policy."""
 
@@ -154,6 +165,7 @@ class Environment:
     https_port: int | None = None  # server kinds: the proxy's HTTPS port (0: Docker picks)
     url: str | None = None  # server kinds: the public URL people use
     deploy: DeployPolicy | None = None  # server kinds only: they are deployed, not `up`
+    backup: BackupPolicy = BackupPolicy()
     profiles: tuple[str, ...] = ()  # Compose profiles every command of it enables
 
     @property
@@ -334,6 +346,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         deploy=_deploy(_mapping(raw.get("deploy"), f"{where}: deploy"), where)
         if kind in SERVER_KINDS
         else None,
+        backup=_backup(_mapping(raw.get("backup"), f"{where}: backup"), where),
         # Server environments name the services each step starts; every other command
         # (down, logs, ps) must see all of them, colours and one-offs included.
         profiles=("*",) if kind in SERVER_KINDS else (),
@@ -379,6 +392,42 @@ def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
         timezone=tz,
         watch=_int(raw.get("watch", 30), f"{where}: deploy.watch", low=0, high=3600),
         keep=_int(raw.get("keep", 3), f"{where}: deploy.keep", low=2, high=100),
+    )
+
+
+AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+
+
+def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
+    keep = _mapping(raw.get("keep"), f"{where}: backup.keep")
+    known = {"recipients", "keep"}
+    unknown = sorted(set(raw) - known) or sorted(set(keep) - {"last", "daily", "weekly", "monthly"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown backup setting {unknown[0]!r} (known: recipients, "
+            "keep.last, keep.daily, keep.weekly, keep.monthly)"
+        )
+    recipients = raw.get("recipients") or []
+    if not isinstance(recipients, list | tuple) or not all(
+        isinstance(r, str) and AGE_RECIPIENT.match(r) for r in recipients
+    ):
+        raise ConfigError(f"{where}: backup.recipients must be a list of age public keys (age1...)")
+    defaults = BackupPolicy()
+
+    def count(name: str, low: int) -> int:
+        return _int(
+            keep.get(name, getattr(defaults, f"keep_{name}")),
+            f"{where}: backup.keep.{name}",
+            low=low,
+            high=1000,
+        )
+
+    return BackupPolicy(
+        recipients=tuple(recipients),
+        keep_last=count("last", 1),
+        keep_daily=count("daily", 0),
+        keep_weekly=count("weekly", 0),
+        keep_monthly=count("monthly", 0),
     )
 
 

@@ -3,12 +3,15 @@ except under CI (CI=true), where a missing engine fails them: CI must test for r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shlex
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +127,19 @@ def published_port(container: str, port: int) -> int:
         ["docker", "port", container, str(port)], capture_output=True, text=True, check=True
     )
     return int(answer.stdout.split()[0].rpartition(":")[2])
+
+
+def request(method: str, url: str, body: object = None) -> tuple[int, object]:
+    """A JSON request to a test's own container over 127.0.0.1: (status, body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
 
 
 def unique_project(prefix: str = "lorepin-test") -> str:

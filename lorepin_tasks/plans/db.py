@@ -10,12 +10,9 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.plans import compose
-from lorepin_tasks.settings import Environment
 
 MIGRATOR = ["python", "-m", "lorepin_cms.migrator"]
 REVISION = re.compile(r"^(head|base|[0-9a-zA-Z_]{1,32})$")
@@ -50,15 +47,6 @@ def downgrade_action(to: str) -> list[str]:
     if not to:
         raise ConfigError("say which revision to go back to: --to REV (see `invoke db.history`)")
     return ["downgrade", "--to", revision(to)]
-
-
-def dump(env: Environment) -> list[str]:
-    """A custom-format pg_dump of the environment's database, to stdout."""
-    return compose.exec_(env, compose.DB_SERVICE, ["pg_dump", "-Fc", "-U", DB_USER, "-d", DB_NAME])
-
-
-def backup_path(env: Environment, now: datetime, label: str) -> Path:
-    return env.backups_dir / f"{now:%Y%m%dT%H%M%SZ}-{label}.dump"
 
 
 def alembic(root: Path, *args: str) -> list[str]:

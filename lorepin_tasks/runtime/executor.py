@@ -12,11 +12,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from lorepin_tasks.errors import CommandFailed, ConfigError, LorePinError
 
@@ -152,6 +154,61 @@ class Executor:
         return self._finish(
             argv, line, proc.returncode, stdout, stderr or "", started, quiet=quiet, check=check
         )
+
+    def pipe(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        read: Callable[[IO[bytes]], object] | None = None,
+        write: Callable[[IO[bytes]], object] | None = None,
+        check: bool = True,
+    ) -> Result:
+        """Run argv with its stdout streamed to `read` or its stdin from `write` (bytes: a
+        database dump flows through, never whole in memory). Always mutating: a dry run
+        prints the command. If `read`/`write` raises, the command is killed and the error
+        goes on; a command that stops reading early (BrokenPipe) is judged by its exit code.
+        """
+        line = shown(argv, env)
+        self.say(f"+ {line if self.dry_run else shown(argv)}")
+        if self.dry_run:
+            return Result(tuple(argv), 0, "", "", 0.0)
+        if shutil.which(argv[0]) is None:
+            raise ConfigError(
+                f"'{argv[0]}' is not installed or not on PATH; run scripts/bootstrap.sh"
+            )
+        started = time.monotonic()
+        with subprocess.Popen(
+            list(argv),
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.PIPE if write else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if read else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        ) as proc:
+            errors: list[bytes] = []
+            drain = threading.Thread(
+                target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""),
+                daemon=True,
+            )
+            drain.start()
+            try:
+                if read and proc.stdout:
+                    read(proc.stdout)
+                if write and proc.stdin:
+                    try:
+                        write(proc.stdin)
+                    except BrokenPipeError:
+                        pass  # it read what it needed (pg_restore -l): its exit code says
+                    finally:
+                        with suppress(OSError):
+                            proc.stdin.close()
+            except BaseException:
+                proc.kill()
+                raise
+            code = proc.wait()
+            drain.join()
+        stderr = b"".join(errors).decode(errors="replace")
+        return self._finish(argv, line, code, "", stderr, started, quiet=False, check=check)
 
     def _progress_fd(self) -> int | None:
         try:

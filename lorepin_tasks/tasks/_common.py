@@ -8,11 +8,11 @@ an environment is started, shared by `up` and `feature.up`.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from invoke.context import Context
@@ -195,18 +195,11 @@ def show_logs(ctx: EnvContext, service: str, *, follow: bool, tail: str) -> None
 
 
 def backup_database(ctx: EnvContext, label: str) -> None:
-    """A `pg_dump -Fc` of the environment's database into its backups directory (0600)."""
-    directory = ctx.env.backups_dir
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
-    path = db_plan.backup_path(ctx.env, datetime.now(UTC), label)
-    ctx.run.say(f"==> {ctx.env.name}: backing up the database before the schema changes")
-    ctx.run.run(db_plan.dump(ctx.env), env=ctx.variables, stdout_to=path)
-    if not ctx.run.dry_run:
-        size = path.stat().st_size
-        if size == 0:
-            raise LorePinError(f"the backup {path} is empty; nothing was migrated")
-        ctx.run.say(f"    backup: {path} ({size / 1024:.0f} KiB)")
+    """A logical backup of the environment's database before a schema change: encrypted,
+    with its manifest, listed and restorable like any other (`invoke backup.list`)."""
+    from lorepin_tasks.tasks.backup import create_logical  # the backup area builds on this one
+
+    create_logical(ctx, re.sub(r"[^a-z0-9.+-]+", "-", label.lower()).strip("-")[:63])
 
 
 def run_migrator(ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:

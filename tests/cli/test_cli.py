@@ -3,6 +3,7 @@ dry runs print the exact commands. Runs `invoke` as a subprocess; no stack is st
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -250,3 +251,46 @@ def test_the_on_call_rollback_script_refuses_bad_input(args: list[str], message:
         check=False,
     )
     assert one_line_error(proc).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], 2, "usage: "),
+        (["local"], 2, "usage: "),
+        (["--yes", "x"], 2, "usage: "),
+        (["nope", "20261130-141503L"], 2, "error: unknown environment 'nope'"),
+        (["local", "latest"], 2, "error: invalid backup id 'latest'"),
+        (["local", "20261130-141503L", "--yes"], 1, "error: 'local' has no backup"),
+        (["production", "20261130-141503L", "--yes"], 6, "error: restoring 'production' needs"),
+    ],
+)
+def test_the_on_call_restore_script_refuses_bad_input(
+    args: list[str], code: int, message: str, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "restore.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "LOREPIN_BACKUP_DIR": str(tmp_path / "none")},
+    )
+    assert one_line_error(proc, code).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["backup.create", "--type", "full"], 2, "error: unknown backup type 'full'"),
+        (["backup.create", "--reason", "Not OK"], 2, "error: invalid backup reason"),
+        (["backup.verify", "--id", "x"], 2, "error: invalid backup id 'x'"),
+        (["backup.restore"], 2, "error: say which backup"),
+        (["backup.list", "--env", "nope"], 2, "error: unknown environment 'nope'"),
+    ],
+)
+def test_backup_tasks_refuse_bad_input_in_one_line(
+    args: list[str], code: int, message: str
+) -> None:
+    proc = invoke(*args)
+    assert one_line_error(proc, code).startswith(message)

@@ -69,15 +69,18 @@ def test_downgrade_confirms_backs_up_and_migrate_returns(stack: dict[str, str]) 
     assert current(stack)["current"] == BEFORE_HEAD
 
     backups = Path(stack["LOREPIN_BACKUP_DIR"])
-    before = set(backups.glob("*.dump"))
+    before = set(backups.glob("*.dump.age"))
     up = invoke("db.migrate", "--backup", env=stack)
     assert up.returncode == 0, up.stderr
     assert f"{BEFORE_HEAD} -> {HEAD}" in up.stdout
-    made = set(backups.glob("*.dump")) - before
+    made = set(backups.glob("*.dump.age")) - before
     assert len(made) == 1
     dump = made.pop()
-    assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+    assert dump.read_bytes().startswith(b"age-encryption.org/v1")  # pg_dump, encrypted
     assert oct(dump.stat().st_mode & 0o777) == "0o600"
+    manifest = json.loads(dump.with_name(dump.name.replace(".dump.age", ".json")).read_text())
+    assert manifest["reason"] == "before-migrate-to-head"
+    assert manifest["schema_revision"] == BEFORE_HEAD
     log = json.loads(invoke("db.history", "--json", env=stack, check=True).stdout)
     assert [(r["action"], r["from_rev"], r["to_rev"]) for r in log[-2:]] == [
         ("downgrade", HEAD, BEFORE_HEAD),

@@ -412,6 +412,41 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     assert site.serving("production") == "1.1.0"
 
 
+def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
+    """The accident: every pin deleted. The restore stops the serving colour, keeps the
+    data it replaces, brings the pins back, serves again and says so in the trail."""
+    db = f"{site.projects['staging']}-db-1"
+
+    def pins(sql: str = "SELECT count(*) FROM pins") -> int:
+        argv = ["docker", "exec", db, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin"]
+        out = subprocess.run([*argv, "-c", sql], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else 0
+
+    made = site.invoke("backup.create", "--env", "staging", "--json")
+    assert made.returncode == 0, made.stderr[-2000:]
+    manifest = json.loads(made.stdout)
+    kept = pins()
+    assert manifest["tables"]["public.pins"] == kept > 0
+    assert manifest["version"] == site.serving("staging")
+    pins("WITH gone AS (DELETE FROM pins RETURNING 1) SELECT count(*) FROM gone")
+    assert pins() == 0
+
+    production = site.invoke("backup.restore", "--env", "production", "--from", manifest["id"])
+    assert production.returncode == 6 and "--break-glass" in production.stderr
+
+    restored = site.invoke("backup.restore", "--env", "staging", "--from", manifest["id"], "--yes")
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert pins() == kept
+    assert site.get("staging", "/readyz")[0] == 200
+    last = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)[-1]
+    assert (last["action"], last["outcome"]) == ("restore", "restored")
+    assert last["detail"]["backup"] == manifest["id"]
+    listed = json.loads(site.invoke("backup.list", "--env", "staging", "--json").stdout)
+    safety = next(b for b in listed if b["id"] == last["detail"]["safety_backup"])
+    assert safety["rows"] is not None and safety["status"] == "ok"
+    assert any(b["reason"] == "before-deploy-1.0.0" for b in listed)  # taken by the deploy
+
+
 @pytest.mark.parametrize(
     "step",
     ["migrating", "starting 1.", "watching"],  # before the new colour, beside it, after the switch

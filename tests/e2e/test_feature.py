@@ -7,8 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from lorepin_tasks.plans.feature import FeatureName, name_for
 from lorepin_tasks.settings import Checkout
-from tests.conftest import invoke, run_hints, unique_project
+from tests.conftest import invoke, request, run_hints, unique_project
 from tests.release_helpers import base_image, clone_project, commit, invoke_in
 
 pytestmark = pytest.mark.docker
@@ -29,18 +27,6 @@ BRANCHES = (
     "feat/expiring",
     "fix/ÜBER_lang-" + "x" * 180,
 )
-
-
-def request(method: str, url: str, body: object = None) -> tuple[int, object]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
 
 
 def of_project(project: str) -> dict[str, list[str]]:

@@ -11,14 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import HEAD, ROOT, invoke, published_port, run_hints, unique_project
+from tests.conftest import HEAD, ROOT, invoke, published_port, request, run_hints, unique_project
 from tests.release_helpers import clone_project, invoke_in
 
 pytestmark = pytest.mark.docker
@@ -55,18 +54,6 @@ def remove_project(project: str) -> None:
                 "LOREPIN_SECRETS_DIR": "/nonexistent",
             },
         )
-
-
-def request(method: str, url: str, body: object = None) -> tuple[int, object]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
-        url,
-        data=data,
-        method=method,
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
-        return response.status, json.loads(response.read() or b"null")
 
 
 def stack_env(tmp: Path, prefix: str) -> dict[str, str]:

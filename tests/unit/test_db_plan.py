@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.plans import compose, db
+from lorepin_tasks.plans import backup, compose, db
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = settings_mod.load({}, root=ROOT, environ={}).environment("local")
@@ -29,7 +28,9 @@ def test_upgrade_runs_the_migrator_in_a_one_off_migrate_container() -> None:
 
 def test_downgrade_and_dump() -> None:
     assert db.downgrade_action("0003") == ["downgrade", "--to", "0003"]
-    assert " ".join(db.dump(LOCAL)) == f"{PREFIX} exec -T db pg_dump -Fc -U lorepin -d lorepin"
+    assert " ".join(backup.dump(LOCAL, None)) == (
+        "docker exec lorepin-local-db-1 pg_dump -Fc -U lorepin -d lorepin"
+    )
 
 
 @pytest.mark.parametrize("bad", ["0003; DROP TABLE pins", "--to", "a b", "x" * 40])
@@ -46,12 +47,11 @@ def test_a_missing_revision_says_which_to_give() -> None:
 
 
 def test_backups_live_with_the_environment_outside_the_checkout() -> None:
-    when = datetime(2026, 11, 25, 14, 5, 9, tzinfo=UTC)
     local = settings_mod.load({}, root=ROOT, environ={"XDG_STATE_HOME": "/state"}).environment(
         "local"
     )
-    assert db.backup_path(local, when, "before-migrate-to-head") == Path(
-        "/state/lorepin/lorepin-local/backups/20261125T140509Z-before-migrate-to-head.dump"
+    assert backup.data_path(local, "20261125-140509L") == Path(
+        "/state/lorepin/lorepin-local/backups/20261125-140509L.dump.age"
     )
 
 

@@ -81,3 +81,43 @@ def test_a_malformed_webhook_only_warns(url: str) -> None:
     said: list[str] = []
     assert notify(url, "deployed", say=said.append) is False
     assert len(said) == 1 and said[0].startswith("warning: ")
+
+
+def test_pipe_streams_bytes_out_of_and_into_a_command() -> None:
+    run = Executor(out=io.StringIO())
+    got: list[bytes] = []
+    run.pipe(["head", "-c", "300000", "/dev/zero"], read=lambda out: got.append(out.read()))
+    assert len(got[0]) == 300_000
+
+    def feed(stdin: object) -> None:
+        stdin.write(b"x" * 200_000)  # type: ignore[attr-defined]
+
+    result = run.pipe(["bash", "-c", "wc -c >&2"], write=feed)
+    assert result.ok and result.stderr.strip() == "200000"
+
+
+def test_pipe_judges_a_command_that_stops_reading_by_its_exit_code() -> None:
+    run = Executor(out=io.StringIO())
+
+    def endless(stdin: object) -> None:
+        while True:
+            stdin.write(b"y" * 65536)  # type: ignore[attr-defined]
+
+    assert run.pipe(["head", "-c", "10"], write=endless).ok
+    with pytest.raises(CommandFailed):
+        run.pipe(["bash", "-c", "head -c 10 >/dev/null; exit 3"], write=endless)
+
+
+def test_pipe_kills_the_command_when_the_reader_fails() -> None:
+    def broken(out: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        Executor(out=io.StringIO()).pipe(["cat", "/dev/zero"], read=broken)
+
+
+def test_pipe_in_a_dry_run_prints_and_runs_nothing(tmp_path: Path) -> None:
+    out = io.StringIO()
+    target = tmp_path / "x"
+    Executor(dry_run=True, out=out).pipe(["touch", str(target)], read=lambda o: None)
+    assert out.getvalue() == f"+ touch {target}\n" and not target.exists()

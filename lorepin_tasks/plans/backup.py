@@ -1,0 +1,359 @@
+"""Logical backups of an environment's database, as data and commands. Pure: no I/O.
+
+A backup is two files in the environment's backups directory:
+
+- `<id>.dump.age`: `pg_dump -Fc` of the database, encrypted with age to the environment's
+  recipients (the standard `age -d -i KEY` decrypts it; `pg_restore` restores it);
+- `<id>.json`: its manifest (environment, version, schema revision, rows per table,
+  sizes, SHA-256 of the encrypted file, recipients). Written last: a backup without a
+  manifest is incomplete and never listed as good.
+
+Ids sort by time and say the type, like pgBackRest's labels: `20261130-141503L`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans.deploy import OPS, container
+from lorepin_tasks.settings import BackupPolicy, Environment
+
+ID = re.compile(r"^(?P<stamp>\d{8}-\d{6})(?P<n>\d{0,2})L$")
+FORMAT = 1  # of the manifest
+DATA_SUFFIX = ".dump.age"
+PARTIAL_SUFFIX = ".partial"
+IDENTITY_FILE = "backup.key"  # in the environment's secrets_dir
+# Restoring replaces the CMS's data and the schema ledger that describes it; the rest of
+# lorepin_ops (deploy history, the audit trail, migration log) is the environment's own
+# record of what happened and is never rewound by a restore.
+RESTORED_OPS_TABLES = ("migration_checksums",)
+# Files the toolkit puts inside containers (their own /tmp, never this machine's).
+IN_CONTAINER = "/tmp/lorepin"  # noqa: S108
+PASSWORD_FILE = f"{IN_CONTAINER}-db-password"
+TOC_FILE, LIST_FILE = f"{IN_CONTAINER}-restore.toc", f"{IN_CONTAINER}-restore.list"
+HEAD_FILE, TAIL_FILE = f"{IN_CONTAINER}-restore-head.sql", f"{IN_CONTAINER}-restore-tail.sql"
+REASON = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,62}$")
+
+
+def backup_id(now: datetime, taken: Iterable[str] = ()) -> str:
+    """A new id for a backup started at `now` (UTC), unique among `taken`."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+    for n in ["", *(f"{i:02d}" for i in range(1, 100))]:
+        candidate = f"{stamp}{n}L"
+        if candidate not in set(taken):
+            return candidate
+    raise ConfigError(f"too many backups started at {stamp}")
+
+
+def check_id(value: str) -> str:
+    if not value:
+        raise ConfigError("say which backup: --from ID (see `invoke backup.list`)")
+    if not ID.fullmatch(value):
+        raise ConfigError(
+            f"invalid backup id {value!r}: like 20261130-141503L (invoke backup.list)"
+        )
+    return value
+
+
+def check_reason(value: str) -> str:
+    if not REASON.fullmatch(value):
+        raise ConfigError(
+            f"invalid backup reason {value!r}: lowercase letters, digits, '.', '+' and '-'"
+        )
+    return value
+
+
+def data_path(env: Environment, id_: str) -> Path:
+    return env.backups_dir / f"{id_}{DATA_SUFFIX}"
+
+
+def manifest_path(env: Environment, id_: str) -> Path:
+    return env.backups_dir / f"{id_}.json"
+
+
+def started_at(id_: str) -> datetime:
+    match = ID.fullmatch(id_)
+    if not match:
+        raise ConfigError(f"invalid backup id {id_!r}")
+    return datetime.strptime(match["stamp"], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def db_exec(env: Environment, argv: Sequence[str], *, stdin: bool = False) -> list[str]:
+    """A command in the database container, over the engine (a remote host works too)."""
+    return [
+        *compose.docker(env),
+        "exec",
+        *(["-i"] if stdin else []),
+        container(env, compose.DB_SERVICE),
+        *argv,
+    ]
+
+
+def dump(env: Environment, snapshot: str | None) -> list[str]:
+    """pg_dump in custom format to stdout, at the snapshot the row counts were read in."""
+    argv = ["pg_dump", "-Fc", "-U", "lorepin", "-d", "lorepin"]
+    return db_exec(env, [*argv, f"--snapshot={snapshot}"] if snapshot else argv)
+
+
+TABLES_SQL = (
+    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
+)
+REVISION_SQL = (
+    "SELECT coalesce((SELECT version_num FROM public.alembic_version LIMIT 1), '') "
+    "WHERE to_regclass('public.alembic_version') IS NOT NULL"
+)
+
+
+def count_sql(tables: Sequence[str]) -> str:
+    """One statement counting every table's rows (names as TABLES_SQL quoted them)."""
+    if not tables:
+        return "SELECT '', 0 WHERE false"
+    # Names come from pg_class through format('%I.%I') (or a manifest checked against it).
+    return " UNION ALL ".join(f"SELECT {_literal(t)}, count(*) FROM {t}" for t in tables)  # noqa: S608
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+RESTORE_HEAD = "\n".join(
+    [
+        # The transaction the whole restore runs in: the tail commits it only after the
+        # backup's script ran to its end and the rows were checked.
+        "BEGIN;",
+        "SET LOCAL lock_timeout = '30s';",
+        f"CREATE SCHEMA IF NOT EXISTS {OPS};",
+        "DROP SCHEMA IF EXISTS public CASCADE;",
+        "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
+        "GRANT USAGE ON SCHEMA public TO PUBLIC;",
+        *(f"DROP TABLE IF EXISTS {OPS}.{t};" for t in RESTORED_OPS_TABLES),
+        "",
+    ]
+)
+
+
+def restore_list(toc: str) -> str:
+    """pg_restore's table of contents (`pg_restore -l`), keeping what a restore brings back:
+    everything but lorepin_ops, except the schema ledger's tables."""
+    kept = []
+    for line in toc.splitlines():
+        if line.startswith(";") or not line.strip():
+            kept.append(line)
+            continue
+        # "<id>; <oid> <oid> <TYPE...> <schema> <name> <owner>"
+        padded = f" {line} "
+        if " SCHEMA - public " in padded:
+            continue  # the head recreates public
+        if f" {OPS} " not in padded or any(f" {OPS} {t} " in padded for t in RESTORED_OPS_TABLES):
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def restore_into_live(env: Environment) -> list[str]:
+    """pg_restore of stdin as a script, applied with the head in one transaction: all or
+    nothing (a failure leaves the live database as it was)."""
+    # COMMIT is in the tail, sent only when pg_restore read the whole archive: a cut
+    # stream ends psql inside the transaction, which PostgreSQL then rolls back.
+    script = (
+        "set -o pipefail; "
+        f"{{ cat {HEAD_FILE} && pg_restore -L {LIST_FILE} -f - && cat {TAIL_FILE} || exit 1; }} "
+        "| PGOPTIONS='-c client_min_messages=warning' "
+        "psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -U lorepin -d lorepin"
+    )
+    return db_exec(env, ["bash", "-c", script], stdin=True)
+
+
+def restore_tail(manifest: Mapping[str, Any]) -> str:
+    """Check the rows the restore brought back against the manifest, then commit."""
+    tables = {
+        name: rows
+        for name, rows in (manifest.get("tables") or {}).items()
+        if not name.startswith(f"{OPS}.") or name.split(".", 1)[1] in RESTORED_OPS_TABLES
+    }
+    checks = [  # names and counts passed manifest_problem's checks
+        f"IF (SELECT count(*) FROM {name}) <> {int(rows)} THEN "  # noqa: S608
+        f"RAISE EXCEPTION 'restore check: {name} has % rows, expected {int(rows)}', "
+        f"(SELECT count(*) FROM {name}); END IF;"
+        for name, rows in tables.items()
+    ]
+    return "DO $check$ BEGIN\n" + "\n".join(checks or ["NULL;"]) + "\nEND $check$;\nCOMMIT;\n"
+
+
+def put_file(env: Environment, path: str) -> list[str]:
+    """Write stdin to a file in the database container (a list or SQL for the restore)."""
+    return db_exec(env, ["bash", "-c", f"cat > {path}"], stdin=True)
+
+
+def toc(env: Environment) -> list[str]:
+    return db_exec(env, ["pg_restore", "-l"], stdin=True)
+
+
+# -- the throwaway database a verification restores into ----------------------------
+
+
+VERIFY_LABEL = "dev.lorepin.verify"
+
+
+def verify_names(env: Environment, id_: str, nonce: str) -> dict[str, str]:
+    base = f"{env.project}-verify-{id_.lower()}-{nonce}"
+    return {"network": base, "db": f"{base}-db", "cms": f"{base}-cms"}
+
+
+def labels(env: Environment, checkout: str, id_: str) -> list[str]:
+    pairs = {
+        "dev.lorepin.env": env.name,
+        "dev.lorepin.kind": env.kind,
+        "dev.lorepin.checkout": checkout,
+        VERIFY_LABEL: id_,
+    }
+    return [arg for k, v in pairs.items() for arg in ("--label", f"{k}={v}")]
+
+
+# -- manifests -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backup:
+    id: str
+    manifest: Mapping[str, Any] | None  # None: missing or unreadable
+    data_bytes: int | None  # the encrypted file's size (None: missing)
+    problem: str | None = None  # why it is not usable, for people
+
+    @property
+    def at(self) -> datetime:
+        return started_at(self.id)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.manifest and (self.manifest.get("verified") or {}).get("ok"))
+
+    @property
+    def good(self) -> bool:
+        return self.problem is None
+
+
+_NAME = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
+TABLE = re.compile(rf"^{_NAME}\.{_NAME}$")  # as format('%I.%I') writes it
+MANIFEST_KEYS = ("format", "id", "environment", "sha256", "bytes", "tables", "recipients")
+
+
+def manifest_problem(id_: str, manifest: Any, data_bytes: int | None) -> str | None:
+    """Why a backup's manifest and file do not make a usable backup (None: they do)."""
+    if manifest is None:
+        return "no manifest: incomplete, or not made by the toolkit"
+    if not isinstance(manifest, Mapping) or any(k not in manifest for k in MANIFEST_KEYS):
+        return "its manifest is not a backup manifest"
+    if manifest.get("format") != FORMAT:
+        return f"its manifest has format {manifest.get('format')!r}, this toolkit reads {FORMAT}"
+    if manifest.get("id") != id_:
+        return f"its manifest describes {manifest.get('id')!r}"
+    tables = manifest.get("tables")
+    if not isinstance(tables, Mapping) or not all(
+        isinstance(k, str) and TABLE.fullmatch(k) and type(v) is int and v >= 0
+        for k, v in tables.items()
+    ):
+        return "its manifest's table counts are not table names and row counts"
+    if data_bytes is None:
+        return "its data file is missing"
+    if data_bytes != manifest.get("bytes"):
+        return f"its data file has {data_bytes} bytes, the manifest says {manifest.get('bytes')}"
+    return None
+
+
+def manifest(
+    *,
+    id_: str,
+    env: Environment,
+    reason: str,
+    who: str,
+    started: datetime,
+    finished: datetime,
+    version: str | None,
+    revision: str | None,
+    tables: Mapping[str, int],
+    dump_bytes: int,
+    data_bytes: int,
+    sha256: str,
+    recipients: Sequence[str],
+    server: str,
+    pinned: bool,
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "id": id_,
+        "type": "logical",
+        "environment": env.name,
+        "project": env.project,
+        "reason": reason,
+        "who": who,
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": finished.isoformat(timespec="seconds"),
+        "seconds": round((finished - started).total_seconds(), 2),
+        "version": version,
+        "schema_revision": revision,
+        "tables": dict(tables),
+        "rows": sum(tables.values()),
+        "dump_bytes": dump_bytes,
+        "bytes": data_bytes,
+        "sha256": sha256,
+        "encryption": "age (X25519)",
+        "recipients": list(recipients),
+        "postgres": server,
+        "pinned": pinned,
+        "verified": None,
+    }
+
+
+# -- retention (grandfather-father-son) ----------------------------------------------
+
+
+def retained(backups: Sequence[Backup], policy: BackupPolicy) -> dict[str, str]:
+    """The good backups a prune keeps, each with why (everything else may go).
+
+    Kept: the newest `last`; the newest of each of the last `daily` days, `weekly` ISO
+    weeks and `monthly` months that have one; the newest verified backup (a restore
+    needs a backup known to restore); pinned ones (taken before a release's migration).
+    """
+    good = sorted((b for b in backups if b.good), key=lambda b: b.id, reverse=True)
+    why: dict[str, str] = {}
+
+    def keep(backup: Backup, reason: str) -> None:
+        why.setdefault(backup.id, reason)
+
+    for backup in good[: policy.keep_last]:
+        keep(backup, "newest")
+    buckets: list[tuple[str, int, Any]] = [
+        ("daily", policy.keep_daily, lambda d: d.date()),
+        ("weekly", policy.keep_weekly, lambda d: d.isocalendar()[:2]),
+        ("monthly", policy.keep_monthly, lambda d: (d.year, d.month)),
+    ]
+    for name, count, bucket in buckets:
+        seen: list[Any] = []
+        for backup in good:
+            key = bucket(backup.at)
+            if key in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.append(key)
+            keep(backup, name)
+    verified = next((b for b in good if b.verified), None)
+    if verified is not None:
+        keep(verified, "newest verified")
+    for backup in good:
+        if backup.manifest and backup.manifest.get("pinned"):
+            keep(backup, "pinned")
+    return why

@@ -1,0 +1,792 @@
+"""Logical backups of an environment's database: `backup.key`, `backup.create`,
+`backup.list`, `backup.verify`, `backup.restore`, `backup.prune`.
+
+A backup is `pg_dump -Fc` encrypted with age to the environment's recipients, with a
+JSON manifest (rows per table, schema revision, SHA-256) beside it in the environment's
+backups directory. Verification restores it into a throwaway PostgreSQL and starts the
+CMS of the backup's version against it. A restore stops the CMS, takes a safety backup,
+and replaces the data in one transaction that checks the rows before it commits.
+
+Config (invoke.yaml, `lorepin.environments.<name>.backup`): `recipients` (age public keys
+that can also decrypt), `keep` (`last`, `daily`, `weekly`, `monthly`: what `backup.prune`
+keeps). The environment's key is `backup.key` in its secrets_dir. See docs/backups.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets as random
+import tarfile
+import time
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+
+from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.plans import backup as plan
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.runtime import backups, docker, git
+from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.pg import Session
+from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    ENV_HELP,
+    JSON_HELP,
+    YES_HELP,
+    locked,
+    open_env,
+    task,
+)
+from lorepin_tasks.tasks.deploy import (
+    _deploy_lock,
+    _notify,
+    _record,
+    _trail,
+    _wait_ready,
+)
+
+VERIFY_TIMEOUT = 120.0  # seconds the throwaway database and CMS have to come up
+
+
+def _open(c: Context, env: str, dry_run: bool) -> EnvContext:
+    ctx = open_env(c, env or "local", dry_run=dry_run)
+    docker.ensure_owned(ctx)
+    return ctx
+
+
+def _who(ctx: EnvContext) -> str:
+    return git.who_am_i(ctx.run, ctx.settings.root)
+
+
+def _db_container(ctx: EnvContext) -> dict[str, Any]:
+    """The environment's running database container (its image id too), or a clear error."""
+    name = deploy_plan.container(ctx.env, compose.DB_SERVICE)
+    answer = ctx.run.run(
+        [*compose.docker(ctx.env), "inspect", "--format", "{{json .State}}|{{.Image}}", name],
+        env=ctx.engine,
+        capture=True,
+        check=False,
+        mutates=False,
+        quiet=True,
+    )
+    state, _, image = answer.stdout.strip().partition("|")
+    running = answer.ok and json.loads(state or "{}").get("Running")
+    if not running:
+        start = "`invoke deploy`" if ctx.env.is_server else f"`{ctx.hint('up')}`"
+        raise LorePinError(
+            f"the database of '{ctx.env.name}' is not running: start it first ({start})"
+        )
+    return {"name": name, "image": image}
+
+
+def _serving(ctx: EnvContext) -> tuple[str | None, list[str]]:
+    """The version the environment serves and the CMS containers that take writes."""
+    if ctx.env.is_server:
+        state = ComposeBlueGreen(ctx).state()
+        running = [
+            deploy_plan.container(ctx.env, deploy_plan.service(c.name))
+            for c in state.colours.values()
+            if c.running
+        ]
+        return state.serving, running
+    running = [c.name for c in docker.services(ctx) if c.service == "cms" and c.state == "running"]
+    return ctx.env.image_tag, running
+
+
+def _image_id(ctx: EnvContext, container: str) -> str | None:
+    answer = ctx.run.run(
+        [*compose.docker(ctx.env), "inspect", "--format", "{{.Image}}", container],
+        env=ctx.engine,
+        capture=True,
+        check=False,
+        mutates=False,
+        quiet=True,
+    )
+    return answer.stdout.strip() or None if answer.ok else None
+
+
+# -- create ----------------------------------------------------------------------------
+
+
+def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[str, Any]:
+    """Take a logical backup (the caller holds the environment's lock); its manifest.
+
+    Row counts and the schema revision are read in the same snapshot pg_dump dumps, so
+    the manifest describes exactly what the file holds.
+    """
+    plan.check_reason(reason)
+    directory = ctx.env.backups_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
+    to = backups.recipients(ctx)
+    db = _db_container(ctx) if not ctx.run.dry_run else {"name": "", "image": None}
+    version, cms = _serving(ctx) if not ctx.run.dry_run else (None, [])
+    started = datetime.now(UTC)
+    id_ = plan.backup_id(started, (b.id for b in backups.listed(ctx)))
+    ctx.run.say(f"==> {ctx.env.name}: backing up the database ({reason}) as {id_}")
+    if ctx.run.dry_run:
+        ctx.run.pipe(plan.dump(ctx.env, None), env=ctx.engine)
+        ctx.run.say(f"  | age -r {' -r '.join(to) or 'RECIPIENT'} > {plan.data_path(ctx.env, id_)}")
+        return {"id": id_}
+    for leftover in backups.leftovers(ctx):  # a run killed mid-backup (we hold the lock)
+        ctx.run.say(f"    removing {leftover.name}, left by a backup that did not finish")
+        leftover.unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    final = plan.data_path(ctx.env, id_)
+    partial = final.with_name(final.name + plan.PARTIAL_SUFFIX)
+    who = _who(ctx)
+    with Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.engine, "database", quiet=True) as s:
+        s.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot = s.scalar("SELECT pg_export_snapshot()")
+        tables = [row[0] for row in s.query(plan.TABLES_SQL)]
+        counts = {row[0]: int(row[1]) for row in s.query(plan.count_sql(tables))}
+        revision = s.scalar(plan.REVISION_SQL) or None
+        server = s.scalar("SHOW server_version") or ""
+        sizes: dict[str, Any] = {}
+
+        def into_file(source: IO[bytes]) -> None:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as sink:
+                plain, stored, digest = backups.encrypt(source, sink, to)
+                sink.flush()
+                os.fsync(sink.fileno())
+            sizes.update(plain=plain, stored=stored, sha256=digest)
+
+        try:
+            ctx.run.pipe(plan.dump(ctx.env, snapshot), env=ctx.engine, read=into_file)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise LorePinError(
+                f"cannot write the backup into {directory}: {exc.strerror or exc}; "
+                "nothing was kept (free space there and try again)"
+            ) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        s.query("COMMIT")
+    if not sizes.get("plain"):
+        partial.unlink(missing_ok=True)
+        raise LorePinError(f"pg_dump of '{ctx.env.name}' produced nothing; no backup was kept")
+    partial.replace(final)
+    images = {"postgres": db["image"], "cms": _image_id(ctx, cms[0]) if cms else None}
+    manifest = plan.manifest(
+        id_=id_,
+        env=ctx.env,
+        reason=reason,
+        who=who,
+        started=started,
+        finished=datetime.now(UTC),
+        version=version,
+        revision=revision,
+        tables=counts,
+        dump_bytes=sizes["plain"],
+        data_bytes=sizes["stored"],
+        sha256=sizes["sha256"],
+        recipients=to,
+        server=server,
+        pinned=pin,
+    )
+    manifest["images"] = images
+    backups.write_manifest(ctx, id_, manifest)
+    ctx.run.say(
+        f"    {id_}: {manifest['rows']} rows in {len(counts)} tables, "
+        f"{sizes['stored'] / 1e6:.1f} MB encrypted, {manifest['seconds']:.1f} s"
+    )
+    return manifest
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "type": "logical (pg_dump, age-encrypted; the only type so far)",
+        "reason": "why, recorded in the manifest (default: manual)",
+        "pin": "keep it through every prune",
+        "json": JSON_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def create(
+    c: Context,
+    env: str = "",
+    type: str = "logical",
+    reason: str = "manual",
+    pin: bool = False,
+    json_: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Back up the environment's database: encrypted, checksummed, with a manifest."""
+    if type != "logical":
+        raise ConfigError(
+            f"unknown backup type {type!r}: logical is the one available (physical full, diff "
+            "and incr backups with WAL archiving are not part of the toolkit yet)"
+        )
+    plan.check_reason(reason)
+    ctx = _open(c, env, dry_run)
+    with locked(ctx, "backup.create"):
+        manifest = create_logical(ctx, reason, pin=pin)
+    if json_ and not dry_run:
+        print(json.dumps(manifest, indent=2, sort_keys=True))
+    elif not dry_run:
+        print(manifest["id"])
+
+
+@task(help={"env": ENV_HELP})
+def key(c: Context, env: str = "") -> None:
+    """Create the environment's backup key (age) if it has none; print its public key."""
+    ctx = open_env(c, env or "local", dry_run=False)
+    path = backups.identity_path(ctx)
+    if path.exists():
+        have = backups.load_identity(ctx).to_public()
+        raise NothingToDo(f"'{ctx.env.name}' has a backup key already ({path}); public: {have}")
+    public = backups.new_identity(path)
+    ctx.run.say(f"created {path}: keep a copy off this machine, or no backup can be decrypted")
+    print(public)
+
+
+# -- list ------------------------------------------------------------------------------
+
+
+def _row(b: plan.Backup) -> dict[str, Any]:
+    m = b.manifest or {}
+    verified = m.get("verified") or {}
+    return {
+        "id": b.id,
+        "status": "ok" if b.good else "unusable",
+        "problem": b.problem,
+        "reason": m.get("reason"),
+        "version": m.get("version"),
+        "schema_revision": m.get("schema_revision"),
+        "rows": m.get("rows"),
+        "bytes": b.data_bytes,
+        "pinned": bool(m.get("pinned")),
+        "verified": verified.get("ok") if verified else None,
+        "verified_at": verified.get("at"),
+    }
+
+
+@task(name="list", help={"env": ENV_HELP, "json": JSON_HELP})
+def list_(c: Context, env: str = "", json_: bool = False) -> None:
+    """List the environment's backups, newest first: status, version, rows, verified."""
+    ctx = open_env(c, env or "local", dry_run=False)
+    rows = [_row(b) for b in backups.listed(ctx)]
+    if json_:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"'{ctx.env.name}' has no backups yet (`invoke backup.create --env {ctx.env.name}`)")
+        return
+    head = ("ID", "STATUS", "VERSION", "REVISION", "ROWS", "MB", "VERIFIED", "REASON")
+    print("{:19} {:9} {:10} {:9} {:>8} {:>8}  {:8}  {}".format(*head))
+    for r in rows:
+        verified = {True: "yes", False: "FAILED", None: "-"}[r["verified"]]
+        size = f"{r['bytes'] / 1e6:.1f}" if r["bytes"] is not None else "-"
+        print(
+            f"{r['id']:19} {r['status']:9} {r['version'] or '-'!s:10} "
+            f"{r['schema_revision'] or '-'!s:9} {r['rows'] if r['rows'] is not None else '-'!s:>8} "
+            f"{size:>8}  {verified:8}  {r['reason'] or r['problem']}"
+            + (" (pinned)" if r["pinned"] else "")
+        )
+
+
+# -- verify ----------------------------------------------------------------------------
+
+
+def _usable(ctx: EnvContext, id_: str) -> tuple[plan.Backup, Any]:
+    """A backup that can be restored: manifest, checksum, a key that decrypts it."""
+    backup = backups.find(ctx, id_)
+    if backup.problem:
+        raise Refused(f"backup {backup.id} is unusable: {backup.problem}")
+    backups.check_sum(ctx, backup)
+    identity = backups.load_identity(ctx)
+    backups.check_key(
+        plan.data_path(ctx.env, backup.id), identity, backup.id, backups.identity_path(ctx)
+    )
+    return backup, identity
+
+
+def _newest(ctx: EnvContext) -> str:
+    found = [b for b in backups.listed(ctx) if b.good]
+    if not found:
+        raise LorePinError(f"'{ctx.env.name}' has no usable backup to verify")
+    return found[0].id
+
+
+def _password_tar(name: str, password: str) -> bytes:
+    """A tar with one file (mode 0644): what `docker cp -` puts into a container."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        data = password.encode()
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@dataclass
+class Throwaway:
+    """A PostgreSQL (and a CMS) of the backup's images on a network of their own, removed
+    however the verification ends. The password goes in with `docker cp`, so it never
+    shows in `docker inspect`."""
+
+    ctx: EnvContext
+    backup: str
+    names: dict[str, str]
+    password: str
+
+    def docker(self, *args: str, check: bool = True, quiet: bool = False) -> Any:
+        """A docker command; its output is kept, never mixed into the task's own."""
+        return self.ctx.run.run(
+            [*compose.docker(self.ctx.env), *args],
+            env=self.ctx.engine,
+            check=check,
+            capture=True,
+            quiet=quiet,
+        )
+
+    def start(self, role: str, image: str, environment: dict[str, str]) -> None:
+        name = self.names[role]
+        labels = plan.labels(self.ctx.env, self.ctx.settings.checkout.id, self.backup)
+        env_args = [arg for k, v in environment.items() for arg in ("-e", f"{k}={v}")]
+        self.docker(
+            "create", "--name", name, "--network", self.names["network"], *labels, *env_args, image
+        )
+        self.ctx.run.pipe(
+            [
+                *compose.docker(self.ctx.env),
+                "cp",
+                "-",
+                f"{name}:{Path(plan.PASSWORD_FILE).parent}/",
+            ],
+            env=self.ctx.engine,
+            write=lambda sink: sink.write(
+                _password_tar(Path(plan.PASSWORD_FILE).name, self.password)
+            ),
+        )
+        self.docker("start", name)
+
+    def remove(self) -> None:
+        for role in ("cms", "db"):
+            self.docker("rm", "-f", "-v", self.names[role], check=False, quiet=True)
+        self.docker("network", "rm", self.names["network"], check=False, quiet=True)
+
+
+def _sql(t: Throwaway, sql: str) -> list[str]:
+    answer = t.docker(
+        "exec",
+        t.names["db"],
+        "psql",
+        "-qtAX",
+        "-U",
+        "lorepin",
+        "-d",
+        "lorepin",
+        "-c",
+        sql,
+        quiet=True,
+    )
+    return [line for line in answer.stdout.splitlines() if line]
+
+
+def _wait(deadline: float, what: str, probe: Any) -> None:
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.5)
+    raise LorePinError(f"the throwaway {what} did not come up within {VERIFY_TIMEOUT:.0f} s")
+
+
+def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
+    """Restore a backup into a throwaway PostgreSQL, compare it with its manifest, start
+    the CMS of its version against it; the checks (recorded in the manifest)."""
+    backup, identity = _usable(ctx, id_)
+    manifest = dict(backup.manifest or {})
+    images = manifest.get("images") or {}
+    started = time.monotonic()
+    t = Throwaway(
+        ctx,
+        backup.id,
+        plan.verify_names(ctx.env, backup.id, random.token_hex(3)),
+        random.token_urlsafe(24),
+    )
+    ctx.run.add_secret(t.password)
+    db_image = images.get("postgres") or f"{ctx.settings.image_prefix}/postgres:{ctx.env.image_tag}"
+    checks: dict[str, Any] = {"checksum": True, "decrypts": True}
+    problems: list[str] = []
+    ctx.run.say(f"==> {ctx.env.name}: verifying {backup.id} in a throwaway database")
+    try:
+        t.docker(
+            "network",
+            "create",
+            "--internal",
+            *plan.labels(ctx.env, ctx.settings.checkout.id, backup.id),
+            t.names["network"],
+        )
+        t.start(
+            "db",
+            db_image,
+            {
+                "POSTGRES_USER": "lorepin",
+                "POSTGRES_DB": "lorepin",
+                "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
+            },
+        )
+        deadline = time.monotonic() + VERIFY_TIMEOUT
+        _wait(
+            deadline,
+            "database",
+            lambda: (
+                t.docker(
+                    "exec",
+                    t.names["db"],
+                    "pg_isready",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "lorepin",
+                    "-d",
+                    "lorepin",
+                    check=False,
+                    quiet=True,
+                ).ok
+            ),
+        )
+        ctx.run.pipe(
+            [
+                *compose.docker(ctx.env),
+                "exec",
+                "-i",
+                t.names["db"],
+                "pg_restore",
+                "-U",
+                "lorepin",
+                "-d",
+                "lorepin",
+                "--exit-on-error",
+                "--no-owner",
+            ],
+            env=ctx.engine,
+            write=lambda sink: backups.decrypt(
+                plan.data_path(ctx.env, backup.id), sink, identity, backup.id
+            ),
+        )
+        checks["restored"] = True
+        revision = (_sql(t, plan.REVISION_SQL) or [""])[0] or None
+        checks["schema_revision"] = revision
+        if revision != manifest.get("schema_revision"):
+            problems.append(
+                f"schema revision {revision}, manifest {manifest.get('schema_revision')}"
+            )
+        tables = dict(manifest.get("tables") or {})
+        found = {
+            name: int(rows)
+            for name, _, rows in (
+                row.rpartition("|") for row in _sql(t, plan.count_sql(list(tables)))
+            )
+        }
+        wrong = {k: (found.get(k), v) for k, v in tables.items() if found.get(k) != v}
+        checks["rows"] = sum(found.values())
+        if wrong:
+            name, (got, want) = next(iter(wrong.items()))
+            problems.append(f"{name} has {got} rows, the manifest says {want}")
+        checks["cms_ready"] = _cms_ready(ctx, t, images.get("cms"), deadline)
+        if checks["cms_ready"] is False:
+            problems.append("the CMS of the backup's version is not ready against it")
+    except LorePinError as exc:
+        problems.append(str(exc))
+    finally:
+        t.remove()
+    seconds = round(time.monotonic() - started, 1)
+    verified = {
+        "ok": not problems,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": seconds,
+        "checks": checks,
+        "problem": problems[0] if problems else None,
+    }
+    manifest["verified"] = verified
+    backups.write_manifest(ctx, backup.id, manifest)
+    return verified
+
+
+def _cms_ready(ctx: EnvContext, t: Throwaway, image: str | None, deadline: float) -> bool | None:
+    """The CMS's /readyz against the restored copy (None: its image is not on this engine)."""
+    if not image or not t.docker("image", "inspect", image, check=False, quiet=True).ok:
+        ctx.run.say(
+            "    (the CMS image of the backup's version is not on this engine: not started)"
+        )
+        return None
+    t.start(
+        "cms",
+        image,
+        {
+            "LOREPIN_DB_HOST": t.names["db"],
+            "LOREPIN_DB_USER": "lorepin",
+            "LOREPIN_DB_NAME": "lorepin",
+            "LOREPIN_DB_PASSWORD_FILE": plan.PASSWORD_FILE,
+        },
+    )
+    probe = (
+        "import sys, urllib.request as u\n"
+        "try:\n    u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)\n"
+        "except Exception:\n    sys.exit(1)\n"
+    )
+    with suppress(LorePinError):
+        _wait(
+            deadline,
+            "CMS",
+            lambda: (
+                t.docker("exec", t.names["cms"], "python3", "-c", probe, check=False, quiet=True).ok
+            ),
+        )
+        return True
+    return False
+
+
+@task(
+    help={
+        "id": "the backup to verify (default: the newest usable one)",
+        "env": ENV_HELP,
+        "json": JSON_HELP,
+        "dry_run": DRY_HELP,
+    },
+)
+def verify(
+    c: Context, id: str = "", env: str = "", json_: bool = False, dry_run: bool = False
+) -> None:
+    """Prove a backup restores: checksum, key, a real restore into a throwaway PostgreSQL,
+    rows and schema against its manifest, and the CMS ready on it."""
+    ctx = _open(c, env, dry_run)
+    id_ = plan.check_id(id) if id else _newest(ctx)
+    if dry_run:
+        _usable(ctx, id_)
+        ctx.run.say(f"+ restore {id_} into a throwaway database, compare, start the CMS")
+        return
+    with locked(ctx, "backup.verify"):
+        result = verify_one(ctx, id_)
+    if json_:
+        print(json.dumps({"id": id_, **result}, indent=2))
+    if not result["ok"]:
+        raise LorePinError(f"backup {id_} failed verification: {result['problem']}")
+    if not json_:
+        checks = result["checks"]
+        cms = {True: "ready", None: "not started (image absent)", False: "not ready"}[
+            checks.get("cms_ready")
+        ]
+        print(
+            f"{id_}: restores ({checks['rows']} rows, revision {checks['schema_revision']}), "
+            f"CMS {cms}, {result['seconds']} s"
+        )
+
+
+# -- restore ---------------------------------------------------------------------------
+
+
+def _live_revision(ctx: EnvContext) -> str | None:
+    answer = ctx.run.run(
+        plan.db_exec(
+            ctx.env, ["psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c", plan.REVISION_SQL]
+        ),
+        env=ctx.engine,
+        capture=True,
+        mutates=False,
+        quiet=True,
+    )
+    return answer.stdout.strip() or None
+
+
+def _put(ctx: EnvContext, path: str, text: str) -> None:
+    ctx.run.pipe(
+        plan.put_file(ctx.env, path), env=ctx.engine, write=lambda s: s.write(text.encode())
+    )
+
+
+def _restore_data(ctx: EnvContext, backup: plan.Backup, identity: Any) -> None:
+    """Replace the live data with the backup's in one transaction (all or nothing)."""
+    data = plan.data_path(ctx.env, backup.id)
+    ctx.run.pipe(
+        plan.db_exec(ctx.env, ["bash", "-c", f"pg_restore -l > {plan.TOC_FILE}"], stdin=True),
+        env=ctx.engine,
+        write=lambda sink: backups.decrypt(data, sink, identity, backup.id),
+    )
+    toc_text = ctx.run.run(
+        plan.db_exec(ctx.env, ["cat", plan.TOC_FILE]),
+        env=ctx.engine,
+        capture=True,
+        quiet=True,
+    ).stdout
+    if "Selected TOC Entries" not in toc_text and not ctx.run.dry_run:
+        raise Refused(f"backup {backup.id} holds no pg_dump archive")
+    for path, text in (
+        (plan.LIST_FILE, plan.restore_list(toc_text)),
+        (plan.HEAD_FILE, plan.RESTORE_HEAD),
+        (plan.TAIL_FILE, plan.restore_tail(dict(backup.manifest or {}))),
+    ):
+        _put(ctx, path, text)
+    ctx.run.pipe(
+        plan.restore_into_live(ctx.env),
+        env=ctx.engine,
+        write=lambda sink: backups.decrypt(data, sink, identity, backup.id),
+    )
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "from": "the backup to restore (see `invoke backup.list`)",
+        "schema_change": "restore a backup whose schema revision differs from the live one",
+        "break_glass": "why a restore of an environment that needs approvals goes ahead "
+        "(recorded and announced)",
+        "yes": YES_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def restore(
+    c: Context,
+    env: str = "",
+    from_: str = "",
+    schema_change: bool = False,
+    break_glass: str = "",
+    yes: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Put a backup back: stop the CMS, take a safety backup, replace the data in one
+    checked transaction, start the CMS, record it."""
+    id_ = plan.check_id(from_)
+    ctx = _open(c, env, dry_run)
+    approvals = ctx.env.deploy.approvals if ctx.env.deploy else 0
+    if approvals and not break_glass.strip():
+        raise Refused(
+            f"restoring '{ctx.env.name}' needs {approvals} approval(s) like a deploy: "
+            "say why it cannot wait with --break-glass REASON (recorded and announced)"
+        )
+    backup, identity = _usable(ctx, id_)
+    manifest = dict(backup.manifest or {})
+    if manifest.get("environment") != ctx.env.name:
+        raise Refused(f"backup {id_} is of '{manifest.get('environment')}', not '{ctx.env.name}'")
+    _db_container(ctx)
+    live = _live_revision(ctx)
+    if live != manifest.get("schema_revision") and not schema_change:
+        raise Refused(
+            f"backup {id_} is at schema revision {manifest.get('schema_revision')}, "
+            f"'{ctx.env.name}' at {live}: deploy the release of that schema first, or pass "
+            "--schema-change"
+        )
+    version, writers = _serving(ctx)
+    confirm(
+        f"Replace the data of '{ctx.env.name}' with backup {id_} "
+        f"(taken {manifest.get('started_at')}, {manifest.get('rows')} rows)? The CMS stops "
+        "until it is done; a safety backup is taken first.",
+        yes=yes or dry_run,
+    )
+    who = _who(ctx)
+    reason = break_glass.strip() or None
+    with ExitStack() as stack:
+        stack.enter_context(locked(ctx, "backup.restore"))
+        session = (
+            stack.enter_context(_deploy_lock(ctx, who, f"restore {id_}"))
+            if ctx.env.is_server
+            else None
+        )
+        trail = _trail(ctx, session, who)
+        _record(
+            trail, ctx, who, "restore", version, "started", {"backup": id_, "break_glass": reason}
+        )
+        started = time.monotonic()
+        outcome, safety = "failed", None
+        try:
+            if writers:
+                ctx.run.say(f"==> {ctx.env.name}: stopping the CMS ({', '.join(writers)})")
+                ctx.run.run(
+                    [*compose.docker(ctx.env), "stop", *writers], env=ctx.engine, capture=True
+                )
+            safety = create_logical(ctx, f"before-restore-{id_.lower()}")["id"]
+            ctx.run.say(f"==> {ctx.env.name}: restoring {id_}")
+            _restore_data(ctx, backup, identity)
+            outcome = "restored"
+        finally:
+            if writers:
+                ctx.run.say(f"==> {ctx.env.name}: starting the CMS")
+                ctx.run.run(
+                    [*compose.docker(ctx.env), "start", *writers],
+                    env=ctx.engine,
+                    check=False,
+                    capture=True,
+                )
+            seconds = round(time.monotonic() - started, 1)
+            _record(
+                trail,
+                ctx,
+                who,
+                "restore",
+                version,
+                outcome,
+                {"backup": id_, "safety_backup": safety, "seconds": seconds, "break_glass": reason},
+            )
+            _notify(
+                ctx, f"{ctx.env.name}: restore of {id_} {outcome} ({seconds} s, before: {safety})"
+            )
+        _ready_after(ctx, writers, version)
+    if not dry_run:
+        print(f"{ctx.env.name}: restored {id_} in {seconds} s; the data before it is {safety}")
+
+
+def _ready_after(ctx: EnvContext, writers: list[str], version: str | None) -> None:
+    if not writers or ctx.run.dry_run:
+        return
+    if ctx.env.is_server:
+        backend = ComposeBlueGreen(ctx)
+        state = backend.state()
+        if state.active and version:
+            _wait_ready(ctx, backend, state.active, version)
+        return
+    from lorepin_tasks.runtime import http
+
+    http.wait_ready(
+        f"{docker.published_url(ctx)}/readyz",
+        timeout=float(ctx.settings.wait_timeout),
+        say=ctx.run.say,
+        hint=ctx.hint("logs", "--service", compose.HTTP_SERVICE),
+    )
+
+
+# -- prune -----------------------------------------------------------------------------
+
+
+@task(help={"env": ENV_HELP, "yes": YES_HELP, "dry_run": DRY_HELP})
+def prune(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -> None:
+    """Remove the backups the retention policy (backup.keep) no longer keeps; never the
+    newest verified one nor a pinned one."""
+    ctx = _open(c, env, dry_run)
+    with locked(ctx, "backup.prune"):
+        found = backups.listed(ctx)
+        kept = plan.retained(found, ctx.env.backup)
+        going = [b for b in found if b.good and b.id not in kept]
+        for b in found:
+            print(
+                f"{'keep' if b.id in kept else ('remove' if b.good else 'unusable')} {b.id}"
+                f"{f' ({kept[b.id]})' if b.id in kept else ''}"
+            )
+        if not going:
+            raise NothingToDo(f"'{ctx.env.name}': every backup is kept by the policy")
+        if not dry_run:
+            confirm(f"Remove {len(going)} backup(s) of '{ctx.env.name}'?", yes=yes)
+        for b in going:
+            for path in (plan.data_path(ctx.env, b.id), plan.manifest_path(ctx.env, b.id)):
+                if dry_run:
+                    ctx.run.say(f"+ rm {path}")
+                else:
+                    path.unlink(missing_ok=True)
+
+
+ns = Collection("backup", create, key, list_, verify, restore, prune)

@@ -1,0 +1,211 @@
+"""Backups as data: ids, manifests, what a restore brings back, what a prune keeps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import backup as plan
+from lorepin_tasks.settings import BackupPolicy
+from lorepin_tasks.settings import _backup as backup_policy
+
+NOW = datetime(2026, 11, 30, 14, 15, 3, tzinfo=UTC)
+
+TOC = """;
+; Archive created at 2026-11-30 13:54:17 UTC
+;
+; Selected TOC Entries:
+;
+6; 2615 16399 SCHEMA - lorepin_ops lorepin
+218; 1259 16400 TABLE lorepin_ops audit lorepin
+219; 1259 16407 TABLE lorepin_ops migration_checksums lorepin
+220; 1259 16414 SEQUENCE lorepin_ops migration_log_id_seq lorepin
+217; 1259 16394 TABLE public alembic_version lorepin
+216; 1259 16386 TABLE public pins lorepin
+3381; 0 0 SEQUENCE OWNED BY public pins_id_seq lorepin
+3371; 0 16400 TABLE DATA lorepin_ops audit lorepin
+3372; 0 16407 TABLE DATA lorepin_ops migration_checksums lorepin
+3369; 0 16386 TABLE DATA public pins lorepin
+3221; 2606 16406 CONSTRAINT lorepin_ops audit audit_pkey lorepin
+3223; 2606 16413 CONSTRAINT lorepin_ops migration_checksums migration_checksums_pkey lorepin
+3217; 2606 16393 CONSTRAINT public pins pins_pkey lorepin
+"""
+
+
+def test_ids_sort_by_time_and_stay_unique() -> None:
+    first = plan.backup_id(NOW)
+    assert first == "20261130-141503L"
+    assert plan.backup_id(NOW, [first]) == "20261130-14150301L"
+    assert plan.started_at(first) == NOW
+    assert plan.check_id(first) == first
+
+
+@pytest.mark.parametrize("bad", ["", "latest", "20261130-141503F", "../x", "20261130141503L"])
+def test_a_bad_id_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        plan.check_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "Manual", "a b", "x" * 64, "-lead"])
+def test_a_bad_reason_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        plan.check_reason(bad)
+
+
+def test_a_restore_keeps_the_environments_own_records() -> None:
+    """The CMS's schema and the schema ledger come back; the audit trail and deploy
+    history of the environment are never rewound."""
+    kept = [ln for ln in plan.restore_list(TOC).splitlines() if not ln.startswith(";")]
+    assert kept == [
+        "219; 1259 16407 TABLE lorepin_ops migration_checksums lorepin",
+        "217; 1259 16394 TABLE public alembic_version lorepin",
+        "216; 1259 16386 TABLE public pins lorepin",
+        "3381; 0 0 SEQUENCE OWNED BY public pins_id_seq lorepin",
+        "3372; 0 16407 TABLE DATA lorepin_ops migration_checksums lorepin",
+        "3369; 0 16386 TABLE DATA public pins lorepin",
+        "3223; 2606 16413 CONSTRAINT lorepin_ops migration_checksums "
+        "migration_checksums_pkey lorepin",
+        "3217; 2606 16393 CONSTRAINT public pins pins_pkey lorepin",
+    ]
+
+
+def test_the_restore_commits_only_after_the_rows_match() -> None:
+    tail = plan.restore_tail(
+        {"tables": {"public.pins": 3, "lorepin_ops.audit": 9, "lorepin_ops.migration_checksums": 6}}
+    )
+    assert "FROM public.pins) <> 3" in tail
+    assert "migration_checksums) <> 6" in tail
+    assert "audit" not in tail  # the live trail stays: its rows are not the backup's
+    assert tail.rstrip().endswith("COMMIT;")
+    assert plan.RESTORE_HEAD.startswith("BEGIN;")
+    assert "COMMIT" not in plan.RESTORE_HEAD
+
+
+def test_the_restore_pipe_never_commits_a_cut_stream() -> None:
+    env = _env()
+    script = plan.restore_into_live(env)[-1]
+    assert "set -o pipefail" in script
+    assert f"pg_restore -L {plan.LIST_FILE} -f - && cat {plan.TAIL_FILE} || exit 1" in script
+    assert "--single-transaction" not in script  # psql would COMMIT at the end of any input
+
+
+def good_manifest(id_: str = "20261130-141503L", **extra: Any) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "id": id_,
+        "environment": "local",
+        "sha256": "0" * 64,
+        "bytes": 10,
+        "tables": {"public.pins": 3, 'public."Odd ""name"""': 0},
+        "recipients": ["age1..."],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("manifest", "size", "problem"),
+    [
+        (None, 10, "no manifest"),
+        ({}, 10, "not a backup manifest"),
+        (good_manifest(format=2), 10, "format 2"),
+        (good_manifest(id="20261130-141504L"), 10, "describes"),
+        (good_manifest(tables={"public.pins; DROP TABLE x": 1}), 10, "table counts"),
+        (good_manifest(tables={"public.pins": -1}), 10, "table counts"),
+        (good_manifest(tables={"public.pins": "3"}), 10, "table counts"),
+        (good_manifest(), None, "data file is missing"),
+        (good_manifest(), 11, "has 11 bytes"),
+    ],
+)
+def test_a_manifest_that_does_not_describe_its_file_is_a_problem(
+    manifest: Any, size: int | None, problem: str
+) -> None:
+    found = plan.manifest_problem("20261130-141503L", manifest, size)
+    assert found is not None and problem in found
+
+
+def test_a_good_manifest_has_no_problem() -> None:
+    assert plan.manifest_problem("20261130-141503L", good_manifest(), 10) is None
+
+
+def _backup(at: datetime, **manifest: Any) -> plan.Backup:
+    id_ = plan.backup_id(at)
+    return plan.Backup(id=id_, manifest=good_manifest(id_, **manifest), data_bytes=10)
+
+
+def test_prune_keeps_grandfather_father_son() -> None:
+    # One backup every 6 hours for 70 days.
+    found = [_backup(NOW - timedelta(hours=6 * i)) for i in range(4 * 70)]
+    policy = BackupPolicy(keep_last=2, keep_daily=3, keep_weekly=2, keep_monthly=3)
+    kept = plan.retained(found, policy)
+    newest = sorted(kept, reverse=True)
+    assert newest[:2] == [found[0].id, found[1].id]
+    daily = [i for i, why in kept.items() if why == "daily"]
+    assert len(daily) == 3 - 1  # today's newest is kept already as "newest"
+    months = {plan.started_at(i).strftime("%Y-%m") for i in kept}
+    assert months == {"2026-11", "2026-10", "2026-09"}
+    assert len(kept) <= 2 + 3 + 2 + 3
+
+
+def test_prune_never_drops_the_newest_verified_or_a_pinned_backup() -> None:
+    old_verified = _backup(NOW - timedelta(days=400), verified={"ok": True})
+    pinned = _backup(NOW - timedelta(days=500), pinned=True)
+    failed = _backup(NOW - timedelta(days=300), verified={"ok": False})
+    recent = [_backup(NOW - timedelta(hours=i)) for i in range(3)]
+    only_newest = BackupPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    kept = plan.retained([*recent, failed, old_verified, pinned], only_newest)
+    assert kept[old_verified.id] == "newest verified"
+    assert kept[pinned.id] == "pinned"
+    assert failed.id not in kept
+
+
+def test_unusable_backups_are_never_counted_as_kept() -> None:
+    broken = plan.Backup(id=plan.backup_id(NOW), manifest=None, data_bytes=5, problem="x")
+    assert plan.retained([broken], BackupPolicy()) == {}
+
+
+def test_backup_settings_are_checked() -> None:
+    assert backup_policy({}, "e") == BackupPolicy()
+    key = "age1" + "q" * 58
+    policy = backup_policy({"recipients": [key], "keep": {"last": 5, "monthly": 12}}, "e")
+    assert policy.recipients == (key,) and policy.keep_last == 5 and policy.keep_monthly == 12
+    for bad in (
+        {"recipients": ["not-a-key"]},
+        {"keep": {"hourly": 3}},
+        {"keep": {"last": 0}},
+        {"retention": 3},
+    ):
+        with pytest.raises(ConfigError):
+            backup_policy(bad, "e")
+
+
+def _env() -> Any:
+    from lorepin_tasks.settings import Environment
+
+    return Environment(
+        name="local",
+        kind="local",
+        project="lorepin-local",
+        compose_files=(Path("compose/compose.yaml"),),
+        http_port=8080,
+        db_port=None,
+        image_tag="dev",
+        state_dir=Path("/state"),
+        secrets_dir=Path("/state/secrets"),
+        backups_dir=Path("/state/backups"),
+    )
+
+
+def test_files_live_in_the_environments_backups_directory() -> None:
+    env = _env()
+    assert plan.data_path(env, "20261130-141503L") == Path(
+        "/state/backups/20261130-141503L.dump.age"
+    )
+    assert plan.manifest_path(env, "20261130-141503L").name == "20261130-141503L.json"
+    other = replace(env, docker_context="far")
+    assert plan.dump(other, "00000003-1")[:3] == ["docker", "--context", "far"]
+    assert plan.dump(env, "00000003-1")[-1] == "--snapshot=00000003-1"
