@@ -111,8 +111,11 @@ TABLES_SQL = (
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
 )
+# The schema revision, or no row before the first migration: the table is read through
+# query_to_xml, so a database without it is not an error.
 REVISION_SQL = (
-    "SELECT coalesce((SELECT version_num FROM public.alembic_version LIMIT 1), '') "
+    "SELECT (xpath('/row/v/text()', query_to_xml("
+    "'SELECT version_num AS v FROM public.alembic_version LIMIT 1', false, true, '')))[1]::text "
     "WHERE to_regclass('public.alembic_version') IS NOT NULL"
 )
 
