@@ -422,6 +422,17 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
         out = subprocess.run([*argv, "-c", sql], capture_output=True, text=True, check=True)
         return int(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else 0
 
+    context = ssl.create_default_context(cafile=str(site.secrets["staging"] / "tls.crt"))
+    for title in ("Ferry steps", "Old lighthouse"):
+        pin = {"title": title, "latitude": 50.1, "longitude": 1.8, "tags": []}
+        request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
+            f"{site.url('staging')}/api/pins",
+            data=json.dumps(pin).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
+            assert answer.status == 201
     made = site.invoke("backup.create", "--env", "staging", "--json")
     assert made.returncode == 0, made.stderr[-2000:]
     manifest = json.loads(made.stdout)
