@@ -360,3 +360,105 @@ def retained(backups: Sequence[Backup], policy: BackupPolicy) -> dict[str, str]:
         if backup.manifest and backup.manifest.get("pinned"):
             keep(backup, "pinned")
     return why
+
+
+# -- physical backups (pgBackRest) ------------------------------------------------------
+
+STANZA = "lorepin"
+PHYSICAL_TYPES = ("full", "diff", "incr")
+LABEL = re.compile(r"^\d{8}-\d{6}F(?:_\d{8}-\d{6}[DI])?$")
+
+
+def is_label(value: str) -> bool:
+    return bool(LABEL.fullmatch(value))
+
+
+def pgbackrest(env: Environment, *args: str) -> list[str]:
+    """pgBackRest in the database container, as postgres (who owns the data and repo)."""
+    return [
+        *compose.docker(env),
+        "exec",
+        "-u",
+        "postgres",
+        container(env, compose.DB_SERVICE),
+        "pgbackrest",
+        f"--stanza={STANZA}",
+        *args,
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Physical:
+    label: str
+    type: str  # full, diff, incr
+    start: datetime
+    stop: datetime
+    bytes: int  # the database's size at the backup
+    stored: int  # what the repository holds for it
+    error: bool  # pgBackRest found a page checksum error
+
+
+def physical(info: Any) -> tuple[list[Physical], str | None]:
+    """The backups in `pgbackrest info --output=json`, newest first, and the stanza's
+    status message when it is not ok."""
+    if not isinstance(info, list) or not info:
+        return [], "pgBackRest reported nothing"
+    stanza = next((s for s in info if isinstance(s, dict) and s.get("name") == STANZA), None)
+    if stanza is None:
+        return [], f"no stanza {STANZA!r}"
+    found = [
+        Physical(
+            label=str(b["label"]),
+            type=str(b["type"]),
+            start=datetime.fromtimestamp(int(b["timestamp"]["start"]), UTC),
+            stop=datetime.fromtimestamp(int(b["timestamp"]["stop"]), UTC),
+            bytes=int(b["info"]["size"]),
+            stored=int(b["info"]["repository"]["delta"]),
+            error=bool(b.get("error")),
+        )
+        for b in stanza.get("backup") or []
+    ]
+    status = stanza.get("status") or {}
+    message = None if status.get("code") in (0, None) else str(status.get("message"))
+    return sorted(found, key=lambda b: b.stop, reverse=True), message
+
+
+def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> datetime:
+    """A point-in-time restore's target: with its zone, in the past, after a backup ended."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise ConfigError(
+            f"invalid time {text!r}: like 2026-11-30T14:03:17Z (ISO 8601, with its zone)"
+        ) from None
+    if when.tzinfo is None:
+        raise ConfigError(f"the time {text!r} has no zone: add Z (UTC) or an offset like +01:00")
+    if when > now:
+        raise ConfigError(f"{text} is in the future: a restore goes back, not forward")
+    ended = [b.stop for b in backups]
+    if not ended:
+        raise ConfigError(
+            "there is no physical backup to recover from yet (backup.create --type full)"
+        )
+    if when < min(ended):
+        raise ConfigError(
+            f"{text} is before the oldest backup ended ({min(ended):%Y-%m-%dT%H:%M:%SZ}): "
+            "nothing can be recovered that early"
+        )
+    return when.astimezone(UTC)
+
+
+def restore_args(*, to_time: datetime | None = None, label: str | None = None) -> list[str]:
+    """pgBackRest restore over the stopped data directory (--delta keeps what matches)."""
+    if to_time is not None:
+        target = f"{to_time:%Y-%m-%d %H:%M:%S}+00"
+        return [
+            "--delta",
+            "--type=time",
+            f"--target={target}",
+            "--target-action=promote",
+            "restore",
+        ]
+    if label is None:
+        raise ValueError("a time or a label")
+    return ["--delta", f"--set={label}", "--type=immediate", "--target-action=promote", "restore"]

@@ -88,3 +88,34 @@ def _volumes_if_engine(ctx: EnvContext) -> list[docker.Volume]:
         if ctx.run.dry_run:
             return []
         raise
+
+
+# The file (in secrets_dir) of pgBackRest's repository encryption passphrase.
+BACKUP_PASSPHRASE = "backup_cipher"  # noqa: S105 (a file name)
+
+
+def ensure_backup_passphrase(ctx: EnvContext) -> None:
+    """The passphrase of a server environment's backup repository: made with the
+    repository, demanded once the repository exists (it cannot be read without it)."""
+    path = ctx.env.secrets_dir / BACKUP_PASSPHRASE
+    _check_directory(ctx)
+    if path.is_file():
+        if not path.read_text().strip():
+            raise ConfigError(f"the secret {path} is empty: restore it")
+        return
+    if any(v.name.endswith("_db-backup") for v in _volumes_if_engine(ctx)):
+        raise ConfigError(
+            f"the backup repository of '{ctx.env.name}' exists but its passphrase {path} is "
+            "missing: restore the file (the repository cannot be read without it)"
+        )
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would create the backup repository passphrase {path}")
+        return
+    import secrets as random_secrets
+
+    ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx.run.write(path, random_secrets.token_urlsafe(48) + "\n", mode=0o644)
+    ctx.run.say(
+        f"created the backup repository passphrase {path}: keep a copy off this machine "
+        "(without it no physical backup of this environment can be read)"
+    )

@@ -56,3 +56,18 @@ def mirrored(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return found
+
+
+def carry_over(session: Session, records: list[dict[str, Any]]) -> int:
+    """After a point-in-time restore the database holds an older prefix of the trail: put
+    back the records it lost, exactly as they were sealed; how many."""
+    have = {int(row[0]) for row in session.query(f"SELECT seq FROM {OPS}.audit") if row}
+    missing = [r for r in records if isinstance(r.get("seq"), int) and r["seq"] not in have]
+    for r in missing:
+        session.query(
+            f"INSERT INTO {OPS}.audit (seq, at, record, prev, hash) VALUES ("
+            f"{int(r['seq'])}, {literal(str(r.get('at')))}::timestamptz, "
+            f"{literal(json.dumps(r, sort_keys=True))}::jsonb, "
+            f"{literal(str(r.get('prev')))}, {literal(str(r.get('hash')))})"
+        )
+    return len(missing)

@@ -38,6 +38,7 @@ from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.runtime.trail import Trail, carry_over
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     ENV_HELP,
@@ -224,20 +225,86 @@ def create(
     json_: bool = False,
     dry_run: bool = False,
 ) -> None:
-    """Back up the environment's database: encrypted, checksummed, with a manifest."""
-    if type != "logical":
-        raise ConfigError(
-            f"unknown backup type {type!r}: logical is the one available (physical full, diff "
-            "and incr backups with WAL archiving are not part of the toolkit yet)"
-        )
+    """Back up the environment's database: logical (pg_dump, age) or physical (pgBackRest
+    full, diff or incr, with the WAL archive that allows point-in-time recovery)."""
+    if type not in ("logical", *plan.PHYSICAL_TYPES):
+        raise ConfigError(f"unknown backup type {type!r}: logical, full, diff or incr")
     plan.check_reason(reason)
     ctx = _open(c, env, dry_run)
+    if type != "logical" and not ctx.env.is_server:
+        raise ConfigError(
+            f"physical backups ({type}) are for server environments, where WAL is archived: "
+            f"use --type logical for '{ctx.env.name}'"
+        )
     with locked(ctx, "backup.create"):
-        manifest = create_logical(ctx, reason, pin=pin)
+        if type == "logical":
+            manifest = create_logical(ctx, reason, pin=pin)
+        else:
+            made = create_physical(ctx, type)
+            manifest = {"id": made.label, **_physical_row(made)} if made else {}
     if json_ and not dry_run:
         print(json.dumps(manifest, indent=2, sort_keys=True))
     elif not dry_run:
         print(manifest["id"])
+
+
+# -- physical (pgBackRest) ---------------------------------------------------------------
+
+
+def physical_list(ctx: EnvContext) -> list[plan.Physical]:
+    """The environment's pgBackRest backups, newest first (none before the first one)."""
+    answer = ctx.run.run(
+        plan.pgbackrest(ctx.env, "--output=json", "info"),
+        env=ctx.engine,
+        capture=True,
+        check=False,
+        mutates=False,
+        quiet=True,
+    )
+    if not answer.ok:
+        why = answer.stderr.strip().splitlines()[-1] if answer.stderr.strip() else "no answer"
+        raise LorePinError(
+            f"pgBackRest cannot read the repository of '{ctx.env.name}': {ctx.run.redact(why)}"
+        )
+    try:
+        found, _ = plan.physical(json.loads(answer.stdout or "[]"))
+    except (ValueError, KeyError, TypeError):
+        raise LorePinError("pgBackRest's info is not what this toolkit reads") from None
+    return found
+
+
+def create_physical(ctx: EnvContext, kind: str) -> plan.Physical | None:
+    """A pgBackRest backup of the running database (the caller holds the lock)."""
+    if not ctx.run.dry_run:
+        _db_container(ctx)
+    ctx.run.say(f"==> {ctx.env.name}: {kind} backup with pgBackRest")
+    ctx.run.run(plan.pgbackrest(ctx.env, "stanza-create"), env=ctx.engine, capture=True)
+    before = {b.label for b in physical_list(ctx)} if not ctx.run.dry_run else set()
+    ctx.run.run(
+        plan.pgbackrest(ctx.env, f"--type={kind}", "backup"), env=ctx.engine, capture_stderr=True
+    )
+    if ctx.run.dry_run:
+        return None
+    new = [b for b in physical_list(ctx) if b.label not in before]
+    if not new:
+        raise LorePinError("pgBackRest ended without a new backup; see its messages above")
+    made = new[0]
+    ctx.run.say(
+        f"    {made.label}: {made.type}, {made.stored / 1e6:.1f} MB stored, "
+        f"{(made.stop - made.start).total_seconds():.0f} s"
+    )
+    return made
+
+
+def _physical_row(b: plan.Physical) -> dict[str, Any]:
+    return {
+        "type": b.type,
+        "status": "unusable" if b.error else "ok",
+        "started_at": b.start.isoformat(timespec="seconds"),
+        "finished_at": b.stop.isoformat(timespec="seconds"),
+        "bytes": b.stored,
+        "database_bytes": b.bytes,
+    }
 
 
 @task(help={"env": ENV_HELP})
@@ -256,11 +323,21 @@ def key(c: Context, env: str = "") -> None:
 # -- list ------------------------------------------------------------------------------
 
 
+def _database_up(ctx: EnvContext) -> bool:
+    try:
+        _db_container(ctx)
+    except LorePinError:
+        return False
+    return True
+
+
 def _row(b: plan.Backup) -> dict[str, Any]:
     m = b.manifest or {}
     verified = m.get("verified") or {}
     return {
         "id": b.id,
+        "type": "logical",
+        "finished_at": m.get("finished_at"),
         "status": "ok" if b.good else "unusable",
         "problem": b.problem,
         "reason": m.get("reason"),
@@ -279,6 +356,23 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
     """List the environment's backups, newest first: status, version, rows, verified."""
     ctx = open_env(c, env or "local", dry_run=False)
     rows = [_row(b) for b in backups.listed(ctx)]
+    if ctx.env.is_server and _database_up(ctx):
+        rows += [
+            {
+                "id": b.label,
+                **_physical_row(b),
+                "problem": "a page checksum error" if b.error else None,
+                "reason": f"physical {b.type}",
+                "version": None,
+                "schema_revision": None,
+                "rows": None,
+                "pinned": False,
+                "verified": None,
+                "verified_at": None,
+            }
+            for b in physical_list(ctx)
+        ]
+        rows.sort(key=lambda r: str(r.get("finished_at") or r["id"]), reverse=True)
     if json_:
         print(json.dumps(rows, indent=2))
         return
@@ -643,7 +737,9 @@ def _restore_data(ctx: EnvContext, backup: plan.Backup, identity: Any) -> None:
 @task(
     help={
         "env": ENV_HELP,
-        "from": "the backup to restore (see `invoke backup.list`)",
+        "from": "the backup to restore: a logical id or a physical label (`invoke backup.list`)",
+        "to_time": "point-in-time recovery: the database as it was then, like "
+        "2026-11-30T14:03:17Z (server environments)",
         "schema_change": "restore a backup whose schema revision differs from the live one",
         "break_glass": "why a restore of an environment that needs approvals goes ahead "
         "(recorded and announced)",
@@ -655,14 +751,19 @@ def restore(
     c: Context,
     env: str = "",
     from_: str = "",
+    to_time: str = "",
     schema_change: bool = False,
     break_glass: str = "",
     yes: bool = False,
     dry_run: bool = False,
 ) -> None:
     """Put a backup back: stop the CMS, take a safety backup, replace the data in one
-    checked transaction, start the CMS, record it."""
-    id_ = plan.check_id(from_)
+    checked transaction, start the CMS, record it. Or, on a server environment, a
+    physical backup or a point in time (--to-time) with pgBackRest."""
+    if from_ and to_time:
+        raise ConfigError("say --from ID or --to-time TIME, not both")
+    physical_ = bool(to_time) or plan.is_label(from_)
+    id_ = from_ if physical_ else plan.check_id(from_)
     ctx = _open(c, env, dry_run)
     approvals = ctx.env.deploy.approvals if ctx.env.deploy else 0
     if approvals and not break_glass.strip():
@@ -670,6 +771,9 @@ def restore(
             f"restoring '{ctx.env.name}' needs {approvals} approval(s) like a deploy: "
             "say why it cannot wait with --break-glass REASON (recorded and announced)"
         )
+    if physical_:
+        _restore_physical(ctx, from_, to_time, yes=yes, reason=break_glass.strip() or None)
+        return
     backup, identity = _usable(ctx, id_)
     manifest = dict(backup.manifest or {})
     if manifest.get("environment") != ctx.env.name:
@@ -739,6 +843,153 @@ def restore(
         _ready_after(ctx, writers, version)
     if not dry_run:
         print(f"{ctx.env.name}: restored {id_} in {seconds} s; the data before it is {safety}")
+
+
+def _restore_physical(
+    ctx: EnvContext, label: str, to_time: str, *, yes: bool, reason: str | None
+) -> None:
+    """The whole cluster back to a physical backup or a point in time: CMS stopped, a
+    safety backup, the database stopped, pgBackRest restore, recovery, the CMS back. The
+    audit trail is carried over: a restore never rewinds the environment's record."""
+    if not ctx.env.is_server:
+        raise ConfigError(
+            f"physical restores are for server environments; '{ctx.env.name}' has logical "
+            "backups only (--from ID)"
+        )
+    if not ctx.run.dry_run:
+        _db_container(ctx)
+    found = physical_list(ctx) if not ctx.run.dry_run else []
+    now = datetime.now(UTC)
+    target = plan.target_time(to_time, now, found) if to_time else None
+    if label and not ctx.run.dry_run and label not in {b.label for b in found}:
+        raise LorePinError(
+            f"'{ctx.env.name}' has no physical backup {label} "
+            f"(see `invoke backup.list --env {ctx.env.name}`)"
+        )
+    what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label
+    version, writers = _serving(ctx)
+    confirm(
+        f"Put the whole database of '{ctx.env.name}' back to {what}? Everything written "
+        "after it is set aside in a safety backup; the CMS and the database stop until "
+        "it is done.",
+        yes=yes or ctx.run.dry_run,
+    )
+    who = _who(ctx)
+    detail: dict[str, Any] = {"backup": label or None, "to_time": what if target else None}
+    detail["break_glass"] = reason
+    db = deploy_plan.container(ctx.env, compose.DB_SERVICE)
+    with locked(ctx, "backup.restore"):
+        kept: list[dict[str, Any]] = []
+        with _deploy_lock(ctx, who, f"restore {what}") as session:
+            trail = _trail(ctx, session, who)
+            _record(trail, ctx, who, "restore", version, "started", detail)
+            kept = trail.records() if trail else []
+        started = time.monotonic()
+        outcome, safety = "failed", None
+        try:
+            if writers:
+                ctx.run.say(f"==> {ctx.env.name}: stopping the CMS ({', '.join(writers)})")
+                ctx.run.run(
+                    [*compose.docker(ctx.env), "stop", *writers], env=ctx.engine, capture=True
+                )
+            made = create_physical(ctx, "incr")
+            safety = made.label if made else None
+            ctx.run.say(f"==> {ctx.env.name}: restoring {what} (the database stops)")
+            ctx.run.run(
+                [*compose.docker(ctx.env), "stop", "--time", "60", db], env=ctx.engine, capture=True
+            )
+            restore_args = plan.restore_args(to_time=target, label=label or None)
+            docker.run_oneoff(
+                ctx,
+                compose.DB_SERVICE,
+                [
+                    "setpriv",
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "pgbackrest",
+                    f"--stanza={plan.STANZA}",
+                    *restore_args,
+                ],
+                kind="pgbackrest",
+            )
+            ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
+            _wait_promoted(ctx, db)
+            outcome = "restored"
+        finally:
+            if writers and _database_up(ctx):
+                ctx.run.say(f"==> {ctx.env.name}: starting the CMS")
+                ctx.run.run(
+                    [*compose.docker(ctx.env), "start", *writers],
+                    env=ctx.engine,
+                    check=False,
+                    capture=True,
+                )
+            seconds = round(time.monotonic() - started, 1)
+            detail.update(safety_backup=safety, seconds=seconds)
+            _record_after(ctx, who, version, outcome, detail, kept)
+            _notify(
+                ctx, f"{ctx.env.name}: restore to {what} {outcome} ({seconds} s, before: {safety})"
+            )
+            if outcome != "restored" and safety and not ctx.run.dry_run:
+                ctx.run.say(
+                    f"    the data before it is backup {safety}: "
+                    f"`invoke backup.restore --env {ctx.env.name} --from {safety}`"
+                )
+        _ready_after(ctx, writers, version)
+    if not ctx.run.dry_run:
+        print(f"{ctx.env.name}: restored to {what} in {seconds} s; the data before it is {safety}")
+
+
+def _wait_promoted(ctx: EnvContext, db: str) -> None:
+    """The restored database recovered to its target and takes writes again."""
+    if ctx.run.dry_run:
+        return
+    deadline = time.monotonic() + ctx.settings.wait_timeout
+    probe = plan.db_exec(
+        ctx.env,
+        ["psql", "-qtAX", "-U", "lorepin", "-d", "postgres", "-c", "SELECT pg_is_in_recovery()"],
+    )
+    while time.monotonic() < deadline:
+        answer = ctx.run.run(
+            probe, env=ctx.engine, capture=True, check=False, quiet=True, mutates=False
+        )
+        if answer.ok and answer.stdout.strip() == "f":
+            return
+        if not _database_up(ctx):
+            logs = ctx.run.run(
+                [*compose.docker(ctx.env), "logs", "--tail", "20", db],
+                env=ctx.engine,
+                capture=True,
+                check=False,
+                quiet=True,
+                mutates=False,
+            )
+            cause = docker.log_cause((logs.stdout + logs.stderr).splitlines())
+            raise LorePinError(f"the restored database did not start: {cause}")
+        time.sleep(1)
+    raise LorePinError(
+        f"the restored database did not finish its recovery within {ctx.settings.wait_timeout} s"
+    )
+
+
+def _record_after(
+    ctx: EnvContext,
+    who: str,
+    version: str | None,
+    outcome: str,
+    detail: dict[str, Any],
+    kept: list[dict[str, Any]],
+) -> None:
+    """The outcome in the trail, after the records the restore rewound were put back."""
+    if ctx.run.dry_run or not _database_up(ctx):
+        return
+    with _deploy_lock(ctx, who, "restore (recording)") as session:
+        if session is None:
+            return
+        carried = carry_over(session, kept)
+        trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
+        _record(trail, ctx, who, "restore", version, outcome, {**detail, "carried_over": carried})
 
 
 def _ready_after(ctx: EnvContext, writers: list[str], version: str | None) -> None:

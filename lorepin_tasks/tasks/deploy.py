@@ -23,6 +23,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 
 from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused, last_line
+from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.plans import images as images_plan
@@ -286,12 +287,20 @@ def deploy(
     with locked(ctx, "deploy"):
         docker.ensure_owned(ctx, data=True)
         _tls(ctx)
+        secrets.ensure_backup_passphrase(ctx)
         with steps.step("starting the database and the proxy (kept when running)"):
             backend.prepare(tag)
+            stanza(ctx)
         with _deploy_lock(ctx, who, f"deploy v{tag}") as session:
             trail = _trail(ctx, session, who)
             images = {k: v.get("id") for k, v in manifest["images"].items()}
             _deploy(ctx, backend, steps, trail, tag, who, override, images)
+
+
+def stanza(ctx: EnvContext) -> None:
+    """pgBackRest's stanza for the environment's database (its WAL archive needs one);
+    creating an existing one only checks it."""
+    ctx.run.run(backup_plan.pgbackrest(ctx.env, "stanza-create"), env=ctx.engine, capture=True)
 
 
 def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None = None) -> None:

@@ -424,7 +424,7 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
 
     context = ssl.create_default_context(cafile=str(site.secrets["staging"] / "tls.crt"))
     for title in ("Ferry steps", "Old lighthouse"):
-        pin = {"title": title, "latitude": 50.1, "longitude": 1.8, "tags": []}
+        pin: dict[str, object] = {"title": title, "latitude": 50.1, "longitude": 1.8, "tags": []}
         request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
             f"{site.url('staging')}/api/pins",
             data=json.dumps(pin).encode(),
@@ -456,6 +456,48 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     safety = next(b for b in listed if b["id"] == last["detail"]["safety_backup"])
     assert safety["rows"] is not None and safety["status"] == "ok"
     assert any(b["reason"] == "before-deploy-1.0.0" for b in listed)  # taken by the deploy
+
+
+def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:
+    """Two writes a few seconds apart; a recovery to a moment between them brings back
+    the first and not the second, and the audit trail keeps every record."""
+    db = f"{site.projects['staging']}-db-1"
+
+    def sql(query: str) -> str:
+        argv = ["docker", "exec", db, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c"]
+        return subprocess.run([*argv, query], capture_output=True, text=True, check=True).stdout
+
+    full = site.invoke("backup.create", "--env", "staging", "--type", "full", "--json")
+    assert full.returncode == 0, full.stderr[-3000:]
+    label = json.loads(full.stdout)["id"]
+    assert label.endswith("F")
+    sql("CREATE TABLE pitr_marks (n int); INSERT INTO pitr_marks VALUES (1)")
+    time.sleep(1.5)
+    between = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)
+    sql("INSERT INTO pitr_marks VALUES (2)")
+    history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for bad, message in [
+        (later, "is in the future"),
+        ("2020-01-01T00:00:00Z", "before the oldest backup ended"),
+        (between.rstrip("Z"), "has no zone"),
+    ]:
+        refused = site.invoke("backup.restore", "--env", "staging", "--to-time", bad, "--yes")
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-1000:]
+    assert sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_marks").strip() == "1,2"
+
+    restored = site.invoke("backup.restore", "--env", "staging", "--to-time", between, "--yes")
+    assert restored.returncode == 0, restored.stderr[-4000:]
+    assert sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_marks").strip() == "1"
+    assert site.get("staging", "/readyz")[0] == 200
+    after = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+    assert [r["seq"] for r in after[: len(history)]] == [r["seq"] for r in history]
+    assert (after[-1]["action"], after[-1]["outcome"]) == ("restore", "restored")
+    assert after[-1]["detail"]["to_time"] == between
+    listed = json.loads(site.invoke("backup.list", "--env", "staging", "--json").stdout)
+    assert {label, after[-1]["detail"]["safety_backup"]} <= {b["id"] for b in listed}
 
 
 @pytest.mark.parametrize(

@@ -209,3 +209,81 @@ def test_files_live_in_the_environments_backups_directory() -> None:
     other = replace(env, docker_context="far")
     assert plan.dump(other, "00000003-1")[:3] == ["docker", "--context", "far"]
     assert plan.dump(env, "00000003-1")[-1] == "--snapshot=00000003-1"
+
+
+INFO = [
+    {
+        "name": "lorepin",
+        "status": {"code": 0, "message": "ok"},
+        "backup": [
+            {
+                "label": "20261130-100000F",
+                "type": "full",
+                "timestamp": {"start": 1796032800, "stop": 1796032810},
+                "info": {"size": 40_000_000, "repository": {"size": 5_000_000, "delta": 5_000_000}},
+                "error": False,
+            },
+            {
+                "label": "20261130-100000F_20261130-110000I",
+                "type": "incr",
+                "timestamp": {"start": 1796036400, "stop": 1796036402},
+                "info": {"size": 40_100_000, "repository": {"size": 5_100_000, "delta": 90_000}},
+                "error": True,
+            },
+        ],
+    }
+]
+
+
+def test_pgbackrest_info_becomes_backups_newest_first() -> None:
+    found, problem = plan.physical(INFO)
+    assert problem is None
+    assert [b.label for b in found] == ["20261130-100000F_20261130-110000I", "20261130-100000F"]
+    assert found[0].type == "incr" and found[0].error and found[0].stored == 90_000
+    assert found[1].stop == datetime(2026, 11, 30, 10, 0, 10, tzinfo=UTC)
+    assert plan.physical([]) == ([], "pgBackRest reported nothing")
+    assert plan.physical([{"name": "other"}])[1] == "no stanza 'lorepin'"
+    assert all(plan.is_label(b.label) for b in found)
+    assert not plan.is_label("20261130-141503L")
+
+
+def test_a_point_in_time_must_have_a_zone_be_past_and_after_a_backup() -> None:
+    found, _ = plan.physical(INFO)
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert plan.target_time("2026-11-30T10:30:00Z", now, found) == datetime(
+        2026, 11, 30, 10, 30, tzinfo=UTC
+    )
+    assert plan.target_time("2026-11-30 11:30:00+01:00", now, found).hour == 10
+    for text, message in [
+        ("2026-11-30T10:30:00", "has no zone"),
+        ("yesterday", "invalid time"),
+        ("2026-11-30T13:00:00Z", "in the future"),
+        ("2026-11-30T09:00:00Z", "before the oldest backup ended"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            plan.target_time(text, now, found)
+    with pytest.raises(ConfigError, match="no physical backup"):
+        plan.target_time("2026-11-30T10:30:00Z", now, [])
+
+
+def test_restores_go_to_a_time_or_to_a_backup_and_promote() -> None:
+    when = datetime(2026, 11, 30, 10, 30, 5, tzinfo=UTC)
+    assert plan.restore_args(to_time=when) == [
+        "--delta",
+        "--type=time",
+        "--target=2026-11-30 10:30:05+00",
+        "--target-action=promote",
+        "restore",
+    ]
+    assert plan.restore_args(label="20261130-100000F")[1:3] == [
+        "--set=20261130-100000F",
+        "--type=immediate",
+    ]
+    assert plan.pgbackrest(_env(), "info")[:6] == [
+        "docker",
+        "exec",
+        "-u",
+        "postgres",
+        "lorepin-local-db-1",
+        "pgbackrest",
+    ]

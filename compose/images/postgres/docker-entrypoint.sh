@@ -16,6 +16,21 @@ file_env() {
   unset "$file_var"
 }
 
+# The pgBackRest repository passphrase, from a file secret into conf.d (0600, postgres),
+# for the server and for one-off pgbackrest commands alike.
+if [ -n "${PGBACKREST_CIPHER_PASS_FILE:-}" ]; then
+  if [ ! -s "$PGBACKREST_CIPHER_PASS_FILE" ]; then
+    echo "entrypoint: PGBACKREST_CIPHER_PASS_FILE $PGBACKREST_CIPHER_PASS_FILE is missing or empty" >&2
+    exit 1
+  fi
+  umask 077
+  printf '[global]\nrepo1-cipher-pass=%s\n' "$(<"$PGBACKREST_CIPHER_PASS_FILE")" \
+    >/etc/pgbackrest/conf.d/cipher.conf
+  [ "$(id -u)" = 0 ] && chown postgres:postgres /etc/pgbackrest/conf.d/cipher.conf
+  umask 022
+  unset PGBACKREST_CIPHER_PASS_FILE
+fi
+
 if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
   [ "${1:-}" = postgres ] && shift
   if [ "$(id -u)" = 0 ]; then
