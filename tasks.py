@@ -7,7 +7,7 @@ from invoke.collection import Collection
 
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.settings import check_project_file
-from lorepin_tasks.tasks import backup, db, deploy, feature, images, release, stack
+from lorepin_tasks.tasks import backup, db, deploy, dr, feature, images, release, stack
 
 try:  # before Invoke reads it: a broken invoke.yaml is one line, not a traceback
     check_project_file(Path(__file__).resolve().parent / "invoke.yaml")
@@ -19,6 +19,7 @@ ns = Collection()
 for t in (*stack.ns.tasks.values(), release.version, deploy.rollback):  # top-level
     ns.add_task(t)
 ns.add_collection(backup.ns)
+ns.add_collection(dr.ns)
 ns.add_collection(db.ns)
 ns.add_collection(feature.ns)
 ns.add_collection(release.ns)

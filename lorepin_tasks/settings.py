@@ -143,6 +143,8 @@ class BackupPolicy:
     keep_daily: int = 7
     keep_weekly: int = 4
     keep_monthly: int = 6
+    rto: int = 300  # seconds: recovery time objective (dr.drill fails above it)
+    rpo: int = 60  # seconds: recovery point objective
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -400,11 +402,11 @@ AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 
 def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
     keep = _mapping(raw.get("keep"), f"{where}: backup.keep")
-    known = {"recipients", "keep"}
+    known = {"recipients", "keep", "rto", "rpo"}
     unknown = sorted(set(raw) - known) or sorted(set(keep) - {"last", "daily", "weekly", "monthly"})
     if unknown:
         raise ConfigError(
-            f"{where}: unknown backup setting {unknown[0]!r} (known: recipients, "
+            f"{where}: unknown backup setting {unknown[0]!r} (known: recipients, rto, rpo, "
             "keep.last, keep.daily, keep.weekly, keep.monthly)"
         )
     recipients = raw.get("recipients") or []
@@ -428,6 +430,8 @@ def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
         keep_daily=count("daily", 0),
         keep_weekly=count("weekly", 0),
         keep_monthly=count("monthly", 0),
+        rto=_int(raw.get("rto", defaults.rto), f"{where}: backup.rto", low=1, high=86400),
+        rpo=_int(raw.get("rpo", defaults.rpo), f"{where}: backup.rpo", low=0, high=86400),
     )
 
 

@@ -20,8 +20,9 @@ import os
 import secrets as random
 import tarfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -415,14 +416,15 @@ def _newest(ctx: EnvContext) -> str:
     return found[0].id
 
 
-def _password_tar(name: str, password: str) -> bytes:
-    """A tar with one file (mode 0644): what `docker cp -` puts into a container."""
+def _files_tar(files: dict[str, str]) -> bytes:
+    """A tar of small files (mode 0644): what `docker cp -` puts into a container."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        data = password.encode()
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
 
 
@@ -436,6 +438,7 @@ class Throwaway:
     backup: str
     names: dict[str, str]
     password: str
+    volumes: list[str] = field(default_factory=list)  # named volumes it made
 
     def docker(self, *args: str, check: bool = True, quiet: bool = False) -> Any:
         """A docker command; its output is kept, never mixed into the task's own."""
@@ -447,12 +450,24 @@ class Throwaway:
             quiet=quiet,
         )
 
-    def start(self, role: str, image: str, environment: dict[str, str]) -> None:
+    def start(
+        self,
+        role: str,
+        image: str,
+        environment: dict[str, str],
+        *,
+        args: Sequence[str] = (),
+        command: Sequence[str] = (),
+        files: dict[str, str] | None = None,
+    ) -> None:
+        """Create, copy the secrets in (into /tmp of the container), start."""
         name = self.names[role]
         labels = plan.labels(self.ctx.env, self.ctx.settings.checkout.id, self.backup)
         env_args = [arg for k, v in environment.items() for arg in ("-e", f"{k}={v}")]
-        self.docker(
-            "create", "--name", name, "--network", self.names["network"], *labels, *env_args, image
+        network = ["--network", self.names["network"]]
+        self.docker("create", "--name", name, *network, *labels, *env_args, *args, image, *command)
+        tar = _files_tar(
+            files if files is not None else {Path(plan.PASSWORD_FILE).name: self.password}
         )
         self.ctx.run.pipe(
             [
@@ -462,15 +477,15 @@ class Throwaway:
                 f"{name}:{Path(plan.PASSWORD_FILE).parent}/",
             ],
             env=self.ctx.engine,
-            write=lambda sink: sink.write(
-                _password_tar(Path(plan.PASSWORD_FILE).name, self.password)
-            ),
+            write=lambda sink: sink.write(tar),
         )
         self.docker("start", name)
 
     def remove(self) -> None:
         for role in ("cms", "db"):
             self.docker("rm", "-f", "-v", self.names[role], check=False, quiet=True)
+        for volume in self.volumes:
+            self.docker("volume", "rm", volume, check=False, quiet=True)
         self.docker("network", "rm", self.names["network"], check=False, quiet=True)
 
 

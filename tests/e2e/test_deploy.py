@@ -330,7 +330,12 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert all(r["who"] and r["steps"] for r in history if r["outcome"] != "started")
     deployed = next(r for r in history if r["outcome"] == "succeeded")["detail"]
     assert deployed["images"]["cms"].startswith("sha256:")
-    assert set(deployed["config"]["secrets"]) == {"db_password", "tls.crt", "tls.key"}
+    assert set(deployed["config"]["secrets"]) == {
+        "db_password",
+        "backup_cipher",
+        "tls.crt",
+        "tls.key",
+    }
     assert deployed["config"]["files"].keys() == {"compose.yaml", "server.yaml"}
     password = (site.secrets["staging"] / "db_password").read_text().strip()
     assert password not in json.dumps(history)  # secrets by hash only
