@@ -217,6 +217,10 @@ def verify_names(env: Environment, id_: str, nonce: str) -> dict[str, str]:
 
 def labels(env: Environment, checkout: str, id_: str) -> list[str]:
     pairs = {
+        # An image built by Compose carries its project's labels: a throwaway container
+        # of it must not pass for one of that project's services.
+        "com.docker.compose.project": "",
+        "com.docker.compose.service": "",
         "dev.lorepin.env": env.name,
         "dev.lorepin.kind": env.kind,
         "dev.lorepin.checkout": checkout,

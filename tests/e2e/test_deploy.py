@@ -505,6 +505,28 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     assert {label, after[-1]["detail"]["safety_backup"]} <= {b["id"] for b in listed}
 
 
+def test_a_drill_measures_rto_and_rpo_on_a_scratch_copy_and_leaves_nothing(site: Site) -> None:
+    before = leftovers(site.projects["staging"])
+    serving = site.serving("staging")
+    drilled = site.invoke("dr.drill", "--env", "staging", "--seconds", "6", "--json")
+    assert drilled.returncode == 0, drilled.stderr[-4000:]
+    report = json.loads(drilled.stdout)
+    assert report["passed"] is True and report["markers_written"] >= 5
+    assert 0 < report["rto_seconds"] <= report["objectives"]["rto_seconds"]
+    assert report["rpo_seconds"] <= report["objectives"]["rpo_seconds"]
+    written = sorted((site.root / "dist" / "dr").glob("*-staging.*"))
+    assert [p.suffix for p in written] == [".json", ".md"]
+    assert "RTO (destroyed -> CMS ready)" in written[1].read_text()
+    # The live environment never noticed; the scratch copy is gone.
+    assert site.serving("staging") == serving
+    assert leftovers(site.projects["staging"]) == before
+    scratch = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"name={site.projects['staging']}-drill"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert scratch == ""
+
+
 @pytest.mark.parametrize(
     "step",
     ["migrating", "starting 1.", "watching"],  # before the new colour, beside it, after the switch
