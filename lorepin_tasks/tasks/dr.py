@@ -100,6 +100,12 @@ def _wait(what: str, probe: Any, timeout: float) -> None:
 
 
 def _writable(t: Throwaway) -> bool:
+    """Up on TCP (not the socket-only server of its first initialisation), not recovering."""
+    listening = _in_db(
+        t, "pg_isready", "-q", "-h", "127.0.0.1", "-U", "lorepin", "-d", "lorepin", check=False
+    )
+    if not listening.ok:
+        return False
     answer = _in_db(
         t, "psql", "-qtAX", "-U", "lorepin", "-d", "postgres", "-c",
         "SELECT pg_is_in_recovery()", check=False,
