@@ -56,7 +56,10 @@ def pins_csv(rows: int, start: int, vocabulary: list[str]) -> bytes:
 
 def psql(db: str, sql: str) -> str:
     argv = ["docker", "exec", db, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c", sql]
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"failed: {sql}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def fill(db: str) -> int:
@@ -69,7 +72,7 @@ def fill(db: str) -> int:
     while int(psql(db, "SELECT pg_total_relation_size('pins')")) < TARGET_BYTES:
         subprocess.run(copy, input=pins_csv(BATCH_ROWS, start, vocabulary), check=True)
         start += BATCH_ROWS
-    psql(db, "VACUUM ANALYZE pins")
+    psql(db, "ANALYZE pins")
     return int(psql(db, "SELECT pg_total_relation_size('pins')"))
 
 

@@ -377,14 +377,15 @@ def is_label(value: str) -> bool:
     return bool(LABEL.fullmatch(value))
 
 
-def pgbackrest(env: Environment, *args: str) -> list[str]:
-    """pgBackRest in the database container, as postgres (who owns the data and repo)."""
+def pgbackrest(env: Environment, *args: str, on: str = compose.DB_SERVICE) -> list[str]:
+    """pgBackRest as postgres in the database container (repo1, the WAL archive, restores)
+    or, `on` the second site's repository host, for its own backups (repo2)."""
     return [
         *compose.docker(env),
         "exec",
         "-u",
         "postgres",
-        container(env, compose.DB_SERVICE),
+        container(env, on),
         "pgbackrest",
         f"--stanza={STANZA}",
         *args,
@@ -400,6 +401,7 @@ class Physical:
     bytes: int  # the database's size at the backup
     stored: int  # what the repository holds for it
     error: bool  # pgBackRest found a page checksum error
+    repo: int = 1  # 1: beside the database; 2: the second site
 
 
 def physical(info: Any) -> tuple[list[Physical], str | None]:
@@ -419,6 +421,7 @@ def physical(info: Any) -> tuple[list[Physical], str | None]:
             bytes=int(b["info"]["size"]),
             stored=int(b["info"]["repository"]["delta"]),
             error=bool(b.get("error")),
+            repo=int((b.get("database") or {}).get("repo-key") or 1),
         )
         for b in stanza.get("backup") or []
     ]
@@ -452,17 +455,53 @@ def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> dateti
     return when.astimezone(UTC)
 
 
-def restore_args(*, to_time: datetime | None = None, label: str | None = None) -> list[str]:
-    """pgBackRest restore over the stopped data directory (--delta keeps what matches)."""
+def restore_args(
+    *, to_time: datetime | None = None, label: str | None = None, repo: int = 1
+) -> list[str]:
+    """pgBackRest restore over the stopped data directory (--delta keeps what matches),
+    from one repository: 1 beside the database, 2 the second site."""
+    where = [f"--repo={repo}", "--delta"]
     if to_time is not None:
         target = f"{to_time:%Y-%m-%d %H:%M:%S}+00"
-        return [
-            "--delta",
-            "--type=time",
-            f"--target={target}",
-            "--target-action=promote",
-            "restore",
-        ]
+        return [*where, "--type=time", f"--target={target}", "--target-action=promote", "restore"]
     if label is None:
         raise ValueError("a time or a label")
-    return ["--delta", f"--set={label}", "--type=immediate", "--target-action=promote", "restore"]
+    return [*where, f"--set={label}", "--type=immediate", "--target-action=promote", "restore"]
+
+
+# -- the second site (repo2): a pgBackRest repository host over TLS -----------------------
+
+SITE = "backup-site"  # its Compose service (and the CN of its certificate)
+TLS_DIR = "backup-tls"  # in the environment's secrets_dir
+TLS_NODES = (compose.DB_SERVICE, SITE)  # each authenticates the other by its CN
+
+
+def tls_files(secrets_dir: Path) -> list[Path]:
+    d = secrets_dir / TLS_DIR
+    return [
+        d / "ca.crt",
+        d / "ca.key",
+        *(d / f"{n}.{x}" for n in TLS_NODES for x in ("crt", "key")),
+    ]
+
+
+def tls_commands(secrets_dir: Path, *, with_ca: bool) -> list[list[str]]:
+    """A private CA (when there is none) and a certificate for each node, named by its
+    Compose service (what the other one dials and checks)."""
+    d = secrets_dir / TLS_DIR
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256"]
+    commands = []
+    if with_ca:
+        commands.append(
+            ["openssl", "req", "-x509", *ec, "-days", "3650", "-subj", "/CN=lorepin-backup-ca",
+             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt")]
+        )  # fmt: skip
+    for node in TLS_NODES:
+        commands.append(
+            ["openssl", "req", "-x509", *ec, "-days", "825", "-subj", f"/CN={node}",
+             "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+             "-addext", f"subjectAltName=DNS:{node}",
+             "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+             "-keyout", str(d / f"{node}.key"), "-out", str(d / f"{node}.crt")]
+        )  # fmt: skip
+    return commands

@@ -23,6 +23,7 @@ COLOURS = ("blue", "green")
 LOCK_KEY = (0x4C50, 0x4450)  # "LP", "DP": the deploy lock of an environment's database
 OPS = "lorepin_ops"
 PROXY = "proxy"
+BACKUP_SITE = "backup-site"  # the repository host of the second backup site
 
 
 def service(colour: str) -> str:
@@ -183,8 +184,11 @@ def approval_problem(
 
 
 def infra_up(env: Environment, *, wait_timeout: int) -> list[str]:
-    """The database and the proxy, started once and never recreated by a deploy."""
-    return compose.up(env, wait_timeout=wait_timeout, services=(compose.DB_SERVICE, PROXY))
+    """The database, the backups' second site and the proxy, started once and never
+    recreated by a deploy."""
+    return compose.up(
+        env, wait_timeout=wait_timeout, services=(compose.DB_SERVICE, BACKUP_SITE, PROXY)
+    )
 
 
 def colour_up(env: Environment, colour: str) -> list[str]:

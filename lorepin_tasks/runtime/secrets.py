@@ -119,3 +119,24 @@ def ensure_backup_passphrase(ctx: EnvContext) -> None:
         f"created the backup repository passphrase {path}: keep a copy off this machine "
         "(without it no physical backup of this environment can be read)"
     )
+
+
+def ensure_backup_tls(ctx: EnvContext) -> None:
+    """The private CA and certificates the database and the second site's repository host
+    authenticate each other with (made once; a missing one is issued again by the CA)."""
+    from lorepin_tasks.plans import backup as backup_plan
+
+    files = backup_plan.tls_files(ctx.env.secrets_dir)
+    if all(f.is_file() for f in files):
+        return
+    directory = files[0].parent
+    with_ca = not (files[0].is_file() and files[1].is_file())
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would create the backup sites' TLS certificates in {directory}")
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx.run.say(f"==> {ctx.env.name}: creating the backup sites' TLS certificates ({directory})")
+    for argv in backup_plan.tls_commands(ctx.env.secrets_dir, with_ca=with_ca):
+        ctx.run.run(argv, capture=True)
+    for f in files:
+        f.chmod(0o644)  # read through the mount by the containers' entrypoint; dir is 0700

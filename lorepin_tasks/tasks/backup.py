@@ -213,6 +213,7 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
         "type": "logical (pg_dump, age-encrypted; the only type so far)",
         "reason": "why, recorded in the manifest (default: manual)",
         "pin": "keep it through every prune",
+        "repo": "physical only: 1 (beside the database, default) or 2 (the second site)",
         "json": JSON_HELP,
         "dry_run": DRY_HELP,
     }
@@ -223,6 +224,7 @@ def create(
     type: str = "logical",
     reason: str = "manual",
     pin: bool = False,
+    repo: str = "1",
     json_: bool = False,
     dry_run: bool = False,
 ) -> None:
@@ -231,6 +233,7 @@ def create(
     if type not in ("logical", *plan.PHYSICAL_TYPES):
         raise ConfigError(f"unknown backup type {type!r}: logical, full, diff or incr")
     plan.check_reason(reason)
+    repo_n = _repo(repo)
     ctx = _open(c, env, dry_run)
     if type != "logical" and not ctx.env.is_server:
         raise ConfigError(
@@ -241,7 +244,7 @@ def create(
         if type == "logical":
             manifest = create_logical(ctx, reason, pin=pin)
         else:
-            made = create_physical(ctx, type)
+            made = create_physical(ctx, type, repo=repo_n)
             manifest = {"id": made.label, **_physical_row(made)} if made else {}
     if json_ and not dry_run:
         print(json.dumps(manifest, indent=2, sort_keys=True))
@@ -274,19 +277,34 @@ def physical_list(ctx: EnvContext) -> list[plan.Physical]:
     return found
 
 
-def create_physical(ctx: EnvContext, kind: str) -> plan.Physical | None:
-    """A pgBackRest backup of the running database (the caller holds the lock)."""
+def _repo(value: str) -> int:
+    if str(value).strip() not in ("1", "2"):
+        raise ConfigError(
+            f"invalid --repo {value!r}: 1 (beside the database) or 2 (the second site)"
+        )
+    return int(value)
+
+
+def create_physical(ctx: EnvContext, kind: str, *, repo: int = 1) -> plan.Physical | None:
+    """A pgBackRest backup of the running database (the caller holds the lock): into repo1
+    from the database's host, or into repo2 by the second site's repository host."""
     if not ctx.run.dry_run:
         _db_container(ctx)
-    ctx.run.say(f"==> {ctx.env.name}: {kind} backup with pgBackRest")
+    where = "the second site" if repo == 2 else "beside the database"
+    ctx.run.say(f"==> {ctx.env.name}: {kind} backup with pgBackRest, {where} (repo{repo})")
     ctx.run.run(plan.pgbackrest(ctx.env, "stanza-create"), env=ctx.engine, capture=True)
-    before = {b.label for b in physical_list(ctx)} if not ctx.run.dry_run else set()
-    ctx.run.run(
-        plan.pgbackrest(ctx.env, f"--type={kind}", "backup"), env=ctx.engine, capture_stderr=True
+    before = (
+        {b.label for b in physical_list(ctx) if b.repo == repo} if not ctx.run.dry_run else set()
     )
+    command = (
+        plan.pgbackrest(ctx.env, f"--type={kind}", "backup", on=plan.SITE)
+        if repo == 2
+        else plan.pgbackrest(ctx.env, "--repo=1", f"--type={kind}", "backup")
+    )
+    ctx.run.run(command, env=ctx.engine, capture_stderr=True)
     if ctx.run.dry_run:
         return None
-    new = [b for b in physical_list(ctx) if b.label not in before]
+    new = [b for b in physical_list(ctx) if b.label not in before and b.repo == repo]
     if not new:
         raise LorePinError("pgBackRest ended without a new backup; see its messages above")
     made = new[0]
@@ -300,6 +318,7 @@ def create_physical(ctx: EnvContext, kind: str) -> plan.Physical | None:
 def _physical_row(b: plan.Physical) -> dict[str, Any]:
     return {
         "type": b.type,
+        "repo": b.repo,
         "status": "unusable" if b.error else "ok",
         "started_at": b.start.isoformat(timespec="seconds"),
         "finished_at": b.stop.isoformat(timespec="seconds"),
@@ -363,7 +382,7 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
                 "id": b.label,
                 **_physical_row(b),
                 "problem": "a page checksum error" if b.error else None,
-                "reason": f"physical {b.type}",
+                "reason": f"physical {b.type}, repo{b.repo}",
                 "version": None,
                 "schema_revision": None,
                 "rows": None,
@@ -755,6 +774,8 @@ def _restore_data(ctx: EnvContext, backup: plan.Backup, identity: Any) -> None:
         "from": "the backup to restore: a logical id or a physical label (`invoke backup.list`)",
         "to_time": "point-in-time recovery: the database as it was then, like "
         "2026-11-30T14:03:17Z (server environments)",
+        "repo": "physical restores: the repository to restore from, 1 (default) or 2 (the "
+        "second site)",
         "schema_change": "restore a backup whose schema revision differs from the live one",
         "break_glass": "why a restore of an environment that needs approvals goes ahead "
         "(recorded and announced)",
@@ -767,6 +788,7 @@ def restore(
     env: str = "",
     from_: str = "",
     to_time: str = "",
+    repo: str = "1",
     schema_change: bool = False,
     break_glass: str = "",
     yes: bool = False,
@@ -787,7 +809,9 @@ def restore(
             "say why it cannot wait with --break-glass REASON (recorded and announced)"
         )
     if physical_:
-        _restore_physical(ctx, from_, to_time, yes=yes, reason=break_glass.strip() or None)
+        _restore_physical(
+            ctx, from_, to_time, repo=_repo(repo), yes=yes, reason=break_glass.strip() or None
+        )
         return
     backup, identity = _usable(ctx, id_)
     manifest = dict(backup.manifest or {})
@@ -861,7 +885,7 @@ def restore(
 
 
 def _restore_physical(
-    ctx: EnvContext, label: str, to_time: str, *, yes: bool, reason: str | None
+    ctx: EnvContext, label: str, to_time: str, *, repo: int, yes: bool, reason: str | None
 ) -> None:
     """The whole cluster back to a physical backup or a point in time: CMS stopped, a
     safety backup, the database stopped, pgBackRest restore, recovery, the CMS back. The
@@ -873,12 +897,12 @@ def _restore_physical(
         )
     if not ctx.run.dry_run:
         _db_container(ctx)
-    found = physical_list(ctx) if not ctx.run.dry_run else []
+    found = [b for b in physical_list(ctx) if b.repo == repo] if not ctx.run.dry_run else []
     now = datetime.now(UTC)
     target = plan.target_time(to_time, now, found) if to_time else None
     if label and not ctx.run.dry_run and label not in {b.label for b in found}:
         raise LorePinError(
-            f"'{ctx.env.name}' has no physical backup {label} "
+            f"'{ctx.env.name}' has no physical backup {label} in repo{repo} "
             f"(see `invoke backup.list --env {ctx.env.name}`)"
         )
     what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label
@@ -890,7 +914,11 @@ def _restore_physical(
         yes=yes or ctx.run.dry_run,
     )
     who = _who(ctx)
-    detail: dict[str, Any] = {"backup": label or None, "to_time": what if target else None}
+    detail: dict[str, Any] = {
+        "backup": label or None,
+        "to_time": what if target else None,
+        "repo": repo,
+    }
     detail["break_glass"] = reason
     db = deploy_plan.container(ctx.env, compose.DB_SERVICE)
     with locked(ctx, "backup.restore"):
@@ -907,13 +935,13 @@ def _restore_physical(
                 ctx.run.run(
                     [*compose.docker(ctx.env), "stop", *writers], env=ctx.engine, capture=True
                 )
-            made = create_physical(ctx, "incr")
+            made = create_physical(ctx, "incr", repo=repo)
             safety = made.label if made else None
             ctx.run.say(f"==> {ctx.env.name}: restoring {what} (the database stops)")
             ctx.run.run(
                 [*compose.docker(ctx.env), "stop", "--time", "60", db], env=ctx.engine, capture=True
             )
-            restore_args = plan.restore_args(to_time=target, label=label or None)
+            restore_args = plan.restore_args(to_time=target, label=label or None, repo=repo)
             docker.run_oneoff(
                 ctx,
                 compose.DB_SERVICE,

@@ -288,6 +288,7 @@ def deploy(
         docker.ensure_owned(ctx, data=True)
         _tls(ctx)
         secrets.ensure_backup_passphrase(ctx)
+        secrets.ensure_backup_tls(ctx)
         with steps.step("starting the database and the proxy (kept when running)"):
             backend.prepare(tag)
             stanza(ctx)

@@ -464,18 +464,29 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
 
 
 def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:
-    """Two writes a few seconds apart; a recovery to a moment between them brings back
-    the first and not the second, and the audit trail keeps every record."""
-    db = f"{site.projects['staging']}-db-1"
+    """Two writes a few seconds apart; a recovery to a moment between them, from the
+    second site's repository alone, brings back the first and not the second; the audit
+    trail keeps every record. Then a whole backup set, and an unreachable second site."""
+    project = site.projects["staging"]
+    db = f"{project}-db-1"
 
     def sql(query: str) -> str:
         argv = ["docker", "exec", db, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c"]
         return subprocess.run([*argv, query], capture_output=True, text=True, check=True).stdout
 
-    full = site.invoke("backup.create", "--env", "staging", "--type", "full", "--json")
-    assert full.returncode == 0, full.stderr[-3000:]
-    label = json.loads(full.stdout)["id"]
-    assert label.endswith("F")
+    def marks() -> str:
+        if sql("SELECT to_regclass('public.pitr_marks') IS NOT NULL").strip() != "t":
+            return "none"
+        return sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_marks").strip()
+
+    made = {}
+    for repo in ("1", "2"):
+        full = site.invoke(
+            "backup.create", "--env", "staging", "--type", "full", "--repo", repo, "--json"
+        )
+        assert full.returncode == 0, full.stderr[-3000:]
+        made[repo] = json.loads(full.stdout)
+        assert made[repo]["id"].endswith("F") and made[repo]["repo"] == int(repo)
     sql("CREATE TABLE pitr_marks (n int); INSERT INTO pitr_marks VALUES (1)")
     time.sleep(1.5)
     between = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -491,18 +502,41 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     ]:
         refused = site.invoke("backup.restore", "--env", "staging", "--to-time", bad, "--yes")
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-1000:]
-    assert sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_marks").strip() == "1,2"
+    assert marks() == "1,2"
 
-    restored = site.invoke("backup.restore", "--env", "staging", "--to-time", between, "--yes")
+    restored = site.invoke(
+        "backup.restore", "--env", "staging", "--to-time", between, "--repo", "2", "--yes"
+    )
     assert restored.returncode == 0, restored.stderr[-4000:]
-    assert sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_marks").strip() == "1"
+    assert marks() == "1"
     assert site.get("staging", "/readyz")[0] == 200
     after = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
     assert [r["seq"] for r in after[: len(history)]] == [r["seq"] for r in history]
     assert (after[-1]["action"], after[-1]["outcome"]) == ("restore", "restored")
-    assert after[-1]["detail"]["to_time"] == between
-    listed = json.loads(site.invoke("backup.list", "--env", "staging", "--json").stdout)
-    assert {label, after[-1]["detail"]["safety_backup"]} <= {b["id"] for b in listed}
+    assert after[-1]["detail"]["to_time"] == between and after[-1]["detail"]["repo"] == 2
+    listed = {b["id"]: b for b in json.loads(
+        site.invoke("backup.list", "--env", "staging", "--json").stdout
+    )}  # fmt: skip
+    assert made["1"]["id"] in listed and listed[made["2"]["id"]]["repo"] == 2
+    assert after[-1]["detail"]["safety_backup"] in listed
+
+    # A whole backup set: the database as the repo1 full backup left it (no marks yet).
+    whole = site.invoke("backup.restore", "--env", "staging", "--from", made["1"]["id"], "--yes")
+    assert whole.returncode == 0, whole.stderr[-4000:]
+    assert marks() == "none"
+    assert site.get("staging", "/readyz")[0] == 200
+
+    # The second site down: its backups fail in one line; the database is untouched.
+    subprocess.run(["docker", "stop", f"{project}-backup-site-1"], capture_output=True, check=True)
+    try:
+        down = site.invoke("backup.create", "--env", "staging", "--type", "incr", "--repo", "2")
+        assert down.returncode == 1, down.stderr[-2000:]
+        assert down.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert site.get("staging", "/readyz")[0] == 200
+    finally:
+        subprocess.run(
+            ["docker", "start", f"{project}-backup-site-1"], capture_output=True, check=True
+        )
 
 
 def test_a_drill_measures_rto_and_rpo_on_a_scratch_copy_and_leaves_nothing(site: Site) -> None:

@@ -269,13 +269,16 @@ def test_a_point_in_time_must_have_a_zone_be_past_and_after_a_backup() -> None:
 def test_restores_go_to_a_time_or_to_a_backup_and_promote() -> None:
     when = datetime(2026, 11, 30, 10, 30, 5, tzinfo=UTC)
     assert plan.restore_args(to_time=when) == [
+        "--repo=1",
         "--delta",
         "--type=time",
         "--target=2026-11-30 10:30:05+00",
         "--target-action=promote",
         "restore",
     ]
-    assert plan.restore_args(label="20261130-100000F")[1:3] == [
+    assert plan.restore_args(label="20261130-100000F", repo=2)[:4] == [
+        "--repo=2",
+        "--delta",
         "--set=20261130-100000F",
         "--type=immediate",
     ]
@@ -287,3 +290,19 @@ def test_restores_go_to_a_time_or_to_a_backup_and_promote() -> None:
         "lorepin-local-db-1",
         "pgbackrest",
     ]
+
+
+def test_the_two_sites_get_certificates_of_a_private_ca_named_by_service(
+    tmp_path: Path,
+) -> None:
+    first = plan.tls_commands(tmp_path, with_ca=True)
+    assert len(first) == 3 and "/CN=lorepin-backup-ca" in first[0]
+    for node, argv in zip(("db", "backup-site"), first[1:], strict=True):
+        assert f"/CN={node}" in argv and f"subjectAltName=DNS:{node}" in argv
+        assert "extendedKeyUsage=serverAuth,clientAuth" in argv
+        assert str(tmp_path / "backup-tls" / "ca.key") in argv  # signed by the CA
+    again = plan.tls_commands(tmp_path, with_ca=False)
+    assert again == first[1:]  # an existing CA issues missing certificates again
+    assert [f.name for f in plan.tls_files(tmp_path)] == [
+        "ca.crt", "ca.key", "db.crt", "db.key", "backup-site.crt", "backup-site.key"
+    ]  # fmt: skip

@@ -16,19 +16,71 @@ file_env() {
   unset "$file_var"
 }
 
-# The pgBackRest repository passphrase, from a file secret into conf.d (0600, postgres),
-# for the server and for one-off pgbackrest commands alike.
+# pgBackRest (server environments, docs/backups.md). Secrets arrive as files: the
+# repository passphrase goes into conf.d, the TLS key into /etc/pgbackrest/tls, each
+# readable only by postgres (pgBackRest refuses a key others can read).
+# LOREPIN_BACKUP_SITE (on the database): the repository host of repo2, the second site.
+# Command `backup-site`: this container is that repository host.
+role=db
+[ "${1:-}" = backup-site ] && role=site
+if [ -n "${PGBACKREST_TLS_KEY_FILE:-}" ] && [ "$(id -u)" = 0 ]; then
+  install -d -o postgres -g postgres -m 0700 /etc/pgbackrest/tls
+  install -o postgres -g postgres -m 0600 "$PGBACKREST_TLS_CA_FILE" /etc/pgbackrest/tls/ca.crt
+  install -o postgres -g postgres -m 0600 "$PGBACKREST_TLS_CERT_FILE" /etc/pgbackrest/tls/node.crt
+  install -o postgres -g postgres -m 0600 "$PGBACKREST_TLS_KEY_FILE" /etc/pgbackrest/tls/node.key
+  unset PGBACKREST_TLS_CA_FILE PGBACKREST_TLS_CERT_FILE PGBACKREST_TLS_KEY_FILE
+fi
+tls_server() {
+  printf 'tls-server-address=*\ntls-server-ca-file=/etc/pgbackrest/tls/ca.crt\n'
+  printf 'tls-server-cert-file=/etc/pgbackrest/tls/node.crt\n'
+  printf 'tls-server-key-file=/etc/pgbackrest/tls/node.key\ntls-server-auth=%s=lorepin\n' "$1"
+}
+tls_client() {  # $1: the option prefix (repo2-host, pg1-host)
+  printf '%s-type=tls\n%s-ca-file=/etc/pgbackrest/tls/ca.crt\n' "$1" "$1"
+  printf '%s-cert-file=/etc/pgbackrest/tls/node.crt\n%s-key-file=/etc/pgbackrest/tls/node.key\n' "$1" "$1"
+}
 if [ -n "${PGBACKREST_CIPHER_PASS_FILE:-}" ]; then
   if [ ! -s "$PGBACKREST_CIPHER_PASS_FILE" ]; then
     echo "entrypoint: PGBACKREST_CIPHER_PASS_FILE $PGBACKREST_CIPHER_PASS_FILE is missing or empty" >&2
     exit 1
   fi
+  pass=$(<"$PGBACKREST_CIPHER_PASS_FILE")
   umask 077
-  printf '[global]\nrepo1-cipher-pass=%s\n' "$(<"$PGBACKREST_CIPHER_PASS_FILE")" \
-    >/etc/pgbackrest/conf.d/cipher.conf
-  [ "$(id -u)" = 0 ] && chown postgres:postgres /etc/pgbackrest/conf.d/cipher.conf
+  if [ "$role" = site ]; then
+    {
+      printf '[global]\nrepo2-path=/var/lib/pgbackrest\nrepo2-cipher-type=aes-256-cbc\n'
+      printf 'repo2-cipher-pass=%s\nrepo2-retention-full-type=count\n' "$pass"
+      printf 'repo2-retention-full=9999999\ncompress-type=lz4\nprocess-max=2\nstart-fast=y\n'
+      printf 'log-level-console=warn\nlog-level-stderr=error\nlog-level-file=off\n'
+      printf 'lock-path=/tmp/pgbackrest\n'
+      tls_server "${LOREPIN_BACKUP_DB:-db}"
+      printf '\n[lorepin]\npg1-host=%s\n' "${LOREPIN_BACKUP_DB:-db}"
+      tls_client pg1-host
+      printf 'pg1-path=/var/lib/postgresql/data\npg1-user=lorepin\n'
+      printf 'pg1-socket-path=/var/run/postgresql\n'
+    } >/etc/pgbackrest/site.conf
+    [ "$(id -u)" = 0 ] && chown postgres:postgres /etc/pgbackrest/site.conf
+  else
+    {
+      printf '[global]\nrepo1-cipher-pass=%s\n' "$pass"
+      if [ -n "${LOREPIN_BACKUP_SITE:-}" ]; then
+        printf 'repo2-host=%s\n' "$LOREPIN_BACKUP_SITE"
+        tls_client repo2-host
+        printf 'repo2-cipher-type=aes-256-cbc\nrepo2-cipher-pass=%s\n' "$pass"
+        printf 'repo2-retention-full-type=count\nrepo2-retention-full=9999999\n'
+        tls_server "$LOREPIN_BACKUP_SITE"
+      fi
+    } >/etc/pgbackrest/conf.d/cipher.conf
+    [ "$(id -u)" = 0 ] && chown postgres:postgres /etc/pgbackrest/conf.d/cipher.conf
+  fi
   umask 022
-  unset PGBACKREST_CIPHER_PASS_FILE
+  unset PGBACKREST_CIPHER_PASS_FILE pass
+fi
+
+if [ "$role" = site ]; then
+  [ "$(id -u)" = 0 ] && chown postgres:postgres /var/lib/pgbackrest
+  exec setpriv --reuid=postgres --regid=postgres --init-groups \
+    pgbackrest --config=/etc/pgbackrest/site.conf server
 fi
 
 if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
@@ -72,6 +124,11 @@ if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
     echo "entrypoint: PostgreSQL init process complete; ready for start up."
   fi
   unset POSTGRES_PASSWORD
+  if [ -n "${LOREPIN_BACKUP_SITE:-}" ]; then
+    # The TLS server the repository host reaches this database through (its backups of
+    # repo2). Detached: with `init: true` the container's init, not postgres, adopts it.
+    ( setsid pgbackrest server </dev/null >/dev/null 2>&1 & )
+  fi
   exec postgres -c listen_addresses='*' "$@"
 fi
 
