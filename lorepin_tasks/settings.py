@@ -145,6 +145,8 @@ class BackupPolicy:
     keep_monthly: int = 6
     rto: int = 300  # seconds: recovery time objective (dr.drill fails above it)
     rpo: int = 60  # seconds: recovery point objective
+    # Server kinds: seconds between physical backups of each type, run on the second site.
+    schedule: tuple[tuple[str, int], ...] = (("full", 86400), ("incr", 3600))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,12 +404,12 @@ AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 
 def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
     keep = _mapping(raw.get("keep"), f"{where}: backup.keep")
-    known = {"recipients", "keep", "rto", "rpo"}
+    known = {"recipients", "keep", "rto", "rpo", "schedule"}
     unknown = sorted(set(raw) - known) or sorted(set(keep) - {"last", "daily", "weekly", "monthly"})
     if unknown:
         raise ConfigError(
             f"{where}: unknown backup setting {unknown[0]!r} (known: recipients, rto, rpo, "
-            "keep.last, keep.daily, keep.weekly, keep.monthly)"
+            "schedule, keep.last, keep.daily, keep.weekly, keep.monthly)"
         )
     recipients = raw.get("recipients") or []
     if not isinstance(recipients, list | tuple) or not all(
@@ -430,9 +432,27 @@ def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
         keep_daily=count("daily", 0),
         keep_weekly=count("weekly", 0),
         keep_monthly=count("monthly", 0),
+        schedule=_schedule(raw.get("schedule"), where) if "schedule" in raw else defaults.schedule,
         rto=_int(raw.get("rto", defaults.rto), f"{where}: backup.rto", low=1, high=86400),
         rpo=_int(raw.get("rpo", defaults.rpo), f"{where}: backup.rpo", low=0, high=86400),
     )
+
+
+def _schedule(raw: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """`{full: 24h, incr: 1h}`: how often each type of physical backup runs."""
+    table = _mapping(raw, f"{where}: backup.schedule")
+    if unknown := sorted(set(table) - {"full", "diff", "incr"}):
+        raise ConfigError(
+            f"{where}: backup.schedule: unknown type {unknown[0]!r} (full, diff, incr)"
+        )
+    found = []
+    for kind in ("full", "diff", "incr"):
+        if kind in table:
+            every = parse_ttl(str(table[kind]))
+            if every.total_seconds() < 60:
+                raise ConfigError(f"{where}: backup.schedule.{kind} must be at least 1m")
+            found.append((kind, int(every.total_seconds())))
+    return tuple(found)
 
 
 def _with_overrides(

@@ -14,11 +14,12 @@ Ids sort by time and say the type, like pgBackRest's labels: `20261130-141503L`.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans import compose
@@ -251,6 +252,25 @@ class Backup:
     def good(self) -> bool:
         return self.problem is None
 
+    @property
+    def pinned(self) -> bool:
+        return bool(self.manifest and self.manifest.get("pinned"))
+
+
+class Keepable(Protocol):
+    """What retention looks at, logical or physical."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def good(self) -> bool: ...
+    @property
+    def verified(self) -> bool: ...
+    @property
+    def pinned(self) -> bool: ...
+
 
 _NAME = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
 TABLE = re.compile(rf"^{_NAME}\.{_NAME}$")  # as format('%I.%I') writes it
@@ -327,17 +347,17 @@ def manifest(
 # -- retention (grandfather-father-son) ----------------------------------------------
 
 
-def retained(backups: Sequence[Backup], policy: BackupPolicy) -> dict[str, str]:
+def retained(backups: Sequence[Keepable], policy: BackupPolicy) -> dict[str, str]:
     """The good backups a prune keeps, each with why (everything else may go).
 
     Kept: the newest `last`; the newest of each of the last `daily` days, `weekly` ISO
     weeks and `monthly` months that have one; the newest verified backup (a restore
     needs a backup known to restore); pinned ones (taken before a release's migration).
     """
-    good = sorted((b for b in backups if b.good), key=lambda b: b.id, reverse=True)
+    good = sorted((b for b in backups if b.good), key=lambda b: b.at, reverse=True)
     why: dict[str, str] = {}
 
-    def keep(backup: Backup, reason: str) -> None:
+    def keep(backup: Keepable, reason: str) -> None:
         why.setdefault(backup.id, reason)
 
     for backup in good[: policy.keep_last]:
@@ -361,7 +381,7 @@ def retained(backups: Sequence[Backup], policy: BackupPolicy) -> dict[str, str]:
     if verified is not None:
         keep(verified, "newest verified")
     for backup in good:
-        if backup.manifest and backup.manifest.get("pinned"):
+        if backup.pinned:
             keep(backup, "pinned")
     return why
 
@@ -402,6 +422,28 @@ class Physical:
     stored: int  # what the repository holds for it
     error: bool  # pgBackRest found a page checksum error
     repo: int = 1  # 1: beside the database; 2: the second site
+
+    # What retention looks at (a full backup and the diff/incr ones that build on it
+    # are kept or expired together).
+    @property
+    def id(self) -> str:
+        return self.label
+
+    @property
+    def at(self) -> datetime:
+        return self.stop
+
+    @property
+    def good(self) -> bool:
+        return not self.error
+
+    @property
+    def verified(self) -> bool:
+        return False
+
+    @property
+    def pinned(self) -> bool:
+        return False
 
 
 def physical(info: Any) -> tuple[list[Physical], str | None]:
@@ -505,3 +547,28 @@ def tls_commands(secrets_dir: Path, *, with_ca: bool) -> list[list[str]]:
              "-keyout", str(d / f"{node}.key"), "-out", str(d / f"{node}.crt")]
         )  # fmt: skip
     return commands
+
+
+def expirable(backups: Sequence[Physical], policy: BackupPolicy) -> dict[int, list[str]]:
+    """Per repository, the full backups a prune expires (pgBackRest removes each with the
+    diff and incr backups built on it, and the WAL only they needed): retention counts
+    full backups; the newest full of a repository always stays."""
+    going: dict[int, list[str]] = {}
+    for repo in sorted({b.repo for b in backups}):
+        fulls = [b for b in backups if b.repo == repo and b.type == "full"]
+        kept = retained(fulls, policy)
+        if fulls:
+            kept.setdefault(max(fulls, key=lambda b: b.stop).label, "newest full")
+        going[repo] = [b.label for b in fulls if b.label not in kept and b.good]
+    return going
+
+
+def restore_oneoff(args: Sequence[str]) -> list[str]:
+    """The restore, in a one-off container of the database service once its container has
+    exited: a postmaster.pid left by a stop that was not clean is removed first (nothing
+    runs on that data any more), then pgBackRest runs as postgres."""
+    restore = shlex.join(
+        ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "pgbackrest",
+         f"--stanza={STANZA}", *args]
+    )  # fmt: skip
+    return ["bash", "-c", f'rm -f "$PGDATA/postmaster.pid" && exec {restore}']

@@ -75,6 +75,10 @@ def variables(
         values["LOREPIN_CA_BUNDLE"] = str(settings.ca_bundle)
     if env.https_port is not None:  # server kinds: the proxy's public port
         values["LOREPIN_HTTPS_PORT"] = str(env.https_port)
+    if env.is_server:  # the second site's backup schedule, in seconds per type
+        values["LOREPIN_BACKUP_SCHEDULE"] = " ".join(
+            f"{kind}={seconds}" for kind, seconds in env.backup.schedule
+        )
     if env.db_port is not None:
         values["LOREPIN_DB_PORT"] = str(env.db_port)
     if env.docker_host:

@@ -942,19 +942,9 @@ def _restore_physical(
                 [*compose.docker(ctx.env), "stop", "--time", "60", db], env=ctx.engine, capture=True
             )
             restore_args = plan.restore_args(to_time=target, label=label or None, repo=repo)
+            _stopped(ctx, db)
             docker.run_oneoff(
-                ctx,
-                compose.DB_SERVICE,
-                [
-                    "setpriv",
-                    "--reuid=postgres",
-                    "--regid=postgres",
-                    "--init-groups",
-                    "pgbackrest",
-                    f"--stanza={plan.STANZA}",
-                    *restore_args,
-                ],
-                kind="pgbackrest",
+                ctx, compose.DB_SERVICE, plan.restore_oneoff(restore_args), kind="pgbackrest"
             )
             ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
             _wait_promoted(ctx, db)
@@ -982,6 +972,18 @@ def _restore_physical(
         _ready_after(ctx, writers, version)
     if not ctx.run.dry_run:
         print(f"{ctx.env.name}: restored to {what} in {seconds} s; the data before it is {safety}")
+
+
+def _stopped(ctx: EnvContext, db: str) -> None:
+    """The database container has exited (its data may be written by the restore)."""
+    if ctx.run.dry_run:
+        return
+    state = ctx.run.run(
+        [*compose.docker(ctx.env), "inspect", "--format", "{{.State.Running}}", db],
+        env=ctx.engine, capture=True, quiet=True, mutates=False,
+    ).stdout.strip()  # fmt: skip
+    if state != "false":
+        raise LorePinError(f"the database of '{ctx.env.name}' did not stop; nothing was restored")
 
 
 def _wait_promoted(ctx: EnvContext, db: str) -> None:
@@ -1059,8 +1061,9 @@ def _ready_after(ctx: EnvContext, writers: list[str], version: str | None) -> No
 
 @task(help={"env": ENV_HELP, "yes": YES_HELP, "dry_run": DRY_HELP})
 def prune(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -> None:
-    """Remove the backups the retention policy (backup.keep) no longer keeps; never the
-    newest verified one nor a pinned one."""
+    """Remove the backups the retention policy (backup.keep) no longer keeps: logical ones
+    (never the newest verified nor a pinned one) and, on server environments, physical
+    full backups with what builds on them (never a repository's newest full)."""
     ctx = _open(c, env, dry_run)
     with locked(ctx, "backup.prune"):
         found = backups.listed(ctx)
@@ -1071,16 +1074,81 @@ def prune(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -
                 f"{'keep' if b.id in kept else ('remove' if b.good else 'unusable')} {b.id}"
                 f"{f' ({kept[b.id]})' if b.id in kept else ''}"
             )
-        if not going:
+        physical = physical_list(ctx) if ctx.env.is_server and _database_up(ctx) else []
+        expiring = plan.expirable(physical, ctx.env.backup)
+        for full in (f for f in physical if f.type == "full"):
+            verdict = "expire" if full.label in expiring.get(full.repo, []) else "keep"
+            print(f"{verdict} {full.label} (physical, repo{full.repo}, with what builds on it)")
+        count = len(going) + sum(len(v) for v in expiring.values())
+        if not count:
             raise NothingToDo(f"'{ctx.env.name}': every backup is kept by the policy")
         if not dry_run:
-            confirm(f"Remove {len(going)} backup(s) of '{ctx.env.name}'?", yes=yes)
+            confirm(f"Remove {count} backup(s) of '{ctx.env.name}'?", yes=yes)
         for b in going:
             for path in (plan.data_path(ctx.env, b.id), plan.manifest_path(ctx.env, b.id)):
                 if dry_run:
                     ctx.run.say(f"+ rm {path}")
                 else:
                     path.unlink(missing_ok=True)
+        for repo, labels in expiring.items():
+            for label in labels:
+                on = plan.SITE if repo == 2 else compose.DB_SERVICE
+                ctx.run.run(
+                    plan.pgbackrest(ctx.env, f"--repo={repo}", f"--set={label}", "expire", on=on),
+                    env=ctx.engine,
+                    capture=True,
+                )
 
 
-ns = Collection("backup", create, key, list_, verify, restore, prune)
+def _every(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+SCHEDULE_LOG = "/var/lib/pgbackrest/lorepin-schedule.jsonl"  # on the second site's volume
+
+
+@task(help={"env": "the server environment (staging or production)", "json": JSON_HELP})
+def schedule(c: Context, env: str = "", json_: bool = False) -> None:
+    """Show the environment's backup schedule (invoke.yaml's backup.schedule, run on its
+    second site) and its latest runs, good or bad."""
+    ctx = _open(c, env, False)
+    if not ctx.env.is_server:
+        raise ConfigError(
+            f"scheduled backups run on server environments; '{ctx.env.name}' is {ctx.env.kind}"
+        )
+    answer = ctx.run.run(
+        [*compose.docker(ctx.env), "exec", deploy_plan.container(ctx.env, plan.SITE),
+         "tail", "-n", "50", SCHEDULE_LOG],
+        env=ctx.engine, capture=True, check=False, mutates=False, quiet=True,
+    )  # fmt: skip
+    if not answer.ok and "No such container" in answer.stderr + answer.stdout:
+        raise LorePinError(
+            f"the second site of '{ctx.env.name}' is not running: deploy first (`invoke deploy`)"
+        )
+    runs = []
+    for line in answer.stdout.splitlines():
+        with suppress(ValueError):
+            runs.append(json.loads(line))
+    every = {kind: seconds for kind, seconds in ctx.env.backup.schedule}
+    if json_:
+        print(json.dumps({"schedule": every, "runs": runs}, indent=2))
+        return
+    plan_ = ", ".join(f"{kind} every {_every(seconds)}" for kind, seconds in every.items())
+    print(f"{ctx.env.name}: {plan_ or 'no schedule'} (on {plan.SITE}, into repo2)")
+    if not runs:
+        print("no scheduled run yet")
+    for r in runs[-10:]:
+        print(
+            f"{r.get('at')}  {r.get('type'):5} {r.get('outcome'):7} {r.get('seconds')} s"
+            f"{'  ' + str(r.get('message')) if r.get('message') else ''}"
+        )
+    if runs and runs[-1].get("outcome") != "ok":
+        raise LorePinError(
+            f"the last scheduled backup of '{ctx.env.name}' failed: {runs[-1].get('message')}"
+        )
+
+
+ns = Collection("backup", create, key, list_, verify, restore, prune, schedule)

@@ -56,7 +56,7 @@ def _db(t: Throwaway, image: str, command: list[str]) -> None:
             "POSTGRES_USER": "lorepin",
             "POSTGRES_DB": "lorepin",
             "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
-            "PGBACKREST_CIPHER_PASS_FILE": str(Path(plan.PASSWORD_FILE).parent / CIPHER_FILE),
+            "LOREPIN_BACKUP_CIPHER_FILE": str(Path(plan.PASSWORD_FILE).parent / CIPHER_FILE),
         },
         args=[
             "-v",

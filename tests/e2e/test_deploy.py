@@ -417,6 +417,23 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     assert site.serving("production") == "1.1.0"
 
 
+def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
+    """The default schedule (a full backup a day, an incremental one an hour) starts with a
+    full backup on the second site as soon as the stanza exists; every run is listed."""
+    deadline = time.monotonic() + 120
+    runs: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not runs:
+        shown = site.invoke("backup.schedule", "--env", "staging", "--json")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        runs = json.loads(shown.stdout)["runs"]
+        time.sleep(2)
+    assert runs and runs[0]["type"] == "full" and runs[0]["outcome"] == "ok", runs
+    text = site.invoke("backup.schedule", "--env", "staging")
+    assert "full every 1d, incr every 1h" in text.stdout and " ok " in text.stdout
+    listed = json.loads(site.invoke("backup.list", "--env", "staging", "--json").stdout)
+    assert any(b.get("repo") == 2 and b["type"] == "full" for b in listed)
+
+
 def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     """The accident: every pin deleted. The restore stops the serving colour, keeps the
     data it replaces, brings the pins back, serves again and says so in the trail."""
@@ -525,6 +542,10 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     assert whole.returncode == 0, whole.stderr[-4000:]
     assert marks() == "none"
     assert site.get("staging", "/readyz")[0] == 200
+
+    # Prune shows physical full sets per repository (the policy keeps these few).
+    plan_ = site.invoke("backup.prune", "--env", "staging", "--dry-run")
+    assert f"keep {made['2']['id']} (physical, repo2" in plan_.stdout, plan_.stdout
 
     # The second site down: its backups fail in one line; the database is untouched.
     subprocess.run(["docker", "stop", f"{project}-backup-site-1"], capture_output=True, check=True)

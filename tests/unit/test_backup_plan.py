@@ -306,3 +306,34 @@ def test_the_two_sites_get_certificates_of_a_private_ca_named_by_service(
     assert [f.name for f in plan.tls_files(tmp_path)] == [
         "ca.crt", "ca.key", "db.crt", "db.key", "backup-site.crt", "backup-site.key"
     ]  # fmt: skip
+
+
+def _full(label: str, repo: int, day: int, *, kind: str = "full", error: bool = False) -> Any:
+    at = datetime(2026, 11, day, 10, 0, tzinfo=UTC)
+    return plan.Physical(
+        label=label, type=kind, start=at, stop=at, bytes=1, stored=1, error=error, repo=repo
+    )
+
+
+def test_physical_retention_expires_whole_full_sets_and_keeps_each_repos_newest() -> None:
+    found = [
+        _full("20261101-100000F", 1, 1),
+        _full("20261110-100000F", 1, 10),
+        _full("20261110-100000F_20261111-100000I", 1, 11, kind="incr"),
+        _full("20261120-100000F", 1, 20, error=True),
+        _full("20261101-100000F", 2, 1),
+    ]
+    policy = BackupPolicy(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    going = plan.expirable(found, policy)
+    assert going == {1: ["20261101-100000F"], 2: []}  # incr goes with its full; errors stay
+
+
+def test_the_backup_schedule_reads_as_seconds_per_type() -> None:
+    assert backup_policy({"schedule": {"full": "7d", "incr": "1h"}}, "e").schedule == (
+        ("full", 604800),
+        ("incr", 3600),
+    )
+    assert backup_policy({"schedule": {}}, "e").schedule == ()  # no schedule: none runs
+    for bad in ({"hourly": "1h"}, {"incr": "10s"}, {"full": "soon"}):
+        with pytest.raises(ConfigError):
+            backup_policy({"schedule": bad}, "e")

@@ -559,11 +559,11 @@ def test_schema_facts_read_the_current_revision_and_the_ledger() -> None:
     assert plan.schema_facts([["current", "", "f"]]) == (None, {})
 
 
-def test_a_deploy_starts_the_database_and_proxy_once_and_never_recreates_them() -> None:
+def test_a_deploy_starts_the_database_its_backup_site_and_proxy_once_never_recreated() -> None:
     argv = plan.infra_up(staging(), wait_timeout=90)
     assert argv[argv.index("up") :] == [
         "up", "--detach", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never",
-        "--no-recreate", "db", "proxy",
+        "--no-recreate", "db", "backup-site", "proxy",
     ]  # fmt: skip
 
 

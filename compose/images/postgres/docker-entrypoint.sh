@@ -16,19 +16,20 @@ file_env() {
   unset "$file_var"
 }
 
-# pgBackRest (server environments, docs/backups.md). Secrets arrive as files: the
+# pgBackRest (server environments, docs/backups.md). Secrets arrive as files (named by
+# LOREPIN_* variables: pgBackRest would read PGBACKREST_* ones as its options): the
 # repository passphrase goes into conf.d, the TLS key into /etc/pgbackrest/tls, each
 # readable only by postgres (pgBackRest refuses a key others can read).
 # LOREPIN_BACKUP_SITE (on the database): the repository host of repo2, the second site.
 # Command `backup-site`: this container is that repository host.
 role=db
 [ "${1:-}" = backup-site ] && role=site
-if [ -n "${PGBACKREST_TLS_KEY_FILE:-}" ] && [ "$(id -u)" = 0 ]; then
+if [ -n "${LOREPIN_BACKUP_TLS_KEY:-}" ] && [ "$(id -u)" = 0 ]; then
   install -d -o postgres -g postgres -m 0700 /etc/pgbackrest/tls
-  install -o postgres -g postgres -m 0600 "$PGBACKREST_TLS_CA_FILE" /etc/pgbackrest/tls/ca.crt
-  install -o postgres -g postgres -m 0600 "$PGBACKREST_TLS_CERT_FILE" /etc/pgbackrest/tls/node.crt
-  install -o postgres -g postgres -m 0600 "$PGBACKREST_TLS_KEY_FILE" /etc/pgbackrest/tls/node.key
-  unset PGBACKREST_TLS_CA_FILE PGBACKREST_TLS_CERT_FILE PGBACKREST_TLS_KEY_FILE
+  install -o postgres -g postgres -m 0600 "$LOREPIN_BACKUP_TLS_CA" /etc/pgbackrest/tls/ca.crt
+  install -o postgres -g postgres -m 0600 "$LOREPIN_BACKUP_TLS_CERT" /etc/pgbackrest/tls/node.crt
+  install -o postgres -g postgres -m 0600 "$LOREPIN_BACKUP_TLS_KEY" /etc/pgbackrest/tls/node.key
+  unset LOREPIN_BACKUP_TLS_CA LOREPIN_BACKUP_TLS_CERT LOREPIN_BACKUP_TLS_KEY
 fi
 tls_server() {
   printf 'tls-server-address=*\ntls-server-ca-file=/etc/pgbackrest/tls/ca.crt\n'
@@ -39,12 +40,12 @@ tls_client() {  # $1: the option prefix (repo2-host, pg1-host)
   printf '%s-type=tls\n%s-ca-file=/etc/pgbackrest/tls/ca.crt\n' "$1" "$1"
   printf '%s-cert-file=/etc/pgbackrest/tls/node.crt\n%s-key-file=/etc/pgbackrest/tls/node.key\n' "$1" "$1"
 }
-if [ -n "${PGBACKREST_CIPHER_PASS_FILE:-}" ]; then
-  if [ ! -s "$PGBACKREST_CIPHER_PASS_FILE" ]; then
-    echo "entrypoint: PGBACKREST_CIPHER_PASS_FILE $PGBACKREST_CIPHER_PASS_FILE is missing or empty" >&2
+if [ -n "${LOREPIN_BACKUP_CIPHER_FILE:-}" ]; then
+  if [ ! -s "$LOREPIN_BACKUP_CIPHER_FILE" ]; then
+    echo "entrypoint: LOREPIN_BACKUP_CIPHER_FILE $LOREPIN_BACKUP_CIPHER_FILE is missing or empty" >&2
     exit 1
   fi
-  pass=$(<"$PGBACKREST_CIPHER_PASS_FILE")
+  pass=$(<"$LOREPIN_BACKUP_CIPHER_FILE")
   umask 077
   if [ "$role" = site ]; then
     {
@@ -74,11 +75,15 @@ if [ -n "${PGBACKREST_CIPHER_PASS_FILE:-}" ]; then
     [ "$(id -u)" = 0 ] && chown postgres:postgres /etc/pgbackrest/conf.d/cipher.conf
   fi
   umask 022
-  unset PGBACKREST_CIPHER_PASS_FILE pass
+  unset LOREPIN_BACKUP_CIPHER_FILE pass
 fi
 
 if [ "$role" = site ]; then
   [ "$(id -u)" = 0 ] && chown postgres:postgres /var/lib/pgbackrest
+  if [ -n "${LOREPIN_BACKUP_SCHEDULE:-}" ]; then  # detached: the container's init adopts it
+    ( setsid setpriv --reuid=postgres --regid=postgres --init-groups \
+        lorepin-backup-scheduler </dev/null >/dev/null 2>&1 & )
+  fi
   exec setpriv --reuid=postgres --regid=postgres --init-groups \
     pgbackrest --config=/etc/pgbackrest/site.conf server
 fi
