@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,52 @@ def request(method: str, url: str, body: object = None) -> tuple[int, object]:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None
+
+
+def invoke_in_background(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`invoke ...` started in a session of its own (kill it with os.killpg), quietly."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@contextmanager
+def local_stack(prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A local-kind stack of its own (unique project, Docker-chosen ports, private
+    secrets and backups), up for the block; everything of the project removed after it,
+    throwaway containers and networks named after it included, even when a test failed."""
+    project = unique_project(prefix)
+    env = {
+        "LOREPIN_PROJECT": project,
+        "LOREPIN_HTTP_PORT": "0",
+        "LOREPIN_DB_PORT": "0",
+        "LOREPIN_IMAGE_TAG": "e2e",
+        "LOREPIN_SECRETS_DIR": str(tmp_path_factory.mktemp("secrets")),
+        "LOREPIN_BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),
+    }
+
+    def names(*argv: str) -> list[str]:
+        found = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return found.stdout.split()
+
+    try:
+        up = invoke("up", env=env, timeout=900)
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield env
+    finally:
+        invoke("down", "--volumes", "--yes", env=env, timeout=300)
+        if left := names("docker", "ps", "-aq", "--filter", f"name={project}"):
+            subprocess.run(["docker", "rm", "-f", "-v", *left], capture_output=True, check=False)
+        if nets := names("docker", "network", "ls", "-q", "--filter", f"name={project}"):
+            subprocess.run(["docker", "network", "rm", *nets], capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "volume", "rm", f"{project}_db-data"], capture_output=True, check=False
+        )
 
 
 def unique_project(prefix: str = "lorepin-test") -> str:

@@ -210,7 +210,8 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
 @task(
     help={
         "env": ENV_HELP,
-        "type": "logical (pg_dump, age-encrypted; the only type so far)",
+        "type": "logical (pg_dump, age; default), or full, diff, incr (pgBackRest; server "
+        "environments)",
         "reason": "why, recorded in the manifest (default: manual)",
         "pin": "keep it through every prune",
         "repo": "physical only: 1 (beside the database, default) or 2 (the second site)",

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,41 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, invoke, published_port, request, unique_project
+from tests.conftest import invoke, invoke_in_background, local_stack, published_port, request
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    project = unique_project("lorepin-bk")
-    env = {
-        "LOREPIN_PROJECT": project,
-        "LOREPIN_HTTP_PORT": "0",
-        "LOREPIN_DB_PORT": "0",
-        "LOREPIN_IMAGE_TAG": "e2e",
-        "LOREPIN_SECRETS_DIR": str(tmp_path_factory.mktemp("secrets")),
-        "LOREPIN_BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),
-    }
-    try:
-        up = invoke("up", env=env, timeout=900)
-        assert up.returncode == 0, up.stderr[-3000:]
+    with local_stack("lorepin-bk", tmp_path_factory) as env:
         yield env
-    finally:
-        invoke("down", "--volumes", "--yes", env=env, timeout=300)
-
-        # What a failed test may have left: throwaway verify containers and their networks.
-        def names(*argv: str) -> list[str]:
-            found = subprocess.run(argv, capture_output=True, text=True, check=False)
-            return found.stdout.split()
-
-        if left := names("docker", "ps", "-aq", "--filter", f"name={project}"):
-            subprocess.run(["docker", "rm", "-f", "-v", *left], capture_output=True, check=False)
-        if nets := names("docker", "network", "ls", "-q", "--filter", f"name={project}"):
-            subprocess.run(["docker", "network", "rm", *nets], capture_output=True, check=False)
-        subprocess.run(
-            ["docker", "volume", "rm", f"{project}_db-data"], capture_output=True, check=False
-        )
 
 
 def _url(stack: dict[str, str]) -> str:
@@ -242,14 +215,7 @@ def test_a_killed_backup_leaves_nothing_listed_and_the_next_one_works(
         "FROM generate_series(1, 100000) AS g",
     )
     before = set(_listed(stack))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "backup.create"],
-        cwd=ROOT,
-        env={**os.environ, **stack},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = invoke_in_background("backup.create", env=stack)
     deadline = time.monotonic() + 60
     while not list(backups.glob("*.partial")) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -9,39 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BEFORE_HEAD, HEAD, invoke, run_hints, unique_project
+from tests.conftest import BEFORE_HEAD, HEAD, invoke, local_stack, run_hints
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    project = unique_project("lorepin-db")
-    env = {
-        "LOREPIN_PROJECT": project,
-        "LOREPIN_HTTP_PORT": "0",
-        "LOREPIN_DB_PORT": "0",
-        "LOREPIN_IMAGE_TAG": "e2e",
-        "LOREPIN_SECRETS_DIR": str(tmp_path_factory.mktemp("secrets")),
-        "LOREPIN_BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),
-    }
-    try:
-        up = invoke("up", env=env, timeout=900)
-        assert up.returncode == 0, up.stderr[-3000:]
+    with local_stack("lorepin-db", tmp_path_factory) as env:
         yield env
-    finally:
-        invoke("down", "--volumes", "--yes", env=env, timeout=300)
-        left = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        if left:
-            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=False)
-            subprocess.run(
-                ["docker", "volume", "rm", f"{project}_db-data"], capture_output=True, check=False
-            )
 
 
 def current(stack: dict[str, str]) -> dict[str, object]:

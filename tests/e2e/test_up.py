@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import HEAD, ROOT, invoke, published_port, request, run_hints, unique_project
+from tests.conftest import (
+    HEAD,
+    ROOT,
+    invoke,
+    invoke_in_background,
+    published_port,
+    request,
+    run_hints,
+    unique_project,
+)
 from tests.release_helpers import clone_project, invoke_in
 
 pytestmark = pytest.mark.docker
@@ -171,14 +179,7 @@ def test_kill_9_during_a_migration_leaves_nothing_behind(stack: dict[str, str]) 
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
             # Hold the migration lock, so the migrator waits inside its container.
             holder.execute(text("SELECT pg_advisory_lock(19536, 19785)"))
-            migrating = subprocess.Popen(
-                [sys.executable, "-m", "invoke", "db.migrate"],
-                cwd=ROOT,
-                env={**os.environ, **stack},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            migrating = invoke_in_background("db.migrate", env=stack)
             deadline = time.monotonic() + 60
             waiting = text(
                 "SELECT count(*) FROM pg_stat_activity "
