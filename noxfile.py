@@ -80,7 +80,7 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
-BENCHMARKS = ("tasks", "build", "environments", "cms", "deploy", "backup")
+BENCHMARKS = ("tasks", "build", "environments", "cms", "deploy", "backup", "dr")
 
 
 @nox.session(default=False)
