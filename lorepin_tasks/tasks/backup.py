@@ -130,9 +130,9 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
     directory = ctx.env.backups_dir
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"the backups directory {directory} is a file, not a directory")
-    to = backups.recipients(ctx)
     db = _db_container(ctx) if not ctx.run.dry_run else {"name": "", "image": None}
     version, cms = _serving(ctx) if not ctx.run.dry_run else (None, [])
+    to = backups.recipients(ctx)  # may make the environment's key: after the checks
     started = datetime.now(UTC)
     id_ = plan.backup_id(started, (b.id for b in backups.listed(ctx)))
     ctx.run.say(f"==> {ctx.env.name}: backing up the database ({reason}) as {id_}")
@@ -377,7 +377,13 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
     """List the environment's backups, newest first: status, version, rows, verified."""
     ctx = open_env(c, env or "local", dry_run=False)
     rows = [_row(b) for b in backups.listed(ctx)]
+    physical: list[plan.Physical] = []
     if ctx.env.is_server and _database_up(ctx):
+        try:
+            physical = physical_list(ctx)
+        except LorePinError as exc:  # the logical ones are still worth showing
+            ctx.run.say(f"warning: physical backups not listed: {exc}")
+    if physical:
         rows += [
             {
                 "id": b.label,
@@ -391,7 +397,7 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
                 "verified": None,
                 "verified_at": None,
             }
-            for b in physical_list(ctx)
+            for b in physical
         ]
         rows.sort(key=lambda r: str(r.get("finished_at") or r["id"]), reverse=True)
     if json_:

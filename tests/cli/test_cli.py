@@ -282,7 +282,27 @@ def test_the_on_call_restore_script_refuses_bad_input(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["backup.create", "--type", "full"], 2, "error: unknown backup type 'full'"),
+        (["backup.create", "--type", "weekly"], 2, "error: unknown backup type 'weekly'"),
+        (["backup.create", "--type", "full"], 2, "error: physical backups (full) are for server"),
+        (
+            ["backup.create", "--env", "staging", "--type", "full", "--repo", "3"],
+            2,
+            "error: invalid --repo",
+        ),
+        (
+            ["backup.restore", "--from", "x", "--to-time", "y"],
+            2,
+            "error: say --from ID or --to-time",
+        ),
+        (
+            ["backup.restore", "--to-time", "2026-01-01T00:00:00Z"],
+            2,
+            "error: physical restores are for server",
+        ),
+        (["backup.schedule"], 2, "error: scheduled backups run on server environments"),
+        (["dr.drill"], 2, "error: say which environment"),
+        (["dr.drill", "--env", "local"], 2, "error: dr.drill is for server environments"),
+        (["dr.drill", "--env", "staging", "--seconds", "2"], 2, "error: --seconds must be between"),
         (["backup.create", "--reason", "Not OK"], 2, "error: invalid backup reason"),
         (["backup.verify", "--id", "x"], 2, "error: invalid backup id 'x'"),
         (["backup.restore"], 2, "error: say which backup"),
