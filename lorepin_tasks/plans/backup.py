@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans.deploy import OPS, container
-from lorepin_tasks.settings import BackupPolicy, Environment
+from lorepin_tasks.settings import AGE_RECIPIENT, BackupPolicy, Environment
 
 ID = re.compile(r"^(?P<stamp>\d{8}-\d{6})(?P<n>\d{0,2})L$")
 FORMAT = 1  # of the manifest
@@ -249,8 +249,16 @@ class Backup:
         return bool(self.manifest and (self.manifest.get("verified") or {}).get("ok"))
 
     @property
+    def failed(self) -> str | None:
+        """Why its last verification failed (None: it did not, or it was not verified)."""
+        verified = (self.manifest or {}).get("verified") or {}
+        if verified.get("ok") is False:
+            return str(verified.get("problem") or "no reason recorded")
+        return None
+
+    @property
     def good(self) -> bool:
-        return self.problem is None
+        return self.problem is None and self.failed is None
 
     @property
     def pinned(self) -> bool:
@@ -293,6 +301,14 @@ def manifest_problem(id_: str, manifest: Any, data_bytes: int | None) -> str | N
         for k, v in tables.items()
     ):
         return "its manifest's table counts are not table names and row counts"
+    rows = manifest.get("rows")
+    if rows is not None and (type(rows) is not int or rows < 0):
+        return "its manifest's row total is not a count"
+    recipients = manifest.get("recipients")
+    if not isinstance(recipients, list) or not all(
+        isinstance(r, str) and AGE_RECIPIENT.fullmatch(r) for r in recipients
+    ):
+        return "its manifest's recipients are not age public keys"
     if data_bytes is None:
         return "its data file is missing"
     if data_bytes != manifest.get("bytes"):
@@ -422,6 +438,7 @@ class Physical:
     stored: int  # what the repository holds for it
     error: bool  # pgBackRest found a page checksum error
     repo: int = 1  # 1: beside the database; 2: the second site
+    timeline: int = 1  # PostgreSQL's timeline it was taken on (a restore starts a new one)
 
     # What retention looks at (a full backup and the diff/incr ones that build on it
     # are kept or expired together).
@@ -464,6 +481,7 @@ def physical(info: Any) -> tuple[list[Physical], str | None]:
             stored=int(b["info"]["repository"]["delta"]),
             error=bool(b.get("error")),
             repo=int((b.get("database") or {}).get("repo-key") or 1),
+            timeline=int(str((b.get("archive") or {}).get("start") or "1")[:8], 16),
         )
         for b in stanza.get("backup") or []
     ]
@@ -505,7 +523,11 @@ def restore_args(
     where = [f"--repo={repo}", "--delta"]
     if to_time is not None:
         target = f"{to_time:%Y-%m-%d %H:%M:%S}+00"
-        return [*where, "--type=time", f"--target={target}", "--target-action=promote", "restore"]
+        chosen = [f"--set={label}"] if label else []
+        return [
+            *where, *chosen, "--type=time", f"--target={target}", "--target-action=promote",
+            "restore",
+        ]  # fmt: skip
     if label is None:
         raise ValueError("a time or a label")
     return [*where, f"--set={label}", "--type=immediate", "--target-action=promote", "restore"]
@@ -572,3 +594,12 @@ def restore_oneoff(args: Sequence[str]) -> list[str]:
          f"--stanza={STANZA}", *args]
     )  # fmt: skip
     return ["bash", "-c", f'rm -f "$PGDATA/postmaster.pid" && exec {restore}']
+
+
+def base_for(target: datetime, backups: Sequence[Physical], timeline: int) -> Physical | None:
+    """The backup a point-in-time restore starts from: the newest good one that ended by
+    the target on the database's current timeline. (One from an older timeline may hold
+    changes past the point where the current one branched off: recovery could not go on
+    from it. pgBackRest alone would pick it.)"""
+    fitting = [b for b in backups if b.good and b.stop <= target and b.timeline == timeline]
+    return max(fitting, key=lambda b: b.stop, default=None)

@@ -118,6 +118,11 @@ def recipients(ctx: EnvContext) -> list[str]:
     if path.is_file():
         found.insert(0, str(load_identity(ctx).to_public()))
     elif not found and not ctx.run.dry_run:
+        if listed(ctx):
+            raise ConfigError(
+                f"the backup key {path} of '{ctx.env.name}' is missing but its backups are "
+                "encrypted to it: restore the key (a new one could not read them)"
+            )
         found.append(new_identity(path))
         ctx.run.say(
             f"    created the backup key {path}: keep a copy off this machine "
@@ -250,3 +255,21 @@ def leftovers(ctx: EnvContext) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.name.endswith(plan.PARTIAL_SUFFIX))
+
+
+def writable(ctx: EnvContext) -> None:
+    """The backups directory exists (or can be made, 0700) and takes a file: checked
+    before anything changes, so a restore never stops the CMS for a backup it cannot keep."""
+    directory = ctx.env.backups_dir
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = directory / f".probe-{os.getpid()}{plan.PARTIAL_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write backups into {directory}: {exc.strerror or exc} "
+            "(set backups_dir or LOREPIN_BACKUP_DIR to a writable directory)"
+        ) from None

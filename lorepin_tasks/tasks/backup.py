@@ -22,7 +22,7 @@ import tarfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -30,7 +30,7 @@ from typing import IO, Any
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused, last_line
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
@@ -95,14 +95,14 @@ def _serving(ctx: EnvContext) -> tuple[str | None, list[str]]:
     """The version the environment serves and the CMS containers that take writes."""
     if ctx.env.is_server:
         state = ComposeBlueGreen(ctx).state()
-        running = [
+        writers = [
             deploy_plan.container(ctx.env, deploy_plan.service(c.name))
             for c in state.colours.values()
-            if c.running
+            if c.running or c.name == state.active  # the live one even if it stopped
         ]
-        return state.serving, running
-    running = [c.name for c in docker.services(ctx) if c.service == "cms" and c.state == "running"]
-    return ctx.env.image_tag, running
+        return state.serving, writers
+    # The CMS even if it stopped (a restore cut short stops it): a restore starts it again.
+    return ctx.env.image_tag, [c.name for c in docker.services(ctx) if c.service == "cms"]
 
 
 def _image_id(ctx: EnvContext, container: str) -> str | None:
@@ -128,8 +128,8 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
     """
     plan.check_reason(reason)
     directory = ctx.env.backups_dir
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"the backups directory {directory} is a file, not a directory")
+    if not ctx.run.dry_run:
+        backups.writable(ctx)
     db = _db_container(ctx) if not ctx.run.dry_run else {"name": "", "image": None}
     version, cms = _serving(ctx) if not ctx.run.dry_run else (None, [])
     to = backups.recipients(ctx)  # may make the environment's key: after the checks
@@ -235,6 +235,8 @@ def create(
         raise ConfigError(f"unknown backup type {type!r}: logical, full, diff or incr")
     plan.check_reason(reason)
     repo_n = _repo(repo)
+    if type == "logical" and repo_n != 1:
+        raise ConfigError("--repo is for physical backups (--type full, diff or incr)")
     ctx = _open(c, env, dry_run)
     if type != "logical" and not ctx.env.is_server:
         raise ConfigError(
@@ -256,16 +258,24 @@ def create(
 # -- physical (pgBackRest) ---------------------------------------------------------------
 
 
-def physical_list(ctx: EnvContext) -> list[plan.Physical]:
-    """The environment's pgBackRest backups, newest first (none before the first one)."""
-    answer = ctx.run.run(
-        plan.pgbackrest(ctx.env, "--output=json", "info"),
-        env=ctx.engine,
-        capture=True,
-        check=False,
-        mutates=False,
-        quiet=True,
-    )
+def physical_list(ctx: EnvContext, repo: int | None = None) -> list[plan.Physical]:
+    """The environment's pgBackRest backups (of one repository), newest first."""
+    only = [f"--repo={repo}"] if repo else []
+    try:
+        answer = ctx.run.run(
+            plan.pgbackrest(ctx.env, *only, "--output=json", "info"),
+            env=ctx.engine,
+            capture=True,
+            check=False,
+            mutates=False,
+            quiet=True,
+            timeout=60,
+        )
+    except LorePinError:
+        raise LorePinError(
+            f"pgBackRest did not answer within 60 s for '{ctx.env.name}'"
+            + (f" ({why})" if (why := _site_down(ctx)) else "")
+        ) from None
     if not answer.ok:
         why = answer.stderr.strip().splitlines()[-1] if answer.stderr.strip() else "no answer"
         raise LorePinError(
@@ -286,26 +296,56 @@ def _repo(value: str) -> int:
     return int(value)
 
 
+LOCKED = ("unable to acquire lock", "another pgBackRest process")
+
+
+def _site_down(ctx: EnvContext) -> str | None:
+    """Why the second site cannot take part (None: it runs)."""
+    name = deploy_plan.container(ctx.env, plan.SITE)
+    answer = ctx.run.run(
+        [*compose.docker(ctx.env), "inspect", "--format", "{{.State.Running}}", name],
+        env=ctx.engine, capture=True, check=False, quiet=True, mutates=False,
+    )  # fmt: skip
+    if answer.stdout.strip() == "true":
+        return None
+    return (
+        f"the second site ({name}) of '{ctx.env.name}' is not running, and WAL archiving "
+        f"and repo2 wait for it: start it (`docker start {name}`)"
+    )
+
+
 def create_physical(ctx: EnvContext, kind: str, *, repo: int = 1) -> plan.Physical | None:
     """A pgBackRest backup of the running database (the caller holds the lock): into repo1
-    from the database's host, or into repo2 by the second site's repository host."""
+    from the database's host, or into repo2 by the second site's repository host. Waits
+    for a backup already running (the schedule's) rather than failing on its lock."""
     if not ctx.run.dry_run:
         _db_container(ctx)
+        if repo == 2 and (why := _site_down(ctx)):
+            raise LorePinError(why)
     where = "the second site" if repo == 2 else "beside the database"
     ctx.run.say(f"==> {ctx.env.name}: {kind} backup with pgBackRest, {where} (repo{repo})")
-    ctx.run.run(plan.pgbackrest(ctx.env, "stanza-create"), env=ctx.engine, capture=True)
-    before = (
-        {b.label for b in physical_list(ctx) if b.repo == repo} if not ctx.run.dry_run else set()
-    )
+    before = {b.label for b in physical_list(ctx, repo)} if not ctx.run.dry_run else set()
     command = (
         plan.pgbackrest(ctx.env, f"--type={kind}", "backup", on=plan.SITE)
         if repo == 2
         else plan.pgbackrest(ctx.env, "--repo=1", f"--type={kind}", "backup")
     )
-    ctx.run.run(command, env=ctx.engine, capture_stderr=True)
+    deadline = time.monotonic() + ctx.settings.wait_timeout
+    while True:
+        done = ctx.run.run(command, env=ctx.engine, capture_stderr=True, check=False)
+        if done.ok or ctx.run.dry_run:
+            break
+        if any(m in done.stderr for m in LOCKED) and time.monotonic() < deadline:
+            ctx.run.say("    another backup is running (the schedule's?): waiting for it")
+            time.sleep(5)
+            continue
+        errors = [ln.strip() for ln in done.stderr.splitlines() if "ERROR" in ln]
+        why = (errors[0] if errors else last_line(done.stderr)) or f"exit code {done.returncode}"
+        hint = _site_down(ctx)
+        raise LorePinError(f"pgBackRest: {why}" + (f" ({hint})" if hint else ""))
     if ctx.run.dry_run:
         return None
-    new = [b for b in physical_list(ctx) if b.label not in before and b.repo == repo]
+    new = [b for b in physical_list(ctx, repo) if b.label not in before]
     if not new:
         raise LorePinError("pgBackRest ended without a new backup; see its messages above")
     made = new[0]
@@ -360,7 +400,7 @@ def _row(b: plan.Backup) -> dict[str, Any]:
         "type": "logical",
         "finished_at": m.get("finished_at"),
         "status": "ok" if b.good else "unusable",
-        "problem": b.problem,
+        "problem": b.problem or (f"failed verification: {b.failed}" if b.failed else None),
         "reason": m.get("reason"),
         "version": m.get("version"),
         "schema_revision": m.get("schema_revision"),
@@ -379,10 +419,14 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
     rows = [_row(b) for b in backups.listed(ctx)]
     physical: list[plan.Physical] = []
     if ctx.env.is_server and _database_up(ctx):
-        try:
-            physical = physical_list(ctx)
-        except LorePinError as exc:  # the logical ones are still worth showing
-            ctx.run.say(f"warning: physical backups not listed: {exc}")
+        for repo in (1, 2):
+            try:
+                why = _site_down(ctx) if repo == 2 else None
+                if why:
+                    raise LorePinError(why)
+                physical += physical_list(ctx, repo)
+            except LorePinError as exc:  # what can be listed still is
+                ctx.run.say(f"warning: repo{repo}'s backups are not listed: {exc}")
     if physical:
         rows += [
             {
@@ -422,17 +466,41 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
 # -- verify ----------------------------------------------------------------------------
 
 
-def _usable(ctx: EnvContext, id_: str) -> tuple[plan.Backup, Any]:
-    """A backup that can be restored: manifest, checksum, a key that decrypts it."""
+def _usable(ctx: EnvContext, id_: str, *, verifying: bool = False) -> tuple[plan.Backup, Any]:
+    """A backup that can be restored: of this environment, manifest, checksum, a key that
+    decrypts it, and (to restore it) no failed verification."""
     backup = backups.find(ctx, id_)
     if backup.problem:
         raise Refused(f"backup {backup.id} is unusable: {backup.problem}")
-    backups.check_sum(ctx, backup)
-    identity = backups.load_identity(ctx)
-    backups.check_key(
-        plan.data_path(ctx.env, backup.id), identity, backup.id, backups.identity_path(ctx)
-    )
+    of = (backup.manifest or {}).get("environment")
+    if of != ctx.env.name:
+        raise Refused(f"backup {backup.id} is of '{of}', not '{ctx.env.name}'")
+    if backup.failed and not verifying:
+        raise Refused(
+            f"backup {backup.id} failed its verification ({backup.failed}): verify it again "
+            f"(`invoke backup.verify --env {ctx.env.name} --id {backup.id}`) or pick another"
+        )
+    try:
+        backups.check_sum(ctx, backup)
+        identity = backups.load_identity(ctx)
+        backups.check_key(
+            plan.data_path(ctx.env, backup.id), identity, backup.id, backups.identity_path(ctx)
+        )
+    except Refused as exc:
+        if verifying:  # a verification that failed is recorded: list and prune see it
+            _record_verification(ctx, backup, str(exc))
+        raise
     return backup, identity
+
+
+def _record_verification(ctx: EnvContext, backup: plan.Backup, problem: str) -> None:
+    manifest = dict(backup.manifest or {})
+    manifest["verified"] = {
+        "ok": False,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "problem": problem,
+    }
+    backups.write_manifest(ctx, backup.id, manifest)
 
 
 def _newest(ctx: EnvContext) -> str:
@@ -543,7 +611,7 @@ def _wait(deadline: float, what: str, probe: Any) -> None:
 def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
     """Restore a backup into a throwaway PostgreSQL, compare it with its manifest, start
     the CMS of its version against it; the checks (recorded in the manifest)."""
-    backup, identity = _usable(ctx, id_)
+    backup, identity = _usable(ctx, id_, verifying=True)
     manifest = dict(backup.manifest or {})
     images = manifest.get("images") or {}
     started = time.monotonic()
@@ -704,7 +772,7 @@ def verify(
     ctx = _open(c, env, dry_run)
     id_ = plan.check_id(id) if id else _newest(ctx)
     if dry_run:
-        _usable(ctx, id_)
+        _usable(ctx, id_, verifying=True)
         ctx.run.say(f"+ restore {id_} into a throwaway database, compare, start the CMS")
         return
     with locked(ctx, "backup.verify"):
@@ -768,11 +836,23 @@ def _restore_data(ctx: EnvContext, backup: plan.Backup, identity: Any) -> None:
         (plan.TAIL_FILE, plan.restore_tail(dict(backup.manifest or {}))),
     ):
         _put(ctx, path, text)
-    ctx.run.pipe(
+    done = ctx.run.pipe(
         plan.restore_into_live(ctx.env),
         env=ctx.engine,
         write=lambda sink: backups.decrypt(data, sink, identity, backup.id),
+        check=False,
     )
+    if not done.ok:  # the transaction rolled back: the live data is as it was
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        check = next((ln for ln in lines if "restore check:" in ln), None)
+        if check:
+            raise Refused(
+                f"backup {backup.id} does not match its manifest "
+                f"({check.partition('restore check: ')[2]}); nothing was changed"
+            )
+        error = next((ln for ln in lines if ln.startswith(("ERROR", "psql:", "pg_restore:"))), "")
+        why = ctx.run.redact(error or "no message")
+        raise LorePinError(f"restoring {backup.id} failed, nothing was changed: {why}")
 
 
 @task(
@@ -822,8 +902,6 @@ def restore(
         return
     backup, identity = _usable(ctx, id_)
     manifest = dict(backup.manifest or {})
-    if manifest.get("environment") != ctx.env.name:
-        raise Refused(f"backup {id_} is of '{manifest.get('environment')}', not '{ctx.env.name}'")
     _db_container(ctx)
     live = _live_revision(ctx)
     if live != manifest.get("schema_revision") and not schema_change:
@@ -833,6 +911,8 @@ def restore(
             "--schema-change"
         )
     version, writers = _serving(ctx)
+    if not dry_run:
+        backups.writable(ctx)  # the safety backup must have somewhere to go
     confirm(
         f"Replace the data of '{ctx.env.name}' with backup {id_} "
         f"(taken {manifest.get('started_at')}, {manifest.get('rows')} rows)? The CMS stops "
@@ -904,7 +984,9 @@ def _restore_physical(
         )
     if not ctx.run.dry_run:
         _db_container(ctx)
-    found = [b for b in physical_list(ctx) if b.repo == repo] if not ctx.run.dry_run else []
+    if not ctx.run.dry_run and repo == 2 and (why := _site_down(ctx)):
+        raise LorePinError(why)
+    found = physical_list(ctx, repo) if not ctx.run.dry_run else []
     now = datetime.now(UTC)
     target = plan.target_time(to_time, now, found) if to_time else None
     if label and not ctx.run.dry_run and label not in {b.label for b in found}:
@@ -913,6 +995,16 @@ def _restore_physical(
             f"(see `invoke backup.list --env {ctx.env.name}`)"
         )
     what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label
+    base = None
+    if target and not ctx.run.dry_run:
+        timeline = _timeline(ctx)
+        base = plan.base_for(target, found, timeline)
+        if base is None:
+            raise Refused(
+                f"no backup in repo{repo} ended by {what} on the database's current timeline "
+                f"({timeline}: it was restored since); pick a later time after a new backup "
+                f"(`invoke backup.create --env {ctx.env.name} --type full`) or a backup (--from)"
+            )
     version, writers = _serving(ctx)
     confirm(
         f"Put the whole database of '{ctx.env.name}' back to {what}? Everything written "
@@ -948,10 +1040,15 @@ def _restore_physical(
             ctx.run.run(
                 [*compose.docker(ctx.env), "stop", "--time", "60", db], env=ctx.engine, capture=True
             )
-            restore_args = plan.restore_args(to_time=target, label=label or None, repo=repo)
+            restore_args = plan.restore_args(
+                to_time=target, label=base.label if base else label or None, repo=repo
+            )
             _stopped(ctx, db)
             docker.run_oneoff(
-                ctx, compose.DB_SERVICE, plan.restore_oneoff(restore_args), kind="pgbackrest"
+                _as_deployed(ctx, db),
+                compose.DB_SERVICE,
+                plan.restore_oneoff(restore_args),
+                kind="pgbackrest",
             )
             ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
             _wait_promoted(ctx, db)
@@ -966,19 +1063,45 @@ def _restore_physical(
                     capture=True,
                 )
             seconds = round(time.monotonic() - started, 1)
-            detail.update(safety_backup=safety, seconds=seconds)
-            _record_after(ctx, who, version, outcome, detail, kept)
+            if outcome != "restored" and safety and not ctx.run.dry_run:
+                ctx.run.say(
+                    f"    the data before it is backup {safety} (repo{repo}): "
+                    f"`invoke backup.restore --env {ctx.env.name} --from {safety} --repo {repo}`"
+                )
+            detail.update(safety_backup=safety, seconds=seconds, base=base.label if base else None)
+            try:
+                _record_after(ctx, who, version, outcome, detail, kept)
+            except LorePinError as exc:  # never hides why the restore itself failed
+                ctx.run.say(f"warning: the restore is not recorded in the trail: {exc}")
             _notify(
                 ctx, f"{ctx.env.name}: restore to {what} {outcome} ({seconds} s, before: {safety})"
             )
-            if outcome != "restored" and safety and not ctx.run.dry_run:
-                ctx.run.say(
-                    f"    the data before it is backup {safety}: "
-                    f"`invoke backup.restore --env {ctx.env.name} --from {safety}`"
-                )
         _ready_after(ctx, writers, version)
+        # pgBackRest advises a new backup after a point-in-time recovery: the next one has
+        # a base on the new timeline. The CMS serves meanwhile.
+        if not ctx.run.dry_run:
+            try:
+                create_physical(ctx, "full", repo=repo)
+            except LorePinError as exc:
+                ctx.run.say(f"warning: no full backup after the restore: {exc}")
     if not ctx.run.dry_run:
         print(f"{ctx.env.name}: restored to {what} in {seconds} s; the data before it is {safety}")
+
+
+def _as_deployed(ctx: EnvContext, db: str) -> EnvContext:
+    """The environment as its database was deployed: a one-off of the database service
+    runs the database's own image (a server environment's is its first release's), never
+    one Compose would build from the checkout."""
+    if ctx.run.dry_run:
+        return ctx
+    image = ctx.run.run(
+        [*compose.docker(ctx.env), "inspect", "--format", "{{.Config.Image}}", db],
+        env=ctx.engine, capture=True, quiet=True, mutates=False,
+    ).stdout.strip()  # fmt: skip
+    tag = image.rpartition(":")[2]
+    if not image.startswith(f"{ctx.settings.image_prefix}/postgres:") or not tag:
+        raise LorePinError(f"the database of '{ctx.env.name}' runs {image!r}, not a release image")
+    return replace(ctx, env=replace(ctx.env, image_tag=tag))
 
 
 def _stopped(ctx: EnvContext, db: str) -> None:
@@ -993,10 +1116,25 @@ def _stopped(ctx: EnvContext, db: str) -> None:
         raise LorePinError(f"the database of '{ctx.env.name}' did not stop; nothing was restored")
 
 
+def _timeline(ctx: EnvContext) -> int:
+    answer = ctx.run.run(
+        plan.db_exec(ctx.env, ["psql", "-qtAX", "-U", "lorepin", "-d", "postgres", "-c",
+                               "SELECT timeline_id FROM pg_control_checkpoint()"]),
+        env=ctx.engine, capture=True, quiet=True, mutates=False,
+    ).stdout.strip()  # fmt: skip
+    return int(answer) if answer.isdigit() else 1
+
+
 def _wait_promoted(ctx: EnvContext, db: str) -> None:
-    """The restored database recovered to its target and takes writes again."""
+    """The restored database recovered to its target and takes writes again (a database
+    that restarts in a loop fails at once, with its log's reason)."""
     if ctx.run.dry_run:
         return
+    state = [
+        *compose.docker(ctx.env), "inspect", "--format", "{{.State.Status}} {{.RestartCount}}", db
+    ]  # fmt: skip
+    first = ctx.run.run(state, env=ctx.engine, capture=True, quiet=True, mutates=False)
+    restarts = first.stdout.split()[-1] if first.stdout.split() else "0"
     deadline = time.monotonic() + ctx.settings.wait_timeout
     probe = plan.db_exec(
         ctx.env,
@@ -1008,7 +1146,9 @@ def _wait_promoted(ctx: EnvContext, db: str) -> None:
         )
         if answer.ok and answer.stdout.strip() == "f":
             return
-        if not _database_up(ctx):
+        now = ctx.run.run(state, env=ctx.engine, capture=True, quiet=True, mutates=False)
+        status, _, count = now.stdout.strip().partition(" ")
+        if not _database_up(ctx) or status == "restarting" or count != restarts:
             logs = ctx.run.run(
                 [*compose.docker(ctx.env), "logs", "--tail", "20", db],
                 env=ctx.engine,
@@ -1081,7 +1221,9 @@ def prune(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -
                 f"{'keep' if b.id in kept else ('remove' if b.good else 'unusable')} {b.id}"
                 f"{f' ({kept[b.id]})' if b.id in kept else ''}"
             )
-        physical = physical_list(ctx) if ctx.env.is_server and _database_up(ctx) else []
+        physical = []
+        if ctx.env.is_server and _database_up(ctx):
+            physical = physical_list(ctx, 1) + ([] if _site_down(ctx) else physical_list(ctx, 2))
         expiring = plan.expirable(physical, ctx.env.backup)
         for full in (f for f in physical if f.type == "full"):
             verdict = "expire" if full.label in expiring.get(full.repo, []) else "keep"
@@ -1131,10 +1273,10 @@ def schedule(c: Context, env: str = "", json_: bool = False) -> None:
          "tail", "-n", "50", SCHEDULE_LOG],
         env=ctx.engine, capture=True, check=False, mutates=False, quiet=True,
     )  # fmt: skip
-    if not answer.ok and "No such container" in answer.stderr + answer.stdout:
-        raise LorePinError(
-            f"the second site of '{ctx.env.name}' is not running: deploy first (`invoke deploy`)"
-        )
+    if why := _site_down(ctx):
+        raise LorePinError(why)
+    if not answer.ok and "No such file" not in answer.stderr:  # no run yet: no log yet
+        raise LorePinError(f"cannot read the schedule's runs: {last_line(answer.stderr)}")
     runs = []
     for line in answer.stdout.splitlines():
         with suppress(ValueError):

@@ -33,7 +33,7 @@ from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.notify import notify
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.runtime.trail import Trail, mirrored
+from lorepin_tasks.runtime.trail import Trail, carry_over, mirrored
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
@@ -322,6 +322,14 @@ def _trail(ctx: EnvContext, session: Session | None, who: str) -> Trail | None:
         return None
     trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
     records = trail.records()
+    # A point-in-time restore (even one cut short) rewinds the database: what it lost of
+    # the trail, this machine's copy still has, sealed; the chain goes on from there.
+    mine = mirrored(trail.mirror)
+    if len(mine) > len(records) and [(r.get("seq"), r.get("hash")) for r in records] == [
+        (r.get("seq"), r.get("hash")) for r in mine[: len(records)]
+    ]:
+        carry_over(session, mine)
+        records = trail.records()
     last = records[-1] if records else None
     if last and last.get("outcome") == "started":
         _record(
@@ -480,11 +488,18 @@ def _finish(
     tag, idle = state.serving, state.idle
     records = trail.records() if trail else mirrored(ctx.env.state_dir / "audit.jsonl")
     last: dict[str, Any] = next((r for r in reversed(records) if r.get("version") == tag), {})
-    if not state.colours[idle].running and last.get("outcome") in (None, "succeeded"):
+    down = state.active is not None and not state.colours[state.active].running
+    if not down and not state.colours[idle].running and last.get("outcome") in (None, "succeeded"):
         raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
     detail = {"finishing": "the deploy that switched to it did not finish"}
+    if down:
+        detail = {"finishing": f"{state.active}, which the proxy routes to, was not running"}
     _record(trail, ctx, who, "deploy", tag, "started", detail)
     try:
+        if down and state.active and tag:
+            with steps.step(f"starting {state.active} ({tag}): it was not running"):
+                backend.start(state, state.active, tag)
+                _wait_ready(ctx, backend, state.active, tag)
         if state.colours[idle].running:
             with steps.step(f"pausing {idle} ({state.colours[idle].version}; kept)"):
                 backend.keep(idle)

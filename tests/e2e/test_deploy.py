@@ -537,6 +537,20 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     assert made["1"]["id"] in listed and listed[made["2"]["id"]]["repo"] == 2
     assert after[-1]["detail"]["safety_backup"] in listed
 
+    # Again, on the new timeline: the restore's own full backup is the base of the next.
+    sql("INSERT INTO pitr_marks VALUES (3)")
+    time.sleep(1.5)
+    again_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)
+    sql("INSERT INTO pitr_marks VALUES (4)")
+    again = site.invoke(
+        "backup.restore", "--env", "staging", "--to-time", again_at, "--repo", "2", "--yes"
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert marks() == "1,3"
+    intact = site.invoke("audit.verify", "--env", "staging")
+    assert intact.returncode in (0, 1) and "differs from this machine's copy" not in intact.stderr
+
     # A whole backup set: the database as the repo1 full backup left it (no marks yet).
     whole = site.invoke("backup.restore", "--env", "staging", "--from", made["1"]["id"], "--yes")
     assert whole.returncode == 0, whole.stderr[-4000:]

@@ -102,7 +102,7 @@ def good_manifest(id_: str = "20261130-141503L", **extra: Any) -> dict[str, Any]
         "sha256": "0" * 64,
         "bytes": 10,
         "tables": {"public.pins": 3, 'public."Odd ""name"""': 0},
-        "recipients": ["age1..."],
+        "recipients": ["age1" + "q" * 58],
         **extra,
     }
 
@@ -117,6 +117,8 @@ def good_manifest(id_: str = "20261130-141503L", **extra: Any) -> dict[str, Any]
         (good_manifest(tables={"public.pins; DROP TABLE x": 1}), 10, "table counts"),
         (good_manifest(tables={"public.pins": -1}), 10, "table counts"),
         (good_manifest(tables={"public.pins": "3"}), 10, "table counts"),
+        (good_manifest(rows=-5), 10, "row total"),
+        (good_manifest(recipients=["age1evil"]), 10, "recipients"),
         (good_manifest(), None, "data file is missing"),
         (good_manifest(), 11, "has 11 bytes"),
     ],
