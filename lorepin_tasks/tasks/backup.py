@@ -83,6 +83,11 @@ def _db_container(ctx: EnvContext) -> dict[str, Any]:
     )
     state, _, image = answer.stdout.strip().partition("|")
     running = answer.ok and json.loads(state or "{}").get("Running")
+    if not running and ctx.env.is_server and answer.ok:  # there, but stopped
+        raise LorePinError(
+            f"the database of '{ctx.env.name}' is not running: start it (`docker start {name}`);"
+            " if it cannot start (a restore cut short), docs/disaster-recovery.md, scenario 3"
+        )
     if not running:
         start = "`invoke deploy`" if ctx.env.is_server else f"`{ctx.hint('up')}`"
         raise LorePinError(
