@@ -71,9 +71,10 @@ def main() -> None:
             )[-1]
             steps = {s["name"]: s["seconds"] for s in last.get("steps", [])}
             print(
-                f"PITR to {target}: {pitr:.1f} s from the command to the CMS ready "
-                f"(incl. the safety backup); marks back: {back} (expected 1); "
-                f"recorded: {last['detail'].get('seconds')} s {steps or ''}"
+                f"PITR to {target}: {pitr:.1f} s for the whole command (safety backup, "
+                f"restore, recovery, CMS ready, the new full backup); marks back: {back} "
+                f"(expected 1); the restore itself as recorded (CMS stopped -> data back): "
+                f"{last['detail'].get('seconds')} s {steps or ''}"
             )
             drilled = json.loads(
                 run(

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import secrets as random
+import shlex
 import tarfile
 import time
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.runtime import backups, docker, git
+from lorepin_tasks.runtime import secrets as secrets_mod
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
@@ -761,9 +763,91 @@ def _cms_ready(ctx: EnvContext, t: Throwaway, image: str | None, deadline: float
     return False
 
 
+def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
+    """A physical backup of repo1 proved: pgBackRest's verify of the repository, then the
+    set restored into a throwaway database (the repository mounted read-only), recovered
+    to its end, its schema revision read, and the serving CMS started on it."""
+    db = _db_container(ctx)
+    if label not in {b.label for b in physical_list(ctx, 1)}:
+        raise LorePinError(
+            f"'{ctx.env.name}' has no physical backup {label} in repo1 "
+            f"(see `invoke backup.list --env {ctx.env.name}`)"
+        )
+    started = time.monotonic()
+    checks: dict[str, Any] = {}
+    problems: list[str] = []
+    ctx.run.say(f"==> {ctx.env.name}: pgBackRest verify of repo1")
+    done = ctx.run.run(
+        plan.pgbackrest(ctx.env, "--repo=1", "verify"), env=ctx.engine, check=False, capture=True
+    )
+    checks["repository"] = done.ok
+    if not done.ok:
+        problems.append(f"pgBackRest verify: {last_line(done.stderr) or done.returncode}")
+    password = (ctx.env.secrets_dir / "db_password").read_text().strip()
+    cipher = (ctx.env.secrets_dir / secrets_mod.BACKUP_PASSPHRASE).read_text().strip()
+    t = Throwaway(
+        ctx, label, plan.verify_names(ctx.env, label.lower(), random.token_hex(3)), password
+    )
+    restore = shlex.join(
+        ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "pgbackrest",
+         f"--stanza={plan.STANZA}", "--repo=1", f"--set={label}", "--type=immediate",
+         "--target-action=promote", "restore"]
+    )  # fmt: skip
+    _, version_cms = _serving(ctx)
+    cms_image = _image_id(ctx, version_cms[0]) if version_cms else None
+    ctx.run.say(f"==> {ctx.env.name}: restoring {label} into a throwaway database")
+    try:
+        t.docker(
+            "network",
+            "create",
+            "--internal",
+            *plan.labels(ctx.env, ctx.settings.checkout.id, label),
+            t.names["network"],
+        )
+        t.start(
+            "db",
+            db["image"],
+            {"LOREPIN_BACKUP_CIPHER_FILE": f"{Path(plan.PASSWORD_FILE).parent}/lorepin-cipher"},
+            args=["-v", f"{ctx.env.project}_db-backup:/var/lib/pgbackrest:ro"],
+            command=["bash", "-c",
+                     f'chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA" && {restore} '
+                     "&& exec docker-entrypoint.sh postgres"],
+            files={Path(plan.PASSWORD_FILE).name: password, "lorepin-cipher": cipher},
+        )  # fmt: skip
+        deadline = time.monotonic() + VERIFY_TIMEOUT
+
+        def promoted() -> bool:
+            answer = t.docker(
+                "exec", t.names["db"], "psql", "-qtAX", "-U", "lorepin",
+                "-d", "lorepin", "-c", "SELECT pg_is_in_recovery()", check=False, quiet=True,
+            )  # fmt: skip
+            return bool(answer.ok and answer.stdout.strip() == "f")
+
+        try:
+            _wait(deadline, "restored database", promoted)
+            checks["restored"] = True
+            checks["schema_revision"] = (_sql(t, plan.REVISION_SQL) or [""])[0] or None
+            checks["cms_ready"] = _cms_ready(ctx, t, cms_image, deadline)
+            if checks["cms_ready"] is False:
+                problems.append("the serving CMS is not ready against it")
+        except LorePinError as exc:
+            checks["restored"] = False
+            problems.append(str(exc))
+    finally:
+        t.remove()
+    return {
+        "ok": not problems,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+        "checks": checks,
+        "problem": problems[0] if problems else None,
+    }
+
+
 @task(
     help={
-        "id": "the backup to verify (default: the newest usable one)",
+        "id": "the backup to verify: a logical id (default: the newest usable one) or a "
+        "physical label of repo1",
         "env": ENV_HELP,
         "json": JSON_HELP,
         "dry_run": DRY_HELP,
@@ -775,6 +859,18 @@ def verify(
     """Prove a backup restores: checksum, key, a real restore into a throwaway PostgreSQL,
     rows and schema against its manifest, and the CMS ready on it."""
     ctx = _open(c, env, dry_run)
+    if id and plan.is_label(id):  # a physical backup (repo1)
+        if not ctx.env.is_server:
+            raise ConfigError(f"'{ctx.env.name}' has no physical backups")
+        if dry_run:
+            ctx.run.say(
+                f"+ pgbackrest verify; restore {id} into a throwaway database, start the CMS"
+            )
+            return
+        with locked(ctx, "backup.verify"):
+            result = verify_physical(ctx, id)
+        _say_verified(id, result, json_)
+        return
     id_ = plan.check_id(id) if id else _newest(ctx)
     if dry_run:
         _usable(ctx, id_, verifying=True)
@@ -782,6 +878,10 @@ def verify(
         return
     with locked(ctx, "backup.verify"):
         result = verify_one(ctx, id_)
+    _say_verified(id_, result, json_)
+
+
+def _say_verified(id_: str, result: dict[str, Any], json_: bool) -> None:
     if json_:
         print(json.dumps({"id": id_, **result}, indent=2))
     if not result["ok"]:
@@ -791,8 +891,9 @@ def verify(
         cms = {True: "ready", None: "not started (image absent)", False: "not ready"}[
             checks.get("cms_ready")
         ]
+        rows = f"{checks['rows']} rows, " if "rows" in checks else ""
         print(
-            f"{id_}: restores ({checks['rows']} rows, revision {checks['schema_revision']}), "
+            f"{id_}: restores ({rows}revision {checks['schema_revision']}), "
             f"CMS {cms}, {result['seconds']} s"
         )
 

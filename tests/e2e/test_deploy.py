@@ -504,6 +504,9 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
         assert full.returncode == 0, full.stderr[-3000:]
         made[repo] = json.loads(full.stdout)
         assert made[repo]["id"].endswith("F") and made[repo]["repo"] == int(repo)
+    proved = site.invoke("backup.verify", "--env", "staging", "--id", made["1"]["id"])
+    assert proved.returncode == 0, proved.stderr[-3000:]
+    assert "CMS ready" in proved.stdout
     sql("CREATE TABLE pitr_marks (n int); INSERT INTO pitr_marks VALUES (1)")
     time.sleep(1.5)
     between = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
