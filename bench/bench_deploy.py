@@ -306,23 +306,28 @@ def main() -> None:
             naive = under_load("baseline: compose recreate", url, cafile, argv, repo, variables)
             report([deployed, rolled, naive], deploy_s)
         finally:
-            subprocess.run(
-                [*invoke, "down", "--env", "staging", "--volumes", "--yes"],
-                cwd=repo,
-                env={**os.environ, **env},
-                capture_output=True,
-                check=False,
-                timeout=300,
-            )
-            images = subprocess.run(
-                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            mine = [i for i in images if i.startswith(f"{prefix}/")]
-            if mine:
-                subprocess.run(["docker", "rmi", *mine], capture_output=True, check=False)
+            teardown(repo, env, prefix)
+
+
+def teardown(repo: Path, env: dict[str, str], prefix: str) -> None:
+    """The staging environment down with its volumes, and the bench's release images."""
+    subprocess.run(
+        [sys.executable, "-m", "invoke", "down", "--env", "staging", "--volumes", "--yes"],
+        cwd=repo,
+        env={**os.environ, **env},
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    images = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    mine = [i for i in images if i.startswith(f"{prefix}/")]
+    if mine:
+        subprocess.run(["docker", "rmi", *mine], capture_output=True, check=False)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ started is removed at the end, even on failure.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_backup import fill, psql
-from bench_deploy import setup
+from bench_deploy import setup, teardown
 from common import run
 
 
@@ -92,23 +90,7 @@ def main() -> None:
                 f"{'passed' if drilled['passed'] else 'FAILED'}"
             )
         finally:
-            subprocess.run(
-                [*invoke, "down", "--env", "staging", "--volumes", "--yes"],
-                cwd=repo,
-                env={**os.environ, **env},
-                capture_output=True,
-                check=False,
-                timeout=300,
-            )
-            images = subprocess.run(
-                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
-            mine = [i for i in images if i.startswith(f"{prefix}/")]
-            if mine:
-                subprocess.run(["docker", "rmi", *mine], capture_output=True, check=False)
+            teardown(repo, env, prefix)
 
 
 if __name__ == "__main__":
