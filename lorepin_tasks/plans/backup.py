@@ -201,10 +201,6 @@ def put_file(env: Environment, path: str) -> list[str]:
     return db_exec(env, ["bash", "-c", f"cat > {path}"], stdin=True)
 
 
-def toc(env: Environment) -> list[str]:
-    return db_exec(env, ["pg_restore", "-l"], stdin=True)
-
-
 # -- the throwaway database a verification restores into ----------------------------
 
 

@@ -118,7 +118,7 @@ def recipients(ctx: EnvContext) -> list[str]:
     if path.is_file():
         found.insert(0, str(load_identity(ctx).to_public()))
     elif not found and not ctx.run.dry_run:
-        if listed(ctx):
+        if ids(ctx):
             raise ConfigError(
                 f"the backup key {path} of '{ctx.env.name}' is missing but its backups are "
                 "encrypted to it: restore the key (a new one could not read them)"
@@ -192,20 +192,26 @@ def check_sum(ctx: EnvContext, backup: plan.Backup) -> None:
 # -- the list ------------------------------------------------------------------------
 
 
-def listed(ctx: EnvContext) -> list[plan.Backup]:
-    """Every backup in the environment's directory, newest first, each with its problem."""
+def ids(ctx: EnvContext) -> set[str]:
+    """The ids of the backups in the environment's directory (files only: no manifest read)."""
     directory = ctx.env.backups_dir
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"the backups directory {directory} is a file, not a directory")
     if not directory.is_dir():
-        return []
-    ids = set()
+        return set()
+    found = set()
     for path in directory.iterdir():
         name = path.name
-        stem = name.removesuffix(plan.DATA_SUFFIX).removesuffix(".json")
-        if plan.ID.fullmatch(stem) and (name.endswith(plan.DATA_SUFFIX) or name.endswith(".json")):
-            ids.add(stem)
-    return [one(ctx, id_) for id_ in sorted(ids, reverse=True)]
+        if name.endswith(plan.DATA_SUFFIX) or name.endswith(".json"):
+            stem = name.removesuffix(plan.DATA_SUFFIX).removesuffix(".json")
+            if plan.ID.fullmatch(stem):
+                found.add(stem)
+    return found
+
+
+def listed(ctx: EnvContext) -> list[plan.Backup]:
+    """Every backup in the environment's directory, newest first, each with its problem."""
+    return [one(ctx, id_) for id_ in sorted(ids(ctx), reverse=True)]
 
 
 def one(ctx: EnvContext, id_: str) -> plan.Backup:

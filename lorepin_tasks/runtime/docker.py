@@ -156,6 +156,8 @@ class Container:
     health: str | None  # healthy, unhealthy, starting; None without a healthcheck
     error: str  # the engine's reason a start failed (a port in use, ...)
     image: str  # as configured (name:tag)
+    image_id: str = ""  # what it runs (sha256:...)
+    restarts: int = 0  # times the engine restarted it (a crash loop counts up)
     labels: dict[str, str] = field(default_factory=dict)
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
@@ -174,9 +176,10 @@ def inspect_containers(
     if not ids:
         return []
     argv = compose.inspect(env, *ids) if env else ["docker", "inspect", *ids]
+    engine = {"DOCKER_HOST": env.docker_host} if env and env.docker_host else None
     # A container removed since it was listed (a one-off finishing) is simply not there:
     # docker inspect still prints the others, and exits 1.
-    result = run.run(argv, capture=True, check=False, mutates=False, quiet=True)
+    result = run.run(argv, env=engine, capture=True, check=False, mutates=False, quiet=True)
     details = decode(result.stdout or "[]", "docker inspect")
     found = []
     for d in details:
@@ -192,11 +195,19 @@ def inspect_containers(
                 health=(state.get("Health") or {}).get("Status"),
                 error=state.get("Error") or "",
                 image=config.get("Image", ""),
+                image_id=d.get("Image", ""),
+                restarts=int(d.get("RestartCount") or 0),
                 labels=labels,
                 ports=(d.get("NetworkSettings") or {}).get("Ports") or {},
             )
         )
     return found
+
+
+def container(ctx: EnvContext, name: str) -> Container | None:
+    """One container of the environment's engine by name (None: there is none)."""
+    found = inspect_containers(ctx.run, [name], ctx.env)
+    return found[0] if found else None
 
 
 def containers(ctx: EnvContext) -> list[Container]:

@@ -21,8 +21,8 @@ import secrets as random
 import shlex
 import tarfile
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,30 +72,21 @@ def _who(ctx: EnvContext) -> str:
     return git.who_am_i(ctx.run, ctx.settings.root)
 
 
-def _db_container(ctx: EnvContext) -> dict[str, Any]:
-    """The environment's running database container (its image id too), or a clear error."""
+def _db_container(ctx: EnvContext) -> docker.Container:
+    """The environment's running database container, or a clear error."""
     name = deploy_plan.container(ctx.env, compose.DB_SERVICE)
-    answer = ctx.run.run(
-        [*compose.docker(ctx.env), "inspect", "--format", "{{json .State}}|{{.Image}}", name],
-        env=ctx.engine,
-        capture=True,
-        check=False,
-        mutates=False,
-        quiet=True,
-    )
-    state, _, image = answer.stdout.strip().partition("|")
-    running = answer.ok and json.loads(state or "{}").get("Running")
-    if not running and ctx.env.is_server and answer.ok:  # there, but stopped
+    found = docker.container(ctx, name)
+    if found is not None and found.state != "running" and ctx.env.is_server:
         raise LorePinError(
             f"the database of '{ctx.env.name}' is not running: start it (`docker start {name}`);"
             " if it cannot start (a restore cut short), docs/disaster-recovery.md, scenario 3"
         )
-    if not running:
+    if found is None or found.state != "running":
         start = "`invoke deploy`" if ctx.env.is_server else f"`{ctx.hint('up')}`"
         raise LorePinError(
             f"the database of '{ctx.env.name}' is not running: start it first ({start})"
         )
-    return {"name": name, "image": image}
+    return found
 
 
 def _serving(ctx: EnvContext) -> tuple[str | None, list[str]]:
@@ -112,16 +103,9 @@ def _serving(ctx: EnvContext) -> tuple[str | None, list[str]]:
     return ctx.env.image_tag, [c.name for c in docker.services(ctx) if c.service == "cms"]
 
 
-def _image_id(ctx: EnvContext, container: str) -> str | None:
-    answer = ctx.run.run(
-        [*compose.docker(ctx.env), "inspect", "--format", "{{.Image}}", container],
-        env=ctx.engine,
-        capture=True,
-        check=False,
-        mutates=False,
-        quiet=True,
-    )
-    return answer.stdout.strip() or None if answer.ok else None
+def _image_id(ctx: EnvContext, name: str) -> str | None:
+    found = docker.container(ctx, name)
+    return found.image_id if found else None
 
 
 # -- create ----------------------------------------------------------------------------
@@ -137,11 +121,11 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
     directory = ctx.env.backups_dir
     if not ctx.run.dry_run:
         backups.writable(ctx)
-    db = _db_container(ctx) if not ctx.run.dry_run else {"name": "", "image": None}
+    db = _db_container(ctx) if not ctx.run.dry_run else None
     version, cms = _serving(ctx) if not ctx.run.dry_run else (None, [])
     to = backups.recipients(ctx)  # may make the environment's key: after the checks
     started = datetime.now(UTC)
-    id_ = plan.backup_id(started, (b.id for b in backups.listed(ctx)))
+    id_ = plan.backup_id(started, backups.ids(ctx))
     ctx.run.say(f"==> {ctx.env.name}: backing up the database ({reason}) as {id_}")
     if ctx.run.dry_run:
         ctx.run.pipe(plan.dump(ctx.env, None), env=ctx.engine)
@@ -187,7 +171,10 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
         partial.unlink(missing_ok=True)
         raise LorePinError(f"pg_dump of '{ctx.env.name}' produced nothing; no backup was kept")
     partial.replace(final)
-    images = {"postgres": db["image"], "cms": _image_id(ctx, cms[0]) if cms else None}
+    images = {
+        "postgres": db.image_id if db else None,
+        "cms": _image_id(ctx, cms[0]) if cms else None,
+    }
     manifest = plan.manifest(
         id_=id_,
         env=ctx.env,
@@ -309,11 +296,8 @@ LOCKED = ("unable to acquire lock", "another pgBackRest process")
 def _site_down(ctx: EnvContext) -> str | None:
     """Why the second site cannot take part (None: it runs)."""
     name = deploy_plan.container(ctx.env, plan.SITE)
-    answer = ctx.run.run(
-        [*compose.docker(ctx.env), "inspect", "--format", "{{.State.Running}}", name],
-        env=ctx.engine, capture=True, check=False, quiet=True, mutates=False,
-    )  # fmt: skip
-    if answer.stdout.strip() == "true":
+    found = docker.container(ctx, name)
+    if found is not None and found.state == "running":
         return None
     return (
         f"the second site ({name}) of '{ctx.env.name}' is not running, and WAL archiving "
@@ -582,6 +566,34 @@ class Throwaway:
         )
         self.docker("start", name)
 
+    def takes_writes(self) -> bool:
+        """Its database is up on TCP (not the socket-only server of a first
+        initialisation) and out of recovery."""
+
+        def sql(*argv: str) -> Any:
+            return self.docker(
+                "exec", "-u", "postgres", self.names["db"], *argv, check=False, quiet=True
+            )
+
+        if not sql("pg_isready", "-q", "-h", "127.0.0.1", "-U", "lorepin", "-d", "lorepin").ok:
+            return False
+        answer = sql("psql", "-qtAX", "-U", "lorepin", "-d", "postgres", "-c",
+                     "SELECT pg_is_in_recovery()")  # fmt: skip
+        return bool(answer.ok and answer.stdout.strip() == "f")
+
+    def cms_ready(self) -> bool:
+        """Its CMS answers /readyz (asked from inside: nothing of it is published)."""
+        probe = (
+            "import sys, urllib.request as u\n"
+            "try:\n    u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)\n"
+            "except Exception:\n    sys.exit(1)\n"
+        )
+        return bool(
+            self.docker(
+                "exec", self.names["cms"], "python3", "-c", probe, check=False, quiet=True
+            ).ok
+        )
+
     def remove(self) -> None:
         for role in ("cms", "db"):
             self.docker("rm", "-f", "-v", self.names[role], check=False, quiet=True)
@@ -607,12 +619,13 @@ def _sql(t: Throwaway, sql: str) -> list[str]:
     return [line for line in answer.stdout.splitlines() if line]
 
 
-def _wait(deadline: float, what: str, probe: Any) -> None:
+def _wait(deadline: float, what: str, probe: Callable[[], bool]) -> None:
+    started = time.monotonic()
     while time.monotonic() < deadline:
         if probe():
             return
         time.sleep(0.5)
-    raise LorePinError(f"the throwaway {what} did not come up within {VERIFY_TIMEOUT:.0f} s")
+    raise LorePinError(f"the {what} did not come up within {deadline - started:.0f} s")
 
 
 def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
@@ -653,7 +666,7 @@ def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
         deadline = time.monotonic() + VERIFY_TIMEOUT
         _wait(
             deadline,
-            "database",
+            "throwaway database",
             lambda: (
                 t.docker(
                     "exec",
@@ -746,19 +759,8 @@ def _cms_ready(ctx: EnvContext, t: Throwaway, image: str | None, deadline: float
             "LOREPIN_DB_PASSWORD_FILE": plan.PASSWORD_FILE,
         },
     )
-    probe = (
-        "import sys, urllib.request as u\n"
-        "try:\n    u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)\n"
-        "except Exception:\n    sys.exit(1)\n"
-    )
     with suppress(LorePinError):
-        _wait(
-            deadline,
-            "CMS",
-            lambda: (
-                t.docker("exec", t.names["cms"], "python3", "-c", probe, check=False, quiet=True).ok
-            ),
-        )
+        _wait(deadline, "throwaway CMS", t.cms_ready)
         return True
     return False
 
@@ -806,7 +808,7 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
         )
         t.start(
             "db",
-            db["image"],
+            db.image_id,
             {"LOREPIN_BACKUP_CIPHER_FILE": f"{Path(plan.PASSWORD_FILE).parent}/lorepin-cipher"},
             args=["-v", f"{ctx.env.project}_db-backup:/var/lib/pgbackrest:ro"],
             command=["bash", "-c",
@@ -816,15 +818,8 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
         )  # fmt: skip
         deadline = time.monotonic() + VERIFY_TIMEOUT
 
-        def promoted() -> bool:
-            answer = t.docker(
-                "exec", t.names["db"], "psql", "-qtAX", "-U", "lorepin",
-                "-d", "lorepin", "-c", "SELECT pg_is_in_recovery()", check=False, quiet=True,
-            )  # fmt: skip
-            return bool(answer.ok and answer.stdout.strip() == "f")
-
         try:
-            _wait(deadline, "restored database", promoted)
+            _wait(deadline, "throwaway restored database", t.takes_writes)
             checks["restored"] = True
             checks["schema_revision"] = (_sql(t, plan.REVISION_SQL) or [""])[0] or None
             checks["cms_ready"] = _cms_ready(ctx, t, cms_image, deadline)
@@ -1041,24 +1036,12 @@ def restore(
         started = time.monotonic()
         outcome, safety = "failed", None
         try:
-            if writers:
-                ctx.run.say(f"==> {ctx.env.name}: stopping the CMS ({', '.join(writers)})")
-                ctx.run.run(
-                    [*compose.docker(ctx.env), "stop", *writers], env=ctx.engine, capture=True
-                )
-            safety = create_logical(ctx, f"before-restore-{id_.lower()}")["id"]
-            ctx.run.say(f"==> {ctx.env.name}: restoring {id_}")
-            _restore_data(ctx, backup, identity)
-            outcome = "restored"
+            with _writes_stopped(ctx, writers):
+                safety = create_logical(ctx, f"before-restore-{id_.lower()}")["id"]
+                ctx.run.say(f"==> {ctx.env.name}: restoring {id_}")
+                _restore_data(ctx, backup, identity)
+                outcome = "restored"
         finally:
-            if writers:
-                ctx.run.say(f"==> {ctx.env.name}: starting the CMS")
-                ctx.run.run(
-                    [*compose.docker(ctx.env), "start", *writers],
-                    env=ctx.engine,
-                    check=False,
-                    capture=True,
-                )
             seconds = round(time.monotonic() - started, 1)
             _record(
                 trail,
@@ -1075,6 +1058,28 @@ def restore(
         _ready_after(ctx, writers, version)
     if not dry_run:
         print(f"{ctx.env.name}: restored {id_} in {seconds} s; the data before it is {safety}")
+
+
+@contextmanager
+def _writes_stopped(
+    ctx: EnvContext, writers: list[str], restart: Callable[[], bool] = lambda: True
+) -> Iterator[None]:
+    """The CMS containers stopped for the block and started again after it, however it
+    ends (unless `restart` says the database cannot take them)."""
+    if writers:
+        ctx.run.say(f"==> {ctx.env.name}: stopping the CMS ({', '.join(writers)})")
+        ctx.run.run([*compose.docker(ctx.env), "stop", *writers], env=ctx.engine, capture=True)
+    try:
+        yield
+    finally:
+        if writers and restart():
+            ctx.run.say(f"==> {ctx.env.name}: starting the CMS")
+            ctx.run.run(
+                [*compose.docker(ctx.env), "start", *writers],
+                env=ctx.engine,
+                check=False,
+                capture=True,
+            )
 
 
 def _restore_physical(
@@ -1135,39 +1140,29 @@ def _restore_physical(
         started = time.monotonic()
         outcome, safety = "failed", None
         try:
-            if writers:
-                ctx.run.say(f"==> {ctx.env.name}: stopping the CMS ({', '.join(writers)})")
+            with _writes_stopped(ctx, writers, restart=lambda: _database_up(ctx)):
+                made = create_physical(ctx, "incr", repo=repo)
+                safety = made.label if made else None
+                ctx.run.say(f"==> {ctx.env.name}: restoring {what} (the database stops)")
                 ctx.run.run(
-                    [*compose.docker(ctx.env), "stop", *writers], env=ctx.engine, capture=True
-                )
-            made = create_physical(ctx, "incr", repo=repo)
-            safety = made.label if made else None
-            ctx.run.say(f"==> {ctx.env.name}: restoring {what} (the database stops)")
-            ctx.run.run(
-                [*compose.docker(ctx.env), "stop", "--time", "60", db], env=ctx.engine, capture=True
-            )
-            restore_args = plan.restore_args(
-                to_time=target, label=base.label if base else label or None, repo=repo
-            )
-            _stopped(ctx, db)
-            docker.run_oneoff(
-                _as_deployed(ctx, db),
-                compose.DB_SERVICE,
-                plan.restore_oneoff(restore_args),
-                kind="pgbackrest",
-            )
-            ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
-            _wait_promoted(ctx, db)
-            outcome = "restored"
-        finally:
-            if writers and _database_up(ctx):
-                ctx.run.say(f"==> {ctx.env.name}: starting the CMS")
-                ctx.run.run(
-                    [*compose.docker(ctx.env), "start", *writers],
+                    [*compose.docker(ctx.env), "stop", "--time", "60", db],
                     env=ctx.engine,
-                    check=False,
                     capture=True,
                 )
+                restore_args = plan.restore_args(
+                    to_time=target, label=base.label if base else label or None, repo=repo
+                )
+                _stopped(ctx, db)
+                docker.run_oneoff(
+                    _as_deployed(ctx, db),
+                    compose.DB_SERVICE,
+                    plan.restore_oneoff(restore_args),
+                    kind="pgbackrest",
+                )
+                ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
+                _wait_promoted(ctx, db)
+                outcome = "restored"
+        finally:
             seconds = round(time.monotonic() - started, 1)
             if outcome != "restored" and safety and not ctx.run.dry_run:
                 ctx.run.say(
@@ -1200,10 +1195,8 @@ def _as_deployed(ctx: EnvContext, db: str) -> EnvContext:
     one Compose would build from the checkout."""
     if ctx.run.dry_run:
         return ctx
-    image = ctx.run.run(
-        [*compose.docker(ctx.env), "inspect", "--format", "{{.Config.Image}}", db],
-        env=ctx.engine, capture=True, quiet=True, mutates=False,
-    ).stdout.strip()  # fmt: skip
+    found = docker.container(ctx, db)
+    image = found.image if found else ""
     tag = image.rpartition(":")[2]
     if not image.startswith(f"{ctx.settings.image_prefix}/postgres:") or not tag:
         raise LorePinError(f"the database of '{ctx.env.name}' runs {image!r}, not a release image")
@@ -1212,13 +1205,8 @@ def _as_deployed(ctx: EnvContext, db: str) -> EnvContext:
 
 def _stopped(ctx: EnvContext, db: str) -> None:
     """The database container has exited (its data may be written by the restore)."""
-    if ctx.run.dry_run:
-        return
-    state = ctx.run.run(
-        [*compose.docker(ctx.env), "inspect", "--format", "{{.State.Running}}", db],
-        env=ctx.engine, capture=True, quiet=True, mutates=False,
-    ).stdout.strip()  # fmt: skip
-    if state != "false":
+    found = docker.container(ctx, db)
+    if not ctx.run.dry_run and (found is None or found.state == "running"):
         raise LorePinError(f"the database of '{ctx.env.name}' did not stop; nothing was restored")
 
 
@@ -1236,11 +1224,8 @@ def _wait_promoted(ctx: EnvContext, db: str) -> None:
     that restarts in a loop fails at once, with its log's reason)."""
     if ctx.run.dry_run:
         return
-    state = [
-        *compose.docker(ctx.env), "inspect", "--format", "{{.State.Status}} {{.RestartCount}}", db
-    ]  # fmt: skip
-    first = ctx.run.run(state, env=ctx.engine, capture=True, quiet=True, mutates=False)
-    restarts = first.stdout.split()[-1] if first.stdout.split() else "0"
+    first = docker.container(ctx, db)
+    restarts = first.restarts if first else 0
     deadline = time.monotonic() + ctx.settings.wait_timeout
     probe = plan.db_exec(
         ctx.env,
@@ -1252,9 +1237,8 @@ def _wait_promoted(ctx: EnvContext, db: str) -> None:
         )
         if answer.ok and answer.stdout.strip() == "f":
             return
-        now = ctx.run.run(state, env=ctx.engine, capture=True, quiet=True, mutates=False)
-        status, _, count = now.stdout.strip().partition(" ")
-        if not _database_up(ctx) or status == "restarting" or count != restarts:
+        now = docker.container(ctx, db)
+        if now is None or now.state != "running" or now.restarts != restarts:
             logs = ctx.run.run(
                 [*compose.docker(ctx.env), "logs", "--tail", "20", db],
                 env=ctx.engine,

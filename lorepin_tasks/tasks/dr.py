@@ -31,7 +31,7 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.secrets import BACKUP_PASSPHRASE
 from lorepin_tasks.settings import whole_number
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, locked, open_env, task
-from lorepin_tasks.tasks.backup import Throwaway, _db_container, _image_id, _serving
+from lorepin_tasks.tasks.backup import Throwaway, _db_container, _image_id, _serving, _wait
 
 ARCHIVE_TIMEOUT = "60"
 CIPHER_FILE = "lorepin-backup-cipher"  # beside the password file in the scratch's /tmp
@@ -86,42 +86,8 @@ def _postgres(archive_timeout: str) -> list[str]:
     ]
 
 
-def _in_db(t: Throwaway, *argv: str, user: str = "postgres", check: bool = True) -> Any:
-    return t.docker("exec", "-u", user, t.names["db"], *argv, check=check, quiet=True)
-
-
-def _wait(what: str, probe: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.25)
-    raise LorePinError(f"the drill's {what} did not come up within {timeout:.0f} s")
-
-
-def _writable(t: Throwaway) -> bool:
-    """Up on TCP (not the socket-only server of its first initialisation), not recovering."""
-    listening = _in_db(
-        t, "pg_isready", "-q", "-h", "127.0.0.1", "-U", "lorepin", "-d", "lorepin", check=False
-    )
-    if not listening.ok:
-        return False
-    answer = _in_db(
-        t, "psql", "-qtAX", "-U", "lorepin", "-d", "postgres", "-c",
-        "SELECT pg_is_in_recovery()", check=False,
-    )  # fmt: skip
-    return bool(answer.ok and answer.stdout.strip() == "f")
-
-
-def _cms_ready(t: Throwaway) -> bool:
-    probe = (
-        "import sys, urllib.request as u\n"
-        "try:\n    u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)\n"
-        "except Exception:\n    sys.exit(1)\n"
-    )
-    return bool(
-        t.docker("exec", t.names["cms"], "python3", "-c", probe, check=False, quiet=True).ok
-    )
+def _in_db(t: Throwaway, *argv: str, check: bool = True) -> Any:
+    return t.docker("exec", "-u", "postgres", t.names["db"], *argv, check=check, quiet=True)
 
 
 def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
@@ -146,8 +112,8 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
         t.docker("network", "create", "--internal", *network_labels, t.names["network"])
         for volume in (t.names["data"], t.names["repo"]):
             t.docker("volume", "create", *network_labels, volume, quiet=True)
-        _db(t, live["image"], _postgres(ARCHIVE_TIMEOUT))
-        _wait("database", lambda: _writable(t), timeout)
+        _db(t, live.image_id, _postgres(ARCHIVE_TIMEOUT))
+        _wait(time.monotonic() + timeout, "drill's database", t.takes_writes)
         ctx.run.say("==> copying the live data in (pg_dump | pg_restore)")
         dump = plan.dump(ctx.env, None)
         restore = [
@@ -174,7 +140,7 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
                 "LOREPIN_DB_PASSWORD_FILE": plan.PASSWORD_FILE,
             },
         )
-        _wait("CMS", lambda: _cms_ready(t), timeout)
+        _wait(time.monotonic() + timeout, "drill's CMS", t.cms_ready)
 
         ctx.run.say(f"==> writing a marker every second for {seconds} s")
         last_written = _write_markers(ctx, t, seconds)
@@ -194,10 +160,10 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
             f"--stanza={plan.STANZA} restore && exec docker-entrypoint.sh "
             + " ".join(f"'{a}'" for a in _postgres(ARCHIVE_TIMEOUT)),
         ]  # fmt: skip
-        _db(t, live["image"], restore_cmd)
-        _wait("recovered database", lambda: _writable(t), timeout)
+        _db(t, live.image_id, restore_cmd)
+        _wait(time.monotonic() + timeout, "recovered database", t.takes_writes)
         recovered = time.monotonic()
-        _wait("CMS after the recovery", lambda: _cms_ready(t), timeout)
+        _wait(time.monotonic() + timeout, "CMS after the recovery", t.cms_ready)
         ready = time.monotonic()
         answer = _in_db(
             t, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c",
