@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,12 +48,24 @@ def held(path: Path, *, what: str, who: str, action: str) -> Iterator[None]:
         os.close(fd)
 
 
-def holder(fd: int) -> str:
-    try:
-        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"{record['who']} ({record['action']}, pid {record['pid']}, since {record['since']})"
-    except (ValueError, KeyError, TypeError):
-        return "another run"
+RECORD_WAIT = 1.0  # seconds a refused run waits for the holder to write who it is
+
+
+def holder(fd: int, wait: float = RECORD_WAIT) -> str:
+    """Who holds the lock, from its record. The holder writes it just after taking the
+    lock: a run that looks in between waits a moment for it rather than say nobody."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return (
+                f"{record['who']} ({record['action']}, pid {record['pid']}, "
+                f"since {record['since']})"
+            )
+        except (ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "another run"
+            time.sleep(0.05)
 
 
 def holder_of(path: Path) -> str | None:
