@@ -30,9 +30,12 @@ def test_a_refusal_names_the_holder_even_before_it_wrote_its_record(tmp_path: Pa
     writer = threading.Thread(target=record_later)
     writer.start()
     try:
-        with pytest.raises(Busy, match=r"being changed by ana \(feature.up, pid 4242, since"):
-            with lock.held(path, what="environment 'x'", who="bo", action="up"):
-                pass
+        holder = r"being changed by ana \(feature.up, pid 4242, since"
+        with (
+            pytest.raises(Busy, match=holder),
+            lock.held(path, what="environment 'x'", who="bo", action="up"),
+        ):
+            pass
     finally:
         writer.join()
         os.close(fd)
@@ -43,8 +46,10 @@ def test_a_holder_that_never_says_who_it_is_is_another_run(tmp_path: Path) -> No
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
-        with pytest.raises(Busy, match="being changed by another run"):
-            with lock.held(path, what="environment 'x'", who="bo", action="up"):
-                pass
+        with (
+            pytest.raises(Busy, match="being changed by another run"),
+            lock.held(path, what="environment 'x'", who="bo", action="up"),
+        ):
+            pass
     finally:
         os.close(fd)
