@@ -17,7 +17,7 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -405,6 +405,10 @@ PHYSICAL_TYPES = ("full", "diff", "incr")
 LABEL = re.compile(r"^\d{8}-\d{6}F(?:_\d{8}-\d{6}[DI])?$")
 
 
+# The volumes that hold each repository: repo1 beside the database, repo2 on the site.
+VOLUMES = {1: "db-backup", 2: "backup-site"}
+
+
 def is_label(value: str) -> bool:
     return bool(LABEL.fullmatch(value))
 
@@ -486,8 +490,7 @@ def physical(info: Any) -> tuple[list[Physical], str | None]:
     return sorted(found, key=lambda b: b.stop, reverse=True), message
 
 
-def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> datetime:
-    """A point-in-time restore's target: with its zone, in the past, after a backup ended."""
+def _when(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
     except ValueError:
@@ -496,6 +499,12 @@ def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> dateti
         ) from None
     if when.tzinfo is None:
         raise ConfigError(f"the time {text!r} has no zone: add Z (UTC) or an offset like +01:00")
+    return when
+
+
+def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> datetime:
+    """A point-in-time restore's target: with its zone, in the past, after a backup ended."""
+    when = _when(text)
     if when > now:
         raise ConfigError(f"{text} is in the future: a restore goes back, not forward")
     ended = [b.stop for b in backups]
@@ -599,3 +608,44 @@ def base_for(target: datetime, backups: Sequence[Physical], timeline: int) -> Ph
     from it. pgBackRest alone would pick it.)"""
     fitting = [b for b in backups if b.good and b.stop <= target and b.timeline == timeline]
     return max(fitting, key=lambda b: b.stop, default=None)
+
+
+APPROVAL_TTL = timedelta(hours=24)  # an approval is for a restore now, not next month
+
+
+def restore_target(from_: str, to_time: str) -> str:
+    """What a restore approval names: one backup, or one point in time (in UTC)."""
+    if from_ and to_time:
+        raise ConfigError("say --from ID or --to-time TIME, not both")
+    if to_time:
+        return f"time {_when(to_time).astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return f"backup {from_ if is_label(from_) else check_id(from_)}"
+
+
+def restore_approvers(
+    records: Sequence[Mapping[str, Any]], target: str, requester: str, now: datetime
+) -> list[str]:
+    """Who approved this restore, by the deploy's rule (someone other than the one who
+    runs it): approvals of the same target in the trail, newer than a day and than the
+    environment's last restore (an approval is spent by the restore it was for)."""
+    by: list[str] = []
+    for r in records:
+        detail = r.get("detail")
+        detail = detail if isinstance(detail, Mapping) else {}
+        if r.get("action") == "restore" and r.get("outcome") != "started":
+            by = []
+        elif r.get("action") == "restore-approval" and detail.get("target") == target:
+            who = person(str(r.get("who", "")))
+            try:
+                at = datetime.fromisoformat(str(r.get("at")))
+            except ValueError:
+                continue
+            fresh = at.tzinfo is not None and now - at <= APPROVAL_TTL
+            if fresh and who and who != person(requester) and who not in by:
+                by.append(who)
+    return by
+
+
+def person(who: str) -> str:
+    """The person in a trail's `who` ("ann@example.org on host-1"), whichever host."""
+    return who.split(" on ", 1)[0].strip().lower()

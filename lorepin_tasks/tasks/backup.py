@@ -766,21 +766,30 @@ def _cms_ready(ctx: EnvContext, t: Throwaway, image: str | None, deadline: float
 
 
 def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
-    """A physical backup of repo1 proved: pgBackRest's verify of the repository, then the
-    set restored into a throwaway database (the repository mounted read-only), recovered
-    to its end, its schema revision read, and the serving CMS started on it."""
+    """A physical backup proved where its repository is: pgBackRest's verify of the
+    repository (repo1 beside the database, repo2 on the second site), then the set
+    restored into a throwaway database (that repository's volume mounted read-only),
+    recovered to its end, its schema revision read, and the serving CMS started on it."""
     db = _db_container(ctx)
-    if label not in {b.label for b in physical_list(ctx, 1)}:
+    repo = {b.label: b.repo for b in physical_list(ctx)}.get(label)
+    if repo is None:
         raise LorePinError(
-            f"'{ctx.env.name}' has no physical backup {label} in repo1 "
+            f"'{ctx.env.name}' has no physical backup {label} "
             f"(see `invoke backup.list --env {ctx.env.name}`)"
         )
+    if repo == 2 and (why := _site_down(ctx)):
+        raise LorePinError(why)
     started = time.monotonic()
-    checks: dict[str, Any] = {}
+    checks: dict[str, Any] = {"repo": repo}
     problems: list[str] = []
-    ctx.run.say(f"==> {ctx.env.name}: pgBackRest verify of repo1")
+    ctx.run.say(f"==> {ctx.env.name}: pgBackRest verify of repo{repo}")
     done = ctx.run.run(
-        plan.pgbackrest(ctx.env, "--repo=1", "verify"), env=ctx.engine, check=False, capture=True
+        plan.pgbackrest(
+            ctx.env, f"--repo={repo}", "verify", on=plan.SITE if repo == 2 else compose.DB_SERVICE
+        ),
+        env=ctx.engine,
+        check=False,
+        capture=True,
     )
     checks["repository"] = done.ok
     if not done.ok:
@@ -810,7 +819,9 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
             "db",
             db.image_id,
             {"LOREPIN_BACKUP_CIPHER_FILE": f"{Path(plan.PASSWORD_FILE).parent}/lorepin-cipher"},
-            args=["-v", f"{ctx.env.project}_db-backup:/var/lib/pgbackrest:ro"],
+            # The repository, read-only, as the throwaway's own repo1 (both sites use
+            # one passphrase): repo2 is restored where it is kept, as the site would.
+            args=["-v", f"{ctx.env.project}_{plan.VOLUMES[repo]}:/var/lib/pgbackrest:ro"],
             command=["bash", "-c",
                      f'chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA" && {restore} '
                      "&& exec docker-entrypoint.sh postgres"],
@@ -842,7 +853,7 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
 @task(
     help={
         "id": "the backup to verify: a logical id (default: the newest usable one) or a "
-        "physical label of repo1",
+        "physical label (of either repository)",
         "env": ENV_HELP,
         "json": JSON_HELP,
         "dry_run": DRY_HELP,
@@ -854,7 +865,7 @@ def verify(
     """Prove a backup restores: checksum, key, a real restore into a throwaway PostgreSQL,
     rows and schema against its manifest, and the CMS ready on it."""
     ctx = _open(c, env, dry_run)
-    if id and plan.is_label(id):  # a physical backup (repo1)
+    if id and plan.is_label(id):  # a physical backup, of repo1 or repo2
         if not ctx.env.is_server:
             raise ConfigError(f"'{ctx.env.name}' has no physical backups")
         if dry_run:
@@ -985,17 +996,12 @@ def restore(
     """Put a backup back: stop the CMS, take a safety backup, replace the data in one
     checked transaction, start the CMS, record it. Or, on a server environment, a
     physical backup or a point in time (--to-time) with pgBackRest."""
-    if from_ and to_time:
-        raise ConfigError("say --from ID or --to-time TIME, not both")
+    target = plan.restore_target(from_, to_time)
     physical_ = bool(to_time) or plan.is_label(from_)
     id_ = from_ if physical_ else plan.check_id(from_)
     ctx = _open(c, env, dry_run)
-    approvals = ctx.env.deploy.approvals if ctx.env.deploy else 0
-    if approvals and not break_glass.strip():
-        raise Refused(
-            f"restoring '{ctx.env.name}' needs {approvals} approval(s) like a deploy: "
-            "say why it cannot wait with --break-glass REASON (recorded and announced)"
-        )
+    if not break_glass.strip():
+        _check_approved(ctx, target)
     if physical_:
         _restore_physical(
             ctx, from_, to_time, repo=_repo(repo), yes=yes, reason=break_glass.strip() or None
@@ -1058,6 +1064,64 @@ def restore(
         _ready_after(ctx, writers, version)
     if not dry_run:
         print(f"{ctx.env.name}: restored {id_} in {seconds} s; the data before it is {safety}")
+
+
+def _check_approved(ctx: EnvContext, target: str) -> None:
+    """A restore of an environment whose deploys need approvals needs as many, from
+    others than the one restoring (`backup.approve`), or a --break-glass reason."""
+    needed = ctx.env.deploy.approvals if ctx.env.deploy else 0
+    if not needed:
+        return
+    who = _who(ctx)
+    with _ops_session(ctx, who) as session:
+        records = Trail(session, ctx.env.state_dir / "audit.jsonl").records()
+    by = plan.restore_approvers(records, target, who, datetime.now(UTC))
+    if len(by) < needed:
+        how = target.replace("backup ", "--from ").replace("time ", "--to-time ")
+        raise Refused(
+            f"restoring '{ctx.env.name}' to {target} has {len(by)} of the {needed} "
+            f"approval(s) it needs, like a deploy (`invoke backup.approve --env "
+            f"{ctx.env.name} {how}` by someone else), or say why it cannot wait with "
+            "--break-glass REASON (recorded and announced)"
+        )
+    ctx.run.say(f"approved by {', '.join(by)}")
+
+
+def _ops_session(ctx: EnvContext, who: str) -> Session:
+    _db_container(ctx)  # the trail that holds the approvals is in it
+    return Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.variables, "database", quiet=True)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "from": "the backup the restore will put back (as `backup.restore --from`)",
+        "to_time": "or the point in time it will go back to (as `backup.restore --to-time`)",
+        "dry_run": DRY_HELP,
+    }
+)
+def approve(
+    c: Context, env: str = "", from_: str = "", to_time: str = "", dry_run: bool = False
+) -> None:
+    """Approve a restore of an environment that needs approvals (its deploy.approvals):
+    recorded in its trail; the restore, run by someone else within a day, counts it."""
+    target = plan.restore_target(from_, to_time)
+    ctx = _open(c, env, dry_run)
+    if not (ctx.env.deploy and ctx.env.deploy.approvals):
+        raise NothingToDo(f"restores of '{ctx.env.name}' need no approval")
+    if target.startswith("backup ") and not plan.is_label(from_) and from_ not in backups.ids(ctx):
+        raise LorePinError(
+            f"'{ctx.env.name}' has no backup {from_} (see `invoke backup.list --env "
+            f"{ctx.env.name}`)"
+        )
+    who = _who(ctx)
+    with _deploy_lock(ctx, who, f"approve restore {target}") as session:
+        _record(
+            _trail(ctx, session, who), ctx, who, "restore-approval", None, "approved",
+            {"target": target},
+        )  # fmt: skip
+    if not ctx.run.dry_run:
+        print(f"{ctx.env.name}: restore to {target} approved by {who}")
 
 
 @contextmanager
@@ -1390,4 +1454,4 @@ def schedule(c: Context, env: str = "", json_: bool = False) -> None:
         )
 
 
-ns = Collection("backup", create, key, list_, verify, restore, prune, schedule)
+ns = Collection("backup", create, key, list_, verify, restore, approve, prune, schedule)

@@ -464,8 +464,28 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     pins("WITH gone AS (DELETE FROM pins RETURNING 1) SELECT count(*) FROM gone")
     assert pins() == 0
 
-    production = site.invoke("backup.restore", "--env", "production", "--from", manifest["id"])
-    assert production.returncode == 6 and "--break-glass" in production.stderr
+    # Production's restores need the approvals its deploys need, from someone else.
+    theirs = json.loads(site.invoke("backup.list", "--env", "production", "--json").stdout)
+    before = next(b["id"] for b in theirs if b.get("reason") == "before-deploy-1.1.0")
+    asked = ("backup.restore", "--env", "production", "--from", before, "--dry-run")
+    production = site.invoke(*asked)
+    assert production.returncode == 6, production.stderr[-2000:]
+    assert "has 0 of the 1 approval(s)" in production.stderr
+    assert f"invoke backup.approve --env production --from {before}" in production.stderr
+    with site.repo.config_writer() as cfg:
+        cfg.set_value("user", "email", "approver@example.invalid")
+    approved = site.invoke("backup.approve", "--env", "production", "--from", before)
+    assert approved.returncode == 0, approved.stderr[-2000:]
+    own = site.invoke(*asked)  # an approver does not approve their own restore
+    assert own.returncode == 6 and "has 0 of the 1" in own.stderr
+    with site.repo.config_writer() as cfg:
+        cfg.set_value("user", "email", "cutter@example.invalid")
+    allowed = site.invoke(*asked)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "approved by approver@example.invalid" in allowed.stderr
+    other = site.invoke("backup.restore", "--env", "production", "--from", manifest["id"])
+    assert other.returncode == 6 and "has 0 of the 1" in other.stderr  # that one only
+    assert site.serving("production") == "1.1.0"
 
     restored = site.invoke("backup.restore", "--env", "staging", "--from", manifest["id"], "--yes")
     assert restored.returncode == 0, restored.stderr[-3000:]
@@ -504,9 +524,13 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
         assert full.returncode == 0, full.stderr[-3000:]
         made[repo] = json.loads(full.stdout)
         assert made[repo]["id"].endswith("F") and made[repo]["repo"] == int(repo)
-    proved = site.invoke("backup.verify", "--env", "staging", "--id", made["1"]["id"])
-    assert proved.returncode == 0, proved.stderr[-3000:]
-    assert "CMS ready" in proved.stdout
+    for repo in ("1", "2"):  # each restored where it is kept, the CMS started on it
+        proved = site.invoke(
+            "backup.verify", "--env", "staging", "--id", made[repo]["id"], "--json"
+        )
+        assert proved.returncode == 0, proved.stderr[-3000:]
+        checks = json.loads(proved.stdout)["checks"]
+        assert checks["repo"] == int(repo) and checks["cms_ready"] is True, checks
     sql("CREATE TABLE pitr_marks (n int); INSERT INTO pitr_marks VALUES (1)")
     time.sleep(1.5)
     between = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -339,3 +339,47 @@ def test_the_backup_schedule_reads_as_seconds_per_type() -> None:
     for bad in ({"hourly": "1h"}, {"incr": "10s"}, {"full": "soon"}):
         with pytest.raises(ConfigError):
             backup_policy({"schedule": bad}, "e")
+
+
+def test_a_restore_approval_names_one_backup_or_one_instant_in_utc() -> None:
+    assert plan.restore_target("20261130-141503L", "") == "backup 20261130-141503L"
+    assert plan.restore_target("20261130-141503F", "") == "backup 20261130-141503F"
+    assert plan.restore_target("", "2026-11-30T15:03:17+01:00") == "time 2026-11-30T14:03:17Z"
+    for from_, to_time, why in (
+        ("", "", "say which backup"),
+        ("latest", "", "invalid backup id"),
+        ("", "yesterday", "invalid time"),
+        ("", "2026-11-30T14:03:17", "has no zone"),
+        ("20261130-141503L", "2026-11-30T14:03:17Z", "not both"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            plan.restore_target(from_, to_time)
+
+
+def _approval(who: str, target: str, at: datetime) -> dict[str, Any]:
+    return {
+        "action": "restore-approval",
+        "who": who,
+        "at": at.isoformat(),
+        "outcome": "approved",
+        "detail": {"target": target},
+    }
+
+
+def test_a_restore_counts_fresh_approvals_of_its_target_by_others_once() -> None:
+    now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+    target = "backup 20261130-141503L"
+    records = [
+        _approval("ann@example.org on host-1", target, now - timedelta(hours=25)),  # stale
+        _approval("bob@example.org on host-2", "backup 20261129-000000L", now),  # another
+        _approval("Cid@example.org on host-3", target, now - timedelta(minutes=5)),
+        _approval("cid@example.org on laptop", target, now - timedelta(minutes=4)),  # twice
+        _approval("req@example.org on host-9", target, now),  # the requester's own
+    ]
+    assert plan.restore_approvers(records, target, "req@example.org on host-1", now) == [
+        "cid@example.org"
+    ]
+    spent = [*records, {"action": "restore", "outcome": "restored", "detail": {}}]
+    assert plan.restore_approvers(spent, target, "req@example.org on host-1", now) == []
+    started = [*records, {"action": "restore", "outcome": "started", "detail": {}}]
+    assert plan.restore_approvers(started, target, "req@example.org", now) == ["cid@example.org"]
