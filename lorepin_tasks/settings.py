@@ -171,6 +171,11 @@ class Environment:
     deploy: DeployPolicy | None = None  # server kinds only: they are deployed, not `up`
     backup: BackupPolicy = BackupPolicy()
     profiles: tuple[str, ...] = ()  # Compose profiles every command of it enables
+    # Server kinds: a streaming replica of the database (`db.failover` promotes it);
+    # "synchronous": a commit returns once the replica has it too (no committed row is
+    # lost in a failover; writes wait while the replica is down), "asynchronous": no
+    # wait (a failover may lose the last commits). None: no replica.
+    replica: str | None = None
 
     @property
     def is_server(self) -> bool:
@@ -354,7 +359,23 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         # Server environments name the services each step starts; every other command
         # (down, logs, ps) must see all of them, colours and one-offs included.
         profiles=("*",) if kind in SERVER_KINDS else (),
+        replica=_replica(raw.get("replica"), kind, where),
     )
+
+
+REPLICA_MODES = ("synchronous", "asynchronous")
+
+
+def _replica(raw: Any, kind: str, where: str) -> str | None:
+    if raw in (None, False, "none"):
+        return None
+    if kind not in SERVER_KINDS:
+        raise ConfigError(f"{where}: a replica is for server environments, not {kind}")
+    if raw not in REPLICA_MODES:
+        raise ConfigError(
+            f"{where}: replica must be synchronous, asynchronous or none, got {raw!r}"
+        )
+    return str(raw)
 
 
 def parse_window(text: str, what: str) -> Window:

@@ -41,13 +41,18 @@ def database_url(environ: Mapping[str, str] = os.environ) -> URL:
     port = environ.get("LOREPIN_DB_PORT", "5432")
     if not port.isdigit():
         raise ConfigError(f"LOREPIN_DB_PORT: not a port number: {port!r}")
+    host = environ.get("LOREPIN_DB_HOST", "127.0.0.1")
+    # "db,db-replica": libpq tries each and keeps the one that takes writes, so after a
+    # failover the CMS finds the promoted replica by itself (a dead host costs <= 3 s).
+    several = {"target_session_attrs": "read-write", "connect_timeout": "3"}
     return URL.create(
         "postgresql+psycopg",
         username=environ.get("LOREPIN_DB_USER", "lorepin"),
         password=password,
-        host=environ.get("LOREPIN_DB_HOST", "127.0.0.1"),
+        host=host,
         port=int(port),
         database=environ.get("LOREPIN_DB_NAME", "lorepin"),
+        query=several if "," in host else {},
     )
 
 

@@ -13,6 +13,7 @@ from lorepin_tasks.settings import Environment, Settings
 
 HTTP_SERVICE, HTTP_PORT = "cms", 8000
 DB_SERVICE, DB_PORT = "db", 5432
+REPLICA_SERVICE = "db-replica"  # server environments with a replica (db.failover)
 LABEL = "dev.lorepin"
 PROJECT_LABEL = "com.docker.compose.project"
 # Only containers Compose created carry it: images built by Compose carry the project
@@ -79,6 +80,10 @@ def variables(
         values["LOREPIN_BACKUP_SCHEDULE"] = " ".join(
             f"{kind}={seconds}" for kind, seconds in env.backup.schedule
         )
+    if env.replica:  # the CMS asks both for the one that takes writes (libpq's failover)
+        values["LOREPIN_DB_HOSTS"] = f"{DB_SERVICE},{REPLICA_SERVICE}"
+        if env.replica == "synchronous":
+            values["LOREPIN_DB_SYNC_STANDBY"] = "replica"  # its application_name
     if env.db_port is not None:
         values["LOREPIN_DB_PORT"] = str(env.db_port)
     if env.docker_host:

@@ -183,12 +183,15 @@ def approval_problem(
 # -- commands --------------------------------------------------------------------------
 
 
+def infra(env: Environment) -> tuple[str, ...]:
+    """The services a deploy starts once and never recreates: the database (and its
+    replica), the backups' second site and the proxy."""
+    replica = (compose.REPLICA_SERVICE,) if env.replica else ()
+    return (compose.DB_SERVICE, *replica, BACKUP_SITE, PROXY)
+
+
 def infra_up(env: Environment, *, wait_timeout: int) -> list[str]:
-    """The database, the backups' second site and the proxy, started once and never
-    recreated by a deploy."""
-    return compose.up(
-        env, wait_timeout=wait_timeout, services=(compose.DB_SERVICE, BACKUP_SITE, PROXY)
-    )
+    return compose.up(env, wait_timeout=wait_timeout, services=infra(env))
 
 
 def colour_up(env: Environment, colour: str) -> list[str]:
@@ -276,7 +279,7 @@ def access_log(env: Environment, since: str) -> list[str]:
     return [*compose.docker(env), "logs", "--since", since, container(env, PROXY)]
 
 
-def psql(env: Environment, who: str) -> list[str]:
+def psql(env: Environment, who: str, *, service: str = compose.DB_SERVICE) -> list[str]:
     """A psql session in the database container (local socket, no password)."""
     return [
         *compose.docker(env),
@@ -286,7 +289,7 @@ def psql(env: Environment, who: str) -> list[str]:
         f"PGAPPNAME={f'lorepin-deploy {who}'[:63]}",
         "-e",
         "PGOPTIONS=-c client_min_messages=warning",  # no NOTICEs piling up on stderr
-        container(env, compose.DB_SERVICE),
+        container(env, service),
         "psql",
         "-U",
         "lorepin",

@@ -76,7 +76,7 @@ class ComposeBlueGreen:
         if self.ctx.run.dry_run:
             return
         up = {c.service for c in docker.services(self.ctx) if c.state == "running"}
-        missing = sorted({compose.DB_SERVICE, plan.BACKUP_SITE, plan.PROXY} - up)
+        missing = sorted(set(plan.infra(self.ctx.env)) - up)
         if missing:
             raise LorePinError(
                 f"{', '.join(missing)} of '{self.ctx.env.name}' did not start "

@@ -531,3 +531,18 @@ def prunable_images(
             read(run, images_plan.inspect_containers(containers), env=engine).stdout.split()
         )
     return images_plan.prune_plan(local, in_use=in_use, keep=keep)
+
+
+def files_tar(files: dict[str, str]) -> bytes:
+    """A tar of small files (mode 0644): what `docker cp -` puts into a container."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

@@ -14,12 +14,10 @@ keeps). The environment's key is `backup.key` in its secrets_dir. See docs/backu
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets as random
 import shlex
-import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -501,18 +499,6 @@ def _newest(ctx: EnvContext) -> str:
     return found[0].id
 
 
-def _files_tar(files: dict[str, str]) -> bytes:
-    """A tar of small files (mode 0644): what `docker cp -` puts into a container."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 @dataclass
 class Throwaway:
     """A PostgreSQL (and a CMS) of the backup's images on a network of their own, removed
@@ -551,7 +537,7 @@ class Throwaway:
         env_args = [arg for k, v in environment.items() for arg in ("-e", f"{k}={v}")]
         network = ["--network", self.names["network"]]
         self.docker("create", "--name", name, *network, *labels, *env_args, *args, image, *command)
-        tar = _files_tar(
+        tar = docker.files_tar(
             files if files is not None else {Path(plan.PASSWORD_FILE).name: self.password}
         )
         self.ctx.run.pipe(

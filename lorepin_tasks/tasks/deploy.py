@@ -162,6 +162,14 @@ def _deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | N
     if ctx.run.dry_run:
         yield None
         return
+    if ctx.env.replica:
+        db = docker.container(ctx, plan.container(ctx.env, compose.DB_SERVICE))
+        if db is not None and db.state != "running":
+            raise LorePinError(
+                f"the database of '{ctx.env.name}' is not running: if it was failed over "
+                f"(`invoke db.replica --env {ctx.env.name}`), rebuild it as a replica first "
+                "(docs/disaster-recovery.md, scenario 6)"
+            )
     with Session(ctx.run, plan.psql(ctx.env, who), ctx.variables, "database") as session:
         session.query(plan.DDL)
         if session.scalar(plan.lock_sql()) != "t":

@@ -501,6 +501,83 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     assert any(b["reason"] == "before-deploy-1.0.0" for b in listed)  # taken by the deploy
 
 
+def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
+    """Production's primary dies while pins are written through the CMS; `db.failover`
+    fences it and promotes the synchronous replica, the CMS finds the new primary by
+    itself, and every pin the CMS acknowledged is there."""
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    assert status["roles"] == {"db": "primary", "db-replica": "replica"}, status
+    assert [(s["name"], s["state"], s["sync"]) for s in status["streams"]] == [
+        ("replica", "streaming", "sync")
+    ]
+    alive = site.invoke("db.failover", "--env", "production", "--yes")
+    assert alive.returncode == 6 and "still answers" in alive.stderr
+
+    context = ssl.create_default_context(cafile=str(site.secrets["production"] / "tls.crt"))
+    acknowledged: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set() and n < 3000:  # bounded: at most 3000 requests
+            n += 1
+            title = f"failover-{n}"
+            pin = {"title": title, "latitude": 48.1, "longitude": -1.6, "tags": []}
+            request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
+                f"{site.url('production')}/api/pins",
+                data=json.dumps(pin).encode(),
+                headers={"content-type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
+                    if answer.status == 201:
+                        acknowledged.append((time.monotonic(), title))
+            except OSError:  # HTTPError included: not acknowledged, not counted
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    primary = f"{site.projects['production']}-db-1"
+    try:
+        time.sleep(2)
+        subprocess.run(["docker", "kill", primary], capture_output=True, check=True)
+        killed = time.monotonic()
+        time.sleep(1)
+        done = site.invoke("db.failover", "--env", "production", "--yes")
+        assert done.returncode == 0, done.stderr[-3000:]
+        time.sleep(2)
+    finally:
+        stop.set()
+        writer.join(10)
+    before = [t for at, t in acknowledged if at < killed]
+    after = [t for at, t in acknowledged if at > killed]
+    assert len(before) > 10 and len(after) > 10, (len(before), len(after))
+
+    replica = f"{site.projects['production']}-db-replica-1"
+    argv = ["docker", "exec", replica, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c"]
+    sql = "SELECT title FROM pins WHERE title LIKE 'failover-%'"
+    stored = set(subprocess.run([*argv, sql], capture_output=True, text=True).stdout.split())
+    assert {t for _, t in acknowledged} <= stored  # not one acknowledged pin lost
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    assert status["roles"] == {"db": "down", "db-replica": "primary"}, status
+    recorded = "SELECT record->>'action' FROM lorepin_ops.audit ORDER BY seq DESC LIMIT 1"
+    assert subprocess.run([*argv, recorded], capture_output=True, text=True).stdout.strip() == (
+        "failover"
+    )
+    # The fenced primary never takes writes again, even when someone starts it.
+    subprocess.run(["docker", "start", primary], capture_output=True, check=False)
+    time.sleep(2)
+    state = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Status}}", primary],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    logs = subprocess.run(["docker", "logs", primary], capture_output=True, text=True)
+    assert state != "running" and "must not start as a primary" in logs.stderr
+    again = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes")
+    assert again.returncode != 0 and "rebuild it as a replica first" in again.stderr
+
+
 def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:
     """Two writes a few seconds apart; a recovery to a moment between them, from the
     second site's repository alone, brings back the first and not the second; the audit

@@ -56,6 +56,7 @@ def test_unknown_environment_names_the_valid_ones() -> None:
             "compose file compose/missing.yaml does not exist",
         ),
         ({"image_tag": "no spaces"}, "invalid image tag"),
+        ({"replica": "synchronous"}, "a replica is for server environments, not local"),
     ],
 )
 def test_invalid_environment_settings_are_one_line_errors(
@@ -189,3 +190,23 @@ def test_ca_bundle_prefers_explicit_setting(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     assert load(environ={"LOREPIN_CA_BUNDLE": str(bundle)}).ca_bundle == bundle
+
+
+def test_a_replica_makes_the_cms_ask_both_databases_for_the_writable_one() -> None:
+    from lorepin_tasks.plans import compose
+
+    def server(**extra: object) -> dict[str, object]:
+        files = ["compose/compose.yaml", "compose/server.yaml"]
+        return {"kind": "production", "compose_files": files, **extra}
+
+    s = load({"environments": {"p": server(replica="synchronous"), "q": server()}})
+    production, unreplicated = s.environment("p"), s.environment("q")
+    assert (production.replica, unreplicated.replica) == ("synchronous", None)
+    values = compose.variables(s, production)
+    assert values["LOREPIN_DB_HOSTS"] == "db,db-replica"
+    assert values["LOREPIN_DB_SYNC_STANDBY"] == "replica"
+    assert "LOREPIN_DB_HOSTS" not in compose.variables(s, unreplicated)
+    unsynced = load({"environments": {"p": server(replica="asynchronous")}})
+    assert "LOREPIN_DB_SYNC_STANDBY" not in compose.variables(unsynced, unsynced.environment("p"))
+    with pytest.raises(ConfigError, match="replica must be synchronous, asynchronous or none"):
+        load({"environments": {"p": server(replica="sometimes")}})

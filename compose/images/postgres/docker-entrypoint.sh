@@ -101,6 +101,20 @@ if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
   file_env POSTGRES_PASSWORD
   file_env POSTGRES_DB "$POSTGRES_USER"
 
+  # A database `invoke db.failover` left behind: its replica took over, so it must never
+  # take writes again; it is rebuilt as a replica (docs/disaster-recovery.md).
+  if [ -e "$PGDATA/lorepin-fenced" ]; then
+    echo "entrypoint: this database was failed over ($(<"$PGDATA/lorepin-fenced")) and must not start as a primary; rebuild it as a replica (docs/disaster-recovery.md, scenario 6)" >&2
+    exit 1
+  fi
+  # LOREPIN_DB_FOLLOW: a streaming replica of that primary, cloned on the first start
+  # (standby.signal and the primary's address land in the data directory).
+  if [ ! -s "$PGDATA/PG_VERSION" ] && [ -n "${LOREPIN_DB_FOLLOW:-}" ]; then
+    echo "entrypoint: cloning $LOREPIN_DB_FOLLOW into a replica (pg_basebackup)"
+    PGPASSWORD=$POSTGRES_PASSWORD pg_basebackup -h "$LOREPIN_DB_FOLLOW" -U "$POSTGRES_USER" \
+      -D "$PGDATA" -X stream -R -c fast
+  fi
+
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ -z "$POSTGRES_PASSWORD" ]; then
       echo "entrypoint: the database is uninitialised and POSTGRES_PASSWORD(_FILE) is not set" >&2
@@ -129,6 +143,9 @@ if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
     echo "entrypoint: PostgreSQL init process complete; ready for start up."
   fi
   unset POSTGRES_PASSWORD
+  # Replicas connect for streaming replication (the cluster's own user, by password).
+  grep -qs '^host replication all all scram-sha-256' "$PGDATA/pg_hba.conf" \
+    || echo "host replication all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
   if [ -n "${LOREPIN_BACKUP_SITE:-}" ]; then
     # The TLS server the repository host reaches this database through (its backups of
     # repo2). Detached: with `init: true` the container's init, not postgres, adopts it.
