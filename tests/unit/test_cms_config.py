@@ -1,11 +1,31 @@
-"""The CMS's database address: one host, or several of which it keeps the writable one."""
+"""The CMS's settings from its environment."""
 
 from __future__ import annotations
 
-from lorepin_cms.config import database_url
+import pytest
+
+from lorepin_cms.config import Config, ConfigError, database_url
 
 
-def test_one_host_is_asked_as_it_is() -> None:
+def test_request_bodies_are_limited_to_one_mib_unless_configured() -> None:
+    assert Config.from_env({}).max_body_bytes == 1024 * 1024
+    assert Config.from_env({"LOREPIN_MAX_BODY_BYTES": "4096"}).max_body_bytes == 4096
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1MB", "1.5"])
+def test_a_body_limit_that_is_not_a_positive_whole_number_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="LOREPIN_MAX_BODY_BYTES"):
+        Config.from_env({"LOREPIN_MAX_BODY_BYTES": value})
+
+
+def test_sixteen_database_connections_per_process_unless_configured() -> None:
+    assert Config.from_env({}).db_pool_size == 16
+    assert Config.from_env({"LOREPIN_DB_POOL_SIZE": "4"}).db_pool_size == 4
+    with pytest.raises(ConfigError, match="LOREPIN_DB_POOL_SIZE"):
+        Config.from_env({"LOREPIN_DB_POOL_SIZE": "0"})
+
+
+def test_one_database_host_is_asked_as_it_is() -> None:
     url = database_url({"LOREPIN_DB_HOST": "db", "LOREPIN_DB_PASSWORD": "x"})
     assert (url.host, dict(url.query)) == ("db", {})
 
