@@ -574,7 +574,8 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
     ).stdout.strip()  # fmt: skip
     logs = subprocess.run(["docker", "logs", primary], capture_output=True, text=True)
     assert state != "running" and "must not start as a primary" in logs.stderr
-    again = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes")
+    reason = ("--outside-window", "--reason", "e2e: after a failover")
+    again = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes", *reason)
     assert again.returncode != 0 and "rebuild it as a replica first" in again.stderr
 
 
