@@ -16,6 +16,9 @@ Environment variables:
   LOREPIN_SECRETS_DIR  directory holding the selected environment's secret files
   LOREPIN_BACKUP_DIR   directory for the selected environment's pre-migration dumps
   LOREPIN_RELEASE_WEBHOOK_URL  Slack-compatible webhook for release news (a secret)
+  LOREPIN_BACKUP_WEBHOOK_URL   the one server environments' scheduled backups report to
+                       (a secret; default: the release one), written into the
+                       environment's secrets_dir/backup_webhook by `invoke deploy`
   XDG_STATE_HOME       per-user state (secrets, dumps, locks): $XDG_STATE_HOME/lorepin
   XDG_CACHE_HOME       per-user caches (resolved Compose models): $XDG_CACHE_HOME/lorepin
 """
@@ -223,6 +226,7 @@ class Settings:
     feature: FeaturePolicy
     lock_wait: float  # seconds a migration waits for another one
     webhook_url: str | None
+    backup_webhook_url: str | None = None  # where the second site's schedule reports
 
     def environment(self, name: str) -> Environment:
         """The selected environment, with the LOREPIN_* overrides applied."""
@@ -631,4 +635,7 @@ def load(
         feature=_feature(raw["feature"]),
         lock_wait=float(_int(lock_wait, "db.lock_wait", low=0, high=3600)),
         webhook_url=environ.get("LOREPIN_RELEASE_WEBHOOK_URL") or None,
+        backup_webhook_url=environ.get("LOREPIN_BACKUP_WEBHOOK_URL")
+        or environ.get("LOREPIN_RELEASE_WEBHOOK_URL")
+        or None,
     )

@@ -140,3 +140,24 @@ def ensure_backup_tls(ctx: EnvContext) -> None:
         ctx.run.run(argv, capture=True)
     for f in files:
         f.chmod(0o644)  # read through the mount by the containers' entrypoint; dir is 0700
+
+
+BACKUP_WEBHOOK = "backup_webhook"
+
+
+def ensure_backup_webhook(ctx: EnvContext) -> None:
+    """The webhook the second site's backup schedule reports to, as a file secret: from
+    LOREPIN_BACKUP_WEBHOOK_URL (or the release one) when set, else the file as it is
+    (empty: the schedule reports to its run log only)."""
+    path = ctx.env.secrets_dir / BACKUP_WEBHOOK
+    url = ctx.settings.backup_webhook_url or ""
+    if url:
+        ctx.run.add_secret(url)
+    if path.is_file() and (not url or path.read_text().strip() == url):
+        return
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would write the backup schedule's webhook into {path}")
+        return
+    _check_directory(ctx)
+    ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx.run.write(path, url + "\n" if url else "", mode=0o644)

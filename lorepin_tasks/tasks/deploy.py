@@ -155,6 +155,20 @@ class Steps:
         self.done.append(plan.Step(name=name, seconds=time.monotonic() - started, ok=True))
 
 
+def refuse_failed_over(ctx: EnvContext) -> None:
+    """After `db.failover` the primary is fenced: nothing may start or use it until it is
+    rebuilt as a replica (checked before anything changes)."""
+    if not ctx.env.replica or ctx.run.dry_run:
+        return
+    db = docker.container(ctx, plan.container(ctx.env, compose.DB_SERVICE))
+    if db is not None and db.state != "running":
+        raise Refused(
+            f"the database of '{ctx.env.name}' is not running: if it was failed over "
+            f"(`invoke db.replica --env {ctx.env.name}`), rebuild it as a replica first "
+            "(docs/disaster-recovery.md, scenario 6)"
+        )
+
+
 @contextmanager
 def _deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | None]:
     """The environment's deploy lock: a session advisory lock in its own database, held by
@@ -162,14 +176,7 @@ def _deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | N
     if ctx.run.dry_run:
         yield None
         return
-    if ctx.env.replica:
-        db = docker.container(ctx, plan.container(ctx.env, compose.DB_SERVICE))
-        if db is not None and db.state != "running":
-            raise LorePinError(
-                f"the database of '{ctx.env.name}' is not running: if it was failed over "
-                f"(`invoke db.replica --env {ctx.env.name}`), rebuild it as a replica first "
-                "(docs/disaster-recovery.md, scenario 6)"
-            )
+    refuse_failed_over(ctx)
     with Session(ctx.run, plan.psql(ctx.env, who), ctx.variables, "database") as session:
         session.query(plan.DDL)
         if session.scalar(plan.lock_sql()) != "t":
@@ -286,6 +293,7 @@ def deploy(
     secrets.require(ctx)
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
+    refuse_failed_over(ctx)
     if ctx.env.kind == "production" and not ctx.run.dry_run:
         confirm(f"Deploy v{tag} to production?", yes=yes)
     who = git.who_am_i(ctx.run, root)
@@ -297,6 +305,7 @@ def deploy(
         _tls(ctx)
         secrets.ensure_backup_passphrase(ctx)
         secrets.ensure_backup_tls(ctx)
+        secrets.ensure_backup_webhook(ctx)
         with steps.step("starting the database and the proxy (kept when running)"):
             backend.prepare(tag)
             stanza(ctx)
@@ -568,6 +577,7 @@ def rollback(
     ctx = _server(c, env, dry_run)
     target = plan.release_tag(to) if to else ""
     secrets.require(ctx)
+    refuse_failed_over(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     backend = ComposeBlueGreen(ctx)
     with locked(ctx, "rollback"):

@@ -205,7 +205,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     s = Site(
         repo=repo,
         root=root,
-        env={"LOREPIN_IMAGE_PREFIX": prefix, "BASE_IMAGE": base_image()},
+        env={
+            "LOREPIN_IMAGE_PREFIX": prefix,
+            "BASE_IMAGE": base_image(),
+            # The schedule's webhook, on the environment's network (a stand-in for Slack).
+            "LOREPIN_BACKUP_WEBHOOK_URL": f"http://hooks:8080/services/{HOOK_TOKEN}",
+        },
         secrets=secrets,
         projects=projects,
     )
@@ -417,9 +422,23 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     assert site.serving("production") == "1.1.0"
 
 
+HOOK_TOKEN = "T0KEN-" + uuid.uuid4().hex[:8]  # in the webhook's URL: a secret
+RECEIVER = """
+import http.server
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        print(self.path, body.decode(), flush=True)
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("", 8080), Hook).serve_forever()
+"""
+
+
 def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     """The default schedule (a full backup a day, an incremental one an hour) starts with a
-    full backup on the second site as soon as the stanza exists; every run is listed."""
+    full backup on the second site as soon as the stanza exists; every run is listed, and
+    announced on the webhook: kept until the webhook takes it (it appears only now)."""
     deadline = time.monotonic() + 120
     runs: list[dict[str, object]] = []
     while time.monotonic() < deadline and not runs:
@@ -432,6 +451,29 @@ def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     assert "full every 1d, incr every 1h" in text.stdout and " ok " in text.stdout
     listed = json.loads(site.invoke("backup.list", "--env", "staging", "--json").stdout)
     assert any(b.get("repo") == 2 and b["type"] == "full" for b in listed)
+
+    project = site.projects["staging"]
+    hooks = f"{project}-hooks-test"
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", hooks, "--network", f"{project}_default",
+         "--network-alias", "hooks", "--entrypoint", "python",
+         f"{site.env['LOREPIN_IMAGE_PREFIX']}/cms:1.0.0", "-c", RECEIVER],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        deadline, said = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and "backup ok" not in said:
+            time.sleep(2)
+            said = subprocess.run(["docker", "logs", hooks], capture_output=True, text=True).stdout
+        assert f"/services/{HOOK_TOKEN}" in said and "staging: scheduled full backup ok" in said
+    finally:
+        subprocess.run(["docker", "rm", "-f", hooks], capture_output=True, check=False)
+    inspected = subprocess.run(
+        ["docker", "inspect", f"{project}-{plan.BACKUP_SITE}-1"], capture_output=True, text=True
+    )
+    assert inspected.returncode == 0 and HOOK_TOKEN not in inspected.stdout
+    assert HOOK_TOKEN not in text.stdout + text.stderr
 
 
 def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
@@ -576,7 +618,9 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
     assert state != "running" and "must not start as a primary" in logs.stderr
     reason = ("--outside-window", "--reason", "e2e: after a failover")
     again = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes", *reason)
-    assert again.returncode != 0 and "rebuild it as a replica first" in again.stderr
+    assert again.returncode == 6 and "rebuild it as a replica first" in again.stderr
+    back = site.invoke("rollback", "--env", "production", "--yes")
+    assert back.returncode == 6 and "rebuild it as a replica first" in back.stderr
 
 
 def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:

@@ -80,6 +80,11 @@ fi
 
 if [ "$role" = site ]; then
   [ "$(id -u)" = 0 ] && chown postgres:postgres /var/lib/pgbackrest
+  # The webhook the schedule reports to: readable by postgres only, never in argv.
+  if [ -n "${LOREPIN_BACKUP_WEBHOOK_FILE:-}" ] && [ -f "$LOREPIN_BACKUP_WEBHOOK_FILE" ] && [ "$(id -u)" = 0 ]; then
+    install -o postgres -g postgres -m 0600 "$LOREPIN_BACKUP_WEBHOOK_FILE" /etc/pgbackrest/webhook
+  fi
+  unset LOREPIN_BACKUP_WEBHOOK_FILE
   if [ -n "${LOREPIN_BACKUP_SCHEDULE:-}" ]; then  # detached: the container's init adopts it
     ( setsid setpriv --reuid=postgres --regid=postgres --init-groups \
         lorepin-backup-scheduler </dev/null >/dev/null 2>&1 & )
