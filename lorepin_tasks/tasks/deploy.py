@@ -307,12 +307,33 @@ def deploy(
         secrets.ensure_backup_tls(ctx)
         secrets.ensure_backup_webhook(ctx)
         with steps.step("starting the database and the proxy (kept when running)"):
+            _allow_replication(ctx)
             backend.prepare(tag)
             stanza(ctx)
         with _deploy_lock(ctx, who, f"deploy v{tag}") as session:
             trail = _trail(ctx, session, who)
             images = {k: v.get("id") for k, v in manifest["images"].items()}
             _deploy(ctx, backend, steps, trail, tag, who, override, images)
+
+
+HBA_REPLICATION = "host replication all all scram-sha-256"
+
+
+def _allow_replication(ctx: EnvContext) -> None:
+    """A database started before its environment had a replica lets the replica clone it
+    (its entrypoint does this at every start; a running one is told here, and reloads)."""
+    if not ctx.env.replica or not _database_running(ctx):
+        return
+    hba = "/var/lib/postgresql/data/pg_hba.conf"
+    script = (
+        f"grep -qs '^{HBA_REPLICATION}' {hba} || "
+        f"{{ echo '{HBA_REPLICATION}' >>{hba} && pg_ctl reload -D /var/lib/postgresql/data; }}"
+    )
+    ctx.run.run(
+        [*compose.docker(ctx.env), "exec", "-u", "postgres",
+         plan.container(ctx.env, compose.DB_SERVICE), "sh", "-c", script],
+        env=ctx.engine, capture=True,
+    )  # fmt: skip
 
 
 def stanza(ctx: EnvContext) -> None:
