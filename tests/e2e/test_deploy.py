@@ -338,12 +338,14 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert set(deployed["config"]["secrets"]) == {
         "db_password",
         "backup_cipher",
+        "backup_webhook",
         "tls.crt",
         "tls.key",
     }
     assert deployed["config"]["files"].keys() == {"compose.yaml", "server.yaml"}
     password = (site.secrets["staging"] / "db_password").read_text().strip()
     assert password not in json.dumps(history)  # secrets by hash only
+    assert HOOK_TOKEN not in json.dumps(history)
 
     # The trail is a hash chain: an edited record is caught.
     intact = site.invoke("audit.verify", "--env", "staging")
