@@ -33,7 +33,7 @@ from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
-from lorepin_tasks.runtime import backups, docker, git
+from lorepin_tasks.runtime import backups, docker, git, ops
 from lorepin_tasks.runtime import secrets as secrets_mod
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
@@ -48,13 +48,6 @@ from lorepin_tasks.tasks._common import (
     locked,
     open_env,
     task,
-)
-from lorepin_tasks.tasks.deploy import (
-    _deploy_lock,
-    _notify,
-    _record,
-    _trail,
-    _wait_ready,
 )
 
 VERIFY_TIMEOUT = 120.0  # seconds the throwaway database and CMS have to come up
@@ -1017,12 +1010,12 @@ def restore(
     with ExitStack() as stack:
         stack.enter_context(locked(ctx, "backup.restore"))
         session = (
-            stack.enter_context(_deploy_lock(ctx, who, f"restore {id_}"))
+            stack.enter_context(ops.deploy_lock(ctx, who, f"restore {id_}"))
             if ctx.env.is_server
             else None
         )
-        trail = _trail(ctx, session, who)
-        _record(
+        trail = ops.open_trail(ctx, session, who)
+        ops.record(
             trail, ctx, who, "restore", version, "started", {"backup": id_, "break_glass": reason}
         )
         started = time.monotonic()
@@ -1035,7 +1028,7 @@ def restore(
                 outcome = "restored"
         finally:
             seconds = round(time.monotonic() - started, 1)
-            _record(
+            ops.record(
                 trail,
                 ctx,
                 who,
@@ -1044,7 +1037,7 @@ def restore(
                 outcome,
                 {"backup": id_, "safety_backup": safety, "seconds": seconds, "break_glass": reason},
             )
-            _notify(
+            ops.notify_team(
                 ctx, f"{ctx.env.name}: restore of {id_} {outcome} ({seconds} s, before: {safety})"
             )
         _ready_after(ctx, writers, version)
@@ -1059,6 +1052,12 @@ def _check_approved(ctx: EnvContext, target: str) -> None:
     if not needed:
         return
     who = _who(ctx)
+    if not _database_up(ctx):
+        raise Refused(
+            f"restoring '{ctx.env.name}' needs {needed} approval(s), kept in its database's "
+            "trail, which is not running: say why it cannot wait with --break-glass REASON "
+            "(recorded and announced)"
+        )
     with _ops_session(ctx, who) as session:
         records = Trail(session, ctx.env.state_dir / "audit.jsonl").records()
     by = plan.restore_approvers(records, target, who, datetime.now(UTC))
@@ -1101,9 +1100,9 @@ def approve(
             f"{ctx.env.name}`)"
         )
     who = _who(ctx)
-    with _deploy_lock(ctx, who, f"approve restore {target}") as session:
-        _record(
-            _trail(ctx, session, who), ctx, who, "restore-approval", None, "approved",
+    with ops.deploy_lock(ctx, who, f"approve restore {target}") as session:
+        ops.record(
+            ops.open_trail(ctx, session, who), ctx, who, "restore-approval", None, "approved",
             {"target": target},
         )  # fmt: skip
     if not ctx.run.dry_run:
@@ -1183,9 +1182,9 @@ def _restore_physical(
     db = deploy_plan.container(ctx.env, compose.DB_SERVICE)
     with locked(ctx, "backup.restore"):
         kept: list[dict[str, Any]] = []
-        with _deploy_lock(ctx, who, f"restore {what}") as session:
-            trail = _trail(ctx, session, who)
-            _record(trail, ctx, who, "restore", version, "started", detail)
+        with ops.deploy_lock(ctx, who, f"restore {what}") as session:
+            trail = ops.open_trail(ctx, session, who)
+            ops.record(trail, ctx, who, "restore", version, "started", detail)
             kept = trail.records() if trail else []
         started = time.monotonic()
         outcome, safety = "failed", None
@@ -1224,7 +1223,7 @@ def _restore_physical(
                 _record_after(ctx, who, version, outcome, detail, kept)
             except LorePinError as exc:  # never hides why the restore itself failed
                 ctx.run.say(f"warning: the restore is not recorded in the trail: {exc}")
-            _notify(
+            ops.notify_team(
                 ctx, f"{ctx.env.name}: restore to {what} {outcome} ({seconds} s, before: {safety})"
             )
         _ready_after(ctx, writers, version)
@@ -1316,12 +1315,14 @@ def _record_after(
     """The outcome in the trail, after the records the restore rewound were put back."""
     if ctx.run.dry_run or not _database_up(ctx):
         return
-    with _deploy_lock(ctx, who, "restore (recording)") as session:
+    with ops.deploy_lock(ctx, who, "restore (recording)") as session:
         if session is None:
             return
         carried = carry_over(session, kept)
         trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
-        _record(trail, ctx, who, "restore", version, outcome, {**detail, "carried_over": carried})
+        ops.record(
+            trail, ctx, who, "restore", version, outcome, {**detail, "carried_over": carried}
+        )
 
 
 def _ready_after(ctx: EnvContext, writers: list[str], version: str | None) -> None:
@@ -1331,7 +1332,7 @@ def _ready_after(ctx: EnvContext, writers: list[str], version: str | None) -> No
         backend = ComposeBlueGreen(ctx)
         state = backend.state()
         if state.active and version:
-            _wait_ready(ctx, backend, state.active, version)
+            ops.wait_ready(ctx, backend, state.active, version)
         return
     from lorepin_tasks.runtime import http
 

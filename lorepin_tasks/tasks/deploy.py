@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,18 +21,17 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused, last_line
+from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused, last_line
 from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.plans import images as images_plan
-from lorepin_tasks.runtime import docker, git, http, secrets
+from lorepin_tasks.runtime import docker, git, http, ops, secrets
 from lorepin_tasks.runtime.bluegreen import Backend, ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
-from lorepin_tasks.runtime.notify import notify
-from lorepin_tasks.runtime.pg import Session, literal
+from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.runtime.trail import Trail, carry_over, mirrored
+from lorepin_tasks.runtime.trail import Trail, mirrored
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
@@ -46,7 +44,6 @@ from lorepin_tasks.tasks._common import (
 )
 
 SERVER_ENV_HELP = "the server environment, required: staging or production (see invoke.yaml)"
-READY_TIMEOUT = 60.0  # seconds a new colour has to answer /readyz
 DRAIN = 3.0  # seconds the old colour keeps answering what it took before the switch
 # The watch window fails the release on this many 5xx (or 5 % of requests, if more).
 WATCH_ERRORS, WATCH_RATIO = 3, 0.05
@@ -136,87 +133,6 @@ def _configuration(ctx: EnvContext) -> dict[str, Any]:
     return {**config, "hash": sha(json.dumps(config, sort_keys=True).encode())}
 
 
-class Steps:
-    """Each step's name, duration and outcome, for the record; progress for the person."""
-
-    def __init__(self, ctx: EnvContext) -> None:
-        self.ctx = ctx
-        self.done: list[plan.Step] = []
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        self.ctx.run.say(f"==> {self.ctx.env.name}: {name}")
-        started = time.monotonic()
-        try:
-            yield
-        except BaseException:
-            self.done.append(plan.Step(name=name, seconds=time.monotonic() - started, ok=False))
-            raise
-        self.done.append(plan.Step(name=name, seconds=time.monotonic() - started, ok=True))
-
-
-def refuse_failed_over(ctx: EnvContext) -> None:
-    """After `db.failover` the primary is fenced: nothing may start or use it until it is
-    rebuilt as a replica (checked before anything changes)."""
-    if not ctx.env.replica or ctx.run.dry_run:
-        return
-    db = docker.container(ctx, plan.container(ctx.env, compose.DB_SERVICE))
-    if db is not None and db.state != "running":
-        raise Refused(
-            f"the database of '{ctx.env.name}' is not running: if it was failed over "
-            f"(`invoke db.replica --env {ctx.env.name}`), rebuild it as a replica first "
-            "(docs/disaster-recovery.md, scenario 6)"
-        )
-
-
-@contextmanager
-def _deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | None]:
-    """The environment's deploy lock: a session advisory lock in its own database, held by
-    a psql session that ends with this process (so it frees itself, even after kill -9)."""
-    if ctx.run.dry_run:
-        yield None
-        return
-    refuse_failed_over(ctx)
-    with Session(ctx.run, plan.psql(ctx.env, who), ctx.variables, "database") as session:
-        session.query(plan.DDL)
-        if session.scalar(plan.lock_sql()) != "t":
-            holder = session.query(plan.holder_sql())
-            who_, act, since = holder[0] if holder and len(holder[0]) == 3 else ("?", "", "?")
-            raise Busy(
-                f"'{ctx.env.name}' is locked by {who_}"
-                f"{f' ({act})' if act else ''} since {since} UTC; try again when it is done "
-                f"(`invoke deploy.lock --env {ctx.env.name}`)"
-            )
-        session.query(plan.claim_sql(literal(who), literal(action)))
-        try:
-            yield session
-        finally:
-            session.query(plan.release_sql())
-
-
-def _wait_ready(ctx: EnvContext, backend: Backend, colour: str, version: str) -> None:
-    """Poll the colour's /readyz directly until it answers 200 (the CMS judges the schema)."""
-    if ctx.run.dry_run:
-        return
-    deadline = time.monotonic() + READY_TIMEOUT
-    code, body = 0, ""
-    while time.monotonic() < deadline:
-        code, body = backend.probe(colour, "/readyz")
-        if code == 200:
-            return
-        if code == 503 and "schema mismatch" in body:
-            break  # it will not get better by waiting
-        if code == 0:
-            backend.running(colour, version)  # exited meanwhile: say why, now
-        time.sleep(0.1)
-    reason = body
-    with suppress(ValueError, AttributeError):
-        reason = json.loads(body).get("reason") or body
-    raise LorePinError(
-        f"{version} on {colour} is not ready (answer {code or 'none'}: {str(reason)[:200]})"
-    )
-
-
 def _smoke(backend: Backend, colour: str, version: str) -> None:
     code, body = backend.probe(colour, "/version")
     try:
@@ -293,13 +209,13 @@ def deploy(
     secrets.require(ctx)
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
-    refuse_failed_over(ctx)
+    ops.refuse_failed_over(ctx)
     if ctx.env.kind == "production" and not ctx.run.dry_run:
         confirm(f"Deploy v{tag} to production?", yes=yes)
     who = git.who_am_i(ctx.run, root)
     ctx = replace(ctx, env=replace(ctx.env, image_tag=tag))
     backend = ComposeBlueGreen(ctx)
-    steps = Steps(ctx)
+    steps = ops.Steps(ctx)
     with locked(ctx, "deploy"):
         docker.ensure_owned(ctx, data=True)
         _tls(ctx)
@@ -310,8 +226,8 @@ def deploy(
             _allow_replication(ctx)
             backend.prepare(tag)
             stanza(ctx)
-        with _deploy_lock(ctx, who, f"deploy v{tag}") as session:
-            trail = _trail(ctx, session, who)
+        with ops.deploy_lock(ctx, who, f"deploy v{tag}") as session:
+            trail = ops.open_trail(ctx, session, who)
             images = {k: v.get("id") for k, v in manifest["images"].items()}
             _deploy(ctx, backend, steps, trail, tag, who, override, images)
 
@@ -354,34 +270,6 @@ def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None 
         raise ConfigError(f"v{tag} cannot be deployed here: {problems[0]}")
 
 
-def _trail(ctx: EnvContext, session: Session | None, who: str) -> Trail | None:
-    """The trail, with a run that died without an outcome (kill -9) recorded as such."""
-    if session is None:
-        return None
-    trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
-    records = trail.records()
-    # A point-in-time restore (even one cut short) rewinds the database: what it lost of
-    # the trail, this machine's copy still has, sealed; the chain goes on from there.
-    mine = mirrored(trail.mirror)
-    if len(mine) > len(records) and [(r.get("seq"), r.get("hash")) for r in records] == [
-        (r.get("seq"), r.get("hash")) for r in mine[: len(records)]
-    ]:
-        carry_over(session, mine)
-        records = trail.records()
-    last = records[-1] if records else None
-    if last and last.get("outcome") == "started":
-        _record(
-            trail,
-            ctx,
-            who,
-            str(last.get("action")),
-            last.get("version"),
-            "interrupted",
-            {"reason": f"record {last.get('seq')} ended without an outcome (its run was killed)"},
-        )
-    return trail
-
-
 def _version(tag: str) -> Any:
     from semver import Version
 
@@ -391,37 +279,10 @@ def _version(tag: str) -> Any:
         return None
 
 
-def _record(
-    trail: Trail | None,
-    ctx: EnvContext,
-    who: str,
-    action: str,
-    version: str | None,
-    outcome: str,
-    detail: Mapping[str, Any],
-    steps: Steps | None = None,
-) -> None:
-    if trail is None:
-        return
-    trail.append(
-        plan.record(
-            seq=0,
-            at=datetime.now(UTC).isoformat(timespec="seconds"),
-            who=who,
-            action=action,
-            env=ctx.env.name,
-            version=version,
-            outcome=outcome,
-            detail={k: v for k, v in detail.items() if v is not None},
-            steps=steps.done if steps else (),
-        )
-    )
-
-
 def _deploy(
     ctx: EnvContext,
     backend: Backend,
-    steps: Steps,
+    steps: ops.Steps,
     trail: Trail | None,
     tag: str,
     who: str,
@@ -443,8 +304,8 @@ def _deploy(
         "images": images,
         "window_override": override,
     }
-    _record(trail, ctx, who, "deploy", tag, "started", detail)
-    _notify(ctx, f"deploying {tag} to {ctx.env.name} (from {serving or 'nothing'})")
+    ops.record(trail, ctx, who, "deploy", tag, "started", detail)
+    ops.notify_team(ctx, f"deploying {tag} to {ctx.env.name} (from {serving or 'nothing'})")
     switched, switched_at, held = False, 0.0, False
     try:
         if ctx.env.backup_before_migrate:
@@ -457,7 +318,7 @@ def _deploy(
         with steps.step(f"starting {tag} on {idle}"):
             backend.start(state, idle, tag)
         with steps.step(f"waiting until {idle} is ready"):
-            _wait_ready(ctx, backend, idle, tag)
+            ops.wait_ready(ctx, backend, idle, tag)
         with steps.step(f"smoke-testing {idle}"):
             if not ctx.run.dry_run:
                 _smoke(backend, idle, tag)
@@ -497,14 +358,14 @@ def _deploy(
                 backend.stop(idle)  # the previous release never stopped serving
             outcome, message = "failed", f"{why}; {serving or 'nothing'} still serves"
         outcome = "interrupted" if interrupted else outcome
-        _record(trail, ctx, who, "deploy", tag, outcome, {**detail, "reason": why}, steps)
-        _notify(ctx, f"deploy of {tag} to {ctx.env.name}: {outcome} ({why})")
+        ops.record(trail, ctx, who, "deploy", tag, outcome, {**detail, "reason": why}, steps)
+        ops.notify_team(ctx, f"deploy of {tag} to {ctx.env.name}: {outcome} ({why})")
         if interrupted:
             ctx.run.say(message)
             raise
         raise LorePinError(message) from None
-    _record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
-    _notify(ctx, f"{tag} deployed to {ctx.env.name}")
+    ops.record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
+    ops.notify_team(ctx, f"{tag} deployed to {ctx.env.name}")
     _prune_images(ctx, policy.keep)
     if not ctx.run.dry_run:
         total = sum(s.seconds for s in steps.done)
@@ -516,7 +377,7 @@ def _deploy(
 def _finish(
     ctx: EnvContext,
     backend: Backend,
-    steps: Steps,
+    steps: ops.Steps,
     trail: Trail | None,
     state: plan.State,
     who: str,
@@ -532,21 +393,21 @@ def _finish(
     detail = {"finishing": "the deploy that switched to it did not finish"}
     if down:
         detail = {"finishing": f"{state.active}, which the proxy routes to, was not running"}
-    _record(trail, ctx, who, "deploy", tag, "started", detail)
+    ops.record(trail, ctx, who, "deploy", tag, "started", detail)
     try:
         if down and state.active and tag:
             with steps.step(f"starting {state.active} ({tag}): it was not running"):
                 backend.start(state, state.active, tag)
-                _wait_ready(ctx, backend, state.active, tag)
+                ops.wait_ready(ctx, backend, state.active, tag)
         if state.colours[idle].running:
             with steps.step(f"pausing {idle} ({state.colours[idle].version}; kept)"):
                 backend.keep(idle)
         with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
             run_migrator(ctx, ["upgrade", "--to", "head"])
     except LorePinError as exc:
-        _record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
+        ops.record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": str(exc)}, steps)
         raise
-    _record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
+    ops.record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
     print(f"'{ctx.env.name}' serves {tag}: finished its deploy ({idle} kept)")
 
 
@@ -575,14 +436,6 @@ class WatchFailed(LorePinError):
     """The new release misbehaved after the switch."""
 
 
-def _notify(ctx: EnvContext, text: str) -> None:
-    if ctx.run.dry_run:
-        return
-    if ctx.settings.webhook_url:
-        ctx.run.add_secret(ctx.settings.webhook_url)
-    notify(ctx.settings.webhook_url, f"LorePin CMS: {text}", say=ctx.run.say)
-
-
 @task(
     help={
         "env": SERVER_ENV_HELP,
@@ -598,7 +451,7 @@ def rollback(
     ctx = _server(c, env, dry_run)
     target = plan.release_tag(to) if to else ""
     secrets.require(ctx)
-    refuse_failed_over(ctx)
+    ops.refuse_failed_over(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     backend = ComposeBlueGreen(ctx)
     with locked(ctx, "rollback"):
@@ -610,8 +463,8 @@ def rollback(
                 f"the database of '{ctx.env.name}' is not running: a rollback needs it for "
                 f"its lock and its record (`invoke status --env {ctx.env.name}`)"
             )
-        with _deploy_lock(ctx, who, "rollback") as session:
-            trail = _trail(ctx, session, who)
+        with ops.deploy_lock(ctx, who, "rollback") as session:
+            trail = ops.open_trail(ctx, session, who)
             state = backend.state()
             if state.active is None:
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
@@ -682,23 +535,23 @@ def _served(ctx: EnvContext, trail: Trail | None) -> list[str]:
 def _rollback(
     ctx: EnvContext, backend: Backend, trail: Trail | None, state: plan.State, target: str, who: str
 ) -> None:
-    steps = Steps(ctx)
+    steps = ops.Steps(ctx)
     started = time.monotonic()
     colour, current = state.idle, state.active
     kept = state.colours[colour].version == target
     detail = {"from": state.serving, "colour": colour}
-    _record(trail, ctx, who, "rollback", target, "started", detail)
+    ops.record(trail, ctx, who, "rollback", target, "started", detail)
     try:
         with steps.step(f"starting {target} on {colour}" + (" (kept)" if kept else "")):
             backend.start(state, colour, target)
         with steps.step(f"waiting until {colour} is ready"):
-            _wait_ready(ctx, backend, colour, target)
+            ops.wait_ready(ctx, backend, colour, target)
         with steps.step(f"switching the proxy to {colour}"):
             backend.switch(colour)
     except LorePinError as exc:
         if not ctx.run.dry_run:
             backend.stop(colour)
-        _record(
+        ops.record(
             trail, ctx, who, "rollback", target, "failed", {**detail, "reason": str(exc)}, steps
         )
         raise LorePinError(
@@ -710,8 +563,8 @@ def _rollback(
         with steps.step(f"pausing {current} ({state.serving}; kept)"):
             _drain(ctx, time.monotonic())
             backend.keep(current)
-    _record(trail, ctx, who, "rollback", target, "succeeded", detail, steps)
-    _notify(ctx, f"{ctx.env.name} rolled back from {state.serving} to {target}")
+    ops.record(trail, ctx, who, "rollback", target, "succeeded", detail, steps)
+    ops.notify_team(ctx, f"{ctx.env.name} rolled back from {state.serving} to {target}")
     if not ctx.run.dry_run:
         print(f"'{ctx.env.name}' serves {target} on {colour} again (switched after {took:.1f} s)")
 

@@ -21,14 +21,14 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
-from lorepin_tasks.runtime import docker, git
+from lorepin_tasks.runtime import docker, git, ops
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, YES_HELP, locked, task
-from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, Steps, _notify, _server, _wait_ready
+from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, _server
 
 DATA = "/var/lib/postgresql/data"
 FENCE = f"{DATA}/lorepin-fenced"  # the old primary's entrypoint refuses to start with it
@@ -148,7 +148,7 @@ def failover(
     )
     who = git.who_am_i(ctx.run, ctx.settings.root)
     started = time.monotonic()
-    steps = Steps(ctx)
+    steps = ops.Steps(ctx)
     with locked(ctx, "db.failover"):
         with steps.step(f"fencing {primary}"):
             if docker.container(ctx, primary) is not None:
@@ -169,10 +169,10 @@ def failover(
         state = backend.state()
         if state.active and state.serving:
             with steps.step(f"waiting until {state.active} takes writes"):
-                _wait_ready(ctx, backend, state.active, state.serving)
+                ops.wait_ready(ctx, backend, state.active, state.serving)
         seconds = round(time.monotonic() - started, 1)
-        _record(ctx, who, state.serving, seconds, steps)
-    _notify(ctx, f"{ctx.env.name}: failed over to {compose.REPLICA_SERVICE} in {seconds} s")
+        _record_failover(ctx, who, state.serving, seconds, steps)
+    ops.notify_team(ctx, f"{ctx.env.name}: failed over to {compose.REPLICA_SERVICE} in {seconds} s")
     print(
         f"'{ctx.env.name}' takes writes on {compose.REPLICA_SERVICE} ({seconds} s); "
         f"{compose.DB_SERVICE} is fenced: rebuild it as a replica before the next deploy "
@@ -180,7 +180,9 @@ def failover(
     )
 
 
-def _record(ctx: EnvContext, who: str, version: str | None, seconds: float, steps: Steps) -> None:
+def _record_failover(
+    ctx: EnvContext, who: str, version: str | None, seconds: float, steps: ops.Steps
+) -> None:
     """The failover in the trail, which the promoted replica holds (it was replicated)."""
     argv = plan.psql(ctx.env, who, service=compose.REPLICA_SERVICE)
     with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:

@@ -1,0 +1,172 @@
+"""What every operation on a server environment shares: its deploy lock (in its own
+database), its audit trail, the steps of a run, the team's webhook, a colour's readiness,
+and the guard against a database that was failed over."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from lorepin_tasks.errors import Busy, LorePinError, Refused
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime.bluegreen import Backend
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.notify import notify
+from lorepin_tasks.runtime.pg import Session, literal
+from lorepin_tasks.runtime.trail import Trail, carry_over, mirrored
+
+READY_TIMEOUT = 60.0  # seconds a new colour has to answer /readyz
+
+
+def _step(name: str, started: float, *, ok: bool) -> deploy_plan.Step:
+    return deploy_plan.Step(name=name, seconds=time.monotonic() - started, ok=ok)
+
+
+class Steps:
+    """Each step's name, duration and outcome, for the record; progress for the person."""
+
+    def __init__(self, ctx: EnvContext) -> None:
+        self.ctx = ctx
+        self.done: list[deploy_plan.Step] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.ctx.run.say(f"==> {self.ctx.env.name}: {name}")
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.done.append(_step(name, started, ok=False))
+            raise
+        self.done.append(_step(name, started, ok=True))
+
+
+def refuse_failed_over(ctx: EnvContext) -> None:
+    """After `db.failover` the primary is fenced: nothing may start or use it until it is
+    rebuilt as a replica (checked before anything changes)."""
+    if not ctx.env.replica or ctx.run.dry_run:
+        return
+    db = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
+    if db is not None and db.state != "running":
+        raise Refused(
+            f"the database of '{ctx.env.name}' is not running: if it was failed over "
+            f"(`invoke db.replica --env {ctx.env.name}`), rebuild it as a replica first "
+            "(docs/disaster-recovery.md, scenario 6)"
+        )
+
+
+@contextmanager
+def deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | None]:
+    """The environment's deploy lock: a session advisory lock in its own database, held by
+    a psql session that ends with this process (so it frees itself, even after kill -9)."""
+    if ctx.run.dry_run:
+        yield None
+        return
+    refuse_failed_over(ctx)
+    with Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.variables, "database") as session:
+        session.query(deploy_plan.DDL)
+        if session.scalar(deploy_plan.lock_sql()) != "t":
+            holder = session.query(deploy_plan.holder_sql())
+            who_, act, since = holder[0] if holder and len(holder[0]) == 3 else ("?", "", "?")
+            raise Busy(
+                f"'{ctx.env.name}' is locked by {who_}"
+                f"{f' ({act})' if act else ''} since {since} UTC; try again when it is done "
+                f"(`invoke deploy.lock --env {ctx.env.name}`)"
+            )
+        session.query(deploy_plan.claim_sql(literal(who), literal(action)))
+        try:
+            yield session
+        finally:
+            session.query(deploy_plan.release_sql())
+
+
+def wait_ready(ctx: EnvContext, backend: Backend, colour: str, version: str) -> None:
+    """Poll the colour's /readyz directly until it answers 200 (the CMS judges the schema)."""
+    if ctx.run.dry_run:
+        return
+    deadline = time.monotonic() + READY_TIMEOUT
+    code, body = 0, ""
+    while time.monotonic() < deadline:
+        code, body = backend.probe(colour, "/readyz")
+        if code == 200:
+            return
+        if code == 503 and "schema mismatch" in body:
+            break  # it will not get better by waiting
+        if code == 0:
+            backend.running(colour, version)  # exited meanwhile: say why, now
+        time.sleep(0.1)
+    reason = body
+    with suppress(ValueError, AttributeError):
+        reason = json.loads(body).get("reason") or body
+    raise LorePinError(
+        f"{version} on {colour} is not ready (answer {code or 'none'}: {str(reason)[:200]})"
+    )
+
+
+def open_trail(ctx: EnvContext, session: Session | None, who: str) -> Trail | None:
+    """The trail, with a run that died without an outcome (kill -9) recorded as such."""
+    if session is None:
+        return None
+    trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
+    records = trail.records()
+    # A point-in-time restore (even one cut short) rewinds the database: what it lost of
+    # the trail, this machine's copy still has, sealed; the chain goes on from there.
+    mine = mirrored(trail.mirror)
+    if len(mine) > len(records) and [(r.get("seq"), r.get("hash")) for r in records] == [
+        (r.get("seq"), r.get("hash")) for r in mine[: len(records)]
+    ]:
+        carry_over(session, mine)
+        records = trail.records()
+    last = records[-1] if records else None
+    if last and last.get("outcome") == "started":
+        record(
+            trail,
+            ctx,
+            who,
+            str(last.get("action")),
+            last.get("version"),
+            "interrupted",
+            {"reason": f"record {last.get('seq')} ended without an outcome (its run was killed)"},
+        )
+    return trail
+
+
+def record(
+    trail: Trail | None,
+    ctx: EnvContext,
+    who: str,
+    action: str,
+    version: str | None,
+    outcome: str,
+    detail: Mapping[str, Any],
+    steps: Steps | None = None,
+) -> None:
+    if trail is None:
+        return
+    trail.append(
+        deploy_plan.record(
+            seq=0,
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            who=who,
+            action=action,
+            env=ctx.env.name,
+            version=version,
+            outcome=outcome,
+            detail={k: v for k, v in detail.items() if v is not None},
+            steps=steps.done if steps else (),
+        )
+    )
+
+
+def notify_team(ctx: EnvContext, text: str) -> None:
+    if ctx.run.dry_run:
+        return
+    if ctx.settings.webhook_url:
+        ctx.run.add_secret(ctx.settings.webhook_url)
+    notify(ctx.settings.webhook_url, f"LorePin CMS: {text}", say=ctx.run.say)
