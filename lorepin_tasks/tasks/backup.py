@@ -19,9 +19,9 @@ import os
 import secrets as random
 import shlex
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -33,12 +33,13 @@ from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
-from lorepin_tasks.runtime import backups, docker, git, ops
+from lorepin_tasks.runtime import backups, docker, git, ops, throwaway
 from lorepin_tasks.runtime import secrets as secrets_mod
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.runtime.throwaway import Throwaway
 from lorepin_tasks.runtime.trail import Trail, carry_over
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
@@ -63,42 +64,6 @@ def _who(ctx: EnvContext) -> str:
     return git.who_am_i(ctx.run, ctx.settings.root)
 
 
-def _db_container(ctx: EnvContext) -> docker.Container:
-    """The environment's running database container, or a clear error."""
-    name = deploy_plan.container(ctx.env, compose.DB_SERVICE)
-    found = docker.container(ctx, name)
-    if found is not None and found.state != "running" and ctx.env.is_server:
-        raise LorePinError(
-            f"the database of '{ctx.env.name}' is not running: start it (`docker start {name}`);"
-            " if it cannot start (a restore cut short), docs/disaster-recovery.md, scenario 3"
-        )
-    if found is None or found.state != "running":
-        start = "`invoke deploy`" if ctx.env.is_server else f"`{ctx.hint('up')}`"
-        raise LorePinError(
-            f"the database of '{ctx.env.name}' is not running: start it first ({start})"
-        )
-    return found
-
-
-def _serving(ctx: EnvContext) -> tuple[str | None, list[str]]:
-    """The version the environment serves and the CMS containers that take writes."""
-    if ctx.env.is_server:
-        state = ComposeBlueGreen(ctx).state()
-        writers = [
-            deploy_plan.container(ctx.env, deploy_plan.service(c.name))
-            for c in state.colours.values()
-            if c.running or c.name == state.active  # the live one even if it stopped
-        ]
-        return state.serving, writers
-    # The CMS even if it stopped (a restore cut short stops it): a restore starts it again.
-    return ctx.env.image_tag, [c.name for c in docker.services(ctx) if c.service == "cms"]
-
-
-def _image_id(ctx: EnvContext, name: str) -> str | None:
-    found = docker.container(ctx, name)
-    return found.image_id if found else None
-
-
 # -- create ----------------------------------------------------------------------------
 
 
@@ -112,8 +77,8 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
     directory = ctx.env.backups_dir
     if not ctx.run.dry_run:
         backups.writable(ctx)
-    db = _db_container(ctx) if not ctx.run.dry_run else None
-    version, cms = _serving(ctx) if not ctx.run.dry_run else (None, [])
+    db = throwaway.db_container(ctx) if not ctx.run.dry_run else None
+    version, cms = throwaway.serving(ctx) if not ctx.run.dry_run else (None, [])
     to = backups.recipients(ctx)  # may make the environment's key: after the checks
     started = datetime.now(UTC)
     id_ = plan.backup_id(started, backups.ids(ctx))
@@ -164,7 +129,7 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
     partial.replace(final)
     images = {
         "postgres": db.image_id if db else None,
-        "cms": _image_id(ctx, cms[0]) if cms else None,
+        "cms": throwaway.image_id(ctx, cms[0]) if cms else None,
     }
     manifest = plan.manifest(
         id_=id_,
@@ -301,7 +266,7 @@ def create_physical(ctx: EnvContext, kind: str, *, repo: int = 1) -> plan.Physic
     from the database's host, or into repo2 by the second site's repository host. Waits
     for a backup already running (the schedule's) rather than failing on its lock."""
     if not ctx.run.dry_run:
-        _db_container(ctx)
+        throwaway.db_container(ctx)
         if repo == 2 and (why := _site_down(ctx)):
             raise LorePinError(why)
     where = "the second site" if repo == 2 else "beside the database"
@@ -368,7 +333,7 @@ def key(c: Context, env: str = "") -> None:
 
 def _database_up(ctx: EnvContext) -> bool:
     try:
-        _db_container(ctx)
+        throwaway.db_container(ctx)
     except LorePinError:
         return False
     return True
@@ -492,95 +457,6 @@ def _newest(ctx: EnvContext) -> str:
     return found[0].id
 
 
-@dataclass
-class Throwaway:
-    """A PostgreSQL (and a CMS) of the backup's images on a network of their own, removed
-    however the verification ends. The password goes in with `docker cp`, so it never
-    shows in `docker inspect`."""
-
-    ctx: EnvContext
-    backup: str
-    names: dict[str, str]
-    password: str
-    volumes: list[str] = field(default_factory=list)  # named volumes it made
-
-    def docker(self, *args: str, check: bool = True, quiet: bool = False) -> Any:
-        """A docker command; its output is kept, never mixed into the task's own."""
-        return self.ctx.run.run(
-            [*compose.docker(self.ctx.env), *args],
-            env=self.ctx.engine,
-            check=check,
-            capture=True,
-            quiet=quiet,
-        )
-
-    def start(
-        self,
-        role: str,
-        image: str,
-        environment: dict[str, str],
-        *,
-        args: Sequence[str] = (),
-        command: Sequence[str] = (),
-        files: dict[str, str] | None = None,
-    ) -> None:
-        """Create, copy the secrets in (into /tmp of the container), start."""
-        name = self.names[role]
-        labels = plan.labels(self.ctx.env, self.ctx.settings.checkout.id, self.backup)
-        env_args = [arg for k, v in environment.items() for arg in ("-e", f"{k}={v}")]
-        network = ["--network", self.names["network"]]
-        self.docker("create", "--name", name, *network, *labels, *env_args, *args, image, *command)
-        tar = docker.files_tar(
-            files if files is not None else {Path(plan.PASSWORD_FILE).name: self.password}
-        )
-        self.ctx.run.pipe(
-            [
-                *compose.docker(self.ctx.env),
-                "cp",
-                "-",
-                f"{name}:{Path(plan.PASSWORD_FILE).parent}/",
-            ],
-            env=self.ctx.engine,
-            write=lambda sink: sink.write(tar),
-        )
-        self.docker("start", name)
-
-    def takes_writes(self) -> bool:
-        """Its database is up on TCP (not the socket-only server of a first
-        initialisation) and out of recovery."""
-
-        def sql(*argv: str) -> Any:
-            return self.docker(
-                "exec", "-u", "postgres", self.names["db"], *argv, check=False, quiet=True
-            )
-
-        if not sql("pg_isready", "-q", "-h", "127.0.0.1", "-U", "lorepin", "-d", "lorepin").ok:
-            return False
-        answer = sql("psql", "-qtAX", "-U", "lorepin", "-d", "postgres", "-c",
-                     "SELECT pg_is_in_recovery()")  # fmt: skip
-        return bool(answer.ok and answer.stdout.strip() == "f")
-
-    def cms_ready(self) -> bool:
-        """Its CMS answers /readyz (asked from inside: nothing of it is published)."""
-        probe = (
-            "import sys, urllib.request as u\n"
-            "try:\n    u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)\n"
-            "except Exception:\n    sys.exit(1)\n"
-        )
-        return bool(
-            self.docker(
-                "exec", self.names["cms"], "python3", "-c", probe, check=False, quiet=True
-            ).ok
-        )
-
-    def remove(self) -> None:
-        for role in ("cms", "db"):
-            self.docker("rm", "-f", "-v", self.names[role], check=False, quiet=True)
-        for volume in self.volumes:
-            self.docker("volume", "rm", volume, check=False, quiet=True)
-        self.docker("network", "rm", self.names["network"], check=False, quiet=True)
-
-
 def _sql(t: Throwaway, sql: str) -> list[str]:
     answer = t.docker(
         "exec",
@@ -596,15 +472,6 @@ def _sql(t: Throwaway, sql: str) -> list[str]:
         quiet=True,
     )
     return [line for line in answer.stdout.splitlines() if line]
-
-
-def _wait(deadline: float, what: str, probe: Callable[[], bool]) -> None:
-    started = time.monotonic()
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.5)
-    raise LorePinError(f"the {what} did not come up within {deadline - started:.0f} s")
 
 
 def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
@@ -643,7 +510,7 @@ def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
             },
         )
         deadline = time.monotonic() + VERIFY_TIMEOUT
-        _wait(
+        throwaway.wait_for(
             deadline,
             "throwaway database",
             lambda: (
@@ -739,7 +606,7 @@ def _cms_ready(ctx: EnvContext, t: Throwaway, image: str | None, deadline: float
         },
     )
     with suppress(LorePinError):
-        _wait(deadline, "throwaway CMS", t.cms_ready)
+        throwaway.wait_for(deadline, "throwaway CMS", t.cms_ready)
         return True
     return False
 
@@ -749,7 +616,7 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
     repository (repo1 beside the database, repo2 on the second site), then the set
     restored into a throwaway database (that repository's volume mounted read-only),
     recovered to its end, its schema revision read, and the serving CMS started on it."""
-    db = _db_container(ctx)
+    db = throwaway.db_container(ctx)
     repo = {b.label: b.repo for b in physical_list(ctx)}.get(label)
     if repo is None:
         raise LorePinError(
@@ -783,8 +650,8 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
          f"--stanza={plan.STANZA}", "--repo=1", f"--set={label}", "--type=immediate",
          "--target-action=promote", "restore"]
     )  # fmt: skip
-    _, version_cms = _serving(ctx)
-    cms_image = _image_id(ctx, version_cms[0]) if version_cms else None
+    _, version_cms = throwaway.serving(ctx)
+    cms_image = throwaway.image_id(ctx, version_cms[0]) if version_cms else None
     ctx.run.say(f"==> {ctx.env.name}: restoring {label} into a throwaway database")
     try:
         t.docker(
@@ -809,7 +676,7 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
         deadline = time.monotonic() + VERIFY_TIMEOUT
 
         try:
-            _wait(deadline, "throwaway restored database", t.takes_writes)
+            throwaway.wait_for(deadline, "throwaway restored database", t.takes_writes)
             checks["restored"] = True
             checks["schema_revision"] = (_sql(t, plan.REVISION_SQL) or [""])[0] or None
             checks["cms_ready"] = _cms_ready(ctx, t, cms_image, deadline)
@@ -988,7 +855,7 @@ def restore(
         return
     backup, identity = _usable(ctx, id_)
     manifest = dict(backup.manifest or {})
-    _db_container(ctx)
+    throwaway.db_container(ctx)
     live = _live_revision(ctx)
     if live != manifest.get("schema_revision") and not schema_change:
         raise Refused(
@@ -996,7 +863,7 @@ def restore(
             f"'{ctx.env.name}' at {live}: deploy the release of that schema first, or pass "
             "--schema-change"
         )
-    version, writers = _serving(ctx)
+    version, writers = throwaway.serving(ctx)
     if not dry_run:
         backups.writable(ctx)  # the safety backup must have somewhere to go
     confirm(
@@ -1073,7 +940,7 @@ def _check_approved(ctx: EnvContext, target: str) -> None:
 
 
 def _ops_session(ctx: EnvContext, who: str) -> Session:
-    _db_container(ctx)  # the trail that holds the approvals is in it
+    throwaway.db_container(ctx)  # the trail that holds the approvals is in it
     return Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.variables, "database", quiet=True)
 
 
@@ -1143,7 +1010,7 @@ def _restore_physical(
             "backups only (--from ID)"
         )
     if not ctx.run.dry_run:
-        _db_container(ctx)
+        throwaway.db_container(ctx)
     if not ctx.run.dry_run and repo == 2 and (why := _site_down(ctx)):
         raise LorePinError(why)
     found = physical_list(ctx, repo) if not ctx.run.dry_run else []
@@ -1165,7 +1032,7 @@ def _restore_physical(
                 f"({timeline}: it was restored since); pick a later time after a new backup "
                 f"(`invoke backup.create --env {ctx.env.name} --type full`) or a backup (--from)"
             )
-    version, writers = _serving(ctx)
+    version, writers = throwaway.serving(ctx)
     confirm(
         f"Put the whole database of '{ctx.env.name}' back to {what}? Everything written "
         "after it is set aside in a safety backup; the CMS and the database stop until "

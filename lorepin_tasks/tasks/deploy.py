@@ -49,7 +49,7 @@ DRAIN = 3.0  # seconds the old colour keeps answering what it took before the sw
 WATCH_ERRORS, WATCH_RATIO = 3, 0.05
 
 
-def _server(c: Context, env: str, dry_run: bool) -> EnvContext:
+def server_env(c: Context, env: str, dry_run: bool) -> EnvContext:
     if not env:
         raise ConfigError("say which environment: --env staging or --env production")
     ctx = open_env(c, env, dry_run=dry_run)
@@ -187,7 +187,7 @@ def deploy(
     dry_run: bool = False,
 ) -> None:
     """Deploy a release blue-green: start it beside the running one, switch, watch, keep."""
-    ctx = _server(c, env, dry_run)
+    ctx = server_env(c, env, dry_run)
     if not version:
         raise ConfigError("say which release: --version 1.4.0 (see `invoke version`)")
     tag = plan.release_tag(version)
@@ -448,7 +448,7 @@ def rollback(
     c: Context, env: str = "", to: str = "", yes: bool = False, dry_run: bool = False
 ) -> None:
     """Go back to the previous release: the kept colour in seconds, an older one from its image."""
-    ctx = _server(c, env, dry_run)
+    ctx = server_env(c, env, dry_run)
     target = plan.release_tag(to) if to else ""
     secrets.require(ctx)
     ops.refuse_failed_over(ctx)
@@ -572,7 +572,7 @@ def _rollback(
 @task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP, "dry_run": DRY_HELP})
 def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = False) -> None:
     """Show the environment's deploys and rollbacks: who, what, when, each step, outcome."""
-    ctx = _server(c, env, dry_run)
+    ctx = server_env(c, env, dry_run)
     records = _records(ctx, "history")
     if records is None:  # this machine's copy, said so
         records = mirrored(ctx.env.state_dir / "audit.jsonl")
@@ -622,7 +622,7 @@ def _records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
 @task(name="lock", help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
 def lock_(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Show who holds the environment's deploy lock, and since when."""
-    ctx = _server(c, env, dry_run)
+    ctx = server_env(c, env, dry_run)
     if ctx.run.dry_run:
         ctx.run.run(plan.psql(ctx.env, "lock"), env=ctx.variables)
         return
@@ -647,7 +647,7 @@ def verify(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Check the environment's audit trail: the hash chain, and this machine's copy of it."""
     from lorepin_tasks.domain import audit
 
-    ctx = _server(c, env, dry_run)
+    ctx = server_env(c, env, dry_run)
     records = _records(ctx, "verify")
     if records is None:
         if ctx.run.dry_run:

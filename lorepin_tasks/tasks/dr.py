@@ -25,13 +25,13 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
-from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime import docker, throwaway
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.secrets import BACKUP_PASSPHRASE
+from lorepin_tasks.runtime.throwaway import Throwaway
 from lorepin_tasks.settings import whole_number
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, locked, open_env, task
-from lorepin_tasks.tasks.backup import Throwaway, _db_container, _image_id, _serving, _wait
 
 ARCHIVE_TIMEOUT = "60"
 CIPHER_FILE = "lorepin-backup-cipher"  # beside the password file in the scratch's /tmp
@@ -92,9 +92,9 @@ def _in_db(t: Throwaway, *argv: str, check: bool = True) -> Any:
 
 def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
     """Run the drill; its report (the caller writes it)."""
-    live = _db_container(ctx)
-    version, colours = _serving(ctx)
-    cms_image = _image_id(ctx, colours[0]) if colours else None
+    live = throwaway.db_container(ctx)
+    version, colours = throwaway.serving(ctx)
+    cms_image = throwaway.image_id(ctx, colours[0]) if colours else None
     if not cms_image:
         raise LorePinError(f"'{ctx.env.name}' serves nothing: deploy a release before a drill")
     if not (ctx.env.secrets_dir / BACKUP_PASSPHRASE).is_file():
@@ -113,7 +113,7 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
         for volume in (t.names["data"], t.names["repo"]):
             t.docker("volume", "create", *network_labels, volume, quiet=True)
         _db(t, live.image_id, _postgres(ARCHIVE_TIMEOUT))
-        _wait(time.monotonic() + timeout, "drill's database", t.takes_writes)
+        throwaway.wait_for(time.monotonic() + timeout, "drill's database", t.takes_writes)
         ctx.run.say("==> copying the live data in (pg_dump | pg_restore)")
         dump = plan.dump(ctx.env, None)
         restore = [
@@ -140,7 +140,7 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
                 "LOREPIN_DB_PASSWORD_FILE": plan.PASSWORD_FILE,
             },
         )
-        _wait(time.monotonic() + timeout, "drill's CMS", t.cms_ready)
+        throwaway.wait_for(time.monotonic() + timeout, "drill's CMS", t.cms_ready)
 
         ctx.run.say(f"==> writing a marker every second for {seconds} s")
         last_written = _write_markers(ctx, t, seconds)
@@ -161,9 +161,9 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
             + " ".join(f"'{a}'" for a in _postgres(ARCHIVE_TIMEOUT)),
         ]  # fmt: skip
         _db(t, live.image_id, restore_cmd)
-        _wait(time.monotonic() + timeout, "recovered database", t.takes_writes)
+        throwaway.wait_for(time.monotonic() + timeout, "recovered database", t.takes_writes)
         recovered = time.monotonic()
-        _wait(time.monotonic() + timeout, "CMS after the recovery", t.cms_ready)
+        throwaway.wait_for(time.monotonic() + timeout, "CMS after the recovery", t.cms_ready)
         ready = time.monotonic()
         answer = _in_db(
             t, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c",

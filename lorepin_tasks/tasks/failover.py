@@ -28,7 +28,7 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, YES_HELP, locked, task
-from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, _server
+from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, server_env
 
 DATA = "/var/lib/postgresql/data"
 FENCE = f"{DATA}/lorepin-fenced"  # the old primary's entrypoint refuses to start with it
@@ -52,7 +52,7 @@ def _sql(ctx: EnvContext, service: str, sql: str) -> str | None:
 
 
 def _open(c: Context, env: str, dry_run: bool) -> EnvContext:
-    ctx = _server(c, env, dry_run)
+    ctx = server_env(c, env, dry_run)
     if not ctx.env.replica:
         raise ConfigError(
             f"'{ctx.env.name}' has no replica to fail over to (invoke.yaml: "
