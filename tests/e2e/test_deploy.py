@@ -511,8 +511,16 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     # Production's restores need the approvals its deploys need, from someone else.
     theirs = json.loads(site.invoke("backup.list", "--env", "production", "--json").stdout)
     before = next(b["id"] for b in theirs if b.get("reason") == "before-deploy-1.1.0")
-    asked = ("backup.restore", "--env", "production", "--from", before, "--dry-run")
-    asked += ("--schema-change",)  # taken before the first migration: an empty database
+    # (--schema-change: the backup was taken before the first migration, of nothing)
+    asked = (
+        "backup.restore",
+        "--env",
+        "production",
+        "--from",
+        before,
+        "--dry-run",
+        "--schema-change",
+    )
     production = site.invoke(*asked)
     assert production.returncode == 6, production.stderr[-2000:]
     assert "has 0 of the 1 approval(s)" in production.stderr
