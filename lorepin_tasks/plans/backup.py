@@ -13,6 +13,7 @@ Ids sort by time and say the type, like pgBackRest's labels: `20261130-141503L`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,7 +209,10 @@ VERIFY_LABEL = "dev.lorepin.verify"
 
 
 def verify_names(env: Environment, id_: str, nonce: str) -> dict[str, str]:
-    base = f"{env.project}-verify-{id_.lower()}-{nonce}"
+    """Container and network names of a verification: DNS labels (<= 63 characters) for
+    any project name and backup label, so the backup's id goes in as a short digest."""
+    digest = hashlib.sha256(id_.encode()).hexdigest()[:8]
+    base = f"{env.project}-verify-{digest}-{nonce}"
     return {"network": base, "db": f"{base}-db", "cms": f"{base}-cms"}
 
 

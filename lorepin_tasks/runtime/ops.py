@@ -48,15 +48,26 @@ class Steps:
 
 
 def refuse_failed_over(ctx: EnvContext) -> None:
-    """After `db.failover` the primary is fenced: nothing may start or use it until it is
-    rebuilt as a replica (checked before anything changes)."""
-    if not ctx.env.replica or ctx.run.dry_run:
+    """After `db.failover` the primary is fenced and the replica takes writes: nothing may
+    start or use the old primary until it is rebuilt (checked before anything changes)."""
+    if not ctx.env.replica:
         return
     db = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
-    if db is not None and db.state != "running":
+    if db is not None and db.state == "running":
+        return
+    replica = deploy_plan.container(ctx.env, compose.REPLICA_SERVICE)
+    found = docker.container(ctx, replica)
+    if found is None or found.state != "running":
+        return
+    answer = ctx.run.run(
+        [*compose.docker(ctx.env), "exec", replica, "psql", "-U", "lorepin", "-d", "lorepin",
+         "-qtAX", "-c", "SELECT pg_is_in_recovery()"],
+        env=ctx.engine, capture=True, check=False, mutates=False, quiet=True, timeout=15,
+    )  # fmt: skip
+    if answer.ok and answer.stdout.strip() == "f":
         raise Refused(
-            f"the database of '{ctx.env.name}' is not running: if it was failed over "
-            f"(`invoke db.replica --env {ctx.env.name}`), rebuild it as a replica first "
+            f"'{ctx.env.name}' was failed over: {compose.REPLICA_SERVICE} takes writes and "
+            f"{compose.DB_SERVICE} is fenced; rebuild it as a replica first "
             "(docs/disaster-recovery.md, scenario 6)"
         )
 

@@ -14,13 +14,14 @@ from lorepin_tasks.errors import LorePinError
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
-from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime import docker, ops
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 
 
 def db_container(ctx: EnvContext) -> docker.Container:
     """The environment's running database container, or a clear error."""
+    ops.refuse_failed_over(ctx)  # the fenced primary must not be started or used
     name = deploy_plan.container(ctx.env, compose.DB_SERVICE)
     found = docker.container(ctx, name)
     if found is not None and found.state != "running" and ctx.env.is_server:

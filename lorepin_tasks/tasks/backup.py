@@ -365,7 +365,14 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
     ctx = open_env(c, env or "local", dry_run=False)
     rows = [_row(b) for b in backups.listed(ctx)]
     physical: list[plan.Physical] = []
-    if ctx.env.is_server and _database_up(ctx):
+    down = None
+    if ctx.env.is_server:
+        try:
+            throwaway.db_container(ctx)  # pgBackRest runs beside the database
+        except LorePinError as exc:
+            down = str(exc)
+            ctx.run.say(f"warning: the physical backups are not listed: {down}")
+    if ctx.env.is_server and down is None:
         for repo in (1, 2):
             try:
                 why = _site_down(ctx) if repo == 2 else None
@@ -918,7 +925,7 @@ def _check_approved(ctx: EnvContext, target: str) -> None:
     needed = ctx.env.deploy.approvals if ctx.env.deploy else 0
     if not needed:
         return
-    who = _who(ctx)
+    who = _person(ctx)
     if not _database_up(ctx):
         raise Refused(
             f"restoring '{ctx.env.name}' needs {needed} approval(s), kept in its database's "
@@ -961,19 +968,49 @@ def approve(
     ctx = _open(c, env, dry_run)
     if not (ctx.env.deploy and ctx.env.deploy.approvals):
         raise NothingToDo(f"restores of '{ctx.env.name}' need no approval")
-    if target.startswith("backup ") and not plan.is_label(from_) and from_ not in backups.ids(ctx):
+    who = _person(ctx)
+    throwaway.db_container(ctx)  # the trail the approval goes into is in it
+    if to_time or plan.is_label(from_):  # only what a restore could reach is approved
+        found = physical_list(ctx)
+        if to_time:
+            plan.target_time(to_time, datetime.now(UTC), found)
+        elif from_ not in {b.label for b in found}:
+            raise LorePinError(
+                f"'{ctx.env.name}' has no physical backup {from_} "
+                f"(see `invoke backup.list --env {ctx.env.name}`)"
+            )
+    elif from_ not in backups.ids(ctx):
         raise LorePinError(
             f"'{ctx.env.name}' has no backup {from_} (see `invoke backup.list --env "
             f"{ctx.env.name}`)"
         )
-    who = _who(ctx)
+    with _ops_session(ctx, who) as session:
+        records = Trail(session, ctx.env.state_dir / "audit.jsonl").records()
+    if plan.person(who) in plan.restore_approvers(records, target, "", datetime.now(UTC)):
+        raise NothingToDo(f"you approved restoring '{ctx.env.name}' to {target} already")
+    if ctx.run.dry_run:
+        ctx.run.say(f"dry run: {who}'s approval of restoring {target} was not recorded")
+        return
     with ops.deploy_lock(ctx, who, f"approve restore {target}") as session:
         ops.record(
             ops.open_trail(ctx, session, who), ctx, who, "restore-approval", None, "approved",
             {"target": target},
         )  # fmt: skip
-    if not ctx.run.dry_run:
-        print(f"{ctx.env.name}: restore to {target} approved by {who}")
+    print(
+        f"{ctx.env.name}: restore to {target} approved by {who} (it counts for a restore "
+        "run by someone else within a day)"
+    )
+
+
+def _person(ctx: EnvContext) -> str:
+    """Who acts, for an approval: a person (git's user.email), not a machine's account."""
+    who = _who(ctx)
+    if "@" not in plan.person(who):
+        raise ConfigError(
+            "approvals are given and counted by person: set your git identity first "
+            "(`git config user.email you@example.org`)"
+        )
+    return who
 
 
 @contextmanager
@@ -1009,21 +1046,21 @@ def _restore_physical(
             f"physical restores are for server environments; '{ctx.env.name}' has logical "
             "backups only (--from ID)"
         )
-    if not ctx.run.dry_run:
-        throwaway.db_container(ctx)
-    if not ctx.run.dry_run and repo == 2 and (why := _site_down(ctx)):
+    # A dry run checks all of it too (reads only): it says what the real run would do.
+    throwaway.db_container(ctx)
+    if repo == 2 and (why := _site_down(ctx)):
         raise LorePinError(why)
-    found = physical_list(ctx, repo) if not ctx.run.dry_run else []
+    found = physical_list(ctx, repo)
     now = datetime.now(UTC)
     target = plan.target_time(to_time, now, found) if to_time else None
-    if label and not ctx.run.dry_run and label not in {b.label for b in found}:
+    if label and label not in {b.label for b in found}:
         raise LorePinError(
             f"'{ctx.env.name}' has no physical backup {label} in repo{repo} "
             f"(see `invoke backup.list --env {ctx.env.name}`)"
         )
     what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label
     base = None
-    if target and not ctx.run.dry_run:
+    if target:
         timeline = _timeline(ctx)
         base = plan.base_for(target, found, timeline)
         if base is None:

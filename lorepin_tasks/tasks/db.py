@@ -22,7 +22,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
-from lorepin_tasks.runtime import docker, secrets
+from lorepin_tasks.runtime import docker, ops, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.settings import whole_number
@@ -54,8 +54,14 @@ def _require_db(ctx: EnvContext, *, changes: bool) -> None:
         c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
     )
     if not running:
+        ops.refuse_failed_over(ctx)
+        start = (
+            f"invoke deploy --env {ctx.env.name} --version X.Y.Z"
+            if ctx.env.is_server
+            else ctx.hint("up")
+        )
         raise LorePinError(
-            f"the database of '{ctx.env.name}' is not running: start it with `{ctx.hint('up')}`"
+            f"the database of '{ctx.env.name}' is not running: start it with `{start}`"
         )
 
 

@@ -115,16 +115,6 @@ def failover(
     docker_ = compose.docker(ctx.env)
     fence = [*docker_, "cp", "-", f"{primary}:{DATA}"]
     promote = [*docker_, "exec", "-u", "postgres", standby, "pg_ctl", "promote", "-D", DATA]
-    if ctx.run.dry_run:
-        for argv in (
-            [*docker_, "update", "--restart=no", primary],
-            [*docker_, "stop", "--time", "30", primary],
-            fence,
-            promote,
-        ):
-            ctx.run.run(argv)
-        ctx.run.say("dry run: nothing was stopped or promoted")
-        return
     status = replication(ctx)
     roles = status["roles"]
     assert isinstance(roles, dict)
@@ -141,6 +131,16 @@ def failover(
             f"the primary of '{ctx.env.name}' still answers: a failover is for a lost "
             "primary (--force switches anyway: the primary is stopped first)"
         )
+    if ctx.run.dry_run:
+        for argv in (
+            [*docker_, "update", "--restart=no", primary],
+            [*docker_, "stop", "--time", "30", primary],
+            fence,
+            promote,
+        ):
+            ctx.run.run(argv)
+        ctx.run.say("dry run: nothing was stopped or promoted")
+        return
     confirm(
         f"Fail '{ctx.env.name}' over to its replica? The primary ({primary}) is fenced and "
         "must be rebuilt as a replica before the next deploy.",

@@ -74,6 +74,11 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
     """Build what changed, start the stack, migrate, wait until ready, print the URLs."""
     started = time.monotonic()
     ctx = open_env(c, env, dry_run=dry_run)
+    if ctx.env.is_server:
+        raise ConfigError(
+            f"'{ctx.env.name}' is a {ctx.env.kind} environment: it is deployed by version "
+            f"(`invoke deploy --env {ctx.env.name} --version X.Y.Z`), never brought `up`"
+        )
     require_base_image(ctx.settings)
     with locked(ctx, "up"):
         docker.ensure_owned(ctx)

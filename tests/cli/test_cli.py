@@ -307,6 +307,17 @@ def test_the_on_call_restore_script_refuses_bad_input(
         (["backup.verify", "--id", "x"], 2, "error: invalid backup id 'x'"),
         (["backup.restore"], 2, "error: say which backup"),
         (["backup.list", "--env", "nope"], 2, "error: unknown environment 'nope'"),
+        (["backup.approve", "--env", "production"], 2, "error: say which backup"),
+        (
+            ["backup.approve", "--env", "production", "--to-time", "2026-11-30T14:03:17"],
+            2,
+            "error: the time '2026-11-30T14:03:17' has no zone",
+        ),
+        (["backup.approve", "--env", "staging", "--from", "20261130-141503L"], 3, "error: "),
+        (["db.failover"], 2, "error: say which environment"),
+        (["db.failover", "--env", "staging"], 2, "error: 'staging' has no replica"),
+        (["db.replica", "--env", "local"], 2, "error: 'local' is a local environment"),
+        (["up", "--env", "production"], 2, "error: 'production' is a production environment"),
     ],
 )
 def test_backup_tasks_refuse_bad_input_in_one_line(

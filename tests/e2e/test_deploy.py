@@ -529,6 +529,10 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
         cfg.set_value("user", "email", "approver@example.invalid")
     approved = site.invoke("backup.approve", "--env", "production", "--from", before)
     assert approved.returncode == 0, approved.stderr[-2000:]
+    twice = site.invoke("backup.approve", "--env", "production", "--from", before)
+    assert twice.returncode == 3 and "already" in twice.stderr
+    later = site.invoke("backup.approve", "--env", "production", "--to-time", "2099-01-01T00:00Z")
+    assert later.returncode == 2 and "in the future" in later.stderr  # nothing to restore
     own = site.invoke(*asked)  # an approver does not approve their own restore
     assert own.returncode == 6 and "has 0 of the 1" in own.stderr
     with site.repo.config_writer() as cfg:

@@ -383,3 +383,11 @@ def test_a_restore_counts_fresh_approvals_of_its_target_by_others_once() -> None
     assert plan.restore_approvers(spent, target, "req@example.org on host-1", now) == []
     started = [*records, {"action": "restore", "outcome": "started", "detail": {}}]
     assert plan.restore_approvers(started, target, "req@example.org", now) == ["cid@example.org"]
+
+
+def test_a_verification_s_names_are_dns_labels_for_any_project_and_label() -> None:
+    env = replace(_env(), project="p" * 31)
+    label = "20261130-171225F_20261130-171520I"
+    names = plan.verify_names(env, label, "f913c2")
+    assert all(len(name) <= 63 for name in names.values()), names
+    assert names["db"] != plan.verify_names(env, "20261130-171225F", "f913c2")["db"]
