@@ -850,6 +850,8 @@ def restore(
     checked transaction, start the CMS, record it. Or, on a server environment, a
     physical backup or a point in time (--to-time) with pgBackRest."""
     target = plan.restore_target(from_, to_time)
+    if len(break_glass.strip().splitlines()) > 1:
+        raise ConfigError("say the --break-glass reason in one line (it is recorded and sent)")
     physical_ = bool(to_time) or plan.is_label(from_)
     id_ = from_ if physical_ else plan.check_id(from_)
     ctx = _open(c, env, dry_run)

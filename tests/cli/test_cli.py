@@ -315,6 +315,11 @@ def test_the_on_call_restore_script_refuses_bad_input(
         ),
         (["backup.approve", "--env", "staging", "--from", "20261130-141503L"], 3, "error: "),
         (["db.failover"], 2, "error: say which environment"),
+        (
+            ["backup.restore", "--from", "20261130-141503L", "--break-glass", "a\nb"],
+            2,
+            "error: say the --break-glass reason in one line",
+        ),
         (["db.failover", "--env", "staging"], 2, "error: 'staging' has no replica"),
         (["db.replica", "--env", "local"], 2, "error: 'local' is a local environment"),
         (["up", "--env", "production"], 2, "error: 'production' is a production environment"),
