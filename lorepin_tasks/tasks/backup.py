@@ -54,10 +54,17 @@ from lorepin_tasks.tasks._common import (
 VERIFY_TIMEOUT = 120.0  # seconds the throwaway database and CMS have to come up
 
 
-def _open(c: Context, env: str, dry_run: bool) -> EnvContext:
+def _open(c: Context, env: str, dry_run: bool, *, owned: bool = True) -> EnvContext:
+    """The environment, and (unless the caller checks its input first and then calls
+    `_owned`) a refusal when its project belongs to another checkout."""
     ctx = open_env(c, env or "local", dry_run=dry_run)
-    docker.ensure_owned(ctx)
+    if owned:
+        _owned(ctx)
     return ctx
+
+
+def _owned(ctx: EnvContext) -> None:
+    docker.ensure_owned(ctx)
 
 
 def _who(ctx: EnvContext) -> str:
@@ -187,12 +194,13 @@ def create(
     repo_n = _repo(repo)
     if type == "logical" and repo_n != 1:
         raise ConfigError("--repo is for physical backups (--type full, diff or incr)")
-    ctx = _open(c, env, dry_run)
+    ctx = _open(c, env, dry_run, owned=False)
     if type != "logical" and not ctx.env.is_server:
         raise ConfigError(
             f"physical backups ({type}) are for server environments, where WAL is archived: "
             f"use --type logical for '{ctx.env.name}'"
         )
+    _owned(ctx)
     with locked(ctx, "backup.create"):
         if type == "logical":
             manifest = create_logical(ctx, reason, pin=pin)
@@ -717,10 +725,13 @@ def verify(
 ) -> None:
     """Prove a backup restores: checksum, key, a real restore into a throwaway PostgreSQL,
     rows and schema against its manifest, and the CMS ready on it."""
-    ctx = _open(c, env, dry_run)
+    if id and not plan.is_label(id):
+        plan.check_id(id)
+    ctx = _open(c, env, dry_run, owned=False)
+    if id and plan.is_label(id) and not ctx.env.is_server:
+        raise ConfigError(f"'{ctx.env.name}' has no physical backups")
+    _owned(ctx)
     if id and plan.is_label(id):  # a physical backup, of repo1 or repo2
-        if not ctx.env.is_server:
-            raise ConfigError(f"'{ctx.env.name}' has no physical backups")
         if dry_run:
             ctx.run.say(
                 f"+ pgbackrest verify; restore {id} into a throwaway database, start the CMS"
@@ -854,7 +865,13 @@ def restore(
         raise ConfigError("say the --break-glass reason in one line (it is recorded and sent)")
     physical_ = bool(to_time) or plan.is_label(from_)
     id_ = from_ if physical_ else plan.check_id(from_)
-    ctx = _open(c, env, dry_run)
+    ctx = _open(c, env, dry_run, owned=False)
+    if physical_ and not ctx.env.is_server:
+        raise ConfigError(
+            f"physical restores are for server environments; '{ctx.env.name}' has logical "
+            "backups only (--from ID)"
+        )
+    _owned(ctx)
     if not break_glass.strip():
         _check_approved(ctx, target)
     if physical_:
@@ -1310,11 +1327,12 @@ SCHEDULE_LOG = "/var/lib/pgbackrest/lorepin-schedule.jsonl"  # on the second sit
 def schedule(c: Context, env: str = "", json_: bool = False) -> None:
     """Show the environment's backup schedule (invoke.yaml's backup.schedule, run on its
     second site) and its latest runs, good or bad."""
-    ctx = _open(c, env, False)
+    ctx = _open(c, env, False, owned=False)
     if not ctx.env.is_server:
         raise ConfigError(
             f"scheduled backups run on server environments; '{ctx.env.name}' is {ctx.env.kind}"
         )
+    _owned(ctx)
     answer = ctx.run.run(
         [*compose.docker(ctx.env), "exec", deploy_plan.container(ctx.env, plan.SITE),
          "tail", "-n", "50", SCHEDULE_LOG],

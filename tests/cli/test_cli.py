@@ -330,3 +330,31 @@ def test_backup_tasks_refuse_bad_input_in_one_line(
 ) -> None:
     proc = invoke(*args)
     assert one_line_error(proc, code).startswith(message)
+
+
+def test_bad_input_is_named_before_whose_environment_it_is() -> None:
+    """A project another checkout made refuses changes, but a mistyped flag is still
+    named as such (the input is checked before the engine is asked)."""
+    project = unique_project("lorepin-foreign")
+    volume = f"{project}_db-data"
+    labels = [f"com.docker.compose.project={project}", "dev.lorepin.env=local"]
+    labels.append("dev.lorepin.checkout=some-other-checkout")
+    made = subprocess.run(
+        ["docker", "volume", "create", *[a for label in labels for a in ("--label", label)],
+         volume],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    env = {"LOREPIN_PROJECT": project}
+    try:
+        for args, message in (
+            (["backup.create", "--type", "full"], "error: physical backups (full) are for"),
+            (["backup.restore", "--to-time", "2026-01-01T00:00:00Z"], "error: physical restores"),
+            (["backup.schedule"], "error: scheduled backups run on server environments"),
+            (["backup.verify", "--id", "x"], "error: invalid backup id 'x'"),
+        ):
+            assert one_line_error(invoke(*args, env=env), 2).startswith(message)
+        foreign = invoke("backup.create", env=env)
+        assert one_line_error(foreign, 6).startswith(f"error: project {project} belongs to")
+    finally:
+        subprocess.run(["docker", "volume", "rm", volume], capture_output=True, check=False)
