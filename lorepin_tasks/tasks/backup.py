@@ -871,15 +871,16 @@ def restore(
             f"physical restores are for server environments; '{ctx.env.name}' has logical "
             "backups only (--from ID)"
         )
+    # A logical backup is checked first (files here: its manifest, checksum and key).
+    backup, identity = (None, None) if physical_ else _usable(ctx, id_)
     _owned(ctx)
     if not break_glass.strip():
         _check_approved(ctx, target)
-    if physical_:
+    if physical_ or backup is None:
         _restore_physical(
             ctx, from_, to_time, repo=_repo(repo), yes=yes, reason=break_glass.strip() or None
         )
         return
-    backup, identity = _usable(ctx, id_)
     manifest = dict(backup.manifest or {})
     throwaway.db_container(ctx)
     live = _live_revision(ctx)

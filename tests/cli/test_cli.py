@@ -262,7 +262,7 @@ def test_the_on_call_rollback_script_refuses_bad_input(args: list[str], message:
         (["nope", "20261130-141503L"], 2, "error: unknown environment 'nope'"),
         (["local", "latest"], 2, "error: invalid backup id 'latest'"),
         (["local", "20261130-141503L", "--yes"], 1, "error: 'local' has no backup"),
-        (["production", "20261130-141503L", "--yes"], 6, "error: restoring 'production' needs"),
+        (["production", "20261130-141503L", "--yes"], 1, "error: 'production' has no backup"),
     ],
 )
 def test_the_on_call_restore_script_refuses_bad_input(

@@ -540,7 +540,8 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     allowed = site.invoke(*asked)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert "approved by approver@example.invalid" in allowed.stderr
-    other = site.invoke("backup.restore", "--env", "production", "--from", manifest["id"])
+    moment = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    other = site.invoke("backup.restore", "--env", "production", "--to-time", moment)
     assert other.returncode == 6 and "has 0 of the 1" in other.stderr  # that one only
     assert site.serving("production") == "1.1.0"
 
