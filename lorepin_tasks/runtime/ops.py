@@ -47,24 +47,35 @@ class Steps:
         self.done.append(_step(name, started, ok=True))
 
 
-def refuse_failed_over(ctx: EnvContext) -> None:
-    """After `db.failover` the primary is fenced and the replica takes writes: nothing may
-    start or use the old primary until it is rebuilt (checked before anything changes)."""
+def failed_over(ctx: EnvContext) -> bool:
+    """Whether `db.failover` left the environment with its replica taking writes (the
+    primary not running, the replica out of recovery)."""
     if not ctx.env.replica:
-        return
+        return False
     db = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
     if db is not None and db.state == "running":
-        return
+        return False
     replica = deploy_plan.container(ctx.env, compose.REPLICA_SERVICE)
     found = docker.container(ctx, replica)
     if found is None or found.state != "running":
-        return
+        return False
     answer = ctx.run.run(
         [*compose.docker(ctx.env), "exec", replica, "psql", "-U", "lorepin", "-d", "lorepin",
          "-qtAX", "-c", "SELECT pg_is_in_recovery()"],
         env=ctx.engine, capture=True, check=False, mutates=False, quiet=True, timeout=15,
     )  # fmt: skip
-    if answer.ok and answer.stdout.strip() == "f":
+    return answer.ok and answer.stdout.strip() == "f"
+
+
+def primary(ctx: EnvContext) -> str:
+    """The database service that takes writes: `db`, or its promoted replica."""
+    return compose.REPLICA_SERVICE if failed_over(ctx) else compose.DB_SERVICE
+
+
+def refuse_failed_over(ctx: EnvContext) -> None:
+    """After `db.failover` the primary is fenced and the replica takes writes: nothing may
+    start or use the old primary until it is rebuilt (checked before anything changes)."""
+    if failed_over(ctx):
         raise Refused(
             f"'{ctx.env.name}' was failed over: {compose.REPLICA_SERVICE} takes writes and "
             f"{compose.DB_SERVICE} is fenced; rebuild it as a replica first "

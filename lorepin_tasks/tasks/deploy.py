@@ -609,12 +609,13 @@ def _records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
         ctx.run.run(plan.psql(ctx.env, who), env=ctx.variables)
         ctx.run.say("dry run: the trail was not read")
         return None
-    if not _database_running(ctx):
+    # After a failover the trail is read where it went: the promoted replica.
+    service = ops.primary(ctx)
+    if service == compose.DB_SERVICE and not _database_running(ctx):
         ctx.run.say(f"the database of '{ctx.env.name}' is not running")
         return None
-    with Session(
-        ctx.run, plan.psql(ctx.env, who), ctx.variables, "database", quiet=True
-    ) as session:
+    argv = plan.psql(ctx.env, who, service=service)
+    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
         session.query(plan.DDL)
         return Trail(session, ctx.env.state_dir / "audit.jsonl").records()
 
