@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from invoke.context import Context
 
@@ -118,15 +119,18 @@ def failover(
     status = replication(ctx)
     roles = status["roles"]
     assert isinstance(roles, dict)
+    pending = ctx.env.state_dir / "failover.pending"  # a run promoted, did not record yet
     if roles[compose.REPLICA_SERVICE] == "primary":
-        raise NothingToDo(
-            f"the replica of '{ctx.env.name}' already takes writes (failed over before)"
-        )
-    if roles[compose.REPLICA_SERVICE] != "replica":
+        if not pending.is_file() or ctx.run.dry_run:
+            raise NothingToDo(
+                f"the replica of '{ctx.env.name}' already takes writes (failed over before)"
+            )
+        ctx.run.say("==> a failover was cut short after the promotion: finishing it")
+    elif roles[compose.REPLICA_SERVICE] != "replica":
         raise LorePinError(
             f"the replica of '{ctx.env.name}' is not running: there is nothing to fail over to"
         )
-    if roles[compose.DB_SERVICE] == "primary" and not force:
+    elif roles[compose.DB_SERVICE] == "primary" and not force:
         raise Refused(
             f"the primary of '{ctx.env.name}' still answers: a failover is for a lost "
             "primary (--force switches anyway: the primary is stopped first)"
@@ -149,29 +153,18 @@ def failover(
     who = git.who_am_i(ctx.run, ctx.settings.root)
     started = time.monotonic()
     steps = ops.Steps(ctx)
+    finishing = pending.is_file() and roles[compose.REPLICA_SERVICE] == "primary"
     with locked(ctx, "db.failover"):
-        with steps.step(f"fencing {primary}"):
-            if docker.container(ctx, primary) is not None:
-                ctx.run.run([*docker_, "update", "--restart=no", primary], capture=True)
-                ctx.run.run([*docker_, "stop", "--time", "30", primary], capture=True)
-                at = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-                marker = f"failed over to {compose.REPLICA_SERVICE} at {at}\n"
-                tar = docker.files_tar({"lorepin-fenced": marker})
-                ctx.run.pipe(fence, env=ctx.engine, write=lambda sink: sink.write(tar))
-        with steps.step(f"promoting {standby}"):
-            ctx.run.run(promote, capture=True)
-            deadline = time.monotonic() + PROMOTE_TIMEOUT
-            while _sql(ctx, compose.REPLICA_SERVICE, "SELECT pg_is_in_recovery()") != "f":
-                if time.monotonic() > deadline:
-                    raise LorePinError(f"{standby} was not promoted within {PROMOTE_TIMEOUT:.0f} s")
-                time.sleep(0.2)
+        if not finishing:
+            _fence_and_promote(ctx, steps, primary, standby, fence, promote, pending, who)
         backend = ComposeBlueGreen(ctx)
         state = backend.state()
         if state.active and state.serving:
             with steps.step(f"waiting until {state.active} takes writes"):
                 ops.wait_ready(ctx, backend, state.active, state.serving)
         seconds = round(time.monotonic() - started, 1)
-        _record_failover(ctx, who, state.serving, seconds, steps)
+        _record_failover(ctx, who, state.serving, seconds, steps, finishing)
+        pending.unlink(missing_ok=True)
     ops.notify_team(ctx, f"{ctx.env.name}: failed over to {compose.REPLICA_SERVICE} in {seconds} s")
     print(
         f"'{ctx.env.name}' takes writes on {compose.REPLICA_SERVICE} ({seconds} s); "
@@ -180,8 +173,44 @@ def failover(
     )
 
 
+def _fence_and_promote(
+    ctx: EnvContext,
+    steps: ops.Steps,
+    primary: str,
+    standby: str,
+    fence: list[str],
+    promote: list[str],
+    pending: Path,
+    who: str,
+) -> None:
+    """The old primary can never take writes again, then the replica takes them. The
+    pending file lets a second run finish a run killed after the promotion."""
+    docker_ = compose.docker(ctx.env)
+    with steps.step(f"fencing {primary}"):
+        if docker.container(ctx, primary) is not None:
+            ctx.run.run([*docker_, "update", "--restart=no", primary], capture=True)
+            ctx.run.run([*docker_, "stop", "--time", "30", primary], capture=True)
+            at = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            marker = f"failed over to {compose.REPLICA_SERVICE} at {at}\n"
+            tar = docker.files_tar({"lorepin-fenced": marker})
+            ctx.run.pipe(fence, env=ctx.engine, write=lambda sink: sink.write(tar))
+    with steps.step(f"promoting {standby}"):
+        ctx.run.write(pending, json.dumps({"who": who, "at": f"{datetime.now(UTC):%FT%TZ}"}))
+        ctx.run.run(promote, capture=True)
+        deadline = time.monotonic() + PROMOTE_TIMEOUT
+        while _sql(ctx, compose.REPLICA_SERVICE, "SELECT pg_is_in_recovery()") != "f":
+            if time.monotonic() > deadline:
+                raise LorePinError(f"{standby} was not promoted within {PROMOTE_TIMEOUT:.0f} s")
+            time.sleep(0.2)
+
+
 def _record_failover(
-    ctx: EnvContext, who: str, version: str | None, seconds: float, steps: ops.Steps
+    ctx: EnvContext,
+    who: str,
+    version: str | None,
+    seconds: float,
+    steps: ops.Steps,
+    finishing: bool,
 ) -> None:
     """The failover in the trail, which the promoted replica holds (it was replicated)."""
     argv = plan.psql(ctx.env, who, service=compose.REPLICA_SERVICE)
@@ -195,7 +224,11 @@ def _record_failover(
                 env=ctx.env.name,
                 version=version,
                 outcome="succeeded",
-                detail={"to": compose.REPLICA_SERVICE, "seconds": seconds},
+                detail={
+                    "to": compose.REPLICA_SERVICE,
+                    "seconds": seconds,
+                    **({"finished_after_an_interrupted_run": True} if finishing else {}),
+                },
                 steps=steps.done,
             )
         )

@@ -601,8 +601,33 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
         subprocess.run(["docker", "kill", primary], capture_output=True, check=True)
         killed = time.monotonic()
         time.sleep(1)
+        # The first run is killed (-9) right after the promotion, before its record: the
+        # second finishes it.
+        first = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "db.failover", "--env", "production", "--yes"],
+            cwd=site.root,
+            env={**os.environ, **site.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert first.stderr is not None
+            seen = ""
+            for line in first.stderr:
+                seen += line
+                if line.startswith("==> production: waiting until"):
+                    break
+            assert "==> production: waiting until" in seen, seen[-2000:]
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(10)
         done = site.invoke("db.failover", "--env", "production", "--yes")
         assert done.returncode == 0, done.stderr[-3000:]
+        assert "cut short after the promotion: finishing it" in done.stderr
+        again = site.invoke("db.failover", "--env", "production", "--yes")
+        assert again.returncode == 3 and "already takes writes" in again.stderr
         time.sleep(2)
     finally:
         stop.set()
@@ -622,6 +647,7 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
     # record and the chain is intact.
     history = json.loads(site.invoke("deploy.history", "--env", "production", "--json").stdout)
     assert (history[-1]["action"], history[-1]["outcome"]) == ("failover", "succeeded")
+    assert history[-1]["detail"]["finished_after_an_interrupted_run"] is True
     intact = site.invoke("audit.verify", "--env", "production")
     assert intact.returncode == 0 and "intact" in intact.stdout, intact.stderr[-2000:]
     # The fenced primary never takes writes again, even when someone starts it.
