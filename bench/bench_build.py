@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, private_homes, timed
+from common import ROOT, base_image, private_homes, remove_images, timed
 
 
 def main() -> None:
@@ -36,15 +36,7 @@ def main() -> None:
             app.write_text(app.read_text() + "\n# bench: a one-line change\n")
             edit = timed(build, clone, env)
         finally:
-            refs = subprocess.run(
-                ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-            ours = [r for r in refs if r.startswith(f"{prefix}/")]
-            if ours:
-                subprocess.run(["docker", "image", "rm", *ours], capture_output=True, check=False)
+            remove_images(prefix)
     print(f"\n{'build':<34}  seconds  of cold")
     for label, seconds in (
         ("cold (--no-cache)", cold),

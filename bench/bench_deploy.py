@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from common import ROOT, base_image, private_homes, run
+from common import ROOT, base_image, private_homes, remove_images, run
 
 RATE = 80  # requests a second, over WORKERS threads
 WORKERS = 8
@@ -319,15 +319,7 @@ def teardown(repo: Path, env: dict[str, str], prefix: str) -> None:
         check=False,
         timeout=300,
     )
-    images = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    mine = [i for i in images if i.startswith(f"{prefix}/")]
-    if mine:
-        subprocess.run(["docker", "rmi", *mine], capture_output=True, check=False)
+    remove_images(prefix)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,16 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800
     started = time.monotonic()
     run(argv, cwd, env, timeout)
     return time.monotonic() - started
+
+
+def remove_images(prefix: str) -> None:
+    """Every image of the bench's own prefix (`prefix/...`), whatever its tag."""
+    refs = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    ours = [r for r in refs if r.startswith(f"{prefix}/")]
+    if ours:
+        subprocess.run(["docker", "image", "rm", *ours], capture_output=True, check=False)

@@ -47,24 +47,32 @@ class Steps:
         self.done.append(_step(name, started, ok=True))
 
 
-def failed_over(ctx: EnvContext) -> bool:
-    """Whether `db.failover` left the environment with its replica taking writes (the
-    primary not running, the replica out of recovery)."""
-    if not ctx.env.replica:
-        return False
-    db = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
-    if db is not None and db.state == "running":
-        return False
-    replica = deploy_plan.container(ctx.env, compose.REPLICA_SERVICE)
-    found = docker.container(ctx, replica)
-    if found is None or found.state != "running":
-        return False
+def db_value(ctx: EnvContext, service: str, sql: str) -> str | None:
+    """What one query answers in a database container (tab-separated rows), or None when
+    it does not answer."""
     answer = ctx.run.run(
-        [*compose.docker(ctx.env), "exec", replica, "psql", "-U", "lorepin", "-d", "lorepin",
-         "-qtAX", "-c", "SELECT pg_is_in_recovery()"],
+        [*compose.docker(ctx.env), "exec", deploy_plan.container(ctx.env, service),
+         "psql", "-U", "lorepin", "-d", "lorepin", "-qtAX", "-F", "\t", "-c", sql],
         env=ctx.engine, capture=True, check=False, mutates=False, quiet=True, timeout=15,
     )  # fmt: skip
-    return answer.ok and answer.stdout.strip() == "f"
+    return answer.stdout.strip() if answer.ok else None
+
+
+def role(ctx: EnvContext, service: str) -> str:
+    """A database service's role: primary (takes writes), replica (in recovery) or down."""
+    found = docker.container(ctx, deploy_plan.container(ctx.env, service))
+    if found is None or found.state != "running":
+        return "down"
+    answer = db_value(ctx, service, "SELECT pg_is_in_recovery()")
+    return {"f": "primary", "t": "replica"}.get(answer or "", "down")
+
+
+def failed_over(ctx: EnvContext) -> bool:
+    """Whether `db.failover` left the environment with its replica taking writes (the
+    primary not running, the replica promoted)."""
+    if not ctx.env.replica or role(ctx, compose.DB_SERVICE) != "down":
+        return False
+    return role(ctx, compose.REPLICA_SERVICE) == "primary"
 
 
 def primary(ctx: EnvContext) -> str:

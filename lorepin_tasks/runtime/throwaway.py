@@ -21,9 +21,10 @@ from lorepin_tasks.runtime.environment import EnvContext
 
 def db_container(ctx: EnvContext) -> docker.Container:
     """The environment's running database container, or a clear error."""
-    ops.refuse_failed_over(ctx)  # the fenced primary must not be started or used
     name = deploy_plan.container(ctx.env, compose.DB_SERVICE)
     found = docker.container(ctx, name)
+    if found is None or found.state != "running":
+        ops.refuse_failed_over(ctx)  # a fenced primary is named as such
     if found is not None and found.state != "running" and ctx.env.is_server:
         raise LorePinError(
             f"the database of '{ctx.env.name}' is not running: start it (`docker start {name}`);"
@@ -77,6 +78,11 @@ class Throwaway:
             capture=True,
             quiet=quiet,
         )
+
+    def create_network(self) -> None:
+        """Its network: internal (nothing of it is reachable from outside), labelled."""
+        labels = plan.labels(self.ctx.env, self.ctx.settings.checkout.id, self.backup)
+        self.docker("network", "create", "--internal", *labels, self.names["network"])
 
     def start(
         self,

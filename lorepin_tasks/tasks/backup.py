@@ -508,13 +508,7 @@ def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
     problems: list[str] = []
     ctx.run.say(f"==> {ctx.env.name}: verifying {backup.id} in a throwaway database")
     try:
-        t.docker(
-            "network",
-            "create",
-            "--internal",
-            *plan.labels(ctx.env, ctx.settings.checkout.id, backup.id),
-            t.names["network"],
-        )
+        t.create_network()
         t.start(
             "db",
             db_image,
@@ -669,13 +663,7 @@ def verify_physical(ctx: EnvContext, label: str) -> dict[str, Any]:
     cms_image = throwaway.image_id(ctx, version_cms[0]) if version_cms else None
     ctx.run.say(f"==> {ctx.env.name}: restoring {label} into a throwaway database")
     try:
-        t.docker(
-            "network",
-            "create",
-            "--internal",
-            *plan.labels(ctx.env, ctx.settings.checkout.id, label),
-            t.names["network"],
-        )
+        t.create_network()
         t.start(
             "db",
             db.image_id,
@@ -876,7 +864,7 @@ def restore(
     _owned(ctx)
     if not break_glass.strip():
         _check_approved(ctx, target)
-    if physical_ or backup is None:
+    if backup is None:  # physical
         _restore_physical(
             ctx, from_, to_time, repo=_repo(repo), yes=yes, reason=break_glass.strip() or None
         )
@@ -967,7 +955,7 @@ def _check_approved(ctx: EnvContext, target: str) -> None:
 
 
 def _ops_session(ctx: EnvContext, who: str) -> Session:
-    throwaway.db_container(ctx)  # the trail that holds the approvals is in it
+    """A session on the environment's database (its caller has seen it run)."""
     return Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.variables, "database", quiet=True)
 
 

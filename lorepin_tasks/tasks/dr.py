@@ -108,10 +108,10 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
     report: dict[str, Any] = {"environment": ctx.env.name, "version": version}
     try:
         ctx.run.say(f"==> {ctx.env.name}: a scratch copy (network {t.names['network']})")
-        network_labels = plan.labels(ctx.env, ctx.settings.checkout.id, "drill")
-        t.docker("network", "create", "--internal", *network_labels, t.names["network"])
+        t.create_network()
+        labels = plan.labels(ctx.env, ctx.settings.checkout.id, t.backup)
         for volume in (t.names["data"], t.names["repo"]):
-            t.docker("volume", "create", *network_labels, volume, quiet=True)
+            t.docker("volume", "create", *labels, volume, quiet=True)
         _db(t, live.image_id, _postgres(ARCHIVE_TIMEOUT))
         throwaway.wait_for(time.monotonic() + timeout, "drill's database", t.takes_writes)
         ctx.run.say("==> copying the live data in (pg_dump | pg_restore)")
@@ -150,7 +150,7 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
         destroyed_at = datetime.now(UTC)
         t.docker("rm", "-f", "-v", t.names["db"], quiet=True)
         t.docker("volume", "rm", t.names["data"], quiet=True)
-        t.docker("volume", "create", *network_labels, t.names["data"], quiet=True)
+        t.docker("volume", "create", *labels, t.names["data"], quiet=True)
 
         ctx.run.say("==> recovering from the repository alone, to the latest point")
         restore_cmd = [

@@ -42,16 +42,6 @@ REPLICATION_SQL = (
 )
 
 
-def _sql(ctx: EnvContext, service: str, sql: str) -> str | None:
-    """One value from a database container, or None when it does not answer."""
-    answer = ctx.run.run(
-        [*compose.docker(ctx.env), "exec", plan.container(ctx.env, service),
-         "psql", "-U", "lorepin", "-d", "lorepin", "-qtAX", "-F", "\t", "-c", sql],
-        env=ctx.engine, capture=True, check=False, mutates=False, quiet=True, timeout=15,
-    )  # fmt: skip
-    return answer.stdout.strip() if answer.ok else None
-
-
 def _open(c: Context, env: str, dry_run: bool) -> EnvContext:
     ctx = server_env(c, env, dry_run)
     if not ctx.env.replica:
@@ -62,21 +52,12 @@ def _open(c: Context, env: str, dry_run: bool) -> EnvContext:
     return ctx
 
 
-def _running(ctx: EnvContext, service: str) -> bool:
-    found = docker.container(ctx, plan.container(ctx.env, service))
-    return found is not None and found.state == "running"
-
-
 def replication(ctx: EnvContext) -> dict[str, object]:
     """Which database takes writes, and how the replica follows."""
-    roles: dict[str, str] = {}
-    for service in (compose.DB_SERVICE, compose.REPLICA_SERVICE):
-        up = _running(ctx, service)
-        answer = _sql(ctx, service, "SELECT pg_is_in_recovery()") if up else None
-        roles[service] = {"f": "primary", "t": "replica"}.get(answer or "", "down")
+    roles = {s: ops.role(ctx, s) for s in (compose.DB_SERVICE, compose.REPLICA_SERVICE)}
     streams = []
     if roles[compose.DB_SERVICE] == "primary":
-        for line in (_sql(ctx, compose.DB_SERVICE, REPLICATION_SQL) or "").splitlines():
+        for line in (ops.db_value(ctx, compose.DB_SERVICE, REPLICATION_SQL) or "").splitlines():
             name, state, sync, lag = [*line.split("\t"), "", "", ""][:4]
             streams.append({"name": name, "state": state, "sync": sync, "lag_bytes": int(lag or 0)})
     return {"mode": ctx.env.replica, "roles": roles, "streams": streams}
@@ -192,13 +173,13 @@ def _fence_and_promote(
             ctx.run.run([*docker_, "stop", "--time", "30", primary], capture=True)
             at = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
             marker = f"failed over to {compose.REPLICA_SERVICE} at {at}\n"
-            tar = docker.files_tar({"lorepin-fenced": marker})
+            tar = docker.files_tar({Path(FENCE).name: marker})
             ctx.run.pipe(fence, env=ctx.engine, write=lambda sink: sink.write(tar))
     with steps.step(f"promoting {standby}"):
         ctx.run.write(pending, json.dumps({"who": who, "at": f"{datetime.now(UTC):%FT%TZ}"}))
         ctx.run.run(promote, capture=True)
         deadline = time.monotonic() + PROMOTE_TIMEOUT
-        while _sql(ctx, compose.REPLICA_SERVICE, "SELECT pg_is_in_recovery()") != "f":
+        while ops.role(ctx, compose.REPLICA_SERVICE) != "primary":
             if time.monotonic() > deadline:
                 raise LorePinError(f"{standby} was not promoted within {PROMOTE_TIMEOUT:.0f} s")
             time.sleep(0.2)

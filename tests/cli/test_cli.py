@@ -313,7 +313,11 @@ def test_the_on_call_restore_script_refuses_bad_input(
             2,
             "error: the time '2026-11-30T14:03:17' has no zone",
         ),
-        (["backup.approve", "--env", "staging", "--from", "20261130-141503L"], 3, "error: "),
+        (
+            ["backup.approve", "--env", "staging", "--from", "20261130-141503L"],
+            3,
+            "error: restores of 'staging' need no approval",
+        ),
         (["db.failover"], 2, "error: say which environment"),
         (
             ["backup.restore", "--from", "20261130-141503L", "--break-glass", "a\nb"],

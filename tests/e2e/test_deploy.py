@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,6 +135,34 @@ class Load:
     @property
     def failed(self) -> int:
         return sum(1 for code, _ in self.answers if code != 200)
+
+
+@contextmanager
+def killed_at(site: Site, progress: str, *args: str) -> Iterator[None]:
+    """`invoke ARGS --yes` in the site's clone, running until its progress (stderr) shows
+    a line starting with PROGRESS; killed with SIGKILL, like a lost terminal, after the
+    block."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "invoke", *args, "--yes"],
+        cwd=site.root,
+        env={**os.environ, **site.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert run.stderr is not None
+        seen = ""
+        for line in run.stderr:
+            seen += line
+            if line.startswith(progress):
+                break
+        assert progress in seen, seen[-2000:]
+        yield
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(10)
 
 
 def remove_project(project: str) -> None:
@@ -603,26 +632,8 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
         time.sleep(1)
         # The first run is killed (-9) right after the promotion, before its record: the
         # second finishes it.
-        first = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "db.failover", "--env", "production", "--yes"],
-            cwd=site.root,
-            env={**os.environ, **site.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            assert first.stderr is not None
-            seen = ""
-            for line in first.stderr:
-                seen += line
-                if line.startswith("==> production: waiting until"):
-                    break
-            assert "==> production: waiting until" in seen, seen[-2000:]
-        finally:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(10)
+        with killed_at(site, "==> production: waiting until", "db.failover", "--env", "production"):
+            pass
         done = site.invoke("db.failover", "--env", "production", "--yes")
         assert done.returncode == 0, done.stderr[-3000:]
         assert "cut short after the promotion: finishing it" in done.stderr
@@ -800,29 +811,10 @@ def test_a_deploy_killed_at_a_step_leaves_a_serving_site_and_a_free_lock(
         assert site.invoke("deploy", "--env", "staging", "--version", "1.0.0").returncode == 0
     serving = site.serving("staging")
     target = "1.1.0" if serving != "1.1.0" else "1.0.0"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "deploy", "--env", "staging", "--version", target],
-        cwd=site.root,
-        env={**os.environ, **site.env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert first.stderr is not None
-        seen = ""
-        for line in first.stderr:  # progress lines: "==> staging: <step> ..."
-            seen += line
-            if line.startswith(f"==> staging: {step}"):
-                break
-        assert f"==> staging: {step}" in seen, seen[-2000:]
+    with killed_at(site, f"==> staging: {step}", "deploy", "--env", "staging", "--version", target):
         second = site.invoke("deploy", "--env", "staging", "--version", target)
         assert second.returncode == 5
         assert "is being changed by" in second.stderr or "is locked by" in second.stderr
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(10)
     deadline = time.monotonic() + 30
     while "is not locked" not in site.invoke("deploy.lock", "--env", "staging").stdout:
         assert time.monotonic() < deadline, "the lock outlived its holder"
