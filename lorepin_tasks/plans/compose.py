@@ -14,6 +14,7 @@ from lorepin_tasks.settings import Environment, Settings
 HTTP_SERVICE, HTTP_PORT = "cms", 8000
 DB_SERVICE, DB_PORT = "db", 5432
 REPLICA_SERVICE = "db-replica"  # server environments with a replica (db.failover)
+PGDATA = "/var/lib/postgresql/data"  # the data directory in the project's PostgreSQL image
 LABEL = "dev.lorepin"
 PROJECT_LABEL = "com.docker.compose.project"
 # Only containers Compose created carry it: images built by Compose carry the project

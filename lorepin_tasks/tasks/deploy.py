@@ -240,10 +240,10 @@ def _allow_replication(ctx: EnvContext) -> None:
     (its entrypoint does this at every start; a running one is told here, and reloads)."""
     if not ctx.env.replica or not _database_running(ctx):
         return
-    hba = "/var/lib/postgresql/data/pg_hba.conf"
+    hba = f"{compose.PGDATA}/pg_hba.conf"
     script = (
         f"grep -qs '^{HBA_REPLICATION}' {hba} || "
-        f"{{ echo '{HBA_REPLICATION}' >>{hba} && pg_ctl reload -D /var/lib/postgresql/data; }}"
+        f"{{ echo '{HBA_REPLICATION}' >>{hba} && pg_ctl reload -D {compose.PGDATA}; }}"
     )
     ctx.run.run(
         [*compose.docker(ctx.env), "exec", "-u", "postgres",

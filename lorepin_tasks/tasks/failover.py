@@ -31,7 +31,7 @@ from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, YES_HELP, locked, task
 from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, server_env
 
-DATA = "/var/lib/postgresql/data"
+DATA = compose.PGDATA
 FENCE = f"{DATA}/lorepin-fenced"  # the old primary's entrypoint refuses to start with it
 PROMOTE_TIMEOUT = 60.0
 
