@@ -216,6 +216,18 @@ def run(
     ]
 
 
+def oneoff_running(env: Environment, kind: str) -> list[str]:
+    """Running one-off containers of a kind (another run's, or a killed run's still going)."""
+    return [
+        *docker(env),
+        "ps",
+        "--quiet",
+        *_project_filter(env),
+        "--filter",
+        f"label={ONEOFF_LABEL}={kind}",
+    ]
+
+
 def oneoff_leftovers(env: Environment, kind: str) -> list[str]:
     """Finished one-off containers of a kind (a killed run's); running ones are others'."""
     return [

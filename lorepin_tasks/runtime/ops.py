@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,11 +69,9 @@ def role(ctx: EnvContext, service: str) -> str:
 
 
 def failed_over(ctx: EnvContext) -> bool:
-    """Whether `db.failover` left the environment with its replica taking writes (the
-    primary not running, the replica promoted)."""
-    if not ctx.env.replica or role(ctx, compose.DB_SERVICE) != "down":
-        return False
-    return role(ctx, compose.REPLICA_SERVICE) == "primary"
+    """Whether the environment's replica takes writes (`db.failover` promoted it; until
+    `db.rejoin` has switched back, `db` is fenced or following it)."""
+    return bool(ctx.env.replica) and role(ctx, compose.REPLICA_SERVICE) == "primary"
 
 
 def primary(ctx: EnvContext) -> str:
@@ -86,9 +85,23 @@ def refuse_failed_over(ctx: EnvContext) -> None:
     if failed_over(ctx):
         raise Refused(
             f"'{ctx.env.name}' was failed over: {compose.REPLICA_SERVICE} takes writes and "
-            f"{compose.DB_SERVICE} is fenced; rebuild it as a replica first "
-            "(docs/disaster-recovery.md, scenario 6)"
+            f"{compose.DB_SERVICE} is fenced; bring it back first "
+            f"(`invoke db.rejoin --env {ctx.env.name}`, docs/disaster-recovery.md, scenario 6)"
         )
+
+
+def as_deployed(ctx: EnvContext, service: str = compose.DB_SERVICE) -> EnvContext:
+    """The environment as its database was deployed: a one-off of a database service runs
+    that service's own image (a server environment's is its first release's), never one
+    Compose would build from the checkout."""
+    if ctx.run.dry_run:
+        return ctx
+    found = docker.container(ctx, deploy_plan.container(ctx.env, service))
+    image = found.image if found else ""
+    tag = image.rpartition(":")[2]
+    if not image.startswith(f"{ctx.settings.image_prefix}/postgres:") or not tag:
+        raise LorePinError(f"the database of '{ctx.env.name}' runs {image!r}, not a release image")
+    return replace(ctx, env=replace(ctx.env, image_tag=tag))
 
 
 @contextmanager

@@ -21,7 +21,6 @@ import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -1115,7 +1114,7 @@ def _restore_physical(
                 )
                 _stopped(ctx, db)
                 docker.run_oneoff(
-                    _as_deployed(ctx, db),
+                    ops.as_deployed(ctx),
                     compose.DB_SERVICE,
                     plan.restore_oneoff(restore_args),
                     kind="pgbackrest",
@@ -1148,20 +1147,6 @@ def _restore_physical(
                 ctx.run.say(f"warning: no full backup after the restore: {exc}")
     if not ctx.run.dry_run:
         print(f"{ctx.env.name}: restored to {what} in {seconds} s; the data before it is {safety}")
-
-
-def _as_deployed(ctx: EnvContext, db: str) -> EnvContext:
-    """The environment as its database was deployed: a one-off of the database service
-    runs the database's own image (a server environment's is its first release's), never
-    one Compose would build from the checkout."""
-    if ctx.run.dry_run:
-        return ctx
-    found = docker.container(ctx, db)
-    image = found.image if found else ""
-    tag = image.rpartition(":")[2]
-    if not image.startswith(f"{ctx.settings.image_prefix}/postgres:") or not tag:
-        raise LorePinError(f"the database of '{ctx.env.name}' runs {image!r}, not a release image")
-    return replace(ctx, env=replace(ctx.env, image_tag=tag))
 
 
 def _stopped(ctx: EnvContext, db: str) -> None:

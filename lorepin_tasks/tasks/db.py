@@ -39,7 +39,7 @@ from lorepin_tasks.tasks._common import (
     task,
     with_revision,
 )
-from lorepin_tasks.tasks.failover import failover, replica
+from lorepin_tasks.tasks.failover import failover, rejoin, replica
 
 
 def _require_db(ctx: EnvContext, *, changes: bool) -> None:
@@ -321,4 +321,6 @@ def check(c: Context, env: str = "local", dry_run: bool = False) -> None:
     print("db.check passed")
 
 
-ns = Collection("db", migrate, downgrade, current, history, revision, sql, check, replica, failover)
+ns = Collection(
+    "db", migrate, downgrade, current, history, revision, sql, check, replica, failover, rejoin
+)

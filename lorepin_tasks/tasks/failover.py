@@ -19,7 +19,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.runtime import docker, git, ops
@@ -29,6 +29,7 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, YES_HELP, locked, task
+from lorepin_tasks.tasks.backup import create_physical
 from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, server_env
 
 DATA = compose.PGDATA
@@ -55,6 +56,9 @@ def _open(c: Context, env: str, dry_run: bool) -> EnvContext:
 def replication(ctx: EnvContext) -> dict[str, object]:
     """Which database takes writes, and how the replica follows."""
     roles = {s: ops.role(ctx, s) for s in (compose.DB_SERVICE, compose.REPLICA_SERVICE)}
+    primary = plan.container(ctx.env, compose.DB_SERVICE)
+    if roles[compose.DB_SERVICE] == "down" and _fenced(ctx, primary):
+        roles[compose.DB_SERVICE] = "fenced"  # failed over: `db.rejoin` brings it back
     streams = []
     if roles[compose.DB_SERVICE] == "primary":
         for line in (ops.db_value(ctx, compose.DB_SERVICE, REPLICATION_SQL) or "").splitlines():
@@ -149,8 +153,8 @@ def failover(
     ops.notify_team(ctx, f"{ctx.env.name}: failed over to {compose.REPLICA_SERVICE} in {seconds} s")
     print(
         f"'{ctx.env.name}' takes writes on {compose.REPLICA_SERVICE} ({seconds} s); "
-        f"{compose.DB_SERVICE} is fenced: rebuild it as a replica before the next deploy "
-        "(docs/disaster-recovery.md, scenario 6)"
+        f"{compose.DB_SERVICE} is fenced: bring it back before the next deploy "
+        f"(`invoke db.rejoin --env {ctx.env.name}`)"
     )
 
 
@@ -213,3 +217,292 @@ def _record_failover(
                 steps=steps.done,
             )
         )
+
+
+# -- rejoin ----------------------------------------------------------------------------
+
+# The fenced primary's data, kept (never deleted by the toolkit) in repo1's volume, which
+# the database service mounts: a copy per rejoin, named by when it was made.
+KEPT = "/var/lib/pgbackrest/fenced"
+CAUGHT_UP = 16 * 1024 * 1024  # bytes behind at which the switch back pauses writes briefly
+
+
+def _fenced(ctx: EnvContext, container: str) -> bool:
+    """Whether a (stopped) database container carries the failover's fence marker."""
+    found = ctx.run.run(
+        [*compose.docker(ctx.env), "cp", f"{container}:{FENCE}", "-"],
+        env=ctx.engine, capture=True, check=False, quiet=True, mutates=False,
+    )  # fmt: skip
+    return found.ok
+
+
+def rebuild_script(stamp: str) -> list[str]:
+    """In a one-off of `db` (its data and repo1's volumes): the fenced data copied aside
+    (complete, or not at all), then the data directory cloned from the promoted replica
+    as a replica of it. `resume`: a run killed after the copy, whose marker is gone."""
+    keep = f"{KEPT}/{stamp}"
+    script = f"""set -euo pipefail
+if [ -e "$PGDATA/lorepin-fenced" ]; then
+  install -d -o postgres -g postgres -m 0700 {KEPT}
+  rm -rf {KEPT}/*.partial
+  mkdir {keep}.partial && cp -a "$PGDATA/." {keep}.partial/
+  mv {keep}.partial {keep}
+  echo "kept {keep}"
+elif [ "${{1:-}}" != resume ]; then
+  echo "error: the data of {compose.DB_SERVICE} is not fenced: it was not failed over" >&2
+  exit 6
+fi
+find "$PGDATA" -mindepth 1 -delete
+PGPASSWORD=$(cat /run/secrets/db_password) setpriv --reuid=postgres --regid=postgres \\
+  --init-groups pg_basebackup -h {compose.REPLICA_SERVICE} -U lorepin -D "$PGDATA" \\
+  -X stream -R -c fast
+"""
+    return ["bash", "-c", script, "rebuild"]
+
+
+@task(
+    help={
+        "env": SERVER_ENV_HELP,
+        "yes": YES_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -> None:
+    """After a failover: rebuild the fenced primary as a replica of the promoted one, then
+    switch writes back to it in a short pause; the replica follows it again."""
+    ctx = _open(c, env, dry_run)
+    name = ctx.env.name
+    if (ctx.env.state_dir / "failover.pending").is_file():
+        raise Refused(
+            f"a failover of '{name}' was cut short: finish it first "
+            f"(`invoke db.failover --env {name}`)"
+        )
+    pending = ctx.env.state_dir / "rejoin.pending"  # a run began: its clone may be partial
+    roles = replication(ctx)["roles"]
+    assert isinstance(roles, dict)
+    db_role, replica_role = roles[compose.DB_SERVICE], roles[compose.REPLICA_SERVICE]
+    primary = plan.container(ctx.env, compose.DB_SERVICE)
+    standby = plan.container(ctx.env, compose.REPLICA_SERVICE)
+    if db_role == "primary" and replica_role == "primary":
+        raise LorePinError(
+            f"both databases of '{name}' take writes: stop the one the CMS does not use "
+            "and see docs/disaster-recovery.md, scenario 6"
+        )
+    if db_role == "primary" and not pending.is_file():
+        also = "" if replica_role == "replica" else f" (start {standby}: it is {replica_role})"
+        raise NothingToDo(f"'{name}' was not failed over: {compose.DB_SERVICE} takes writes{also}")
+    found = docker.container(ctx, primary)
+    starting = db_role == "down" and found is not None and found.state == "running"
+    rebuild = db_role == "fenced" or (db_role == "down" and not starting)
+    if (rebuild or starting) and replica_role != "primary":
+        raise LorePinError(
+            f"{compose.REPLICA_SERVICE} of '{name}' is {replica_role}: it holds the data to "
+            f"rebuild {compose.DB_SERVICE} from; start it first (`docker start {standby}`)"
+        )
+    if rebuild and db_role == "down" and not pending.is_file():
+        raise Refused(
+            f"{compose.DB_SERVICE} of '{name}' is stopped but was not failed over: start it "
+            f"(`docker start {primary}`)"
+        )
+    if db_role == "replica" and replica_role == "replica":
+        raise LorePinError(
+            f"both databases of '{name}' are replicas: promote the one with the newest data "
+            "(docs/disaster-recovery.md, scenario 6)"
+        )
+    busy = docker.read(ctx.run, compose.oneoff_running(ctx.env, "rejoin"), env=ctx.engine)
+    if busy.stdout.split():
+        raise Busy(
+            f"a rebuild of {compose.DB_SERVICE} of '{name}' is still running (container "
+            f"{busy.stdout.split()[0]}): run `invoke db.rejoin` again when it has ended"
+        )
+    follow = rebuild or starting
+    switch = follow or db_role == "replica"
+    deployed = ops.as_deployed(ctx, compose.REPLICA_SERVICE)
+    confirm(
+        f"Rebuild {compose.DB_SERVICE} of '{name}' from {compose.REPLICA_SERVICE} and switch "
+        "writes back to it? Writes pause for a few seconds during the switch; the fenced "
+        f"data is kept in repo1's volume ({KEPT}).",
+        yes=yes or ctx.run.dry_run,
+    )
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    started = time.monotonic()
+    steps = ops.Steps(ctx)
+    detail: dict[str, object] = {}
+    with locked(ctx, "db.rejoin"):
+        if not ctx.run.dry_run:
+            ctx.run.write(pending, json.dumps({"who": who, "at": f"{datetime.now(UTC):%FT%TZ}"}))
+        if rebuild:
+            stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+            resume = [] if db_role == "fenced" else ["resume"]
+            with steps.step(f"rebuilding {compose.DB_SERVICE} from {compose.REPLICA_SERVICE}"):
+                said = docker.run_oneoff(
+                    deployed,
+                    compose.DB_SERVICE,
+                    [*rebuild_script(stamp), *resume],
+                    kind="rejoin",
+                    capture=True,
+                )
+                detail["kept"] = said.strip().removeprefix("kept ") or None
+                _start(ctx, primary)
+        if follow:
+            with steps.step(f"waiting until {compose.DB_SERVICE} follows"):
+                _await_role(ctx, compose.DB_SERVICE, "replica")
+        paused = None
+        if switch:
+            with steps.step(f"switching writes back to {compose.DB_SERVICE}"):
+                paused = _switch_back(ctx, primary, standby, replica_role == "primary")
+        with steps.step(f"{compose.REPLICA_SERVICE} follows {compose.DB_SERVICE} again"):
+            if ops.role(ctx, compose.REPLICA_SERVICE) == "down" or ctx.run.dry_run:
+                _start(ctx, standby)
+            _await_role(ctx, compose.REPLICA_SERVICE, "replica")
+            _await_streaming(ctx)
+        detail["write_pause_seconds"] = round(time.monotonic() - paused, 1) if paused else None
+        if ctx.run.dry_run:
+            ctx.run.say("dry run: nothing was rebuilt or switched")
+            return
+        seconds = round(time.monotonic() - started, 1)
+        detail["seconds"] = seconds
+        backend = ComposeBlueGreen(ctx)
+        with ops.deploy_lock(ctx, who, "db.rejoin") as session:
+            trail = ops.open_trail(ctx, session, who)
+            ops.record(
+                trail, ctx, who, "rejoin", backend.state().serving, "succeeded", detail, steps
+            )
+        pending.unlink(missing_ok=True)
+    ops.notify_team(ctx, f"{name}: {compose.DB_SERVICE} takes writes again ({seconds} s)")
+    # A base backup on the new timeline: a point-in-time restore to after now needs one.
+    try:
+        create_physical(ctx, "full", repo=1)
+    except LorePinError as exc:
+        ctx.run.say(f"warning: no full backup after the rejoin: {exc}")
+    pause = detail["write_pause_seconds"]
+    print(
+        f"'{name}': {compose.DB_SERVICE} takes writes again and {compose.REPLICA_SERVICE} "
+        f"follows it ({seconds} s, writes paused {pause} s)"
+        + (f"; the fenced data is kept in {detail['kept']}" if detail.get("kept") else "")
+    )
+
+
+def _start(ctx: EnvContext, container: str) -> None:
+    docker_ = compose.docker(ctx.env)
+    ctx.run.run([*docker_, "update", "--restart=unless-stopped", container], capture=True)
+    ctx.run.run([*docker_, "start", container], capture=True)
+
+
+def _await_role(ctx: EnvContext, service: str, wanted: str) -> None:
+    """Until a database service answers in the role wanted; one that exits or restarts
+    meanwhile fails at once, with its log's reason."""
+    if ctx.run.dry_run:
+        return
+    name = plan.container(ctx.env, service)
+    first = docker.container(ctx, name)
+    restarts = first.restarts if first else 0
+    deadline = time.monotonic() + ctx.settings.wait_timeout
+    while (now := ops.role(ctx, service)) != wanted:
+        found = docker.container(ctx, name)
+        if found is None or found.state != "running" or found.restarts != restarts:
+            logs = ctx.run.run(
+                [*compose.docker(ctx.env), "logs", "--tail", "20", name],
+                env=ctx.engine, capture=True, check=False, quiet=True, mutates=False,
+            )  # fmt: skip
+            cause = docker.log_cause((logs.stdout + logs.stderr).splitlines())
+            raise LorePinError(f"{service} of '{ctx.env.name}' did not start: {cause}")
+        if time.monotonic() > deadline:
+            raise LorePinError(
+                f"{service} of '{ctx.env.name}' is {now}, not {wanted}, "
+                f"after {ctx.settings.wait_timeout} s"
+            )
+        time.sleep(0.3)
+
+
+def _lag(ctx: EnvContext, primary: str) -> int | None:
+    """Bytes the replica of `primary` has still to replay (None: it does not stream)."""
+    answer = ops.db_value(
+        ctx,
+        primary,
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint "
+        "FROM pg_stat_replication WHERE state = 'streaming'",
+    )
+    first = (answer or "").splitlines()[:1]
+    return int(first[0]) if first and first[0].lstrip("-").isdigit() else None
+
+
+def _await_streaming(ctx: EnvContext, primary: str = compose.DB_SERVICE) -> None:
+    """Until the replica of `primary` streams from it and is nearly caught up."""
+    if ctx.run.dry_run:
+        return
+    deadline = time.monotonic() + ctx.settings.wait_timeout
+    while (lag := _lag(ctx, primary)) is None or lag > CAUGHT_UP:
+        if time.monotonic() > deadline:
+            behind = "does not stream" if lag is None else f"is {lag} bytes behind"
+            raise LorePinError(
+                f"the replica of {primary} in '{ctx.env.name}' {behind} after "
+                f"{ctx.settings.wait_timeout} s"
+            )
+        time.sleep(0.3)
+
+
+def _controldata(ctx: EnvContext) -> dict[str, str]:
+    """pg_controldata of the stopped replica's data directory."""
+    said = docker.run_oneoff(
+        ops.as_deployed(ctx, compose.DB_SERVICE),
+        compose.REPLICA_SERVICE,
+        ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+         "pg_controldata", "-D", DATA],
+        kind="controldata",
+        capture=True,
+    )  # fmt: skip
+    return {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in said.splitlines())}
+
+
+def _switch_back(ctx: EnvContext, primary: str, standby: str, running: bool) -> float:
+    """The promoted replica stops cleanly (its last WAL reaches `db`, which is checked),
+    is marked to come back as a replica, and `db` is promoted. Until the promotion, any
+    failure starts the replica again as the primary: writes never stay stopped. Returns
+    when writes paused."""
+    docker_ = compose.docker(ctx.env)
+    if running:
+        _await_streaming(ctx, compose.REPLICA_SERVICE)
+    paused = time.monotonic()
+    ctx.run.run([*docker_, "stop", "--time", "60", standby], capture=True)
+    signal = [*docker_, "cp", "-", f"{standby}:{DATA}"]
+    promote = [*docker_, "exec", "-u", "postgres", primary, "pg_ctl", "promote", "-D", DATA]
+    if ctx.run.dry_run:
+        ctx.run.run(signal)
+        ctx.run.run(promote)
+        return paused
+    try:
+        control = _controldata(ctx)
+        if control.get("Database cluster state") != "shut down":
+            raise LorePinError(
+                f"{compose.REPLICA_SERVICE} did not shut down cleanly "
+                f"({control.get('Database cluster state', 'unknown')}): it is started again "
+                "as the primary; run `invoke db.rejoin` again"
+            )
+        checkpoint = control.get("Latest checkpoint location", "")
+        _await_replayed(ctx, checkpoint)
+        tar = docker.files_tar({"standby.signal": ""})
+        ctx.run.pipe(signal, env=ctx.engine, write=lambda sink: sink.write(tar))
+    except BaseException:
+        if ops.role(ctx, compose.REPLICA_SERVICE) == "down":
+            ctx.run.run([*docker_, "start", standby], capture=True, check=False)
+        raise
+    ctx.run.run(promote, capture=True)
+    _await_role(ctx, compose.DB_SERVICE, "primary")
+    return paused
+
+
+def _await_replayed(ctx: EnvContext, checkpoint: str) -> None:
+    """Until `db` has replayed the promoted replica's shutdown checkpoint: everything it
+    wrote (a short wait: the shutdown sent it all)."""
+    if not checkpoint or "/" not in checkpoint:
+        raise LorePinError(f"no checkpoint location in the replica's control data: {checkpoint!r}")
+    sql = f"SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{checkpoint}') >= 0"
+    deadline = time.monotonic() + 30
+    while ops.db_value(ctx, compose.DB_SERVICE, sql) != "t":
+        if time.monotonic() > deadline:
+            raise LorePinError(
+                f"{compose.DB_SERVICE} did not receive all that {compose.REPLICA_SERVICE} wrote "
+                f"(up to {checkpoint}): {compose.REPLICA_SERVICE} is started again as the primary"
+            )
+        time.sleep(0.2)

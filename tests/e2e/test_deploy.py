@@ -7,6 +7,7 @@ trail. Everything it starts is removed."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -135,6 +136,49 @@ class Load:
     @property
     def failed(self) -> int:
         return sum(1 for code, _ in self.answers if code != 200)
+
+
+class Writes:
+    """Pins written through an environment's CMS as fast as it takes them (bounded: at
+    most 3000), each one acknowledged (201) kept with the moment it was."""
+
+    def __init__(self, site: Site, name: str, prefix: str) -> None:
+        self.url = f"{site.url(name)}/api/pins"
+        self.context = ssl.create_default_context(cafile=str(site.secrets[name] / "tls.crt"))
+        self.prefix = prefix
+        self.acknowledged: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._write, daemon=True)
+
+    def _write(self) -> None:
+        n = 0
+        while not self.stop.is_set() and n < 3000:
+            n += 1
+            title = f"{self.prefix}-{n}"
+            pin = {"title": title, "latitude": 48.1, "longitude": -1.6, "tags": []}
+            request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
+                self.url,
+                data=json.dumps(pin).encode(),
+                headers={"content-type": "application/json"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5, context=self.context) as answer:  # noqa: S310
+                    if answer.status == 201:
+                        self.acknowledged.append((time.monotonic(), title))
+            except OSError:  # HTTPError included: not acknowledged, not counted
+                time.sleep(0.05)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def longest_gap(self) -> float:
+        moments = [at for at, _ in self.acknowledged]
+        return max((b - a for a, b in itertools.pairwise(moments)), default=0.0)
 
 
 @contextmanager
@@ -599,31 +643,8 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
     alive = site.invoke("db.failover", "--env", "production", "--yes")
     assert alive.returncode == 6 and "still answers" in alive.stderr
 
-    context = ssl.create_default_context(cafile=str(site.secrets["production"] / "tls.crt"))
-    acknowledged: list[tuple[float, str]] = []
-    stop = threading.Event()
-
-    def write() -> None:
-        n = 0
-        while not stop.is_set() and n < 3000:  # bounded: at most 3000 requests
-            n += 1
-            title = f"failover-{n}"
-            pin = {"title": title, "latitude": 48.1, "longitude": -1.6, "tags": []}
-            request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
-                f"{site.url('production')}/api/pins",
-                data=json.dumps(pin).encode(),
-                headers={"content-type": "application/json"},
-                method="POST",
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
-                    if answer.status == 201:
-                        acknowledged.append((time.monotonic(), title))
-            except OSError:  # HTTPError included: not acknowledged, not counted
-                time.sleep(0.05)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
+    writes = Writes(site, "production", "failover")
+    writes.start()
     primary = f"{site.projects['production']}-db-1"
     try:
         time.sleep(2)
@@ -641,19 +662,18 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
         assert again.returncode == 3 and "already takes writes" in again.stderr
         time.sleep(2)
     finally:
-        stop.set()
-        writer.join(10)
-    before = [t for at, t in acknowledged if at < killed]
-    after = [t for at, t in acknowledged if at > killed]
+        writes.finish()
+    before = [t for at, t in writes.acknowledged if at < killed]
+    after = [t for at, t in writes.acknowledged if at > killed]
     assert len(before) > 10 and len(after) > 10, (len(before), len(after))
 
     replica = f"{site.projects['production']}-db-replica-1"
     argv = ["docker", "exec", replica, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c"]
     sql = "SELECT title FROM pins WHERE title LIKE 'failover-%'"
     stored = set(subprocess.run([*argv, sql], capture_output=True, text=True).stdout.split())
-    assert {t for _, t in acknowledged} <= stored  # not one acknowledged pin lost
+    assert {t for _, t in writes.acknowledged} <= stored  # not one acknowledged pin lost
     status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
-    assert status["roles"] == {"db": "down", "db-replica": "primary"}, status
+    assert status["roles"] == {"db": "fenced", "db-replica": "primary"}, status
     # The trail is read where it went (the promoted replica): the failover is its last
     # record and the chain is intact.
     history = json.loads(site.invoke("deploy.history", "--env", "production", "--json").stdout)
@@ -672,9 +692,81 @@ def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
     assert state != "running" and "must not start as a primary" in logs.stderr
     reason = ("--outside-window", "--reason", "e2e: after a failover")
     again = site.invoke("deploy", "--env", "production", "--version", "1.1.0", "--yes", *reason)
-    assert again.returncode == 6 and "rebuild it as a replica first" in again.stderr
+    assert again.returncode == 6 and "invoke db.rejoin --env production" in again.stderr
     back = site.invoke("rollback", "--env", "production", "--yes")
-    assert back.returncode == 6 and "rebuild it as a replica first" in back.stderr
+    assert back.returncode == 6 and "invoke db.rejoin --env production" in back.stderr
+
+
+def test_the_fenced_primary_rejoins_and_takes_writes_again(site: Site) -> None:
+    """After a failover, `db.rejoin` rebuilds the fenced primary from the promoted
+    replica (its old data kept), then switches writes back to it under write load: not
+    one acknowledged pin lost, a pause of seconds, the replica synchronous again, a run
+    killed half-way finished by the next, and deploys allowed again."""
+    project = site.projects["production"]
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    if status["roles"] != {"db": "fenced", "db-replica": "primary"}:  # run on its own
+        forced = site.invoke("db.failover", "--env", "production", "--force", "--yes")
+        assert forced.returncode == 0, forced.stderr[-3000:]
+    dry = site.invoke("db.rejoin", "--env", "production", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "pg_basebackup" in dry.stdout and "pg_ctl promote" in dry.stdout
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    assert status["roles"] == {"db": "fenced", "db-replica": "primary"}, status  # unchanged
+
+    def fulls() -> int:
+        listed = json.loads(site.invoke("backup.list", "--env", "production", "--json").stdout)
+        return sum(1 for b in listed if b.get("type") == "full" and b.get("repo") == 1)
+
+    fulls_before = fulls()
+    writes = Writes(site, "production", "rejoin")
+    writes.start()
+    try:
+        time.sleep(2)
+        # Killed (-9) once the rebuilt primary is started: the next run finishes the job.
+        with killed_at(
+            site, "==> production: waiting until db follows", "db.rejoin", "--env", "production"
+        ):
+            pass
+        done = site.invoke("db.rejoin", "--env", "production", "--yes")
+        assert done.returncode == 0, done.stderr[-3000:]
+        time.sleep(2)
+    finally:
+        writes.finish()
+    print(f"db.rejoin: {done.stdout.strip()}; longest gap between acknowledged writes "
+          f"{writes.longest_gap():.1f} s")  # fmt: skip
+    assert "db takes writes again" in done.stdout
+    db = f"{project}-db-1"
+    argv = ["docker", "exec", db, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c"]
+    sql = "SELECT title FROM pins WHERE title LIKE 'rejoin-%'"
+    stored = set(subprocess.run([*argv, sql], capture_output=True, text=True).stdout.split())
+    assert len(writes.acknowledged) > 20
+    assert {t for _, t in writes.acknowledged} <= stored  # not one acknowledged pin lost
+    assert writes.longest_gap() < 30
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    assert status["roles"] == {"db": "primary", "db-replica": "replica"}, status
+    assert [(s["name"], s["state"], s["sync"]) for s in status["streams"]] == [
+        ("replica", "streaming", "sync")
+    ]
+    history = json.loads(site.invoke("deploy.history", "--env", "production", "--json").stdout)
+    assert (history[-1]["action"], history[-1]["outcome"]) == ("rejoin", "succeeded")
+    assert history[-1]["detail"]["write_pause_seconds"] < 30
+    intact = site.invoke("audit.verify", "--env", "production")
+    assert intact.returncode == 0 and "intact" in intact.stdout, intact.stderr[-2000:]
+    # The fenced data is kept beside repo1, whole.
+    kept = subprocess.run(
+        ["docker", "exec", db, "sh", "-c", "ls /var/lib/pgbackrest/fenced/*/PG_VERSION"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert kept.returncode == 0 and kept.stdout.strip(), kept.stderr
+    again = site.invoke("db.rejoin", "--env", "production", "--yes")
+    assert again.returncode == 3 and "was not failed over" in again.stderr
+    # Backups and deploys work again: a full backup on the new timeline was taken.
+    assert fulls() == fulls_before + 1
+    allowed = site.invoke(
+        "deploy", "--env", "production", "--version", "1.1.0", "--dry-run",
+        "--outside-window", "--reason", "e2e: after a rejoin",
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
 def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:

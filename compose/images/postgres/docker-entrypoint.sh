@@ -107,9 +107,9 @@ if [ "${1:-}" = postgres ] || [ "${1:0:1}" = - ]; then
   file_env POSTGRES_DB "$POSTGRES_USER"
 
   # A database `invoke db.failover` left behind: its replica took over, so it must never
-  # take writes again; it is rebuilt as a replica (docs/disaster-recovery.md).
+  # take writes again; `invoke db.rejoin` rebuilds it (docs/disaster-recovery.md).
   if [ -e "$PGDATA/lorepin-fenced" ]; then
-    echo "entrypoint: this database was failed over ($(<"$PGDATA/lorepin-fenced")) and must not start as a primary; rebuild it as a replica (docs/disaster-recovery.md, scenario 6)" >&2
+    echo "entrypoint: this database was failed over ($(<"$PGDATA/lorepin-fenced")) and must not start as a primary; it comes back as a replica with \`invoke db.rejoin\` (docs/disaster-recovery.md, scenario 6)" >&2
     exit 1
   fi
   # LOREPIN_DB_FOLLOW: a streaming replica of that primary, cloned on the first start
