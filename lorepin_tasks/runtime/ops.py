@@ -18,6 +18,7 @@ from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.bluegreen import Backend
 from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.executor import Result
 from lorepin_tasks.runtime.notify import notify
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.runtime.trail import Trail, carry_over, mirrored
@@ -205,6 +206,22 @@ def record(
             steps=steps.done if steps else (),
         )
     )
+
+
+PGBACKREST_LOCKED = ("unable to acquire lock", "another pgBackRest process")
+
+
+def pgbackrest(ctx: EnvContext, argv: list[str], **run: Any) -> Result:
+    """A pgBackRest command that waits (up to wait_timeout) while another one holds the
+    stanza's lock (the schedule's backup, say) rather than failing on it."""
+    deadline = time.monotonic() + ctx.settings.wait_timeout
+    while True:
+        done = ctx.run.run(argv, env=ctx.engine, capture_stderr=True, check=False, **run)
+        locked = any(m in done.stderr for m in PGBACKREST_LOCKED)
+        if done.ok or ctx.run.dry_run or not locked or time.monotonic() > deadline:
+            return done
+        ctx.run.say("    another pgBackRest command is running (the schedule's?): waiting")
+        time.sleep(2)
 
 
 def notify_team(ctx: EnvContext, text: str) -> None:

@@ -253,9 +253,6 @@ def _repo(value: str) -> int:
     return int(value)
 
 
-LOCKED = ("unable to acquire lock", "another pgBackRest process")
-
-
 def _site_down(ctx: EnvContext) -> str | None:
     """Why the second site cannot take part (None: it runs)."""
     name = deploy_plan.container(ctx.env, plan.SITE)
@@ -284,15 +281,8 @@ def create_physical(ctx: EnvContext, kind: str, *, repo: int = 1) -> plan.Physic
         if repo == 2
         else plan.pgbackrest(ctx.env, "--repo=1", f"--type={kind}", "backup")
     )
-    deadline = time.monotonic() + ctx.settings.wait_timeout
-    while True:
-        done = ctx.run.run(command, env=ctx.engine, capture_stderr=True, check=False)
-        if done.ok or ctx.run.dry_run:
-            break
-        if any(m in done.stderr for m in LOCKED) and time.monotonic() < deadline:
-            ctx.run.say("    another backup is running (the schedule's?): waiting for it")
-            time.sleep(5)
-            continue
+    done = ops.pgbackrest(ctx, command)
+    if not done.ok and not ctx.run.dry_run:
         errors = [ln.strip() for ln in done.stderr.splitlines() if "ERROR" in ln]
         why = (errors[0] if errors else last_line(done.stderr)) or f"exit code {done.returncode}"
         hint = _site_down(ctx)

@@ -255,7 +255,9 @@ def _allow_replication(ctx: EnvContext) -> None:
 def stanza(ctx: EnvContext) -> None:
     """pgBackRest's stanza for the environment's database (its WAL archive needs one);
     creating an existing one only checks it."""
-    ctx.run.run(backup_plan.pgbackrest(ctx.env, "stanza-create"), env=ctx.engine, capture=True)
+    done = ops.pgbackrest(ctx, backup_plan.pgbackrest(ctx.env, "stanza-create"), capture=True)
+    if not done.ok and not ctx.run.dry_run:
+        raise LorePinError(f"pgBackRest stanza-create: {last_line(done.stderr)}")
 
 
 def _check_images(ctx: EnvContext, tag: str, manifest: Mapping[str, Any] | None = None) -> None:
