@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lorepin_tasks.errors import Busy, LorePinError, Refused
+from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.runtime import docker
@@ -178,7 +179,65 @@ def open_trail(ctx: EnvContext, session: Session | None, who: str) -> Trail | No
             "interrupted",
             {"reason": f"record {last.get('seq')} ended without an outcome (its run was killed)"},
         )
+    record_scheduled(ctx, trail)
     return trail
+
+
+SCHEDULE_LOG = "/var/lib/pgbackrest/lorepin-schedule.jsonl"  # on the second site's volume
+SCHEDULED = "scheduled-backup"  # the trail's action for a run of the backup schedule
+
+
+def schedule_runs(ctx: EnvContext, last: int = 500) -> list[dict[str, Any]] | None:
+    """The backup schedule's latest runs, from the second site's run log; [] before the
+    first run; None when the site cannot be read."""
+    site = deploy_plan.container(ctx.env, backup_plan.SITE)
+    answer = ctx.run.run(
+        [*compose.docker(ctx.env), "exec", site, "tail", "-n", str(last), SCHEDULE_LOG],
+        env=ctx.engine, capture=True, check=False, mutates=False, quiet=True, timeout=15,
+    )  # fmt: skip
+    if not answer.ok:
+        return [] if "No such file" in answer.stderr else None
+    runs = []
+    for line in answer.stdout.splitlines():
+        with suppress(ValueError):
+            run = json.loads(line)
+            if isinstance(run, dict) and isinstance(run.get("at"), str):
+                runs.append(run)
+    return runs
+
+
+def record_scheduled(ctx: EnvContext, trail: Trail | None) -> int:
+    """The schedule's runs the trail does not hold yet, appended (who: the schedule);
+    how many. The second site runs them; whoever next writes the trail records them."""
+    if trail is None or not ctx.env.is_server:
+        return 0
+    runs = schedule_runs(ctx)
+    if not runs:
+        return 0
+    seen = [
+        str((r.get("detail") or {}).get("run_at", ""))
+        for r in trail.records()
+        if r.get("action") == SCHEDULED
+    ]
+    newest = max(seen, default="")
+    new = [r for r in runs if r["at"] > newest]
+    for run in new:
+        record(
+            trail,
+            ctx,
+            f"schedule ({backup_plan.SITE})",
+            SCHEDULED,
+            None,
+            "succeeded" if run.get("outcome") == "ok" else "failed",
+            {
+                "run_at": run["at"],
+                "type": run.get("type"),
+                "repo": 2,
+                "seconds": run.get("seconds"),
+                "message": run.get("message") or None,
+            },
+        )
+    return len(new)
 
 
 def record(

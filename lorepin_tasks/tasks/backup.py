@@ -1284,9 +1284,6 @@ def _every(seconds: int) -> str:
     return f"{seconds}s"
 
 
-SCHEDULE_LOG = "/var/lib/pgbackrest/lorepin-schedule.jsonl"  # on the second site's volume
-
-
 @task(help={"env": "the server environment (staging or production)", "json": JSON_HELP})
 def schedule(c: Context, env: str = "", json_: bool = False) -> None:
     """Show the environment's backup schedule (invoke.yaml's backup.schedule, run on its
@@ -1297,19 +1294,11 @@ def schedule(c: Context, env: str = "", json_: bool = False) -> None:
             f"scheduled backups run on server environments; '{ctx.env.name}' is {ctx.env.kind}"
         )
     _owned(ctx)
-    answer = ctx.run.run(
-        [*compose.docker(ctx.env), "exec", deploy_plan.container(ctx.env, plan.SITE),
-         "tail", "-n", "50", SCHEDULE_LOG],
-        env=ctx.engine, capture=True, check=False, mutates=False, quiet=True,
-    )  # fmt: skip
+    runs = ops.schedule_runs(ctx, last=50)
     if why := _site_down(ctx):
         raise LorePinError(why)
-    if not answer.ok and "No such file" not in answer.stderr:  # no run yet: no log yet
-        raise LorePinError(f"cannot read the schedule's runs: {last_line(answer.stderr)}")
-    runs = []
-    for line in answer.stdout.splitlines():
-        with suppress(ValueError):
-            runs.append(json.loads(line))
+    if runs is None:
+        raise LorePinError(f"cannot read the schedule's runs on {plan.SITE}")
     every = {kind: seconds for kind, seconds in ctx.env.backup.schedule}
     if json_:
         print(json.dumps({"schedule": every, "runs": runs}, indent=2))

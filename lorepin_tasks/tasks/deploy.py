@@ -573,7 +573,8 @@ def _rollback(
 
 @task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP, "dry_run": DRY_HELP})
 def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = False) -> None:
-    """Show the environment's deploys and rollbacks: who, what, when, each step, outcome."""
+    """Show the environment's trail: deploys, rollbacks, restores, failovers and the
+    backup schedule's runs; who, what, when, each step, outcome."""
     ctx = server_env(c, env, dry_run)
     records = _records(ctx, "history")
     if records is None:  # this machine's copy, said so
@@ -585,10 +586,10 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
     if not records:
         print(f"no deploys to '{ctx.env.name}' yet")
         return
-    print(f"{'#':>4} {'WHEN (UTC)':<20} {'ACTION':<9} {'VERSION':<12} {'OUTCOME':<12} WHO")
+    print(f"{'#':>4} {'WHEN (UTC)':<20} {'ACTION':<16} {'VERSION':<12} {'OUTCOME':<12} WHO")
     for r in records:
         print(
-            f"{r.get('seq'):>4} {str(r.get('at'))[:19]:<20} {r.get('action', '?'):<9} "
+            f"{r.get('seq'):>4} {str(r.get('at'))[:19]:<20} {r.get('action', '?'):<16} "
             f"{r.get('version') or '-':<12} {r.get('outcome', '?'):<12} {r.get('who')}"
         )
         why = (r.get("detail") or {}).get("reason") or (r.get("detail") or {}).get(
@@ -596,6 +597,10 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
         )
         if why:
             print(f"{'':>26}{why}")
+        if r.get("action") == ops.SCHEDULED:
+            d = r.get("detail") or {}
+            said = f": {d['message']}" if d.get("message") else ""
+            print(f"{'':>26}{d.get('type')} into repo{d.get('repo')} at {d.get('run_at')}{said}")
 
 
 def _database_running(ctx: EnvContext) -> bool:
@@ -619,7 +624,13 @@ def _records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
     argv = plan.psql(ctx.env, who, service=service)
     with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
         session.query(plan.DDL)
-        return Trail(session, ctx.env.state_dir / "audit.jsonl").records()
+        trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
+        # The backup schedule's latest runs go in first, unless a deploy (or another
+        # writer of the trail) holds the lock: it records them itself. (The session's end
+        # frees the lock.)
+        if service == compose.DB_SERVICE and session.scalar(plan.lock_sql()) == "t":
+            ops.record_scheduled(ctx, trail)
+        return trail.records()
 
 
 @task(name="lock", help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})

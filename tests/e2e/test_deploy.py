@@ -395,6 +395,8 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert "1.0.0" in shown and "<- live" in shown and "paused (kept for rollback)" in shown
 
     history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+    # (The backup schedule's first run may be in the trail too, by then.)
+    history = [r for r in history if r["action"] in ("deploy", "rollback")]
     outcomes = [
         (r["action"], r["version"], r["outcome"]) for r in history if r["outcome"] != "started"
     ]
@@ -526,6 +528,15 @@ def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     assert "full every 1d, incr every 1h" in text.stdout and " ok " in text.stdout
     listed = json.loads(site.invoke("backup.list", "--env", "staging", "--json").stdout)
     assert any(b.get("repo") == 2 and b["type"] == "full" for b in listed)
+    # The run is in the trail (once, however often it is looked at), by the schedule.
+    for _ in range(2):
+        shown = site.invoke("deploy.history", "--env", "staging", "--json")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        scheduled = [r for r in json.loads(shown.stdout) if r["action"] == "scheduled-backup"]
+        assert [r["detail"]["run_at"] for r in scheduled] == [runs[0]["at"]], scheduled
+    assert scheduled[0]["outcome"] == "succeeded" and scheduled[0]["who"].startswith("schedule")
+    assert scheduled[0]["detail"]["type"] == "full" and scheduled[0]["detail"]["repo"] == 2
+    assert "full into repo2 at" in site.invoke("deploy.history", "--env", "staging").stdout
 
     project = site.projects["staging"]
     hooks = f"{project}-hooks-test"
