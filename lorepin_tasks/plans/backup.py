@@ -594,15 +594,35 @@ def expirable(backups: Sequence[Physical], policy: BackupPolicy) -> dict[int, li
     return going
 
 
-def restore_oneoff(args: Sequence[str]) -> list[str]:
+# Data directories the toolkit replaced but must not lose (a fenced primary's, a database's
+# that could not start): copied here, whole, in repo1's volume, which the database service
+# mounts. Removed only by a person (docs/disaster-recovery.md).
+KEPT = "/var/lib/pgbackrest/kept"
+
+
+def keep_aside(name: str) -> str:
+    """Shell: the data directory copied to KEPT/NAME, complete or not at all (a copy cut
+    short stays NAME.partial and the next one removes it); says where."""
+    keep = f"{KEPT}/{name}"
+    return (
+        f"install -d -o postgres -g postgres -m 0700 {KEPT} && rm -rf {KEPT}/*.partial && "
+        f'mkdir {keep}.partial && cp -a "$PGDATA/." {keep}.partial/ && '
+        f'mv {keep}.partial {keep} && echo "kept {keep}"'
+    )
+
+
+def as_postgres(*argv: str) -> list[str]:
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *argv]
+
+
+def restore_oneoff(args: Sequence[str], *, keep: str | None = None) -> list[str]:
     """The restore, in a one-off container of the database service once its container has
     exited: a postmaster.pid left by a stop that was not clean is removed first (nothing
-    runs on that data any more), then pgBackRest runs as postgres."""
-    restore = shlex.join(
-        ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "pgbackrest",
-         f"--stanza={STANZA}", *args]
-    )  # fmt: skip
-    return ["bash", "-c", f'rm -f "$PGDATA/postmaster.pid" && exec {restore}']
+    runs on that data any more), then pgBackRest runs as postgres. `keep`: the data
+    directory is copied aside first, under that name (no safety backup could be taken)."""
+    restore = shlex.join(as_postgres("pgbackrest", f"--stanza={STANZA}", *args))
+    first = f"{keep_aside(keep)} && " if keep else ""
+    return ["bash", "-c", f'{first}rm -f "$PGDATA/postmaster.pid" && exec {restore}']
 
 
 def base_for(target: datetime, backups: Sequence[Physical], timeline: int) -> Physical | None:

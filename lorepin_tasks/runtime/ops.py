@@ -183,6 +183,18 @@ def open_trail(ctx: EnvContext, session: Session | None, who: str) -> Trail | No
     return trail
 
 
+def controldata(ctx: EnvContext, service: str) -> dict[str, str]:
+    """pg_controldata of a stopped database service's data directory (a one-off of it)."""
+    said = docker.run_oneoff(
+        as_deployed(ctx, compose.DB_SERVICE),
+        service,
+        backup_plan.as_postgres("pg_controldata", "-D", compose.PGDATA),
+        kind="controldata",
+        capture=True,
+    )
+    return {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in said.splitlines())}
+
+
 SCHEDULE_LOG = "/var/lib/pgbackrest/lorepin-schedule.jsonl"  # on the second site's volume
 SCHEDULED = "scheduled-backup"  # the trail's action for a run of the backup schedule
 

@@ -13,6 +13,7 @@ acknowledged is on the replica, so none is lost. See docs/disaster-recovery.md.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from lorepin_tasks.errors import Busy, ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.runtime import docker, git, ops
@@ -221,9 +223,6 @@ def _record_failover(
 
 # -- rejoin ----------------------------------------------------------------------------
 
-# The fenced primary's data, kept (never deleted by the toolkit) in repo1's volume, which
-# the database service mounts: a copy per rejoin, named by when it was made.
-KEPT = "/var/lib/pgbackrest/fenced"
 CAUGHT_UP = 16 * 1024 * 1024  # bytes behind at which the switch back pauses writes briefly
 
 
@@ -237,25 +236,24 @@ def _fenced(ctx: EnvContext, container: str) -> bool:
 
 
 def rebuild_script(stamp: str) -> list[str]:
-    """In a one-off of `db` (its data and repo1's volumes): the fenced data copied aside
-    (complete, or not at all), then the data directory cloned from the promoted replica
-    as a replica of it. `resume`: a run killed after the copy, whose marker is gone."""
-    keep = f"{KEPT}/{stamp}"
+    """In a one-off of `db` (its data and repo1's volumes): the fenced data kept aside,
+    then the data directory cloned from the promoted replica as a replica of it.
+    `resume`: a run killed after the copy, whose marker is gone."""
+    clone = shlex.join(
+        backup_plan.as_postgres(
+            "pg_basebackup", "-h", compose.REPLICA_SERVICE, "-U", "lorepin", "-D", DATA,
+            "-X", "stream", "-R", "-c", "fast",
+        )
+    )  # fmt: skip
     script = f"""set -euo pipefail
-if [ -e "$PGDATA/lorepin-fenced" ]; then
-  install -d -o postgres -g postgres -m 0700 {KEPT}
-  rm -rf {KEPT}/*.partial
-  mkdir {keep}.partial && cp -a "$PGDATA/." {keep}.partial/
-  mv {keep}.partial {keep}
-  echo "kept {keep}"
+if [ -e {FENCE} ]; then
+  {backup_plan.keep_aside(f"{stamp}-fenced")}
 elif [ "${{1:-}}" != resume ]; then
   echo "error: the data of {compose.DB_SERVICE} is not fenced: it was not failed over" >&2
   exit 6
 fi
 find "$PGDATA" -mindepth 1 -delete
-PGPASSWORD=$(cat /run/secrets/db_password) setpriv --reuid=postgres --regid=postgres \\
-  --init-groups pg_basebackup -h {compose.REPLICA_SERVICE} -U lorepin -D "$PGDATA" \\
-  -X stream -R -c fast
+PGPASSWORD=$(cat /run/secrets/db_password) {clone}
 """
     return ["bash", "-c", script, "rebuild"]
 
@@ -321,7 +319,7 @@ def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) 
     confirm(
         f"Rebuild {compose.DB_SERVICE} of '{name}' from {compose.REPLICA_SERVICE} and switch "
         "writes back to it? Writes pause for a few seconds during the switch; the fenced "
-        f"data is kept in repo1's volume ({KEPT}).",
+        f"data is kept in repo1's volume ({backup_plan.KEPT}).",
         yes=yes or ctx.run.dry_run,
     )
     who = git.who_am_i(ctx.run, ctx.settings.root)
@@ -442,19 +440,6 @@ def _await_streaming(ctx: EnvContext, primary: str = compose.DB_SERVICE) -> None
         time.sleep(0.3)
 
 
-def _controldata(ctx: EnvContext) -> dict[str, str]:
-    """pg_controldata of the stopped replica's data directory."""
-    said = docker.run_oneoff(
-        ops.as_deployed(ctx, compose.DB_SERVICE),
-        compose.REPLICA_SERVICE,
-        ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
-         "pg_controldata", "-D", DATA],
-        kind="controldata",
-        capture=True,
-    )  # fmt: skip
-    return {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in said.splitlines())}
-
-
 def _switch_back(ctx: EnvContext, primary: str, standby: str, running: bool) -> float:
     """The promoted replica stops cleanly (its last WAL reaches `db`, which is checked),
     is marked to come back as a replica, and `db` is promoted. Until the promotion, any
@@ -472,7 +457,7 @@ def _switch_back(ctx: EnvContext, primary: str, standby: str, running: bool) -> 
         ctx.run.run(promote)
         return paused
     try:
-        control = _controldata(ctx)
+        control = ops.controldata(ctx, compose.REPLICA_SERVICE)
         if control.get("Database cluster state") != "shut down":
             raise LorePinError(
                 f"{compose.REPLICA_SERVICE} did not shut down cleanly "

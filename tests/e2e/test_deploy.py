@@ -765,7 +765,7 @@ def test_the_fenced_primary_rejoins_and_takes_writes_again(site: Site) -> None:
     assert intact.returncode == 0 and "intact" in intact.stdout, intact.stderr[-2000:]
     # The fenced data is kept beside repo1, whole.
     kept = subprocess.run(
-        ["docker", "exec", db, "sh", "-c", "ls /var/lib/pgbackrest/fenced/*/PG_VERSION"],
+        ["docker", "exec", db, "sh", "-c", "ls /var/lib/pgbackrest/kept/*-fenced/PG_VERSION"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert kept.returncode == 0 and kept.stdout.strip(), kept.stderr
