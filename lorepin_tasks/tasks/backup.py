@@ -39,7 +39,7 @@ from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.throwaway import Throwaway
-from lorepin_tasks.runtime.trail import Trail, carry_over
+from lorepin_tasks.runtime.trail import Trail, carry_over, mirrored
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     ENV_HELP,
@@ -215,12 +215,27 @@ def create(
 # -- physical (pgBackRest) ---------------------------------------------------------------
 
 
-def physical_list(ctx: EnvContext, repo: int | None = None) -> list[plan.Physical]:
-    """The environment's pgBackRest backups (of one repository), newest first."""
+def physical_list(
+    ctx: EnvContext, repo: int | None = None, *, db_down: bool = False
+) -> list[plan.Physical]:
+    """The environment's pgBackRest backups (of one repository), newest first. With the
+    database stopped: repo2 read by the second site, repo1 by a one-off of the database."""
     only = [f"--repo={repo}"] if repo else []
+    if db_down and repo == 1:
+        said = docker.run_oneoff(
+            ops.as_deployed(ctx),
+            compose.DB_SERVICE,
+            plan.as_postgres(
+                "pgbackrest", f"--stanza={plan.STANZA}", *only, "--output=json", "info"
+            ),
+            kind="pgbackrest-info",
+            capture=True,
+        )
+        return _physical(said)
+    where = {"on": plan.SITE} if db_down else {}
     try:
         answer = ctx.run.run(
-            plan.pgbackrest(ctx.env, *only, "--output=json", "info"),
+            plan.pgbackrest(ctx.env, *only, "--output=json", "info", **where),
             env=ctx.engine,
             capture=True,
             check=False,
@@ -238,8 +253,12 @@ def physical_list(ctx: EnvContext, repo: int | None = None) -> list[plan.Physica
         raise LorePinError(
             f"pgBackRest cannot read the repository of '{ctx.env.name}': {ctx.run.redact(why)}"
         )
+    return _physical(answer.stdout)
+
+
+def _physical(info: str) -> list[plan.Physical]:
     try:
-        found, _ = plan.physical(json.loads(answer.stdout or "[]"))
+        found, _ = plan.physical(json.loads(info or "[]"))
     except (ValueError, KeyError, TypeError):
         raise LorePinError("pgBackRest's info is not what this toolkit reads") from None
     return found
@@ -819,6 +838,8 @@ def _restore_data(ctx: EnvContext, backup: plan.Backup, identity: Any) -> None:
         "schema_change": "restore a backup whose schema revision differs from the live one",
         "break_glass": "why a restore of an environment that needs approvals goes ahead "
         "(recorded and announced)",
+        "no_safety_backup": "physical restores of a database that cannot start: no safety "
+        "backup (its data directory is copied aside instead)",
         "yes": YES_HELP,
         "dry_run": DRY_HELP,
     }
@@ -831,6 +852,7 @@ def restore(
     repo: str = "1",
     schema_change: bool = False,
     break_glass: str = "",
+    no_safety_backup: bool = False,
     yes: bool = False,
     dry_run: bool = False,
 ) -> None:
@@ -848,6 +870,11 @@ def restore(
             f"physical restores are for server environments; '{ctx.env.name}' has logical "
             "backups only (--from ID)"
         )
+    if no_safety_backup and not physical_:
+        raise ConfigError(
+            "--no-safety-backup is for physical restores (--to-time or a pgBackRest label) "
+            "of a database that cannot start"
+        )
     # A logical backup is checked first (files here: its manifest, checksum and key).
     backup, identity = (None, None) if physical_ else _usable(ctx, id_)
     _owned(ctx)
@@ -855,7 +882,13 @@ def restore(
         _check_approved(ctx, target)
     if backup is None:  # physical
         _restore_physical(
-            ctx, from_, to_time, repo=_repo(repo), yes=yes, reason=break_glass.strip() or None
+            ctx,
+            from_,
+            to_time,
+            repo=_repo(repo),
+            yes=yes,
+            reason=break_glass.strip() or None,
+            no_safety_backup=no_safety_backup,
         )
         return
     manifest = dict(backup.manifest or {})
@@ -1032,22 +1065,55 @@ def _writes_stopped(
             )
 
 
+def _db_down(ctx: EnvContext, no_safety_backup: bool) -> bool:
+    """Whether the database container exists but does not run (it cannot start: scenario
+    3). Such a restore takes no safety backup: it needs --no-safety-backup, and keeps the
+    data directory aside instead."""
+    found = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
+    down = found is not None and found.state != "running"
+    if down:
+        ops.refuse_failed_over(ctx)
+    if down and not no_safety_backup:
+        raise Refused(
+            f"the database of '{ctx.env.name}' is not running, so no safety backup can be "
+            "taken first; if it cannot start, --no-safety-backup restores anyway (its data "
+            f"directory is copied aside first, into {plan.KEPT})"
+        )
+    if not down and no_safety_backup:
+        raise ConfigError(
+            f"--no-safety-backup is for a database that cannot start; that of "
+            f"'{ctx.env.name}' runs: a safety backup is taken"
+        )
+    if not down and not ctx.run.dry_run:
+        throwaway.db_container(ctx)
+    return down
+
+
 def _restore_physical(
-    ctx: EnvContext, label: str, to_time: str, *, repo: int, yes: bool, reason: str | None
+    ctx: EnvContext,
+    label: str,
+    to_time: str,
+    *,
+    repo: int,
+    yes: bool,
+    reason: str | None,
+    no_safety_backup: bool = False,
 ) -> None:
     """The whole cluster back to a physical backup or a point in time: CMS stopped, a
     safety backup, the database stopped, pgBackRest restore, recovery, the CMS back. The
-    audit trail is carried over: a restore never rewinds the environment's record."""
+    audit trail is carried over: a restore never rewinds the environment's record. A
+    database that cannot start is restored too (--no-safety-backup): its data directory
+    is kept aside instead of backed up."""
     if not ctx.env.is_server:
         raise ConfigError(
             f"physical restores are for server environments; '{ctx.env.name}' has logical "
             "backups only (--from ID)"
         )
     # A dry run checks all of it too (reads only): it says what the real run would do.
-    throwaway.db_container(ctx)
+    down = _db_down(ctx, no_safety_backup)
     if repo == 2 and (why := _site_down(ctx)):
         raise LorePinError(why)
-    found = physical_list(ctx, repo)
+    found = physical_list(ctx, repo, db_down=down)
     now = datetime.now(UTC)
     target = plan.target_time(to_time, now, found) if to_time else None
     if label and label not in {b.label for b in found}:
@@ -1058,7 +1124,7 @@ def _restore_physical(
     what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label
     base = None
     if target:
-        timeline = _timeline(ctx)
+        timeline = _down_timeline(ctx, found) if down else _timeline(ctx)
         base = plan.base_for(target, found, timeline)
         if base is None:
             raise Refused(
@@ -1067,10 +1133,14 @@ def _restore_physical(
                 f"(`invoke backup.create --env {ctx.env.name} --type full`) or a backup (--from)"
             )
     version, writers = throwaway.serving(ctx)
+    before = (
+        "the database's data directory is copied aside first"
+        if down
+        else "Everything written after it is set aside in a safety backup"
+    )
     confirm(
-        f"Put the whole database of '{ctx.env.name}' back to {what}? Everything written "
-        "after it is set aside in a safety backup; the CMS and the database stop until "
-        "it is done.",
+        f"Put the whole database of '{ctx.env.name}' back to {what}? {before}; the CMS "
+        "and the database stop until it is done.",
         yes=yes or ctx.run.dry_run,
     )
     who = _who(ctx)
@@ -1081,18 +1151,21 @@ def _restore_physical(
     }
     detail["break_glass"] = reason
     db = deploy_plan.container(ctx.env, compose.DB_SERVICE)
+    stamp = f"{now:%Y%m%dT%H%M%SZ}-before-restore"
     with locked(ctx, "backup.restore"):
-        kept: list[dict[str, Any]] = []
-        with ops.deploy_lock(ctx, who, f"restore {what}") as session:
-            trail = ops.open_trail(ctx, session, who)
-            ops.record(trail, ctx, who, "restore", version, "started", detail)
-            kept = trail.records() if trail else []
+        kept: list[dict[str, Any]] = mirrored(ctx.env.state_dir / "audit.jsonl")
+        if not down:  # the trail is in the database: it says a restore began
+            with ops.deploy_lock(ctx, who, f"restore {what}") as session:
+                trail = ops.open_trail(ctx, session, who)
+                ops.record(trail, ctx, who, "restore", version, "started", detail)
+                kept = trail.records() if trail else []
         started = time.monotonic()
-        outcome, safety = "failed", None
+        outcome, safety, aside = "failed", None, None
         try:
             with _writes_stopped(ctx, writers, restart=lambda: _database_up(ctx)):
-                made = create_physical(ctx, "incr", repo=repo)
-                safety = made.label if made else None
+                if not down:
+                    made = create_physical(ctx, "incr", repo=repo)
+                    safety = made.label if made else None
                 ctx.run.say(f"==> {ctx.env.name}: restoring {what} (the database stops)")
                 ctx.run.run(
                     [*compose.docker(ctx.env), "stop", "--time", "60", db],
@@ -1103,12 +1176,16 @@ def _restore_physical(
                     to_time=target, label=base.label if base else label or None, repo=repo
                 )
                 _stopped(ctx, db)
-                docker.run_oneoff(
+                said = docker.run_oneoff(
                     ops.as_deployed(ctx),
                     compose.DB_SERVICE,
-                    plan.restore_oneoff(restore_args),
+                    plan.restore_oneoff(restore_args, keep=stamp if down else None),
                     kind="pgbackrest",
+                    capture=down,
                 )
+                if down:
+                    aside = said.strip().splitlines()[0].removeprefix("kept ") if said else None
+                    ctx.run.say(f"    the data directory before it is kept in {aside}")
                 ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
                 _wait_promoted(ctx, db)
                 outcome = "restored"
@@ -1120,12 +1197,15 @@ def _restore_physical(
                     f"`invoke backup.restore --env {ctx.env.name} --from {safety} --repo {repo}`"
                 )
             detail.update(safety_backup=safety, seconds=seconds, base=base.label if base else None)
+            detail["kept_aside"] = aside
             try:
                 _record_after(ctx, who, version, outcome, detail, kept)
             except LorePinError as exc:  # never hides why the restore itself failed
                 ctx.run.say(f"warning: the restore is not recorded in the trail: {exc}")
             ops.notify_team(
-                ctx, f"{ctx.env.name}: restore to {what} {outcome} ({seconds} s, before: {safety})"
+                ctx,
+                f"{ctx.env.name}: restore to {what} {outcome} ({seconds} s, before: "
+                f"{safety or aside})",
             )
         _ready_after(ctx, writers, version)
         # pgBackRest advises a new backup after a point-in-time recovery: the next one has
@@ -1136,7 +1216,18 @@ def _restore_physical(
             except LorePinError as exc:
                 ctx.run.say(f"warning: no full backup after the restore: {exc}")
     if not ctx.run.dry_run:
-        print(f"{ctx.env.name}: restored to {what} in {seconds} s; the data before it is {safety}")
+        print(
+            f"{ctx.env.name}: restored to {what} in {seconds} s; the data before it is "
+            f"{safety or aside}"
+        )
+
+
+def _down_timeline(ctx: EnvContext, found: list[plan.Physical]) -> int:
+    """The timeline of a database that does not run: its control file's, or (when that
+    cannot be read either) the newest backup's."""
+    with suppress(LorePinError, ValueError):
+        return int(ops.controldata(ctx, compose.DB_SERVICE)["Latest checkpoint's TimeLineID"])
+    return max((b.timeline for b in found), default=1)
 
 
 def _stopped(ctx: EnvContext, db: str) -> None:

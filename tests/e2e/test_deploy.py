@@ -864,6 +864,47 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     assert marks() == "none"
     assert site.get("staging", "/readyz")[0] == 200
 
+    # A database that cannot start (its control file lost) back to its latest archived
+    # point: no safety backup can be taken, so its data directory is kept aside instead.
+    sql("CREATE TABLE pitr_marks (n int); INSERT INTO pitr_marks VALUES (5)")
+    switched = sql("SELECT pg_walfile_name(pg_switch_wal())").strip()
+    deadline = time.monotonic() + 60
+    while sql("SELECT last_archived_wal FROM pg_stat_archiver").strip() < switched:
+        assert time.monotonic() < deadline, "the WAL was not archived"
+        time.sleep(0.5)
+    latest = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)
+    image = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Config.Image}}", db],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["docker", "stop", db], capture_output=True, check=True)
+    subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{project}_db-data:/data", "--entrypoint", "rm",
+         image, "/data/global/pg_control"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    subprocess.run(["docker", "start", db], capture_output=True, check=False)
+    time.sleep(2)
+    assert site.get("staging", "/readyz")[0] != 200
+    asked = ("backup.restore", "--env", "staging", "--to-time", latest, "--yes")
+    refused = site.invoke(*asked)
+    assert refused.returncode == 6 and "--no-safety-backup" in refused.stderr, refused.stderr
+    rescued = site.invoke(*asked, "--no-safety-backup")
+    assert rescued.returncode == 0, rescued.stderr[-4000:]
+    assert marks() == "5"
+    assert site.get("staging", "/readyz")[0] == 200
+    last = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)[-1]
+    assert (last["action"], last["outcome"]) == ("restore", "restored")
+    assert last["detail"]["kept_aside"].endswith("-before-restore"), last["detail"]
+    kept = subprocess.run(
+        ["docker", "exec", db, "ls", f"{last['detail']['kept_aside']}/PG_VERSION"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert kept.returncode == 0, kept.stderr
+    running = site.invoke(*asked, "--no-safety-backup")
+    assert running.returncode == 2 and "that of 'staging' runs" in running.stderr
+
     # Prune shows physical full sets per repository (the policy keeps these few).
     plan_ = site.invoke("backup.prune", "--env", "staging", "--dry-run")
     assert f"keep {made['2']['id']} (physical, repo2" in plan_.stdout, plan_.stdout
