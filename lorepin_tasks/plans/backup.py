@@ -673,3 +673,19 @@ def restore_approvers(
 def person(who: str) -> str:
     """The person in a trail's `who` ("ann@example.org on host-1"), whichever host."""
     return who.split(" on ", 1)[0].strip().lower()
+
+
+SCHEDULED = "scheduled-backup"  # the trail's action for a run of the backup schedule
+
+
+def unrecorded(
+    runs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The schedule's runs (the site's run log) newer than the newest one in the trail."""
+    seen = [
+        str((r.get("detail") or {}).get("run_at", ""))
+        for r in records
+        if r.get("action") == SCHEDULED
+    ]
+    newest = max(seen, default="")
+    return [r for r in runs if isinstance(r.get("at"), str) and r["at"] > newest]

@@ -196,7 +196,7 @@ def controldata(ctx: EnvContext, service: str) -> dict[str, str]:
 
 
 SCHEDULE_LOG = "/var/lib/pgbackrest/lorepin-schedule.jsonl"  # on the second site's volume
-SCHEDULED = "scheduled-backup"  # the trail's action for a run of the backup schedule
+SCHEDULED = backup_plan.SCHEDULED
 
 
 def schedule_runs(ctx: EnvContext, last: int = 500) -> list[dict[str, Any]] | None:
@@ -226,13 +226,7 @@ def record_scheduled(ctx: EnvContext, trail: Trail | None) -> int:
     runs = schedule_runs(ctx)
     if not runs:
         return 0
-    seen = [
-        str((r.get("detail") or {}).get("run_at", ""))
-        for r in trail.records()
-        if r.get("action") == SCHEDULED
-    ]
-    newest = max(seen, default="")
-    new = [r for r in runs if r["at"] > newest]
+    new = backup_plan.unrecorded(runs, trail.records())
     for run in new:
         record(
             trail,

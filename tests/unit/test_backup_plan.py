@@ -391,3 +391,34 @@ def test_a_verification_s_names_are_dns_labels_for_any_project_and_label() -> No
     names = plan.verify_names(env, label, "f913c2")
     assert all(len(name) <= 63 for name in names.values()), names
     assert names["db"] != plan.verify_names(env, "20261130-171225F", "f913c2")["db"]
+
+
+def test_the_schedule_s_runs_enter_the_trail_once_each() -> None:
+    runs = [
+        {"at": "2026-11-30T10:00:00Z", "type": "full", "outcome": "ok"},
+        {"at": "2026-11-30T11:00:00Z", "type": "incr", "outcome": "failed"},
+        {"at": "2026-11-30T12:00:00Z", "type": "incr", "outcome": "ok"},
+        {"type": "incr"},  # a line without a time is not a run
+    ]
+    assert plan.unrecorded(runs, []) == runs[:3]
+    trail = [
+        {"action": "deploy", "detail": {}},
+        {"action": plan.SCHEDULED, "detail": {"run_at": "2026-11-30T11:00:00Z"}},
+        {"action": "restore", "detail": {"run_at": "2026-11-30T23:00:00Z"}},  # not a run
+    ]
+    assert plan.unrecorded(runs, trail) == [runs[2]]
+    assert plan.unrecorded(runs, [*trail, {"action": plan.SCHEDULED, "detail": runs[2] | {
+        "run_at": runs[2]["at"]}}]) == []  # fmt: skip
+
+
+def test_a_restore_without_a_safety_backup_keeps_the_data_directory_first() -> None:
+    args = plan.restore_args(label="20261130-101500F", repo=1)
+    plain = plan.restore_oneoff(args)[-1]
+    kept = plan.restore_oneoff(args, keep="20261130T101500Z-before-restore")[-1]
+    assert "cp -a" not in plain and plain.startswith('rm -f "$PGDATA/postmaster.pid"')
+    copy, _, rest = kept.partition(' && rm -f "$PGDATA/postmaster.pid"')
+    # The copy is complete or not there (a partial one is renamed only when whole), and
+    # the restore runs only after it.
+    assert f"{plan.KEPT}/20261130T101500Z-before-restore.partial/" in copy
+    assert copy.index("cp -a") < copy.index("mv ") and "pgbackrest" in rest
+    assert rest.endswith("--set=20261130-101500F --type=immediate --target-action=promote restore")
