@@ -524,12 +524,22 @@ def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> dateti
     return when.astimezone(UTC)
 
 
+LATEST = "latest"  # --to-time latest: the end of the archived WAL
+
+
 def restore_args(
-    *, to_time: datetime | None = None, label: str | None = None, repo: int = 1
+    *,
+    to_time: datetime | None = None,
+    label: str | None = None,
+    repo: int = 1,
+    latest: bool = False,
 ) -> list[str]:
     """pgBackRest restore over the stopped data directory (--delta keeps what matches),
-    from one repository: 1 beside the database, 2 the second site."""
+    from one repository: 1 beside the database, 2 the second site. `latest`: the newest
+    backup, then all the archived WAL (recovery to its end, on the newest timeline)."""
     where = [f"--repo={repo}", "--delta"]
+    if latest:
+        return [*where, "--type=default", "restore"]
     if to_time is not None:
         target = f"{to_time:%Y-%m-%d %H:%M:%S}+00"
         chosen = [f"--set={label}"] if label else []
@@ -641,6 +651,8 @@ def restore_target(from_: str, to_time: str) -> str:
     """What a restore approval names: one backup, or one point in time (in UTC)."""
     if from_ and to_time:
         raise ConfigError("say --from ID or --to-time TIME, not both")
+    if to_time.strip().lower() == LATEST:
+        return f"time {LATEST}"
     if to_time:
         return f"time {_when(to_time).astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
     return f"backup {from_ if is_label(from_) else check_id(from_)}"

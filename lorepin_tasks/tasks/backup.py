@@ -832,7 +832,7 @@ def _restore_data(ctx: EnvContext, backup: plan.Backup, identity: Any) -> None:
         "env": ENV_HELP,
         "from": "the backup to restore: a logical id or a physical label (`invoke backup.list`)",
         "to_time": "point-in-time recovery: the database as it was then, like "
-        "2026-11-30T14:03:17Z (server environments)",
+        "2026-11-30T14:03:17Z, or `latest` (all the archived WAL) (server environments)",
         "repo": "physical restores: the repository to restore from, 1 (default) or 2 (the "
         "second site)",
         "schema_change": "restore a backup whose schema revision differs from the live one",
@@ -1115,13 +1115,16 @@ def _restore_physical(
         raise LorePinError(why)
     found = physical_list(ctx, repo, db_down=down)
     now = datetime.now(UTC)
-    target = plan.target_time(to_time, now, found) if to_time else None
+    latest = to_time.strip().lower() == plan.LATEST
+    if latest and not any(b.good for b in found):
+        raise LorePinError(f"'{ctx.env.name}' has no physical backup in repo{repo} to start from")
+    target = plan.target_time(to_time, now, found) if to_time and not latest else None
     if label and label not in {b.label for b in found}:
         raise LorePinError(
             f"'{ctx.env.name}' has no physical backup {label} in repo{repo} "
             f"(see `invoke backup.list --env {ctx.env.name}`)"
         )
-    what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label
+    what = f"{target:%Y-%m-%dT%H:%M:%SZ}" if target else label or "the latest archived point"
     base = None
     if target:
         timeline = _down_timeline(ctx, found) if down else _timeline(ctx)
@@ -1146,7 +1149,7 @@ def _restore_physical(
     who = _who(ctx)
     detail: dict[str, Any] = {
         "backup": label or None,
-        "to_time": what if target else None,
+        "to_time": what if target else plan.LATEST if latest else None,
         "repo": repo,
     }
     detail["break_glass"] = reason
@@ -1173,7 +1176,10 @@ def _restore_physical(
                     capture=True,
                 )
                 restore_args = plan.restore_args(
-                    to_time=target, label=base.label if base else label or None, repo=repo
+                    to_time=target,
+                    label=base.label if base else label or None,
+                    repo=repo,
+                    latest=latest,
                 )
                 _stopped(ctx, db)
                 said = docker.run_oneoff(
@@ -1246,6 +1252,10 @@ def _timeline(ctx: EnvContext) -> int:
     return int(answer) if answer.isdigit() else 1
 
 
+# What the readiness probes themselves make a starting database log: not why it failed.
+PROBING = ("the database system is starting up", "the database system is shutting down")
+
+
 def _wait_promoted(ctx: EnvContext, db: str) -> None:
     """The restored database recovered to its target and takes writes again (a database
     that restarts in a loop fails at once, with its log's reason)."""
@@ -1274,7 +1284,8 @@ def _wait_promoted(ctx: EnvContext, db: str) -> None:
                 quiet=True,
                 mutates=False,
             )
-            cause = docker.log_cause((logs.stdout + logs.stderr).splitlines())
+            lines = (logs.stdout + logs.stderr).splitlines()
+            cause = docker.log_cause([ln for ln in lines if not any(n in ln for n in PROBING)])
             raise LorePinError(f"the restored database did not start: {cause}")
         time.sleep(1)
     raise LorePinError(

@@ -422,3 +422,10 @@ def test_a_restore_without_a_safety_backup_keeps_the_data_directory_first() -> N
     assert f"{plan.KEPT}/20261130T101500Z-before-restore.partial/" in copy
     assert copy.index("cp -a") < copy.index("mv ") and "pgbackrest" in rest
     assert rest.endswith("--set=20261130-101500F --type=immediate --target-action=promote restore")
+
+
+def test_latest_recovers_all_the_archived_wal_from_the_newest_backup() -> None:
+    assert plan.restore_args(latest=True, repo=2) == [
+        "--repo=2", "--delta", "--type=default", "restore"
+    ]  # fmt: skip
+    assert plan.restore_target("", "LATEST") == "time latest"
