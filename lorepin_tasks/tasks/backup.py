@@ -1070,7 +1070,7 @@ def _db_down(ctx: EnvContext, no_safety_backup: bool) -> bool:
     3). Such a restore takes no safety backup: it needs --no-safety-backup, and keeps the
     data directory aside instead."""
     found = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
-    down = found is not None and found.state != "running"
+    down = found is not None and not _answers(ctx, found.state == "running")
     if down:
         ops.refuse_failed_over(ctx)
     if down and not no_safety_backup:
@@ -1087,6 +1087,18 @@ def _db_down(ctx: EnvContext, no_safety_backup: bool) -> bool:
     if not down and not ctx.run.dry_run:
         throwaway.db_container(ctx)
     return down
+
+
+def _answers(ctx: EnvContext, running: bool, patience: float = 10.0) -> bool:
+    """Whether the database answers a query (a running container gets some seconds: it may
+    be starting; one that restarts in a loop never answers)."""
+    deadline = time.monotonic() + (patience if running else 0)
+    while True:
+        if ops.db_value(ctx, compose.DB_SERVICE, "SELECT 1") == "1":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _restore_physical(
