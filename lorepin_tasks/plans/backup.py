@@ -506,6 +506,11 @@ def _when(text: str) -> datetime:
     return when
 
 
+def when(text: str) -> datetime:
+    """A time as an operator writes it (ISO 8601 with its zone), in UTC."""
+    return _when(text).astimezone(UTC)
+
+
 def target_time(text: str, now: datetime, backups: Sequence[Physical]) -> datetime:
     """A point-in-time restore's target: with its zone, in the past, after a backup ended."""
     when = _when(text)
@@ -631,7 +636,9 @@ def restore_oneoff(args: Sequence[str], *, keep: str | None = None) -> list[str]
     runs on that data any more), then pgBackRest runs as postgres. `keep`: the data
     directory is copied aside first, under that name (no safety backup could be taken)."""
     restore = shlex.join(as_postgres("pgbackrest", f"--stanza={STANZA}", *args))
-    first = f"{keep_aside(keep)} && " if keep else ""
+    # Kept: the directory is emptied (pgBackRest will not restore over one that is no
+    # longer a cluster, e.g. without PG_VERSION).
+    first = f'{keep_aside(keep)} && find "$PGDATA" -mindepth 1 -delete && ' if keep else ""
     return ["bash", "-c", f'{first}rm -f "$PGDATA/postmaster.pid" && exec {restore}']
 
 

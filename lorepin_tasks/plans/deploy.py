@@ -288,7 +288,9 @@ def psql(env: Environment, who: str, *, service: str = compose.DB_SERVICE) -> li
         "-e",
         f"PGAPPNAME={f'lorepin-deploy {who}'[:63]}",
         "-e",
-        "PGOPTIONS=-c client_min_messages=warning",  # no NOTICEs piling up on stderr
+        # No NOTICEs piling up on stderr; the toolkit's own commits (lock, trail) never
+        # wait for a synchronous replica that is away (the trail is mirrored here too).
+        "PGOPTIONS=-c client_min_messages=warning -c synchronous_commit=local",
         container(env, service),
         "psql",
         "-U",

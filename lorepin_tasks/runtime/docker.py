@@ -502,7 +502,9 @@ def run_oneoff(
             quietly(compose.remove(ctx.env, name))
     code = int(code_text) if code_text.lstrip("-").isdigit() else result.returncode or 1
     if code != 0 or not result.ok:
-        cause = ctx.run.redact(last_line(result.stderr)).removeprefix("error: ")
+        errors = [ln for ln in result.stderr.splitlines() if "ERROR" in ln]  # pgBackRest's
+        said = errors[-1].strip() if errors else last_line(result.stderr)
+        cause = ctx.run.redact(said).removeprefix("error: ")
         raise for_exit_code(
             code or result.returncode,
             f"{cause or f'{service} exited with code {code}'} (env '{ctx.env.name}')",

@@ -96,9 +96,9 @@ def as_deployed(ctx: EnvContext, service: str = compose.DB_SERVICE) -> EnvContex
     """The environment as its database was deployed: a one-off of a database service runs
     that service's own image (a server environment's is its first release's), never one
     Compose would build from the checkout."""
-    if ctx.run.dry_run:
-        return ctx
     found = docker.container(ctx, deploy_plan.container(ctx.env, service))
+    if ctx.run.dry_run and found is None:
+        return ctx
     image = found.image if found else ""
     tag = image.rpartition(":")[2]
     if not image.startswith(f"{ctx.settings.image_prefix}/postgres:") or not tag:

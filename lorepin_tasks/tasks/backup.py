@@ -32,7 +32,7 @@ from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
-from lorepin_tasks.runtime import backups, docker, git, ops, throwaway
+from lorepin_tasks.runtime import backups, docker, git, ops, replication, throwaway
 from lorepin_tasks.runtime import secrets as secrets_mod
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
@@ -1070,7 +1070,12 @@ def _db_down(ctx: EnvContext, no_safety_backup: bool) -> bool:
     3). Such a restore takes no safety backup: it needs --no-safety-backup, and keeps the
     data directory aside instead."""
     found = docker.container(ctx, deploy_plan.container(ctx.env, compose.DB_SERVICE))
-    down = found is not None and not _answers(ctx, found.state == "running")
+    if found is None:
+        raise LorePinError(
+            f"'{ctx.env.name}' has no database container: a restore needs the one its "
+            "deploy made (its volumes); `invoke deploy` first"
+        )
+    down = not _answers(ctx, found.state == "running")
     if down:
         ops.refuse_failed_over(ctx)
     if down and not no_safety_backup:
@@ -1128,10 +1133,18 @@ def _restore_physical(
     found = physical_list(ctx, repo, db_down=down)
     now = datetime.now(UTC)
     latest = to_time.strip().lower() == plan.LATEST
-    if latest and not any(b.good for b in found):
-        raise LorePinError(f"'{ctx.env.name}' has no physical backup in repo{repo} to start from")
-    target = plan.target_time(to_time, now, found) if to_time and not latest else None
-    if label and label not in {b.label for b in found}:
+    unread = down and repo == 1 and ctx.run.dry_run  # a one-off container would read it
+    if unread:
+        ctx.run.say("dry run: repo1 is read by that one-off container when the restore runs")
+    elif not any(b.good for b in found):
+        other = " (the schedule's backups are in repo2: --repo 2)" if repo == 1 else ""
+        raise LorePinError(
+            f"'{ctx.env.name}' has no physical backup in repo{repo} to restore from{other}"
+        )
+    target = None
+    if to_time and not latest:
+        target = plan.when(to_time) if unread else plan.target_time(to_time, now, found)
+    if label and not unread and label not in {b.label for b in found}:
         raise LorePinError(
             f"'{ctx.env.name}' has no physical backup {label} in repo{repo} "
             f"(see `invoke backup.list --env {ctx.env.name}`)"
@@ -1141,7 +1154,7 @@ def _restore_physical(
     if target:
         timeline = _down_timeline(ctx, found) if down else _timeline(ctx)
         base = plan.base_for(target, found, timeline)
-        if base is None:
+        if base is None and not unread:
             raise Refused(
                 f"no backup in repo{repo} ended by {what} on the database's current timeline "
                 f"({timeline}: it was restored since); pick a later time after a new backup "
@@ -1206,6 +1219,9 @@ def _restore_physical(
                     ctx.run.say(f"    the data directory before it is kept in {aside}")
                 ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
                 _wait_promoted(ctx, db)
+                _forget_recovery_target(ctx)
+                if ctx.env.replica and not ctx.run.dry_run:
+                    replication.reclone(ctx)  # it cannot follow the new timeline
                 outcome = "restored"
         finally:
             seconds = round(time.monotonic() - started, 1)
@@ -1240,11 +1256,32 @@ def _restore_physical(
         )
 
 
+RECOVERY_SETTINGS = (
+    "recovery_target", "recovery_target_time", "recovery_target_action", "recovery_target_name",
+    "recovery_target_xid", "recovery_target_lsn", "recovery_target_inclusive",
+    "recovery_target_timeline",
+)  # fmt: skip
+
+
+def _forget_recovery_target(ctx: EnvContext) -> None:
+    """pgBackRest writes the restore's target into postgresql.auto.conf; once promoted, it
+    is removed: a replica cloned from this database later would stop at it and promote
+    itself (two primaries). Its restore_command stays (it reads the archive)."""
+    resets = [a for name in RECOVERY_SETTINGS for a in ("-c", f"ALTER SYSTEM RESET {name}")]
+    ctx.run.run(
+        plan.db_exec(ctx.env, ["psql", "-qtAX", "-U", "lorepin", "-d", "postgres", *resets]),
+        env=ctx.engine,
+        capture=True,
+    )
+
+
 def _down_timeline(ctx: EnvContext, found: list[plan.Physical]) -> int:
     """The timeline of a database that does not run: its control file's, or (when that
     cannot be read either) the newest backup's."""
-    with suppress(LorePinError, ValueError):
-        return int(ops.controldata(ctx, compose.DB_SERVICE)["Latest checkpoint's TimeLineID"])
+    if not ctx.run.dry_run:
+        with suppress(LorePinError, ValueError, KeyError):
+            control = ops.controldata(ctx, compose.DB_SERVICE)
+            return int(control["Latest checkpoint's TimeLineID"])
     return max((b.timeline for b in found), default=1)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.runtime import docker, git, ops
+from lorepin_tasks.runtime import replication as replication_
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
@@ -223,8 +226,6 @@ def _record_failover(
 
 # -- rejoin ----------------------------------------------------------------------------
 
-CAUGHT_UP = 16 * 1024 * 1024  # bytes behind at which the switch back pauses writes briefly
-
 
 def _fenced(ctx: EnvContext, container: str) -> bool:
     """Whether a (stopped) database container carries the failover's fence marker."""
@@ -258,24 +259,39 @@ PGPASSWORD=$(cat /run/secrets/db_password) {clone}
     return ["bash", "-c", script, "rebuild"]
 
 
-@task(
-    help={
-        "env": SERVER_ENV_HELP,
-        "yes": YES_HELP,
-        "dry_run": DRY_HELP,
-    }
-)
-def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -> None:
-    """After a failover: rebuild the fenced primary as a replica of the promoted one, then
-    switch writes back to it in a short pause; the replica follows it again."""
-    ctx = _open(c, env, dry_run)
+@dataclass(frozen=True)
+class RejoinPlan:
+    """What a rejoin has left to do, from what both databases say now (and, for a run cut
+    short, the phase its pending file names)."""
+
+    db_role: str
+    replica_role: str
+    rebuild: bool  # db's data directory is replaced by a clone of db-replica
+    resume: bool  # ... though it is no longer fenced (a run cut short wiped the marker)
+    follow: bool  # wait until db streams from db-replica
+    switch: bool  # db-replica stops, db is promoted
+    phase: str  # the pending file's phase ("" without one)
+
+
+def _rejoin_plan(ctx: EnvContext, pending: Path) -> RejoinPlan:
+    try:
+        return _judge(ctx, pending)
+    except NothingToDo:
+        if not ctx.run.dry_run:
+            pending.unlink(missing_ok=True)  # a stale one: nothing was left to do
+        raise
+
+
+def _judge(ctx: EnvContext, pending: Path) -> RejoinPlan:
     name = ctx.env.name
     if (ctx.env.state_dir / "failover.pending").is_file():
         raise Refused(
             f"a failover of '{name}' was cut short: finish it first "
             f"(`invoke db.failover --env {name}`)"
         )
-    pending = ctx.env.state_dir / "rejoin.pending"  # a run began: its clone may be partial
+    phase = ""
+    with suppress(OSError, ValueError, AttributeError):
+        phase = str(json.loads(pending.read_text()).get("phase", ""))
     roles = replication(ctx)["roles"]
     assert isinstance(roles, dict)
     db_role, replica_role = roles[compose.DB_SERVICE], roles[compose.REPLICA_SERVICE]
@@ -286,21 +302,23 @@ def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) 
             f"both databases of '{name}' take writes: stop the one the CMS does not use "
             "and see docs/disaster-recovery.md, scenario 6"
         )
-    if db_role == "primary" and not pending.is_file():
+    # Only a run that switched writes back has something left here (db-replica to start
+    # and wait for, the record): a pending file of an earlier phase is stale.
+    if db_role == "primary" and phase != "switched":
         also = "" if replica_role == "replica" else f" (start {standby}: it is {replica_role})"
         raise NothingToDo(f"'{name}' was not failed over: {compose.DB_SERVICE} takes writes{also}")
     found = docker.container(ctx, primary)
     starting = db_role == "down" and found is not None and found.state == "running"
     rebuild = db_role == "fenced" or (db_role == "down" and not starting)
+    if rebuild and db_role == "down" and phase not in ("rebuilding", "rebuilt"):
+        raise Refused(
+            f"{compose.DB_SERVICE} of '{name}' is stopped but was not failed over: start it "
+            f"(`docker start {primary}`)"
+        )
     if (rebuild or starting) and replica_role != "primary":
         raise LorePinError(
             f"{compose.REPLICA_SERVICE} of '{name}' is {replica_role}: it holds the data to "
             f"rebuild {compose.DB_SERVICE} from; start it first (`docker start {standby}`)"
-        )
-    if rebuild and db_role == "down" and not pending.is_file():
-        raise Refused(
-            f"{compose.DB_SERVICE} of '{name}' is stopped but was not failed over: start it "
-            f"(`docker start {primary}`)"
         )
     if db_role == "replica" and replica_role == "replica":
         raise LorePinError(
@@ -314,7 +332,33 @@ def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) 
             f"{busy.stdout.split()[0]}): run `invoke db.rejoin` again when it has ended"
         )
     follow = rebuild or starting
-    switch = follow or db_role == "replica"
+    return RejoinPlan(
+        db_role=db_role,
+        replica_role=replica_role,
+        rebuild=rebuild,
+        resume=rebuild and db_role != "fenced",
+        follow=follow,
+        switch=follow or db_role == "replica",
+        phase=phase,
+    )
+
+
+@task(
+    help={
+        "env": SERVER_ENV_HELP,
+        "yes": YES_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -> None:
+    """After a failover: rebuild the fenced primary as a replica of the promoted one, then
+    switch writes back to it in a short pause; the replica follows it again."""
+    ctx = _open(c, env, dry_run)
+    name = ctx.env.name
+    pending = ctx.env.state_dir / "rejoin.pending"  # a run began: what it did so far
+    primary = plan.container(ctx.env, compose.DB_SERVICE)
+    standby = plan.container(ctx.env, compose.REPLICA_SERVICE)
+    _rejoin_plan(ctx, pending)
     deployed = ops.as_deployed(ctx, compose.REPLICA_SERVICE)
     confirm(
         f"Rebuild {compose.DB_SERVICE} of '{name}' from {compose.REPLICA_SERVICE} and switch "
@@ -325,41 +369,60 @@ def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) 
     who = git.who_am_i(ctx.run, ctx.settings.root)
     started = time.monotonic()
     steps = ops.Steps(ctx)
-    detail: dict[str, object] = {}
     with locked(ctx, "db.rejoin"):
-        if not ctx.run.dry_run:
-            ctx.run.write(pending, json.dumps({"who": who, "at": f"{datetime.now(UTC):%FT%TZ}"}))
-        if rebuild:
+        # Judged again under the lock: another run may have done it while this one asked.
+        todo = _rejoin_plan(ctx, pending)
+        detail: dict[str, object] = {}
+        with suppress(OSError, ValueError, AttributeError):
+            detail.update(json.loads(pending.read_text()).get("detail", {}))
+
+        def mark(phase: str) -> None:
+            if not ctx.run.dry_run:
+                state = {"who": who, "phase": phase, "detail": detail}
+                ctx.run.write(pending, json.dumps(state))
+
+        mark(todo.phase or "began")
+        if todo.rebuild:
+            found = docker.container(ctx, primary)
+            if found is not None and found.state == "running":  # never under a live database
+                raise LorePinError(f"{primary} runs: it is not rebuilt under a live database")
             stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-            resume = [] if db_role == "fenced" else ["resume"]
             with steps.step(f"rebuilding {compose.DB_SERVICE} from {compose.REPLICA_SERVICE}"):
+                mark("rebuilding")
                 said = docker.run_oneoff(
                     deployed,
                     compose.DB_SERVICE,
-                    [*rebuild_script(stamp), *resume],
+                    [*rebuild_script(stamp), *(["resume"] if todo.resume else [])],
                     kind="rejoin",
                     capture=True,
                 )
-                detail["kept"] = said.strip().removeprefix("kept ") or None
-                _start(ctx, primary)
-        if follow:
+                if said.strip():
+                    detail["kept"] = said.strip().removeprefix("kept ")
+                mark("rebuilt")
+                replication_.start(ctx, primary)
+        if todo.follow:
             with steps.step(f"waiting until {compose.DB_SERVICE} follows"):
-                _await_role(ctx, compose.DB_SERVICE, "replica")
-        paused = None
-        if switch:
+                replication_.await_role(ctx, compose.DB_SERVICE, "replica")
+        if todo.switch:
             with steps.step(f"switching writes back to {compose.DB_SERVICE}"):
-                paused = _switch_back(ctx, primary, standby, replica_role == "primary")
+                paused = _switch_back(ctx, primary, standby, todo.replica_role == "primary")
+                detail["paused_at"] = time.time() - (time.monotonic() - paused)
+                mark("switched")
         with steps.step(f"{compose.REPLICA_SERVICE} follows {compose.DB_SERVICE} again"):
             if ops.role(ctx, compose.REPLICA_SERVICE) == "down" or ctx.run.dry_run:
-                _start(ctx, standby)
-            _await_role(ctx, compose.REPLICA_SERVICE, "replica")
-            _await_streaming(ctx)
-        detail["write_pause_seconds"] = round(time.monotonic() - paused, 1) if paused else None
+                replication_.start(ctx, standby)
+            replication_.await_role(ctx, compose.REPLICA_SERVICE, "replica")
+            replication_.await_streaming(ctx)
         if ctx.run.dry_run:
             ctx.run.say("dry run: nothing was rebuilt or switched")
             return
+        paused_at = detail.pop("paused_at", None)
+        if isinstance(paused_at, float):
+            detail["write_pause_seconds"] = round(time.time() - paused_at, 1)
         seconds = round(time.monotonic() - started, 1)
         detail["seconds"] = seconds
+        if todo.phase:
+            detail["finished_after_an_interrupted_run"] = True
         backend = ComposeBlueGreen(ctx)
         with ops.deploy_lock(ctx, who, "db.rejoin") as session:
             trail = ops.open_trail(ctx, session, who)
@@ -373,71 +436,12 @@ def rejoin(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) 
         create_physical(ctx, "full", repo=1)
     except LorePinError as exc:
         ctx.run.say(f"warning: no full backup after the rejoin: {exc}")
-    pause = detail["write_pause_seconds"]
+    pause = detail.get("write_pause_seconds")
     print(
         f"'{name}': {compose.DB_SERVICE} takes writes again and {compose.REPLICA_SERVICE} "
         f"follows it ({seconds} s, writes paused {pause} s)"
         + (f"; the fenced data is kept in {detail['kept']}" if detail.get("kept") else "")
     )
-
-
-def _start(ctx: EnvContext, container: str) -> None:
-    docker_ = compose.docker(ctx.env)
-    ctx.run.run([*docker_, "update", "--restart=unless-stopped", container], capture=True)
-    ctx.run.run([*docker_, "start", container], capture=True)
-
-
-def _await_role(ctx: EnvContext, service: str, wanted: str) -> None:
-    """Until a database service answers in the role wanted; one that exits or restarts
-    meanwhile fails at once, with its log's reason."""
-    if ctx.run.dry_run:
-        return
-    name = plan.container(ctx.env, service)
-    first = docker.container(ctx, name)
-    restarts = first.restarts if first else 0
-    deadline = time.monotonic() + ctx.settings.wait_timeout
-    while (now := ops.role(ctx, service)) != wanted:
-        found = docker.container(ctx, name)
-        if found is None or found.state != "running" or found.restarts != restarts:
-            logs = ctx.run.run(
-                [*compose.docker(ctx.env), "logs", "--tail", "20", name],
-                env=ctx.engine, capture=True, check=False, quiet=True, mutates=False,
-            )  # fmt: skip
-            cause = docker.log_cause((logs.stdout + logs.stderr).splitlines())
-            raise LorePinError(f"{service} of '{ctx.env.name}' did not start: {cause}")
-        if time.monotonic() > deadline:
-            raise LorePinError(
-                f"{service} of '{ctx.env.name}' is {now}, not {wanted}, "
-                f"after {ctx.settings.wait_timeout} s"
-            )
-        time.sleep(0.3)
-
-
-def _lag(ctx: EnvContext, primary: str) -> int | None:
-    """Bytes the replica of `primary` has still to replay (None: it does not stream)."""
-    answer = ops.db_value(
-        ctx,
-        primary,
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint "
-        "FROM pg_stat_replication WHERE state = 'streaming'",
-    )
-    first = (answer or "").splitlines()[:1]
-    return int(first[0]) if first and first[0].lstrip("-").isdigit() else None
-
-
-def _await_streaming(ctx: EnvContext, primary: str = compose.DB_SERVICE) -> None:
-    """Until the replica of `primary` streams from it and is nearly caught up."""
-    if ctx.run.dry_run:
-        return
-    deadline = time.monotonic() + ctx.settings.wait_timeout
-    while (lag := _lag(ctx, primary)) is None or lag > CAUGHT_UP:
-        if time.monotonic() > deadline:
-            behind = "does not stream" if lag is None else f"is {lag} bytes behind"
-            raise LorePinError(
-                f"the replica of {primary} in '{ctx.env.name}' {behind} after "
-                f"{ctx.settings.wait_timeout} s"
-            )
-        time.sleep(0.3)
 
 
 def _switch_back(ctx: EnvContext, primary: str, standby: str, running: bool) -> float:
@@ -447,7 +451,7 @@ def _switch_back(ctx: EnvContext, primary: str, standby: str, running: bool) -> 
     when writes paused."""
     docker_ = compose.docker(ctx.env)
     if running:
-        _await_streaming(ctx, compose.REPLICA_SERVICE)
+        replication_.await_streaming(ctx, compose.REPLICA_SERVICE)
     paused = time.monotonic()
     ctx.run.run([*docker_, "stop", "--time", "60", standby], capture=True)
     signal = [*docker_, "cp", "-", f"{standby}:{DATA}"]
@@ -473,7 +477,7 @@ def _switch_back(ctx: EnvContext, primary: str, standby: str, running: bool) -> 
             ctx.run.run([*docker_, "start", standby], capture=True, check=False)
         raise
     ctx.run.run(promote, capture=True)
-    _await_role(ctx, compose.DB_SERVICE, "primary")
+    replication_.await_role(ctx, compose.DB_SERVICE, "primary")
     return paused
 
 

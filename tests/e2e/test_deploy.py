@@ -772,6 +772,12 @@ def test_the_fenced_primary_rejoins_and_takes_writes_again(site: Site) -> None:
     assert kept.returncode == 0 and kept.stdout.strip(), kept.stderr
     again = site.invoke("db.rejoin", "--env", "production", "--yes")
     assert again.returncode == 3 and "was not failed over" in again.stderr
+    # What a run cut short left is no reason to record a rejoin that did not happen.
+    home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    state = Path(home) / "lorepin" / project / "rejoin.pending"
+    state.write_text('{"phase": "rebuilding"}')
+    stale = site.invoke("db.rejoin", "--env", "production", "--yes")
+    assert stale.returncode == 3 and not state.exists(), stale.stderr
     # Backups and deploys work again: a full backup on the new timeline was taken.
     assert fulls() == fulls_before + 1
     allowed = site.invoke(
@@ -779,6 +785,31 @@ def test_the_fenced_primary_rejoins_and_takes_writes_again(site: Site) -> None:
         "--outside-window", "--reason", "e2e: after a rejoin",
     )  # fmt: skip
     assert allowed.returncode == 3 and "already serves 1.1.0" in allowed.stderr  # not refused
+
+    # A physical restore of production: its replica cannot follow the new timeline, so it
+    # is cloned again, and the restore's recovery target does not travel with the clone.
+    full = json.loads(
+        site.invoke("backup.create", "--env", "production", "--type", "full", "--json").stdout
+    )
+    restored = site.invoke(
+        "backup.restore", "--env", "production", "--from", full["id"], "--yes",
+        "--break-glass", "e2e: the replica after a restore",
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    assert status["roles"] == {"db": "primary", "db-replica": "replica"}, status
+    assert [(s["name"], s["state"], s["sync"]) for s in status["streams"]] == [
+        ("replica", "streaming", "sync")
+    ]
+    target = subprocess.run(
+        [*argv, "SHOW recovery_target_action"], capture_output=True, text=True, check=True
+    )
+    assert target.stdout.strip() == "pause"  # the default again, not the restore's promote
+    after = Writes(site, "production", "restored")
+    after.start()
+    time.sleep(2)
+    after.finish()
+    assert len(after.acknowledged) > 5  # writes are not waiting for a replica
 
 
 def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:
@@ -880,7 +911,7 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     subprocess.run(["docker", "stop", db], capture_output=True, check=True)
     subprocess.run(
         ["docker", "run", "--rm", "-v", f"{project}_db-data:/data", "--entrypoint", "rm",
-         image, "/data/global/pg_control"],
+         image, "/data/global/pg_control", "/data/PG_VERSION"],
         capture_output=True, check=True,
     )  # fmt: skip
     subprocess.run(["docker", "start", db], capture_output=True, check=False)
@@ -889,6 +920,8 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     asked = ("backup.restore", "--env", "staging", "--to-time", "latest", "--yes")
     refused = site.invoke(*asked)
     assert refused.returncode == 6 and "--no-safety-backup" in refused.stderr, refused.stderr
+    dry = site.invoke(*asked, "--no-safety-backup", "--dry-run")
+    assert dry.returncode == 0 and "--type=default" in dry.stderr, dry.stderr[-2000:]
     rescued = site.invoke(*asked, "--no-safety-backup")
     assert rescued.returncode == 0, rescued.stderr[-4000:]
     assert marks() == "5"
