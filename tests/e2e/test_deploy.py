@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -292,9 +293,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         s.release("1.1.0", "feat: the second release")
         yield s
     finally:
-        for name, project in projects.items():
+
+        def down(name: str) -> None:
             s.invoke("down", "--env", name, "--volumes", "--yes", timeout=300)
-            remove_project(project)
+            remove_project(projects[name])
+
+        with ThreadPoolExecutor(len(projects)) as pool:  # side by side: both stop at once
+            list(pool.map(down, projects))
         remove_images(prefix)
 
 
@@ -932,7 +937,7 @@ def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) ->
     assert (last["action"], last["outcome"]) == ("restore", "restored")
     assert last["detail"]["kept_aside"].endswith("-before-restore"), last["detail"]
     kept = subprocess.run(
-        ["docker", "exec", db, "ls", f"{last['detail']['kept_aside']}/PG_VERSION"],
+        ["docker", "exec", db, "ls", f"{last['detail']['kept_aside']}/postgresql.auto.conf"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert kept.returncode == 0, kept.stderr
