@@ -134,6 +134,7 @@ class DeployPolicy:
     windows: tuple[Window, ...] = ()  # none: any time
     timezone: str = "UTC"
     watch: int = 30  # seconds the new release is watched after the switch
+    ready_timeout: int = 60  # seconds a new colour has to answer /readyz
     keep: int = 3  # release versions whose images stay on the engine after a deploy
 
 
@@ -401,11 +402,11 @@ def parse_window(text: str, what: str) -> Window:
 def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    unknown = sorted(set(raw) - {"approvals", "windows", "timezone", "watch", "keep"})
+    known = ("approvals", "windows", "timezone", "watch", "ready_timeout", "keep")
+    unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown deploy setting {unknown[0]!r} "
-            "(known: approvals, windows, timezone, watch, keep)"
+            f"{where}: unknown deploy setting {unknown[0]!r} (known: {', '.join(known)})"
         )
     tz = str(raw.get("timezone", "UTC"))
     try:
@@ -420,6 +421,9 @@ def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
         windows=tuple(parse_window(w, f"{where}: deploy.windows") for w in windows),
         timezone=tz,
         watch=_int(raw.get("watch", 30), f"{where}: deploy.watch", low=0, high=3600),
+        ready_timeout=_int(
+            raw.get("ready_timeout", 60), f"{where}: deploy.ready_timeout", low=5, high=3600
+        ),
         keep=_int(raw.get("keep", 3), f"{where}: deploy.keep", low=2, high=100),
     )
 

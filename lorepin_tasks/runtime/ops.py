@@ -24,8 +24,6 @@ from lorepin_tasks.runtime.notify import notify
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.runtime.trail import Trail, carry_over, mirrored
 
-READY_TIMEOUT = 60.0  # seconds a new colour has to answer /readyz
-
 
 def _step(name: str, started: float, *, ok: bool) -> deploy_plan.Step:
     return deploy_plan.Step(name=name, seconds=time.monotonic() - started, ok=ok)
@@ -135,7 +133,8 @@ def wait_ready(ctx: EnvContext, backend: Backend, colour: str, version: str) -> 
     """Poll the colour's /readyz directly until it answers 200 (the CMS judges the schema)."""
     if ctx.run.dry_run:
         return
-    deadline = time.monotonic() + READY_TIMEOUT
+    # invoke.yaml's deploy.ready_timeout (60 s unless said otherwise)
+    deadline = time.monotonic() + (ctx.env.deploy.ready_timeout if ctx.env.deploy else 60)
     code, body = 0, ""
     while time.monotonic() < deadline:
         code, body = backend.probe(colour, "/readyz")

@@ -114,7 +114,8 @@ def test_bad_windows_are_refused_naming_the_window(window: str, problem: str) ->
     [
         (
             {"kept": 3, "watch": 30},
-            "unknown deploy setting 'kept' (known: approvals, windows, timezone, watch, keep)",
+            "unknown deploy setting 'kept' (known: approvals, windows, timezone, watch, "
+            "ready_timeout, keep)",
         ),
         ({"timezone": "Mars/Olympus"}, "unknown deploy.timezone 'Mars/Olympus'"),
         ({"timezone": "../../etc/passwd"}, "unknown deploy.timezone '../../etc/passwd'"),
@@ -123,6 +124,7 @@ def test_bad_windows_are_refused_naming_the_window(window: str, problem: str) ->
             "deploy.windows must be a list like ['Mon-Fri 09:00-16:00']",
         ),
         ({"approvals": 11}, "deploy.approvals must be between 0 and 10, got 11"),
+        ({"ready_timeout": 2}, "deploy.ready_timeout must be between 5 and 3600, got 2"),
         ({"approvals": -1}, "deploy.approvals must be between 0 and 10, got -1"),
         ({"approvals": "two"}, "deploy.approvals must be a whole number, got 'two'"),
         ({"watch": 3601}, "deploy.watch must be between 0 and 3600, got 3601"),
