@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorepin_cms import compat, errors, geocoder
+from lorepin_cms import compat, errors, geocoder, metrics
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
@@ -82,6 +82,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         pool_timeout=config.db_pool_timeout,
         connect_args={"connect_timeout": 3},
     )
+    metrics.watch_pool(engine, config.db_pool_size)
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
     mine = own_history(config)
@@ -101,6 +102,7 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(metrics.Instrument)  # outermost: it sees BodyLimit's 413s too
 
     @app.get("/healthz")
     async def healthz() -> Health:

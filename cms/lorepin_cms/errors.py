@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from lorepin_cms import metrics
 from lorepin_cms.schemas import PATTERN_MESSAGES
 
 log = logging.getLogger("lorepin_cms")
@@ -38,8 +39,9 @@ def error_response(
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def database_error(exc: sa.SQLAlchemyError) -> JSONResponse:
+def database_error(exc: sa.SQLAlchemyError, scope: Scope | None = None) -> JSONResponse:
     """The response for a failed database call; never the SQL or the driver's message."""
+    metrics.ERRORS.labels("database").inc()
     if isinstance(exc, OUTAGES) or getattr(exc, "connection_invalidated", False):
         log.warning("database unavailable: %s", type(exc).__name__)
         return error_response(503, "database unavailable")
@@ -50,6 +52,8 @@ def database_error(exc: sa.SQLAlchemyError) -> JSONResponse:
         log.info("database constraint: %s", exc.orig or exc)
         return error_response(409, "conflicts with the stored data")
     log.error("database error %s", type(exc).__name__, exc_info=exc)
+    if scope is not None:
+        metrics.unhandled(exc, scope, "database")
     return error_response(500, "internal error")
 
 
@@ -91,10 +95,10 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(sa.SQLAlchemyError)
-    async def _db(_: Request, exc: sa.SQLAlchemyError) -> JSONResponse:
-        return database_error(exc)
+    async def _db(request: Request, exc: sa.SQLAlchemyError) -> JSONResponse:
+        return database_error(exc, request.scope)
 
     @app.exception_handler(Exception)  # Starlette re-raises it after: the server logs the trace
-    async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled %s", type(exc).__name__)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        metrics.unhandled(exc, request.scope, "server")
         return error_response(500, "internal error")

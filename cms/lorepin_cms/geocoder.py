@@ -13,6 +13,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from lorepin_cms import metrics
+
 log = logging.getLogger("lorepin_cms.geocoder")
 
 
@@ -27,6 +29,7 @@ def place_name(
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (configured)
             name = json.loads(response.read()).get("name")
     except (urllib.error.URLError, OSError, ValueError, AttributeError) as exc:
+        metrics.ERRORS.labels("geocoder").inc()
         log.warning(
             "geocoder unavailable (%s); saving the pin without a place name", type(exc).__name__
         )

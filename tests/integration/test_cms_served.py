@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -84,3 +85,70 @@ def test_sixty_four_concurrent_readers_are_all_served(served: Address) -> None:
     with ThreadPoolExecutor(clients) as pool:
         outcomes = Counter(o for mine in pool.map(reader, range(clients)) for o in mine)
     assert outcomes == {200: clients * each}
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The metrics port's samples: {'name{labels}': value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_the_metrics_port_adds_up_every_worker(database_url: str) -> None:
+    """As in the image: two uvicorn workers, one metrics port counting the requests of both."""
+    migrate(database_url)
+    port = metrics_port = free_port()
+    while metrics_port == port:
+        metrics_port = free_port()
+    values = f"/tmp/lorepin-metrics-test-{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lorepin_cms.serve"],
+        env={**os.environ, "DATABASE_URL": database_url, "WEB_CONCURRENCY": "2",
+             "LOREPIN_CMS_HOST": "127.0.0.1", "LOREPIN_CMS_PORT": str(port),
+             "LOREPIN_METRICS_PORT": str(metrics_port), "LOREPIN_DB_POOL_SIZE": "4",
+             "PROMETHEUS_MULTIPROC_DIR": values},
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while send(http.client.HTTPConnection("127.0.0.1", port), "GET", "/healthz") != 200:
+            assert server.poll() is None, f"the CMS exited: {server.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, "the CMS did not answer within 30 s"
+            time.sleep(0.2)
+        created = send(http.client.HTTPConnection("127.0.0.1", port), "POST", "/api/pins",
+                       json.dumps(PIN))  # fmt: skip
+        assert created == 201
+        # New connections each time: uvicorn's workers share the socket, so both serve some.
+        reads = [send(http.client.HTTPConnection("127.0.0.1", port), "GET", "/api/pins/1")
+                 for _ in range(30)]  # fmt: skip
+        missing = send(http.client.HTTPConnection("127.0.0.1", port), "GET", "/api/pins/999999")
+        assert reads == [200] * 30 and missing == 404
+        samples = scrape(metrics_port)
+        route = 'method="GET",route="/api/pins/{pin_id}"'
+        assert samples[f'lorepin_http_requests_total{{{route},status="200"}}'] == 30
+        assert samples[f'lorepin_http_requests_total{{{route},status="404"}}'] == 1
+        assert samples[f'lorepin_http_request_duration_seconds_count{{{route},status="200"}}'] == 30
+        assert samples['lorepin_errors_total{category="client"}'] == 1
+        assert samples["lorepin_db_pool_size"] == 8  # 2 workers x 4
+        assert samples["lorepin_db_pool_in_use"] == 0  # every handler gave its connection back
+        assert not [k for k in samples if "/api/pins/1" in k]  # templates, never raw paths
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(values, ignore_errors=True)
