@@ -17,6 +17,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 BUILD = "build"
 DOCKERFILES = [
     "cms/Dockerfile",
+    "monitoring/Dockerfile",
     *sorted(str(p) for p in Path("compose/images").glob("*/Dockerfile")),
 ]
 
@@ -101,6 +102,24 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("hadolint", *DOCKERFILES)
+    monitoring(session)
+
+
+PROMETHEUS_TOOLS = Path(".lorepin/tools/usr/bin")  # unpacked by scripts/bootstrap.sh
+
+
+def monitoring(session: nox.Session) -> None:
+    """The monitoring's configuration checked and its alert rules unit-tested, by the
+    same promtool and amtool (Debian's) as the image runs."""
+    promtool, amtool = PROMETHEUS_TOOLS / "promtool", PROMETHEUS_TOOLS / "amtool"
+    if not (promtool.exists() and amtool.exists()):
+        session.error(f"no promtool/amtool in {PROMETHEUS_TOOLS}: run ./scripts/bootstrap.sh")
+    rules = sorted(str(p) for p in Path("monitoring/rules").glob("*.yml"))
+    session.run(str(promtool), "check", "rules", *rules, external=True)
+    session.run(str(promtool), "test", "rules", "monitoring/tests/alerts_test.yml", external=True)
+    session.run(str(promtool), "check", "config", "--syntax-only", "monitoring/prometheus.yml",
+                external=True, env={"LOREPIN_ENV": "lint"})  # fmt: skip
+    session.run(str(amtool), "check-config", "monitoring/alertmanager.yml", external=True)
 
 
 @nox.session

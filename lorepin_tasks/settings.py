@@ -180,6 +180,8 @@ class Environment:
     # lost in a failover; writes wait while the replica is down), "asynchronous": no
     # wait (a failover may lose the last commits). None: no replica.
     replica: str | None = None
+    # Server kinds: how long Prometheus keeps its samples (`invoke monitor.up`).
+    monitoring_retention: str = "15d"
 
     @property
     def is_server(self) -> bool:
@@ -365,7 +367,22 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         # (down, logs, ps) must see all of them, colours and one-offs included.
         profiles=("*",) if kind in SERVER_KINDS else (),
         replica=_replica(raw.get("replica"), kind, where),
+        monitoring_retention=_retention(
+            _mapping(raw.get("monitoring"), f"{where}: monitoring").get("retention", "15d"), where
+        ),
     )
+
+
+RETENTION = re.compile(r"^[1-9][0-9]{0,4}[hdwy]$")
+
+
+def _retention(raw: Any, where: str) -> str:
+    """Prometheus's retention time: a whole number of hours, days, weeks or years."""
+    if not isinstance(raw, str) or not RETENTION.match(raw):
+        raise ConfigError(
+            f"{where}: monitoring.retention must look like 15d, 12h, 8w or 1y, got {raw!r}"
+        )
+    return raw
 
 
 REPLICA_MODES = ("synchronous", "asynchronous")

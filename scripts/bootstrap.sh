@@ -143,6 +143,31 @@ setup_browser() {
     || say "not root: install chromium chromium-driver (browser test) and hey (benchmark) yourself"
 }
 
+setup_prometheus_tools() {
+  # promtool and amtool (Debian's prometheus and prometheus-alertmanager), for the alert
+  # rules' unit tests and the config checks of `nox -s lint`: unpacked into
+  # .lorepin/tools, never installed (the packages would start their services).
+  local tools="$STATE_DIR/tools"
+  if [ -x "$tools/usr/bin/promtool" ] && [ -x "$tools/usr/bin/amtool" ]; then
+    say "promtool and amtool present (.lorepin/tools)"
+    return
+  fi
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
+    || { say "no apt: put promtool and amtool in .lorepin/tools/usr/bin yourself"; return; }
+  if is_root && [ ! -f "$STATE_DIR/apt-updated" ]; then
+    apt-get update -qq >/dev/null && touch "$STATE_DIR/apt-updated"
+  fi
+  local debs
+  debs=$(mktemp -d)
+  say "unpacking promtool and amtool into .lorepin/tools"
+  if (cd "$debs" && apt-get download -qq prometheus prometheus-alertmanager >/dev/null 2>&1); then
+    for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$tools"; done
+  else
+    say "could not download Debian's prometheus packages: nox -s lint will say so"
+  fi
+  rm -rf "$debs"
+}
+
 choose_base_image() {
   local chosen=""
   if [ -n "${BASE_IMAGE:-}" ]; then
@@ -174,6 +199,7 @@ main() {
   setup_engine
   setup_compose
   setup_browser
+  setup_prometheus_tools
   choose_base_image
   say "ready"
 }

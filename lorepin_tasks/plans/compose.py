@@ -78,6 +78,7 @@ def variables(
     if env.https_port is not None:  # server kinds: the proxy's public port
         values["LOREPIN_HTTPS_PORT"] = str(env.https_port)
     if env.is_server:  # the second site's backup schedule, in seconds per type
+        values["LOREPIN_MONITORING_RETENTION"] = env.monitoring_retention
         values["LOREPIN_BACKUP_SCHEDULE"] = " ".join(
             f"{kind}={seconds}" for kind, seconds in env.backup.schedule
         )

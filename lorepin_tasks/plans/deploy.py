@@ -374,6 +374,7 @@ def upstream_colour(dial: str) -> str | None:
 
 DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {OPS};
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 CREATE TABLE IF NOT EXISTS {OPS}.audit (
     seq bigint PRIMARY KEY,
     at timestamptz NOT NULL,

@@ -104,9 +104,15 @@ def require_base_image(settings: Settings) -> None:
 
 
 def build_stale(
-    ctx: EnvContext, model: docker.Model, *, only: list[str] | None = None, no_cache: bool = False
+    ctx: EnvContext,
+    model: docker.Model,
+    *,
+    only: list[str] | None = None,
+    no_cache: bool = False,
+    force: bool = True,
 ) -> list[str]:
-    """Build the images whose inputs changed (all of `only`, when given); what was built.
+    """Build the images whose inputs changed (all of `only`, when given, unless not
+    `force`: then those of `only` whose inputs changed); what was built.
 
     The outcome is checked: every image must then exist and carry its new inputs label
     (Compose 2.40 on engine 20.10 can exit 0 without building).
@@ -121,7 +127,7 @@ def build_stale(
     stale = [
         n
         for n in names
-        if only is not None
+        if (only is not None and force)
         or (image := found.get(str(buildable[n].image))) is None
         or image.labels.get(compose.BUILD_INPUTS_LABEL) != wanted[n]
     ]
