@@ -70,7 +70,9 @@ def check_config(ctx: EnvContext, ref: str) -> None:
         done = ctx.run.run(argv, env=ctx.engine, check=False, capture=True, capture_stderr=True)
         if not done.ok and not ctx.run.dry_run:
             said = [ln.strip() for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-            cause = next((ln for ln in said if "FAILED" in ln or "rror" in ln), last_line(said))
+            cause = next(
+                (ln for ln in said if "FAILED" in ln or "rror" in ln), said[-1] if said else "?"
+            )
             raise ConfigError(f"the monitoring configuration is invalid ({check[0]}): {cause}")
 
 
