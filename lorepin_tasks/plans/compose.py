@@ -110,8 +110,11 @@ def build(env: Environment, services: Sequence[str] = (), *, no_cache: bool = Fa
     return [*compose(env), "build", *(["--no-cache"] if no_cache else []), *services]
 
 
-def up(env: Environment, *, wait_timeout: int, services: Sequence[str] = ()) -> list[str]:
-    """The whole stack (orphans removed), or some services: created once, never recreated."""
+def up(
+    env: Environment, *, wait_timeout: int, services: Sequence[str] = (), recreate: bool = False
+) -> list[str]:
+    """The whole stack (orphans removed), or some services: created once, never recreated
+    (unless `recreate`: then those whose configuration or image changed are)."""
     # Images are built by `build` first; `up` never builds or pulls, so it never reaches
     # for a registry and always runs exactly what was just built.
     return [
@@ -124,7 +127,11 @@ def up(env: Environment, *, wait_timeout: int, services: Sequence[str] = ()) -> 
         "--no-build",
         "--pull",
         "never",
-        *(["--no-recreate", *services] if services else ["--remove-orphans"]),
+        *(
+            [*([] if recreate else ["--no-recreate"]), *services]
+            if services
+            else ["--remove-orphans"]
+        ),
     ]
 
 

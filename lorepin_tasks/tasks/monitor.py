@@ -99,7 +99,9 @@ def up(c: Context, env: str = "staging", dry_run: bool = False) -> None:
         check_config(ctx, image(ctx, model))
         ctx.run.say(f"==> {ctx.env.name}: starting {', '.join(SERVICES)}")
         result = ctx.run.run(
-            compose.up(ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES),
+            compose.up(
+                ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES, recreate=True
+            ),
             env=ctx.variables,
             check=False,
             capture_stderr=True,

@@ -568,6 +568,86 @@ def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     assert HOOK_TOKEN not in text.stdout + text.stderr
 
 
+def promql(project: str, query: str) -> list[dict[str, object]]:
+    """A query's result from the environment's Prometheus (asked inside its container)."""
+    done = subprocess.run(
+        ["docker", "exec", f"{project}-prometheus-1", "curl", "-fsS", "-G",
+         "http://127.0.0.1:9090/monitoring/prometheus/api/v1/query",
+         "--data-urlencode", f"query={query}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result: list[dict[str, object]] = json.loads(done.stdout)["data"]["result"]
+    return result
+
+
+def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(site: Site) -> None:
+    """monitor.up on the deployed staging: every scrape target healthy, the CMS's requests
+    through the proxy counted by route template, the probes, the database and the backup
+    schedule's figures in, no alert firing. A rule file with a syntax error is refused by
+    the next monitor.up with the checker's line, and the running monitoring is untouched."""
+    project = site.projects["staging"]
+    prometheus = f"{project}-prometheus-1"
+    try:
+        up = site.invoke("monitor.up", "--env", "staging", timeout=900)
+        assert up.returncode == 0, up.stderr[-3000:]
+        for _ in range(5):
+            assert site.get("staging", "/api/pins?limit=1")[0] == 200
+        wanted = {"prometheus", "alertmanager", "cms", "node", "postgres", "blackbox",
+                  "probe_public", "probe_colour", "probe_db"}  # fmt: skip
+        deadline, unhealthy = time.monotonic() + 90, ["not scraped yet"]
+        while unhealthy and time.monotonic() < deadline:
+            time.sleep(2)
+            shown = site.invoke("monitor.status", "--env", "staging", "--json")
+            assert shown.returncode == 0, shown.stderr[-2000:]
+            targets = json.loads(shown.stdout)["targets"]
+            jobs = {t["labels"]["job"] for t in targets}
+            # The paused colour (the previous release, kept) answers no scrape: by design.
+            unhealthy = [
+                f"{t['labels']['job']} {t['lastError']}"
+                for t in targets
+                if t["health"] != "up" and t["labels"]["job"] not in ("cms", "probe_colour")
+            ]
+            unhealthy += [f"no {job}" for job in wanted - jobs]
+        assert not unhealthy, unhealthy
+        for query in (
+            'probe_success{job="probe_public"} == 1',
+            'probe_success{job="probe_db"} == 1',
+            "pg_up == 1",
+            'up{job="cms"} == 1',
+            'lorepin_backup_schedule_seconds{type="full"} == 86400',
+        ):
+            assert promql(project, query), f"nothing for {query}"
+        counted = promql(project, 'sum(lorepin_http_requests_total{route="/api/pins"})')
+        assert counted and float(counted[0]["value"][1]) >= 5  # type: ignore[index]
+        assert not promql(project, 'lorepin_http_requests_total{route=~".*[0-9].*"}')
+        assert promql(project, "probe_ssl_earliest_cert_expiry - time() > 86400")
+        assert not promql(project, 'ALERTS{alertstate="firing"}')
+        text = site.invoke("monitor.status", "--env", "staging").stdout
+        assert "up       probe_public" in text and "no alert firing or pending" in text
+
+        before = subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.Image}}", prometheus],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        rules = site.root / "monitoring" / "rules" / "alerts.yml"
+        good = rules.read_text()
+        rules.write_text(good.replace("expr: pg_up == 0", "expr: pg_up == == 0"))
+        try:
+            refused = site.invoke("monitor.up", "--env", "staging", timeout=600)
+        finally:
+            rules.write_text(good)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert "the monitoring configuration is invalid (promtool)" in refused.stderr
+        assert "alerts.yml" in refused.stderr and "Traceback" not in refused.stderr
+        after = subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.Image}}", prometheus],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert after == before  # the running Prometheus is the same container, same image
+    finally:
+        down = site.invoke("monitor.down", "--env", "staging", timeout=300)
+    assert down.returncode == 0, down.stderr[-2000:]
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={prometheus}"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert not left.strip()
+
+
 def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     """The accident: every pin deleted. The restore stops the serving colour, keeps the
     data it replaces, brings the pins back, serves again and says so in the trail."""

@@ -57,6 +57,9 @@ def test_unknown_environment_names_the_valid_ones() -> None:
         ),
         ({"image_tag": "no spaces"}, "invalid image tag"),
         ({"replica": "synchronous"}, "a replica is for server environments, not local"),
+        ({"monitoring": {"retention": "15 days"}}, "monitoring.retention must look like 15d"),
+        ({"monitoring": {"retention": 15}}, "monitoring.retention must look like 15d"),
+        ({"monitoring": "on"}, "monitoring in invoke.yaml must be a mapping"),
     ],
 )
 def test_invalid_environment_settings_are_one_line_errors(
@@ -210,3 +213,20 @@ def test_a_replica_makes_the_cms_ask_both_databases_for_the_writable_one() -> No
     assert "LOREPIN_DB_SYNC_STANDBY" not in compose.variables(unsynced, unsynced.environment("p"))
     with pytest.raises(ConfigError, match="replica must be synchronous, asynchronous or none"):
         load({"environments": {"p": server(replica="sometimes")}})
+
+
+def test_monitoring_retention_is_per_environment_and_reaches_prometheus() -> None:
+    from lorepin_tasks.plans import compose
+
+    server = {"kind": "staging", "compose_files": ["compose/compose.yaml", "compose/server.yaml"]}
+    settings = load(
+        {
+            "environments": {
+                "staging": {**server, "project": "s", "monitoring": {"retention": "8w"}},
+                "production": {**server, "project": "p", "kind": "production"},
+            }
+        }
+    )
+    staging, production = settings.environment("staging"), settings.environment("production")
+    assert (staging.monitoring_retention, production.monitoring_retention) == ("8w", "15d")
+    assert compose.variables(settings, staging)["LOREPIN_MONITORING_RETENTION"] == "8w"
