@@ -42,6 +42,19 @@ CHECKS = (
 )
 
 
+BAKED = "/etc/lorepin/monitoring/"  # where the image holds the repository's monitoring/
+
+
+def why(said: str) -> str:
+    """The checker's own reason: the line that says FAILED or error, with the one after it
+    when it only announces it ("FAILED:" then the file, line and cause)."""
+    lines = [ln.strip() for ln in said.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "FAILED" in line or "rror" in line:
+            return f"{line} {lines[i + 1]}" if line.endswith(":") and i + 1 < len(lines) else line
+    return lines[-1] if lines else "no reason given"
+
+
 def monitored(ctx: EnvContext) -> EnvContext:
     """The environment with its monitoring's Compose file (a server environment only)."""
     if not ctx.env.is_server:
@@ -69,11 +82,8 @@ def check_config(ctx: EnvContext, ref: str) -> None:
                 *check[1:]]  # fmt: skip
         done = ctx.run.run(argv, env=ctx.engine, check=False, capture=True, capture_stderr=True)
         if not done.ok and not ctx.run.dry_run:
-            said = [ln.strip() for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-            cause = next(
-                (ln for ln in said if "FAILED" in ln or "rror" in ln), said[-1] if said else "?"
-            )
-            raise ConfigError(f"the monitoring configuration is invalid ({check[0]}): {cause}")
+            said = (done.stdout + done.stderr).replace(BAKED, "monitoring/")
+            raise ConfigError(f"the monitoring configuration is invalid ({check[0]}): {why(said)}")
 
 
 def database_running(ctx: EnvContext) -> None:
