@@ -154,6 +154,24 @@ def build_stale(
     return stale
 
 
+def start(ctx: EnvContext, argv: list[str], expected: docker.Model) -> list[docker.Container]:
+    """Run a `compose up` of `expected`'s services and judge it by their containers, not
+    by its exit code; the containers as they ended (none in a dry run)."""
+    ctx.run.say(f"==> {ctx.env.name}: starting {', '.join(expected.names())}")
+    result = ctx.run.run(
+        argv, env=ctx.variables, check=False, capture_stderr=True, no_input=True, progress=True
+    )
+    if ctx.run.dry_run:
+        return []
+    cause = (
+        "" if result.ok else last_line(result.stderr).removeprefix("Error response from daemon: ")
+    )
+    found = docker.check_started(ctx, expected, cause)
+    if cause:  # Compose said no although every container looks right
+        raise LorePinError(f"Compose could not start '{ctx.env.name}': {ctx.run.redact(cause)}")
+    return found
+
+
 def bring_up(ctx: EnvContext, started: float) -> list[docker.Container]:
     """Build what changed, start every service, migrate, wait until ready: the one way up.
 
@@ -161,23 +179,9 @@ def bring_up(ctx: EnvContext, started: float) -> list[docker.Container]:
     """
     model = docker.model(ctx)
     build_stale(ctx, model)
-    ctx.run.say(f"==> {ctx.env.name}: starting {', '.join(model.names())}")
-    result = ctx.run.run(
-        compose.up(ctx.env, wait_timeout=ctx.settings.wait_timeout),
-        env=ctx.variables,
-        check=False,
-        capture_stderr=True,
-        no_input=True,
-        progress=True,
-    )
+    found = start(ctx, compose.up(ctx.env, wait_timeout=ctx.settings.wait_timeout), model)
     if ctx.run.dry_run:
         return []
-    cause = (
-        "" if result.ok else last_line(result.stderr).removeprefix("Error response from daemon: ")
-    )
-    found = docker.check_started(ctx, model, cause)
-    if cause:  # Compose said no although every container looks right
-        raise LorePinError(f"Compose could not start '{ctx.env.name}': {ctx.run.redact(cause)}")
     url = docker.published_url(ctx, found)
     http.wait_ready(
         f"{url}/readyz",

@@ -27,6 +27,7 @@ from lorepin_tasks.tasks._common import (
     locked,
     open_env,
     require_base_image,
+    start,
     task,
 )
 
@@ -107,23 +108,13 @@ def up(c: Context, env: str = "staging", dry_run: bool = False) -> None:
         model = docker.model(ctx)
         build_stale(ctx, model, only=[BUILT_BY], force=False)
         check_config(ctx, image(ctx, model))
-        ctx.run.say(f"==> {ctx.env.name}: starting {', '.join(SERVICES)}")
-        result = ctx.run.run(
-            compose.up(
-                ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES, recreate=True
-            ),
-            env=ctx.variables,
-            check=False,
-            capture_stderr=True,
-            no_input=True,
-            progress=True,
+        wanted = docker.Model(services={n: model.services[n] for n in SERVICES})
+        argv = compose.up(
+            ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES, recreate=True
         )
+        start(ctx, argv, wanted)
         if ctx.run.dry_run:
             return
-        cause = "" if result.ok else last_line(result.stderr)
-        docker.check_started(
-            ctx, docker.Model(services={n: model.services[n] for n in SERVICES}), cause
-        )
     print(f"monitoring of '{ctx.env.name}' is up: `invoke monitor.status --env {ctx.env.name}`")
 
 

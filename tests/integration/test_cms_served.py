@@ -44,13 +44,17 @@ def served(database_url: str) -> Iterator[Address]:
             time.sleep(0.1)
         yield address
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         listener.close()
+
+
+def stop(server: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def send(conn: http.client.HTTPConnection, method: str, path: str, body: str = "") -> int | str:
@@ -145,10 +149,5 @@ def test_the_metrics_port_adds_up_every_worker(database_url: str) -> None:
         assert samples["lorepin_db_pool_in_use"] == 0  # every handler gave its connection back
         assert not [k for k in samples if "/api/pins/1" in k]  # templates, never raw paths
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         shutil.rmtree(values, ignore_errors=True)
