@@ -35,6 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENV_HELP = "environment name (see invoke.yaml; default: local)"
 DRY_HELP = "print the exact commands and change nothing"
 JSON_HELP = "print machine-readable JSON"
+SERVER_ENV_HELP = "the server environment, required: staging or production (see invoke.yaml)"
 YES_HELP = "do not ask for confirmation"
 LOGS_HELP = {
     "service": "the service whose logs to show (default: all)",

@@ -35,6 +35,7 @@ from lorepin_tasks.runtime.trail import Trail, mirrored
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
+    SERVER_ENV_HELP,
     YES_HELP,
     backup_database,
     locked,
@@ -43,7 +44,6 @@ from lorepin_tasks.tasks._common import (
     task,
 )
 
-SERVER_ENV_HELP = "the server environment, required: staging or production (see invoke.yaml)"
 DRAIN = 3.0  # seconds the old colour keeps answering what it took before the switch
 # The watch window fails the release on this many 5xx (or 5 % of requests, if more).
 WATCH_ERRORS, WATCH_RATIO = 3, 0.05

@@ -33,9 +33,16 @@ from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.trail import Trail
-from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, YES_HELP, locked, task
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    JSON_HELP,
+    SERVER_ENV_HELP,
+    YES_HELP,
+    locked,
+    task,
+)
 from lorepin_tasks.tasks.backup import create_physical
-from lorepin_tasks.tasks.deploy import SERVER_ENV_HELP, server_env
+from lorepin_tasks.tasks.deploy import server_env
 
 DATA = compose.PGDATA
 FENCE = f"{DATA}/lorepin-fenced"  # the old primary's entrypoint refuses to start with it

@@ -14,15 +14,19 @@ from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
+from invoke.exceptions import Exit
 
+from lorepin_cms.exit_codes import ExitCode
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import images as images_plan
+from lorepin_tasks.plans import monitoring as monitoring_plan
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
-    ENV_HELP,
     JSON_HELP,
+    SERVER_ENV_HELP,
     build_stale,
     locked,
     open_env,
@@ -32,6 +36,7 @@ from lorepin_tasks.tasks._common import (
 )
 
 FILE = "compose/monitoring.yaml"
+QUERIES = "monitoring/postgres-queries.yml"  # no checker in the image: checked here
 BUILT_BY = "prometheus"  # the service that carries the image's build (all share it)
 SERVICES = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter",
             "blackbox-exporter")  # fmt: skip
@@ -40,7 +45,11 @@ PROMETHEUS_API = "http://127.0.0.1:9090/monitoring/prometheus/api/v1"
 CHECKS = (
     ("promtool", "check", "config", "/etc/lorepin/monitoring/prometheus.yml"),
     ("amtool", "check-config", "/etc/lorepin/monitoring/alertmanager.yml"),
-)
+    ("prometheus-blackbox-exporter", "--config.file=/etc/lorepin/monitoring/blackbox.yml",
+     "--config.check"),
+)  # fmt: skip
+# Targets that are down by design: the paused colour (the previous release, kept).
+PAUSABLE = ("cms", "probe_colour")
 
 
 BAKED = "/etc/lorepin/monitoring/"  # where the image holds the repository's monitoring/
@@ -56,13 +65,19 @@ def why(said: str) -> str:
     return lines[-1] if lines else "no reason given"
 
 
-def monitored(ctx: EnvContext) -> EnvContext:
+def monitored(c: Context, env: str, dry_run: bool) -> EnvContext:
     """The environment with its monitoring's Compose file (a server environment only)."""
+    if not env:
+        raise ConfigError("say which environment: --env staging or --env production")
+    ctx = open_env(c, env, dry_run=dry_run)
     if not ctx.env.is_server:
         raise ConfigError(
             f"'{ctx.env.name}' is a {ctx.env.kind} environment: monitoring is for server "
             "environments (staging, production)"
         )
+    problems = monitoring_plan.query_problems((ctx.settings.root / QUERIES).read_text())
+    if problems:
+        raise ConfigError(f"the monitoring configuration is invalid ({QUERIES}): {problems[0]}")
     path = ctx.settings.root / FILE
     files = ctx.env.compose_files
     if path not in files:
@@ -74,17 +89,21 @@ def image(ctx: EnvContext, model: docker.Model) -> str:
     return str(model.services[BUILT_BY].image)
 
 
-def check_config(ctx: EnvContext, ref: str) -> None:
-    """promtool and amtool on the configuration baked into `ref`: a bad rule file stops
-    here, with the checker's own words, before any service is touched."""
+def check_config(ctx: EnvContext, ref: str, previous: str | None) -> None:
+    """promtool, amtool and the blackbox exporter on the configuration baked into `ref`:
+    a bad file stops here, with the checker's own words, before any service is touched;
+    the tag goes back to the `previous` image, so nothing recreated later runs it."""
     for check in CHECKS:
         argv = [*compose.docker(ctx.env), "run", "--rm", "--network", "none",
                 "--env", f"LOREPIN_ENV={ctx.env.name}", "--entrypoint", check[0], ref,
                 *check[1:]]  # fmt: skip
         done = ctx.run.run(argv, env=ctx.engine, check=False, capture=True, capture_stderr=True)
-        if not done.ok and not ctx.run.dry_run:
-            said = (done.stdout + done.stderr).replace(BAKED, "monitoring/")
-            raise ConfigError(f"the monitoring configuration is invalid ({check[0]}): {why(said)}")
+        if done.ok or ctx.run.dry_run:
+            continue
+        put_back = images_plan.tag_image(previous, ref) if previous else images_plan.remove([ref])
+        ctx.run.run([*compose.docker(ctx.env), *put_back[1:]], env=ctx.engine, check=False)
+        said = (done.stdout + done.stderr).replace(BAKED, "monitoring/")
+        raise ConfigError(f"the monitoring configuration is invalid ({check[0]}): {why(said)}")
 
 
 def database_running(ctx: EnvContext) -> None:
@@ -96,18 +115,20 @@ def database_running(ctx: EnvContext) -> None:
         )
 
 
-@task(help={"env": ENV_HELP, "dry_run": DRY_HELP})
-def up(c: Context, env: str = "staging", dry_run: bool = False) -> None:
+@task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
+def up(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Build the monitoring image if it changed, check its configuration, start it."""
-    ctx = monitored(open_env(c, env, dry_run=dry_run))
+    ctx = monitored(c, env, dry_run)
     require_base_image(ctx.settings)
     with locked(ctx, "monitor.up"):
         docker.ensure_owned(ctx)
         if not ctx.run.dry_run:
             database_running(ctx)
         model = docker.model(ctx)
+        ref = image(ctx, model)
+        before = docker.images(ctx.run, compose.docker(ctx.env), [ref]).get(ref)
         build_stale(ctx, model, only=[BUILT_BY], force=False)
-        check_config(ctx, image(ctx, model))
+        check_config(ctx, ref, before.id if before else None)
         wanted = docker.Model(services={n: model.services[n] for n in SERVICES})
         argv = compose.up(
             ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES, recreate=True
@@ -118,10 +139,10 @@ def up(c: Context, env: str = "staging", dry_run: bool = False) -> None:
     print(f"monitoring of '{ctx.env.name}' is up: `invoke monitor.status --env {ctx.env.name}`")
 
 
-@task(help={"env": ENV_HELP, "dry_run": DRY_HELP})
-def down(c: Context, env: str = "staging", dry_run: bool = False) -> None:
+@task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
+def down(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Stop and remove the monitoring's containers (their data volumes are kept)."""
-    ctx = monitored(open_env(c, env, dry_run=dry_run))
+    ctx = monitored(c, env, dry_run)
     with locked(ctx, "monitor.down"):
         docker.ensure_owned(ctx)
         ctx.run.run([*compose.compose(ctx.env), "rm", "--stop", "--force", *SERVICES],
@@ -153,23 +174,28 @@ def prometheus_get(ctx: EnvContext, path: str) -> Any:
     return answer["data"]
 
 
-@task(help={"env": ENV_HELP, "json": JSON_HELP})
-def status(c: Context, env: str = "staging", json_: bool = False) -> None:
-    """Each scrape target's health and every alert that is firing or pending."""
-    ctx = monitored(open_env(c, env, dry_run=False))
+@task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP})
+def status(c: Context, env: str = "", json_: bool = False) -> None:
+    """Each scrape target's health and every alert that is firing or pending; exit 1 when
+    a target is down (a paused colour's excepted) or an alert fires."""
+    ctx = monitored(c, env, dry_run=False)
     targets = prometheus_get(ctx, "targets?state=active")["activeTargets"]
     alerts = prometheus_get(ctx, "alerts")["alerts"]
     if json_:
         print(json.dumps({"targets": targets, "alerts": alerts}, indent=2))
-        return
-    for t in sorted(targets, key=lambda t: (t["labels"]["job"], t["labels"]["instance"])):
-        error = f"  {t['lastError']}" if t.get("lastError") else ""
-        print(f"{t['health']:<8} {t['labels']['job']:<14} {t['labels']['instance']}{error}")
-    for a in alerts:
-        print(f"ALERT {a['state']:<8} {a['labels'].get('severity', '?'):<8} "
-              f"{a['labels']['alertname']}: {a['annotations'].get('summary', '')}")  # fmt: skip
-    if not alerts:
-        print("no alert firing or pending")
+    else:
+        for t in sorted(targets, key=lambda t: (t["labels"]["job"], t["labels"]["instance"])):
+            error = f"  {t['lastError']}" if t.get("lastError") else ""
+            print(f"{t['health']:<8} {t['labels']['job']:<14} {t['labels']['instance']}{error}")
+        for a in alerts:
+            print(f"ALERT {a['state']:<8} {a['labels'].get('severity', '?'):<8} "
+                  f"{a['labels']['alertname']}: {a['annotations'].get('summary', '')}")  # fmt: skip
+        if not alerts:
+            print("no alert firing or pending")
+    down = [t for t in targets if t["health"] != "up" and t["labels"]["job"] not in PAUSABLE]
+    firing = [a for a in alerts if a["state"] == "firing"]
+    if down or firing:
+        raise Exit(code=ExitCode.FAILED)
 
 
 ns = Collection("monitor", up, down, status)

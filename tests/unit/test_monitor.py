@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from lorepin_tasks.plans.monitoring import query_problems
 from lorepin_tasks.tasks.monitor import why
+from tests.conftest import ROOT
 
 PROMTOOL = """Checking monitoring/prometheus.yml
   SUCCESS: 2 rule files found
@@ -28,3 +32,23 @@ def test_a_one_line_failure_is_kept_whole_and_silence_is_said() -> None:
         == "Checking 'monitoring/alertmanager.yml'  FAILED: yaml: line 3: mapping values"
     )
     assert why("") == "no reason given"
+
+
+def test_the_projects_postgres_queries_are_sound() -> None:
+    assert query_problems((ROOT / "monitoring" / "postgres-queries.yml").read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: [", "line 1: not YAML"),
+        ("[]", "not a mapping of query names to queries"),
+        ("q: {metrics: [{n: {usage: GAUGE}}]}", "q: needs a `query`"),
+        ("q: {query: SELECT 1 AS n}", "q: needs `metrics`"),
+        ("q: {query: SELECT 1 AS n, metrics: [{n: {usage: GAUGES}}]}", "q.n: usage must be one"),
+    ],
+)
+def test_a_broken_queries_file_is_named_before_it_reaches_the_exporter(
+    text: str, problem: str
+) -> None:
+    assert query_problems(text)[0].startswith(problem)
