@@ -7,7 +7,18 @@ from invoke.collection import Collection
 
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.settings import check_project_file
-from lorepin_tasks.tasks import backup, db, deploy, dr, feature, images, monitor, release, stack
+from lorepin_tasks.tasks import (
+    backup,
+    db,
+    deploy,
+    dr,
+    feature,
+    images,
+    incident,
+    monitor,
+    release,
+    stack,
+)
 
 try:  # before Invoke reads it: a broken invoke.yaml is one line, not a traceback
     check_project_file(Path(__file__).resolve().parent / "invoke.yaml")
@@ -28,3 +39,4 @@ ns.add_collection(images.artifacts)
 ns.add_collection(deploy.ns)
 ns.add_collection(deploy.audit_ns)
 ns.add_collection(monitor.ns)
+ns.add_collection(incident.ns)

@@ -19,6 +19,9 @@ Environment variables:
   LOREPIN_BACKUP_WEBHOOK_URL   the one server environments' scheduled backups report to
                        (a secret; default: the release one), written into the
                        environment's secrets_dir/backup_webhook by `invoke deploy`
+  LOREPIN_ALERT_WEBHOOK_URL    the one the incident receiver passes alerts on to (a
+                       secret; default: the backup one), written into
+                       secrets_dir/alert_webhook by `invoke monitor.up`
   XDG_STATE_HOME       per-user state (secrets, dumps, locks): $XDG_STATE_HOME/lorepin
   XDG_CACHE_HOME       per-user caches (resolved Compose models): $XDG_CACHE_HOME/lorepin
 """
@@ -230,6 +233,7 @@ class Settings:
     lock_wait: float  # seconds a migration waits for another one
     webhook_url: str | None
     backup_webhook_url: str | None = None  # where the second site's schedule reports
+    alert_webhook_url: str | None = None  # where the incident receiver passes alerts on
 
     def environment(self, name: str) -> Environment:
         """The selected environment, with the LOREPIN_* overrides applied."""
@@ -657,6 +661,10 @@ def load(
         lock_wait=float(_int(lock_wait, "db.lock_wait", low=0, high=3600)),
         webhook_url=environ.get("LOREPIN_RELEASE_WEBHOOK_URL") or None,
         backup_webhook_url=environ.get("LOREPIN_BACKUP_WEBHOOK_URL")
+        or environ.get("LOREPIN_RELEASE_WEBHOOK_URL")
+        or None,
+        alert_webhook_url=environ.get("LOREPIN_ALERT_WEBHOOK_URL")
+        or environ.get("LOREPIN_BACKUP_WEBHOOK_URL")
         or environ.get("LOREPIN_RELEASE_WEBHOOK_URL")
         or None,
     )

@@ -143,20 +143,32 @@ def ensure_backup_tls(ctx: EnvContext) -> None:
 
 
 BACKUP_WEBHOOK = "backup_webhook"
+ALERT_WEBHOOK = "alert_webhook"
 
 
 def ensure_backup_webhook(ctx: EnvContext) -> None:
-    """The webhook the second site's backup schedule reports to, as a file secret: from
-    LOREPIN_BACKUP_WEBHOOK_URL (or the release one) when set, else the file as it is
-    (empty: the schedule reports to its run log only)."""
-    path = ctx.env.secrets_dir / BACKUP_WEBHOOK
-    url = ctx.settings.backup_webhook_url or ""
+    """The webhook the second site's backup schedule reports to (LOREPIN_BACKUP_WEBHOOK_URL,
+    or the release one)."""
+    ensure_webhook(ctx, BACKUP_WEBHOOK, ctx.settings.backup_webhook_url, "backup schedule")
+
+
+def ensure_alert_webhook(ctx: EnvContext) -> None:
+    """The webhook the incident receiver passes alerts on to (LOREPIN_ALERT_WEBHOOK_URL, or
+    the backup or release one)."""
+    ensure_webhook(ctx, ALERT_WEBHOOK, ctx.settings.alert_webhook_url, "incident receiver")
+
+
+def ensure_webhook(ctx: EnvContext, name: str, url: str | None, whose: str) -> None:
+    """A webhook URL as a file secret of the environment: written when `url` is set and
+    differs, else the file as it is (empty: its service reports to its own log only)."""
+    path = ctx.env.secrets_dir / name
+    url = url or ""
     if url:
         ctx.run.add_secret(url)
     if path.is_file() and (not url or path.read_text().strip() == url):
         return
     if ctx.run.dry_run:
-        ctx.run.say(f"# would write the backup schedule's webhook into {path}")
+        ctx.run.say(f"# would write the {whose}'s webhook into {path}")
         return
     _check_directory(ctx)
     ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

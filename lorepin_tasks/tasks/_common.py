@@ -79,6 +79,19 @@ def open_env(
     )
 
 
+def server_env(c: Context, env: str, dry_run: bool, *, what: str = "deploys go to") -> EnvContext:
+    """A server environment, named on the command line (there is no default one)."""
+    if not env:
+        raise ConfigError("say which environment: --env staging or --env production")
+    ctx = open_env(c, env, dry_run=dry_run)
+    if not ctx.env.is_server:
+        raise ConfigError(
+            f"'{ctx.env.name}' is a {ctx.env.kind} environment, started with `invoke up`: "
+            f"{what} server environments (staging, production)"
+        )
+    return ctx
+
+
 @contextmanager
 def locked(ctx: EnvContext, action: str) -> Iterator[None]:
     """One change at a time per environment (a dry run changes nothing: no lock)."""

@@ -39,26 +39,14 @@ from lorepin_tasks.tasks._common import (
     YES_HELP,
     backup_database,
     locked,
-    open_env,
     run_migrator,
+    server_env,
     task,
 )
 
 DRAIN = 3.0  # seconds the old colour keeps answering what it took before the switch
 # The watch window fails the release on this many 5xx (or 5 % of requests, if more).
 WATCH_ERRORS, WATCH_RATIO = 3, 0.05
-
-
-def server_env(c: Context, env: str, dry_run: bool) -> EnvContext:
-    if not env:
-        raise ConfigError("say which environment: --env staging or --env production")
-    ctx = open_env(c, env, dry_run=dry_run)
-    if not ctx.env.is_server:
-        raise ConfigError(
-            f"'{ctx.env.name}' is a {ctx.env.kind} environment, started with `invoke up`: "
-            "deploys go to server environments (staging, production)"
-        )
-    return ctx
 
 
 def _manifest(ctx: EnvContext, tag: str) -> dict[str, Any]:

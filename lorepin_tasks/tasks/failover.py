@@ -39,10 +39,10 @@ from lorepin_tasks.tasks._common import (
     SERVER_ENV_HELP,
     YES_HELP,
     locked,
+    server_env,
     task,
 )
 from lorepin_tasks.tasks.backup import create_physical
-from lorepin_tasks.tasks.deploy import server_env
 
 DATA = compose.PGDATA
 FENCE = f"{DATA}/lorepin-fenced"  # the old primary's entrypoint refuses to start with it

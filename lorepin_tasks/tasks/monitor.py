@@ -21,7 +21,7 @@ from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import images as images_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
-from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime import docker, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
@@ -29,8 +29,8 @@ from lorepin_tasks.tasks._common import (
     SERVER_ENV_HELP,
     build_stale,
     locked,
-    open_env,
     require_base_image,
+    server_env,
     start,
     task,
 )
@@ -39,7 +39,7 @@ FILE = "compose/monitoring.yaml"
 QUERIES = "monitoring/postgres-queries.yml"  # no checker in the image: checked here
 BUILT_BY = "prometheus"  # the service that carries the image's build (all share it)
 SERVICES = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter",
-            "blackbox-exporter")  # fmt: skip
+            "blackbox-exporter", "incident-receiver")  # fmt: skip
 PROMETHEUS_API = "http://127.0.0.1:9090/monitoring/prometheus/api/v1"
 # The configuration, checked inside the image that runs it before anything starts.
 CHECKS = (
@@ -67,14 +67,7 @@ def why(said: str) -> str:
 
 def monitored(c: Context, env: str, dry_run: bool) -> EnvContext:
     """The environment with its monitoring's Compose file (a server environment only)."""
-    if not env:
-        raise ConfigError("say which environment: --env staging or --env production")
-    ctx = open_env(c, env, dry_run=dry_run)
-    if not ctx.env.is_server:
-        raise ConfigError(
-            f"'{ctx.env.name}' is a {ctx.env.kind} environment: monitoring is for server "
-            "environments (staging, production)"
-        )
+    ctx = server_env(c, env, dry_run, what="monitoring is for")
     problems = monitoring_plan.query_problems((ctx.settings.root / QUERIES).read_text())
     if problems:
         raise ConfigError(f"the monitoring configuration is invalid ({QUERIES}): {problems[0]}")
@@ -124,6 +117,7 @@ def up(c: Context, env: str = "", dry_run: bool = False) -> None:
         docker.ensure_owned(ctx)
         if not ctx.run.dry_run:
             database_running(ctx)
+        secrets.ensure_alert_webhook(ctx)
         model = docker.model(ctx)
         ref = image(ctx, model)
         before = docker.images(ctx.run, compose.docker(ctx.env), [ref]).get(ref)

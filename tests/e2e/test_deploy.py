@@ -10,6 +10,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -580,6 +581,78 @@ def promql(project: str, query: str) -> list[dict[str, object]]:
     return result
 
 
+def incidents(site: Site) -> list[dict[str, object]]:
+    shown = site.invoke("incident.list", "--env", "staging", "--all", "--json")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    found: list[dict[str, object]] = json.loads(shown.stdout)
+    return found
+
+
+def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> None:
+    """The serving colour stopped: CmsDown fires, the receiver opens one incident (P2:
+    critical, on staging) and tells the team's webhook; the colour back, the incident
+    resolves by itself; its postmortem's timeline holds both."""
+    project = site.projects["staging"]
+    colour = subprocess.run(
+        ["docker", "ps", "--filter", f"name={project}-cms-", "--filter", "status=running",
+         "--format", "{{.Names}}"], capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(colour) == 1, colour  # the other colour is paused (kept for a rollback)
+    hooks = f"{project}-alert-hooks"
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", hooks, "--network", f"{project}_default",
+         "--network-alias", "hooks", "--entrypoint", "python",
+         f"{site.env['LOREPIN_IMAGE_PREFIX']}/cms:1.0.0", "-c", RECEIVER],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        assert not [i for i in incidents(site) if i["status"] != "resolved"]
+        subprocess.run(["docker", "stop", "-t", "5", colour[0]], capture_output=True, check=True)
+        stopped = time.monotonic()
+        opened: list[dict[str, object]] = []
+        while not opened and time.monotonic() < stopped + 120:
+            time.sleep(2)
+            opened = [i for i in incidents(site) if i["status"] == "open"]
+        assert opened, "no incident within 120 s of the CMS stopping"
+        print(f"incident opened {time.monotonic() - stopped:.1f} s after the CMS stopped")
+        incident = opened[0]
+        assert (incident["priority"], incident["classification"]) == ("P2", "availability")
+        assert str(incident["title"]).startswith(("CmsDown", "CmsNotReady"))  # one incident
+        said = ""
+        while f"incident {incident['id']} opened" not in said and time.monotonic() < stopped + 150:
+            time.sleep(1)
+            said = subprocess.run(["docker", "logs", hooks], capture_output=True, text=True).stdout
+        assert f"/services/{HOOK_TOKEN}" in said and f"incident {incident['id']} opened" in said
+    finally:
+        subprocess.run(["docker", "start", *colour], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", "-f", hooks], capture_output=True, check=False)
+    back = time.monotonic()
+    status = ""
+    while status != "resolved" and time.monotonic() < back + 150:
+        time.sleep(2)
+        status = str(next(i["status"] for i in incidents(site) if i["id"] == incident["id"]))
+    assert status == "resolved", (
+        f"INC-{incident['id']} still {status} 150 s after the CMS came back"
+    )
+    assert site.serving("staging") is not None
+    # One incident for the one trouble, however many alerts it raised.
+    assert [i["id"] for i in incidents(site) if int(str(i["id"])) >= int(str(incident["id"]))] == [
+        incident["id"]
+    ]
+    unknown = site.invoke("incident.show", "999999", "--env", "staging")
+    assert unknown.returncode == 2 and "no incident 999999" in unknown.stderr
+    out = site.root / "dist" / "postmortem.md"
+    written = site.invoke("incident.postmortem", str(incident["id"]), "--env", "staging",
+                          "--out", str(out))  # fmt: skip
+    assert written.returncode == 0, written.stderr[-2000:]
+    text = out.read_text()
+    began, ended = re.search(r"\| (Cms\w+).* began \(Prometheus\)", text), "ended (Prometheus)"
+    assert began and ended in text, text
+    assert "incident opened (alertmanager)" in text and "incident resolved" in text
+    assert "## Root cause" in text and "## Preventive actions" in text
+
+
 def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(site: Site) -> None:
     """monitor.up on the deployed staging: every scrape target healthy, the CMS's requests
     through the proxy counted by route template, the probes, the database and the backup
@@ -626,6 +699,8 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(site: Site) -
         assert shown.returncode == 0, shown.stdout + shown.stderr[-2000:]
         assert "up       probe_public" in shown.stdout
         assert "no alert firing or pending" in shown.stdout
+
+        incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site)
 
         before = subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.Image}}", prometheus],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
