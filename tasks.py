@@ -27,7 +27,7 @@ except ConfigError as exc:
     sys.exit(int(exc.exit_code))
 
 ns = Collection()
-for t in (*stack.ns.tasks.values(), release.version, deploy.rollback):  # top-level
+for t in (*stack.ns.tasks.values(), release.version, deploy.rollback, monitor.errors):  # top
     ns.add_task(t)
 ns.add_collection(backup.ns)
 ns.add_collection(dr.ns)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import yaml
@@ -38,3 +40,67 @@ def query_problems(text: str) -> list[str]:
             if usage not in USAGES:
                 problems.append(f"{name}.{column}: usage must be one of {', '.join(USAGES)}")
     return problems
+
+
+SINCE = re.compile(r"^([1-9][0-9]{0,3})([mhdw])$")
+SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def since_seconds(text: str, flag: str = "--since") -> int:
+    """A look-back like 30m, 24h, 7d or 2w, in seconds; a one-line error otherwise."""
+    found = SINCE.match(text.strip())
+    if not found:
+        raise ValueError(f"{flag} must look like 30m, 24h, 7d or 2w, got {text!r}")
+    return int(found[1]) * SECONDS[found[2]]
+
+
+def report_queries(since: str) -> dict[str, str]:
+    """The trend of `monitor.report` per route over `since` (a Prometheus duration)."""
+    rate = f"rate(lorepin_http_request_duration_seconds_bucket[{since}])"
+    return {
+        "requests": f"sum by (route) (increase(lorepin_http_requests_total[{since}]))",
+        "errors": "sum by (route) "
+        f'(increase(lorepin_http_requests_total{{status=~"5.."}}[{since}]))',
+        "p50": f"histogram_quantile(0.5, sum by (route, le) ({rate}))",
+        "p99": f"histogram_quantile(0.99, sum by (route, le) ({rate}))",
+    }
+
+
+DAILY = {
+    "requests": "sum(increase(lorepin_http_requests_total[1d]))",
+    # No 5xx series at all is a ratio of 0, not no answer.
+    "error_ratio": '(sum(increase(lorepin_http_requests_total{status=~"5.."}[1d])) or vector(0)) '
+    "/ sum(increase(lorepin_http_requests_total[1d]))",
+    "p99": "histogram_quantile(0.99, sum by (le) "
+    "(increase(lorepin_http_request_duration_seconds_bucket[1d])))",
+}
+
+
+def error_groups(lines: list[str]) -> list[dict[str, Any]]:
+    """The CMS's unhandled-error events (one JSON line each, see lorepin_cms.metrics)
+    grouped by fingerprint: count, first and last seen, where; most frequent first."""
+    groups: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        start = line.find('{"event": "unhandled_error"')
+        if start < 0:
+            continue
+        try:
+            event = json.loads(line[start:])
+        except ValueError:
+            continue
+        mark = str(event.get("fingerprint"))
+        group = groups.setdefault(
+            mark,
+            {"fingerprint": mark, "type": event.get("type"), "category": event.get("category"),
+             "count": 0, "first": event.get("time"), "last": event.get("time"), "routes": [],
+             "frames": event.get("frames"), "request_ids": []},
+        )  # fmt: skip
+        group["count"] += 1
+        group["first"] = min(group["first"] or "", event.get("time") or "") or group["first"]
+        group["last"] = max(group["last"] or "", event.get("time") or "")
+        route = f"{event.get('method')} {event.get('route')}"
+        if route not in group["routes"]:
+            group["routes"].append(route)
+        if event.get("request_id") and len(group["request_ids"]) < 3:
+            group["request_ids"].append(event["request_id"])
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"]))

@@ -9,6 +9,10 @@ configuration, alert rules and rule tests live in monitoring/ (docs/monitoring.m
 from __future__ import annotations
 
 import json
+import math
+import time
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +23,7 @@ from invoke.exceptions import Exit
 from lorepin_cms.exit_codes import ExitCode
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import images as images_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
 from lorepin_tasks.runtime import docker, secrets
@@ -156,6 +161,7 @@ def prometheus_get(ctx: EnvContext, path: str) -> Any:
         [*compose.docker(ctx.env), "exec", container, "curl", "-fsS", "--max-time", "10",
          f"{PROMETHEUS_API}/{path}"],
         env=ctx.engine, check=False, capture=True, capture_stderr=True, mutates=False,
+        quiet=True,
     )  # fmt: skip
     if not done.ok:
         raise LorePinError(
@@ -192,4 +198,104 @@ def status(c: Context, env: str = "", json_: bool = False) -> None:
         raise Exit(code=ExitCode.FAILED)
 
 
-ns = Collection("monitor", up, down, status)
+def since_flag(text: str) -> int:
+    try:
+        return monitoring_plan.since_seconds(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def query(ctx: EnvContext, promql: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = prometheus_get(
+        ctx, f"query?{urllib.parse.urlencode({'query': promql})}"
+    )["result"]
+    return result
+
+
+def number(sample: Mapping[str, Any]) -> float | None:
+    value = float(sample["value"][1])
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+@task(help={"env": SERVER_ENV_HELP, "since": "how far back: 30m, 24h, 7d, 2w (default 7d)",
+            "json": JSON_HELP})  # fmt: skip
+def report(c: Context, env: str = "", since: str = "7d", json_: bool = False) -> None:
+    """The CMS's performance over a period, per route (requests, errors, p50, p99) and per
+    day, from the environment's Prometheus."""
+    seconds = since_flag(since)
+    ctx = monitored(c, env, False)
+    routes: dict[str, dict[str, float | None]] = {}
+    for name, promql in monitoring_plan.report_queries(since).items():
+        for sample in query(ctx, promql):
+            routes.setdefault(sample["metric"].get("route", "?"), {})[name] = number(sample)
+    end = int(time.time())
+    days: dict[str, dict[str, float | None]] = {}
+    for name, promql in monitoring_plan.DAILY.items():
+        path = "query_range?" + urllib.parse.urlencode(
+            # Whole days back from now: the newest point is today's last 24 hours.
+            {"query": promql, "start": end - seconds // 86400 * 86400, "end": end, "step": "86400"}
+        )
+        for series in prometheus_get(ctx, path)["result"]:
+            for at, value in series["values"]:
+                day = time.strftime("%Y-%m-%d", time.gmtime(float(at)))
+                days.setdefault(day, {})[name] = number({"value": [at, value]})
+    if json_:
+        print(json.dumps({"since": since, "routes": routes, "days": days}, indent=2))
+        return
+    if not routes:
+        print(f"no CMS requests in '{ctx.env.name}' over the last {since}")
+        return
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f} ms"
+
+    print(f"the CMS of '{ctx.env.name}' over the last {since}")
+    print(f"{'ROUTE':<28} {'REQUESTS':>10} {'5xx':>8} {'P50':>9} {'P99':>9}")
+    for route, v in sorted(routes.items(), key=lambda kv: -(kv[1].get("requests") or 0)):
+        print(f"{route:<28} {v.get('requests') or 0:>10.0f} {v.get('errors') or 0:>8.0f} "
+              f"{ms(v.get('p50')):>9} {ms(v.get('p99')):>9}")  # fmt: skip
+    print(f"\n{'DAY (UTC)':<12} {'REQUESTS':>10} {'5xx RATIO':>10} {'P99':>9}")
+    for day, v in sorted(days.items()):
+        ratio = v.get("error_ratio")
+        print(f"{day:<12} {v.get('requests') or 0:>10.0f} "
+              f"{'-' if ratio is None else f'{ratio:.2%}':>10} {ms(v.get('p99')):>9}")  # fmt: skip
+
+
+COLOURS = ("blue", "green")
+
+
+@task(help={"env": SERVER_ENV_HELP, "since": "how far back: 30m, 24h, 7d (default 24h)",
+            "json": JSON_HELP})  # fmt: skip
+def errors(c: Context, env: str = "", since: str = "24h", json_: bool = False) -> None:
+    """The CMS's unhandled errors, grouped by fingerprint: how many, first and last seen,
+    where, and request ids to follow (from both colours' logs)."""
+    since_flag(since)
+    ctx = server_env(c, env, False, what="error tracking is for")
+    lines: list[str] = []
+    for colour in COLOURS:
+        name = deploy_plan.container(ctx.env, f"cms-{colour}")
+        done = ctx.run.run(
+            [*compose.docker(ctx.env), "logs", "--since", since, name],
+            env=ctx.engine, check=False, capture=True, capture_stderr=True, mutates=False,
+            quiet=True,
+        )  # fmt: skip
+        if done.ok:
+            lines += (done.stdout + "\n" + done.stderr).splitlines()
+    groups = monitoring_plan.error_groups(lines)
+    if json_:
+        print(json.dumps(groups, indent=2))
+        return
+    if not groups:
+        print(f"no unhandled CMS error in '{ctx.env.name}' over the last {since}")
+        return
+    print(f"{'FINGERPRINT':<13} {'COUNT':>6} {'FIRST SEEN':<20} {'LAST SEEN':<20} TYPE, WHERE")
+    for g in groups:
+        print(f"{g['fingerprint']:<13} {g['count']:>6} {str(g['first'])[:19]:<20} "
+              f"{str(g['last'])[:19]:<20} {g['type']} ({g['category']}) in "
+              f"{', '.join(g['routes'])}")  # fmt: skip
+        print(f"{'':>20}at {' <- '.join(reversed(g['frames'] or []))}")
+        if g["request_ids"]:
+            print(f"{'':>20}requests {', '.join(g['request_ids'])}")
+
+
+ns = Collection("monitor", up, down, status, report)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from lorepin_tasks.plans.monitoring import query_problems
+from lorepin_tasks.plans.monitoring import error_groups, query_problems, since_seconds
 from lorepin_tasks.tasks.monitor import why
 from tests.conftest import ROOT
 
@@ -52,3 +54,39 @@ def test_a_broken_queries_file_is_named_before_it_reaches_the_exporter(
     text: str, problem: str
 ) -> None:
     assert query_problems(text)[0].startswith(problem)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("24h", 86400), ("7d", 604800),
+                                               ("2w", 1209600)])  # fmt: skip
+def test_look_backs_as_people_write_them(text: str, seconds: int) -> None:
+    assert since_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7", "0d", "1y", "-1h", "7 d", "1h;", "99999d"])
+def test_other_look_backs_are_refused_in_one_line(text: str) -> None:
+    with pytest.raises(ValueError, match="--since must look like 30m, 24h, 7d or 2w"):
+        since_seconds(text)
+
+
+def event(fingerprint: str, at: str, route: str = "/api/pins", request_id: str = "r") -> str:
+    fields = {"event": "unhandled_error", "time": at, "fingerprint": fingerprint,
+              "type": "KeyError", "category": "server", "route": route, "method": "GET",
+              "request_id": request_id, "frames": ["app.py:10:list_pins"]}  # fmt: skip
+    return json.dumps(fields)
+
+
+def test_unhandled_errors_are_grouped_by_fingerprint_most_frequent_first() -> None:
+    lines = [
+        'INFO:     10.0.0.2:5000 - "GET /api/pins HTTP/1.1" 500 Internal Server Error',
+        event("bbb", "2026-12-01T10:00:05.000+00:00", request_id="r1"),
+        event("aaa", "2026-12-01T09:00:00.000+00:00"),
+        event("bbb", "2026-12-01T10:00:01.000+00:00", route="/api/pins/{pin_id}"),
+        event("bbb", "2026-12-01T10:00:09.000+00:00", request_id="r3"),
+        '{"event": "unhandled_error", broken',
+    ]
+    first, second = error_groups(lines)
+    assert (first["fingerprint"], first["count"], second["fingerprint"]) == ("bbb", 3, "aaa")
+    assert first["first"] == "2026-12-01T10:00:01.000+00:00"
+    assert first["last"] == "2026-12-01T10:00:09.000+00:00"
+    assert first["routes"] == ["GET /api/pins", "GET /api/pins/{pin_id}"]
+    assert first["request_ids"] == ["r1", "r", "r3"]
