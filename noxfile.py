@@ -81,7 +81,7 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
-BENCHMARKS = ("tasks", "build", "environments", "cms", "deploy", "backup", "dr")
+BENCHMARKS = ("tasks", "build", "environments", "cms", "monitoring", "deploy", "backup", "dr")
 
 
 @nox.session(default=False)

@@ -132,9 +132,11 @@ def wait_ready(url: str, within: float = 90) -> None:
         time.sleep(0.5)
 
 
-def serve_default_command(project: str, image: str, secrets: Path) -> tuple[str, str]:
+def serve_default_command(
+    project: str, image: str, secrets: Path, *, suffix: str = "bench-cms", env: tuple[str, ...] = ()
+) -> tuple[str, str]:
     """Run `image` with its own CMD on the stack's network; its name and URL on 127.0.0.1."""
-    name = f"{project}-bench-cms"
+    name = f"{project}-{suffix}"
     stack_env = json.loads(
         docker("inspect", "--format", "{{json .Config.Env}}", f"{project}-cms-1")
     )
@@ -147,6 +149,7 @@ def serve_default_command(project: str, image: str, secrets: Path) -> tuple[str,
         "--publish=127.0.0.1::8000",
         f"--label=dev.lorepin.bench={project}",
         *db_env,
+        *(f"--env={e}" for e in env),
         f"--volume={secrets / 'db_password'}:/run/secrets/db_password:ro",
         image,
     )

@@ -82,7 +82,8 @@ def create_app(config: Config | None = None) -> FastAPI:
         pool_timeout=config.db_pool_timeout,
         connect_args={"connect_timeout": 3},
     )
-    metrics.watch_pool(engine, config.db_pool_size)
+    if config.metrics:
+        metrics.watch_pool(engine, config.db_pool_size)
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
     mine = own_history(config)
@@ -102,7 +103,8 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    app.add_middleware(metrics.Instrument)  # outermost: it sees BodyLimit's 413s too
+    if config.metrics:
+        app.add_middleware(metrics.Instrument)  # outermost: it sees BodyLimit's 413s too
 
     @app.get("/healthz")
     async def healthz() -> Health:

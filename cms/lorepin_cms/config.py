@@ -68,6 +68,14 @@ def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def switch(environ: Mapping[str, str], name: str, default: bool = True) -> bool:
+    """An on/off setting; unset or empty means `default`."""
+    raw = (environ.get(name) or ("on" if default else "off")).strip().lower()
+    if raw not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, got {raw!r}")
+    return raw == "on"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     database_url: URL
@@ -81,6 +89,8 @@ class Config:
     db_pool_size: int = 16
     # How long a request waits for a connection before it is a 503.
     db_pool_timeout: float = 5.0
+    # Request and pool metrics (lorepin_cms.metrics); "off" only to measure what they cost.
+    metrics: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
@@ -92,4 +102,5 @@ class Config:
             geocoder_url=environ.get("LOREPIN_GEOCODER_URL") or None,
             max_body_bytes=positive_int(environ, "LOREPIN_MAX_BODY_BYTES", 1024 * 1024),
             db_pool_size=positive_int(environ, "LOREPIN_DB_POOL_SIZE", 16),
+            metrics=switch(environ, "LOREPIN_METRICS"),
         )

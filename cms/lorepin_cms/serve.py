@@ -17,7 +17,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from lorepin_cms.config import ConfigError, positive_int
+from lorepin_cms.config import ConfigError, positive_int, switch
 
 # The metrics port: inside the environment's network only. (Not imported from
 # lorepin_cms.metrics: its values must first be created by the workers, not here.)
@@ -29,16 +29,18 @@ def main() -> None:
         workers = positive_int(os.environ, "WEB_CONCURRENCY", 1)
         port = positive_int(os.environ, "LOREPIN_CMS_PORT", 8000)
         metrics_port = positive_int(os.environ, "LOREPIN_METRICS_PORT", PORT)
+        metrics = switch(os.environ, "LOREPIN_METRICS")
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     # The image sets it (a tmpfs of the container's own); a run by hand gets one of its own.
     directory = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp()))
     shutil.rmtree(directory, ignore_errors=True)  # a restart's old values are not this run's
     directory.mkdir(parents=True)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     host = os.environ.get("LOREPIN_CMS_HOST", "0.0.0.0")  # noqa: S104 (the container's)
-    start_http_server(metrics_port, addr=host, registry=registry)
+    if metrics:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(metrics_port, addr=host, registry=registry)
     uvicorn.run(
         "lorepin_cms.app:create_app",
         factory=True,

@@ -34,3 +34,11 @@ def test_several_hosts_are_asked_for_the_one_that_takes_writes() -> None:
     url = database_url({"LOREPIN_DB_HOST": "db,db-replica", "LOREPIN_DB_PASSWORD": "x"})
     assert url.host == "db,db-replica"
     assert dict(url.query) == {"target_session_attrs": "read-write", "connect_timeout": "3"}
+
+
+def test_metrics_are_on_unless_switched_off_and_nothing_else_is_a_switch() -> None:
+    assert Config.from_env({}).metrics is True
+    assert Config.from_env({"LOREPIN_METRICS": "off"}).metrics is False
+    assert Config.from_env({"LOREPIN_METRICS": " ON "}).metrics is True
+    with pytest.raises(ConfigError, match="LOREPIN_METRICS must be on or off, got 'no'"):
+        Config.from_env({"LOREPIN_METRICS": "no"})

@@ -111,3 +111,19 @@ def test_fingerprints_tell_different_bugs_apart() -> None:
 
     assert metrics.fingerprint(fails(KeyError)) != metrics.fingerprint(fails(ValueError))
     assert metrics.fingerprint(fails(KeyError)) == metrics.fingerprint(fails(KeyError))
+
+
+def test_switched_off_the_cms_counts_nothing() -> None:
+    config = Config(
+        database_url=NOWHERE,
+        version="9.9.9",
+        git_revision="abc",
+        migrations_dir=ROOT / "migrations",
+        metrics=False,
+    )
+    before = value("lorepin_http_requests_total", route="/healthz", method="GET", status="200")
+    with TestClient(create_app(config)) as client:
+        assert client.get("/healthz").status_code == 200
+    assert (
+        value("lorepin_http_requests_total", route="/healthz", method="GET", status="200") == before
+    )
