@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -120,6 +121,14 @@ def monitoring(session: nox.Session) -> None:
     session.run(str(promtool), "check", "config", "--syntax-only", "monitoring/prometheus.yml",
                 external=True, env={"LOREPIN_ENV": "lint"})  # fmt: skip
     session.run(str(amtool), "check-config", "monitoring/alertmanager.yml", external=True)
+    # The dashboards' queries parse: checked by promtool as recording rules.
+    from lorepin_tasks.plans.dashboards import DASHBOARDS
+
+    exprs = [p.expr for b in DASHBOARDS for p in b.panels]
+    queries = Path(session.create_tmp()) / "dashboards.yml"
+    recorded = [{"record": f"dashboard:panel_{n}", "expr": e} for n, e in enumerate(exprs)]
+    queries.write_text(json.dumps({"groups": [{"name": "dashboards", "rules": recorded}]}))
+    session.run(str(promtool), "check", "rules", str(queries), external=True)
 
 
 @nox.session

@@ -27,7 +27,7 @@ def incident_id(text: str) -> int:
     return int(digits)
 
 
-def list_sql(every: bool) -> str:
+def list_sql(*, every: bool) -> str:
     where = "" if every else "WHERE status <> 'resolved'"
     return (
         f"SELECT coalesce(jsonb_agg(i ORDER BY i.id DESC), '[]') FROM (SELECT id, title, "

@@ -21,7 +21,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, NothingToDo, Refused
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import incident as plan
-from lorepin_tasks.runtime import git, ops
+from lorepin_tasks.runtime import git, monitoring, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.runtime.trail import Trail
@@ -71,9 +71,12 @@ def fetch(session: Session, ctx: EnvContext, ident: int) -> dict[str, Any]:
 def list_(c: Context, env: str = "", all_: bool = False, json_: bool = False) -> None:
     """The environment's incidents: open and acknowledged ones (--all: every one)."""
     ctx = server_env(c, env, False, what=WHAT)
-    with database(ctx) as session:
-        exists = session.scalar(plan.EXISTS) == "t"
-        rows = json.loads(session.scalar(plan.list_sql(all_)) or "[]") if exists else []
+    if all_:
+        with database(ctx) as session:
+            exists = session.scalar(plan.EXISTS) == "t"
+            rows = json.loads(session.scalar(plan.list_sql(every=True)) or "[]") if exists else []
+    else:
+        rows = monitoring.open_incidents(ctx)
     if json_:
         print(json.dumps(rows, indent=2))
         return

@@ -21,18 +21,20 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from lorepin_cms.exit_codes import ExitCode
-from lorepin_tasks.errors import ConfigError, LorePinError, last_line
+from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import dashboards as dashboards_plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import images as images_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
-from lorepin_tasks.runtime import docker, secrets
+from lorepin_tasks.runtime import docker, monitoring, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
     SERVER_ENV_HELP,
     build_stale,
+    load_settings,
     locked,
     require_base_image,
     server_env,
@@ -45,7 +47,6 @@ QUERIES = "monitoring/postgres-queries.yml"  # no checker in the image: checked 
 BUILT_BY = "prometheus"  # the service that carries the image's build (all share it)
 SERVICES = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter",
             "blackbox-exporter", "incident-receiver")  # fmt: skip
-PROMETHEUS_API = "http://127.0.0.1:9090/monitoring/prometheus/api/v1"
 # The configuration, checked inside the image that runs it before anything starts.
 CHECKS = (
     ("promtool", "check", "config", "/etc/lorepin/monitoring/prometheus.yml"),
@@ -154,33 +155,13 @@ def down(c: Context, env: str = "", dry_run: bool = False) -> None:
         print(f"monitoring of '{ctx.env.name}' stopped (its data volumes are kept)")
 
 
-def prometheus_get(ctx: EnvContext, path: str) -> Any:
-    """A Prometheus HTTP API answer, asked from inside its container (it is not published)."""
-    container = f"{ctx.env.project}-prometheus-1"
-    done = ctx.run.run(
-        [*compose.docker(ctx.env), "exec", container, "curl", "-fsS", "--max-time", "10",
-         f"{PROMETHEUS_API}/{path}"],
-        env=ctx.engine, check=False, capture=True, capture_stderr=True, mutates=False,
-        quiet=True,
-    )  # fmt: skip
-    if not done.ok:
-        raise LorePinError(
-            f"Prometheus of '{ctx.env.name}' does not answer: {last_line(done.stderr)} "
-            f"(start it with `invoke monitor.up --env {ctx.env.name}`)"
-        )
-    answer = json.loads(done.stdout)
-    if answer.get("status") != "success":
-        raise LorePinError(f"Prometheus said: {answer.get('error', answer)}")
-    return answer["data"]
-
-
 @task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP})
 def status(c: Context, env: str = "", json_: bool = False) -> None:
     """Each scrape target's health and every alert that is firing or pending; exit 1 when
     a target is down (a paused colour's excepted) or an alert fires."""
     ctx = monitored(c, env, dry_run=False)
-    targets = prometheus_get(ctx, "targets?state=active")["activeTargets"]
-    alerts = prometheus_get(ctx, "alerts")["alerts"]
+    targets = monitoring.prometheus(ctx, "targets?state=active")["activeTargets"]
+    alerts = monitoring.prometheus(ctx, "alerts")["alerts"]
     if json_:
         print(json.dumps({"targets": targets, "alerts": alerts}, indent=2))
     else:
@@ -206,7 +187,7 @@ def since_flag(text: str) -> int:
 
 
 def query(ctx: EnvContext, promql: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = prometheus_get(
+    result: list[dict[str, Any]] = monitoring.prometheus(
         ctx, f"query?{urllib.parse.urlencode({'query': promql})}"
     )["result"]
     return result
@@ -235,7 +216,7 @@ def report(c: Context, env: str = "", since: str = "7d", json_: bool = False) ->
             # Whole days back from now: the newest point is today's last 24 hours.
             {"query": promql, "start": end - seconds // 86400 * 86400, "end": end, "step": "86400"}
         )
-        for series in prometheus_get(ctx, path)["result"]:
+        for series in monitoring.prometheus(ctx, path)["result"]:
             for at, value in series["values"]:
                 day = time.strftime("%Y-%m-%d", time.gmtime(float(at)))
                 days.setdefault(day, {})[name] = number({"value": [at, value]})
@@ -298,4 +279,24 @@ def errors(c: Context, env: str = "", since: str = "24h", json_: bool = False) -
             print(f"{'':>20}requests {', '.join(g['request_ids'])}")
 
 
-ns = Collection("monitor", up, down, status, report)
+@task(help={"check": "change nothing: exit 1 when a file differs from the definition"})
+def dashboards(c: Context, check: bool = False) -> None:
+    """Write the dashboards (lorepin_tasks/plans/dashboards.py) as Prometheus consoles
+    (monitoring/consoles/) and Grafana provisioning (monitoring/grafana/)."""
+    root = load_settings(c).root
+    stale = [path for path, text in dashboards_plan.files().items()
+             if not (root / path).is_file() or (root / path).read_text() != text]  # fmt: skip
+    if check:
+        if stale:
+            raise LorePinError(f"out of date: {', '.join(stale)} (`invoke monitor.dashboards`)")
+        print("the dashboards are up to date")
+        return
+    for path in stale:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(dashboards_plan.files()[path])
+        print(f"wrote {path}")
+    if not stale:
+        print("the dashboards are up to date")
+
+
+ns = Collection("monitor", up, down, status, report, dashboards)

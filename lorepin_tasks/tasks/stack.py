@@ -13,7 +13,7 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import compose
 from lorepin_tasks.runtime import docker, http, lock, secrets
 from lorepin_tasks.runtime.environment import EnvContext
@@ -166,6 +166,12 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
                 f"  last {last.get('action')}: {last.get('version')} {last.get('outcome')} "
                 f"at {str(last.get('at'))[:19]} UTC by {last.get('who')}"
             )
+        for a in report.get("alerts", []):
+            print(f"  ALERT {a['severity']} {a['alert']}: {a['summary']}")
+        for i in report.get("incidents", []):
+            print(f"  INC-{i['id']} {i['priority']} {i['status']}: {i['title']}")
+        if "monitoring_error" in report:
+            print(f"  monitoring: {report['monitoring_error']}")
     if not report["url"]:
         print("  cms not running: no URL" if "live" not in report else "  nothing deployed yet")
         return
@@ -233,9 +239,30 @@ def _deployed(ctx: EnvContext, report: dict[str, Any]) -> None:
     ]
     records = mirrored(ctx.env.state_dir / "audit.jsonl")
     report["last_deploy"] = records[-1] if records else None
+    _watched(ctx, report)
     address = docker.published(ctx, plan.PROXY, proxy.HTTPS_PORT)
     if state.active and address:
         report["url"] = f"https://{address}"
+
+
+def _watched(ctx: EnvContext, report: dict[str, Any]) -> None:
+    """The firing alerts and open incidents, when the environment's monitoring runs."""
+    from lorepin_tasks.runtime import monitoring
+
+    running = docker.container(ctx, f"{ctx.env.project}-{monitoring.PROMETHEUS}-1")
+    if running is None or running.state != "running":
+        return
+    try:
+        alerts = monitoring.prometheus(ctx, "alerts")["alerts"]
+        report["incidents"] = monitoring.open_incidents(ctx)
+    except LorePinError as exc:  # the status still shows the rest
+        report["monitoring_error"] = str(exc)
+        return
+    report["alerts"] = [
+        {"alert": a["labels"].get("alertname"), "severity": a["labels"].get("severity"),
+         "summary": a["annotations"].get("summary")}
+        for a in alerts if a.get("state") == "firing"
+    ]  # fmt: skip
 
 
 @task(help={**LOGS_HELP, "env": ENV_HELP, "dry_run": DRY_HELP})

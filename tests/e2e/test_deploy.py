@@ -32,6 +32,8 @@ import pytest
 import yaml
 
 from lorepin_tasks.plans import deploy as plan
+from lorepin_tasks.plans.dashboards import DASHBOARDS
+from tests.browser import chromium, need_browser, screenshots
 from tests.conftest import published_port
 from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
@@ -653,7 +655,39 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
     assert "## Root cause" in text and "## Preventive actions" in text
 
 
-def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(site: Site) -> None:
+def consoles_render_with_data(project: str, tmp_path: Path) -> None:
+    """Each dashboard as Prometheus serves it, opened in headless Chromium: every panel
+    there, the CMS's and the probes' with data; screenshots kept."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    shots = screenshots(tmp_path)
+    with chromium(tmp_path / "chromium") as driver:
+        for board in DASHBOARDS:
+            page = subprocess.run(
+                ["docker", "exec", f"{project}-prometheus-1", "curl", "-fsS",
+                 f"http://127.0.0.1:9090/monitoring/prometheus/consoles/{board.slug}.html"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            local = tmp_path / f"console-{board.slug}.html"
+            local.write_text(page)
+            driver.get(local.as_uri())
+            sections = driver.find_elements(By.TAG_NAME, "section")
+            assert [s.find_element(By.TAG_NAME, "h2").text for s in sections] == [
+                p.title for p in board.panels
+            ]
+            empty = [s.text.splitlines()[0] for s in sections if "no data" in s.text]
+            assert len(empty) < len(board.panels), f"{board.slug}: no data at all"
+            assert driver.save_screenshot(str(shots / f"console-{board.slug}.png"))
+            if board.slug == "cms":
+                assert "/api/pins" in sections[0].text  # the traffic above, by route
+            if board.slug == "network":
+                assert "https://proxy:8443/readyz" in sections[0].text
+
+
+def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
+    site: Site, tmp_path: Path
+) -> None:
     """monitor.up on the deployed staging: every scrape target healthy, the CMS's requests
     through the proxy counted by route template, the probes, the database and the backup
     schedule's figures in, no alert firing. A rule file with a syntax error is refused by
@@ -700,6 +734,7 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(site: Site) -
         assert "up       probe_public" in shown.stdout
         assert "no alert firing or pending" in shown.stdout
 
+        consoles_render_with_data(project, tmp_path)
         incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site)
 
         before = subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.Image}}", prometheus],

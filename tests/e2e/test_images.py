@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import in_ci, invoke, unique_project
+from tests.browser import chromium, need_browser, screenshots
+from tests.conftest import invoke, unique_project
 from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = pytest.mark.docker
@@ -168,25 +168,10 @@ def test_prune_keeps_newest_and_in_use(prefix: str, tmp_path: Path) -> None:
         docker("rm", container)
 
 
-def browser_problem() -> str | None:
-    missing = [b for b in ("chromium", "chromedriver") if shutil.which(b) is None]
-    return (
-        f"{', '.join(missing)} not installed (scripts/bootstrap.sh installs them)"
-        if missing
-        else None
-    )
-
-
 def test_admin_page_lists_pins_in_a_real_browser(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    if problem := browser_problem():
-        if in_ci():
-            pytest.fail(f"CI runs the browser test: {problem}", pytrace=False)
-        pytest.skip(problem)
-    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium fetch a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    need_browser()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -215,24 +200,7 @@ def test_admin_page_lists_pins_in_a_real_browser(
             with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
                 assert response.status == 201
 
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium") or "chromium"
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-        ):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(
-            options=options, service=Service(shutil.which("chromedriver") or "chromedriver")
-        )
-        try:
+        with chromium(tmp_path / "chromium") as driver:
             driver.get(f"{url}/")
             assert driver.current_url == f"{url}/admin/"
             WebDriverWait(driver, 20).until(
@@ -242,11 +210,6 @@ def test_admin_page_lists_pins_in_a_real_browser(
             assert sorted(r.text for r in rows) == sorted(titles)
             places = driver.find_elements(By.CSS_SELECTOR, "#pins tbody tr td:nth-child(2)")
             assert all(p.text for p in places), "the mock geocoder named every place"
-            # Kept as a CI artifact when the runner names a place for them (nox does).
-            shots = Path(os.environ.get("LOREPIN_TEST_ARTIFACTS") or tmp_path) / "screenshots"
-            shots.mkdir(parents=True, exist_ok=True)
-            assert driver.save_screenshot(str(shots / "admin.png"))
-        finally:
-            driver.quit()
+            assert driver.save_screenshot(str(screenshots(tmp_path) / "admin.png"))
     finally:
         invoke("down", "--volumes", "--yes", env=env)
