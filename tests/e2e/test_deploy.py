@@ -626,6 +626,9 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
             time.sleep(1)
             said = subprocess.run(["docker", "logs", hooks], capture_output=True, text=True).stdout
         assert f"/services/{HOOK_TOKEN}" in said and f"incident {incident['id']} opened" in said
+        shown = site.invoke("status", "--env", "staging")
+        assert f"INC-{incident['id']} P2 open: " in shown.stdout, shown.stdout
+        assert "  ALERT critical Cms" in shown.stdout, shown.stdout
     finally:
         subprocess.run(["docker", "start", *colour], capture_output=True, check=False)
         subprocess.run(["docker", "rm", "-f", hooks], capture_output=True, check=False)
