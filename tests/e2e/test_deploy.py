@@ -591,7 +591,8 @@ def incidents(site: Site) -> list[dict[str, object]]:
 
 
 def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> None:
-    """The serving colour stopped: CmsDown fires, the receiver opens one incident (P2:
+    """The serving colour stopped while the incident receiver is away: the alert fires,
+    Alertmanager keeps it until the receiver is back, which opens one incident (P2:
     critical, on staging) and tells the team's webhook; the colour back, the incident
     resolves by itself; its postmortem's timeline holds both."""
     project = site.projects["staging"]
@@ -600,6 +601,7 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
          "--format", "{{.Names}}"], capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert len(colour) == 1, colour  # the other colour is paused (kept for a rollback)
+    receiver = f"{project}-incident-receiver-1"
     hooks = f"{project}-alert-hooks"
     started = subprocess.run(
         ["docker", "run", "-d", "--name", hooks, "--network", f"{project}_default",
@@ -610,19 +612,30 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
     try:
         assert started.returncode == 0, started.stderr
         assert not [i for i in incidents(site) if i["status"] != "resolved"]
+        # The receiver is away when the alert fires: Alertmanager keeps trying, and the
+        # incident opens once it is back (none lost).
+        subprocess.run(["docker", "stop", receiver], capture_output=True, check=True)
         subprocess.run(["docker", "stop", "-t", "5", colour[0]], capture_output=True, check=True)
         stopped = time.monotonic()
+        while not promql(project, 'ALERTS{alertstate="firing", category="availability"}'):
+            assert time.monotonic() < stopped + 120, "no alert within 120 s of the CMS stopping"
+            time.sleep(2)
+        print(f"the alert fired {time.monotonic() - stopped:.1f} s after the CMS stopped")
+        time.sleep(5)  # Alertmanager's first attempts find no receiver
+        assert not [i for i in incidents(site) if i["status"] != "resolved"]
+        subprocess.run(["docker", "start", receiver], capture_output=True, check=True)
+        back_at = time.monotonic()
         opened: list[dict[str, object]] = []
-        while not opened and time.monotonic() < stopped + 120:
+        while not opened and time.monotonic() < back_at + 120:
             time.sleep(2)
             opened = [i for i in incidents(site) if i["status"] == "open"]
-        assert opened, "no incident within 120 s of the CMS stopping"
-        print(f"incident opened {time.monotonic() - stopped:.1f} s after the CMS stopped")
+        assert opened, "no incident within 120 s of the receiver coming back"
+        print(f"incident opened {time.monotonic() - back_at:.1f} s after the receiver was back")
         incident = opened[0]
         assert (incident["priority"], incident["classification"]) == ("P2", "availability")
         assert str(incident["title"]).startswith(("CmsDown", "CmsNotReady"))  # one incident
         said = ""
-        while f"incident {incident['id']} opened" not in said and time.monotonic() < stopped + 150:
+        while f"incident {incident['id']} opened" not in said and time.monotonic() < back_at + 60:
             time.sleep(1)
             said = subprocess.run(["docker", "logs", hooks], capture_output=True, text=True).stdout
         assert f"/services/{HOOK_TOKEN}" in said and f"incident {incident['id']} opened" in said
@@ -630,7 +643,7 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
         assert f"INC-{incident['id']} P2 open: " in shown.stdout, shown.stdout
         assert "  ALERT critical Cms" in shown.stdout, shown.stdout
     finally:
-        subprocess.run(["docker", "start", *colour], capture_output=True, check=False)
+        subprocess.run(["docker", "start", *colour, receiver], capture_output=True, check=False)
         subprocess.run(["docker", "rm", "-f", hooks], capture_output=True, check=False)
     back = time.monotonic()
     status = ""
