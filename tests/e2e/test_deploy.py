@@ -642,6 +642,12 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
         shown = site.invoke("status", "--env", "staging")
         assert f"INC-{incident['id']} P2 open: " in shown.stdout, shown.stdout
         assert "  ALERT critical Cms" in shown.stdout, shown.stdout
+        early = site.invoke("incident.postmortem", str(incident["id"]), "--env", "staging")
+        assert early.returncode == 6 and "resolve it first" in early.stderr, early.stderr
+        draft = site.root / "dist" / "draft.md"
+        done = site.invoke("incident.postmortem", str(incident["id"]), "--env", "staging",
+                           "--draft", "--out", str(draft))  # fmt: skip
+        assert done.returncode == 0 and "> DRAFT" in draft.read_text(), done.stderr
     finally:
         subprocess.run(["docker", "start", *colour, receiver], capture_output=True, check=False)
         subprocess.run(["docker", "rm", "-f", hooks], capture_output=True, check=False)
