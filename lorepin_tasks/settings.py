@@ -43,6 +43,9 @@ from lorepin_tasks.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("local", "feature", "staging", "production")
 SERVER_KINDS = ("staging", "production")  # deployed by version, behind the proxy
+# Loopback and the private ranges (RFC 1918, RFC 4193): the default monitoring allow-list.
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                    "192.168.0.0/16", "fc00::/7")  # fmt: skip
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -183,8 +186,10 @@ class Environment:
     # lost in a failover; writes wait while the replica is down), "asynchronous": no
     # wait (a failover may lose the last commits). None: no replica.
     replica: str | None = None
-    # Server kinds: how long Prometheus keeps its samples (`invoke monitor.up`).
+    # Server kinds: how long Prometheus keeps its samples (`invoke monitor.up`), and the
+    # networks whose clients may reach the monitoring's pages through the proxy.
     monitoring_retention: str = "15d"
+    monitoring_allow: tuple[str, ...] = PRIVATE_NETWORKS
 
     @property
     def is_server(self) -> bool:
@@ -374,7 +379,26 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         monitoring_retention=_retention(
             _mapping(raw.get("monitoring"), f"{where}: monitoring").get("retention", "15d"), where
         ),
+        monitoring_allow=_networks(
+            _mapping(raw.get("monitoring"), f"{where}: monitoring").get("allow"), where
+        ),
     )
+
+
+def _networks(raw: Any, where: str) -> tuple[str, ...]:
+    """An allow-list of networks (CIDRs or addresses); None: the private ones."""
+    import ipaddress
+
+    if raw is None:
+        return PRIVATE_NETWORKS
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: monitoring.allow must be a list of networks like 10.0.0.0/8")
+    try:
+        return tuple(str(ipaddress.ip_network(str(n), strict=False)) for n in raw)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: monitoring.allow must be a list of networks like 10.0.0.0/8, got {raw!r}"
+        ) from None
 
 
 RETENTION = re.compile(r"^[1-9][0-9]{0,4}[hdwy]$")

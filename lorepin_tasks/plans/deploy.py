@@ -257,7 +257,7 @@ def proxy_upstream(env: Environment) -> list[str]:
         env,
         "curl",
         "-fsS",
-        f"{proxy.ADMIN}/config/apps/http/servers/public/routes/1/handle/1/upstreams/0/dial",
+        f"{proxy.ADMIN}/id/{proxy.CMS_ID}/upstreams/0/dial",
     )
 
 
@@ -338,11 +338,17 @@ def tls_public_keys(cert: Path, key: Path) -> tuple[list[str], list[str]]:
     )
 
 
-def proxy_config(colour: str | None, public_https_port: int, server_name: str) -> str:
+def proxy_config(
+    colour: str | None,
+    public_https_port: int,
+    server_name: str,
+    monitoring: proxy.Monitoring | None = None,
+) -> str:
     route = proxy.Route(
         upstream=proxy.upstream(service(colour)) if colour else None,
         public_https_port=public_https_port,
         server_name=server_name,
+        monitoring=monitoring,
     )
     return json.dumps(proxy.config(route))
 

@@ -27,11 +27,80 @@ SECURITY_HEADERS = {
 }
 
 
+CMS_ID = "cms"  # the @id of the reverse proxy to the serving colour (Caddy's admin API)
+METRICS_PORT = 9180  # the proxy's own metrics: the environment's network only
+MONITORING_USER = "monitor"
+PROMETHEUS = "prometheus:9090"
+# The monitoring's pages carry inline styles and scripts; everything else stays as strict.
+MONITORING_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": [
+        "default-src 'self' 'unsafe-inline' data:; object-src 'none'; frame-ancestors 'none'"
+    ],
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Monitoring:
+    """Who may reach the monitoring's pages through the proxy (/monitoring/prometheus/):
+    clients from `allow` (CIDRs) with the password whose bcrypt hash is given."""
+
+    allow: tuple[str, ...]
+    password_hash: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class Route:
     upstream: str | None  # "cms-green:8000"; None: nothing deployed, answer 503
     public_https_port: int  # where clients reach HTTPS (for the HTTP -> HTTPS redirect)
     server_name: str = "localhost"  # the certificate's name, for clients that send none
+    monitoring: Monitoring | None = None  # None: /monitoring/ is the CMS's (a 404)
+
+
+def monitoring_route(access: Monitoring) -> dict[str, Any]:
+    """/monitoring/*: refused (403) outside the allow-list, then HTTP basic authentication,
+    then Prometheus (its UI, API and consoles live under /monitoring/prometheus/)."""
+    headers = {"handler": "headers", "response": {"set": MONITORING_HEADERS, "deferred": True}}
+    return {
+        "match": [{"path": ["/monitoring/*"]}],
+        "terminal": True,
+        "handle": [
+            headers,
+            {
+                "handler": "subroute",
+                "routes": [
+                    {
+                        "match": [{"not": [{"remote_ip": {"ranges": list(access.allow)}}]}],
+                        "handle": [{"handler": "static_response", "status_code": 403,
+                                    "body": "not from this address\n"}],
+                        "terminal": True,
+                    },
+                    {
+                        "handle": [
+                            {
+                                "handler": "authentication",
+                                "providers": {
+                                    "http_basic": {
+                                        "accounts": [{"username": MONITORING_USER,
+                                                      "password": access.password_hash}],
+                                        "realm": "LorePin monitoring",
+                                        "hash_cache": {},  # bcrypt once, not per request
+                                    }
+                                },
+                            }
+                        ]
+                    },
+                    {
+                        "match": [{"path": ["/monitoring/prometheus/*"]}],
+                        "handle": [{"handler": "reverse_proxy",
+                                    "upstreams": [{"dial": PROMETHEUS}]}],
+                        "terminal": True,
+                    },
+                    {"handle": [{"handler": "static_response", "status_code": 404}]},
+                ],
+            },
+        ],
+    }  # fmt: skip
 
 
 def config(route: Route) -> dict[str, Any]:
@@ -46,6 +115,7 @@ def config(route: Route) -> dict[str, Any]:
         }
     else:
         backend = {
+            "@id": CMS_ID,  # how the toolkit finds the upstream it routes to
             "handler": "reverse_proxy",
             "upstreams": [{"dial": route.upstream}],
             # A colour being replaced may refuse a dial for a moment: retry, never fail.
@@ -89,6 +159,13 @@ def config(route: Route) -> dict[str, Any]:
                         ],
                         "automatic_https": {"disable": True},
                     },
+                    # The proxy's own metrics (requests, latency by handler and code),
+                    # scraped by the monitoring; the port is not published.
+                    "metrics": {
+                        "listen": [f":{METRICS_PORT}"],
+                        "routes": [{"handle": [{"handler": "metrics"}]}],
+                        "automatic_https": {"disable": True},
+                    },
                     "public": {
                         "listen": [f":{HTTPS_PORT}"],
                         "protocols": ["h1", "h2"],  # no HTTP/3: its UDP port is not published
@@ -106,6 +183,7 @@ def config(route: Route) -> dict[str, Any]:
                                     }
                                 ],
                             },
+                            *([monitoring_route(route.monitoring)] if route.monitoring else []),
                             {
                                 "handle": [
                                     {

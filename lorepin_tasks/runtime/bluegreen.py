@@ -12,7 +12,7 @@ from typing import Protocol
 from lorepin_tasks.errors import LorePinError, last_line
 from lorepin_tasks.plans import compose, proxy
 from lorepin_tasks.plans import deploy as plan
-from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime import docker, secrets
 from lorepin_tasks.runtime.environment import EnvContext
 
 
@@ -131,7 +131,12 @@ class ComposeBlueGreen:
 
     def switch(self, colour: str | None) -> None:
         """Route the proxy to `colour` (a whole new config, applied gracefully)."""
-        config = plan.proxy_config(colour, self.public_port(), plan.server_name(self.ctx.env))
+        config = plan.proxy_config(
+            colour,
+            self.public_port(),
+            plan.server_name(self.ctx.env),
+            secrets.monitoring_access(self.ctx),
+        )
         self.ctx.run.run(
             plan.proxy_load(self.ctx.env), env=self.ctx.variables, stdin_text=config, capture=True
         )

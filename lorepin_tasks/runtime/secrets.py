@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.plans.proxy import Monitoring
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
 
@@ -173,3 +176,36 @@ def ensure_webhook(ctx: EnvContext, name: str, url: str | None, whose: str) -> N
     _check_directory(ctx)
     ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ctx.run.write(path, url + "\n" if url else "", mode=0o644)
+
+
+MONITORING_PASSWORD = "monitoring_password"  # noqa: S105 (a file name: the `monitor` user's)
+MONITORING_HASH = "monitoring_password.bcrypt"  # its bcrypt hash, what the proxy is given
+
+
+def ensure_monitoring_password(ctx: EnvContext, hash_password: Callable[[str], str]) -> None:
+    """The monitoring's password (made once, random; a person may replace the file) and
+    its bcrypt hash (made again whenever the password file is newer)."""
+    path, hashed = ctx.env.secrets_dir / MONITORING_PASSWORD, ctx.env.secrets_dir / MONITORING_HASH
+    _check_directory(ctx)
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would make sure of the monitoring password {path} and its hash")
+        return
+    ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.is_file() or not path.read_text().strip():
+        import secrets as random_secrets
+
+        ctx.run.write(path, random_secrets.token_urlsafe(18) + "\n", mode=0o600)
+        ctx.run.say(f"created the monitoring password (user monitor) in {path}")
+    password = path.read_text().strip()
+    ctx.run.add_secret(password)
+    if hashed.is_file() and hashed.stat().st_mtime >= path.stat().st_mtime:
+        return
+    ctx.run.write(hashed, hash_password(password) + "\n", mode=0o600)
+
+
+def monitoring_access(ctx: EnvContext) -> Monitoring | None:
+    """What the proxy needs for /monitoring/: None until `invoke monitor.up` made it."""
+    hashed = ctx.env.secrets_dir / MONITORING_HASH
+    if not hashed.is_file() or not hashed.read_text().strip():
+        return None
+    return Monitoring(allow=ctx.env.monitoring_allow, password_hash=hashed.read_text().strip())

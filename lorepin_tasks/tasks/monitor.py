@@ -28,6 +28,7 @@ from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import images as images_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
 from lorepin_tasks.runtime import docker, monitoring, secrets
+from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
@@ -134,9 +135,36 @@ def up(c: Context, env: str = "", dry_run: bool = False) -> None:
             ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES, recreate=True
         )
         start(ctx, argv, wanted)
+        open_to_people(ctx)
         if ctx.run.dry_run:
             return
     print(f"monitoring of '{ctx.env.name}' is up: `invoke monitor.status --env {ctx.env.name}`")
+    print(
+        f"  {ctx.env.url or 'https://<the environment>'}/monitoring/prometheus/consoles/cms.html "
+        f"(user monitor, password in {ctx.env.secrets_dir / secrets.MONITORING_PASSWORD}; "
+        f"from {', '.join(ctx.env.monitoring_allow)})"
+    )
+
+
+def open_to_people(ctx: EnvContext) -> None:
+    """The proxy's /monitoring/ route: the password (and its hash, made by the proxy's own
+    Caddy), then the proxy's config again with the route, for the colour that serves."""
+
+    def caddy_hash(password: str) -> str:
+        done = ctx.run.run(
+            deploy_plan.in_proxy(ctx.env, "caddy", "hash-password"),
+            env=ctx.engine, stdin_text=password + "\n", capture=True, quiet=True,
+        )  # fmt: skip
+        hashed = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        if not hashed.startswith("$2"):
+            raise LorePinError("the proxy's Caddy did not hash the monitoring password")
+        return hashed
+
+    secrets.ensure_monitoring_password(ctx, caddy_hash)
+    blue_green = ComposeBlueGreen(ctx)
+    active = None if ctx.run.dry_run else blue_green.state().active
+    if active or ctx.run.dry_run:
+        blue_green.switch(active)
 
 
 @task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})

@@ -6,6 +6,7 @@ trail. Everything it starts is removed."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import itertools
 import json
@@ -722,7 +723,7 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
         for _ in range(5):
             assert site.get("staging", "/api/pins?limit=1")[0] == 200
         wanted = {"prometheus", "alertmanager", "cms", "node", "postgres", "blackbox",
-                  "probe_public", "probe_colour", "probe_db"}  # fmt: skip
+                  "probe_public", "probe_colour", "probe_db", "proxy"}  # fmt: skip
         deadline, unhealthy = time.monotonic() + 90, ["not scraped yet"]
         while unhealthy and time.monotonic() < deadline:
             time.sleep(2)
@@ -753,11 +754,32 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
         assert not promql(project, 'ALERTS{alertstate="firing"}')
         shown = site.invoke("monitor.status", "--env", "staging")
         assert shown.returncode == 0, shown.stdout + shown.stderr[-2000:]
+        # People reach Prometheus through the proxy, with the password monitor.up made.
+        password = (site.secrets["staging"] / "monitoring_password").read_text().strip()
+        assert password not in up.stdout + up.stderr
+        ready = f"{site.url('staging')}/monitoring/prometheus/-/ready"
+        context = ssl.create_default_context(cafile=str(site.secrets["staging"] / "tls.crt"))
+        for credentials, expected in (
+            (None, 401),
+            ("monitor:wrong", 401),
+            (f"monitor:{password}", 200),
+        ):
+            request = urllib.request.Request(ready)  # noqa: S310 (127.0.0.1)
+            if credentials:
+                token = base64.b64encode(credentials.encode()).decode()
+                request.add_header("Authorization", f"Basic {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=10, context=context) as answer:  # noqa: S310
+                    code = answer.status
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            assert code == expected, (credentials is None, code)
+        assert site.get("staging", "/metrics")[0] == 404  # the CMS's metrics are not public
         assert "up       probe_public" in shown.stdout
         assert "no alert firing or pending" in shown.stdout
 
-        consoles_render_with_data(project, tmp_path)
         incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site)
+        consoles_render_with_data(project, tmp_path)  # by now with minutes of data
 
         before = subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.Image}}", prometheus],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -396,8 +396,8 @@ def test_upstream_colour(dial: str, colour: str | None) -> None:
 
 
 def public_handlers(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The handlers of the route `proxy_upstream` reads back (routes/1/handle)."""
-    handlers: list[dict[str, Any]] = config["apps"]["http"]["servers"]["public"]["routes"][1][
+    """The handlers of the public server's last route: the one every request reaches."""
+    handlers: list[dict[str, Any]] = config["apps"]["http"]["servers"]["public"]["routes"][-1][
         "handle"
     ]
     return handlers
@@ -409,8 +409,8 @@ def test_the_proxy_routes_to_the_colour_it_is_given(colour: str) -> None:
     backend = public_handlers(config)[1]
     assert backend["handler"] == "reverse_proxy"
     assert backend["upstreams"] == [{"dial": f"cms-{colour}:8000"}]
-    # What the toolkit reads back (proxy_upstream's path) names the same colour.
-    assert plan.proxy_upstream(staging())[-1].endswith("/routes/1/handle/1/upstreams/0/dial")
+    # What the toolkit reads back (proxy_upstream's path: the backend's @id) names it too.
+    assert plan.proxy_upstream(staging())[-1].endswith(f"/id/{backend['@id']}/upstreams/0/dial")
     assert plan.upstream_colour(json.dumps(backend["upstreams"][0]["dial"])) == colour
 
 
@@ -585,3 +585,31 @@ def test_a_downloaded_build_manifest_reads_as_a_release_manifest() -> None:
     assert plan.release_problems(manifest, EXPECTED, ALL) == []
     assert plan.from_build_manifest({"images": [{"name": "cms"}]}, "lorepin", "1.2.0") is None
     assert plan.from_build_manifest([], "lorepin", "1.2.0") is None
+
+
+def monitoring_route(config: dict[str, Any]) -> dict[str, Any]:
+    routes = config["apps"]["http"]["servers"]["public"]["routes"]
+    found: list[dict[str, Any]] = [r for r in routes if r.get("match") == [
+        {"path": ["/monitoring/*"]}]]  # fmt: skip
+    return found[0] if found else {}
+
+
+def test_the_monitoring_is_behind_an_allow_list_and_a_password_only_once_set_up() -> None:
+    from lorepin_tasks.plans import proxy
+
+    assert monitoring_route(json.loads(plan.proxy_config("blue", 8443, "s.example"))) == {}
+    access = proxy.Monitoring(allow=("10.0.0.0/8",), password_hash="$2a$14$abc")
+    config = json.loads(plan.proxy_config("blue", 8443, "s.example", access))
+    route = monitoring_route(config)
+    assert route["terminal"] is True  # never on to the CMS
+    refuse, login, prometheus, rest = route["handle"][1]["routes"]
+    assert refuse["match"] == [{"not": [{"remote_ip": {"ranges": ["10.0.0.0/8"]}}]}]
+    assert refuse["handle"][0]["status_code"] == 403 and refuse["terminal"] is True
+    basic = login["handle"][0]["providers"]["http_basic"]
+    assert basic["accounts"] == [{"username": "monitor", "password": "$2a$14$abc"}]
+    assert prometheus["handle"][0]["upstreams"] == [{"dial": "prometheus:9090"}]
+    assert rest["handle"][0]["status_code"] == 404
+    # Before the CMS's catch-all; the proxy's own metrics on a port of their own.
+    routes = config["apps"]["http"]["servers"]["public"]["routes"]
+    assert routes.index(route) < len(routes) - 1
+    assert config["apps"]["http"]["servers"]["metrics"]["listen"] == [":9180"]
