@@ -60,6 +60,10 @@ def test_unknown_environment_names_the_valid_ones() -> None:
         ({"monitoring": {"retention": "15 days"}}, "monitoring.retention must look like 15d"),
         ({"monitoring": {"retention": 15}}, "monitoring.retention must look like 15d"),
         ({"monitoring": "on"}, "monitoring in invoke.yaml must be a mapping"),
+        ({"monitoring": {"allow": "10.0.0.0/8"}}, "monitoring.allow must be a list of networks"),
+        ({"monitoring": {"allow": []}}, "monitoring.allow must be a list of networks"),
+        ({"monitoring": {"allow": ["10.0.0.0/33"]}}, "monitoring.allow must be a list"),
+        ({"monitoring": {"allow": ["everyone"]}}, "monitoring.allow must be a list"),
     ],
 )
 def test_invalid_environment_settings_are_one_line_errors(
@@ -230,3 +234,13 @@ def test_monitoring_retention_is_per_environment_and_reaches_prometheus() -> Non
     staging, production = settings.environment("staging"), settings.environment("production")
     assert (staging.monitoring_retention, production.monitoring_retention) == ("8w", "15d")
     assert compose.variables(settings, staging)["LOREPIN_MONITORING_RETENTION"] == "8w"
+    assert "10.0.0.0/8" in production.monitoring_allow  # the private networks by default
+
+
+def test_the_monitoring_allow_list_is_networks_as_written_or_single_addresses() -> None:
+    server = {"kind": "staging", "compose_files": ["compose/compose.yaml", "compose/server.yaml"]}
+    allow = ["192.0.2.7", "2001:db8::/32", "198.51.100.9/24"]
+    settings = load({"environments": {"staging": {**server, "monitoring": {"allow": allow}}}})
+    assert settings.environment("staging").monitoring_allow == (
+        "192.0.2.7/32", "2001:db8::/32", "198.51.100.0/24"
+    )  # fmt: skip
