@@ -678,11 +678,20 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
     assert "## Root cause" in text and "## Preventive actions" in text
 
 
-def consoles_render_with_data(project: str, tmp_path: Path) -> None:
+def consoles_render_with_data(site: Site, tmp_path: Path) -> None:
     """Each dashboard as Prometheus serves it, opened in headless Chromium: every panel
-    there, the CMS's and the probes' with data; screenshots kept."""
+    there, each dashboard with data (some bad requests first, for the errors one);
+    screenshots kept."""
     need_browser()
     from selenium.webdriver.common.by import By
+
+    project = site.projects["staging"]
+    for _ in range(3):
+        assert site.get("staging", "/api/pins/0")[0] == 422
+    deadline = time.monotonic() + 90
+    while not promql(project, 'count_over_time(lorepin_errors_total{category="client"}[1m]) > 1'):
+        assert time.monotonic() < deadline, "the client errors were not scraped twice in 90 s"
+        time.sleep(2)
 
     shots = screenshots(tmp_path)
     with chromium(tmp_path / "chromium") as driver:
@@ -779,7 +788,7 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
         assert "no alert firing or pending" in shown.stdout
 
         incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site)
-        consoles_render_with_data(project, tmp_path)  # by now with minutes of data
+        consoles_render_with_data(site, tmp_path)  # by now with minutes of data
 
         before = subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.Image}}", prometheus],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
