@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -23,6 +24,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine, event
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Under `lorepin_cms.serve` the directory is made fresh before any worker starts; run
+# another way (uvicorn itself, as the local environment's reloading server does) with the
+# image's PROMETHEUS_MULTIPROC_DIR set, it is made here, before the first value needs it.
+if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(directory, exist_ok=True)
 
 REQUESTS = Counter(
     "lorepin_http_requests_total",
