@@ -7,12 +7,15 @@ so a test can assert the whole command and everything it depends on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 from lorepin_tasks.domain.revision import Revision
 from lorepin_tasks.settings import Environment, Settings
 
 HTTP_SERVICE, HTTP_PORT = "cms", 8000
 DB_SERVICE, DB_PORT = "db", 5432
+MONITORING_FILE = "compose/monitoring.yaml"  # server environments' monitoring (monitor.up)
 REPLICA_SERVICE = "db-replica"  # server environments with a replica (db.failover)
 PGDATA = "/var/lib/postgresql/data"  # the data directory in the project's PostgreSQL image
 LABEL = "dev.lorepin"
@@ -27,6 +30,14 @@ BUILD_INPUTS_LABEL = f"{LABEL}.build-inputs"
 def docker(env: Environment) -> list[str]:
     """`docker`, pointed at the environment's engine when it names a context."""
     return ["docker", "--context", env.docker_context] if env.docker_context else ["docker"]
+
+
+def with_monitoring(env: Environment, root: Path) -> Environment:
+    """A server environment with its monitoring's Compose file: what `monitor.*` run, and
+    what `down` must know to remove the monitoring's containers and volumes too."""
+    path = root / MONITORING_FILE
+    files = env.compose_files if path in env.compose_files else (*env.compose_files, path)
+    return replace(env, compose_files=files, profiles=("*",))
 
 
 def compose(env: Environment) -> list[str]:

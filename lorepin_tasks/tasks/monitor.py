@@ -43,7 +43,6 @@ from lorepin_tasks.tasks._common import (
     task,
 )
 
-FILE = "compose/monitoring.yaml"
 QUERIES = "monitoring/postgres-queries.yml"  # no checker in the image: checked here
 BUILT_BY = "prometheus"  # the service that carries the image's build (all share it)
 SERVICES = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter",
@@ -78,11 +77,7 @@ def monitored(c: Context, env: str, dry_run: bool) -> EnvContext:
     problems = monitoring_plan.query_problems((ctx.settings.root / QUERIES).read_text())
     if problems:
         raise ConfigError(f"the monitoring configuration is invalid ({QUERIES}): {problems[0]}")
-    path = ctx.settings.root / FILE
-    files = ctx.env.compose_files
-    if path not in files:
-        files = (*files, path)
-    return replace(ctx, env=replace(ctx.env, compose_files=files, profiles=("*",)))
+    return replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
 
 
 def image(ctx: EnvContext, model: docker.Model) -> str:

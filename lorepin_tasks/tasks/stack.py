@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from invoke.collection import Collection
@@ -119,6 +120,8 @@ def down(
 ) -> None:
     """Stop and remove the stack's containers and network; data is kept unless --volumes."""
     ctx = open_env(c, env, dry_run=dry_run)
+    if ctx.env.is_server:  # its monitoring too (`invoke monitor.up`), volumes and all
+        ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
     with locked(ctx, "down"):
         docker.ensure_owned(ctx, data=volumes)
         if volumes and not ctx.run.dry_run:

@@ -298,13 +298,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield s
     finally:
 
-        def down(name: str) -> None:
-            s.invoke("down", "--env", name, "--volumes", "--yes", timeout=300)
+        def down(name: str) -> list[str]:
+            done = s.invoke("down", "--env", name, "--volumes", "--yes", timeout=300)
+            # What the task itself left (the monitoring's volumes included), then belt
+            # and braces.
+            left = leftovers(projects[name]) if done.returncode == 0 else [done.stderr[-300:]]
             remove_project(projects[name])
+            return left if name == "staging" else []  # staging ran the monitoring
 
         with ThreadPoolExecutor(len(projects)) as pool:  # side by side: both stop at once
-            list(pool.map(down, projects))
+            left = [x for found in pool.map(down, projects) for x in found]
         remove_images(prefix)
+        assert not left, f"`invoke down --volumes` left {left}"
 
 
 def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
@@ -808,6 +813,10 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
     finally:
         down = site.invoke("monitor.down", "--env", "staging", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]
+    volume = f"name={project}_prometheus-data"
+    kept = subprocess.run(["docker", "volume", "ls", "-q", "--filter", volume],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert kept.strip(), "monitor.down keeps the monitoring's data"
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={prometheus}"],
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert not left.strip()
