@@ -99,9 +99,17 @@ def record(conn: psycopg.Connection[Any], payload: dict[str, Any], kind: str) ->
     else:
         incident = int(found[0])
         what = "resolved" if payload.get("status") == "resolved" else "repeat"
+        # Every alert the incident has had (an alert that joins later, say CmsDown after
+        # CmsNotReady, is part of it), and a title that names them all.
+        known = conn.execute(
+            "SELECT alerts FROM lorepin_ops.incidents WHERE id = %s", (incident,)
+        ).fetchone()
+        seen = {a["labels"].get("alertname") for a in (known[0] if known else [])}
+        merged = [*(known[0] if known else []),
+                  *(a for a in alerts if a["labels"].get("alertname") not in seen)]  # fmt: skip
         conn.execute(
-            "UPDATE lorepin_ops.incidents SET alerts = %s WHERE id = %s",
-            (Jsonb(firing or alerts), incident),
+            "UPDATE lorepin_ops.incidents SET alerts = %s, title = %s WHERE id = %s",
+            (Jsonb(merged), summary(merged), incident),
         )
         if what == "resolved":
             conn.execute(
@@ -110,10 +118,11 @@ def record(conn: psycopg.Connection[Any], payload: dict[str, Any], kind: str) ->
                 (incident,),
             )
     names = sorted({a["labels"].get("alertname", "?") for a in alerts})
-    # When the trouble began and ended, as Prometheus saw it (not when it was told).
-    began = min((a["startsAt"] for a in alerts if a.get("startsAt")), default=None)
-    ended = max((a["endsAt"] for a in alerts if what == "resolved" and a.get("endsAt")),
-                default=None)  # fmt: skip
+    # When each alert began and ended, as Prometheus saw it (not when it was told).
+    began = {a["labels"].get("alertname", "?"): a["startsAt"] for a in alerts
+             if a.get("startsAt")}  # fmt: skip
+    ended = {a["labels"].get("alertname", "?"): a["endsAt"] for a in alerts
+             if a.get("status") == "resolved" and a.get("endsAt")}  # fmt: skip
     conn.execute(
         "INSERT INTO lorepin_ops.incident_events (incident_id, kind, who, detail) "
         "VALUES (%s, %s, 'alertmanager', %s)",

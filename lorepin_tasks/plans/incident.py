@@ -4,6 +4,8 @@ and the postmortem draft they write. Pure: no I/O."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,12 +21,20 @@ TIMELINE_ACTIONS = frozenset(
 BEFORE, AFTER = timedelta(hours=1), timedelta(minutes=30)  # the trail's window around one
 
 
+DIGITS = re.compile(r"^[0-9]{1,19}$")  # ASCII digits only (str.isdigit takes "²", say)
+
+
 def incident_id(text: str) -> int:
     """An incident's number as a person types it: 12, #12 or INC-12."""
     digits = text.strip().upper().removeprefix("INC-").removeprefix("#")
-    if not digits.isdigit() or not 0 < int(digits) < 2**63:
+    if not DIGITS.match(digits) or not 0 < int(digits) < 2**63:
         raise ValueError(f"invalid incident id {text!r}: a number like 12 (or INC-12)")
     return int(digits)
+
+
+def one_line(text: str) -> str:
+    """Text for a table cell or a terminal line: no line breaks, no control characters."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def list_sql(*, every: bool) -> str:
@@ -83,11 +93,14 @@ def timeline(
     rows: list[tuple[datetime, str]] = []
     for e in events:
         detail = e.get("detail") or {}
-        said = ", ".join(detail.get("alerts") or []) or detail.get("text") or ""
-        if e["kind"] == "opened" and detail.get("began"):
-            rows.append((when(detail["began"]) or opened, f"{said} began (Prometheus)"))
-        if e["kind"] == "resolved" and detail.get("ended"):
-            rows.append((when(detail["ended"]) or opened, f"{said} ended (Prometheus)"))
+        said = one_line(", ".join(detail.get("alerts") or []) or detail.get("text") or "")
+        for label, times in (("began", detail.get("began")), ("ended", detail.get("ended"))):
+            if isinstance(times, str):  # one time for the whole group (receivers before)
+                times = {said: times}
+            for name, moment in (times or {}).items():
+                row = (when(moment) or opened, f"{one_line(name)} {label} (Prometheus)")
+                if moment and row not in rows:
+                    rows.append(row)
         at = when(e["at"])
         assert at is not None
         rows.append((at, f"incident {e['kind']} ({e['who']}){f': {said}' if said else ''}"))
@@ -98,7 +111,8 @@ def timeline(
         if r.get("action") not in TIMELINE_ACTIONS:
             continue
         version = f" {r['version']}" if r.get("version") else ""
-        rows.append((at, f"{r['action']}{version} by {r.get('who', '?')}: {r.get('outcome')}"))
+        who, outcome = one_line(str(r.get("who", "?"))), r.get("outcome")
+        rows.append((at, f"{r['action']}{version} by {who}: {outcome}"))
     return sorted(rows, key=lambda row: row[0])
 
 
@@ -163,4 +177,22 @@ def postmortem(
         "|  |  |  |  |",
         "",
     ]
-    return "\n".join(lines)
+    return stamped("\n".join(lines))
+
+
+STAMP = re.compile(r"\n<!-- written by invoke incident\.postmortem: sha256 ([0-9a-f]{64}) -->\n$")
+
+
+def stamped(text: str) -> str:
+    """The postmortem with a last line that says what the toolkit wrote."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"{text}\n<!-- written by invoke incident.postmortem: sha256 {digest} -->\n"
+
+
+def untouched(text: str) -> bool:
+    """Whether a postmortem file is still exactly what the toolkit wrote (so a newer draft
+    may replace it): no one has written a word in it."""
+    found = STAMP.search(text)
+    if found is None:
+        return False
+    return hashlib.sha256(text[: found.start()].encode()).hexdigest() == found.group(1)

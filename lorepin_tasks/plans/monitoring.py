@@ -44,6 +44,7 @@ def query_problems(text: str) -> list[str]:
 
 SINCE = re.compile(r"^([1-9][0-9]{0,3})([mhdw])$")
 SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+REPORT_MAX = 3650 * 86400  # ten years of daily points: under Prometheus's 11,000 a query
 
 
 def since_seconds(text: str, flag: str = "--since") -> int:

@@ -27,6 +27,10 @@ def prometheus(ctx: EnvContext, path: str) -> Any:
         env=ctx.engine, check=False, capture=True, capture_stderr=True, mutates=False,
         quiet=True,
     )  # fmt: skip
+    if not done.ok and "error: 4" in done.stderr:  # curl -f on a 4xx: it answered, and refused
+        raise LorePinError(
+            f"Prometheus of '{ctx.env.name}' refused the query: {last_line(done.stderr)}"
+        )
     if not done.ok:
         raise LorePinError(
             f"Prometheus of '{ctx.env.name}' does not answer: {last_line(done.stderr)} "

@@ -102,7 +102,7 @@ def show(c: Context, id: str, env: str = "", json_: bool = False) -> None:
         print(json.dumps(found, indent=2))
         return
     i = found["incident"]
-    print(f"INC-{i['id']} {i['priority']} {i['status']}: {i['title']}")
+    print(f"INC-{i['id']} {i['priority']} {i['status']}: {plan.one_line(i['title'])}")
     print(f"  classification {i['classification']}, severity {i['severity']}")
     print(f"  opened {i['opened_at']}")
     if i.get("acknowledged_at"):
@@ -148,6 +148,10 @@ def note(c: Context, id: str, message: str, env: str = "", dry_run: bool = False
     """Add a note to an incident's timeline (what you saw, what you tried)."""
     if not message.strip():
         raise ConfigError("an empty note says nothing: -m 'what you saw or did'")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("the note is not valid UTF-8 text") from None
     change(c, env, id, dry_run, "note", message.strip())
 
 
@@ -179,11 +183,10 @@ def postmortem(
     deploys, rollbacks, restores and failovers around it) filled in, the rest to write."""
     ident = number(id)
     ctx = server_env(c, env, dry_run, what=WHAT)
-    path = (
-        Path(out)
-        if out
-        else ctx.settings.root / "dist" / "postmortems" / (f"{ctx.env.name}-INC-{ident}.md")
-    )
+    name = f"{ctx.env.name}-INC-{ident}.md"
+    path = Path(out) if out else ctx.settings.root / "dist" / "postmortems" / name
+    if out.endswith("/") or path.is_dir():  # a directory: the usual name inside it
+        path = path / name
     with database(ctx) as session:
         found = fetch(session, ctx, ident)
         records = Trail(session, ctx.env.state_dir / "audit.jsonl").records()
@@ -199,10 +202,13 @@ def postmortem(
     if ctx.run.dry_run:
         ctx.run.say(f"# would write {path}")
         return
-    if path.exists() and path.read_text() != text and "_What happened" not in path.read_text():
-        raise Refused(f"{path} has been written in by someone: not overwritten (use --out)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        if path.is_file() and not plan.untouched(path.read_text(errors="replace")):
+            raise Refused(f"{path} has been written in by someone: not overwritten (use --out)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"wrote {path}")
 
 

@@ -227,6 +227,9 @@ def report(c: Context, env: str = "", since: str = "7d", json_: bool = False) ->
     """The CMS's performance over a period, per route (requests, errors, p50, p99) and per
     day, from the environment's Prometheus."""
     seconds = since_flag(since)
+    if seconds > monitoring_plan.REPORT_MAX:
+        raise ConfigError(f"--since goes back at most {monitoring_plan.REPORT_MAX // 86400}d")
+    since = since.strip()
     ctx = monitored(c, env, False)
     routes: dict[str, dict[str, float | None]] = {}
     for name, promql in monitoring_plan.report_queries(since).items():
@@ -273,18 +276,25 @@ COLOURS = ("blue", "green")
 def errors(c: Context, env: str = "", since: str = "24h", json_: bool = False) -> None:
     """The CMS's unhandled errors, grouped by fingerprint: how many, first and last seen,
     where, and request ids to follow (from both colours' logs)."""
-    since_flag(since)
+    seconds = since_flag(since)
     ctx = server_env(c, env, False, what="error tracking is for")
     lines: list[str] = []
+    read = 0
     for colour in COLOURS:
         name = deploy_plan.container(ctx.env, f"cms-{colour}")
-        done = ctx.run.run(
-            [*compose.docker(ctx.env), "logs", "--since", since, name],
+        done = ctx.run.run(  # docker's --since knows s, m and h, not days or weeks
+            [*compose.docker(ctx.env), "logs", "--since", f"{seconds}s", name],
             env=ctx.engine, check=False, capture=True, capture_stderr=True, mutates=False,
             quiet=True,
         )  # fmt: skip
         if done.ok:
+            read += 1
             lines += (done.stdout + "\n" + done.stderr).splitlines()
+    if not read:
+        raise LorePinError(
+            f"no CMS colour of '{ctx.env.name}' has logs to read (deployed yet? "
+            f"`invoke status --env {ctx.env.name}`)"
+        )
     groups = monitoring_plan.error_groups(lines)
     if json_:
         print(json.dumps(groups, indent=2))

@@ -156,10 +156,10 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
     if not found:
         print("  not running")
         return
-    print(f"  {'SERVICE':<10} {'STATE':<12} {'HEALTH':<10} IMAGE")
+    print(f"  {'SERVICE':<18} {'STATE':<12} {'HEALTH':<10} IMAGE")
     for s in report["services"]:
         state = f"{s['state']} ({s['exit_code']})" if s["state"] == "exited" else s["state"]
-        print(f"  {s['service']:<10} {state:<12} {s['health']:<10} {s['image']}")
+        print(f"  {s['service']:<18} {state:<12} {s['health']:<10} {s['image']}")
     if "live" in report:
         for c in report["colours"]:
             live = "  <- live" if c["colour"] == report["live"] else ""
