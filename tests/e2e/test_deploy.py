@@ -527,6 +527,19 @@ http.server.HTTPServer(("", 8080), Hook).serve_forever()
 """
 
 
+def start_hooks(site: Site, name: str) -> None:
+    """A stand-in for the team's Slack-compatible webhook, as `hooks` on staging's network:
+    it prints what it is sent (its container's log). The caller removes it."""
+    project = site.projects["staging"]
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--network", f"{project}_default",
+         "--network-alias", "hooks", "--entrypoint", "python",
+         f"{site.env['LOREPIN_IMAGE_PREFIX']}/cms:1.0.0", "-c", RECEIVER],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+
 def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     """The default schedule (a full backup a day, an incremental one an hour) starts with a
     full backup on the second site as soon as the stanza exists; every run is listed, and
@@ -555,14 +568,8 @@ def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
 
     project = site.projects["staging"]
     hooks = f"{project}-hooks-test"
-    started = subprocess.run(
-        ["docker", "run", "-d", "--name", hooks, "--network", f"{project}_default",
-         "--network-alias", "hooks", "--entrypoint", "python",
-         f"{site.env['LOREPIN_IMAGE_PREFIX']}/cms:1.0.0", "-c", RECEIVER],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
     try:
-        assert started.returncode == 0, started.stderr
+        start_hooks(site, hooks)
         deadline, said = time.monotonic() + 60, ""
         while time.monotonic() < deadline and "backup ok" not in said:
             time.sleep(2)
@@ -609,14 +616,8 @@ def incident_opens_and_resolves_when_the_cms_is_stopped_and_back(site: Site) -> 
     assert len(colour) == 1, colour  # the other colour is paused (kept for a rollback)
     receiver = f"{project}-incident-receiver-1"
     hooks = f"{project}-alert-hooks"
-    started = subprocess.run(
-        ["docker", "run", "-d", "--name", hooks, "--network", f"{project}_default",
-         "--network-alias", "hooks", "--entrypoint", "python",
-         f"{site.env['LOREPIN_IMAGE_PREFIX']}/cms:1.0.0", "-c", RECEIVER],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
     try:
-        assert started.returncode == 0, started.stderr
+        start_hooks(site, hooks)
         assert not [i for i in incidents(site) if i["status"] != "resolved"]
         # The receiver is away when the alert fires: Alertmanager keeps trying, and the
         # incident opens once it is back (none lost).
