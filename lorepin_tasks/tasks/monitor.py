@@ -1,9 +1,11 @@
-"""The monitoring of a server environment: `monitor.up`, `monitor.down`, `monitor.status`.
+"""The monitoring of a server environment: `monitor.up`, `monitor.down`, `monitor.status`,
+`monitor.report`, `monitor.dashboards` and the top-level `errors`.
 
-Prometheus, Alertmanager and the node, postgres and blackbox exporters
-(compose/monitoring.yaml, one image from Debian's packages: monitoring/Dockerfile) join
-the environment's own Compose project; nothing of theirs is published. Their
-configuration, alert rules and rule tests live in monitoring/ (docs/monitoring.md).
+Prometheus, Alertmanager, the node, postgres and blackbox exporters and the incident
+receiver (compose/monitoring.yaml, one image from Debian's packages: monitoring/Dockerfile)
+join the environment's own Compose project; nothing of theirs is published but
+Prometheus, through the proxy, behind an allow-list and a password. Their configuration,
+alert rules, rule tests and dashboards live in monitoring/ (docs/monitoring.md).
 """
 
 from __future__ import annotations
