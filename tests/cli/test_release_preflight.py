@@ -71,11 +71,13 @@ def test_refuses_a_branch_behind_its_upstream(repo: git.Repo) -> None:
 
 def test_nothing_to_release_has_its_own_exit_code(tmp_path: Path) -> None:
     repo = clone_project(tmp_path)
+    # Released up to here: whatever the project's own history holds is in that release.
+    repo.create_tag("v0.1.0", message="chore(release): v0.1.0")
     commit(repo, "docs: typo")
     result = invoke_in(repo, "release", "--yes")
     assert result.returncode == 3
     assert result.stderr.strip() == (
-        "error: nothing to release yet: no feat, fix, perf, revert or breaking commits"
+        "error: nothing to release since v0.1.0: no feat, fix, perf, revert or breaking commits"
     )
 
 
