@@ -126,10 +126,14 @@ def test_the_metrics_port_adds_up_every_worker(database_url: str) -> None:
         text=True,
     )  # fmt: skip
     try:
+        # Both workers up: each adds its pool's 4 to the size once its app is made. Before
+        # that, on a slow machine one worker may serve everything and the other count nothing.
         deadline = time.monotonic() + 30
-        while send(http.client.HTTPConnection("127.0.0.1", port), "GET", "/healthz") != 200:
+        while send(http.client.HTTPConnection("127.0.0.1", port), "GET", "/healthz") != 200 or (
+            scrape(metrics_port).get("lorepin_db_pool_size") != 8  # 2 workers x 4
+        ):
             assert server.poll() is None, f"the CMS exited: {server.communicate()[1][-2000:]}"
-            assert time.monotonic() < deadline, "the CMS did not answer within 30 s"
+            assert time.monotonic() < deadline, "both workers did not answer within 30 s"
             time.sleep(0.2)
         created = send(http.client.HTTPConnection("127.0.0.1", port), "POST", "/api/pins",
                        json.dumps(PIN))  # fmt: skip
@@ -145,7 +149,7 @@ def test_the_metrics_port_adds_up_every_worker(database_url: str) -> None:
         assert samples[f'lorepin_http_requests_total{{{route},status="404"}}'] == 1
         assert samples[f'lorepin_http_request_duration_seconds_count{{{route},status="200"}}'] == 30
         assert samples['lorepin_errors_total{category="client"}'] == 1
-        assert samples["lorepin_db_pool_size"] == 8  # 2 workers x 4
+        assert samples["lorepin_db_pool_size"] == 8
         assert samples["lorepin_db_pool_in_use"] == 0  # every handler gave its connection back
         assert not [k for k in samples if "/api/pins/1" in k]  # templates, never raw paths
     finally:
