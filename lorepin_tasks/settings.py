@@ -66,6 +66,7 @@ OVERRIDES = (
     "LOREPIN_HTTP_PORT",
     "LOREPIN_HTTPS_PORT",
     "LOREPIN_DB_PORT",
+    "LOREPIN_MONITORING_PORT",
     "LOREPIN_IMAGE_TAG",
     "LOREPIN_SECRETS_DIR",
     "LOREPIN_BACKUP_DIR",
@@ -190,6 +191,9 @@ class Environment:
     # networks whose clients may reach the monitoring's pages through the proxy.
     monitoring_retention: str = "15d"
     monitoring_allow: tuple[str, ...] = PRIVATE_NETWORKS
+    # `local` only: the loopback port its monitoring's Prometheus is published on (local
+    # has no proxy to reach it through); 0: Docker picks. None elsewhere.
+    monitoring_port: int | None = None
 
     @property
     def is_server(self) -> bool:
@@ -340,6 +344,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     if not IMAGE_TAG.match(tag):
         raise ConfigError(f"{where}: invalid image tag {tag!r}")
     db_port = raw.get("db_port")
+    monitoring = _mapping(raw.get("monitoring"), f"{where}: monitoring")
     # Keyed by Compose project, like the engine's volumes: every checkout that drives the
     # same project finds the password its database was initialised with.
     state_dir = state / project
@@ -376,12 +381,13 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         # (down, logs, ps) must see all of them, colours and one-offs included.
         profiles=("*",) if kind in SERVER_KINDS else (),
         replica=_replica(raw.get("replica"), kind, where),
-        monitoring_retention=_retention(
-            _mapping(raw.get("monitoring"), f"{where}: monitoring").get("retention", "15d"), where
-        ),
-        monitoring_allow=_networks(
-            _mapping(raw.get("monitoring"), f"{where}: monitoring").get("allow"), where
-        ),
+        monitoring_retention=_retention(monitoring.get("retention", "15d"), where),
+        monitoring_allow=_networks(monitoring.get("allow"), where),
+        monitoring_port=_int(
+            monitoring.get("port", 9090), f"{where}: monitoring.port", low=0, high=65535
+        )
+        if kind == "local"
+        else None,
     )
 
 
@@ -565,6 +571,14 @@ def _with_overrides(
         else _int(
             overrides.get("LOREPIN_HTTPS_PORT", env.https_port),
             "LOREPIN_HTTPS_PORT",
+            low=0,
+            high=65535,
+        ),
+        monitoring_port=None
+        if env.monitoring_port is None
+        else _int(
+            overrides.get("LOREPIN_MONITORING_PORT", env.monitoring_port),
+            "LOREPIN_MONITORING_PORT",
             low=0,
             high=65535,
         ),

@@ -1,6 +1,9 @@
 """Run the CMS as its image does: uvicorn's workers on :8000 and, beside them, the metrics of
 all of them on the metrics port (9464), which only the environment's own network reaches.
 
+The `local` environment sets LOREPIN_RELOAD_DIRS (colon-separated): one worker, restarted
+when a file there changes, with the same metrics port, so local can be monitored too.
+
 prometheus-client's multiprocess mode: every worker writes its values to files in
 PROMETHEUS_MULTIPROC_DIR (a tmpfs, emptied here at start), and this process adds them up
 when Prometheus scrapes.
@@ -30,6 +33,7 @@ def main() -> None:
         port = positive_int(os.environ, "LOREPIN_CMS_PORT", 8000)
         metrics_port = positive_int(os.environ, "LOREPIN_METRICS_PORT", PORT)
         metrics = switch(os.environ, "LOREPIN_METRICS")
+        reload_dirs = [d for d in os.environ.get("LOREPIN_RELOAD_DIRS", "").split(":") if d]
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     # The image sets it (a tmpfs of the container's own); a run by hand gets one of its own.
@@ -47,7 +51,9 @@ def main() -> None:
         host=host,
         port=port,
         proxy_headers=True,
-        workers=workers,
+        workers=1 if reload_dirs else workers,
+        reload=bool(reload_dirs),
+        reload_dirs=reload_dirs or None,
     )
 
 

@@ -15,7 +15,8 @@ from lorepin_tasks.settings import Environment, Settings
 
 HTTP_SERVICE, HTTP_PORT = "cms", 8000
 DB_SERVICE, DB_PORT = "db", 5432
-MONITORING_FILE = "compose/monitoring.yaml"  # server environments' monitoring (monitor.up)
+MONITORING_FILE = "compose/monitoring.yaml"  # an environment's monitoring (monitor.up)
+MONITORING_LOCAL_FILE = "compose/monitoring-local.yaml"  # local's, over it (no proxy)
 REPLICA_SERVICE = "db-replica"  # server environments with a replica (db.failover)
 PGDATA = "/var/lib/postgresql/data"  # the data directory in the project's PostgreSQL image
 LABEL = "dev.lorepin"
@@ -32,12 +33,15 @@ def docker(env: Environment) -> list[str]:
     return ["docker", "--context", env.docker_context] if env.docker_context else ["docker"]
 
 
-def with_monitoring(env: Environment, root: Path) -> Environment:
-    """A server environment with its monitoring's Compose file: what `monitor.*` run, and
-    what `down` must know to remove the monitoring's containers and volumes too."""
-    path = root / MONITORING_FILE
-    files = env.compose_files if path in env.compose_files else (*env.compose_files, path)
-    return replace(env, compose_files=files, profiles=("*",))
+def with_monitoring(env: Environment, root: Path, *, started: bool = True) -> Environment:
+    """The environment with its monitoring's Compose files: what `monitor.*` run, and what
+    `down` must know to remove the monitoring's containers and volumes too. Not `started`:
+    its services stay out of the command (their profile is off), yet Compose knows them,
+    so `up --remove-orphans` leaves a running monitoring alone."""
+    wanted = [MONITORING_FILE] + ([MONITORING_LOCAL_FILE] if env.kind == "local" else [])
+    paths = [root / f for f in wanted if root / f not in env.compose_files]
+    files = (*env.compose_files, *paths)
+    return replace(env, compose_files=files, profiles=("*",) if started else env.profiles)
 
 
 def compose(env: Environment) -> list[str]:
@@ -93,6 +97,8 @@ def variables(
         values["LOREPIN_BACKUP_SCHEDULE"] = " ".join(
             f"{kind}={seconds}" for kind, seconds in env.backup.schedule
         )
+    if env.monitoring_port is not None:  # local: Prometheus on the loopback (monitor.up)
+        values["LOREPIN_MONITORING_PORT"] = str(env.monitoring_port)
     if env.replica:  # the CMS asks both for the one that takes writes (libpq's failover)
         values["LOREPIN_DB_HOSTS"] = f"{DB_SERVICE},{REPLICA_SERVICE}"
         if env.replica == "synchronous":

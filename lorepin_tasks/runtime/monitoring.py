@@ -1,5 +1,5 @@
-"""The monitoring of a server environment as the tasks read it: Prometheus's HTTP API,
-asked from inside its container (nothing of the monitoring is published), and the open
+"""The monitoring of an environment as the tasks read it: Prometheus's HTTP API, asked
+from inside its container (the same whether or not it is published), and the open
 incidents in the environment's database."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from lorepin_tasks.runtime import git, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 
-PROMETHEUS = "prometheus"
-API = "http://127.0.0.1:9090/monitoring/prometheus/api/v1"
+PROMETHEUS, PROMETHEUS_PORT = "prometheus", 9090
+API = f"http://127.0.0.1:{PROMETHEUS_PORT}/monitoring/prometheus/api/v1"
 
 
 def prometheus(ctx: EnvContext, path: str) -> Any:

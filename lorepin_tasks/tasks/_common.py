@@ -36,6 +36,7 @@ ENV_HELP = "environment name (see invoke.yaml; default: local)"
 DRY_HELP = "print the exact commands and change nothing"
 JSON_HELP = "print machine-readable JSON"
 SERVER_ENV_HELP = "the server environment, required: staging or production (see invoke.yaml)"
+MONITORED_ENV_HELP = "the environment, required: staging, production or local (see invoke.yaml)"
 YES_HELP = "do not ask for confirmation"
 LOGS_HELP = {
     "service": "the service whose logs to show (default: all)",
@@ -88,6 +89,20 @@ def server_env(c: Context, env: str, dry_run: bool, *, what: str = "deploys go t
         raise ConfigError(
             f"'{ctx.env.name}' is a {ctx.env.kind} environment, started with `invoke up`: "
             f"{what} server environments (staging, production)"
+        )
+    return ctx
+
+
+def monitored_env(c: Context, env: str, dry_run: bool, *, what: str) -> EnvContext:
+    """A server environment, or `local` on request: what monitoring, incidents and error
+    tracking serve (a feature environment lives for days and is not watched)."""
+    if not env:
+        raise ConfigError("say which environment: --env staging, --env production or --env local")
+    ctx = open_env(c, env, dry_run=dry_run)
+    if not (ctx.env.is_server or ctx.env.kind == "local"):
+        raise ConfigError(
+            f"'{ctx.env.name}' is a {ctx.env.kind} environment: {what} "
+            "server environments (staging, production) and local"
         )
     return ctx
 

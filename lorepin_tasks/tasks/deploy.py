@@ -360,6 +360,11 @@ def _deploy(
     if not ctx.run.dry_run:
         total = sum(s.seconds for s in steps.done)
         print(f"'{ctx.env.name}' serves {tag} on {idle} ({total:.1f} s; {old or 'nothing'} kept)")
+        if not any(c.service == "prometheus" for c in docker.containers(ctx)):
+            ctx.run.say(
+                f"nothing watches '{ctx.env.name}' yet: "
+                f"`invoke monitor.up --env {ctx.env.name}` starts its monitoring"
+            )
     else:
         ctx.run.say("dry run: nothing was started, switched or recorded")
 

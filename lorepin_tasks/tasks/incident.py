@@ -28,8 +28,8 @@ from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
-    SERVER_ENV_HELP,
-    server_env,
+    MONITORED_ENV_HELP,
+    monitored_env,
     task,
 )
 
@@ -67,10 +67,10 @@ def fetch(session: Session, ctx: EnvContext, ident: int) -> dict[str, Any]:
     return found
 
 
-@task(name="list", help={"env": SERVER_ENV_HELP, "all": "resolved ones too", "json": JSON_HELP})
+@task(name="list", help={"env": MONITORED_ENV_HELP, "all": "resolved ones too", "json": JSON_HELP})
 def list_(c: Context, env: str = "", all_: bool = False, json_: bool = False) -> None:
     """The environment's incidents: open and acknowledged ones (--all: every one)."""
-    ctx = server_env(c, env, False, what=WHAT)
+    ctx = monitored_env(c, env, False, what=WHAT)
     if all_:
         with database(ctx) as session:
             exists = session.scalar(plan.EXISTS) == "t"
@@ -91,11 +91,11 @@ def list_(c: Context, env: str = "", all_: bool = False, json_: bool = False) ->
         )
 
 
-@task(help={"env": SERVER_ENV_HELP, "id": ID_HELP, "json": JSON_HELP})
+@task(help={"env": MONITORED_ENV_HELP, "id": ID_HELP, "json": JSON_HELP})
 def show(c: Context, id: str, env: str = "", json_: bool = False) -> None:
     """One incident: what, since when, who acknowledged it, and every event."""
     ident = number(id)
-    ctx = server_env(c, env, False, what=WHAT)
+    ctx = monitored_env(c, env, False, what=WHAT)
     with database(ctx) as session:
         found = fetch(session, ctx, ident)
     if json_:
@@ -116,7 +116,7 @@ def show(c: Context, id: str, env: str = "", json_: bool = False) -> None:
 def change(c: Context, env: str, id: str, dry_run: bool, kind: str, text: str = "") -> None:
     """Acknowledge, annotate or resolve one incident, and record it as its event."""
     ident = number(id)
-    ctx = server_env(c, env, dry_run, what=WHAT)
+    ctx = monitored_env(c, env, dry_run, what=WHAT)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     update = {"acknowledged": plan.ack_sql, "resolved": plan.resolve_sql}.get(kind)
     event = plan.event_sql(ident, kind, literal(who), literal(json.dumps({"text": text})))
@@ -137,13 +137,13 @@ def change(c: Context, env: str, id: str, dry_run: bool, kind: str, text: str = 
     print(f"INC-{ident} {kind} by {who}")
 
 
-@task(help={"env": SERVER_ENV_HELP, "id": ID_HELP, "dry_run": DRY_HELP})
+@task(help={"env": MONITORED_ENV_HELP, "id": ID_HELP, "dry_run": DRY_HELP})
 def ack(c: Context, id: str, env: str = "", dry_run: bool = False) -> None:
     """Acknowledge an open incident: someone is on it (recorded with your name)."""
     change(c, env, id, dry_run, "acknowledged")
 
 
-@task(help={"env": SERVER_ENV_HELP, "id": ID_HELP, "message": "the note", "dry_run": DRY_HELP})
+@task(help={"env": MONITORED_ENV_HELP, "id": ID_HELP, "message": "the note", "dry_run": DRY_HELP})
 def note(c: Context, id: str, message: str, env: str = "", dry_run: bool = False) -> None:
     """Add a note to an incident's timeline (what you saw, what you tried)."""
     if not message.strip():
@@ -155,7 +155,7 @@ def note(c: Context, id: str, message: str, env: str = "", dry_run: bool = False
     change(c, env, id, dry_run, "note", message.strip())
 
 
-@task(help={"env": SERVER_ENV_HELP, "id": ID_HELP, "message": "how it ended (optional)",
+@task(help={"env": MONITORED_ENV_HELP, "id": ID_HELP, "message": "how it ended (optional)",
             "dry_run": DRY_HELP})  # fmt: skip
 def resolve(c: Context, id: str, env: str = "", message: str = "", dry_run: bool = False) -> None:
     """Resolve an incident by hand (the receiver resolves one when its alerts do)."""
@@ -164,7 +164,7 @@ def resolve(c: Context, id: str, env: str = "", message: str = "", dry_run: bool
 
 @task(
     help={
-        "env": SERVER_ENV_HELP,
+        "env": MONITORED_ENV_HELP,
         "id": ID_HELP,
         "out": "where to write it (default dist/postmortems/<env>-INC-<id>.md)",
         "draft": "write one for an incident that is still open, marked DRAFT",
@@ -182,14 +182,16 @@ def postmortem(
     """Write the incident's postmortem: the facts and the timeline (its events, and the
     deploys, rollbacks, restores and failovers around it) filled in, the rest to write."""
     ident = number(id)
-    ctx = server_env(c, env, dry_run, what=WHAT)
+    ctx = monitored_env(c, env, dry_run, what=WHAT)
     name = f"{ctx.env.name}-INC-{ident}.md"
     path = Path(out) if out else ctx.settings.root / "dist" / "postmortems" / name
     if out.endswith("/") or path.is_dir():  # a directory: the usual name inside it
         path = path / name
     with database(ctx) as session:
         found = fetch(session, ctx, ident)
-        records = Trail(session, ctx.env.state_dir / "audit.jsonl").records()
+        # Local is not deployed: it has no deploy trail to put around the incident.
+        trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
+        records = trail.records() if ctx.env.is_server else []
     incident = found["incident"]
     if incident["status"] != "resolved" and not draft:
         raise Refused(

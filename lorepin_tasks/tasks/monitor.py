@@ -1,10 +1,12 @@
-"""The monitoring of a server environment: `monitor.up`, `monitor.down`, `monitor.status`,
-`monitor.report`, `monitor.dashboards` and the top-level `errors`.
+"""The monitoring of a server environment (or of `local`, on request): `monitor.up`,
+`monitor.down`, `monitor.status`, `monitor.report`, `monitor.dashboards` and the top-level
+`errors`.
 
 Prometheus, Alertmanager, the node, postgres and blackbox exporters and the incident
 receiver (compose/monitoring.yaml, one image from Debian's packages: monitoring/Dockerfile)
 join the environment's own Compose project; nothing of theirs is published but
-Prometheus, through the proxy, behind an allow-list and a password. Their configuration,
+Prometheus: through the proxy, behind an allow-list and a password, on a server
+environment; on the host's loopback for `local`, which has no proxy. Their configuration,
 alert rules, rule tests and dashboards live in monitoring/ (docs/monitoring.md).
 """
 
@@ -35,12 +37,12 @@ from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
-    SERVER_ENV_HELP,
+    MONITORED_ENV_HELP,
     build_stale,
     load_settings,
     locked,
+    monitored_env,
     require_base_image,
-    server_env,
     start,
     task,
 )
@@ -52,6 +54,7 @@ SERVICES = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter",
 # The configuration, checked inside the image that runs it before anything starts.
 CHECKS = (
     ("promtool", "check", "config", "/etc/lorepin/monitoring/prometheus.yml"),
+    ("promtool", "check", "config", "/etc/lorepin/monitoring/prometheus-local.yml"),
     ("amtool", "check-config", "/etc/lorepin/monitoring/alertmanager.yml"),
     ("prometheus-blackbox-exporter", "--config.file=/etc/lorepin/monitoring/blackbox.yml",
      "--config.check"),
@@ -74,8 +77,8 @@ def why(said: str) -> str:
 
 
 def monitored(c: Context, env: str, dry_run: bool) -> EnvContext:
-    """The environment with its monitoring's Compose file (a server environment only)."""
-    ctx = server_env(c, env, dry_run, what="monitoring is for")
+    """The environment with its monitoring's Compose files (a server one, or local)."""
+    ctx = monitored_env(c, env, dry_run, what="monitoring is for")
     problems = monitoring_plan.query_problems((ctx.settings.root / QUERIES).read_text())
     if problems:
         raise ConfigError(f"the monitoring configuration is invalid ({QUERIES}): {problems[0]}")
@@ -106,13 +109,15 @@ def check_config(ctx: EnvContext, ref: str, previous: str | None) -> None:
 def database_running(ctx: EnvContext) -> None:
     running = {c.service for c in docker.containers(ctx) if c.state == "running"}
     if compose.DB_SERVICE not in running:
-        raise LorePinError(
-            f"'{ctx.env.name}' has no running database: deploy it first "
-            f"(`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
+        how = (
+            f"deploy it first (`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
+            if ctx.env.is_server
+            else f"start it first (`invoke up --env {ctx.env.name}`)"
         )
+        raise LorePinError(f"'{ctx.env.name}' has no running database: {how}")
 
 
-@task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
+@task(help={"env": MONITORED_ENV_HELP, "dry_run": DRY_HELP})
 def up(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Build the monitoring image if it changed, check its configuration, start it."""
     ctx = monitored(c, env, dry_run)
@@ -132,10 +137,15 @@ def up(c: Context, env: str = "", dry_run: bool = False) -> None:
             ctx.env, wait_timeout=ctx.settings.wait_timeout, services=SERVICES, recreate=True
         )
         start(ctx, argv, wanted)
-        open_to_people(ctx)
+        if ctx.env.is_server:
+            open_to_people(ctx)
         if ctx.run.dry_run:
             return
     print(f"monitoring of '{ctx.env.name}' is up: `invoke monitor.status --env {ctx.env.name}`")
+    if not ctx.env.is_server:  # local: published on the loopback, for this machine only
+        address = docker.published(ctx, "prometheus", monitoring.PROMETHEUS_PORT)
+        print(f"  http://{address}/monitoring/prometheus/consoles/cms.html")
+        return
     print(
         f"  {ctx.env.url or 'https://<the environment>'}/monitoring/prometheus/consoles/cms.html "
         f"(user monitor, password in {ctx.env.secrets_dir / secrets.MONITORING_PASSWORD}; "
@@ -164,7 +174,7 @@ def open_to_people(ctx: EnvContext) -> None:
         blue_green.switch(active)
 
 
-@task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
+@task(help={"env": MONITORED_ENV_HELP, "dry_run": DRY_HELP})
 def down(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Stop and remove the monitoring's containers (their data volumes are kept)."""
     ctx = monitored(c, env, dry_run)
@@ -180,7 +190,7 @@ def down(c: Context, env: str = "", dry_run: bool = False) -> None:
         print(f"monitoring of '{ctx.env.name}' stopped (its data volumes are kept)")
 
 
-@task(help={"env": SERVER_ENV_HELP, "json": JSON_HELP})
+@task(help={"env": MONITORED_ENV_HELP, "json": JSON_HELP})
 def status(c: Context, env: str = "", json_: bool = False) -> None:
     """Each scrape target's health and every alert that is firing or pending; exit 1 when
     a target is down (a paused colour's excepted) or an alert fires."""
@@ -223,7 +233,7 @@ def number(sample: Mapping[str, Any]) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-@task(help={"env": SERVER_ENV_HELP, "since": "how far back: 30m, 24h, 7d, 2w (default 7d)",
+@task(help={"env": MONITORED_ENV_HELP, "since": "how far back: 30m, 24h, 7d, 2w (default 7d)",
             "json": JSON_HELP})  # fmt: skip
 def report(c: Context, env: str = "", since: str = "7d", json_: bool = False) -> None:
     """The CMS's performance over a period, per route (requests, errors, p50, p99) and per
@@ -273,17 +283,18 @@ def report(c: Context, env: str = "", since: str = "7d", json_: bool = False) ->
 COLOURS = ("blue", "green")
 
 
-@task(help={"env": SERVER_ENV_HELP, "since": "how far back: 30m, 24h, 7d (default 24h)",
+@task(help={"env": MONITORED_ENV_HELP, "since": "how far back: 30m, 24h, 7d (default 24h)",
             "json": JSON_HELP})  # fmt: skip
 def errors(c: Context, env: str = "", since: str = "24h", json_: bool = False) -> None:
     """The CMS's unhandled errors, grouped by fingerprint: how many, first and last seen,
-    where, and request ids to follow (from both colours' logs)."""
+    where, and request ids to follow (from both colours' logs; local's one CMS)."""
     seconds = since_flag(since)
-    ctx = server_env(c, env, False, what="error tracking is for")
+    ctx = monitored_env(c, env, False, what="error tracking is for")
     lines: list[str] = []
     read = 0
-    for colour in COLOURS:
-        name = deploy_plan.container(ctx.env, f"cms-{colour}")
+    services = [f"cms-{colour}" for colour in COLOURS] if ctx.env.is_server else ["cms"]
+    for service in services:
+        name = deploy_plan.container(ctx.env, service)
         done = ctx.run.run(  # docker's --since knows s, m and h, not days or weeks
             [*compose.docker(ctx.env), "logs", "--since", f"{seconds}s", name],
             env=ctx.engine, check=False, capture=True, capture_stderr=True, mutates=False,

@@ -81,6 +81,8 @@ def up(c: Context, env: str = "local", dry_run: bool = False) -> None:
             f"(`invoke deploy --env {ctx.env.name} --version X.Y.Z`), never brought `up`"
         )
     require_base_image(ctx.settings)
+    if ctx.env.kind == "local":  # a running monitoring (`monitor.up`) is no orphan to remove
+        ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root, started=False))
     with locked(ctx, "up"):
         docker.ensure_owned(ctx)
         ctx = with_revision(ctx)
@@ -120,7 +122,7 @@ def down(
 ) -> None:
     """Stop and remove the stack's containers and network; data is kept unless --volumes."""
     ctx = open_env(c, env, dry_run=dry_run)
-    if ctx.env.is_server:  # its monitoring too (`invoke monitor.up`), volumes and all
+    if ctx.env.is_server or ctx.env.kind == "local":  # its monitoring too, volumes and all
         ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
     with locked(ctx, "down"):
         docker.ensure_owned(ctx, data=volumes)
@@ -169,12 +171,12 @@ def status(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
                 f"  last {last.get('action')}: {last.get('version')} {last.get('outcome')} "
                 f"at {str(last.get('at'))[:19]} UTC by {last.get('who')}"
             )
-        for a in report.get("alerts", []):
-            print(f"  ALERT {a['severity']} {a['alert']}: {a['summary']}")
-        for i in report.get("incidents", []):
-            print(f"  INC-{i['id']} {i['priority']} {i['status']}: {i['title']}")
-        if "monitoring_error" in report:
-            print(f"  monitoring: {report['monitoring_error']}")
+    for a in report.get("alerts", []):
+        print(f"  ALERT {a['severity']} {a['alert']}: {a['summary']}")
+    for i in report.get("incidents", []):
+        print(f"  INC-{i['id']} {i['priority']} {i['status']}: {i['title']}")
+    if "monitoring_error" in report:
+        print(f"  monitoring: {report['monitoring_error']}")
     if not report["url"]:
         print("  cms not running: no URL" if "live" not in report else "  nothing deployed yet")
         return
@@ -215,6 +217,8 @@ def _report(ctx: EnvContext, found: list[docker.Container]) -> dict[str, Any]:
         cafile = ctx.env.secrets_dir / "tls.crt"
     elif any(c.service == compose.HTTP_SERVICE and c.state == "running" for c in found):
         report["url"] = docker.published_url(ctx, found)
+    if ctx.env.kind == "local" and found:  # watched on request (`monitor.up --env local`)
+        _watched(ctx, report)
     if report["url"]:
         code, body = http.get(f"{report['url']}/version", cafile=cafile)
         report["version"] = body if code == 200 and isinstance(body, dict) else None

@@ -29,7 +29,6 @@ from tests.conftest import (
 from tests.release_helpers import clone_project, invoke_in
 
 pytestmark = pytest.mark.docker
-FILES = ["-f", "compose/compose.yaml", "-f", "compose/mocks.yaml", "-f", "compose/local.yaml"]
 
 
 def leftovers(project: str) -> dict[str, list[str]]:
@@ -46,22 +45,16 @@ def leftovers(project: str) -> dict[str, list[str]]:
 
 
 def remove_project(project: str) -> None:
-    """Belt and braces when the task itself is what broke."""
-    if any(leftovers(project).values()):
-        subprocess.run(
-            ["docker", "compose", "-p", project, *FILES, "down", "-v", "-t", "0"],
-            capture_output=True,
-            check=False,
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "LOREPIN_ENV": "local",
-                "LOREPIN_ENV_KIND": "local",
-                "LOREPIN_CHECKOUT": "x",
-                "LOREPIN_IMAGE_TAG": "e2e",
-                "LOREPIN_SECRETS_DIR": "/nonexistent",
-            },
-        )
+    """Belt and braces when the task itself is what broke: whatever carries the project's
+    label goes (its monitoring's too)."""
+    found = leftovers(project)
+    for argv, ids in (
+        (["docker", "rm", "-f", "-v"], found["containers"]),
+        (["docker", "network", "rm"], found["networks"]),
+        (["docker", "volume", "rm", "-f"], found["volumes"]),
+    ):
+        if ids:
+            subprocess.run([*argv, *ids], capture_output=True, check=False)
 
 
 def stack_env(tmp: Path, prefix: str) -> dict[str, str]:
@@ -84,7 +77,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         yield env
     finally:
         invoke("down", "--volumes", "--yes", env=env, timeout=300)
+        left = leftovers(env["LOREPIN_PROJECT"])
         remove_project(env["LOREPIN_PROJECT"])
+    assert not any(left.values()), f"down --volumes left {left}"
 
 
 def status(env: dict[str, str]) -> dict[str, object]:
@@ -144,6 +139,46 @@ def test_logs_of_one_service_and_of_all(stack: dict[str, str]) -> None:
     assert db.stdout.strip() and all(line.startswith("db-") for line in db.stdout.splitlines())
     short = invoke("logs", "-s", "migrate", "--tail", "all", env=stack)
     assert short.returncode == 0 and "database at" in short.stdout
+
+
+def test_local_is_monitored_on_request_and_up_leaves_its_monitoring_alone(
+    stack: dict[str, str],
+) -> None:
+    env = {**stack, "LOREPIN_MONITORING_PORT": "0"}  # Docker picks: beside anyone's 9090
+    project = stack["LOREPIN_PROJECT"]
+    started = invoke("monitor.up", "--env", "local", env=env, timeout=900)
+    assert started.returncode == 0, started.stderr[-3000:]
+    console = started.stdout.strip().splitlines()[-1].strip()
+    assert console.startswith("http://127.0.0.1:") and console.endswith("/consoles/cms.html")
+    # Every target is scraped and up (the CMS's metrics port too); nothing fires.
+    deadline = time.monotonic() + 60
+    while (watched := invoke("monitor.status", "--env", "local", env=env)).returncode != 0:
+        assert time.monotonic() < deadline, watched.stdout + watched.stderr
+        time.sleep(2)
+    jobs = {line.split()[1] for line in watched.stdout.splitlines() if line.startswith("up ")}
+    assert {"cms", "postgres", "node", "probe_colour", "probe_db", "prometheus"} <= jobs
+    assert "proxy" not in jobs  # local has none
+    code, page = request("GET", console)
+    assert code == 200 and "LorePin" in str(page)
+    # A second `up` (its --remove-orphans) keeps the monitoring running.
+    assert invoke("up", env=env, timeout=300).returncode == 0
+    assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
+    assert invoke("errors", "--env", "local", env=env).returncode == 0
+    assert status(env)["alerts"] == []  # `invoke status` reads the monitoring too
+    stopped = invoke("monitor.down", "--env", "local", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
+         f"label=com.docker.compose.project={project}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(n.removeprefix(f"{project}-") for n in names) == [
+        "cms-1",
+        "db-1",
+        "geocoder-1",
+        "migrate-1",
+    ]
+    assert f"{project}_prometheus-data" in leftovers(project)["volumes"]  # data kept
 
 
 def test_another_checkout_cannot_touch_this_environment(

@@ -34,6 +34,22 @@ def test_up_waits_and_never_builds_or_pulls() -> None:
     )
 
 
+def test_local_monitoring_is_known_to_up_but_started_only_by_monitor_up() -> None:
+    monitoring = (
+        f"--file {ROOT}/compose/monitoring.yaml --file {ROOT}/compose/monitoring-local.yaml"
+    )
+    known = compose.with_monitoring(LOCAL, ROOT, started=False)
+    # Up knows its services (no orphans to remove) and starts none of them (no profile).
+    assert line(compose.up(known, wait_timeout=90)).startswith(
+        f"docker compose --project-name lorepin-local {FILES} {monitoring} up "
+    )
+    started = compose.with_monitoring(known, ROOT)  # files not named twice
+    assert line(compose.down(started, volumes=False)) == (
+        f"docker compose --project-name lorepin-local --profile * {FILES} {monitoring} "
+        "down --remove-orphans"
+    )
+
+
 def test_down_keeps_volumes_unless_asked() -> None:
     assert line(compose.down(LOCAL, volumes=False)) == f"{PREFIX} down --remove-orphans"
     assert line(compose.down(LOCAL, volumes=True)) == f"{PREFIX} down --remove-orphans --volumes"

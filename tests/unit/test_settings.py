@@ -244,3 +244,23 @@ def test_the_monitoring_allow_list_is_networks_as_written_or_single_addresses() 
     assert settings.environment("staging").monitoring_allow == (
         "192.0.2.7/32", "2001:db8::/32", "198.51.100.0/24"
     )  # fmt: skip
+
+
+def test_local_publishes_its_monitoring_on_a_port_of_its_own_and_nothing_else_does() -> None:
+    from lorepin_tasks.plans import compose
+
+    settings = load({"environments": {"local": {"monitoring": {"port": 19090}}}})
+    local = settings.environment("local")
+    assert local.monitoring_port == 19090
+    assert compose.variables(settings, local)["LOREPIN_MONITORING_PORT"] == "19090"
+    assert load({}).environment("local").monitoring_port == 9090
+    overridden = load({}, environ={"LOREPIN_MONITORING_PORT": "0"}).environment("local")
+    assert overridden.monitoring_port == 0  # Docker picks
+    server = {"kind": "staging", "compose_files": ["compose/compose.yaml", "compose/server.yaml"]}
+    staging = load({"environments": {"staging": server}})
+    assert staging.environment("staging").monitoring_port is None  # through the proxy
+    assert "LOREPIN_MONITORING_PORT" not in compose.variables(
+        staging, staging.environment("staging")
+    )
+    with pytest.raises(ConfigError, match=r"monitoring\.port must be"):
+        load({"environments": {"local": {"monitoring": {"port": 70000}}}})
