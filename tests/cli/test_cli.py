@@ -121,6 +121,8 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["deploy", "--version", "1.0.0"], "error: say which environment: --env staging"),
         (["rollback"], "error: say which environment: --env staging"),
         (["deploy.lock"], "error: say which environment: --env staging"),
+        (["monitor.up"], "error: say which environment: --env staging, --env production or"),
+        (["incident.ack", "x", "--env", "local"], "error: invalid incident id 'x'"),
         (
             ["rollback", "--env", "staging", "--to", "sha-deadbeef"],
             "error: invalid version 'sha-deadbeef': a released version",
