@@ -325,6 +325,7 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     first = site.invoke("deploy", "--env", "staging", "--version", "1.0.0")
     assert first.returncode == 0, first.stderr[-3000:]
     assert site.serving("staging") == "1.0.0"
+    assert "nothing watches 'staging' yet: `invoke monitor.up --env staging`" in first.stderr
     code, _ = site.get("staging", "/api/pins")
     assert code == 200
 
