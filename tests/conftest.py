@@ -245,9 +245,10 @@ def postgres_server(postgres_image: str) -> Iterator[str]:
 
     server = PostgresContainer(
         postgres_image, username="lorepin", password="test-only", dbname="lorepin", driver="psycopg"
+    )
     # No image healthcheck: testcontainers waits for the server itself, and a probe every
     # 2 s for the whole session is CPU the other tests need.
-    ).with_kwargs(labels=NOT_COMPOSE, healthcheck={"test": ["NONE"]})
+    server = server.with_kwargs(labels=NOT_COMPOSE, healthcheck={"test": ["NONE"]})
     with server as pg:
         yield pg.get_connection_url()
 
