@@ -5,18 +5,34 @@ incidents in the environment's database."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lorepin_tasks.errors import LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import incident as incident_plan
-from lorepin_tasks.runtime import git, ops
+from lorepin_tasks.runtime import docker, git, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 
 PROMETHEUS, PROMETHEUS_PORT = "prometheus", 9090
 API = f"http://127.0.0.1:{PROMETHEUS_PORT}/monitoring/prometheus/api/v1"
+
+
+def database_running(ctx: EnvContext) -> str:
+    """The database service that takes writes, running; a one-line error naming how to
+    start it otherwise (the incidents live there, and the exporter reads it)."""
+    service = ops.primary(ctx)
+    if not any(c.service == service and c.state == "running" for c in docker.containers(ctx)):
+        how = (
+            f"deploy it first (`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
+            if ctx.env.is_server
+            else f"start it first (`invoke up --env {ctx.env.name}`)"
+        )
+        raise LorePinError(f"'{ctx.env.name}' has no running database: {how}")
+    return service
 
 
 def prometheus(ctx: EnvContext, path: str) -> Any:
@@ -42,11 +58,19 @@ def prometheus(ctx: EnvContext, path: str) -> Any:
     return answer["data"]
 
 
+@contextmanager
+def incidents_database(ctx: EnvContext) -> Iterator[Session]:
+    """A session on the database that holds the incidents: the one that takes writes
+    (after a failover: the replica), running."""
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    argv = deploy_plan.psql(ctx.env, who, service=database_running(ctx))
+    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+        yield session
+
+
 def open_incidents(ctx: EnvContext) -> list[dict[str, Any]]:
     """The environment's incidents that are not resolved (none before the first)."""
-    who = git.who_am_i(ctx.run, ctx.settings.root)
-    argv = deploy_plan.psql(ctx.env, who, service=ops.primary(ctx))
-    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+    with incidents_database(ctx) as session:
         if session.scalar(incident_plan.EXISTS) != "t":
             return []
         found: list[dict[str, Any]] = json.loads(

@@ -10,8 +10,6 @@ tasks read and change them there, and write the postmortem draft with its timeli
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,8 @@ from invoke.collection import Collection
 from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, NothingToDo, Refused
-from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import incident as plan
-from lorepin_tasks.runtime import git, monitoring, ops
+from lorepin_tasks.runtime import git, monitoring
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.runtime.trail import Trail
@@ -44,15 +41,6 @@ def number(text: str) -> int:
         raise ConfigError(str(exc)) from None
 
 
-@contextmanager
-def database(ctx: EnvContext) -> Iterator[Session]:
-    """A session on the database that takes writes (after a failover: the replica)."""
-    who = git.who_am_i(ctx.run, ctx.settings.root)
-    argv = deploy_plan.psql(ctx.env, who, service=ops.primary(ctx))
-    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
-        yield session
-
-
 def fetch(session: Session, ctx: EnvContext, ident: int) -> dict[str, Any]:
     """The incident and its events; a one-line error when there is no such incident."""
     if session.scalar(plan.EXISTS) != "t":
@@ -72,7 +60,7 @@ def list_(c: Context, env: str = "", all_: bool = False, json_: bool = False) ->
     """The environment's incidents: open and acknowledged ones (--all: every one)."""
     ctx = monitored_env(c, env, False, what=WHAT)
     if all_:
-        with database(ctx) as session:
+        with monitoring.incidents_database(ctx) as session:
             exists = session.scalar(plan.EXISTS) == "t"
             rows = json.loads(session.scalar(plan.list_sql(every=True)) or "[]") if exists else []
     else:
@@ -96,7 +84,7 @@ def show(c: Context, id: str, env: str = "", json_: bool = False) -> None:
     """One incident: what, since when, who acknowledged it, and every event."""
     ident = number(id)
     ctx = monitored_env(c, env, False, what=WHAT)
-    with database(ctx) as session:
+    with monitoring.incidents_database(ctx) as session:
         found = fetch(session, ctx, ident)
     if json_:
         print(json.dumps(found, indent=2))
@@ -125,7 +113,7 @@ def change(c: Context, env: str, id: str, dry_run: bool, kind: str, text: str = 
             if sql:
                 ctx.run.say(f"+ in the database of '{ctx.env.name}': {sql}")
         return
-    with database(ctx) as session:
+    with monitoring.incidents_database(ctx) as session:
         state = fetch(session, ctx, ident)["incident"]["status"]
         if update is not None:
             if not session.query(f"BEGIN; {update(ident, literal(who))}"):
@@ -187,7 +175,7 @@ def postmortem(
     path = Path(out) if out else ctx.settings.root / "dist" / "postmortems" / name
     if out.endswith("/") or path.is_dir():  # a directory: the usual name inside it
         path = path / name
-    with database(ctx) as session:
+    with monitoring.incidents_database(ctx) as session:
         found = fetch(session, ctx, ident)
         # Local is not deployed: it has no deploy trail to put around the incident.
         trail = Trail(session, ctx.env.state_dir / "audit.jsonl")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -106,15 +107,24 @@ def check_config(ctx: EnvContext, ref: str, previous: str | None) -> None:
         raise ConfigError(f"the monitoring configuration is invalid ({check[0]}): {why(said)}")
 
 
-def database_running(ctx: EnvContext) -> None:
-    running = {c.service for c in docker.containers(ctx) if c.state == "running"}
-    if compose.DB_SERVICE not in running:
-        how = (
-            f"deploy it first (`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
-            if ctx.env.is_server
-            else f"start it first (`invoke up --env {ctx.env.name}`)"
-        )
-        raise LorePinError(f"'{ctx.env.name}' has no running database: {how}")
+def port_free(ctx: EnvContext) -> None:
+    """Local: the loopback port Prometheus is to be published on is free, or already its
+    own. Checked before anything is recreated: a taken port would leave no monitoring."""
+    port = ctx.env.monitoring_port
+    if not port or ctx.env.docker_host or ctx.env.docker_context:  # 0, or another engine's
+        return
+    if docker.published(ctx, monitoring.PROMETHEUS, monitoring.PROMETHEUS_PORT) == (
+        f"127.0.0.1:{port}"
+    ):
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(
+                f"127.0.0.1:{port} is taken: give the local monitoring a free port "
+                "(monitoring.port in invoke.yaml, or LOREPIN_MONITORING_PORT; 0: any)"
+            ) from None
 
 
 @task(help={"env": MONITORED_ENV_HELP, "dry_run": DRY_HELP})
@@ -125,7 +135,8 @@ def up(c: Context, env: str = "", dry_run: bool = False) -> None:
     with locked(ctx, "monitor.up"):
         docker.ensure_owned(ctx)
         if not ctx.run.dry_run:
-            database_running(ctx)
+            monitoring.database_running(ctx)
+            port_free(ctx)
         secrets.ensure_alert_webhook(ctx)
         model = docker.model(ctx)
         ref = image(ctx, model)
@@ -208,7 +219,9 @@ def status(c: Context, env: str = "", json_: bool = False) -> None:
                   f"{a['labels']['alertname']}: {a['annotations'].get('summary', '')}")  # fmt: skip
         if not alerts:
             print("no alert firing or pending")
-    down = [t for t in targets if t["health"] != "up" and t["labels"]["job"] not in PAUSABLE]
+    # Not yet scraped ("unknown") is not down; a paused colour is down by design.
+    pausable = PAUSABLE if ctx.env.is_server else ()
+    down = [t for t in targets if t["health"] == "down" and t["labels"]["job"] not in pausable]
     firing = [a for a in alerts if a["state"] == "firing"]
     if down or firing:
         raise Exit(code=ExitCode.FAILED)

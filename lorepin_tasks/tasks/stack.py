@@ -282,7 +282,10 @@ def logs(
     dry_run: bool = False,
 ) -> None:
     """Show the logs of the environment's services (or one SERVICE): `invoke logs -s db`."""
-    show_logs(open_env(c, env, dry_run=dry_run), service, follow=follow, tail=tail)
+    ctx = open_env(c, env, dry_run=dry_run)
+    if ctx.env.is_server or ctx.env.kind == "local":  # its monitoring's services too
+        ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
+    show_logs(ctx, service, follow=follow, tail=tail)
 
 
 ns = Collection("stack", build, up, down, status, logs)

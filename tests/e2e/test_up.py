@@ -161,6 +161,18 @@ def test_local_is_monitored_on_request_and_up_leaves_its_monitoring_alone(
     assert "proxy" not in jobs  # local has none
     with urllib.request.urlopen(console, timeout=10) as page:  # noqa: S310 (127.0.0.1)
         assert page.status == 200 and "<title>LorePin: CMS" in page.read().decode()
+    # A taken port is refused before anything changes: the running monitoring stays.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        refused = invoke(
+            "monitor.up", "--env", "local", env={**env, "LOREPIN_MONITORING_PORT": port}
+        )
+    assert refused.returncode == 2 and f"127.0.0.1:{port} is taken" in refused.stderr
+    assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
+    logs = invoke("logs", "--service", "prometheus", "--tail", "5", env=env)
+    assert logs.returncode == 0 and logs.stdout.startswith("prometheus-"), logs.stderr
     # A second `up` (its --remove-orphans) keeps the monitoring running.
     assert invoke("up", env=env, timeout=300).returncode == 0
     assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
