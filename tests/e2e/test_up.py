@@ -153,7 +153,9 @@ def test_local_is_monitored_on_request_and_up_leaves_its_monitoring_alone(
     assert console.startswith("http://127.0.0.1:") and console.endswith("/consoles/cms.html")
     # Every target is scraped and up (the CMS's metrics port too); nothing fires.
     deadline = time.monotonic() + 60
-    while (watched := invoke("monitor.status", "--env", "local", env=env)).returncode != 0:
+    while (watched := invoke("monitor.status", "--env", "local", env=env)).returncode != 0 or (
+        "unknown " in watched.stdout  # not scraped yet
+    ):
         assert time.monotonic() < deadline, watched.stdout + watched.stderr
         time.sleep(2)
     jobs = {line.split()[1] for line in watched.stdout.splitlines() if line.startswith("up ")}
