@@ -50,7 +50,8 @@ def pytest(session: nox.Session, name: str, *args: str) -> None:
         *args,
         *session.posargs,
         env={
-            "COVERAGE_FILE": f"{BUILD}/{name}/.coverage",
+            # Absolute: `invoke` run from a test's throwaway clone measures here too.
+            "COVERAGE_FILE": str(Path(BUILD, name, ".coverage").resolve()),
             "LOREPIN_TEST_ARTIFACTS": str(Path(BUILD, name).resolve()),
         },
     )
