@@ -200,6 +200,11 @@ class Environment:
         return self.deploy is not None
 
     @property
+    def monitorable(self) -> bool:
+        """Server kinds, and local on request (`monitor.up`): never a feature environment."""
+        return self.is_server or self.kind == "local"
+
+    @property
     def generates_secrets(self) -> bool:
         """Throwaway kinds get random secrets on first use; long-lived ones must be given them."""
         return self.kind in ("local", "feature")

@@ -99,7 +99,7 @@ def monitored_env(c: Context, env: str, dry_run: bool, *, what: str) -> EnvConte
     if not env:
         raise ConfigError("say which environment: --env staging, --env production or --env local")
     ctx = open_env(c, env, dry_run=dry_run)
-    if not (ctx.env.is_server or ctx.env.kind == "local"):
+    if not ctx.env.monitorable:
         raise ConfigError(
             f"'{ctx.env.name}' is a {ctx.env.kind} environment: {what} "
             "server environments (staging, production) and local"

@@ -154,7 +154,7 @@ def up(c: Context, env: str = "", dry_run: bool = False) -> None:
             return
     print(f"monitoring of '{ctx.env.name}' is up: `invoke monitor.status --env {ctx.env.name}`")
     if not ctx.env.is_server:  # local: published on the loopback, for this machine only
-        address = docker.published(ctx, "prometheus", monitoring.PROMETHEUS_PORT)
+        address = docker.published(ctx, monitoring.PROMETHEUS, monitoring.PROMETHEUS_PORT)
         print(f"  http://{address}/monitoring/prometheus/consoles/cms.html")
         return
     print(

@@ -122,7 +122,7 @@ def down(
 ) -> None:
     """Stop and remove the stack's containers and network; data is kept unless --volumes."""
     ctx = open_env(c, env, dry_run=dry_run)
-    if ctx.env.is_server or ctx.env.kind == "local":  # its monitoring too, volumes and all
+    if ctx.env.monitorable:  # its monitoring too, volumes and all
         ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
     with locked(ctx, "down"):
         docker.ensure_owned(ctx, data=volumes)
@@ -283,7 +283,7 @@ def logs(
 ) -> None:
     """Show the logs of the environment's services (or one SERVICE): `invoke logs -s db`."""
     ctx = open_env(c, env, dry_run=dry_run)
-    if ctx.env.is_server or ctx.env.kind == "local":  # its monitoring's services too
+    if ctx.env.monitorable:  # its monitoring's services too
         ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
     show_logs(ctx, service, follow=follow, tail=tail)
 
