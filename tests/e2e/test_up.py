@@ -147,53 +147,59 @@ def test_local_is_monitored_on_request_and_up_leaves_its_monitoring_alone(
 ) -> None:
     env = {**stack, "LOREPIN_MONITORING_PORT": "0"}  # Docker picks: beside anyone's 9090
     project = stack["LOREPIN_PROJECT"]
-    started = invoke("monitor.up", "--env", "local", env=env, timeout=900)
-    assert started.returncode == 0, started.stderr[-3000:]
-    console = started.stdout.strip().splitlines()[-1].strip()
-    assert console.startswith("http://127.0.0.1:") and console.endswith("/consoles/cms.html")
-    # Every target is scraped and up (the CMS's metrics port too); nothing fires.
-    deadline = time.monotonic() + 60
-    while (watched := invoke("monitor.status", "--env", "local", env=env)).returncode != 0 or (
-        "unknown " in watched.stdout  # not scraped yet
-    ):
-        assert time.monotonic() < deadline, watched.stdout + watched.stderr
-        time.sleep(2)
-    jobs = {line.split()[1] for line in watched.stdout.splitlines() if line.startswith("up ")}
-    assert {"cms", "postgres", "node", "probe_colour", "probe_db", "prometheus"} <= jobs
-    assert "proxy" not in jobs  # local has none
-    with urllib.request.urlopen(console, timeout=10) as page:  # noqa: S310 (127.0.0.1)
-        assert page.status == 200 and "<title>LorePin: CMS" in page.read().decode()
-    # A taken port is refused before anything changes: the running monitoring stays.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = str(taken.getsockname()[1])
-        refused = invoke(
-            "monitor.up", "--env", "local", env={**env, "LOREPIN_MONITORING_PORT": port}
-        )
-    assert refused.returncode == 2 and f"127.0.0.1:{port} is taken" in refused.stderr
-    assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
-    logs = invoke("logs", "--service", "prometheus", "--tail", "5", env=env)
-    assert logs.returncode == 0 and logs.stdout.startswith("prometheus-"), logs.stderr
-    # A second `up` (its --remove-orphans) keeps the monitoring running.
-    assert invoke("up", env=env, timeout=300).returncode == 0
-    assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
-    assert invoke("errors", "--env", "local", env=env).returncode == 0
-    assert status(env)["alerts"] == []  # `invoke status` reads the monitoring too
-    stopped = invoke("monitor.down", "--env", "local", env=env)
-    assert stopped.returncode == 0, stopped.stderr
-    names = subprocess.run(
-        ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
-         f"label=com.docker.compose.project={project}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    assert sorted(n.removeprefix(f"{project}-") for n in names) == [
-        "cms-1",
-        "db-1",
-        "geocoder-1",
-        "migrate-1",
-    ]
-    assert f"{project}_prometheus-data" in leftovers(project)["volumes"]  # data kept
+    try:
+        started = invoke("monitor.up", "--env", "local", env=env, timeout=900)
+        assert started.returncode == 0, started.stderr[-3000:]
+        console = started.stdout.strip().splitlines()[-1].strip()
+        assert console.startswith("http://127.0.0.1:") and console.endswith("/consoles/cms.html")
+        # Every target is scraped and up (the CMS's metrics port too); nothing fires.
+        deadline = time.monotonic() + 60
+        while (watched := invoke("monitor.status", "--env", "local", env=env)).returncode != 0 or (
+            "unknown " in watched.stdout  # not scraped yet
+        ):
+            assert time.monotonic() < deadline, watched.stdout + watched.stderr
+            time.sleep(2)
+        jobs = {line.split()[1] for line in watched.stdout.splitlines() if line.startswith("up ")}
+        assert {"cms", "postgres", "node", "probe_colour", "probe_db", "prometheus"} <= jobs
+        assert "proxy" not in jobs  # local has none
+        with urllib.request.urlopen(console, timeout=10) as page:  # noqa: S310 (127.0.0.1)
+            assert page.status == 200 and "<title>LorePin: CMS" in page.read().decode()
+        # A taken port is refused before anything changes: the running monitoring stays.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            refused = invoke(
+                "monitor.up", "--env", "local", env={**env, "LOREPIN_MONITORING_PORT": port}
+            )
+        assert refused.returncode == 2 and f"127.0.0.1:{port} is taken" in refused.stderr
+        assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
+        logs = invoke("logs", "--service", "prometheus", "--tail", "5", env=env)
+        assert logs.returncode == 0 and logs.stdout.startswith("prometheus-"), logs.stderr
+        # A second `up` (its --remove-orphans) keeps the monitoring running.
+        assert invoke("up", env=env, timeout=300).returncode == 0
+        assert invoke("monitor.status", "--env", "local", env=env).returncode == 0
+        assert invoke("errors", "--env", "local", env=env).returncode == 0
+        assert status(env)["alerts"] == []  # `invoke status` reads the monitoring too
+        stopped = invoke("monitor.down", "--env", "local", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        names = subprocess.run(
+            ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
+             f"label=com.docker.compose.project={project}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert sorted(n.removeprefix(f"{project}-") for n in names) == [
+            "cms-1",
+            "db-1",
+            "geocoder-1",
+            "migrate-1",
+        ]
+        assert f"{project}_prometheus-data" in leftovers(project)["volumes"]  # data kept
+    finally:  # the module's stack as it was: no monitoring, no monitoring data
+        invoke("monitor.down", "--env", "local", env=env)
+        ours = [v for v in leftovers(project)["volumes"] if not v.endswith("_db-data")]
+        if ours:
+            subprocess.run(["docker", "volume", "rm", *ours], capture_output=True, check=True)
 
 
 def test_another_checkout_cannot_touch_this_environment(
