@@ -80,31 +80,35 @@ def open_env(
     )
 
 
+def _named_env(
+    c: Context, env: str, dry_run: bool, *, server_only: bool, choices: str, refusal: str
+) -> EnvContext:
+    """An environment named on the command line (no default): a server one, or (not
+    `server_only`) one that can be monitored."""
+    if not env:
+        raise ConfigError(f"say which environment: {choices}")
+    ctx = open_env(c, env, dry_run=dry_run)
+    if not (ctx.env.is_server if server_only else ctx.env.monitorable):
+        raise ConfigError(f"'{ctx.env.name}' is a {ctx.env.kind} environment{refusal}")
+    return ctx
+
+
 def server_env(c: Context, env: str, dry_run: bool, *, what: str = "deploys go to") -> EnvContext:
     """A server environment, named on the command line (there is no default one)."""
-    if not env:
-        raise ConfigError("say which environment: --env staging or --env production")
-    ctx = open_env(c, env, dry_run=dry_run)
-    if not ctx.env.is_server:
-        raise ConfigError(
-            f"'{ctx.env.name}' is a {ctx.env.kind} environment, started with `invoke up`: "
-            f"{what} server environments (staging, production)"
-        )
-    return ctx
+    return _named_env(
+        c, env, dry_run, server_only=True, choices="--env staging or --env production",
+        refusal=f", started with `invoke up`: {what} server environments (staging, production)",
+    )  # fmt: skip
 
 
 def monitored_env(c: Context, env: str, dry_run: bool, *, what: str) -> EnvContext:
     """A server environment, or `local` on request: what monitoring, incidents and error
     tracking serve (a feature environment lives for days and is not watched)."""
-    if not env:
-        raise ConfigError("say which environment: --env staging, --env production or --env local")
-    ctx = open_env(c, env, dry_run=dry_run)
-    if not ctx.env.monitorable:
-        raise ConfigError(
-            f"'{ctx.env.name}' is a {ctx.env.kind} environment: {what} "
-            "server environments (staging, production) and local"
-        )
-    return ctx
+    return _named_env(
+        c, env, dry_run, server_only=False,
+        choices="--env staging, --env production or --env local",
+        refusal=f": {what} server environments (staging, production) and local",
+    )  # fmt: skip
 
 
 @contextmanager
