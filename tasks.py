@@ -15,6 +15,7 @@ from lorepin_tasks.tasks import (
     feature,
     images,
     incident,
+    logs,
     monitor,
     release,
     stack,
@@ -28,7 +29,10 @@ except ConfigError as exc:
 
 ns = Collection()
 for t in (*stack.ns.tasks.values(), release.version, deploy.rollback, monitor.errors):  # top
-    ns.add_task(t)
+    if t is not stack.logs:  # `invoke logs` is the logs collection's default
+        ns.add_task(t)
+logs.ns.add_task(stack.logs, name="show", default=True)
+ns.add_collection(logs.ns)
 ns.add_collection(backup.ns)
 ns.add_collection(dr.ns)
 ns.add_collection(db.ns)

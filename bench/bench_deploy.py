@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
 from common import ROOT, base_image, private_homes, remove_images, run
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
 
 RATE = 80  # requests a second, over WORKERS threads
 WORKERS = 8
@@ -157,6 +164,7 @@ def setup(tmp: Path, project: str, prefix: str) -> tuple[Path, dict[str, str]]:
         project=project, http_port=0, https_port=0, secrets_dir=str(secrets)
     )
     config["lorepin"]["environments"]["staging"]["deploy"]["watch"] = WATCH_S
+    config["lorepin"]["environments"]["staging"]["logs"]["port"] = free_port()
     (repo / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"BASE_IMAGE": base_image(), "LOREPIN_IMAGE_PREFIX": prefix, **private_homes(tmp)}
     for version in ("1.0.0", "1.1.0"):

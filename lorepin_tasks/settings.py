@@ -12,6 +12,7 @@ Environment variables:
                        HTTP redirect in server environments
   LOREPIN_HTTPS_PORT   host port of the proxy's HTTPS in server environments
   LOREPIN_DB_PORT      host port of the database, where the environment publishes it
+  LOREPIN_LOG_PORT     loopback port of a server environment's log collector
   LOREPIN_IMAGE_TAG    tag of the images the environment builds and runs
   LOREPIN_SECRETS_DIR  directory holding the selected environment's secret files
   LOREPIN_BACKUP_DIR   directory for the selected environment's pre-migration dumps
@@ -67,6 +68,7 @@ OVERRIDES = (
     "LOREPIN_HTTPS_PORT",
     "LOREPIN_DB_PORT",
     "LOREPIN_MONITORING_PORT",
+    "LOREPIN_LOG_PORT",
     "LOREPIN_IMAGE_TAG",
     "LOREPIN_SECRETS_DIR",
     "LOREPIN_BACKUP_DIR",
@@ -194,6 +196,13 @@ class Environment:
     # `local` only: the loopback port its monitoring's Prometheus is published on (local
     # has no proxy to reach it through); 0: Docker picks. None elsewhere.
     monitoring_port: int | None = None
+    # Server kinds: the central log (docs/logging.md). Its collector's loopback port,
+    # where the engine's syslog driver delivers every container's lines (fixed: each
+    # container keeps the address it was created with); days its files are kept; and
+    # the database statements slower than this many milliseconds that it logs.
+    log_port: int | None = None
+    log_retention_days: int = 14
+    slow_query_ms: int = 250
 
     @property
     def is_server(self) -> bool:
@@ -350,6 +359,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         raise ConfigError(f"{where}: invalid image tag {tag!r}")
     db_port = raw.get("db_port")
     monitoring = _mapping(raw.get("monitoring"), f"{where}: monitoring")
+    logs = _mapping(raw.get("logs"), f"{where}: logs")
     # Keyed by Compose project, like the engine's volumes: every checkout that drives the
     # same project finds the password its database was initialised with.
     state_dir = state / project
@@ -393,6 +403,15 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         )
         if kind == "local"
         else None,
+        log_port=_int(logs.get("port", 8514), f"{where}: logs.port", low=1, high=65535)
+        if kind in SERVER_KINDS
+        else None,
+        log_retention_days=_int(
+            logs.get("retention_days", 14), f"{where}: logs.retention_days", low=1, high=3650
+        ),
+        slow_query_ms=_int(
+            logs.get("slow_query_ms", 250), f"{where}: logs.slow_query_ms", low=0, high=3600000
+        ),
     )
 
 
@@ -586,6 +605,11 @@ def _with_overrides(
             "LOREPIN_MONITORING_PORT",
             low=0,
             high=65535,
+        ),
+        log_port=None
+        if env.log_port is None
+        else _int(
+            overrides.get("LOREPIN_LOG_PORT", env.log_port), "LOREPIN_LOG_PORT", low=1, high=65535
         ),
         state_dir=new_state,
         secrets_dir=follow(env.secrets_dir, "LOREPIN_SECRETS_DIR"),

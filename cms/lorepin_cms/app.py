@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorepin_cms import compat, errors, geocoder, metrics
+from lorepin_cms import compat, errors, geocoder, logs, metrics
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
@@ -84,6 +84,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     )
     if config.metrics:
         metrics.watch_pool(engine, config.db_pool_size)
+    logs.tag_statements(engine)  # PostgreSQL's lines name the request (docs/logging.md)
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
     mine = own_history(config)
@@ -104,7 +105,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.metrics:
-        app.add_middleware(metrics.Instrument)  # outermost: it sees BodyLimit's 413s too
+        app.add_middleware(metrics.Instrument)  # it sees BodyLimit's 413s too
+    app.add_middleware(logs.RequestLog)  # outermost: every line of a request has its id
 
     @app.get("/healthz")
     async def healthz() -> Health:

@@ -10,12 +10,9 @@ which no proxy routes to (docs/monitoring.md).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import sys
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -69,13 +66,8 @@ POOL_SIZE = Gauge(
 )
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# One JSON object per line on stderr, whatever the server's own logging says.
+# Events `invoke errors` reads: JSON lines like every other (lorepin_cms.logs).
 events = logging.getLogger("lorepin_cms.events")
-if not events.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    events.addHandler(_handler)
-    events.propagate = False
 
 
 class Instrument:
@@ -150,10 +142,11 @@ def unhandled(exc: BaseException, scope: Scope, category: str) -> str:
     UNHANDLED.labels(mark, type(exc).__name__).inc()
     frames = traceback.extract_tb(exc.__traceback__)[-3:]
     events.error(
-        json.dumps(
-            {
-                "event": "unhandled_error",
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "unhandled %s",
+        type(exc).__name__,
+        extra={
+            "event": "unhandled_error",
+            "fields": {
                 "fingerprint": mark,
                 "type": type(exc).__name__,
                 "category": category,
@@ -161,7 +154,7 @@ def unhandled(exc: BaseException, scope: Scope, category: str) -> str:
                 "method": method_of(scope),
                 "request_id": Headers(scope=scope).get("x-request-id"),
                 "frames": [f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in frames],
-            }
-        )
+            },
+        },
     )
     return mark

@@ -20,6 +20,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from lorepin_cms import logs
 from lorepin_cms.config import ConfigError, positive_int, switch
 
 # The metrics port: inside the environment's network only. (Not imported from
@@ -34,6 +35,11 @@ def main() -> None:
         metrics_port = positive_int(os.environ, "LOREPIN_METRICS_PORT", PORT)
         metrics = switch(os.environ, "LOREPIN_METRICS")
         reload_dirs = [d for d in os.environ.get("LOREPIN_RELOAD_DIRS", "").split(":") if d]
+        level = os.environ.get("LOREPIN_LOG_LEVEL", "info").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"LOREPIN_LOG_LEVEL must be debug, info, warning or error, got {level.lower()!r}"
+            )
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     # The image sets it (a tmpfs of the container's own); a run by hand gets one of its own.
@@ -54,6 +60,8 @@ def main() -> None:
         workers=1 if reload_dirs else workers,
         reload=bool(reload_dirs),
         reload_dirs=reload_dirs or None,
+        log_config=logs.config(level),  # JSON lines, in every worker
+        access_log=False,  # lorepin_cms.logs writes one, with the request id
     )
 
 

@@ -94,9 +94,13 @@ def variables(
         values["LOREPIN_HTTPS_PORT"] = str(env.https_port)
     if env.is_server:  # the second site's backup schedule, in seconds per type
         values["LOREPIN_MONITORING_RETENTION"] = env.monitoring_retention
+        values["LOREPIN_LOG_RETENTION_DAYS"] = str(env.log_retention_days)
+        values["LOREPIN_DB_SLOW_MS"] = str(env.slow_query_ms)
         values["LOREPIN_BACKUP_SCHEDULE"] = " ".join(
             f"{kind}={seconds}" for kind, seconds in env.backup.schedule
         )
+    if env.log_port is not None:  # server kinds: the log collector (docs/logging.md)
+        values["LOREPIN_LOG_PORT"] = str(env.log_port)
     if env.monitoring_port is not None:  # local: Prometheus on the loopback (monitor.up)
         values["LOREPIN_MONITORING_PORT"] = str(env.monitoring_port)
     if env.replica:  # the CMS asks both for the one that takes writes (libpq's failover)

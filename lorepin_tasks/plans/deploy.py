@@ -23,6 +23,7 @@ COLOURS = ("blue", "green")
 LOCK_KEY = (0x4C50, 0x4450)  # "LP", "DP": the deploy lock of an environment's database
 OPS = "lorepin_ops"
 PROXY = "proxy"
+COLLECTOR = "collector"  # the environment's central log (docs/logging.md)
 BACKUP_SITE = "backup-site"  # the repository host of the second backup site
 
 
@@ -184,10 +185,10 @@ def approval_problem(
 
 
 def infra(env: Environment) -> tuple[str, ...]:
-    """The services a deploy starts once and never recreates: the database (and its
-    replica), the backups' second site and the proxy."""
+    """The services a deploy starts once and never recreates: the log collector, the
+    database (and its replica), the backups' second site and the proxy."""
     replica = (compose.REPLICA_SERVICE,) if env.replica else ()
-    return (compose.DB_SERVICE, *replica, BACKUP_SITE, PROXY)
+    return (COLLECTOR, compose.DB_SERVICE, *replica, BACKUP_SITE, PROXY)
 
 
 def infra_up(env: Environment, *, wait_timeout: int) -> list[str]:

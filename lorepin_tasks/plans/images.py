@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from semver import Version
 
 # Compose service -> image name (under the settings' image prefix).
-IMAGES = {"cms": "cms", "db": "postgres", "geocoder": "geocoder-mock", "proxy": "proxy"}
+IMAGES = {
+    "cms": "cms",
+    "db": "postgres",
+    "geocoder": "geocoder-mock",
+    "proxy": "proxy",
+    "collector": "collector",
+}
 # The files that define every image, read with every profile on (the proxy and the
 # colours belong to server environments, the geocoder mock to local and feature ones).
 IMAGE_FILES = ("compose/compose.yaml", "compose/mocks.yaml", "compose/server.yaml")

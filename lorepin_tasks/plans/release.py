@@ -31,7 +31,7 @@ from lorepin_tasks.settings import IMAGE_TAG, ReleasePolicy
 RELEASE_COMMIT = re.compile(r"^chore\(release\): v(?P<version>\S+)$")
 VERSION_LINE = re.compile(r'(?m)^version = "[^"]*"$')
 # What a release ships, by Compose service (the geocoder mock stays behind).
-SERVICES = ("cms", "db", "proxy")
+SERVICES = ("cms", "db", "proxy", "collector")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import git
 import pytest
@@ -214,6 +216,11 @@ def killed_at(site: Site, progress: str, *args: str) -> Iterator[None]:
         run.wait(10)
 
 
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
 def remove_project(project: str) -> None:
     """Belt and braces, when the task itself is what broke."""
     label = f"label=com.docker.compose.project={project}"
@@ -268,6 +275,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         (secrets[name] / "db_password").chmod(0o644)
         env = config["lorepin"]["environments"][name]
         env.update(project=project, http_port=0, https_port=0, secrets_dir=str(secrets[name]))
+        env["logs"].update(port=free_port())  # the collector's port must be known up front
         env["deploy"].update(watch=4, keep=2, ready_timeout=15)  # 1.2.0 is never ready
         if name == "production":  # a window that is never now, in UTC; a given certificate
             env["deploy"].update(approvals=1, windows=[closed], timezone="UTC")
@@ -909,6 +917,109 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     safety = next(b for b in listed if b["id"] == last["detail"]["safety_backup"])
     assert safety["rows"] is not None and safety["status"] == "ok"
     assert any(b["reason"] == "before-deploy-1.0.0" for b in listed)  # taken by the deploy
+
+
+def post_pin(site: Site, name: str, request_id: str | None = None) -> str:
+    """A pin written through the proxy; the request id it answered with."""
+    context = ssl.create_default_context(cafile=str(site.secrets[name] / "tls.crt"))
+    pin = {"title": "Harbour wall", "latitude": 47.2, "longitude": -1.55, "tags": []}
+    request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
+        f"{site.url(name)}/api/pins",
+        data=json.dumps(pin).encode(),
+        headers={"content-type": "application/json",
+                 **({"X-Request-Id": request_id} if request_id else {})},
+        method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
+        assert answer.status == 201
+        return str(answer.headers["X-Request-Id"])
+
+
+def searched(site: Site, request_id: str, want: set[str]) -> list[dict[str, Any]]:
+    """`logs.search --request-id` until the lines of every service in `want` are in (the
+    collector files them within a second or so; 30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        done = site.invoke("logs.search", "--env", "staging", "--request-id", request_id, "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        services = {line["service"].removesuffix("-blue").removesuffix("-green") for line in lines}
+        if want <= services or time.monotonic() > deadline:
+            assert want <= services, lines
+            return lines
+        time.sleep(1)
+
+
+def test_one_search_follows_a_request_through_proxy_cms_and_database(site: Site) -> None:
+    """Every service logs to staging's collector; one `logs.search --request-id` shows a
+    write's whole path (the proxy's access line, the CMS's, pgaudit's record of the
+    INSERT) in time order. The files are the log group's only; old days are pruned; a
+    stopped collector costs lines, never the service, and lines flow again once it is back."""
+    if site.serving("staging") is None:
+        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
+        assert done.returncode == 0, done.stderr[-2000:]
+    rid = f"e2e-{uuid.uuid4().hex}"
+    assert post_pin(site, "staging", rid) == rid  # the client's own id is kept
+    lines = searched(site, rid, {"proxy", "cms", "db"})
+    assert [line["time"] for line in lines] == sorted(line["time"] for line in lines)
+    audit = [line for line in lines if line["service"] == "db"]
+    assert any("AUDIT: SESSION" in line["message"] and "WRITE,INSERT" in line["message"]
+               for line in audit), audit  # fmt: skip
+    cms = next(line for line in lines if line["service"].startswith("cms-"))
+    assert (cms["message"]["event"], cms["message"]["status"], cms["message"]["env"]) == (
+        "request",
+        201,
+        "staging",
+    )
+    generated = post_pin(site, "staging")  # no id sent: the proxy's own follows it too
+    searched(site, generated, {"proxy", "cms", "db"})
+
+    # What is not there is an answer; a service that is not there is bad input.
+    nothing = site.invoke("logs.search", "--env", "staging", "--request-id", "never-sent")
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    assert "no line of 'staging' matches request id never-sent" in nothing.stderr
+    unknown = site.invoke("logs.search", "--env", "staging", "--service", "nginx")
+    assert unknown.returncode == 2 and "no logs of service 'nginx'" in unknown.stderr
+
+    collector = f"{site.projects['staging']}-collector-1"
+    today = datetime.now(UTC).date().isoformat()
+    modes_of = ["/var/log/lorepin/db", f"/var/log/lorepin/db/{today}.log"]
+    modes = subprocess.run(
+        ["docker", "exec", collector, "stat", "-c", "%a %G", *modes_of],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    assert modes[:2] == ["2750 lorepin-logs", "640 lorepin-logs"]
+    outsider = subprocess.run(
+        ["docker", "exec", "--user", "nobody", collector, "cat", modes_of[1]],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert outsider.returncode != 0 and "Permission denied" in outsider.stderr
+    old = "/var/log/lorepin/db/2020-01-01.log"
+    subprocess.run(["docker", "exec", collector, "touch", old], check=True)
+    pruned = subprocess.run(["docker", "exec", collector, "lorepin-log-prune"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert f"removed {old}" in pruned.stdout
+    kept = subprocess.run(["docker", "exec", collector, "ls", "/var/log/lorepin/db"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert kept.stdout.split() == [f"{today}.log"]
+
+    subprocess.run(["docker", "stop", collector], capture_output=True, check=True)
+    try:
+        assert site.get("staging", "/api/pins?limit=1")[0] == 200  # serving all along
+        post_pin(site, "staging")
+        down = site.invoke("logs.search", "--env", "staging", "--request-id", rid)
+        assert down.returncode == 1
+        assert "the log collector of 'staging' is exited" in down.stderr
+    finally:
+        subprocess.run(["docker", "start", collector], capture_output=True, check=True)
+    deadline = time.monotonic() + 30
+    health = ["docker", "inspect", "-f", "{{.State.Health.Status}}", collector]
+    while subprocess.run(health, capture_output=True, text=True, check=True).stdout != "healthy\n":
+        assert time.monotonic() < deadline, "the collector was not healthy again within 30 s"
+        time.sleep(1)
+    after = f"e2e-{uuid.uuid4().hex}"
+    post_pin(site, "staging", after)
+    searched(site, after, {"proxy", "cms", "db"})  # the drivers reconnected by themselves
 
 
 def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from lorepin_cms import metrics
 from lorepin_cms.app import create_app
 from lorepin_cms.config import Config
+from lorepin_cms.logs import JsonLines
 from tests.conftest import ROOT
 
 NOWHERE = make_url("postgresql+psycopg://lorepin:x@127.0.0.1:9/lorepin")  # nothing listens
@@ -67,7 +68,7 @@ class Lines(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        self.lines.append(JsonLines().format(record))
 
 
 def crash(depth: int) -> None:

@@ -268,9 +268,11 @@ def test_approvals_by_others_than_the_cutter(
 CMS_ID = "sha256:" + "a" * 64
 DB_ID = "sha256:" + "d" * 64
 PROXY_ID = "sha256:" + "e" * 64
+COLLECTOR_ID = "sha256:" + "f" * 64
 OTHER_ID = "sha256:" + "b" * 64
 EXPECTED = plan.release_images("lorepin", "1.2.0")
 CMS, DB, PROXY = EXPECTED["cms"], EXPECTED["postgres"], EXPECTED["proxy"]
+COLLECTOR = EXPECTED["collector"]
 CMS_MISSING = "image lorepin/cms:1.2.0 is not on this engine (`invoke artifacts.download`)"
 CMS_DIFFERS = (
     "image lorepin/cms:1.2.0 is sha256:bbbbbbbbbbbb, not the release's sha256:aaaaaaaaaaaa"
@@ -281,9 +283,10 @@ MANIFEST: dict[str, Any] = {
         "cms": {"image": CMS, "id": CMS_ID},
         "postgres": {"image": DB, "id": DB_ID},
         "proxy": {"image": PROXY, "id": PROXY_ID},
+        "collector": {"image": COLLECTOR, "id": COLLECTOR_ID},
     },
 }
-ALL = {CMS: CMS_ID, DB: DB_ID, PROXY: PROXY_ID}
+ALL = {CMS: CMS_ID, DB: DB_ID, PROXY: PROXY_ID, COLLECTOR: COLLECTOR_ID}
 
 
 def test_a_deploy_starts_the_release_images_of_its_prefix() -> None:
@@ -291,6 +294,7 @@ def test_a_deploy_starts_the_release_images_of_its_prefix() -> None:
         "cms": "lorepin/cms:1.2.0",
         "postgres": "lorepin/postgres:1.2.0",
         "proxy": "lorepin/proxy:1.2.0",
+        "collector": "lorepin/collector:1.2.0",
     }
 
 
@@ -299,10 +303,10 @@ def test_a_deploy_starts_the_release_images_of_its_prefix() -> None:
     [
         (ALL, []),
         ({**ALL, CMS: None}, [CMS_MISSING]),
-        ({DB: DB_ID, PROXY: PROXY_ID}, [CMS_MISSING]),
+        ({DB: DB_ID, PROXY: PROXY_ID, COLLECTOR: COLLECTOR_ID}, [CMS_MISSING]),
         ({**ALL, CMS: OTHER_ID}, [CMS_DIFFERS]),
         (
-            {CMS: OTHER_ID, PROXY: PROXY_ID},
+            {CMS: OTHER_ID, PROXY: PROXY_ID, COLLECTOR: COLLECTOR_ID},
             [
                 CMS_DIFFERS,
                 "image lorepin/postgres:1.2.0 is not on this engine (`invoke artifacts.download`)",
@@ -561,11 +565,13 @@ def test_schema_facts_read_the_current_revision_and_the_ledger() -> None:
     assert plan.schema_facts([["current", "", "f"]]) == (None, {})
 
 
-def test_a_deploy_starts_the_database_its_backup_site_and_proxy_once_never_recreated() -> None:
+def test_a_deploy_starts_the_collector_database_backup_site_and_proxy_once_never_recreated() -> (
+    None
+):
     argv = plan.infra_up(staging(), wait_timeout=90)
     assert argv[argv.index("up") :] == [
         "up", "--detach", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never",
-        "--no-recreate", "db", "backup-site", "proxy",
+        "--no-recreate", "collector", "db", "backup-site", "proxy",
     ]  # fmt: skip
 
 
@@ -578,6 +584,7 @@ def test_a_downloaded_build_manifest_reads_as_a_release_manifest() -> None:
             {"service": "cms", "name": "cms", "id": CMS_ID},
             {"service": "db", "name": "postgres", "id": DB_ID},
             {"service": "proxy", "name": "proxy", "id": PROXY_ID},
+            {"service": "collector", "name": "collector", "id": COLLECTOR_ID},
         ],
     }
     manifest = plan.from_build_manifest(built, "lorepin", "1.2.0")

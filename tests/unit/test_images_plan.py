@@ -59,7 +59,7 @@ def test_anything_else_is_no_version(bad: str) -> None:
 
 
 def test_unknown_services_are_refused() -> None:
-    assert plan.services([]) == ["cms", "db", "geocoder", "proxy"]
+    assert plan.services([]) == ["cms", "db", "geocoder", "proxy", "collector"]
     with pytest.raises(ConfigError, match="unknown service"):
         plan.services(["cms", "nginx"])
 
