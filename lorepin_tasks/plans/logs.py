@@ -199,9 +199,17 @@ class Line:
         if (fields := self.fields) is not None:
             if rid := fields.get("request_id"):
                 return str(rid)
-            headers = (fields.get("request") or {}).get("headers") or {}
-            value = headers.get("X-Request-Id") if isinstance(headers, dict) else None
-            return str(value[0]) if isinstance(value, list) and value else None
+            # Caddy logs the request as it came (the client's id, if any) and the response
+            # headers, where the id it made itself is.
+            request = fields.get("request")
+            for headers in (
+                fields.get("resp_headers"),
+                isinstance(request, dict) and request.get("headers"),
+            ):
+                value = headers.get("X-Request-Id") if isinstance(headers, dict) else None
+                if isinstance(value, list) and value:
+                    return str(value[0])
+            return None
         match = SQL_REQUEST_ID.search(self.message)
         return match[1] if match else None
 

@@ -115,6 +115,13 @@ def test_one_request_is_found_in_proxy_cms_and_database_oldest_first() -> None:
     assert found[2].as_json()["message"]["status"] == 201
 
 
+def test_the_proxy_line_names_the_id_it_made_itself_from_its_response_headers() -> None:
+    made = json.dumps({"level": "info", "request": {"headers": {}},
+                       "resp_headers": {"X-Request-Id": [RID]}})  # fmt: skip
+    raw = [f"2026-12-01T09:59:01.200000+00:00 proxy {made}\n"]
+    assert [line.request_id for line in plan.select(raw, q(request_id=RID))] == [RID]
+
+
 def test_levels_come_from_json_or_postgresql_and_filter_this_bad_or_worse() -> None:
     assert [line.level for line in plan.select(RAW, q())] == [
         "info",
