@@ -294,3 +294,49 @@ def notify_team(ctx: EnvContext, text: str) -> None:
     if ctx.settings.webhook_url:
         ctx.run.add_secret(ctx.settings.webhook_url)
     notify(ctx.settings.webhook_url, f"LorePin CMS: {text}", say=ctx.run.say)
+
+
+def database_running(ctx: EnvContext) -> bool:
+    """The environment's first database service runs."""
+    return any(
+        c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
+    )
+
+
+def trail_records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
+    """The trail in the environment's database; None (said why) when it cannot be read:
+    a dry run (the command is shown), or a database that is not running."""
+    if ctx.run.dry_run:
+        ctx.run.run(deploy_plan.psql(ctx.env, who), env=ctx.variables)
+        ctx.run.say("dry run: the trail was not read")
+        return None
+    # After a failover the trail is read where it went: the promoted replica.
+    service = primary(ctx)
+    if service == compose.DB_SERVICE and not database_running(ctx):
+        ctx.run.say(f"the database of '{ctx.env.name}' is not running")
+        return None
+    argv = deploy_plan.psql(ctx.env, who, service=service)
+    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+        session.query(deploy_plan.DDL)
+        trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
+        # The backup schedule's latest runs go in first, unless a deploy (or another
+        # writer of the trail) holds the lock: it records them itself. (The session's end
+        # frees the lock.)
+        if service == compose.DB_SERVICE and session.scalar(deploy_plan.lock_sql()) == "t":
+            record_scheduled(ctx, trail)
+        return trail.records()
+
+
+def schema_changes(ctx: EnvContext, since: str) -> list[dict[str, Any]]:
+    """The migrator's runs since `since` (ISO time), oldest first: its migration log in
+    the environment's database (none under a dry run, or before the first migration)."""
+    if ctx.run.dry_run or not database_running(ctx):
+        return []
+    columns = "started_at, who, action, from_rev, to_rev, outcome, duration_ms, detail"
+    window = f"started_at >= {literal(since)}::timestamptz"
+    sql = f"SELECT row_to_json(m) FROM (SELECT {columns} FROM lorepin_ops.migration_log WHERE {window} ORDER BY id) m"  # noqa: S608, E501 (a literal)
+    argv = deploy_plan.psql(ctx.env, "audit", service=primary(ctx))
+    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+        if session.scalar("SELECT to_regclass('lorepin_ops.migration_log') IS NOT NULL") != "t":
+            return []
+        return [json.loads(row[0]) for row in session.query(sql) if row and row[0]]

@@ -1,5 +1,5 @@
 """Deploys and rollbacks of server environments (staging, production): `invoke deploy`,
-`invoke rollback`, `deploy.history`, `deploy.lock`, `audit.verify`.
+`invoke rollback`, `deploy.history`, `deploy.lock` (the trail's checks: tasks/audit.py).
 
 Config (invoke.yaml, `lorepin.environments.<name>`): `https_port`, `url`, and `deploy:`
 with `approvals` (how many approvals a release needs; default 0), `windows` (e.g.
@@ -183,11 +183,9 @@ def deploy(
     policy, root = ctx.env.deploy, ctx.settings.root
     manifest = _manifest(ctx, tag)
     released = git.release_tags(root, reachable=False).get(_version(tag))
+    approvals = git.approvals(root, str(manifest.get("git_sha")))
     problem = plan.approval_problem(
-        policy,
-        f"v{tag}",
-        released.tagger if released else None,
-        git.approvals(root, str(manifest.get("git_sha"))),
+        policy, f"v{tag}", released.tagger if released else None, approvals
     )
     if problem:
         raise Refused(problem)
@@ -217,7 +215,8 @@ def deploy(
         with ops.deploy_lock(ctx, who, f"deploy v{tag}") as session:
             trail = ops.open_trail(ctx, session, who)
             images = {k: v.get("id") for k, v in manifest["images"].items()}
-            _deploy(ctx, backend, steps, trail, tag, who, override, images)
+            approved_by = sorted({str(a["approved_by"]) for a in approvals})
+            _deploy(ctx, backend, steps, trail, tag, who, override, images, approved_by)
 
 
 HBA_REPLICATION = "host replication all all scram-sha-256"
@@ -226,7 +225,7 @@ HBA_REPLICATION = "host replication all all scram-sha-256"
 def _allow_replication(ctx: EnvContext) -> None:
     """A database started before its environment had a replica lets the replica clone it
     (its entrypoint does this at every start; a running one is told here, and reloads)."""
-    if not ctx.env.replica or not _database_running(ctx):
+    if not ctx.env.replica or not ops.database_running(ctx):
         return
     hba = f"{compose.PGDATA}/pg_hba.conf"
     script = (
@@ -278,6 +277,7 @@ def _deploy(
     who: str,
     override: str | None,
     images: Mapping[str, Any],
+    approved_by: list[str],
 ) -> None:
     policy = ctx.env.deploy
     assert policy is not None
@@ -293,6 +293,7 @@ def _deploy(
         "config": _configuration(ctx),
         "images": images,
         "window_override": override,
+        "approved_by": approved_by,  # the release's approvers (audit.report)
     }
     ops.record(trail, ctx, who, "deploy", tag, "started", detail)
     ops.notify_team(ctx, f"deploying {tag} to {ctx.env.name} (from {serving or 'nothing'})")
@@ -451,7 +452,7 @@ def rollback(
     backend = ComposeBlueGreen(ctx)
     with locked(ctx, "rollback"):
         docker.ensure_owned(ctx)
-        if not _database_running(ctx):
+        if not ops.database_running(ctx):
             if not docker.services(ctx):
                 raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
             raise LorePinError(
@@ -569,7 +570,7 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
     """Show the environment's trail: deploys, rollbacks, restores, failovers and the
     backup schedule's runs; who, what, when, each step, outcome."""
     ctx = server_env(c, env, dry_run)
-    records = _records(ctx, "history")
+    records = ops.trail_records(ctx, "history")
     if records is None:  # this machine's copy, said so
         records = mirrored(ctx.env.state_dir / "audit.jsonl")
         ctx.run.say(f"(this machine's copy of the trail: {len(records)} records)")
@@ -596,36 +597,6 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
             print(f"{'':>26}{d.get('type')} into repo{d.get('repo')} at {d.get('run_at')}{said}")
 
 
-def _database_running(ctx: EnvContext) -> bool:
-    return any(
-        c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
-    )
-
-
-def _records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
-    """The trail in the environment's database; None (said why) when it cannot be read:
-    a dry run (the command is shown), or a database that is not running."""
-    if ctx.run.dry_run:
-        ctx.run.run(plan.psql(ctx.env, who), env=ctx.variables)
-        ctx.run.say("dry run: the trail was not read")
-        return None
-    # After a failover the trail is read where it went: the promoted replica.
-    service = ops.primary(ctx)
-    if service == compose.DB_SERVICE and not _database_running(ctx):
-        ctx.run.say(f"the database of '{ctx.env.name}' is not running")
-        return None
-    argv = plan.psql(ctx.env, who, service=service)
-    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
-        session.query(plan.DDL)
-        trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
-        # The backup schedule's latest runs go in first, unless a deploy (or another
-        # writer of the trail) holds the lock: it records them itself. (The session's end
-        # frees the lock.)
-        if service == compose.DB_SERVICE and session.scalar(plan.lock_sql()) == "t":
-            ops.record_scheduled(ctx, trail)
-        return trail.records()
-
-
 @task(name="lock", help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
 def lock_(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Show who holds the environment's deploy lock, and since when."""
@@ -633,7 +604,7 @@ def lock_(c: Context, env: str = "", dry_run: bool = False) -> None:
     if ctx.run.dry_run:
         ctx.run.run(plan.psql(ctx.env, "lock"), env=ctx.variables)
         return
-    if not _database_running(ctx):
+    if not ops.database_running(ctx):
         print(f"'{ctx.env.name}' is not locked (its database is not running)")
         return
     with Session(
@@ -649,35 +620,4 @@ def lock_(c: Context, env: str = "", dry_run: bool = False) -> None:
         print(f"'{ctx.env.name}' is not locked")
 
 
-@task(help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})
-def verify(c: Context, env: str = "", dry_run: bool = False) -> None:
-    """Check the environment's audit trail: the hash chain, and this machine's copy of it."""
-    from lorepin_tasks.domain import audit
-
-    ctx = server_env(c, env, dry_run)
-    records = _records(ctx, "verify")
-    if records is None:
-        if ctx.run.dry_run:
-            return
-        raise LorePinError(
-            f"cannot verify the audit trail of '{ctx.env.name}': its database is not running "
-            f"(`invoke status --env {ctx.env.name}`)"
-        )
-    problems = audit.verify(records)
-    by_seq = {r.get("seq"): r for r in records}
-    for mine in mirrored(ctx.env.state_dir / "audit.jsonl"):
-        theirs = by_seq.get(mine.get("seq"))
-        if theirs is None:
-            problems.append(f"record {mine.get('seq')}: on this machine, missing in the database")
-        elif theirs != mine:
-            problems.append(f"record {mine.get('seq')}: differs from this machine's copy")
-    if problems:
-        raise LorePinError(
-            f"the audit trail of '{ctx.env.name}' is broken: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        )
-    print(f"the audit trail of '{ctx.env.name}' is intact ({len(records)} records)")
-
-
 ns = Collection("deploy", deploy, history, lock_)
-audit_ns = Collection("audit", verify)

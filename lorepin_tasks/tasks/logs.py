@@ -9,18 +9,15 @@ the collector's read-only log reader, and prints them merged by time (docs/loggi
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from datetime import UTC, datetime
-from typing import IO
 
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import LorePinError
 from lorepin_tasks.plans import logs as plan
-from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime import logs
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, SERVER_ENV_HELP, server_env, task
 
 
@@ -61,34 +58,7 @@ def search(
         request_id=request_id,
         grep=grep,
     )
-    listed = ctx.run.run(
-        plan.list_files(ctx.env), env=ctx.engine, capture=True, mutates=False, quiet=True,
-        check=False,
-    )  # fmt: skip
-    if not listed.ok and not ctx.run.dry_run:
-        found = docker.container(ctx, plan.collector(ctx.env))
-        state = found.state if found else "not there"
-        raise LorePinError(
-            f"the log collector of '{ctx.env.name}' is {state}: its files "
-            f"cannot be read (`invoke deploy --env {ctx.env.name}` starts it; "
-            f"`invoke logs --env {ctx.env.name} -s collector` says why it stopped)"
-        )
-    paths = plan.files(q, plan.services_in(listed.stdout.splitlines()), ctx.env.name)
-    if not paths and not ctx.run.dry_run:
-        print(f"no log file of '{ctx.env.name}' covers {plan.stamp(q.since)} to "
-              f"{plan.stamp(q.until)}", file=sys.stderr)  # fmt: skip
-        return
-    raw: list[str] = []
-
-    def keep(stream: IO[bytes]) -> None:
-        raw.extend(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"))
-
-    # grep's 1 is "no line matched": an answer, not a failure.
-    done = ctx.run.pipe(plan.read(ctx.env, q, paths or [f"{plan.ROOT}/*/*.log"]), env=ctx.engine,
-                        read=keep, check=False)  # fmt: skip
-    if done.returncode not in (0, 1):
-        raise LorePinError(f"reading the log of '{ctx.env.name}' failed: {done.stderr.strip()}")
-    lines = plan.select(raw, q)
+    lines = logs.search(ctx, q)
     if json_:
         for line in lines:
             print(json.dumps(line.as_json()))

@@ -448,6 +448,18 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     # The trail is a hash chain: an edited record is caught.
     intact = site.invoke("audit.verify", "--env", "staging")
     assert intact.returncode == 0 and "intact" in intact.stdout
+    # The compliance report: the same deploys and the rollback, on a verified chain, with
+    # the schema changes they ran and pgaudit's count of the writes.
+    made = site.invoke("audit.report", "--env", "staging", "--since", "1d", "--format", "json")
+    assert made.returncode == 0, made.stderr[-2000:]
+    report = json.loads(made.stdout)
+    assert report["chain"]["intact"] and report["chain"]["problems"] == []
+    assert report["chain"]["records"] >= len(history)
+    assert [(c["action"], c["version"], c["outcome"]) for c in report["changes"]] == outcomes
+    assert report["summary"]["rollbacks succeeded"] == 1
+    assert any(s["action"] == "upgrade" and s["outcome"] == "ok" for s in report["schema_changes"])
+    assert report["summary"]["data writes (pgaudit)"] > 0
+    assert report["summary"]["schema statements (pgaudit DDL)"] > 0  # the migrations' DDL
     subprocess.run(
         [
             "docker",
@@ -468,6 +480,9 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     tampered = site.invoke("audit.verify", "--env", "staging")
     assert tampered.returncode == 1
     assert "record 2: its content does not match its hash (edited)" in tampered.stderr
+    flagged = site.invoke("audit.report", "--env", "staging", "--format", "md")
+    assert flagged.returncode == 1 and "record 2: its content does not match" in flagged.stderr
+    assert "- Audit trail hash chain: **BROKEN**: record 2" in flagged.stdout
 
 
 def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None:
