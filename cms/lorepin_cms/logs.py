@@ -3,7 +3,7 @@
 Each line says when, how bad, which service, environment, version and colour, and which
 request it belongs to: the proxy's X-Request-Id, kept for the request's whole life in a
 context variable. The same id rides along in a comment on every SQL statement the request
-sends, so PostgreSQL's slow-statement and pgaudit lines lead back to it
+sends (in front), so PostgreSQL's slow-statement and pgaudit lines lead back to it
 (`invoke logs.search --request-id`, docs/logging.md).
 
 An access line per request (`"event": "request"`) replaces uvicorn's, which has no request
@@ -87,15 +87,17 @@ def config(level: str = "INFO") -> dict[str, Any]:
 
 
 def tag_statements(engine: Engine) -> None:
-    """Append the request's id to each SQL statement it sends, as a comment (the
-    sqlcommenter convention): PostgreSQL logs the statement with it."""
+    """Put the request's id in front of each SQL statement it sends, as a comment:
+    PostgreSQL logs the statement with it. In front, not at the end (sqlcommenter's
+    place): a statement of several lines is logged as several lines, and the first is
+    the one with the log prefix (the duration, pgaudit's record)."""
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
     def _tag(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> tuple[str, Any]:
         if rid := request_id.get():
-            statement = f"{statement} /* request_id='{rid}' */"
+            statement = f"/* request_id='{rid}' */ {statement}"
         return statement, parameters
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 from lorepin_tasks.plans.logs import Line
 
-# pgaudit's session line after PostgreSQL's prefix (`%m [%p] user@db/application`):
+# pgaudit's session line after PostgreSQL's prefix (`%m [%p] user@db/application`, the
+# application's name may hold spaces):
 # AUDIT: SESSION,statement,substatement,CLASS,COMMAND,object type,object name,statement,...
 PGAUDIT = re.compile(
-    r"\] (?P<user>[^@\s]*)@(?P<db>[^/\s]*)/(?P<app>\S*) LOG:  AUDIT: SESSION,\d+,\d+,"
+    r"\] (?P<user>[^@\s]*)@(?P<db>[^/\s]*)/(?P<app>.*?) LOG:  AUDIT: SESSION,\d+,\d+,"
     r"(?P<cls>[A-Z]+),(?P<command>[A-Z ]+),[^,]*,[^,]*,(?P<statement>.*)$"
 )
 CHANGES = ("deploy", "rollback", "restore", "failover", "rejoin")

@@ -30,7 +30,7 @@ SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 DAY_FILE = re.compile(r"^/var/log/lorepin/(?P<service>[^/]+)/(?P<day>\d{4}-\d{2}-\d{2})\.log$")
 RELATIVE = re.compile(r"^(?P<n>[0-9]{1,6})(?P<unit>[smhdw])$")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# The id the CMS appends to its SQL (lorepin_cms.logs), as PostgreSQL logs it.
+# The id the CMS puts in front of its SQL (lorepin_cms.logs), as PostgreSQL logs it.
 SQL_REQUEST_ID = re.compile(r"/\* request_id='([A-Za-z0-9._:-]{1,128})' \*/")
 # PostgreSQL's severities (log_line_prefix first, then "SEVERITY:  ").
 PG_SEVERITY = re.compile(

@@ -1,5 +1,6 @@
 """Database tasks: `db.migrate`, `db.downgrade`, `db.current`, `db.history`, `db.revision`,
-`db.sql`, `db.check`.
+`db.sql`, `db.check` (and, from their own modules, `db.report`, `db.maintain` and the
+replica's `db.replica`, `db.failover`, `db.rejoin`).
 
 Config (invoke.yaml, `lorepin:`): `environments.<name>.backup_before_migrate` (default
 true for staging and production) takes a `pg_dump -Fc` into the environment's backups
@@ -39,6 +40,7 @@ from lorepin_tasks.tasks._common import (
     task,
     with_revision,
 )
+from lorepin_tasks.tasks.db_performance import maintain, report
 from lorepin_tasks.tasks.failover import failover, rejoin, replica
 
 
@@ -322,5 +324,6 @@ def check(c: Context, env: str = "local", dry_run: bool = False) -> None:
 
 
 ns = Collection(
-    "db", migrate, downgrade, current, history, revision, sql, check, replica, failover, rejoin
-)
+    "db", migrate, downgrade, current, history, revision, sql, check, replica, failover, rejoin,
+    report, maintain,
+)  # fmt: skip

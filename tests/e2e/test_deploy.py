@@ -1037,6 +1037,77 @@ def test_one_search_follows_a_request_through_proxy_cms_and_database(site: Site)
     searched(site, after, {"proxy", "cms", "db"})  # the drivers reconnected by themselves
 
 
+def test_db_report_names_a_slow_query_and_its_index_and_maintain_vacuums(site: Site) -> None:
+    """A statement made slow on purpose (a large table filtered by an unindexed column):
+    `db.report` names it and the index that serves it. A table left with half its rows
+    dead: `db.maintain` vacuums it under the migration lock, in the migration log, and
+    waits for no migration that holds that lock."""
+    if site.serving("staging") is None:
+        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
+        assert done.returncode == 0, done.stderr[-2000:]
+    db = f"{site.projects['staging']}-db-1"
+    psql = ["docker", "exec", "-i", db, "psql", "-qtAX", "-v", "ON_ERROR_STOP=1", "-U", "lorepin"]
+    slow = "SELECT count(*) FROM report_demo WHERE report_demo.code = 'c-77';\n" * 30
+    subprocess.run(
+        [*psql, "-c", "CREATE TABLE report_demo (id bigint PRIMARY KEY, code text) "
+         "WITH (autovacuum_enabled = false); INSERT INTO report_demo SELECT n, 'c-' || n "
+         "FROM generate_series(1, 50000) n; ANALYZE report_demo"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        subprocess.run(psql, input=slow, capture_output=True, text=True, check=True)
+        shown = site.invoke("db.report", "--env", "staging", "--json")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        report = json.loads(shown.stdout)
+        assert any("report_demo.code = $1" in s["query"] and s["calls"] == 30
+                   for s in report["top_total"]), report["top_total"]  # fmt: skip
+        fix = next(c for c in report["index_candidates"] if c["table"] == "report_demo")
+        assert fix["index"] == "CREATE INDEX CONCURRENTLY ix_report_demo_code ON report_demo (code)"
+        assert 0 < report["cache_hit_ratio"] <= 1 and report["connections"]
+        text = site.invoke("db.report", "--env", "staging").stdout
+        assert "ix_report_demo_code" in text and "slowest statements, by mean time" in text
+
+        subprocess.run([*psql, "-c", "DELETE FROM report_demo WHERE id % 2 = 0"],
+                       capture_output=True, check=True)  # fmt: skip
+        deadline = time.monotonic() + 30  # the statistics reach the views within seconds
+
+        def bloated() -> bool:
+            shown = site.invoke("db.report", "--env", "staging", "--json").stdout
+            return any(t["table"] == "report_demo" for t in json.loads(shown)["bloat"])
+
+        while not bloated():
+            assert time.monotonic() < deadline, "the dead rows never showed"
+            time.sleep(2)
+        holder = subprocess.Popen(  # a migration holding the migration lock
+            [*psql, "-c", "SELECT pg_advisory_lock(19536, 19785), pg_sleep(60)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(2)
+            busy = site.invoke("db.maintain", "--env", "staging")
+            assert busy.returncode == 5 and "holds the migration lock" in busy.stderr
+        finally:
+            holder.kill()
+            holder.wait(10)
+            end = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query "
+                   "LIKE '%pg_advisory_lock(19536%' AND pid <> pg_backend_pid()")  # fmt: skip
+            subprocess.run([*psql, "-c", end], capture_output=True, check=True)
+        done = site.invoke("db.maintain", "--env", "staging")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert 'VACUUM (ANALYZE) "public"."report_demo"' in done.stderr
+        logged = subprocess.run(
+            [*psql, "-c", "SELECT detail FROM lorepin_ops.migration_log WHERE action = 'maintain'"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert 'VACUUM (ANALYZE) "public"."report_demo"' in logged
+        again = site.invoke("db.maintain", "--env", "staging")
+        assert again.returncode in (0, 3)  # nothing left for report_demo
+        assert "report_demo" not in again.stderr
+    finally:
+        subprocess.run([*psql, "-c", "DROP TABLE IF EXISTS report_demo"], capture_output=True,
+                       check=False)  # fmt: skip
+
+
 def test_a_failover_under_write_load_loses_no_committed_row(site: Site) -> None:
     """Production's primary dies while pins are written through the CMS; `db.failover`
     fences it and promotes the synchronous replica, the CMS finds the new primary by

@@ -11,7 +11,10 @@ from lorepin_tasks.plans import audit_report as plan
 from lorepin_tasks.plans.logs import Line
 
 SINCE, UNTIL = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
-PREFIX = "2026-11-20 10:00:00.000 UTC [42] lorepin@lorepin/lorepin-migrate LOG:  AUDIT: SESSION"
+PREFIX = (
+    "2026-11-20 10:00:00.000 UTC [42] lorepin@lorepin/lorepin migrator (deploy) LOG:  "
+    "AUDIT: SESSION"
+)
 INSERT = '"INSERT INTO pins VALUES ($1)"'
 LINES = [
     Line("2026-11-20T10:00:00.000001+00:00", "db",

@@ -23,7 +23,7 @@ def test_a_statement_carries_the_request_id_in_a_comment_only_within_a_request()
         logs.request_id.reset(token)
     with engine.connect() as conn:
         conn.execute(text("SELECT 2"))
-    assert sent == ["SELECT 1 /* request_id='req-42' */", "SELECT 2"]
+    assert sent == ["/* request_id='req-42' */ SELECT 1", "SELECT 2"]
 
 
 def test_a_line_leads_with_its_event_and_keeps_its_fields() -> None:
