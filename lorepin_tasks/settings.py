@@ -148,6 +148,37 @@ class DeployPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DbClient:
+    """How the CMS uses its database (invoke.yaml's `database:`): connections per worker,
+    seconds a request waits for one, and the statement and idle-in-transaction timeouts
+    set on each (milliseconds)."""
+
+    pool_size: int = 16
+    pool_timeout: int = 5
+    statement_timeout_ms: int = 15_000
+    idle_in_transaction_timeout_ms: int = 30_000
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "LOREPIN_DB_POOL_SIZE": str(self.pool_size),
+            "LOREPIN_DB_POOL_TIMEOUT": str(self.pool_timeout),
+            "LOREPIN_DB_STATEMENT_TIMEOUT_MS": str(self.statement_timeout_ms),
+            "LOREPIN_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": str(self.idle_in_transaction_timeout_ms),
+        }
+
+
+def _db_client(raw: Mapping[str, Any], where: str) -> DbClient:
+    limits = {"pool_size": 1000, "pool_timeout": 600, "statement_timeout_ms": 3_600_000,
+              "idle_in_transaction_timeout_ms": 3_600_000}  # fmt: skip
+    unknown = sorted(set(raw) - set(limits))
+    if unknown:
+        raise ConfigError(f"{where}: database: unknown setting {unknown[0]!r} "
+                          f"(known: {', '.join(limits)})")  # fmt: skip
+    return DbClient(**{k: _int(v, f"{where}: database.{k}", low=1, high=limits[k])
+                       for k, v in raw.items()})  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackupPolicy:
     """How an environment's backups are encrypted and kept (grandfather-father-son)."""
 
@@ -203,6 +234,7 @@ class Environment:
     log_port: int | None = None
     log_retention_days: int = 14
     slow_query_ms: int = 250
+    database: DbClient = DbClient()
 
     @property
     def is_server(self) -> bool:
@@ -412,6 +444,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         slow_query_ms=_int(
             logs.get("slow_query_ms", 250), f"{where}: logs.slow_query_ms", low=0, high=3600000
         ),
+        database=_db_client(_mapping(raw.get("database"), f"{where}: database"), where),
     )
 
 

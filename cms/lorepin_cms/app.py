@@ -80,7 +80,11 @@ def create_app(config: Config | None = None) -> FastAPI:
         pool_size=config.db_pool_size,
         max_overflow=0,
         pool_timeout=config.db_pool_timeout,
-        connect_args={"connect_timeout": 3},
+        connect_args={
+            "connect_timeout": 3,
+            "options": f"-c statement_timeout={config.db_statement_timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={config.db_idle_in_transaction_timeout_ms}",
+        },
     )
     if config.metrics:
         metrics.watch_pool(engine, config.db_pool_size)

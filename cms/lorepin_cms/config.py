@@ -89,6 +89,10 @@ class Config:
     db_pool_size: int = 16
     # How long a request waits for a connection before it is a 503.
     db_pool_timeout: float = 5.0
+    # Set on every connection of the CMS: a statement running longer is cancelled (the
+    # request gets a 503), and a session idle inside a transaction that long is ended.
+    db_statement_timeout_ms: int = 15_000
+    db_idle_in_transaction_timeout_ms: int = 30_000
     # Request and pool metrics (lorepin_cms.metrics); "off" only to measure what they cost.
     metrics: bool = True
 
@@ -102,5 +106,12 @@ class Config:
             geocoder_url=environ.get("LOREPIN_GEOCODER_URL") or None,
             max_body_bytes=positive_int(environ, "LOREPIN_MAX_BODY_BYTES", 1024 * 1024),
             db_pool_size=positive_int(environ, "LOREPIN_DB_POOL_SIZE", 16),
+            db_pool_timeout=positive_int(environ, "LOREPIN_DB_POOL_TIMEOUT", 5),
+            db_statement_timeout_ms=positive_int(
+                environ, "LOREPIN_DB_STATEMENT_TIMEOUT_MS", 15_000
+            ),
+            db_idle_in_transaction_timeout_ms=positive_int(
+                environ, "LOREPIN_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
+            ),
             metrics=switch(environ, "LOREPIN_METRICS"),
         )

@@ -79,6 +79,7 @@ def variables(
         "LOREPIN_IMAGE_TAG": env.image_tag,
         "LOREPIN_HTTP_PORT": str(env.http_port),
         "LOREPIN_SECRETS_DIR": str(env.secrets_dir),
+        **env.database.variables(),
     }
     if revision is not None:
         values["LOREPIN_VERSION"] = revision.version

@@ -308,3 +308,21 @@ def test_unreachable_database_is_503_not_500(tmp_path: Path) -> None:
         listed = client.get("/api/pins")
         assert listed.status_code == 503
         assert listed.json() == {"error": "database unavailable"}
+
+
+def test_the_cms_connections_carry_their_timeouts(database_url: str) -> None:
+    """invoke.yaml's `database:` reaches every connection: a statement over its timeout is
+    cancelled by PostgreSQL itself."""
+    from sqlalchemy.exc import OperationalError
+
+    config = replace(config_for(database_url), db_statement_timeout_ms=300,
+                     db_idle_in_transaction_timeout_ms=45_000)  # fmt: skip
+    engine = create_app(config).state.engine
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "300ms"
+            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "45s"
+            with pytest.raises(OperationalError, match="statement timeout"):
+                conn.execute(text("SELECT pg_sleep(2)"))
+    finally:
+        engine.dispose()

@@ -42,3 +42,16 @@ def test_metrics_are_on_unless_switched_off_and_nothing_else_is_a_switch() -> No
     assert Config.from_env({"LOREPIN_METRICS": " ON "}).metrics is True
     with pytest.raises(ConfigError, match="LOREPIN_METRICS must be on or off, got 'no'"):
         Config.from_env({"LOREPIN_METRICS": "no"})
+
+
+def test_the_pool_wait_and_the_statement_timeouts_are_configured_or_defaults() -> None:
+    default = Config.from_env({})
+    assert (default.db_pool_timeout, default.db_statement_timeout_ms,
+            default.db_idle_in_transaction_timeout_ms) == (5, 15_000, 30_000)  # fmt: skip
+    given = Config.from_env({"LOREPIN_DB_POOL_TIMEOUT": "2",
+                             "LOREPIN_DB_STATEMENT_TIMEOUT_MS": "500",
+                             "LOREPIN_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": "9000"})  # fmt: skip
+    assert (given.db_pool_timeout, given.db_statement_timeout_ms,
+            given.db_idle_in_transaction_timeout_ms) == (2, 500, 9000)  # fmt: skip
+    with pytest.raises(ConfigError, match="LOREPIN_DB_STATEMENT_TIMEOUT_MS"):
+        Config.from_env({"LOREPIN_DB_STATEMENT_TIMEOUT_MS": "soon"})

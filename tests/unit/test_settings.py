@@ -264,3 +264,38 @@ def test_local_publishes_its_monitoring_on_a_port_of_its_own_and_nothing_else_do
     )
     with pytest.raises(ConfigError, match=r"monitoring\.port must be"):
         load({"environments": {"local": {"monitoring": {"port": 70000}}}})
+
+
+def test_a_server_environment_has_a_log_collector_port_retention_and_slow_query_time() -> None:
+    from lorepin_tasks.plans import compose
+
+    server = {"kind": "staging", "compose_files": ["compose/compose.yaml", "compose/server.yaml"]}
+    logs = {"port": 18514, "retention_days": 30, "slow_query_ms": 100}
+    settings = load({"environments": {"staging": {**server, "logs": logs}}})
+    staging = settings.environment("staging")
+    assert (staging.log_port, staging.log_retention_days, staging.slow_query_ms) == (18514, 30, 100)
+    values = compose.variables(settings, staging)
+    assert (values["LOREPIN_LOG_PORT"], values["LOREPIN_LOG_RETENTION_DAYS"],
+            values["LOREPIN_DB_SLOW_MS"]) == ("18514", "30", "100")  # fmt: skip
+    moved = load({"environments": {"staging": server}}, environ={"LOREPIN_LOG_PORT": "28514"})
+    assert moved.environment("staging").log_port == 28514
+    assert load({}).environment("local").log_port is None  # `invoke logs` only
+    refusals = (({"port": 0}, "logs.port must be between 1 and 65535"),
+                ({"retention_days": "a week"}, "logs.retention_days must be a whole"))  # fmt: skip
+    for bad, message in refusals:
+        with pytest.raises(ConfigError, match=message):
+            load({"environments": {"staging": {**server, "logs": bad}}}).environment("staging")
+
+
+def test_the_cms_database_settings_are_per_environment_and_checked() -> None:
+    from lorepin_tasks.plans import compose
+
+    given = {"database": {"pool_size": 8, "statement_timeout_ms": 5000}}
+    settings = load({"environments": {"local": given}})
+    values = compose.variables(settings, settings.environment("local"))
+    names = ("POOL_SIZE", "POOL_TIMEOUT", "STATEMENT_TIMEOUT_MS", "IDLE_IN_TRANSACTION_TIMEOUT_MS")
+    assert [values[f"LOREPIN_DB_{n}"] for n in names] == ["8", "5", "5000", "30000"]
+    with pytest.raises(ConfigError, match="unknown setting 'pool'"):
+        load({"environments": {"local": {"database": {"pool": 3}}}}).environment("local")
+    with pytest.raises(ConfigError, match=r"database\.pool_size must be between 1 and 1000"):
+        load({"environments": {"local": {"database": {"pool_size": 0}}}}).environment("local")
