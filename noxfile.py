@@ -83,7 +83,7 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
-BENCHMARKS = ("tasks", "build", "environments", "cms", "monitoring", "deploy", "backup", "dr")
+BENCHMARKS = ("tasks", "build", "environments", "cms", "monitoring", "logs", "deploy", "backup", "dr")
 
 
 @nox.session(default=False)

@@ -29,10 +29,11 @@ PREDICATE = re.compile(
 )
 COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
-# Each query returns one row: one JSON document (psql's text output stays one line).
+# Each query returns one row: one JSON document (jsonb: its text has no line breaks,
+# which psql would split into rows).
 SQL = {
     "statements": """
-SELECT coalesce(json_agg(t), '[]') FROM (
+SELECT coalesce(jsonb_agg(t), '[]') FROM (
   SELECT queryid::text AS id, calls, round(total_exec_time::numeric, 1) AS total_ms,
          round(mean_exec_time::numeric, 2) AS mean_ms, rows,
          left(regexp_replace(query, '\\s+', ' ', 'g'), 500) AS query
@@ -41,13 +42,13 @@ SELECT coalesce(json_agg(t), '[]') FROM (
     AND query !~* '^\\s*(BEGIN|COMMIT|ROLLBACK|SET|SHOW|DEALLOCATE)\\b'
   ORDER BY total_exec_time DESC LIMIT 200) t""",
     "tables": """
-SELECT coalesce(json_agg(t), '[]') FROM (
+SELECT coalesce(jsonb_agg(t), '[]') FROM (
   SELECT schemaname AS schema, relname AS table, seq_scan, seq_tup_read,
          coalesce(idx_scan, 0) AS idx_scan, n_live_tup AS live_rows, n_dead_tup AS dead_rows,
          last_autovacuum, last_vacuum, pg_total_relation_size(relid) AS bytes
   FROM pg_stat_user_tables ORDER BY relname) t""",
     "indexes": """
-SELECT coalesce(json_agg(t), '[]') FROM (
+SELECT coalesce(jsonb_agg(t), '[]') FROM (
   SELECT s.schemaname AS schema, s.relname AS table, s.indexrelname AS index,
          s.idx_scan AS scans, i.indisunique AS is_unique, i.indisprimary AS is_primary,
          pg_relation_size(s.indexrelid) AS bytes,
@@ -59,11 +60,11 @@ SELECT coalesce(json_agg(t), '[]') FROM (
   FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
   ORDER BY s.relname, s.indexrelname) t""",
     "database": """
-SELECT json_build_object(
+SELECT jsonb_build_object(
   'cache_hit_ratio', (SELECT round(blks_hit::numeric / nullif(blks_hit + blks_read, 0), 4)
                       FROM pg_stat_database WHERE datname = current_database()),
   'size_bytes', pg_database_size(current_database()),
-  'connections', (SELECT coalesce(json_agg(c), '[]') FROM (
+  'connections', (SELECT coalesce(jsonb_agg(c), '[]') FROM (
       SELECT coalesce(state, 'background') AS state, count(*) AS count,
              round(extract(epoch FROM max(now() - coalesce(state_change, backend_start)))
                    ::numeric, 1) AS oldest_s,
