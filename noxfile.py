@@ -83,7 +83,9 @@ def migrations(session: nox.Session) -> None:
     session.run("invoke", "db.check")
 
 
-BENCHMARKS = ("tasks", "build", "environments", "cms", "monitoring", "logs", "deploy", "backup", "dr")
+BENCHMARKS = (
+    "tasks", "build", "environments", "cms", "monitoring", "logs", "deploy", "backup", "dr"
+)  # fmt: skip
 
 
 @nox.session(default=False)

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorepin_cms import compat, errors, geocoder, logs, metrics
+from lorepin_cms import caching, compat, errors, geocoder, logs, metrics
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
@@ -107,6 +107,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     errors.install(app)
+    app.add_middleware(caching.HttpCache)  # inside the others: they count its 304s
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.metrics:
         app.add_middleware(metrics.Instrument)  # it sees BodyLimit's 413s too
@@ -191,7 +192,7 @@ def create_app(config: Config | None = None) -> FastAPI:
             db.refresh(pin)
             return PinOut.model_validate(pin)
 
-    @app.get("/api/pins", responses=documented(422, 503))
+    @app.get("/api/pins", responses={304: caching.NOT_MODIFIED, **documented(422, 503)})
     def list_pins(
         tag: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
         status: Status | None = None,
@@ -219,7 +220,9 @@ def create_app(config: Config | None = None) -> FastAPI:
 
     PinId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
-    @app.get("/api/pins/{pin_id}", responses=documented(404, 422, 503))
+    @app.get(
+        "/api/pins/{pin_id}", responses={304: caching.NOT_MODIFIED, **documented(404, 422, 503)}
+    )
     def read_pin(pin_id: PinId) -> PinOut:
         with sessions() as db:
             return PinOut.model_validate(get_or_404(db, pin_id))

@@ -260,16 +260,17 @@ def test_the_schema_documents_every_status_and_the_error_body(api: TestClient) -
     error = {"$ref": "#/components/schemas/ErrorOut"}
     expected = {
         ("/api/pins", "post"): {"201", "409", "413", "422", "503"},
-        ("/api/pins", "get"): {"200", "422", "503"},
-        ("/api/pins/{pin_id}", "get"): {"200", "404", "422", "503"},
+        ("/api/pins", "get"): {"200", "304", "422", "503"},
+        ("/api/pins/{pin_id}", "get"): {"200", "304", "404", "422", "503"},
         ("/api/pins/{pin_id}", "patch"): {"200", "404", "409", "413", "422", "503"},
         ("/api/pins/{pin_id}", "delete"): {"204", "404", "422", "503"},
     }
     for (path, method), statuses in expected.items():
         responses = spec["paths"][path][method]["responses"]
         assert set(responses) == statuses, (path, method)
-        for status in statuses - {"200", "201", "204"}:
+        for status in statuses - {"200", "201", "204", "304"}:
             assert responses[status]["content"]["application/json"]["schema"] == error
+        assert "content" not in responses.get("304", {})  # a 304 has no body
     assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["error"]
     update = spec["components"]["schemas"]["PinUpdate"]
     assert update["minProperties"] == 1
@@ -326,3 +327,21 @@ def test_the_cms_connections_carry_their_timeouts(database_url: str) -> None:
                 conn.execute(text("SELECT pg_sleep(2)"))
     finally:
         engine.dispose()
+
+
+def test_reads_carry_an_etag_and_an_unchanged_one_is_a_bodyless_304(api: TestClient) -> None:
+    pin = api.post("/api/pins", json=PIN).json()
+    for path in ("/api/pins", f"/api/pins/{pin['id']}"):
+        first = api.get(path)
+        tag = first.headers["etag"]
+        assert first.status_code == 200 and tag.startswith('W/"')
+        assert first.headers["cache-control"] == "no-cache"
+        again = api.get(path, headers={"If-None-Match": tag})
+        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", tag)
+        assert api.get(path, headers={"If-None-Match": '"another"'}).status_code == 200
+    listed = api.get("/api/pins").headers["etag"]
+    api.patch(f"/api/pins/{pin['id']}", json={"title": "Renamed"})
+    changed = api.get("/api/pins", headers={"If-None-Match": listed})
+    assert changed.status_code == 200 and changed.headers["etag"] != listed  # an edit shows
+    missing = api.get("/api/pins/999999")
+    assert missing.status_code == 404 and "etag" not in missing.headers
