@@ -77,3 +77,10 @@ def test_unused_duplicate_and_invalid_indexes_and_dead_rows_are_named() -> None:
 def test_psql_s_one_json_document_is_read_and_nothing_is_none() -> None:
     assert plan.loaded([['{"a": 1}']]) == {"a": 1}
     assert plan.loaded([]) is None
+
+
+def test_db_maintain_takes_the_migrator_s_own_lock() -> None:
+    from lorepin_cms.migrator.runner import LOCK_KEY
+    from lorepin_tasks.tasks.db_performance import LOCK_KEY as MAINTAIN
+
+    assert MAINTAIN == LOCK_KEY
