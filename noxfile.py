@@ -84,7 +84,8 @@ def migrations(session: nox.Session) -> None:
 
 
 BENCHMARKS = (
-    "tasks", "build", "environments", "cms", "monitoring", "logs", "deploy", "backup", "dr"
+    "tasks", "build", "environments", "cms", "monitoring", "logging", "logs", "deploy", "backup",
+    "dr",
 )  # fmt: skip
 
 

@@ -133,7 +133,13 @@ def wait_ready(url: str, within: float = 90) -> None:
 
 
 def serve_default_command(
-    project: str, image: str, secrets: Path, *, suffix: str = "bench-cms", env: tuple[str, ...] = ()
+    project: str,
+    image: str,
+    secrets: Path,
+    *,
+    suffix: str = "bench-cms",
+    env: tuple[str, ...] = (),
+    args: tuple[str, ...] = (),
 ) -> tuple[str, str]:
     """Run `image` with its own CMD on the stack's network; its name and URL on 127.0.0.1."""
     name = f"{project}-{suffix}"
@@ -150,6 +156,7 @@ def serve_default_command(
         f"--label=dev.lorepin.bench={project}",
         *db_env,
         *(f"--env={e}" for e in env),
+        *args,
         f"--volume={secrets / 'db_password'}:/run/secrets/db_password:ro",
         image,
     )
@@ -212,36 +219,39 @@ def report(runs: list[Run]) -> None:
         print(f"{'meets' if ok else 'MISSES'}: {label}")
 
 
+def stack_env(project: str, tmp: str) -> dict[str, str]:
+    """How a benchmark's own local stack is driven: its project, Docker-chosen ports, the
+    `bench` tag (never the developer's `dev` images), state inside `tmp`."""
+    return {
+        "BASE_IMAGE": base_image(),
+        "LOREPIN_PROJECT": project,
+        "LOREPIN_HTTP_PORT": "0",
+        "LOREPIN_DB_PORT": "0",
+        "LOREPIN_IMAGE_TAG": "bench",
+        "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
+        **private_homes(tmp),
+    }
+
+
+def seeded_stack(project: str, env: dict[str, str]) -> str:
+    """`invoke up` the stack and seed its pins; the CMS image it runs."""
+    invoke("up", env=env)
+    status = json.loads(invoke("status", "--json", env=env))
+    image = str(next(s["image"] for s in status["services"] if s["service"] == "cms"))
+    docker("exec", f"{project}-cms-1", "python", "-m", "lorepin_cms.seed",
+           "--count", str(PINS), "--seed", "1")  # fmt: skip
+    return image
+
+
 def main() -> None:
     if shutil.which("hey") is None:
         raise SystemExit("bench_cms needs `hey` on PATH: apt-get install hey (Debian/Ubuntu)")
     project = f"lorepin-bench-cms-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="lorepin-bench-cms-") as tmp:
-        env = {
-            "BASE_IMAGE": base_image(),
-            "LOREPIN_PROJECT": project,
-            "LOREPIN_HTTP_PORT": "0",
-            "LOREPIN_DB_PORT": "0",
-            "LOREPIN_IMAGE_TAG": "bench",  # never retags the developer's `dev` images
-            "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
-            **private_homes(tmp),
-        }
+        env = stack_env(project, tmp)
         bench_cms = None
         try:
-            invoke("up", env=env)
-            status = json.loads(invoke("status", "--json", env=env))
-            image = next(s["image"] for s in status["services"] if s["service"] == "cms")
-            docker(
-                "exec",
-                f"{project}-cms-1",
-                "python",
-                "-m",
-                "lorepin_cms.seed",
-                "--count",
-                str(PINS),
-                "--seed",
-                "1",
-            )
+            image = seeded_stack(project, env)
             bench_cms, url = serve_default_command(project, image, Path(tmp) / "secrets")
             wait_ready(url)
             print(f"stack {project}: {image} with its default command at {url}")

@@ -16,7 +16,6 @@ run). Needs `hey`. All traffic goes to 127.0.0.1.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -27,8 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cms import PINS, Run, docker, invoke, measure, serve_default_command, wait_ready
-from common import ROOT, base_image, private_homes
+from bench_cms import (
+    Run,
+    docker,
+    measure,
+    seeded_stack,
+    serve_default_command,
+    stack_env,
+    wait_ready,
+)
+from common import ROOT
 
 CLIENTS = 64
 ROUNDS = int(os.environ.get("LOREPIN_BENCH_ROUNDS", "3"))
@@ -51,22 +58,10 @@ def main() -> None:
     project = f"lorepin-bench-mon-{os.getpid()}"
     rounds: dict[str, list[Run]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="lorepin-bench-mon-") as tmp:
-        env = {
-            "BASE_IMAGE": base_image(),
-            "LOREPIN_PROJECT": project,
-            "LOREPIN_HTTP_PORT": "0",
-            "LOREPIN_DB_PORT": "0",
-            "LOREPIN_IMAGE_TAG": "bench",
-            "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
-            **private_homes(tmp),
-        }
+        env = stack_env(project, tmp)
         started: list[str] = []
         try:
-            invoke("up", env=env)
-            status = json.loads(invoke("status", "--json", env=env))
-            image = next(s["image"] for s in status["services"] if s["service"] == "cms")
-            docker("exec", f"{project}-cms-1", "python", "-m", "lorepin_cms.seed",
-                   "--count", str(PINS), "--seed", "1")  # fmt: skip
+            image = seeded_stack(project, env)
             urls = {}
             for switch in ("off", "on"):
                 name, urls[switch] = serve_default_command(

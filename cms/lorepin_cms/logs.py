@@ -23,9 +23,9 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lorepin_cms.metrics import method_of, route_of
+from lorepin_cms.metrics import StatusSend, method_of, route_of
 
 # A request id goes into SQL text: only these characters, never a comment's end.
 REQUEST_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -114,19 +114,12 @@ class RequestLog:
             return
         given = Headers(scope=scope).get("x-request-id")
         token = request_id.set(given if given and REQUEST_ID_FORMAT.fullmatch(given) else None)
-        status = 500  # what the client gets when the app raises before it answers
-
-        async def watching_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watching = StatusSend(send)
         started = perf_counter()
         try:
-            await self.app(scope, receive, watching_send)
+            await self.app(scope, receive, watching)
         finally:
-            method, route = method_of(scope), route_of(scope)
+            method, route, status = method_of(scope), route_of(scope), watching.status
             access.log(
                 logging.WARNING if status >= 500 else logging.INFO,
                 "%s %s %d",

@@ -70,6 +70,19 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 events = logging.getLogger("lorepin_cms.events")
 
 
+class StatusSend:
+    """An ASGI `send` that remembers the status of the response it passed on."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500  # what the client gets when the app raises before it answers
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class Instrument:
     """ASGI middleware: counts and times every HTTP request by the route that answered it."""
 
@@ -80,20 +93,14 @@ class Instrument:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # what the client gets when the app raises before it answers
-
-        async def watching_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        watching = StatusSend(send)
         started = perf_counter()
         IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, watching_send)
+            await self.app(scope, receive, watching)
         finally:
             IN_FLIGHT.dec()
+            status = watching.status
             labels = (route_of(scope), method_of(scope), str(status))
             REQUESTS.labels(*labels).inc()
             LATENCY.labels(*labels).observe(perf_counter() - started)
