@@ -81,8 +81,8 @@ def main() -> None:
             urls = {}
             for variant, (variables, args) in setups.items():
                 name, urls[variant] = serve_default_command(
-                    project, image, Path(tmp) / "secrets", suffix=f"cms-{variant.replace(' ', '-')}",
-                    env=variables, args=args,
+                    project, image, Path(tmp) / "secrets",
+                    suffix="cms-" + variant.replace(" ", "-"), env=variables, args=args,
                 )  # fmt: skip
                 started.append(name)
                 wait_ready(urls[variant])
