@@ -34,6 +34,10 @@ TASKS_WITH_ENV = [
     "deploy.history",
     "deploy.lock",
     "audit.verify",
+    "audit.report",
+    "logs.search",
+    "db.report",
+    "db.maintain",
 ]
 
 
@@ -123,6 +127,14 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["deploy.lock"], "error: say which environment: --env staging"),
         (["monitor.up"], "error: say which environment: --env staging, --env production or"),
         (["incident.ack", "x", "--env", "local"], "error: invalid incident id 'x'"),
+        (["logs.search"], "error: say which environment: --env staging"),
+        (["logs.search", "--env", "local"], "error: 'local' is a local environment"),
+        (["logs.search", "--env", "staging", "--since", "yesterday"], "error: --since: invalid"),
+        (["logs.search", "--env", "staging", "--level", "loud"], "error: --level must be one"),
+        (["logs.search", "--env", "staging", "-r", "a'*/"], 'error: --request-id: "a\'*/" is not'),
+        (["audit.report", "--env", "staging", "--format", "pdf"], "error: --format must be md"),
+        (["audit.report", "--env", "staging", "--since", "1h", "--until", "2h"], "error: --since"),
+        (["audit.report", "--env", "local"], "error: 'local' is a local"),
         (
             ["rollback", "--env", "staging", "--to", "sha-deadbeef"],
             "error: invalid version 'sha-deadbeef': a released version",
@@ -229,8 +241,9 @@ def test_up_dry_run_prints_the_commands_and_starts_nothing(tmp_path: Path) -> No
 
 def test_list_shows_every_area() -> None:
     proc = invoke("--list")
-    for name in ("up", "down", "status", "logs", "build", "db.migrate", "feature.logs"):
+    for name in ("up", "down", "status", "build", "db.migrate", "feature.logs", "logs.search"):
         assert f"\n  {name} " in proc.stdout
+    assert "\n  logs.show (logs) " in proc.stdout  # `invoke logs`: the collection's default
     for name in ("release.abort", "images.prune", "artifacts.download"):
         assert f"\n  {name} " in proc.stdout
 
