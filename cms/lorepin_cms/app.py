@@ -1,5 +1,6 @@
 """The LorePin CMS HTTP service: pins API, health, readiness and version."""
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -82,6 +83,10 @@ def create_app(config: Config | None = None) -> FastAPI:
         pool_timeout=config.db_pool_timeout,
         connect_args={
             "connect_timeout": 3,
+            # Its sessions by name in pg_stat_activity, pgaudit's lines and `db.report`.
+            "application_name": "-".join(
+                ["lorepin-cms", *filter(None, [os.environ.get("LOREPIN_COLOUR")])]
+            ),
             "options": f"-c statement_timeout={config.db_statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={config.db_idle_in_transaction_timeout_ms}",
         },

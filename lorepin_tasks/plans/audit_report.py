@@ -26,6 +26,8 @@ PGAUDIT = re.compile(
     r"(?P<cls>[A-Z]+),(?P<command>[A-Z ]+),[^,]*,[^,]*,(?P<statement>.*)$"
 )
 CHANGES = ("deploy", "rollback", "restore", "failover", "rejoin")
+DATABASES = ("db", "db-replica")  # the services whose lines pgaudit writes
+SCHEMA_ACTIONS = ("upgrade", "downgrade")  # the migration log's changes of the schema
 FORMATS = ("md", "json", "html")
 
 
@@ -39,21 +41,31 @@ def in_window(at: object, since: datetime, until: datetime) -> bool:
 
 def data_access(lines: Iterable[Line]) -> dict[str, Any]:
     """pgaudit's records: counted by day, user, class and command; each DDL statement."""
-    counts: Counter[tuple[str, str, str, str]] = Counter()
+    counts: Counter[tuple[str, str, str, str, str]] = Counter()
     ddl = []
     for line in lines:
-        match = PGAUDIT.search(line.message)
+        # Only the database's own lines: anyone's request can carry the words.
+        match = PGAUDIT.search(line.message) if line.service in DATABASES else None
         if not match:
             continue
-        counts[(line.time[:10], match["user"], match["cls"], match["command"])] += 1
+        app = match["app"] or "-"
+        counts[(line.time[:10], match["user"], app, match["cls"], match["command"])] += 1
         if match["cls"] == "DDL":
-            statement = match["statement"].rsplit(",", 1)[0].strip('"')
-            ddl.append({"time": line.time, "user": match["user"], "command": match["command"],
-                        "statement": statement[:300]})  # fmt: skip
+            statement = match["statement"].rsplit(",", 1)[0].strip('"').strip()
+            ddl.append({"time": line.time, "user": match["user"], "application": app,
+                        "command": match["command"],
+                        "statement": statement[:300] or "(on the lines below it)"})  # fmt: skip
     return {
         "counts": [
-            {"day": day, "user": user, "class": cls, "command": command, "count": n}
-            for (day, user, cls, command), n in sorted(counts.items())
+            {
+                "day": day,
+                "user": user,
+                "application": app,
+                "class": cls,
+                "command": command,
+                "count": n,
+            }
+            for (day, user, app, cls, command), n in sorted(counts.items())
         ],
         "ddl": ddl,
     }
@@ -70,6 +82,7 @@ def build(
     schema: Sequence[Mapping[str, Any]],
     access: Mapping[str, Any] | None,
     access_problem: str | None = None,
+    kept_from: datetime | None = None,
 ) -> dict[str, Any]:
     """The report: the chain's state over the whole trail, everything else in the window."""
     changes = []
@@ -96,7 +109,9 @@ def build(
         "summary": {
             **dict(sorted(summary.items())),
             "window overrides": sum(1 for c in changes if c["window_override"]),
-            "schema changes": sum(1 for s in schema if s.get("outcome") == "ok"),
+            "schema changes": sum(
+                1 for s in schema if s.get("outcome") == "ok" and s.get("action") in SCHEMA_ACTIONS
+            ),
             "data writes (pgaudit)": sum(
                 c["count"] for c in (access or {}).get("counts", []) if c["class"] == "WRITE"
             ),
@@ -106,14 +121,18 @@ def build(
         "schema_changes": [dict(s) for s in schema],
         "data_access": access,
         "data_access_problem": access_problem,
+        # The central log keeps logs.retention_days: older data access is gone, not absent.
+        "data_access_from": max(since, kept_from).isoformat() if kept_from else since.isoformat(),
     }
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, *, markdown: bool = True) -> str:
     if value in (None, "", []):
         return "-"
-    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    text = (", ".join(map(str, value)) if isinstance(value, list) else str(value)).replace(
+        "\n", " "
+    )
+    return text.replace("|", "\\|") if markdown else text
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
@@ -138,13 +157,14 @@ def sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[
            s.get("outcome"), s.get("who")] for s in report["schema_changes"]],
          "no migration ran in the window"),
         ("Data access (pgaudit: writes and schema statements)",
-         ["day", "database user", "class", "command", "statements"],
-         [[c["day"], c["user"], c["class"], c["command"], c["count"]]
+         ["day", "database user", "application", "class", "command", "statements"],
+         [[c["day"], c["user"], c["application"], c["class"], c["command"], c["count"]]
           for c in access.get("counts", [])],
          report["data_access_problem"] or "no write or schema statement in the window"),
         ("Schema statements (pgaudit DDL)",
-         ["when (UTC)", "database user", "command", "statement"],
-         [[d["time"][:19], d["user"], d["command"], d["statement"]] for d in access.get("ddl", [])],
+         ["when (UTC)", "database user", "application", "command", "statement"],
+         [[d["time"][:19], d["user"], d["application"], d["command"], d["statement"]]
+          for d in access.get("ddl", [])],
          report["data_access_problem"] or "none in the window"),
     ]  # fmt: skip
 
@@ -162,6 +182,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"- Window: {report['since']} to {report['until']}",
         f"- Generated: {report['generated']}",
         f"- Audit trail hash chain: {state}",
+        f"- Data access (pgaudit, from the central log) covers {report['data_access_from']} "
+        "on; lines written while the log collector was down are not in it",
         "",
         "## Summary",
         "",
@@ -185,7 +207,8 @@ def as_html(report: Mapping[str, Any]) -> str:
     def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
         head = "".join(f"<th>{e(h)}</th>" for h in headers)
         body = "".join(
-            "<tr>" + "".join(f"<td>{e(_cell(v))}</td>" for v in row) + "</tr>" for row in rows
+            "<tr>" + "".join(f"<td>{e(_cell(v, markdown=False))}</td>" for v in row) + "</tr>"
+            for row in rows
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -196,7 +219,9 @@ def as_html(report: Mapping[str, Any]) -> str:
         "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style></head><body>",
         f"<h1>Audit report: {e(report['environment'])}</h1>",
         f"<p>Window: {e(report['since'])} to {e(report['until'])}<br>"
-        f"Generated: {e(report['generated'])}<br>Audit trail hash chain: {state}</p>",
+        f"Generated: {e(report['generated'])}<br>Audit trail hash chain: {state}<br>"
+        f"Data access (pgaudit, from the central log) covers {e(report['data_access_from'])} "
+        "on; lines written while the log collector was down are not in it</p>",
         "<h2>Summary</h2>",
         table(["what", "how many"], report["summary"].items()),
     ]

@@ -19,6 +19,7 @@ from typing import Any
 LARGE_TABLE = 10_000
 SCANS = 10  # sequential scans of a large table from which they are a pattern
 DEAD_RATIO = 0.10  # dead rows over live + dead above which a table wants VACUUM
+DEAD_MIN = 1_000  # ... when it has at least this many (a small table vacuums in no time)
 TOP = 10
 # `table.column <op> $n` as SQLAlchemy writes its filters; pg_stat_statements replaces
 # the constants with $n.
@@ -28,6 +29,11 @@ PREDICATE = re.compile(
     re.IGNORECASE,
 )
 COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+FROM = re.compile(r"\b(?:FROM|JOIN)\s+(?:[a-z_][a-z0-9_]*\.)?([a-z_][a-z0-9_]*)", re.IGNORECASE)
+BARE = re.compile(
+    r"(?<![.\w])(?P<column>[a-z_][a-z0-9_]*)\s*(?:=|<=|>=|<|>|(?:NOT\s+)?I?LIKE)\s*\$\d+",
+    re.IGNORECASE,
+)
 
 # Each query returns one row: one JSON document (jsonb: its text has no line breaks,
 # which psql would split into rows).
@@ -88,8 +94,13 @@ def clean(query: str) -> str:
 
 
 def predicates(query: str) -> list[tuple[str, str]]:
-    """(table, column) pairs a statement filters by."""
-    return list(dict.fromkeys((m["table"], m["column"]) for m in PREDICATE.finditer(query)))
+    """(table, column) pairs a statement filters by: `table.column <op> $n`, or a bare
+    `column <op> $n` of a statement that reads one table."""
+    found = [(m["table"], m["column"]) for m in PREDICATE.finditer(query)]
+    tables = FROM.findall(query)
+    if not found and len(tables) == 1 and (where := query.upper().find(" WHERE ")) >= 0:
+        found = [(tables[0], m["column"]) for m in BARE.finditer(query[where:])]
+    return list(dict.fromkeys(found))
 
 
 def candidates(
@@ -132,7 +143,7 @@ def duplicates(indexes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def dead_ratio(table: Mapping[str, Any]) -> float:
     dead = int(table["dead_rows"])
-    return dead / (int(table["live_rows"]) + dead) if dead else 0.0
+    return dead / (int(table["live_rows"]) + dead) if dead >= DEAD_MIN else 0.0
 
 
 def large_and_scanned(table: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ proves it ready, switches the proxy to it, watches it, and stops the old one.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -396,6 +397,21 @@ CREATE TABLE IF NOT EXISTS {OPS}.deploy_lock_holder (
     since timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+# The relations DDL makes: when all are there (and the extension), DDL is not sent again.
+# Sent every time, each `IF NOT EXISTS` is a no-op, yet pgaudit logs it as a schema
+# statement, which would bury the real ones in audit.report.
+OPS_RELATIONS = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \(", DDL))
+
+
+def ddl_needed_sql() -> str:
+    """'t' when the toolkit's schema (or pg_stat_statements) is not all there yet."""
+    names = ", ".join(f"'{n}'" for n in OPS_RELATIONS)
+    return (
+        f"SELECT NOT (SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(ARRAY[{names}]) n)"
+        " OR NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+    )
 
 
 SCHEMA_SQL = (

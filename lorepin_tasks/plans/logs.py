@@ -30,6 +30,7 @@ SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 DAY_FILE = re.compile(r"^/var/log/lorepin/(?P<service>[^/]+)/(?P<day>\d{4}-\d{2}-\d{2})\.log$")
 RELATIVE = re.compile(r"^(?P<n>[0-9]{1,6})(?P<unit>[smhdw])$")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_WINDOW = timedelta(days=3660)  # ten years of day files at most
 # The id the CMS puts in front of its SQL (lorepin_cms.logs), as PostgreSQL logs it.
 SQL_REQUEST_ID = re.compile(r"/\* request_id='([A-Za-z0-9._:-]{1,128})' \*/")
 # PostgreSQL's severities (log_line_prefix first, then "SEVERITY:  ").
@@ -62,11 +63,11 @@ def parse_time(text: str, now: datetime, what: str) -> datetime:
     raw = text.strip()
     if raw == "now":
         return now
-    if match := RELATIVE.match(raw):
-        return now - timedelta(seconds=int(match["n"]) * UNIT[match["unit"]])
     try:
+        if match := RELATIVE.match(raw):
+            return now - timedelta(seconds=int(match["n"]) * UNIT[match["unit"]])
         moment = datetime.fromisoformat(raw)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(
             f"{what}: invalid time {text!r}: a span back from now (30m, 1h, 2d, 1w), "
             "an ISO 8601 time (2026-12-01T09:30, UTC unless an offset is given) or now"
@@ -88,6 +89,8 @@ def query(
     start, end = parse_time(since, now, "--since"), parse_time(until, now, "--until")
     if start >= end:
         raise ConfigError(f"--since ({stamp(start)}) must be before --until ({stamp(end)})")
+    if end - start > MAX_WINDOW:
+        raise ConfigError(f"the window is over {MAX_WINDOW.days} days: narrow --since/--until")
     if level and level.lower() not in LEVELS:
         raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
     for name in services:
@@ -95,7 +98,7 @@ def query(
             raise ConfigError(f"--service: invalid service name {name!r}")
     if request_id and not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", request_id):
         raise ConfigError(
-            f"--request-id: {request_id!r} is not a request id (letters, digits, . _ : -)"
+            f"--request-id: {request_id!r} is not a request id (1 to 128 letters, digits, . _ : -)"
         )
     if "\n" in grep:
         raise ConfigError("--grep: one line of text")
@@ -142,18 +145,25 @@ def services_in(listing: Iterable[str]) -> dict[str, list[str]]:
 
 def files(q: Query, present: dict[str, list[str]], env_name: str) -> list[str]:
     """The day files the search reads: its services' (each must have logs) and days."""
-    unknown = [s for s in q.services if s not in present]
+    # `cms` is both colours (cms-blue, cms-green): the service as people call it.
+    wanted = [
+        found
+        for s in q.services
+        for found in ([s] if s in present else [p for p in present if p.startswith(f"{s}-")])
+    ]
+    unknown = [s for s in q.services if s not in present and not any(
+        p.startswith(f"{s}-") for p in present)]  # fmt: skip
     if unknown:
         known = ", ".join(present) or "none yet"
         raise ConfigError(
             f"no logs of service {unknown[0]!r} in '{env_name}' (services with logs: {known})"
         )
-    wanted = set(days(q.since, q.until))
+    window = set(days(q.since, q.until))
     return [
         f"{ROOT}/{service}/{day}.log"
-        for service in (q.services or present)
+        for service in dict.fromkeys(wanted or present)
         for day in present[service]
-        if day in wanted
+        if day in window
     ]
 
 

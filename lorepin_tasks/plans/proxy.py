@@ -14,6 +14,10 @@ ADMIN = "http://127.0.0.1:2019"
 HTTP_PORT, HTTPS_PORT = 8080, 8443  # inside the container (a non-root user binds them)
 CERT, KEY = "/run/secrets/tls_cert", "/run/secrets/tls_key"
 REQUEST_ID = "X-Request-Id"
+# What the CMS takes into its logs and SQL (lorepin_cms.logs.REQUEST_ID_FORMAT): any other
+# client id (empty, too long, with quotes or comment marks) gets the proxy's own instead.
+REQUEST_ID_FORMAT = "^[A-Za-z0-9._:-]{1,128}$"
+SANE_REQUEST_ID = {REQUEST_ID: {"pattern": REQUEST_ID_FORMAT}}
 # What every response carries (the CMS's admin page loads only its own files).
 SECURITY_HEADERS = {
     "Strict-Transport-Security": ["max-age=31536000; includeSubDomains"],
@@ -174,8 +178,8 @@ def config(route: Route) -> dict[str, Any]:
                         "automatic_https": {"disable": True},
                         "logs": {"default_logger_name": "access"},
                         "routes": [
-                            {  # the client's own request id is kept; others get one
-                                "match": [{"not": [{"header": {REQUEST_ID: ["*"]}}]}],
+                            {  # a sane client id is kept; none, or any other, is replaced
+                                "match": [{"not": [{"header_regexp": SANE_REQUEST_ID}]}],
                                 "handle": [
                                     {
                                         "handler": "headers",

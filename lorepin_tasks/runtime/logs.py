@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import IO
 
-from lorepin_tasks.errors import LorePinError
+from lorepin_tasks.errors import LorePinError, last_line
 from lorepin_tasks.plans import logs as plan
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
@@ -21,10 +21,13 @@ def search(ctx: EnvContext, q: plan.Query) -> list[plan.Line]:
     )  # fmt: skip
     if not listed.ok and not ctx.run.dry_run:
         found = docker.container(ctx, plan.collector(ctx.env))
-        state = found.state if found else "not there"
+        if found is None or found.state == "running":  # no engine, or the read failed
+            raise LorePinError(
+                f"cannot read the log of '{ctx.env.name}': {last_line(listed.stderr)}"
+            )
         raise LorePinError(
-            f"the log collector of '{ctx.env.name}' is {state}: its files cannot be read "
-            f"(`invoke deploy --env {ctx.env.name}` starts it; "
+            f"the log collector of '{ctx.env.name}' is {found.state}: its files cannot be "
+            f"read (`invoke deploy --env {ctx.env.name}` starts it; "
             f"`invoke logs --env {ctx.env.name} -s collector` says why it stopped)"
         )
     paths = plan.files(q, plan.services_in(listed.stdout.splitlines()), ctx.env.name)

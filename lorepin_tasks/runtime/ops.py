@@ -113,7 +113,7 @@ def deploy_lock(ctx: EnvContext, who: str, action: str) -> Iterator[Session | No
         return
     refuse_failed_over(ctx)
     with Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.variables, "database") as session:
-        session.query(deploy_plan.DDL)
+        ensure_schema(session)
         if session.scalar(deploy_plan.lock_sql()) != "t":
             holder = session.query(deploy_plan.holder_sql())
             who_, act, since = holder[0] if holder and len(holder[0]) == 3 else ("?", "", "?")
@@ -317,7 +317,7 @@ def trail_records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
         return None
     argv = deploy_plan.psql(ctx.env, who, service=service)
     with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
-        session.query(deploy_plan.DDL)
+        ensure_schema(session)
         trail = Trail(session, ctx.env.state_dir / "audit.jsonl")
         # The backup schedule's latest runs go in first, unless a deploy (or another
         # writer of the trail) holds the lock: it records them itself. (The session's end
@@ -327,13 +327,20 @@ def trail_records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
         return trail.records()
 
 
-def schema_changes(ctx: EnvContext, since: str) -> list[dict[str, Any]]:
-    """The migrator's runs since `since` (ISO time), oldest first: its migration log in
-    the environment's database (none under a dry run, or before the first migration)."""
+def ensure_schema(session: Session) -> None:
+    """The toolkit's schema in the environment's database, made only when missing."""
+    if session.scalar(deploy_plan.ddl_needed_sql()) == "t":
+        session.query(deploy_plan.DDL)
+
+
+def schema_changes(ctx: EnvContext, since: str, until: str) -> list[dict[str, Any]]:
+    """The migrator's runs from `since` to `until` (ISO times), oldest first: its migration
+    log in the environment's database (none under a dry run, or before the first one)."""
     if ctx.run.dry_run or not database_running(ctx):
         return []
     columns = "started_at, who, action, from_rev, to_rev, outcome, duration_ms, detail"
-    window = f"started_at >= {literal(since)}::timestamptz"
+    after, before = literal(since), literal(until)
+    window = f"started_at >= {after}::timestamptz AND started_at < {before}::timestamptz"
     sql = f"SELECT row_to_json(m) FROM (SELECT {columns} FROM lorepin_ops.migration_log WHERE {window} ORDER BY id) m"  # noqa: S608, E501 (a literal)
     argv = deploy_plan.psql(ctx.env, "audit", service=primary(ctx))
     with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:

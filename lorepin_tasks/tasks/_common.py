@@ -8,7 +8,9 @@ an environment is started, shared by `up` and `feature.up`.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +57,10 @@ def task(*args: Any, **kwargs: Any) -> Callable[[F], Task[F]]:
                 raise Exit(f"error: {exc}", code=int(exc.exit_code)) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=int(ExitCode.INTERRUPTED)) from None
+            except BrokenPipeError:  # `invoke logs.search ... | head`: the reader has enough
+                # Python would complain once more flushing stdout at exit: point it nowhere.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise Exit(code=int(ExitCode.OK)) from None
 
         return invoke_task(*args, **kwargs)(run)  # type: ignore[no-any-return]
 

@@ -6,7 +6,7 @@ data access, on a verified chain). docs/logging.md, "Audit".
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from invoke.collection import Collection
@@ -92,7 +92,7 @@ def report(
             f"--since ({start.isoformat()}) must be before --until ({end.isoformat()})"
         )
     records = _trail(ctx, "report on")
-    schema = ops.schema_changes(ctx, start.isoformat())
+    schema = ops.schema_changes(ctx, start.isoformat(), end.isoformat())
     access, problem = None, None
     try:  # the central log's pgaudit lines: a report without them says why
         q = logs_plan.Query(since=start, until=end, grep="AUDIT: SESSION")
@@ -105,6 +105,7 @@ def report(
     built = plan.build(
         env=ctx.env.name, since=start, until=end, generated=now, records=records,
         problems=problems, schema=schema, access=access, access_problem=problem,
+        kept_from=now - timedelta(days=ctx.env.log_retention_days),
     )  # fmt: skip
     if format == "json":
         print(json.dumps(built, indent=2))

@@ -114,7 +114,7 @@ def maintain(c: Context, env: str = "local", dry_run: bool = False) -> None:
         if session.scalar(f"SELECT pg_try_advisory_lock({a}, {b})") != "t":
             raise Busy(
                 f"a migration of '{ctx.env.name}' holds the migration lock: db.maintain "
-                "waits for none; try again when it is done (`invoke db.history`)"
+                "waits for none; try again when it is done"
             )
         for statement, why in steps:
             ctx.run.say(f"+ {statement}  -- {why}")
@@ -129,4 +129,4 @@ def maintain(c: Context, env: str = "local", dry_run: bool = False) -> None:
             session.query(insert + values)
         session.query(f"SELECT pg_advisory_unlock({a}, {b})")
     if not ctx.run.dry_run:
-        print(f"'{ctx.env.name}': {len(steps)} maintenance step(s) done (`invoke db.history`)")
+        print(f"'{ctx.env.name}': {len(steps)} maintenance step(s) done, each in the migration log")

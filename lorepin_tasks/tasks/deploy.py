@@ -610,7 +610,7 @@ def lock_(c: Context, env: str = "", dry_run: bool = False) -> None:
     with Session(
         ctx.run, plan.psql(ctx.env, "lock"), ctx.variables, "database", quiet=True
     ) as session:
-        session.query(plan.DDL)
+        ops.ensure_schema(session)
         rows = session.query(plan.holder_sql())
     if rows and len(rows[0]) == 3:
         who, action, since = rows[0]

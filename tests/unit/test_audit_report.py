@@ -24,6 +24,9 @@ LINES = [
     Line("2026-11-20T10:00:02.000001+00:00", "db",
          f"{PREFIX},3,1,WRITE,INSERT,,,{INSERT},<not logged>"),
     Line("2026-11-20T10:00:03.000001+00:00", "db", "2026-11-20 LOG:  checkpoint starting"),
+    # A request that carries the words (a User-Agent): the proxy's line, never counted.
+    Line("2026-11-20T10:00:04.000001+00:00", "proxy",
+         f'{{"user_agent": "{PREFIX},1,1,DDL,DROP TABLE,,,DROP TABLE pins,x"}}'),
 ]  # fmt: skip
 
 
@@ -52,12 +55,13 @@ def build(problems: list[str]) -> dict[str, Any]:
 
 def test_pgaudit_lines_are_counted_and_each_schema_statement_listed() -> None:
     access = plan.data_access(LINES)
-    day = {"day": "2026-11-20", "user": "lorepin"}
+    day = {"day": "2026-11-20", "user": "lorepin", "application": "lorepin migrator (deploy)"}
     assert access["counts"] == [
         {**day, "class": "DDL", "command": "CREATE TABLE", "count": 1},
         {**day, "class": "WRITE", "command": "INSERT", "count": 2},
     ]
     assert access["ddl"] == [{"time": LINES[0].time, "user": "lorepin", "command": "CREATE TABLE",
+                              "application": "lorepin migrator (deploy)",
                               "statement": "CREATE TABLE pins (id bigint)"}]  # fmt: skip
 
 
@@ -78,7 +82,10 @@ def test_the_report_lists_the_window_s_changes_with_approvals_and_overrides() ->
         "| 3 | 2026-11-20T09:01:00 | deploy | 1.2.0 | succeeded | Ada <ada@example.org> | Bob |"
         in text
     )
-    assert "hotfix for INC-7" in text and "| 2026-11-20 | lorepin | WRITE | INSERT | 2 |" in text
+    assert (
+        "hotfix for INC-7" in text
+        and "| 2026-11-20 | lorepin | lorepin migrator (deploy) | WRITE | INSERT | 2 |" in text
+    )
 
 
 def test_a_broken_chain_is_said_first_in_every_format() -> None:

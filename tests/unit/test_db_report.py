@@ -40,6 +40,10 @@ def test_predicates_are_read_from_the_statement_without_its_comments() -> None:
     assert plan.clean(SLOW["query"]) == "SELECT count(*) FROM pins WHERE pins.place_name = $1"
     query = "SELECT * FROM pins WHERE pins.a >= $1 AND pins.b ILIKE $2 AND pins.c IN ($3, $4)"
     assert plan.predicates(query) == [("pins", "a"), ("pins", "b"), ("pins", "c")]
+    bare = "SELECT count(*) FROM pins WHERE place_name = $1 AND status <> 'x'"
+    assert plan.predicates(bare) == [("pins", "place_name")]  # one table: its columns
+    joined = "SELECT * FROM pins JOIN tags ON tags.pin = pins.id WHERE name = $1"
+    assert plan.predicates(joined) == []  # whose column? not guessed
 
 
 def test_a_slow_filter_on_a_large_scanned_table_gets_an_index_a_small_one_does_not() -> None:
@@ -72,6 +76,8 @@ def test_unused_duplicate_and_invalid_indexes_and_dead_rows_are_named() -> None:
         ('REINDEX INDEX CONCURRENTLY "public"."broken"', "invalid (a failed build)"),
     ]
     assert plan.maintenance(plan.report(raw())) == []
+    small = raw(tables=[table("tags", 3, 0, 0, dead=3)])  # all dead, but three rows
+    assert plan.report(small)["bloat"] == []
 
 
 def test_psql_s_one_json_document_is_read_and_nothing_is_none() -> None:

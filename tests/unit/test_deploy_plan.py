@@ -620,3 +620,22 @@ def test_the_monitoring_is_behind_an_allow_list_and_a_password_only_once_set_up(
     routes = config["apps"]["http"]["servers"]["public"]["routes"]
     assert routes.index(route) < len(routes) - 1
     assert config["apps"]["http"]["servers"]["metrics"]["listen"] == [":9180"]
+
+
+def test_the_proxy_keeps_only_a_sane_client_request_id() -> None:
+    """The id the CMS logs and puts in SQL: the proxy replaces any other with its own."""
+    import re
+
+    from lorepin_cms.logs import REQUEST_ID_FORMAT
+    from lorepin_tasks.plans import proxy
+
+    config = proxy.config(
+        proxy.Route(upstream="cms-blue:8000", server_name="x", public_https_port=443)
+    )
+    first = config["apps"]["http"]["servers"]["public"]["routes"][0]
+    pattern = first["match"][0]["not"][0]["header_regexp"]["X-Request-Id"]["pattern"]
+    assert first["handle"][0]["request"]["set"] == {"X-Request-Id": ["{http.request.uuid}"]}
+    for sane in ("req-1", "0b6e5a1c-6a7d-4c43-9a3e-1f2b3c4d5e6f", "x" * 128):
+        assert re.search(pattern, sane) and REQUEST_ID_FORMAT.fullmatch(sane)
+    for bad in ("", "a'*/;DROP", "x" * 129, "héllo", "a b"):
+        assert not re.search(pattern, bad) and not REQUEST_ID_FORMAT.fullmatch(bad)

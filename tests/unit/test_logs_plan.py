@@ -50,6 +50,8 @@ def test_times_are_spans_back_iso_times_in_utc_or_now(text: str, expected: datet
         ({"services": ["../etc"]}, "--service: invalid service name '../etc'"),
         ({"request_id": "x' */ --"}, '--request-id: "x\' */ --" is not a request id'),
         ({"grep": "a\nb"}, "--grep: one line of text"),
+        ({"since": "999999w"}, "--since: invalid time '999999w'"),
+        ({"since": "0001-01-01"}, "the window is over 3660 days"),
     ],
 )
 def test_bad_flags_are_refused_in_one_line(flags: dict[str, object], message: str) -> None:
@@ -69,9 +71,12 @@ def test_a_search_reads_the_day_files_its_window_touches_of_its_services() -> No
     assert plan.files(q(services=["db"], since="3d"), present, "staging") == [
         "/var/log/lorepin/db/2026-12-01.log"
     ]
-    with pytest.raises(ConfigError, match=r"^no logs of service 'cms' in 'staging' \(services "
+    assert plan.files(q(services=["cms"], since="1h"), present, "staging") == [
+        "/var/log/lorepin/cms-blue/2026-12-01.log"  # cms: both colours (here, blue)
+    ]
+    with pytest.raises(ConfigError, match=r"^no logs of service 'nginx' in 'staging' \(services "
                        r"with logs: cms-blue, db, proxy\)$"):  # fmt: skip
-        plan.files(q(services=["cms"]), present, "staging")
+        plan.files(q(services=["nginx"]), present, "staging")
 
 
 def test_grep_runs_beside_the_files_as_the_reader_with_a_fixed_string() -> None:
