@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
 from lorepin_tasks.runtime import docker, ops, secrets
+from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.settings import whole_number
@@ -65,6 +67,19 @@ def _require_db(ctx: EnvContext, *, changes: bool) -> None:
         raise LorePinError(
             f"the database of '{ctx.env.name}' is not running: start it with `{start}`"
         )
+
+
+def _serving_image(ctx: EnvContext) -> EnvContext:
+    """A server environment's migrator runs the image of the release it serves (its
+    images are tagged by version, never by the environment's name)."""
+    if not ctx.env.is_server:
+        return ctx
+    serving = ComposeBlueGreen(ctx).state().serving
+    if serving is None:
+        raise LorePinError(
+            f"'{ctx.env.name}' serves no release yet (`invoke deploy --env {ctx.env.name}`)"
+        )
+    return replace(ctx, env=replace(ctx.env, image_tag=serving))
 
 
 def _migrator_json(ctx: EnvContext, action: list[str]) -> Any:
@@ -135,7 +150,7 @@ def current(c: Context, env: str = "local", json_: bool = False, dry_run: bool =
         run_migrator(ctx, ["current"])
         return
     _require_db(ctx, changes=False)
-    state = _migrator_json(ctx, ["current"])
+    state = _migrator_json(_serving_image(ctx), ["current"])
     if not isinstance(state, dict) or "current" not in state:
         raise LorePinError(f"the migrator answered {str(state)[:80]!r} instead of a state")
     if json_:
@@ -164,7 +179,7 @@ def history(
         run_migrator(ctx, action)
         return
     _require_db(ctx, changes=False)
-    log = _migrator_json(ctx, action)
+    log = _migrator_json(_serving_image(ctx), action)
     if not isinstance(log, list):
         raise LorePinError(f"the migrator answered {str(log)[:80]!r} instead of a log")
     if json_:
