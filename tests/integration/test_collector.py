@@ -39,7 +39,7 @@ def full_collector() -> Iterator[tuple[str, int]]:
             time.sleep(0.5)
         yield name, port
     finally:
-        docker("rm", "--force", name, check=False)
+        docker("rm", "--force", "--volumes", name, check=False)
         docker("image", "rm", "--force", image, check=False)
 
 
