@@ -32,6 +32,7 @@ REQUEST_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 access = logging.getLogger("lorepin_cms.access")
+PROBES = frozenset({"/healthz", "/readyz"})  # their answers log at debug level
 
 
 class JsonLines(logging.Formatter):
@@ -121,7 +122,12 @@ class RequestLog:
         finally:
             method, route, status = method_of(scope), route_of(scope), watching.status
             access.log(
-                logging.WARNING if status >= 500 else logging.INFO,
+                logging.WARNING
+                if status >= 500
+                # The engine's and the probes' health checks: every few seconds, all day.
+                else logging.DEBUG
+                if route in PROBES and status < 400
+                else logging.INFO,
                 "%s %s %d",
                 method,
                 route,

@@ -52,3 +52,37 @@ def test_only_sane_request_ids_are_kept() -> None:
     assert logs.REQUEST_ID_FORMAT.fullmatch("0b6e5a1c-6a7d-4c43-9a3e-1f2b3c4d5e6f")
     for bad in ("", "a b", "x*/", "é", "x" * 129):
         assert not logs.REQUEST_ID_FORMAT.fullmatch(bad)
+
+
+def test_health_checks_log_at_debug_level_and_failures_louder() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/api/pins")
+    def pins() -> list[int]:
+        return []
+
+    app.add_middleware(logs.RequestLog)
+    seen: list[tuple[str, int]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.fields["route"], record.levelno))  # type: ignore[attr-defined]
+
+    keep = Keep(level=logging.DEBUG)
+    logs.access.addHandler(keep)
+    logs.access.setLevel(logging.DEBUG)
+    try:
+        with TestClient(app) as client:
+            client.get("/healthz")
+            client.get("/api/pins")
+    finally:
+        logs.access.removeHandler(keep)
+        logs.access.setLevel(logging.NOTSET)
+    assert seen == [("/healthz", logging.DEBUG), ("/api/pins", logging.INFO)]
