@@ -91,6 +91,10 @@ def report(
         raise ConfigError(
             f"--since ({start.isoformat()}) must be before --until ({end.isoformat()})"
         )
+    if end - start > logs_plan.MAX_WINDOW:
+        raise ConfigError(
+            f"the window is over {logs_plan.MAX_WINDOW.days} days: narrow --since/--until"
+        )
     records = _trail(ctx, "report on")
     schema = ops.schema_changes(ctx, start.isoformat(), end.isoformat())
     access, problem = None, None

@@ -136,6 +136,10 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["audit.report", "--env", "staging", "--since", "1h", "--until", "2h"], "error: --since"),
         (["audit.report", "--env", "local"], "error: 'local' is a local"),
         (
+            ["audit.report", "--env", "staging", "--since", "0001-01-01"],
+            "error: the window is over",
+        ),
+        (
             ["rollback", "--env", "staging", "--to", "sha-deadbeef"],
             "error: invalid version 'sha-deadbeef': a released version",
         ),
