@@ -21,6 +21,11 @@ def search(ctx: EnvContext, q: plan.Query) -> list[plan.Line]:
     )  # fmt: skip
     if not listed.ok and not ctx.run.dry_run:
         found = docker.container(ctx, plan.collector(ctx.env))
+        if found is None and "No such container" in listed.stderr:
+            raise LorePinError(
+                f"'{ctx.env.name}' has no log collector: deploy it first "
+                f"(`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
+            )
         if found is None or found.state == "running":  # no engine, or the read failed
             raise LorePinError(
                 f"cannot read the log of '{ctx.env.name}': {last_line(listed.stderr)}"
