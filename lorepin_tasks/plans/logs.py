@@ -143,16 +143,17 @@ def services_in(listing: Iterable[str]) -> dict[str, list[str]]:
     return {s: sorted(d) for s, d in sorted(found.items())}
 
 
+def matching(service: str, present: Iterable[str]) -> list[str]:
+    """The services with logs a name means: itself, or (`cms`) its colours (cms-blue,
+    cms-green), the service as people call it."""
+    present = list(present)
+    return [service] if service in present else [p for p in present if p.startswith(f"{service}-")]
+
+
 def files(q: Query, present: dict[str, list[str]], env_name: str) -> list[str]:
     """The day files the search reads: its services' (each must have logs) and days."""
-    # `cms` is both colours (cms-blue, cms-green): the service as people call it.
-    wanted = [
-        found
-        for s in q.services
-        for found in ([s] if s in present else [p for p in present if p.startswith(f"{s}-")])
-    ]
-    unknown = [s for s in q.services if s not in present and not any(
-        p.startswith(f"{s}-") for p in present)]  # fmt: skip
+    wanted = [found for s in q.services for found in matching(s, present)]
+    unknown = [s for s in q.services if not matching(s, present)]
     if unknown:
         known = ", ".join(present) or "none yet"
         raise ConfigError(
