@@ -80,7 +80,7 @@ def test_push_delete_pull_matches_the_manifest(tmp_path: Path, prefix: str, regi
     sha = repo.head.commit.hexsha
     assert manifest["tags"] == [manifest["tags"][0], f"sha-{sha[:7]}"]  # on main: no branch tag
     by_name = {e["name"]: e for e in manifest["images"]}
-    assert set(by_name) == {"cms", "postgres", "geocoder-mock", "proxy"}
+    assert set(by_name) == {"cms", "postgres", "geocoder-mock", "proxy", "collector"}
     for entry in manifest["images"]:
         assert entry["git_revision"] == sha and entry["base_image"] == base_image()
         assert entry["size"] > 0 and entry["id"].startswith("sha256:")
@@ -107,7 +107,7 @@ def test_push_delete_pull_matches_the_manifest(tmp_path: Path, prefix: str, regi
         repo, "artifacts.download", f"v{version}", "--registry", registry, env=env
     )
     assert downloaded.returncode == 0, downloaded.stderr[-3000:]
-    assert "4 images match it" in downloaded.stdout
+    assert "5 images match it" in downloaded.stdout
     fetched = json.loads((root / f"dist/artifacts/{version}/build-manifest.json").read_text())
     for entry in fetched["images"]:
         local = docker(
