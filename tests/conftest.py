@@ -232,7 +232,10 @@ def random_password() -> str:
 @pytest.fixture(scope="session")
 def postgres_image(docker_engine: None, project_settings: Settings) -> str:
     """The project's PostgreSQL image, built the way `invoke build` builds it."""
-    proc = invoke("build", "--service", "db", env={"LOREPIN_IMAGE_TAG": "test"}, timeout=900)
+    # Under a project of its own: building touches no environment, and the developer's
+    # `lorepin-local` may belong to another checkout (which `build` would rightly refuse).
+    only_build = {"LOREPIN_IMAGE_TAG": "test", "LOREPIN_PROJECT": "lorepin-test-build"}
+    proc = invoke("build", "--service", "db", env=only_build, timeout=900)
     if proc.returncode != 0:
         pytest.fail(f"building the postgres image failed:\n{proc.stderr[-3000:]}", pytrace=False)
     return f"{project_settings.image_prefix}/postgres:test"
