@@ -225,6 +225,14 @@ def run_hints(
 
 
 @pytest.fixture
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a port that must be known up front)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
 def random_password() -> str:
     return secrets.token_urlsafe(16)
 

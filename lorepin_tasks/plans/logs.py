@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import compose, proxy
 from lorepin_tasks.plans.deploy import COLLECTOR, container
 from lorepin_tasks.settings import Environment
 
@@ -32,7 +32,7 @@ RELATIVE = re.compile(r"^(?P<n>[0-9]{1,6})(?P<unit>[smhdw])$")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_WINDOW = timedelta(days=3660)  # ten years of day files at most
 # The id the CMS puts in front of its SQL (lorepin_cms.logs), as PostgreSQL logs it.
-SQL_REQUEST_ID = re.compile(r"/\* request_id='([A-Za-z0-9._:-]{1,128})' \*/")
+SQL_REQUEST_ID = re.compile(rf"/\* request_id='({proxy.SANE_ID})' \*/")
 # PostgreSQL's severities (log_line_prefix first, then "SEVERITY:  ").
 PG_SEVERITY = re.compile(
     r"\b(DEBUG[1-5]?|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|STATEMENT|CONTEXT):  "
@@ -96,7 +96,7 @@ def query(
     for name in services:
         if not SERVICE.match(name):
             raise ConfigError(f"--service: invalid service name {name!r}")
-    if request_id and not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", request_id):
+    if request_id and not re.fullmatch(proxy.SANE_ID, request_id):
         raise ConfigError(
             f"--request-id: {request_id!r} is not a request id (1 to 128 letters, digits, . _ : -)"
         )

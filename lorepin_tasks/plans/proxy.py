@@ -16,7 +16,8 @@ CERT, KEY = "/run/secrets/tls_cert", "/run/secrets/tls_key"
 REQUEST_ID = "X-Request-Id"
 # What the CMS takes into its logs and SQL (lorepin_cms.logs.REQUEST_ID_FORMAT): any other
 # client id (empty, too long, with quotes or comment marks) gets the proxy's own instead.
-REQUEST_ID_FORMAT = "^[A-Za-z0-9._:-]{1,128}$"
+SANE_ID = r"[A-Za-z0-9._:-]{1,128}"  # the toolkit's one copy of the rule
+REQUEST_ID_FORMAT = f"^{SANE_ID}$"  # Caddy's (RE2: `$` is the end of the text)
 SANE_REQUEST_ID = {REQUEST_ID: {"pattern": REQUEST_ID_FORMAT}}
 # What every response carries (the CMS's admin page loads only its own files).
 SECURITY_HEADERS = {

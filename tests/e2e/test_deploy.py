@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import yaml
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.plans.dashboards import DASHBOARDS
 from tests.browser import chromium, need_browser, screenshots
-from tests.conftest import published_port
+from tests.conftest import free_port, published_port
 from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = pytest.mark.docker
@@ -214,11 +213,6 @@ def killed_at(site: Site, progress: str, *args: str) -> Iterator[None]:
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(10)
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return int(probe.getsockname()[1])
 
 
 def remove_project(project: str) -> None:

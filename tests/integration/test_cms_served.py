@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import free_port
 from tests.integration.test_cms_api import PIN, migrate
 
 pytestmark = pytest.mark.docker
@@ -89,11 +90,6 @@ def test_sixty_four_concurrent_readers_are_all_served(served: Address) -> None:
     with ThreadPoolExecutor(clients) as pool:
         outcomes = Counter(o for mine in pool.map(reader, range(clients)) for o in mine)
     assert outcomes == {200: clients * each}
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int) -> dict[str, float]:
