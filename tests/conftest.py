@@ -224,7 +224,6 @@ def run_hints(
     return hints
 
 
-@pytest.fixture
 def free_port() -> int:
     """A loopback port nothing listens on now (for a port that must be known up front)."""
     import socket
