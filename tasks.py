@@ -8,6 +8,7 @@ from invoke.collection import Collection
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.settings import check_project_file
 from lorepin_tasks.tasks import (
+    activity,
     audit,
     backup,
     db,
@@ -43,5 +44,6 @@ ns.add_collection(images.ns)
 ns.add_collection(images.artifacts)
 ns.add_collection(deploy.ns)
 ns.add_collection(audit.ns)
+ns.add_collection(activity.ns)
 ns.add_collection(monitor.ns)
 ns.add_collection(incident.ns)

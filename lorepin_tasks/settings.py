@@ -235,6 +235,8 @@ class Environment:
     log_retention_days: int = 14
     slow_query_ms: int = 250
     database: DbClient = DbClient()
+    # Days the CMS keeps its user activity (invoke.yaml's `activity.retention_days`).
+    activity_retention_days: int = 30
 
     @property
     def is_server(self) -> bool:
@@ -392,6 +394,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     db_port = raw.get("db_port")
     monitoring = _mapping(raw.get("monitoring"), f"{where}: monitoring")
     logs = _mapping(raw.get("logs"), f"{where}: logs")
+    activity = _mapping(raw.get("activity"), f"{where}: activity")
     # Keyed by Compose project, like the engine's volumes: every checkout that drives the
     # same project finds the password its database was initialised with.
     state_dir = state / project
@@ -445,6 +448,12 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
             logs.get("slow_query_ms", 250), f"{where}: logs.slow_query_ms", low=0, high=3600000
         ),
         database=_db_client(_mapping(raw.get("database"), f"{where}: database"), where),
+        activity_retention_days=_int(
+            activity.get("retention_days", 30),
+            f"{where}: activity.retention_days",
+            low=1,
+            high=3650,
+        ),
     )
 
 

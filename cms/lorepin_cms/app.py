@@ -10,11 +10,11 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorepin_cms import caching, compat, errors, geocoder, logs, metrics
+from lorepin_cms import activity, caching, compat, errors, geocoder, logs, metrics
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
@@ -69,28 +69,33 @@ def own_history(config: Config) -> dict[str, compat.Revision]:
 APPLIED = text("SELECT revision, down_revision, contract FROM lorepin_ops.migration_checksums")
 
 
-def create_app(config: Config | None = None) -> FastAPI:
-    config = config or Config.from_env()
-    # Sync handlers run on AnyIO's worker threads, each holding at most one connection and
-    # only while it runs (handlers open and close their session). With no more threads than
-    # connections no thread ever waits for the pool; a wait means the database is in
-    # trouble, and pool_timeout turns it into a prompt 503.
-    engine = create_engine(
+def connect(config: Config, pool_size: int, role: str = "") -> Engine:
+    """An engine on the CMS's database with the CMS's session settings."""
+    return create_engine(
         config.database_url,
         pool_pre_ping=True,
-        pool_size=config.db_pool_size,
+        pool_size=pool_size,
         max_overflow=0,
         pool_timeout=config.db_pool_timeout,
         connect_args={
             "connect_timeout": 3,
             # Its sessions by name in pg_stat_activity, pgaudit's lines and `db.report`.
             "application_name": "-".join(
-                ["lorepin-cms", *filter(None, [os.environ.get("LOREPIN_COLOUR")])]
+                ["lorepin-cms", *filter(None, [os.environ.get("LOREPIN_COLOUR"), role])]
             ),
             "options": f"-c statement_timeout={config.db_statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={config.db_idle_in_transaction_timeout_ms}",
         },
     )
+
+
+def create_app(config: Config | None = None) -> FastAPI:
+    config = config or Config.from_env()
+    # Sync handlers run on AnyIO's worker threads, each holding at most one connection and
+    # only while it runs (handlers open and close their session). With no more threads than
+    # connections no thread ever waits for the pool; a wait means the database is in
+    # trouble, and pool_timeout turns it into a prompt 503.
+    engine = connect(config, config.db_pool_size)
     if config.metrics:
         metrics.watch_pool(engine, config.db_pool_size)
     logs.tag_statements(engine)  # PostgreSQL's lines name the request (docs/logging.md)
@@ -98,11 +103,24 @@ def create_app(config: Config | None = None) -> FastAPI:
     head = expected_head(config)
     mine = own_history(config)
 
+    # The activity's writer has a connection of its own: requests never wait for it.
+    recorder = (
+        activity.Recorder(connect(config, 1, "activity"), config.activity_retention_days)
+        if config.activity
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = config.db_pool_size
-        yield
+        async with anyio.create_task_group() as tasks:
+            if recorder:
+                tasks.start_soon(recorder.run)
+            yield
+            tasks.cancel_scope.cancel()
         engine.dispose()
+        if recorder:
+            recorder.engine.dispose()
 
     app = FastAPI(title="LorePin CMS", version=config.version, lifespan=lifespan)
     app.router.route_class = JsonRoute
@@ -116,6 +134,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.metrics:
         app.add_middleware(metrics.Instrument)  # it sees BodyLimit's 413s too
+    if recorder:
+        app.add_middleware(activity.Record, recorder=recorder)
     app.add_middleware(logs.RequestLog)  # outermost: every line of a request has its id
 
     @app.get("/healthz")

@@ -95,6 +95,9 @@ class Config:
     db_idle_in_transaction_timeout_ms: int = 30_000
     # Request and pool metrics (lorepin_cms.metrics); "off" only to measure what they cost.
     metrics: bool = True
+    # User activity (lorepin_cms.activity): recorded unless "off", kept this many days.
+    activity: bool = True
+    activity_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
@@ -114,4 +117,6 @@ class Config:
                 environ, "LOREPIN_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
             ),
             metrics=switch(environ, "LOREPIN_METRICS"),
+            activity=switch(environ, "LOREPIN_ACTIVITY"),
+            activity_retention_days=positive_int(environ, "LOREPIN_ACTIVITY_RETENTION_DAYS", 30),
         )

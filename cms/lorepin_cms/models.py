@@ -13,11 +13,12 @@ from sqlalchemy import (
     Identity,
     Index,
     MetaData,
+    SmallInteger,
     Text,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES = ("draft", "published")
@@ -70,4 +71,27 @@ class Pin(Base):
         CheckConstraint("status IN ('draft', 'published')", name="status_valid"),
         Index("ix_pins_tags", "tags", postgresql_using="gin"),
         Index("ix_pins_status_created_at", "status", "created_at"),
+    )
+
+
+class Activity(Base):
+    """One request of a visitor, privacy-first (lorepin_cms.activity): the route template,
+    never the path's values, the body or the address; a random session id from a
+    first-party cookie; the user once requests are authenticated. Kept
+    LOREPIN_ACTIVITY_RETENTION_DAYS days."""
+
+    __tablename__ = "activity"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    session_id: Mapped[str] = mapped_column(UUID(as_uuid=False))
+    user_id: Mapped[str | None] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(Text)
+    route: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    duration_ms: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_activity_at", "at"),  # the reports' windows and the retention's deletes
+        Index("ix_activity_session_id_at", "session_id", "at"),  # a session's flow in order
     )

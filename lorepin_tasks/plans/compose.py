@@ -80,6 +80,7 @@ def variables(
         "LOREPIN_HTTP_PORT": str(env.http_port),
         "LOREPIN_SECRETS_DIR": str(env.secrets_dir),
         **env.database.variables(),
+        "LOREPIN_ACTIVITY_RETENTION_DAYS": str(env.activity_retention_days),
     }
     if revision is not None:
         values["LOREPIN_VERSION"] = revision.version

@@ -57,6 +57,16 @@ class Query:
         return self.request_id or self.grep
 
 
+def window(since: str, until: str, now: datetime) -> tuple[datetime, datetime]:
+    """The [--since, --until) window the flags ask for, or a one-line refusal."""
+    start, end = parse_time(since, now, "--since"), parse_time(until, now, "--until")
+    if start >= end:
+        raise ConfigError(f"--since ({stamp(start)}) must be before --until ({stamp(end)})")
+    if end - start > MAX_WINDOW:
+        raise ConfigError(f"the window is over {MAX_WINDOW.days} days: narrow --since/--until")
+    return start, end
+
+
 def parse_time(text: str, now: datetime, what: str) -> datetime:
     """`now`, a span back from now (90s, 15m, 1h, 2d, 1w), or an ISO 8601 date or time
     (UTC unless it says otherwise)."""
@@ -86,11 +96,7 @@ def query(
     grep: str,
 ) -> Query:
     """The search the flags ask for, or a one-line refusal."""
-    start, end = parse_time(since, now, "--since"), parse_time(until, now, "--until")
-    if start >= end:
-        raise ConfigError(f"--since ({stamp(start)}) must be before --until ({stamp(end)})")
-    if end - start > MAX_WINDOW:
-        raise ConfigError(f"the window is over {MAX_WINDOW.days} days: narrow --since/--until")
+    start, end = window(since, until, now)
     if level and level.lower() not in LEVELS:
         raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
     for name in services:

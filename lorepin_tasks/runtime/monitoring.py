@@ -13,26 +13,12 @@ from lorepin_tasks.errors import LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import incident as incident_plan
-from lorepin_tasks.runtime import docker, git, ops
+from lorepin_tasks.runtime import git, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 
 PROMETHEUS, PROMETHEUS_PORT = "prometheus", 9090
 API = f"http://127.0.0.1:{PROMETHEUS_PORT}/monitoring/prometheus/api/v1"
-
-
-def database_running(ctx: EnvContext) -> str:
-    """The database service that takes writes, running; a one-line error naming how to
-    start it otherwise (the incidents live there, and the exporter reads it)."""
-    service = ops.primary(ctx)
-    if not any(c.service == service and c.state == "running" for c in docker.containers(ctx)):
-        how = (
-            f"deploy it first (`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
-            if ctx.env.is_server
-            else f"start it first (`invoke up --env {ctx.env.name}`)"
-        )
-        raise LorePinError(f"'{ctx.env.name}' has no running database: {how}")
-    return service
 
 
 def prometheus(ctx: EnvContext, path: str) -> Any:
@@ -62,9 +48,7 @@ def prometheus(ctx: EnvContext, path: str) -> Any:
 def incidents_database(ctx: EnvContext) -> Iterator[Session]:
     """A session on the database that holds the incidents: the one that takes writes
     (after a failover: the replica), running."""
-    who = git.who_am_i(ctx.run, ctx.settings.root)
-    argv = deploy_plan.psql(ctx.env, who, service=database_running(ctx))
-    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+    with ops.database_session(ctx, git.who_am_i(ctx.run, ctx.settings.root)) as session:
         yield session
 
 

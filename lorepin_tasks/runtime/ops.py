@@ -296,6 +296,26 @@ def notify_team(ctx: EnvContext, text: str) -> None:
     notify(ctx.settings.webhook_url, f"LorePin CMS: {text}", say=ctx.run.say)
 
 
+def writable_database(ctx: EnvContext) -> str:
+    """The database service that takes writes, running; a one-line error naming how to
+    start it otherwise (the incidents live there, and the exporter reads it)."""
+    service = primary(ctx)
+    if not any(c.service == service and c.state == "running" for c in docker.containers(ctx)):
+        how = (
+            f"deploy it first (`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
+            if ctx.env.is_server
+            else f"start it first (`invoke up --env {ctx.env.name}`)"
+        )
+        raise LorePinError(f"'{ctx.env.name}' has no running database: {how}")
+    return service
+
+
+def database_session(ctx: EnvContext, who: str) -> Session:
+    """A psql session, as `who`, on the database that takes writes (running)."""
+    argv = deploy_plan.psql(ctx.env, who, service=writable_database(ctx))
+    return Session(ctx.run, argv, ctx.variables, "database", quiet=True)
+
+
 def database_running(ctx: EnvContext) -> bool:
     """The environment's first database service runs."""
     return any(

@@ -85,16 +85,7 @@ def report(
         raise ConfigError(f"--format must be md, json or html, got {format!r}")
     ctx = server_env(c, env, dry_run, what="audit reports are for")
     now = datetime.now(UTC)
-    start = logs_plan.parse_time(since, now, "--since")
-    end = logs_plan.parse_time(until, now, "--until")
-    if start >= end:
-        raise ConfigError(
-            f"--since ({start.isoformat()}) must be before --until ({end.isoformat()})"
-        )
-    if end - start > logs_plan.MAX_WINDOW:
-        raise ConfigError(
-            f"the window is over {logs_plan.MAX_WINDOW.days} days: narrow --since/--until"
-        )
+    start, end = logs_plan.window(since, until, now)
     records = _trail(ctx, "report on")
     schema = ops.schema_changes(ctx, start.isoformat(), end.isoformat())
     access, problem = None, None

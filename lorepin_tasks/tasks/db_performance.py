@@ -13,11 +13,10 @@ from typing import Any
 
 from invoke.context import Context
 
-from lorepin_tasks.errors import Busy, LorePinError, NothingToDo
+from lorepin_tasks.errors import Busy, NothingToDo
 from lorepin_tasks.plans import db_report as plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.runtime import ops
-from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.tasks._common import DRY_HELP, ENV_HELP, JSON_HELP, open_env, task
 
@@ -25,16 +24,6 @@ LOG = "lorepin_ops.migration_log"
 # The migrator's advisory lock (lorepin_cms.migrator.runner.LOCK_KEY, which a unit test
 # holds this to): not imported, since importing the migrator costs every task 0.8 s.
 LOCK_KEY = (0x4C50, 0x4D49)
-
-
-def _session(ctx: EnvContext, who: str) -> Session:
-    if not ops.database_running(ctx):
-        raise LorePinError(
-            f"the database of '{ctx.env.name}' is not running "
-            f"(`invoke status --env {ctx.env.name}`)"
-        )
-    argv = deploy_plan.psql(ctx.env, who, service=ops.primary(ctx))
-    return Session(ctx.run, argv, ctx.variables, "database", quiet=True)
 
 
 def _report(session: Session) -> dict[str, Any]:
@@ -76,7 +65,7 @@ def report(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
     if ctx.run.dry_run:
         ctx.run.run(deploy_plan.psql(ctx.env, "db.report"), env=ctx.variables)
         return
-    with _session(ctx, "db.report") as session:
+    with ops.database_session(ctx, "db.report") as session:
         rep = _report(session)
     if json_:
         print(json.dumps(rep, indent=2, default=str))
@@ -106,7 +95,7 @@ def maintain(c: Context, env: str = "local", dry_run: bool = False) -> None:
     """VACUUM (ANALYZE) the tables with many dead rows and REINDEX CONCURRENTLY the invalid
     indexes (db.report's list), under the migration lock, each step in the migration log."""
     ctx = open_env(c, env, dry_run=dry_run)
-    with _session(ctx, "db.maintain") as session:
+    with ops.database_session(ctx, "db.maintain") as session:
         steps = plan.maintenance(_report(session))
         if not steps:
             raise NothingToDo(f"the database of '{ctx.env.name}' needs no maintenance now")

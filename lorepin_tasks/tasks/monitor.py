@@ -32,7 +32,7 @@ from lorepin_tasks.plans import dashboards as dashboards_plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import images as images_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
-from lorepin_tasks.runtime import docker, monitoring, secrets
+from lorepin_tasks.runtime import docker, monitoring, ops, secrets
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import (
@@ -135,7 +135,7 @@ def up(c: Context, env: str = "", dry_run: bool = False) -> None:
     with locked(ctx, "monitor.up"):
         docker.ensure_owned(ctx)
         if not ctx.run.dry_run:
-            monitoring.database_running(ctx)
+            ops.writable_database(ctx)
             port_free(ctx)
         secrets.ensure_alert_webhook(ctx)
         model = docker.model(ctx)

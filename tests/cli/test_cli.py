@@ -38,6 +38,7 @@ TASKS_WITH_ENV = [
     "logs.search",
     "db.report",
     "db.maintain",
+    "activity.report",
 ]
 
 
@@ -135,6 +136,9 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["audit.report", "--env", "staging", "--format", "pdf"], "error: --format must be md"),
         (["audit.report", "--env", "staging", "--since", "1h", "--until", "2h"], "error: --since"),
         (["audit.report", "--env", "local"], "error: 'local' is a local"),
+        (["activity.report", "--since", "last week"], "error: --since: invalid"),
+        (["activity.report", "--top", "0"], "error: --top must be between 1 and 1000"),
+        (["activity.report", "--top", "x"], "error: --top"),
         (
             ["audit.report", "--env", "staging", "--since", "0001-01-01"],
             "error: the window is over",

@@ -40,9 +40,12 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
+SCHEMA = {"alembic_version", "activity", "pins"}
+
+
 def test_upgrade_downgrade_upgrade_round_trip(database_url: str) -> None:
     alembic(database_url, "upgrade", "head")
-    assert tables(database_url) == {"alembic_version", "pins"}
+    assert tables(database_url) == SCHEMA
     assert alembic(database_url, "current").split()[0] == HEAD
 
     alembic(database_url, "downgrade", "base")
@@ -50,7 +53,7 @@ def test_upgrade_downgrade_upgrade_round_trip(database_url: str) -> None:
     assert alembic(database_url, "current").strip() == ""
 
     alembic(database_url, "upgrade", "head")
-    assert tables(database_url) == {"alembic_version", "pins"}
+    assert tables(database_url) == SCHEMA
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -91,7 +94,7 @@ def test_env_runs_on_an_engine_passed_in_attributes(
     cfg = alembic_config(ROOT / "migrations")
     cfg.attributes["connection"] = engine
     command.upgrade(cfg, "head")
-    assert (current_revision(engine), tables(database_url)) == (HEAD, {"alembic_version", "pins"})
+    assert (current_revision(engine), tables(database_url)) == (HEAD, SCHEMA)
     command.downgrade(cfg, "base")
     assert (current_revision(engine), tables(database_url)) == (None, {"alembic_version"})
     engine.dispose()

@@ -34,6 +34,7 @@ TITLES = {
     "0004": "Expand: start renaming pins.body to pins.story without downtime.",
     "0005": "Contract: finish the body -> story rename by dropping pins.body.",
     "0006": "Add pins.place_name: the name of the place, from the geocoder or the author.",
+    "0007": "Add the activity table: the CMS's privacy-first record of its visitors' requests.",
 }
 
 
@@ -53,7 +54,7 @@ def test_titles_are_the_first_docstring_lines() -> None:
 
 @pytest.mark.parametrize(
     ("name", "revision"),
-    [("head", "0006"), ("heads", "0006"), ("base", None), ("0003", "0003")],
+    [("head", "0007"), ("heads", "0007"), ("base", None), ("0003", "0003")],
 )
 def test_targets_resolve_to_revisions(name: str, revision: str | None) -> None:
     assert resolve(SCRIPT, name) == Target(name=name, revision=revision)
@@ -68,10 +69,10 @@ def test_an_unknown_target_is_refused(name: str) -> None:
 @pytest.mark.parametrize(
     ("current", "target", "steps"),
     [
-        (None, "head", [up(None, "0001"), *(up(f"000{i}", f"000{i + 1}") for i in range(1, 6))]),
+        (None, "head", [up(None, "0001"), *(up(f"000{i}", f"000{i + 1}") for i in range(1, 7))]),
         ("0003", "0005", [up("0003", "0004"), up("0004", "0005")]),
-        ("0005", "head", [up("0005", "0006")]),
-        ("0006", "head", []),
+        ("0005", "head", [up("0005", "0006"), up("0006", "0007")]),
+        ("0007", "head", []),
         (None, "base", []),
     ],
 )
@@ -84,7 +85,7 @@ def test_upgrade_plans_one_step_per_revision_oldest_first(
     assert [s.alembic_target for s in plan.steps] == [s.to_rev for s in steps]
 
 
-HELD = " (contract revisions up to 0006 wait until the previous release has stopped)"
+HELD = " (contract revisions up to 0007 wait until the previous release has stopped)"
 
 
 @pytest.mark.parametrize(
@@ -93,14 +94,14 @@ HELD = " (contract revisions up to 0006 wait until the previous release has stop
         (
             "0003",
             "0004",
-            " (contract revisions up to 0006 wait until the previous release has stopped)",
+            " (contract revisions up to 0007 wait until the previous release has stopped)",
         ),
         (
             "0004",
             "0004",
-            " (contract revisions up to 0006 wait until the previous release has stopped)",
+            " (contract revisions up to 0007 wait until the previous release has stopped)",
         ),
-        ("0005", "0006", ""),
+        ("0005", "0007", ""),
     ],
 )
 def test_an_expand_only_upgrade_stops_before_the_first_contract_revision(

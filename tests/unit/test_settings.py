@@ -299,3 +299,17 @@ def test_the_cms_database_settings_are_per_environment_and_checked() -> None:
         load({"environments": {"local": {"database": {"pool": 3}}}}).environment("local")
     with pytest.raises(ConfigError, match=r"database\.pool_size must be between 1 and 1000"):
         load({"environments": {"local": {"database": {"pool_size": 0}}}}).environment("local")
+
+
+def test_the_activity_retention_is_per_environment_and_checked() -> None:
+    from lorepin_tasks.plans import compose
+
+    settings = load({"environments": {"local": {"activity": {"retention_days": 3}}}})
+    values = compose.variables(settings, settings.environment("local"))
+    assert values["LOREPIN_ACTIVITY_RETENTION_DAYS"] == "3"
+    assert load({}).environment("local").activity_retention_days == 30  # unset: 30 days
+    for bad in (0, "a month", 4000):
+        with pytest.raises(ConfigError, match=r"activity\.retention_days must be"):
+            load({"environments": {"local": {"activity": {"retention_days": bad}}}}).environment(
+                "local"
+            )
