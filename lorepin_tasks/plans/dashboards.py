@@ -39,6 +39,21 @@ DASHBOARDS = (
         Panel("Database pool in use",
               "sum(lorepin_db_pool_in_use) / sum(lorepin_db_pool_size)", "percentunit"),
     )),
+    Dashboard("activity", "Activity", "How visitors use the CMS, privacy-first: sessions "
+              "from its first-party cookie, never addresses (`invoke activity.report` has "
+              "the flows).", (
+        Panel("Active sessions (15 min)", "lorepin_activity_sessions_15m", "short"),
+        Panel("Active sessions (1 h)", "lorepin_activity_sessions_1h", "short"),
+        Panel("New sessions per second", "sum(rate(lorepin_sessions_started_total[5m]))",
+              "reqps"),
+        Panel("Top routes (requests in the last hour)",
+              "topk(10, sum by (method, route) (increase(lorepin_http_requests_total"
+              '{route!~"/healthz|/readyz|/version"}[1h])))', "short", ("method", "route")),
+        Panel("Activity events recorded per second",
+              "sum(rate(lorepin_activity_recorded_total[5m]))", "reqps"),
+        Panel("Activity events dropped (1 h)",
+              "sum(increase(lorepin_activity_dropped_total[1h]))", "short"),
+    )),
     Dashboard("errors", "Errors", "Errors by category and unhandled ones by fingerprint "
               "(`invoke errors` shows where).", (
         Panel("Errors per second by category",

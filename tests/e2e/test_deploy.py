@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -737,6 +738,8 @@ def consoles_render_with_data(site: Site, tmp_path: Path) -> None:
             assert driver.save_screenshot(str(shots / f"console-{board.slug}.png"))
             if board.slug == "cms":
                 assert "/api/pins" in sections[0].text  # the traffic above, by route
+            if board.slug == "activity":
+                assert "/api/pins" in sections[3].text  # the top routes of the visitors
             if board.slug == "network":
                 assert "https://proxy:8443/readyz" in sections[0].text
 
@@ -928,20 +931,36 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
     assert any(b["reason"] == "before-deploy-1.0.0" for b in listed)  # taken by the deploy
 
 
+def call(
+    site: Site,
+    name: str,
+    method: str,
+    path: str,
+    body: object = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Message, Any]:
+    """One request through the environment's proxy: status, headers and JSON body."""
+    context = ssl.create_default_context(cafile=str(site.secrets[name] / "tls.crt"))
+    request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
+        f"{site.url(name)}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
+            return answer.status, answer.headers, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, None
+
+
 def post_pin(site: Site, name: str, request_id: str | None = None) -> str:
     """A pin written through the proxy; the request id it answered with."""
-    context = ssl.create_default_context(cafile=str(site.secrets[name] / "tls.crt"))
     pin = {"title": "Harbour wall", "latitude": 47.2, "longitude": -1.55, "tags": []}
-    request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
-        f"{site.url(name)}/api/pins",
-        data=json.dumps(pin).encode(),
-        headers={"content-type": "application/json",
-                 **({"X-Request-Id": request_id} if request_id else {})},
-        method="POST",
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
-        assert answer.status == 201
-        return str(answer.headers["X-Request-Id"])
+    status, headers, _ = call(site, name, "POST", "/api/pins", pin,
+                              {"X-Request-Id": request_id} if request_id else {})  # fmt: skip
+    assert status == 201
+    return str(headers["X-Request-Id"])
 
 
 def searched(site: Site, request_id: str, want: set[str]) -> list[dict[str, Any]]:
@@ -1029,6 +1048,54 @@ def test_one_search_follows_a_request_through_proxy_cms_and_database(site: Site)
     after = f"e2e-{uuid.uuid4().hex}"
     post_pin(site, "staging", after)
     searched(site, after, {"proxy", "cms", "db"})  # the drivers reconnected by themselves
+
+
+def test_activity_report_shows_the_flows_of_a_scripted_visit(site: Site) -> None:
+    """Two visitors through the proxy, each with the session cookie the CMS gives it: one
+    lists, writes and reads a pin, the other lists and reads. `activity.report` counts
+    their sessions and shows both flows; no address and no pin id is in the table."""
+    if site.serving("staging") is None:
+        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
+        assert done.returncode == 0, done.stderr[-2000:]
+    pin = {"title": "Standing stone", "latitude": 48.1, "longitude": -3.0, "tags": []}
+    for steps in (["list", "write", "read"], ["list", "read"]):
+        status, headers, _ = call(site, "staging", "GET", "/api/pins?limit=5")
+        assert status == 200
+        cookie = headers["set-cookie"].split(";")[0]
+        assert cookie.startswith("lorepin_sid=") and "Secure" in headers["set-cookie"]
+        visitor = {"cookie": cookie}
+        pin_id = 1
+        for step in steps[1:]:
+            if step == "write":
+                status, headers, made = call(site, "staging", "POST", "/api/pins", pin, visitor)
+                assert status == 201 and "set-cookie" not in headers  # the same session
+                pin_id = made["id"]
+            else:
+                assert call(site, "staging", "GET", f"/api/pins/{pin_id}", None, visitor)[0] == 200
+    wanted = {("GET /api/pins", "POST /api/pins"), ("POST /api/pins", "GET /api/pins/{pin_id}"),
+              ("GET /api/pins", "GET /api/pins/{pin_id}")}  # fmt: skip
+    deadline = time.monotonic() + 30  # each CMS worker writes its batch every second
+    while True:
+        done = site.invoke("activity.report", "--env", "staging", "--since", "15m", "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads(done.stdout)
+        flows = {(f["from"], f["to"]) for f in report["flows"]}
+        if wanted <= flows or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert wanted <= flows, report["flows"]
+    assert report["totals"]["sessions"] >= 2 and report["retention_days"] == 14
+    routes = {(r["method"], r["route"]) for r in report["routes"]}
+    assert {("GET", "/api/pins"), ("POST", "/api/pins"), ("GET", "/api/pins/{pin_id}")} <= routes
+    text = site.invoke("activity.report", "--env", "staging", "--since", "15m")
+    assert text.returncode == 0 and "GET /api/pins -> POST /api/pins" in text.stdout
+    columns = subprocess.run(
+        ["docker", "exec", f"{site.projects['staging']}-db-1", "psql", "-U", "lorepin", "-Atc",
+         "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns"
+         " WHERE table_name = 'activity'", "lorepin"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert columns == "at,duration_ms,id,method,route,session_id,status,user_id"
 
 
 def test_db_report_names_a_slow_query_and_its_index_and_maintain_vacuums(site: Site) -> None:
