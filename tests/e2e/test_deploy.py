@@ -751,6 +751,9 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
     through the proxy counted by route template, the probes, the database and the backup
     schedule's figures in, no alert firing. A rule file with a syntax error is refused by
     the next monitor.up with the checker's line, and the running monitoring is untouched."""
+    if site.serving("staging") is None:  # run alone (-k): staging's first deploy
+        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
+        assert done.returncode == 0, done.stderr[-2000:]
     project = site.projects["staging"]
     prometheus = f"{project}-prometheus-1"
     try:
