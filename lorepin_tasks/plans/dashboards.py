@@ -65,6 +65,18 @@ DASHBOARDS = (
               "sum by (fingerprint, type) (increase(lorepin_unhandled_errors_total[1h]))",
               "short", ("type", "fingerprint")),
     )),
+    Dashboard("logs", "Logs", "The central log by service: lines filed and error lines, "
+              "counted by mtail in the collector (`invoke logs.search` reads them).", (
+        Panel("Error lines per minute by service",
+              "sum by (service) (rate(lorepin_log_errors_total[5m])) * 60", "short",
+              ("service",)),
+        Panel("Lines per second by service",
+              "sum by (service) (rate(lorepin_log_lines_total[5m]))", "reqps", ("service",)),
+        Panel("Error lines in the last hour",
+              "sum by (service) (increase(lorepin_log_errors_total[1h]))", "short",
+              ("service",)),
+        Panel("Collector takes lines", 'probe_success{job="probe_collector"}', "short"),
+    )),
     Dashboard("server", "Server", "The host the environment runs on (node exporter).", (
         Panel("CPU busy", '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[5m]))',
               "percentunit"),

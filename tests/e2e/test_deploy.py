@@ -762,7 +762,7 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
         for _ in range(5):
             assert site.get("staging", "/api/pins?limit=1")[0] == 200
         wanted = {"prometheus", "alertmanager", "cms", "node", "postgres", "blackbox",
-                  "probe_public", "probe_colour", "probe_db", "proxy"}  # fmt: skip
+                  "probe_public", "probe_colour", "probe_db", "proxy", "logs"}  # fmt: skip
         deadline, unhealthy = time.monotonic() + 90, ["not scraped yet"]
         while unhealthy and time.monotonic() < deadline:
             time.sleep(2)
@@ -784,6 +784,7 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
             "pg_up == 1",
             'up{job="cms"} == 1',
             'lorepin_backup_schedule_seconds{type="full"} == 86400',
+            'lorepin_log_lines_total{service="proxy"} > 0',  # logs to metrics (mtail)
         ):
             assert promql(project, query), f"nothing for {query}"
         counted = promql(project, 'sum(lorepin_http_requests_total{route="/api/pins"})')

@@ -28,7 +28,7 @@ def test_every_dashboard_is_a_console_and_a_grafana_model_with_the_same_queries(
     assert len(uids) == len(dashboards.DASHBOARDS)
 
 
-def test_the_six_dashboards_the_team_looks_at() -> None:
+def test_the_seven_dashboards_the_team_looks_at() -> None:
     assert [b.slug for b in dashboards.DASHBOARDS] == [
-        "cms", "activity", "errors", "server", "database", "network"
+        "cms", "activity", "errors", "logs", "server", "database", "network"
     ]  # fmt: skip
