@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import urllib.request
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,28 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 log = logging.getLogger("incident-receiver")
+
+
+class JsonLines(logging.Formatter):
+    """A record as one JSON line, in the shape of the CMS's (docs/logging.md): the central
+    log and `invoke logs.search` read every service's lines alike."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "event": getattr(record, "event", "log"),
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "service": "incident-receiver",
+            "env": os.environ.get("LOREPIN_ENV", "?"),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS lorepin_ops;
@@ -203,7 +226,9 @@ def read(path: str) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     password = read(os.environ["LOREPIN_DB_PASSWORD_FILE"])
     dsn = psycopg.conninfo.make_conninfo(
         host=os.environ.get("LOREPIN_DB_HOST", "db"),

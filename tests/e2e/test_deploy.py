@@ -601,6 +601,14 @@ def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     )
     assert inspected.returncode == 0 and HOOK_TOKEN not in inspected.stdout
     assert HOOK_TOKEN not in text.stdout + text.stderr
+    # Each run is a JSON line in the central log too, in the CMS's shape.
+    logged = site.invoke("logs.search", "--env", "staging", "--service", plan.BACKUP_SITE,
+                         "--grep", "scheduled_backup", "--json")  # fmt: skip
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    runs_logged = [json.loads(line)["message"] for line in logged.stdout.splitlines()]
+    wanted_run = ("scheduled_backup", "full", "ok", "staging")
+    assert any(isinstance(r, dict) and (r["event"], r["type"], r["outcome"], r["env"])
+               == wanted_run for r in runs_logged), runs_logged  # fmt: skip
 
 
 def promql(project: str, query: str) -> list[dict[str, object]]:

@@ -86,8 +86,9 @@ if [ "$role" = site ]; then
   fi
   unset LOREPIN_BACKUP_WEBHOOK_FILE
   if [ -n "${LOREPIN_BACKUP_SCHEDULE:-}" ]; then  # detached: the container's init adopts it
+    # Its JSON lines go to the container's log (stdout), so to the central log too.
     ( setsid setpriv --reuid=postgres --regid=postgres --init-groups \
-        lorepin-backup-scheduler </dev/null >/dev/null 2>&1 & )
+        lorepin-backup-scheduler </dev/null 2>&1 & )
   fi
   exec setpriv --reuid=postgres --regid=postgres --init-groups \
     pgbackrest --config=/etc/pgbackrest/site.conf server
