@@ -67,6 +67,13 @@ class Site:
         except urllib.error.HTTPError as exc:
             return exc.code, None
 
+    def serve_staging(self) -> None:
+        """Staging serves a release: its first deploy (1.1.0) when no test before made one
+        (a test run alone, with -k)."""
+        if self.serving("staging") is None:
+            done = self.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
+            assert done.returncode == 0, done.stderr[-2000:]
+
     def serving(self, name: str) -> str | None:
         """The version the environment's proxy serves, None before its first deploy."""
         if not (self.secrets[name] / "tls.crt").exists():
@@ -563,6 +570,7 @@ def test_the_second_site_runs_the_backup_schedule(site: Site) -> None:
     """The default schedule (a full backup a day, an incremental one an hour) starts with a
     full backup on the second site as soon as the stanza exists; every run is listed, and
     announced on the webhook: kept until the webhook takes it (it appears only now)."""
+    site.serve_staging()
     deadline = time.monotonic() + 120
     runs: list[dict[str, object]] = []
     while time.monotonic() < deadline and not runs:
@@ -759,9 +767,7 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
     through the proxy counted by route template, the probes, the database and the backup
     schedule's figures in, no alert firing. A rule file with a syntax error is refused by
     the next monitor.up with the checker's line, and the running monitoring is untouched."""
-    if site.serving("staging") is None:  # run alone (-k): staging's first deploy
-        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
-        assert done.returncode == 0, done.stderr[-2000:]
+    site.serve_staging()  # when run alone (-k): staging's first deploy
     project = site.projects["staging"]
     prometheus = f"{project}-prometheus-1"
     try:
@@ -995,9 +1001,7 @@ def test_one_search_follows_a_request_through_proxy_cms_and_database(site: Site)
     write's whole path (the proxy's access line, the CMS's, pgaudit's record of the
     INSERT) in time order. The files are the log group's only; old days are pruned; a
     stopped collector costs lines, never the service, and lines flow again once it is back."""
-    if site.serving("staging") is None:
-        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
-        assert done.returncode == 0, done.stderr[-2000:]
+    site.serve_staging()  # when run alone (-k): staging's first deploy
     rid = f"e2e-{uuid.uuid4().hex}"
     assert post_pin(site, "staging", rid) == rid  # the client's own id is kept
     lines = searched(site, rid, {"proxy", "cms", "db"})
@@ -1066,9 +1070,7 @@ def test_activity_report_shows_the_flows_of_a_scripted_visit(site: Site) -> None
     """Two visitors through the proxy, each with the session cookie the CMS gives it: one
     lists, writes and reads a pin, the other lists and reads. `activity.report` counts
     their sessions and shows both flows; no address and no pin id is in the table."""
-    if site.serving("staging") is None:
-        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
-        assert done.returncode == 0, done.stderr[-2000:]
+    site.serve_staging()  # when run alone (-k): staging's first deploy
     pin = {"title": "Standing stone", "latitude": 48.1, "longitude": -3.0, "tags": []}
     for steps in (["list", "write", "read"], ["list", "read"]):
         status, headers, _ = call(site, "staging", "GET", "/api/pins?limit=5")
@@ -1115,9 +1117,7 @@ def test_db_report_names_a_slow_query_and_its_index_and_maintain_vacuums(site: S
     `db.report` names it and the index that serves it. A table left with half its rows
     dead: `db.maintain` vacuums it under the migration lock, in the migration log, and
     waits for no migration that holds that lock."""
-    if site.serving("staging") is None:
-        done = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--yes")
-        assert done.returncode == 0, done.stderr[-2000:]
+    site.serve_staging()  # when run alone (-k): staging's first deploy
     db = f"{site.projects['staging']}-db-1"
     psql = ["docker", "exec", "-i", db, "psql", "-qtAX", "-v", "ON_ERROR_STOP=1", "-U", "lorepin"]
     slow = "SELECT count(*) FROM report_demo WHERE report_demo.code = 'c-77';\n" * 30
