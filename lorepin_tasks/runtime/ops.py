@@ -297,8 +297,8 @@ def notify_team(ctx: EnvContext, text: str) -> None:
 
 
 def writable_database(ctx: EnvContext) -> str:
-    """The database service that takes writes, running; a one-line error naming how to
-    start it otherwise (the incidents live there, and the exporter reads it)."""
+    """The database service that takes writes (after a failover: the promoted replica),
+    running; a one-line error naming how to start it otherwise."""
     service = primary(ctx)
     if not any(c.service == service and c.state == "running" for c in docker.containers(ctx)):
         how = (
