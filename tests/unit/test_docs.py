@@ -14,8 +14,9 @@ from lorepin_tasks import settings as settings_mod
 from tests.conftest import ROOT
 
 DOCS = sorted(
-    [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), ROOT / "invoke.yaml", *ROOT.glob("scripts/*")]
-)
+    [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), ROOT / "invoke.yaml",
+     *(p for p in ROOT.glob("scripts/*") if p.is_file())]
+)  # fmt: skip
 COMMAND = re.compile(r"(?:\.venv/bin/)?\binvoke ([a-z][\w.-]*)([^`\n|;&)]*)")
 
 

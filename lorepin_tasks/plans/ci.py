@@ -1,0 +1,111 @@
+"""What CI's results say, as data and as text: a JUnit XML report (pytest's) and a
+Cobertura coverage report (coverage.py's), read into figures, a job summary in Markdown
+(`invoke ci.summary`) and the message that tells the team which tests failed
+(`invoke ci.notify`). Pure: the files' text comes in. docs/ci-cd.md."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from lorepin_tasks.errors import ConfigError
+
+SHOWN = 20  # failing tests named in a message; the rest are counted
+
+
+@dataclass(frozen=True)
+class Failure:
+    test: str  # "tests/unit/test_x.py::test_y"
+    kind: str  # failure or error
+    first_line: str
+
+
+@dataclass(frozen=True)
+class Results:
+    tests: int
+    failed: int
+    errors: int
+    skipped: int
+    seconds: float
+    failures: tuple[Failure, ...] = field(default=())
+
+    @property
+    def passed(self) -> int:
+        return self.tests - self.failed - self.errors - self.skipped
+
+
+def junit(text: str, where: str) -> Results:
+    """The figures and failures of a JUnit XML report; a one-line error for anything else."""
+    try:
+        root = ET.fromstring(text)  # noqa: S314 (as above)
+    except ET.ParseError as exc:
+        raise ConfigError(f"{where}: not JUnit XML ({exc})") from None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    if root.tag not in ("testsuite", "testsuites") or not suites:
+        raise ConfigError(f"{where}: not JUnit XML (no <testsuite>)")
+    failures = []
+    for case in root.iter("testcase"):
+        for kind in ("failure", "error"):
+            found = case.find(kind)
+            if found is not None:
+                module = case.get("classname", "").replace(".", "/")
+                name = f"{module}.py::{case.get('name', '?')}" if module else case.get("name", "?")
+                message = (found.get("message") or found.text or "").strip()
+                failures.append(Failure(name, kind, message.splitlines()[0] if message else ""))
+    try:
+        return Results(
+            tests=sum(int(s.get("tests", 0)) for s in suites),
+            failed=sum(int(s.get("failures", 0)) for s in suites),
+            errors=sum(int(s.get("errors", 0)) for s in suites),
+            skipped=sum(int(s.get("skipped", 0)) for s in suites),
+            seconds=sum(float(s.get("time", 0)) for s in suites),
+            failures=tuple(failures),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not JUnit XML ({exc})") from None
+
+
+def coverage(text: str, where: str) -> float:
+    """The line coverage (0 to 1) of a Cobertura XML report."""
+    try:
+        rate = ET.fromstring(text).get("line-rate")  # noqa: S314 (as above)
+        return float(rate if rate is not None else "x")
+    except (ET.ParseError, ValueError):
+        raise ConfigError(f"{where}: not a Cobertura coverage report (coverage xml)") from None
+
+
+def summary(results: Results, line_rate: float | None) -> str:
+    """The job summary, in GitHub's Markdown."""
+    verdict = "passed" if not (results.failed or results.errors) else "FAILED"
+    lines = [
+        f"### Tests {verdict}",
+        "",
+        "| tests | passed | failed | errors | skipped | time | coverage |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {results.tests} | {results.passed} | {results.failed} | {results.errors} "
+        f"| {results.skipped} | {results.seconds / 60:.1f} min "
+        f"| {'-' if line_rate is None else f'{line_rate:.1%}'} |",
+    ]
+    if results.failures:
+        lines += ["", "| failing test | first line |", "| --- | --- |"]
+        lines += [f"| `{cell(f.test)}` | {cell(f.first_line[:200])} |"
+                  for f in results.failures[:SHOWN]]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def cell(text: str) -> str:
+    """Text for a Markdown table's cell."""
+    return text.replace("|", "\\|")
+
+
+def message(results: Results, run_url: str | None, what: str = "CI") -> str:
+    """The team's message about a failed run: which tests failed and how (the first
+    line of each), with the link to the run when known."""
+    head = f"{what} failed" + (f": {run_url}" if run_url else "")
+    if not results.failures:
+        return f"{head}\nno test failed ({results.tests} ran): another step did"
+    shown = [f"- {f.test} ({f.kind}): {f.first_line[:200]}" for f in results.failures[:SHOWN]]
+    more = len(results.failures) - SHOWN
+    tail = [f"... and {more} more"] if more > 0 else []
+    return "\n".join([f"{head}\n{len(results.failures)} of {results.tests} tests failed:",
+                      *shown, *tail])  # fmt: skip

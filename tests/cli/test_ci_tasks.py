@@ -1,0 +1,109 @@
+"""`invoke ci.notify` and `invoke ci.summary` as CI runs them: the failing tests reach a
+webhook (a stand-in of the team's Slack-compatible one on 127.0.0.1: a third-party
+service), the summary lands in the file given; bad reports are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import invoke
+from tests.unit.test_ci_plan import JUNIT
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A webhook on 127.0.0.1 that keeps what it is sent; its URL and the messages."""
+    received: list[dict[str, str]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/services/T0/B0/x", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_failing_tests_reach_the_webhook_with_the_run(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, str]]]
+) -> None:
+    url, received = webhook
+    report = tmp_path / "junit.xml"
+    report.write_text(JUNIT)
+    run = "https://github.example/lorepin/actions/runs/42"
+    done = invoke("ci.notify", "--junit", str(report), "--run-url", run,
+                  env={"LOREPIN_CI_WEBHOOK_URL": url})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [m["text"].splitlines()[:2] for m in received] == [
+        [f"CI failed: {run}", "2 of 5 tests failed:"]
+    ]
+    assert "test_bad[x|y] (failure): AssertionError: assert 2 == 3" in received[0]["text"]
+    assert url not in done.stdout + done.stderr  # the webhook's URL is a secret
+
+
+def test_without_a_webhook_nothing_is_sent_and_it_says_so(tmp_path: Path) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_text(JUNIT)
+    done = invoke("ci.notify", "--junit", str(report), env={"LOREPIN_CI_WEBHOOK_URL": ""})
+    assert done.returncode == 0 and "(not sent: no LOREPIN_CI_WEBHOOK_URL set)" in done.stdout
+
+
+def test_a_webhook_that_refuses_is_exit_1(tmp_path: Path) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_text(JUNIT)
+    done = invoke("ci.notify", "--junit", str(report),
+                  env={"LOREPIN_CI_WEBHOOK_URL": "http://127.0.0.1:9/nothing-listens"})  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the CI webhook did not take the message (see the warning above)"
+    )
+
+
+def test_the_summary_is_appended_to_the_file_given(tmp_path: Path) -> None:
+    report, coverage, out = tmp_path / "junit.xml", tmp_path / "coverage.xml", tmp_path / "sum.md"
+    report.write_text(JUNIT)
+    coverage.write_text('<coverage line-rate="0.9"/>')
+    out.write_text("earlier step\n")
+    done = invoke("ci.summary", "--junit", str(report), "--coverage", str(coverage),
+                  "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().startswith("earlier step\n### Tests FAILED\n")
+    assert "| 90.0% |" in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (None, "error: no JUnit report at {path} (did the tests run?)"),
+        ("<html>", "error: {path}: not JUnit XML (no element found"),
+        (b"\xff\xfe", "error: cannot read the JUnit report {path}:"),
+    ],
+)
+def test_a_missing_or_broken_report_is_one_line_and_exit_2(
+    tmp_path: Path, content: str | bytes | None, error: str
+) -> None:
+    path = tmp_path / "junit.xml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    for task in ("ci.notify", "ci.summary"):
+        done = invoke(task, "--junit", str(path), env={"LOREPIN_CI_WEBHOOK_URL": ""})
+        assert done.returncode == 2, done.stdout
+        assert done.stderr.startswith(error.format(path=path)), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
