@@ -21,6 +21,7 @@ from lorepin_tasks.tasks import (
     logs,
     monitor,
     release,
+    repo,
     stack,
 )
 
@@ -47,5 +48,6 @@ ns.add_collection(deploy.ns)
 ns.add_collection(audit.ns)
 ns.add_collection(activity.ns)
 ns.add_collection(ci.ns)
+ns.add_collection(repo.ns)
 ns.add_collection(monitor.ns)
 ns.add_collection(incident.ns)
