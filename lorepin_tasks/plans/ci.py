@@ -21,6 +21,13 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Case:
+    test: str
+    seconds: float
+    status: str  # passed, failure, error or skipped
+
+
+@dataclass(frozen=True)
 class Results:
     tests: int
     failed: int
@@ -28,6 +35,7 @@ class Results:
     skipped: int
     seconds: float
     failures: tuple[Failure, ...] = field(default=())
+    cases: tuple[Case, ...] = field(default=())
 
     @property
     def passed(self) -> int:
@@ -43,15 +51,23 @@ def junit(text: str, where: str) -> Results:
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     if root.tag not in ("testsuite", "testsuites") or not suites:
         raise ConfigError(f"{where}: not JUnit XML (no <testsuite>)")
-    failures = []
+    failures, cases = [], []
     for case in root.iter("testcase"):
-        for kind in ("failure", "error"):
+        module = case.get("classname", "").replace(".", "/")
+        name = f"{module}.py::{case.get('name', '?')}" if module else case.get("name", "?")
+        status = "passed"
+        for kind in ("failure", "error", "skipped"):
             found = case.find(kind)
             if found is not None:
-                module = case.get("classname", "").replace(".", "/")
-                name = f"{module}.py::{case.get('name', '?')}" if module else case.get("name", "?")
-                message = (found.get("message") or found.text or "").strip()
-                failures.append(Failure(name, kind, message.splitlines()[0] if message else ""))
+                status = kind
+                if kind != "skipped":
+                    message = (found.get("message") or found.text or "").strip()
+                    failures.append(Failure(name, kind, message.splitlines()[0] if message else ""))
+                break
+        try:
+            cases.append(Case(name, float(case.get("time") or 0), status))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not JUnit XML ({exc})") from None
     try:
         return Results(
             tests=sum(int(s.get("tests", 0)) for s in suites),
@@ -60,6 +76,7 @@ def junit(text: str, where: str) -> Results:
             skipped=sum(int(s.get("skipped", 0)) for s in suites),
             seconds=sum(float(s.get("time", 0)) for s in suites),
             failures=tuple(failures),
+            cases=tuple(cases),
         )
     except ValueError as exc:
         raise ConfigError(f"{where}: not JUnit XML ({exc})") from None

@@ -5,7 +5,10 @@ docs/ci-cd.md."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from invoke.collection import Collection
@@ -13,8 +16,9 @@ from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import ci as plan
+from lorepin_tasks.plans import ci_report as report_plan
 from lorepin_tasks.runtime.notify import notify as post
-from lorepin_tasks.tasks._common import task
+from lorepin_tasks.tasks._common import load_settings, task
 
 JUNIT_HELP = "the tests' JUnit XML report (default: nox -s test's, build/test/junit.xml)"
 WEBHOOK = "LOREPIN_CI_WEBHOOK_URL"
@@ -84,4 +88,81 @@ def notify(c: Context, junit: str = "build/test/junit.xml", run_url: str = "",
     print(f"sent to the CI webhook: {text.splitlines()[0]}")
 
 
-ns = Collection("ci", summary, notify)
+HISTORY = "build/ci/history.jsonl"
+
+
+@task(
+    help={
+        "junit": JUNIT_HELP,
+        "coverage": "the coverage XML report (default: build/test/coverage.xml; '' for none)",
+        "history": f"the history to append to (default: {HISTORY})",
+        "run": "the run's name (default: $GITHUB_RUN_ID, else the time)",
+        "dry_run": "print the line; append nothing",
+    }
+)
+def record(
+    c: Context,
+    junit: str = "build/test/junit.xml",
+    coverage: str = "build/test/coverage.xml",
+    history: str = HISTORY,
+    run: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Append this run (outcome, counts, time, coverage, failing and slowest tests) to
+    the CI history, one JSON line, for `invoke ci.report`."""
+    settings = load_settings(c)
+    results = plan.junit(_read(junit, "JUnit report"), junit)
+    rate = plan.coverage(_read(coverage, "coverage report"), coverage) if coverage else None
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    from lorepin_tasks.runtime import git
+
+    revision = git.repo(settings.root).head.commit.hexsha
+    slowest = sorted(((k.test, k.seconds) for k in results.cases), key=lambda t: -t[1])
+    line = report_plan.record(
+        results, rate, run=run or os.environ.get("GITHUB_RUN_ID") or now, revision=revision,
+        at=now, slowest=slowest, passed=[k.test for k in results.cases if k.status == "passed"],
+    )  # fmt: skip
+    text = json.dumps(line, separators=(",", ":"))
+    if dry_run:
+        print(text)
+        return
+    try:
+        Path(history).parent.mkdir(parents=True, exist_ok=True)
+        with open(history, "a", encoding="utf-8") as file:
+            file.write(text + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot append to the history {history}: {exc.strerror}") from None
+    print(f"run {line['run']} ({line['outcome']}, {line['tests']} tests) added to {history}")
+
+
+@task(
+    help={
+        "history": f"the history (default: {HISTORY})",
+        "out": "the page (default: build/ci/dashboard.html)",
+        "dry_run": "read the history and say what the page would show; write nothing",
+    }
+)
+def report(
+    c: Context, history: str = HISTORY, out: str = "build/ci/dashboard.html",
+    dry_run: bool = False,
+) -> None:  # fmt: skip
+    """The CI dashboard, one static HTML page: outcome and duration per run, coverage over
+    time, recent runs, the slowest tests and the flaky ones."""
+    runs, warnings = report_plan.history(_read(history, "CI history"))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not runs:
+        raise ConfigError(f"{history} holds no run (`invoke ci.record` adds one)")
+    page = report_plan.page(runs, warnings, datetime.now(UTC).isoformat(timespec="seconds"))
+    if dry_run:
+        print(f"{len(runs)} runs; the page would be written to {out}")
+        return
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    print(f"{out}: {len(runs)} runs ({len(report_plan.flaky(runs))} flaky tests)")
+
+
+ns = Collection("ci", summary, notify, record, report)

@@ -107,3 +107,47 @@ def test_a_missing_or_broken_report_is_one_line_and_exit_2(
         assert done.returncode == 2, done.stdout
         assert done.stderr.startswith(error.format(path=path)), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Path) -> None:
+    """Three runs recorded by `ci.record` (the second failed, a corrupt line between),
+    rendered by `ci.report`, opened in headless Chromium: a bar per run in its colour, the
+    coverage line, the flaky test; the screenshot kept."""
+    from tests.browser import chromium, need_browser, screenshots
+
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    passing = tmp_path / "pass.xml"
+    passing.write_text('<testsuite tests="2" failures="0" time="600">'
+                       '<testcase classname="tests.e2e.test_b" name="test_flaky" time="300"/>'
+                       '<testcase classname="tests.e2e.test_b" name="test_slow" time="299"/>'
+                       "</testsuite>")  # fmt: skip
+    history, out = tmp_path / "history.jsonl", tmp_path / "dashboard.html"
+    coverage = tmp_path / "coverage.xml"
+    coverage.write_text('<coverage line-rate="0.88"/>')
+    for n, report in enumerate([passing, None, passing], 1):
+        if report is None:
+            report = tmp_path / "fail.xml"
+            report.write_text(JUNIT.replace("test_bad[x|y]", "test_flaky").replace(
+                "tests.unit.test_a", "tests.e2e.test_b"))  # fmt: skip
+            with history.open("a") as torn:
+                torn.write("{torn line\n")
+        done = invoke("ci.record", "--junit", str(report), "--coverage", str(coverage),
+                      "--history", str(history), "--run", f"run-{n}")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    done = invoke("ci.report", "--history", str(history), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "warning: history line 2 is not a run: skipped" in done.stderr
+    with chromium(tmp_path / "chromium") as driver:
+        driver.get(out.as_uri())
+        bars = driver.find_elements(By.CSS_SELECTOR, "#runs svg rect")
+        assert [b.get_attribute("class") for b in bars] == [
+            "run passed",
+            "run failed",
+            "run passed",
+        ]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#coverage svg circle")) == 3
+        flaky = driver.find_element(By.ID, "flaky").text
+        assert "tests/e2e/test_b.py::test_flaky" in flaky
+        assert driver.save_screenshot(str(screenshots(tmp_path) / "ci-dashboard.png"))

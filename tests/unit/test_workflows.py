@@ -114,7 +114,9 @@ def test_a_run_calling_a_task_that_does_not_exist_is_caught() -> None:
 def test_the_required_checks_are_the_ci_jobs() -> None:
     protection = json.loads(PROTECTION.read_text())
     ci = load(ROOT / ".github/workflows/ci.yml")
-    names = sorted(job["name"] for job in ci["jobs"].values())
+    # Every job a pull request runs (the dashboard runs on pushes to main only).
+    names = sorted(job["name"] for job in ci["jobs"].values()
+                   if "github.event_name == 'push'" not in str(job.get("if", "")))  # fmt: skip
     assert sorted(protection["required_status_checks"]["contexts"]) == names
     assert protection["required_linear_history"] is True
     assert protection["allow_force_pushes"] is False
