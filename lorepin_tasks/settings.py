@@ -235,8 +235,9 @@ class Environment:
     log_retention_days: int = 14
     slow_query_ms: int = 250
     database: DbClient = DbClient()
-    # Days the CMS keeps its user activity (invoke.yaml's `activity.retention_days`).
+    # The CMS's user activity (invoke.yaml's `activity:`): recorded or not, days kept.
     activity_retention_days: int = 30
+    activity_enabled: bool = True
 
     @property
     def is_server(self) -> bool:
@@ -454,7 +455,20 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
             low=1,
             high=3650,
         ),
+        activity_enabled=_activity_enabled(activity, where),
     )
+
+
+def _activity_enabled(raw: Mapping[str, Any], where: str) -> bool:
+    """`activity: {enabled: false}` turns the CMS's recording (and its cookie) off."""
+    unknown = sorted(set(raw) - {"enabled", "retention_days"})
+    if unknown:
+        raise ConfigError(f"{where}: activity: unknown setting {unknown[0]!r} "
+                          "(known: enabled, retention_days)")  # fmt: skip
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: activity.enabled must be true or false, got {enabled!r}")
+    return enabled
 
 
 def _networks(raw: Any, where: str) -> tuple[str, ...]:

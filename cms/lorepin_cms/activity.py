@@ -8,9 +8,9 @@ authenticated requests (none yet: the CMS has no users).
 
 Requests never wait for the database on this account: events go to a bounded buffer that
 one task per worker writes in batches every second, on a connection of its own. When the
-database is away the buffer fills, and what does not fit is dropped and counted
-(`lorepin_activity_dropped_total`): activity is worth less than the request. The same
-task deletes rows older than the retention, in batches, once an hour.
+database is away the events wait in the buffer; once it is full, what does not fit is
+dropped and counted (`lorepin_activity_dropped_total`): activity is worth less than the
+request. The same task deletes rows older than the retention, in batches, once an hour.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import re
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from http.cookies import SimpleCookie
 from time import perf_counter
 
 import anyio
@@ -29,6 +28,7 @@ from prometheus_client import Counter
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lorepin_cms.metrics import StatusSend, method_of, route_of
@@ -37,6 +37,8 @@ COOKIE = "lorepin_sid"
 SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 # The engine's and the probes' checks, and deploys' version checks: not visitors.
 NOT_ACTIVITY = frozenset({"/healthz", "/readyz", "/version"})
+# A page's own files (the admin page's script and style): part of its view, not visits.
+ASSET = re.compile(r"\.(?:js|mjs|css|map|png|jpe?g|gif|svg|ico|woff2?|ttf)$")
 FLUSH_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 MAX_BUFFERED = 10_000  # a minute of a busy worker; beyond it events are dropped
@@ -73,15 +75,23 @@ class Event:
     duration_ms: float
 
 
-def session_of(headers: Headers) -> str | None:
-    """The visitor's session id from its cookie, when it is one this CMS could have issued."""
-    cookie: SimpleCookie = SimpleCookie()
-    try:
-        cookie.load(headers.get("cookie", ""))
-    except Exception:  # a malformed Cookie header is the visitor's, not our failure
+def visited(scope: Scope) -> str | None:
+    """The route template a request counts as a visit of, or None (a probe, a file)."""
+    route = route_of(scope)
+    if route in NOT_ACTIVITY or ASSET.search(str(scope.get("path", ""))):
         return None
-    morsel = cookie.get(COOKIE)
-    return morsel.value if morsel and SESSION_ID.fullmatch(morsel.value) else None
+    return route
+
+
+def session_of(headers: Headers) -> str | None:
+    """The visitor's session id from its cookie, when it is one this CMS could have issued.
+    Parsed as browsers send cookies (Starlette's lenient parser, every Cookie header): one
+    odd cookie of another site's script must not cost the visitor its session."""
+    for header in headers.getlist("cookie"):
+        value = cookie_parser(header).get(COOKIE, "")
+        if SESSION_ID.fullmatch(value):
+            return value
+    return None
 
 
 def set_cookie(headers: MutableHeaders, session_id: str, secure: bool) -> None:
@@ -109,7 +119,9 @@ class Recorder:
         self.buffer.append(event)
 
     def flush(self) -> int:
-        """Write the buffered events in one statement; a failure drops them (counted)."""
+        """Write the buffered events in one statement. When the database does not take
+        them they wait for the next tick, within MAX_BUFFERED (what is over is dropped and
+        counted)."""
         batch, self.buffer = self.buffer, []
         if not batch:
             return 0
@@ -117,11 +129,13 @@ class Recorder:
             with self.engine.begin() as conn:
                 conn.execute(INSERT, [asdict(e) for e in batch])
         except SQLAlchemyError as exc:
-            DROPPED.inc(len(batch))
+            waiting = batch + self.buffer
+            self.buffer = waiting[:MAX_BUFFERED]
+            DROPPED.inc(len(waiting) - len(self.buffer))
             log.warning(
-                "activity not recorded: %s",
+                "activity not recorded yet: %s",
                 type(exc).__name__,
-                extra={"event": "activity_dropped", "fields": {"events": len(batch)}},
+                extra={"event": "activity_waiting", "fields": {"events": len(self.buffer)}},
             )
             return 0
         RECORDED.inc(len(batch))
@@ -204,11 +218,9 @@ class Record:
         secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto") == "https"
 
         async def with_cookie(message: Message) -> None:
-            if fresh and message["type"] == "http.response.start":
-                route = route_of(scope)
-                if route not in NOT_ACTIVITY:
-                    set_cookie(MutableHeaders(scope=message), session, secure)
-                    SESSIONS.inc()
+            if fresh and message["type"] == "http.response.start" and visited(scope):
+                set_cookie(MutableHeaders(scope=message), session, secure)
+                SESSIONS.inc()
             await send(message)
 
         watching = StatusSend(with_cookie)
@@ -216,8 +228,7 @@ class Record:
         try:
             await self.app(scope, receive, watching)
         finally:
-            route = route_of(scope)
-            if route not in NOT_ACTIVITY:
+            if route := visited(scope):
                 self.recorder.add(
                     Event(
                         at=datetime.now(UTC),

@@ -81,6 +81,7 @@ def variables(
         "LOREPIN_SECRETS_DIR": str(env.secrets_dir),
         **env.database.variables(),
         "LOREPIN_ACTIVITY_RETENTION_DAYS": str(env.activity_retention_days),
+        "LOREPIN_ACTIVITY": "on" if env.activity_enabled else "off",
     }
     if revision is not None:
         values["LOREPIN_VERSION"] = revision.version

@@ -77,12 +77,13 @@ def parse_time(text: str, now: datetime, what: str) -> datetime:
         if match := RELATIVE.match(raw):
             return now - timedelta(seconds=int(match["n"]) * UNIT[match["unit"]])
         moment = datetime.fromisoformat(raw)
+        # In UTC: a time at either end of the calendar may not have a UTC one.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (ValueError, OverflowError):
         raise ConfigError(
             f"{what}: invalid time {text!r}: a span back from now (30m, 1h, 2d, 1w), "
             "an ISO 8601 time (2026-12-01T09:30, UTC unless an offset is given) or now"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def query(

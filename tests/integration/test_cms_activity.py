@@ -18,6 +18,8 @@ from tests.integration.test_cms_api import PIN, config_for, migrate
 
 pytestmark = pytest.mark.docker
 
+SID = "0b7e4c1a-2f3d-4e5f-8a9b-0c1d2e3f4a5b"
+
 COLUMNS = ["at", "duration_ms", "id", "method", "route", "session_id", "status", "user_id"]
 
 
@@ -113,19 +115,24 @@ def test_rows_past_the_retention_are_deleted_and_newer_ones_kept(database_url: s
     assert ages == [0, 29]
 
 
-def test_a_database_that_is_away_costs_events_not_requests(database_url: str) -> None:
+def test_events_wait_while_the_database_is_away_and_are_written_once_it_is_back(
+    database_url: str,
+) -> None:
     migrate(database_url)
-    config = config_for(database_url)
-    recorder = activity.Recorder(connect(config, 1, "activity"), 30)
+    recorder = activity.Recorder(connect(config_for(database_url), 1, "activity"), 30)
     dropped = activity.DROPPED._value.get()
+    working = recorder.engine
+    away = create_engine("postgresql+psycopg://nobody@127.0.0.1:9/none",
+                         connect_args={"connect_timeout": 1})  # fmt: skip
     try:
-        recorder.engine.dispose()
-        recorder.engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:9/none",
-                                        connect_args={"connect_timeout": 1})  # fmt: skip
+        recorder.engine = away
         for _ in range(3):
-            recorder.add(activity.Event(datetime.now(UTC), "x", None, "GET", "/", 200, 1.0))
-        assert recorder.flush() == 0
-        assert activity.DROPPED._value.get() - dropped == 3
-        assert recorder.buffer == []  # nothing kept to grow without bound
+            recorder.add(activity.Event(datetime.now(UTC), SID, None, "GET", "/", 200, 1.0))
+        assert recorder.flush() == 0 and recorder.flush() == 0  # two ticks without a database
+        assert len(recorder.buffer) == 3 and activity.DROPPED._value.get() == dropped
+        recorder.engine = working
+        assert recorder.flush() == 3 and recorder.buffer == []
+        assert len(rows(database_url)) == 3
     finally:
-        recorder.engine.dispose()
+        away.dispose()
+        working.dispose()

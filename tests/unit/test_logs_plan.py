@@ -141,3 +141,9 @@ def test_levels_come_from_json_or_postgresql_and_filter_this_bad_or_worse() -> N
     assert plan.select(RAW, q(grep="deadlock", since="2026-12-01T09:59:02.5")) == [
         plan.Line("2026-12-01T09:59:03.000000+00:00", "db", "2026-12-01 ERROR:  deadlock detected")
     ]
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_at_the_end_of_the_calendar_is_a_one_line_refusal(moment: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--since: invalid time"):
+        plan.parse_time(moment, NOW, "--since")

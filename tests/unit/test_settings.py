@@ -301,7 +301,7 @@ def test_the_cms_database_settings_are_per_environment_and_checked() -> None:
         load({"environments": {"local": {"database": {"pool_size": 0}}}}).environment("local")
 
 
-def test_the_activity_retention_is_per_environment_and_checked() -> None:
+def test_the_activity_settings_are_per_environment_and_checked() -> None:
     from lorepin_tasks.plans import compose
 
     settings = load({"environments": {"local": {"activity": {"retention_days": 3}}}})
@@ -313,3 +313,11 @@ def test_the_activity_retention_is_per_environment_and_checked() -> None:
             load({"environments": {"local": {"activity": {"retention_days": bad}}}}).environment(
                 "local"
             )
+    off = load({"environments": {"local": {"activity": {"enabled": False}}}})
+    assert compose.variables(off, off.environment("local"))["LOREPIN_ACTIVITY"] == "off"
+    assert values["LOREPIN_ACTIVITY"] == "on"
+    refusals = (({"retention": 1}, "activity: unknown setting 'retention'"),
+                ({"enabled": "no"}, "activity.enabled must be true or false"))  # fmt: skip
+    for given, message in refusals:
+        with pytest.raises(ConfigError, match=message):
+            load({"environments": {"local": {"activity": given}}}).environment("local")
