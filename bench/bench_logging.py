@@ -1,13 +1,13 @@
 """What the central log costs the CMS: GET /api/pins/{id} at 64 concurrent clients with
 no access lines (LOREPIN_LOG_LEVEL=warning, the baseline), with one JSON access line per
 request into the engine's json-file log, and with the same lines through the syslog
-driver to the environment's collector (rsyslog), as server environments run; side by
-side in one run.
+driver to the environment's collector (rsyslog), as server environments run, and (as the
+user activity's cost) json-file with LOREPIN_ACTIVITY=off; side by side in one run.
 
     .venv/bin/nox -s bench -- logging     (or: .venv/bin/python bench/bench_logging.py)
 
 Starts its own stack with `invoke up` (a unique project, Docker-chosen ports), seeds 1000
-pins, starts a collector and three CMS containers (the image's own command: two uvicorn
+pins, starts a collector and four CMS containers (the image's own command: two uvicorn
 workers) on the stack's network, and loads each in turn with `hey`, alternating, 10 s a
 round (LOREPIN_BENCH_ROUNDS rounds each, 3 unless said); medians are compared. Checks
 that the collector filed the access lines. Everything it started is removed at the end,
@@ -45,7 +45,7 @@ from common import ROOT, base_image
 CLIENTS = 64
 ROUNDS = int(os.environ.get("LOREPIN_BENCH_ROUNDS", "3"))
 TARGET = 0.95
-VARIANTS = ("no lines", "json-file", "collector")
+VARIANTS = ("no lines", "json-file", "collector", "no activity")
 
 
 def main() -> None:
@@ -77,6 +77,8 @@ def main() -> None:
                 "no lines": (("LOREPIN_LOG_LEVEL=warning",), ()),
                 "json-file": ((), ()),
                 "collector": ((), syslog),
+                # json-file without the user activity (lorepin_cms.activity): its cost.
+                "no activity": (("LOREPIN_ACTIVITY=off",), ()),
             }
             urls = {}
             for variant, (variables, args) in setups.items():
@@ -106,17 +108,20 @@ def main() -> None:
     results = {v: summary(rounds[v]) for v in VARIANTS}
     print(f"\nGET /api/pins/{{id}}, {CLIENTS} clients, {ROUNDS} rounds of 10 s each, alternating")
     print(
-        f"{'logging':>10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  (medians; rounds)"
+        f"{'logging':>11} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  (medians; rounds)"
     )
     for v in VARIANTS:
         rps, p50, p99 = results[v]
         errors = sum(r.errors + r.timeouts for r in rounds[v])
         each = ", ".join(f"{r.rps:.0f}" for r in rounds[v])
-        print(f"{v:>10} {rps:>8.0f} {p50 * 1000:>7.0f} {p99 * 1000:>7.0f} {errors:>6}  ({each})")
+        print(f"{v:>11} {rps:>8.0f} {p50 * 1000:>7.0f} {p99 * 1000:>7.0f} {errors:>6}  ({each})")
     lines = results["json-file"][0] / results["no lines"][0]
     ratio = results["collector"][0] / results["json-file"][0]
     print(f"access lines (json-file) vs none: {lines:.1%} of the throughput")
     print(f"collector vs json-file: {ratio:.1%} of the throughput")
+    recorded = results["json-file"][0] / results["no activity"][0]
+    print(f"user activity recorded (json-file) vs not: {recorded:.1%} of the throughput "
+          "(hey keeps no cookie: every request is a new session, a cookie and a row)")  # fmt: skip
     sent = sum(r.requests for r in rounds["collector"])
     print(f"access lines the collector filed: {filed.strip()} (hey sent {sent} + probes)")
     print(
