@@ -11,17 +11,31 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans.ci import Results
 
 SLOWEST = 10
 RUNS = 50  # the newest runs charted
 
 
+def nox_sessions(text: str, where: str) -> dict[str, dict[str, Any]]:
+    """Each session's result and seconds from `nox --report FILE`'s JSON."""
+    try:
+        report = json.loads(text)
+        return {
+            str(s["name"]): {"result": str(s["result"]), "seconds": round(float(s["duration"]), 1)}
+            for s in report["sessions"]
+        }
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"{where}: not a nox report (nox --report FILE)") from None
+
+
 def record(results: Results, line_rate: float | None, *, run: str, revision: str,
-           at: str, slowest: Sequence[tuple[str, float]],
-           passed: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+           at: str, slowest: Sequence[tuple[str, float]], passed: Sequence[str],
+           sessions: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """One run as a history line."""
     return {
+        "sessions": dict(sessions or {}),
         "run": run,
         "revision": revision,
         "at": at,
@@ -115,6 +129,28 @@ def line(runs: Sequence[Mapping[str, Any]], width: int = 720, height: int = 160)
             f"{dots}</svg>")  # fmt: skip
 
 
+def session_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """A row per nox session, a cell per run: its minutes, green or red by its result."""
+    names = sorted({n for r in runs for n in (r.get("sessions") or {})})
+    if not names:
+        return '<p class="none">no session recorded (ci.record --nox-report)</p>'
+    head = "".join(f"<th>{escape(str(r['run']))}</th>" for r in runs)
+    rows = []
+    for name in names:
+        cells = []
+        for r in runs:
+            s = (r.get("sessions") or {}).get(name)
+            if not isinstance(s, dict):
+                cells.append("<td></td>")
+                continue
+            colour = "#dff3e4" if s.get("result") == "success" else "#fbe3e3"
+            minutes = float(s.get("seconds", 0)) / 60
+            cells.append(f'<td class="session {escape(str(s.get("result")))}" '
+                         f'style="background:{colour}">{minutes:.1f}</td>')  # fmt: skip
+        rows.append(f"<tr><th>{escape(name)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>session</th>{head}</tr>{''.join(rows)}</table>"
+
+
 def page(runs: Sequence[Mapping[str, Any]], warnings: Sequence[str], generated: str) -> str:
     """The dashboard: self-contained HTML (no script, no external file)."""
     shown = list(runs)[-RUNS:]
@@ -135,6 +171,7 @@ def page(runs: Sequence[Mapping[str, Any]], warnings: Sequence[str], generated: 
               for r in reversed(shown[-10:])]  # fmt: skip
     slowest = [(name, f"{seconds:.1f} s") for name, seconds in (last or {}).get("slowest", [])]
     flakes = [(f["test"], ", ".join(f["revisions"])) for f in flaky(shown)]
+    sessions = session_table(shown[-10:])
     notes = "".join(f'<p class="warning">{escape(w)}</p>' for w in warnings)
     summary = (f"{len(shown)} runs, {passed} passed, {len(shown) - passed} failed"
                if shown else "no runs recorded")  # fmt: skip
@@ -149,6 +186,7 @@ text-align:left}}.axis{{font-size:11px;fill:#5a6270}}.none{{color:#8a919c}}
 <h1>LorePin CI</h1><p>{escape(summary)}; generated {escape(generated)}</p>{notes}
 <section id="runs"><h2>Outcome and duration per run</h2>{bars(shown)}</section>
 <section id="coverage"><h2>Coverage</h2>{line(shown)}</section>
+<section id="sessions"><h2>Nox sessions, the last runs (minutes)</h2>{sessions}</section>
 <section id="recent"><h2>Recent runs</h2>{
         table(["run", "at", "outcome", "tests", "failed", "time", "coverage"], recent)
     }</section>

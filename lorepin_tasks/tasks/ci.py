@@ -97,6 +97,8 @@ HISTORY = "build/ci/history.jsonl"
         "coverage": "the coverage XML report (default: build/test/coverage.xml; '' for none)",
         "history": f"the history to append to (default: {HISTORY})",
         "run": "the run's name (default: $GITHUB_RUN_ID, else the time)",
+        "nox_report": "nox's JSON report of the run (nox --report FILE): each session's "
+        "result and time",
         "dry_run": "print the line; append nothing",
     }
 )
@@ -106,6 +108,7 @@ def record(
     coverage: str = "build/test/coverage.xml",
     history: str = HISTORY,
     run: str = "",
+    nox_report: str = "",
     dry_run: bool = False,
 ) -> None:
     """Append this run (outcome, counts, time, coverage, failing and slowest tests) to
@@ -113,6 +116,9 @@ def record(
     settings = load_settings(c)
     results = plan.junit(_read(junit, "JUnit report"), junit)
     rate = plan.coverage(_read(coverage, "coverage report"), coverage) if coverage else None
+    sessions = (
+        report_plan.nox_sessions(_read(nox_report, "nox report"), nox_report) if nox_report else {}
+    )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     from lorepin_tasks.runtime import git
 
@@ -121,6 +127,7 @@ def record(
     line = report_plan.record(
         results, rate, run=run or os.environ.get("GITHUB_RUN_ID") or now, revision=revision,
         at=now, slowest=slowest, passed=[k.test for k in results.cases if k.status == "passed"],
+        sessions=sessions,
     )  # fmt: skip
     text = json.dumps(line, separators=(",", ":"))
     if dry_run:

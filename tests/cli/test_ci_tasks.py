@@ -124,8 +124,9 @@ def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Pat
                        '<testcase classname="tests.e2e.test_b" name="test_slow" time="299"/>'
                        "</testsuite>")  # fmt: skip
     history, out = tmp_path / "history.jsonl", tmp_path / "dashboard.html"
-    coverage = tmp_path / "coverage.xml"
+    coverage, nox = tmp_path / "coverage.xml", tmp_path / "nox.json"
     coverage.write_text('<coverage line-rate="0.88"/>')
+    nox.write_text('{"sessions": [{"name": "test", "result": "success", "duration": 2400}]}')
     for n, report in enumerate([passing, None, passing], 1):
         if report is None:
             report = tmp_path / "fail.xml"
@@ -134,7 +135,8 @@ def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Pat
             with history.open("a") as torn:
                 torn.write("{torn line\n")
         done = invoke("ci.record", "--junit", str(report), "--coverage", str(coverage),
-                      "--history", str(history), "--run", f"run-{n}")  # fmt: skip
+                      "--history", str(history), "--run", f"run-{n}",
+                      "--nox-report", str(nox))  # fmt: skip
         assert done.returncode == 0, done.stderr
     done = invoke("ci.report", "--history", str(history), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -148,6 +150,8 @@ def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Pat
             "run passed",
         ]
         assert len(driver.find_elements(By.CSS_SELECTOR, "#coverage svg circle")) == 3
+        minutes = driver.find_elements(By.CSS_SELECTOR, "#sessions td.session")
+        assert [m.text for m in minutes] == ["40.0", "40.0", "40.0"]
         flaky = driver.find_element(By.ID, "flaky").text
         assert "tests/e2e/test_b.py::test_flaky" in flaky
         assert driver.save_screenshot(str(screenshots(tmp_path) / "ci-dashboard.png"))

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans import ci, ci_report
 
 
@@ -66,3 +69,20 @@ def test_a_run_is_recorded_from_the_reports() -> None:
         ["t.py::b"],
     )
     assert ci_report.history(json.dumps(line))[0] == [line]
+
+
+def test_each_nox_session_over_the_runs_from_nox_reports() -> None:
+    report = json.dumps({"result": 1, "sessions": [
+        {"name": "test", "result": "success", "duration": 2520.4},
+        {"name": "lint", "result": "failed", "duration": 15.0}]})  # fmt: skip
+    sessions = ci_report.nox_sessions(report, "nox.json")
+    assert sessions == {"test": {"result": "success", "seconds": 2520.4},
+                        "lint": {"result": "failed", "seconds": 15.0}}  # fmt: skip
+    line = json.loads(run("1", "passed", 60))
+    runs = [{**line, "sessions": sessions}, {**line, "run": "2", "sessions": {}}]
+    table = ci_report.session_table(runs)
+    assert '<td class="session success" style="background:#dff3e4">42.0</td><td></td>' in table
+    assert '<td class="session failed" style="background:#fbe3e3">0.2</td>' in table
+    for bad in ("[]", '{"sessions": [{"name": "x"}]}', "not json"):
+        with pytest.raises(ConfigError, match=r"^nox\.json: not a nox report"):
+            ci_report.nox_sessions(bad, "nox.json")
