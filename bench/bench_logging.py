@@ -81,10 +81,13 @@ def main() -> None:
                 "no activity": (("LOREPIN_ACTIVITY=off",), ()),
             }
             urls = {}
+            # Four CMS containers of two workers each keep their connections open: at the
+            # default pool (16, and 1 for the activity) they would pass PostgreSQL's 100.
+            pool = ("LOREPIN_DB_POOL_SIZE=10",)
             for variant, (variables, args) in setups.items():
                 name, urls[variant] = serve_default_command(
                     project, image, Path(tmp) / "secrets",
-                    suffix="cms-" + variant.replace(" ", "-"), env=variables, args=args,
+                    suffix="cms-" + variant.replace(" ", "-"), env=pool + variables, args=args,
                 )  # fmt: skip
                 started.append(name)
                 wait_ready(urls[variant])

@@ -5,6 +5,8 @@ Cobertura coverage report (coverage.py's), read into figures, a job summary in M
 
 from __future__ import annotations
 
+import html
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -48,6 +50,7 @@ def junit(text: str, where: str) -> Results:
         root = ET.fromstring(text)  # noqa: S314 (as above)
     except ET.ParseError as exc:
         raise ConfigError(f"{where}: not JUnit XML ({exc})") from None
+    # The outermost suites only: a suite's figures include those of suites inside it.
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     if root.tag not in ("testsuite", "testsuites") or not suites:
         raise ConfigError(f"{where}: not JUnit XML (no <testsuite>)")
@@ -65,30 +68,42 @@ def junit(text: str, where: str) -> Results:
                     failures.append(Failure(name, kind, message.splitlines()[0] if message else ""))
                 break
         try:
-            cases.append(Case(name, float(case.get("time") or 0), status))
+            cases.append(Case(name, number(case.get("time") or 0), status))
         except ValueError as exc:
             raise ConfigError(f"{where}: not JUnit XML ({exc})") from None
     try:
-        return Results(
-            tests=sum(int(s.get("tests", 0)) for s in suites),
-            failed=sum(int(s.get("failures", 0)) for s in suites),
-            errors=sum(int(s.get("errors", 0)) for s in suites),
-            skipped=sum(int(s.get("skipped", 0)) for s in suites),
-            seconds=sum(float(s.get("time", 0)) for s in suites),
-            failures=tuple(failures),
-            cases=tuple(cases),
-        )
+        figures = [[number(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped", "time")]
+                   for s in suites]  # fmt: skip
     except ValueError as exc:
         raise ConfigError(f"{where}: not JUnit XML ({exc})") from None
+    said = [sum(f[i] for f in figures) for i in range(5)]
+    if cases:  # the testcases themselves, when there are any: suites may not say
+        tests = len(cases)
+        counted = [sum(1 for k in cases if k.status == s) for s in ("failure", "error", "skipped")]
+        said = [tests, *counted, said[4] or sum(k.seconds for k in cases)]
+    return Results(
+        tests=int(said[0]), failed=int(said[1]), errors=int(said[2]), skipped=int(said[3]),
+        seconds=float(said[4]), failures=tuple(failures), cases=tuple(cases),
+    )  # fmt: skip
+
+
+def number(text: object) -> float:
+    """A count or a time of a report: finite and not negative."""
+    value = float(str(text))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{text!r} is not a count or a time")
+    return value
 
 
 def coverage(text: str, where: str) -> float:
     """The line coverage (0 to 1) of a Cobertura XML report."""
     try:
-        rate = ET.fromstring(text).get("line-rate")  # noqa: S314 (as above)
-        return float(rate if rate is not None else "x")
+        rate = float(ET.fromstring(text).get("line-rate") or "x")  # noqa: S314 (as above)
     except (ET.ParseError, ValueError):
-        raise ConfigError(f"{where}: not a Cobertura coverage report (coverage xml)") from None
+        rate = math.nan
+    if not 0 <= rate <= 1:
+        raise ConfigError(f"{where}: not a Cobertura coverage report (coverage xml)")
+    return rate
 
 
 def summary(results: Results, line_rate: float | None) -> str:
@@ -105,23 +120,30 @@ def summary(results: Results, line_rate: float | None) -> str:
     ]
     if results.failures:
         lines += ["", "| failing test | first line |", "| --- | --- |"]
-        lines += [f"| `{cell(f.test)}` | {cell(f.first_line[:200])} |"
+        lines += [f"| {cell(f.test)} | {cell(f.first_line[:200])} |"
                   for f in results.failures[:SHOWN]]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def cell(text: str) -> str:
-    """Text for a Markdown table's cell."""
-    return text.replace("|", "\\|")
+    """Text for a Markdown table's cell: one line, no HTML, no code span or column break."""
+    flat = html.escape(" ".join(text.split()), quote=False)
+    return flat.replace("|", "\\|").replace("`", "\\`")
+
+
+def slack(text: str) -> str:
+    """Text for a Slack-compatible message: &, < and > escaped (no <!channel> pings)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def message(results: Results, run_url: str | None, what: str = "CI") -> str:
     """The team's message about a failed run: which tests failed and how (the first
     line of each), with the link to the run when known."""
-    head = f"{what} failed" + (f": {run_url}" if run_url else "")
+    head = f"{what} failed" + (f": {slack(run_url)}" if run_url else "")
     if not results.failures:
         return f"{head}\nno test failed ({results.tests} ran): another step did"
-    shown = [f"- {f.test} ({f.kind}): {f.first_line[:200]}" for f in results.failures[:SHOWN]]
+    shown = [f"- {slack(f.test)} ({f.kind}): {slack(f.first_line[:200])}"
+             for f in results.failures[:SHOWN]]  # fmt: skip
     more = len(results.failures) - SHOWN
     tail = [f"... and {more} more"] if more > 0 else []
     return "\n".join([f"{head}\n{len(results.failures)} of {results.tests} tests failed:",

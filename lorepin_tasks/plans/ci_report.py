@@ -7,6 +7,7 @@ page goes out. docs/ci-cd.md."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -59,14 +60,37 @@ def history(text: str) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         try:
             run = json.loads(line)
-            if not isinstance(run, dict) or not {"run", "outcome", "seconds"} <= run.keys():
-                raise ValueError("not a run")
-            float(run["seconds"])
-        except (ValueError, TypeError):
+        except ValueError:
+            run = None
+        if not is_run(run):
             warnings.append(f"history line {number} is not a run: skipped")
             continue
         runs.append(run)
     return runs, warnings
+
+
+def is_run(run: object) -> bool:
+    """A history line the page can show: each field of the type ci.record writes."""
+
+    def num(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def names(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(t, str) for t in v)
+
+    if not isinstance(run, dict) or not {"run", "outcome", "seconds"} <= run.keys():
+        return False
+    slowest, sessions = run.get("slowest", []), run.get("sessions", {})
+    return (
+        isinstance(run["run"], (str, int)) and run["outcome"] in ("passed", "failed")
+        and num(run["seconds"]) and (run.get("coverage") is None or num(run["coverage"]))
+        and names(run.get("failures", [])) and names(run.get("passed", []))
+        and isinstance(slowest, list)
+        and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and num(s[1])
+                for s in slowest)
+        and isinstance(sessions, dict)
+        and all(isinstance(v, dict) and num(v.get("seconds")) for v in sessions.values())
+    )  # fmt: skip
 
 
 def flaky(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 def notify(url: str | None, text: str, *, say: Callable[[str], None], timeout: float = 5) -> bool:
     if not url:
         return False
+    import http.client
     import urllib.error
     import urllib.request  # here: it costs `invoke --list` several ms
 
@@ -27,7 +28,8 @@ def notify(url: str | None, text: str, *, say: Callable[[str], None], timeout: f
         )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             ok = bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # Never the exception's text: it may quote the URL, which is a secret.
         say(f"warning: the notification failed ({type(exc).__name__}); nothing else changes")
         return False
     if not ok:

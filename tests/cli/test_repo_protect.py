@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ class GitHub:
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, token
     stored: dict[str, Any] = field(default_factory=dict)
     ignore_linear_history: bool = False
+    redirect_to: str = ""  # answer the first GET with a redirect there
 
 
 @pytest.fixture
@@ -50,6 +52,12 @@ def github() -> Iterator[GitHub]:
             if token != GOOD or self.headers.get("x-github-api-version") != "2022-11-28":
                 return self.answer(401, {"message": "Bad credentials"})
             if method == "GET" and self.path == f"/repos/{REPO}":
+                if state.redirect_to:
+                    self.send_response(302)
+                    self.send_header("location", state.redirect_to)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return None
                 return self.answer(200, {"full_name": REPO})
             if method == "PUT" and self.path == PROTECTION:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
@@ -58,7 +66,7 @@ def github() -> Iterator[GitHub]:
             if method == "GET" and self.path == PROTECTION and state.stored:
                 shown = {k: {"enabled": v} for k, v in state.stored.items() if isinstance(v, bool)}
                 if state.ignore_linear_history:
-                    shown["required_linear_history"] = {"enabled": False}
+                    shown.pop("required_conversation_resolution")  # as if GitHub dropped it
                 return self.answer(200, {**shown,
                     "required_status_checks": state.stored["required_status_checks"],
                     "required_pull_request_reviews":
@@ -124,7 +132,7 @@ def test_a_protection_github_did_not_keep_is_an_error(github: GitHub) -> None:
     github.ignore_linear_history = True
     done = protect(github)
     assert done.returncode == 1
-    assert "protected, but differently: required_linear_history is False" in done.stderr
+    assert "differently: required_conversation_resolution is False" in done.stderr
 
 
 def test_the_dry_run_shows_the_request_and_sends_nothing(github: GitHub) -> None:
@@ -149,3 +157,47 @@ def test_bad_input_is_one_line_exit_2_and_sends_nothing(
     done = protect(github, *args)
     assert done.returncode == 2 and done.stderr.startswith(error), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and github.requests == []
+
+
+def test_a_redirect_is_an_answer_and_the_token_goes_nowhere_else(github: GitHub) -> None:
+    github.redirect_to = f"{github.url}/elsewhere"
+    done = protect(github)
+    assert done.returncode == 1 and "GitHub answered 302" in done.stderr
+    assert [p for _, p, _ in github.requests] == [f"/repos/{REPO}"]  # not followed
+
+
+@pytest.mark.parametrize(
+    "api", ["http://127.0.0.1.example.com", "http://localhost.example.com:80", "ftp://127.0.0.1"]
+)
+def test_an_api_that_is_not_https_or_this_machine_is_refused(github: GitHub, api: str) -> None:
+    env = {"GITHUB_API_URL": api, "GITHUB_TOKEN": GOOD, "GITHUB_REPOSITORY": REPO}
+    done = invoke("repo.protect", env=env)
+    assert done.returncode == 2 and done.stderr.startswith("error: GITHUB_API_URL must be https")
+
+
+def test_a_token_with_a_newline_from_its_file_works_one_with_odd_characters_is_refused(
+    github: GitHub,
+) -> None:
+    assert protect(github, token=GOOD + "\r\n").returncode == 0
+    for odd in (GOOD[:5] + "\r" + GOOD[5:], GOOD + "\u20ac"):
+        done = protect(github, token=odd)
+        assert done.returncode == 2 and "holds characters no GitHub token has" in done.stderr
+        assert GOOD[5:] not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("rules", "error"),
+    [
+        ({"required_status_checks": {"contexts": [1]}}, "required_status_checks needs"),
+        ({"required_pull_request_reviews": "x"}, "required_pull_request_reviews needs"),
+        ({"enforce_admins": "false"}, "enforce_admins must be true or false"),
+    ],
+)
+def test_rules_of_the_wrong_type_are_refused_before_any_request(
+    github: GitHub, tmp_path: Path, rules: dict[str, object], error: str
+) -> None:
+    given = {**json.loads((ROOT / ".github/settings/branch-protection.json").read_text()), **rules}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(given))
+    done = protect(github, "--rules", str(path))
+    assert done.returncode == 2 and error in done.stderr and github.requests == []

@@ -40,7 +40,7 @@ def test_the_summary_is_a_markdown_table_with_the_failures() -> None:
     text = ci.summary(ci.junit(JUNIT, "junit.xml"), 0.8812)
     assert text.startswith("### Tests FAILED\n")
     assert "| 5 | 2 | 1 | 1 | 1 | 2.1 min | 88.1% |" in text
-    assert "| `tests/unit/test_a.py::test_bad[x\\|y]` | AssertionError: assert 2 == 3 |" in text
+    assert "| tests/unit/test_a.py::test_bad[x\\|y] | AssertionError: assert 2 == 3 |" in text
 
 
 def test_the_message_names_the_failures_and_the_run() -> None:
@@ -69,7 +69,7 @@ def test_many_failures_are_counted_past_the_ones_shown() -> None:
     [
         ("", "junit.xml: not JUnit XML (no element found"),
         ("<html><body>502</body></html>", "junit.xml: not JUnit XML (no <testsuite>)"),
-        ('<testsuite tests="many"/>', "junit.xml: not JUnit XML (invalid literal"),
+        ('<testsuite tests="many"/>', "junit.xml: not JUnit XML (could not convert"),
         ("<testsuite", "junit.xml: not JUnit XML (unclosed token"),
     ],
 )
@@ -84,3 +84,38 @@ def test_coverage_is_the_line_rate_or_a_refusal() -> None:
     for bad in ("<coverage/>", "not xml", '<coverage line-rate="high"/>'):
         with pytest.raises(ConfigError, match=r"c\.xml: not a Cobertura coverage report"):
             ci.coverage(bad, "c.xml")
+
+
+def test_the_counts_are_the_testcases_when_the_suite_does_not_say() -> None:
+    go = '<testsuite><testcase name="TestA"><failure message="nope"/></testcase>' \
+         '<testcase name="TestB"/></testsuite>'  # fmt: skip
+    results = ci.junit(go, "go.xml")
+    assert (results.tests, results.failed, results.passed) == (2, 1, 1)
+    inner = go.replace("<testsuite>", '<testsuite tests="2">', 1)
+    nested = f"<testsuites><testsuite>{inner}</testsuite></testsuites>"
+    assert ci.junit(nested, "n.xml").failed == 1
+    assert ci.summary(results, None).startswith("### Tests FAILED")
+
+
+@pytest.mark.parametrize(
+    "suite", ['<testsuite tests="-5"/>', '<testsuite time="nan"/>', '<testsuite time="inf"/>']
+)
+def test_numbers_no_report_has_are_refused(suite: str) -> None:
+    with pytest.raises(ConfigError, match="not JUnit XML"):
+        ci.junit(suite, "j.xml")
+
+
+@pytest.mark.parametrize("rate", ["7", "nan", "-0.1"])
+def test_a_coverage_outside_0_to_1_is_refused(rate: str) -> None:
+    with pytest.raises(ConfigError, match="not a Cobertura coverage report"):
+        ci.coverage(f'<coverage line-rate="{rate}"/>', "c.xml")
+
+
+def test_names_and_messages_cannot_break_the_table_or_inject_html() -> None:
+    case = ('<testsuite tests="1" failures="1"><testcase classname="t" name="a`b&#10;c|d">'
+            '<failure message="&lt;script&gt;alert(1)&lt;/script&gt; &lt;!channel&gt;"/>'
+            "</testcase></testsuite>")  # fmt: skip
+    results = ci.junit(case, "j")
+    row = ci.summary(results, None).splitlines()[-1]
+    assert row == "| t.py::a\\`b c\\|d | &lt;script&gt;alert(1)&lt;/script&gt; &lt;!channel&gt; |"
+    assert "&lt;!channel&gt;" in ci.message(results, None)  # Slack's escaping: no ping

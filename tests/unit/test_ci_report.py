@@ -86,3 +86,19 @@ def test_each_nox_session_over_the_runs_from_nox_reports() -> None:
     for bad in ("[]", '{"sessions": [{"name": "x"}]}', "not json"):
         with pytest.raises(ConfigError, match=r"^nox\.json: not a nox report"):
             ci_report.nox_sessions(bad, "nox.json")
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['"outcome": 5', '"coverage": "abc"', '"slowest": "xyz"', '"slowest": [["a", "b"]]',
+     '"failures": 5', '"failures": [["a"]]', '"seconds": NaN', '"sessions": 3'],
+)  # fmt: skip
+def test_a_run_with_a_field_of_the_wrong_type_is_skipped(field: str) -> None:
+    good = json.loads(run("1", "passed", 60))
+    key = field.split(":")[0].strip('"')
+    bad = json.dumps({k: v for k, v in good.items() if k != key})[:-1] + f", {field}}}"
+    runs, warnings = ci_report.history(bad + "\n" + run("2", "passed", 30))
+    assert [r["run"] for r in runs] == ["2"] and warnings == [
+        "history line 1 is not a run: skipped"
+    ]
+    ci_report.page(runs, warnings, "now")  # and the page is made
