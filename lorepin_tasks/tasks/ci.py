@@ -155,7 +155,8 @@ def report(
 ) -> None:  # fmt: skip
     """The CI dashboard, one static HTML page: outcome and duration per run, coverage over
     time, recent runs, the slowest tests and the flaky ones."""
-    runs, warnings = report_plan.history(_read(history, "CI history", "`invoke ci.record` adds runs"))
+    text = _read(history, "CI history", "`invoke ci.record` adds runs")
+    runs, warnings = report_plan.history(text)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not runs:
