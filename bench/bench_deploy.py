@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,13 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from common import ROOT, base_image, private_homes, remove_images, run
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return int(probe.getsockname()[1])
-
+from common import ROOT, base_image, free_port, private_homes, remove_images, run
 
 RATE = 80  # requests a second, over WORKERS threads
 WORKERS = 8

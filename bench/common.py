@@ -60,3 +60,11 @@ def remove_images(prefix: str) -> None:
     ours = [r for r in refs if r.startswith(f"{prefix}/")]
     if ours:
         subprocess.run(["docker", "image", "rm", *ours], capture_output=True, check=False)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a port that must be known up front)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])

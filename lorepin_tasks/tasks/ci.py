@@ -33,6 +33,13 @@ def _read(path: str, what: str, hint: str = "did the tests run?") -> str:
         raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
 
 
+def _reports(junit: str, coverage: str) -> tuple[plan.Results, float | None]:
+    """The tests' results and the line coverage ('' for no coverage report)."""
+    results = plan.junit(_read(junit, "JUnit report"), junit)
+    rate = plan.coverage(_read(coverage, "coverage report"), coverage) if coverage else None
+    return results, rate
+
+
 @task(
     help={
         "junit": JUNIT_HELP,
@@ -50,8 +57,7 @@ def summary(
 ) -> None:
     """The run's summary in Markdown: tests passed, failed, skipped, time, coverage, and
     the failing tests with the first line of each."""
-    results = plan.junit(_read(junit, "JUnit report"), junit)
-    rate = plan.coverage(_read(coverage, "coverage report"), coverage) if coverage else None
+    results, rate = _reports(junit, coverage)
     text = plan.summary(results, rate)
     if not out or dry_run:
         print(text, end="")
@@ -114,8 +120,7 @@ def record(
     """Append this run (outcome, counts, time, coverage, failing and slowest tests) to
     the CI history, one JSON line, for `invoke ci.report`."""
     settings = load_settings(c)
-    results = plan.junit(_read(junit, "JUnit report"), junit)
-    rate = plan.coverage(_read(coverage, "coverage report"), coverage) if coverage else None
+    results, rate = _reports(junit, coverage)
     sessions = (
         report_plan.nox_sessions(_read(nox_report, "nox report"), nox_report) if nox_report else {}
     )
