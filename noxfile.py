@@ -96,6 +96,8 @@ def bench(session: nox.Session) -> None:
     if unknown := sorted(set(chosen) - set(BENCHMARKS)):
         session.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {BENCHMARKS}")
     install(session)
+    # Each run's headline figures, fresh (bench/common.py `figure`; ci.record --bench).
+    Path("build/bench/figures.jsonl").unlink(missing_ok=True)
     for name in chosen:
         session.run("python", f"bench/bench_{name}.py")
 
@@ -108,6 +110,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("hadolint", *DOCKERFILES)
+    session.run("python", "scripts/check-secrets.py")  # nothing plain under secrets/
     monitoring(session)
     workflows(session)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, private_homes, run
+from common import ROOT, figure, private_homes, run
 
 TARGET_BYTES = 1_000_000_000  # of the pins table, as PostgreSQL measures it
 IN_SCRATCH = "/tmp/raw.dump"  # noqa: S108 (inside the throwaway container)
@@ -113,6 +113,7 @@ def main() -> None:
                 )
             made = json.loads(run([*invoke, "backup.create", "--json"], ROOT, env))
             ours = made["seconds"]
+            figure("backup", "backup.create (baseline: raw pg_dump -Fc)", ours, "s", raw_dump)
             print(
                 f"backup:  raw pg_dump -Fc {raw_dump:.1f} s ({raw.stat().st_size / 1e6:.0f} MB)"
                 f" | backup.create {ours:.1f} s ({made['bytes'] / 1e6:.0f} MB, sha256 + age)"
@@ -141,6 +142,8 @@ def main() -> None:
                 [*invoke, "backup.restore", "--from", made["id"], "--yes"], env,
                 capture_output=True,
             )  # fmt: skip
+            figure("backup", "backup.restore (baseline: raw pg_restore -j2)", restore, "s",
+                   raw_restore)  # fmt: skip
             print(
                 f"restore: raw pg_restore -j2 (file in the container) {raw_restore:.1f} s"
                 f" | backup.verify (decrypt, restore, compare, CMS ready) {verify:.1f} s"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, private_homes, run
+from common import ROOT, base_image, figure, private_homes, run
 
 LEVELS = (16, 64, 256)
 DURATION_S = 10
@@ -207,6 +207,12 @@ def report(runs: list[Run]) -> None:
             f"{r.clients:>7} {r.requests:>8} {r.rps:>7.0f} {ratio:>6.2f} "
             f"{ms(r.p50):>7} {ms(r.p99):>7} {r.errors:>6} {r.timeouts:>8} {ms(r.health_max):>15}"
         )
+    top = runs[-1]
+    figure("cms", f"req/s at {top.clients} clients (baseline: {base.clients})", top.rps, "req/s",
+           base.rps)  # fmt: skip
+    if top.p99 is not None and base.p99 is not None:
+        figure("cms", f"p99 at {top.clients} clients (baseline: {base.clients})", top.p99 * 1000,
+               "ms", base.p99 * 1000)  # fmt: skip
     checks = {
         "no errors": all(r.errors == 0 for r in runs),
         "no timeouts": all(r.timeouts == 0 for r in runs),

@@ -37,7 +37,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from common import ROOT, base_image, free_port, private_homes, remove_images, run
+from common import (
+    ROOT,
+    base_image,
+    figure,
+    free_port,
+    private_homes,
+    remove_images,
+    run,
+)  # fmt: skip
 
 RATE = 80  # requests a second, over WORKERS threads
 WORKERS = 8
@@ -257,6 +265,11 @@ def report(phases: list[Phase], deploy_s: float) -> None:
         )
     print(f"deploy of a present image, from the command, watch window left out: {deploy_s:.1f} s")
     deploy, rollback = phases[0], phases[1]
+    figure("deploy", "deploy, watch window left out", deploy_s, "s")
+    figure("deploy", "failed requests in the deploy and the rollback", deploy.failed
+           + rollback.failed, "requests")  # fmt: skip
+    figure("deploy", "p99 around the deploy's switch (baseline: steady)",
+           deploy.switch_p99 * 1000, "ms", deploy.steady_p99 * 1000)  # fmt: skip
     checks = {
         "0 failed requests during the deploy and the rollback": deploy.failed == 0
         and rollback.failed == 0,

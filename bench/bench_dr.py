@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_backup import fill, psql
 from bench_deploy import setup, teardown
-from common import run
+from common import figure, run
 
 
 def main() -> None:
@@ -82,6 +82,9 @@ def main() -> None:
                     timeout=3600,
                 )
             )
+            figure("dr", "dr.drill RTO", drilled["rto_seconds"], "s")
+            figure("dr", "dr.drill RPO", drilled["rpo_seconds"], "s")
+            figure("dr", "point-in-time restore, whole command", pitr, "s")
             print(
                 f"dr.drill: RTO {drilled['rto_seconds']} s (goal <= 300), RPO "
                 f"{drilled['rpo_seconds']} s (goal <= 60), database back in "

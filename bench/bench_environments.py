@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, private_homes, timed
+from common import ROOT, base_image, figure, private_homes, timed
 
 from lorepin_tasks.plans import feature as plan
 from lorepin_tasks.settings import Checkout
@@ -160,6 +160,7 @@ def main() -> None:
     print(f"\n{'measurement':<{width}}  seconds")
     for label, seconds in results:
         print(f"{label:<{width}}  {seconds:7.1f}")
+        figure("environments", label, seconds, "s")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from bench_cms import (
     wait_ready,
 )
 from bench_monitoring import summary
-from common import ROOT, base_image
+from common import ROOT, base_image, figure
 
 CLIENTS = 64
 ROUNDS = int(os.environ.get("LOREPIN_BENCH_ROUNDS", "3"))
@@ -134,12 +134,16 @@ def main() -> None:
         print(f"access lines (json-file) vs none: {lines:.1%} of the throughput")
     if (collected := ratio("collector", "json-file")) is not None:
         print(f"collector vs json-file: {collected:.1%} of the throughput")
+        figure("logging", "req/s with the collector (baseline: json-file)",
+               results["collector"][0], "req/s", results["json-file"][0])  # fmt: skip
         sent = sum(r.requests for r in rounds["collector"])
         print(f"access lines the collector filed: {filed.strip()} (hey sent {sent} + probes)")
         print(f"{'meets' if collected >= TARGET else 'MISSES'}: the collector costs at most "
               f"{1 - TARGET:.0%}")  # fmt: skip
     if (recorded := ratio("json-file", "no activity")) is not None:
         print(f"user activity recorded (json-file) vs not: {recorded:.1%} of the throughput")
+        figure("logging", "req/s recording activity (baseline: not)", results["json-file"][0],
+               "req/s", results["no activity"][0])  # fmt: skip
         print("  (hey keeps no cookie: every request is a new session, a cookie and a row)")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, private_homes
+from common import ROOT, base_image, figure, private_homes
 
 LINES = int(os.environ.get("LOREPIN_BENCH_LINES", "1000000"))
 ROUNDS = 3
@@ -91,6 +91,7 @@ def main() -> None:
             for label, median in (("grep -F (baseline)", g), ("logs.search", s)):
                 rounds = ", ".join(f"{t:.2f}" for t in times[label.split()[0]])
                 print(f"{label:<20} median {median:.2f} s  (rounds {rounds})")
+            figure("logs", "logs.search over a day (baseline: grep -F)", s, "s", g)
             verdict = "met" if s <= 2 * g and s < 5 else "MISSED"
             print(f"logs.search / grep: {s / g:.2f}x (target <= 2x and < 5 s): {verdict}")
         finally:

@@ -35,7 +35,7 @@ from bench_cms import (
     stack_env,
     wait_ready,
 )
-from common import ROOT
+from common import ROOT, figure
 
 CLIENTS = 64
 ROUNDS = int(os.environ.get("LOREPIN_BENCH_ROUNDS", "3"))
@@ -100,6 +100,7 @@ def main() -> None:
         errors = sum(r.errors + r.timeouts for r in runs)
         print(f"{label:>8} {rps:>8.0f} {p50 * 1000:>7.0f} {p99 * 1000:>7.0f} {errors:>6}")
     ratio = on[0] / off[0] if off[0] else 0.0
+    figure("monitoring", "req/s with metrics (baseline: without)", on[0], "req/s", off[0])
     print(f"throughput with metrics: {ratio:.1%} of without ({1 - ratio:+.1%} lost)")
     print(f"requests the metrics counted: {counted:.0f} (hey sent "
           f"{sum(r.requests for r in rounds['on'])})")  # fmt: skip

@@ -68,3 +68,21 @@ def free_port() -> int:
 
     with socket.create_server(("127.0.0.1", 0)) as probe:
         return int(probe.getsockname()[1])
+
+
+FIGURES = "LOREPIN_BENCH_FIGURES"
+
+
+def figure(bench: str, name: str, value: float, unit: str, baseline: float | None = None) -> None:
+    """Keep a headline figure (and the baseline measured beside it, in the same unit) as
+    one JSON line in build/bench/figures.jsonl ($LOREPIN_BENCH_FIGURES), which
+    `invoke ci.record --bench` adds to the CI history for the dashboard's trends."""
+    import json
+
+    path = Path(os.environ.get(FIGURES) or ROOT / "build" / "bench" / "figures.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {"bench": bench, "name": name, "value": round(value, 4), "unit": unit}
+    if baseline is not None:
+        line["baseline"] = round(baseline, 4)
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(line) + "\n")

@@ -1,7 +1,8 @@
 """The CI dashboard (`invoke ci.record`, `invoke ci.report`): one JSON line per run in a
 history file, and a static HTML page from it with inline SVG charts: outcome and
-duration per run, coverage over time, the slowest tests, and the flaky ones (failed in
-a run and passed in another of the same commit). Pure: the history's text comes in, the
+duration per run, coverage over time, the slowest tests, the flaky ones (failed in
+a run and passed in another of the same commit) and the benchmarks' headline figures
+over time. Pure: the history's text comes in, the
 page goes out. docs/ci-cd.md."""
 
 from __future__ import annotations
@@ -31,12 +32,35 @@ def nox_sessions(text: str, where: str) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{where}: not a nox report (nox --report FILE)") from None
 
 
+def bench_figures(text: str, where: str) -> dict[str, dict[str, Any]]:
+    """The headline figures the benchmarks kept (bench/common.py's `figure`), one JSON
+    line each, keyed "bench: name"; a figure measured twice keeps its last value."""
+    figures: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            f = json.loads(line)
+            key = f"{f['bench']}: {f['name']}"
+            figure = {"value": float(f["value"]), "unit": str(f["unit"])}
+            if f.get("baseline") is not None:
+                figure["baseline"] = float(f["baseline"])
+        except (ValueError, TypeError, KeyError):
+            raise ConfigError(f"{where}:{number}: not a benchmark figure") from None
+        if not all(math.isfinite(v) for v in figure.values() if isinstance(v, float)):
+            raise ConfigError(f"{where}:{number}: not a benchmark figure (not finite)")
+        figures[key] = figure
+    return figures
+
+
 def record(results: Results, line_rate: float | None, *, run: str, revision: str,
            at: str, slowest: Sequence[tuple[str, float]], passed: Sequence[str],
-           sessions: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+           sessions: Mapping[str, Mapping[str, Any]] | None = None,
+           bench: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """One run as a history line."""
     return {
         "sessions": dict(sessions or {}),
+        "bench": dict(bench or {}),
         "run": run,
         "revision": revision,
         "at": at,
@@ -81,6 +105,7 @@ def is_run(run: object) -> bool:
     if not isinstance(run, dict) or not {"run", "outcome", "seconds"} <= run.keys():
         return False
     slowest, sessions = run.get("slowest", []), run.get("sessions", {})
+    bench = run.get("bench", {})
     return (
         isinstance(run["run"], (str, int)) and run["outcome"] in ("passed", "failed")
         and num(run["seconds"]) and (run.get("coverage") is None or num(run["coverage"]))
@@ -90,6 +115,9 @@ def is_run(run: object) -> bool:
                 for s in slowest)
         and isinstance(sessions, dict)
         and all(isinstance(v, dict) and num(v.get("seconds")) for v in sessions.values())
+        and isinstance(bench, dict)
+        and all(isinstance(v, dict) and num(v.get("value")) and isinstance(v.get("unit"), str)
+                and (v.get("baseline") is None or num(v["baseline"])) for v in bench.values())
     )  # fmt: skip
 
 
@@ -151,6 +179,50 @@ def line(runs: Sequence[Mapping[str, Any]], width: int = 720, height: int = 160)
             f'<text x="0" y="12" class="axis">{floor:.0%} to 100%</text>'
             f'<path d="{path}" fill="none" stroke="#2456c8" stroke-width="2"/>'
             f"{dots}</svg>")  # fmt: skip
+
+
+def spark(values: Sequence[float | None], width: int = 160, height: int = 28) -> str:
+    """A figure's values over the runs as a small line with a dot per run that measured
+    it (a run that did not is passed over)."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None]
+    if not points:
+        return ""
+    low, high = min(v for _, v in points), max(v for _, v in points)
+    step = width / max(len(values) - 1, 1)
+
+    def xy(i: int, v: float) -> str:
+        return f"{i * step:.1f},{height - 4 - (v - low) / ((high - low) or 1.0) * (height - 8):.1f}"
+
+    path = " ".join(f"{'L' if n else 'M'}{xy(i, v)}" for n, (i, v) in enumerate(points))
+    dots = "".join(f'<circle cx="{xy(i, v).split(",")[0]}" cy="{xy(i, v).split(",")[1]}" '
+                   f'r="2"><title>{v:.4g}</title></circle>' for i, v in points)  # fmt: skip
+    return (f'<svg class="spark" viewBox="-3 0 {width + 6} {height}" width="{width}" '
+            f'height="{height}" role="img" aria-label="over the runs"><path d="{path}" '
+            f'fill="none" stroke="#2456c8" stroke-width="1.5"/>{dots}</svg>')  # fmt: skip
+
+
+def bench_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """A row per benchmark figure: its line over the runs, the last value, its baseline
+    measured in the same run, and the change from the run before that measured it."""
+    names = sorted({n for r in runs for n in (r.get("bench") or {})})
+    if not names:
+        return '<p class="none">no benchmark figures recorded (ci.record --bench)</p>'
+    rows = []
+    for name in names:
+        seen = [(r.get("bench") or {}).get(name) for r in runs]
+        values = [float(f["value"]) if f else None for f in seen]
+        measured = [f for f in seen if f]
+        last = measured[-1]
+        base = "-" if last.get("baseline") is None else f"{float(last['baseline']):.4g}"
+        change = "-"
+        if len(measured) > 1 and float(measured[-2]["value"]):
+            change = f"{float(last['value']) / float(measured[-2]['value']) - 1:+.1%}"
+        rows.append(f'<tr class="figure"><th>{escape(name)}</th><td>{spark(values)}</td>'
+                    f"<td>{float(last['value']):.4g} {escape(str(last['unit']))}</td>"
+                    f"<td>{escape(base)}</td><td>{escape(change)}</td></tr>")  # fmt: skip
+    head = "".join(f"<th>{h}</th>" for h in ("figure", "over the runs", "last", "baseline",
+                                              "vs the run before"))  # fmt: skip
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 def session_table(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -216,5 +288,6 @@ text-align:left}}.axis{{font-size:11px;fill:#5a6270}}.none{{color:#8a919c}}
     }</section>
 <section id="slowest"><h2>Slowest tests (last run)</h2>{table(["test", "time"], slowest)}</section>
 <section id="flaky"><h2>Flaky tests</h2>{table(["test", "revisions"], flakes)}</section>
+<section id="bench"><h2>Benchmarks (nox -s bench)</h2>{bench_table(shown)}</section>
 </body></html>
 """

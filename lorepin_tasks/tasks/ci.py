@@ -105,6 +105,7 @@ HISTORY = "build/ci/history.jsonl"
         "run": "the run's name (default: $GITHUB_RUN_ID, else the time)",
         "nox_report": "nox's JSON report of the run (nox --report FILE): each session's "
         "result and time",
+        "bench": "the benchmarks' figures (nox -s bench writes build/bench/figures.jsonl)",
         "dry_run": "print the line; append nothing",
     }
 )
@@ -115,15 +116,20 @@ def record(
     history: str = HISTORY,
     run: str = "",
     nox_report: str = "",
+    bench: str = "",
     dry_run: bool = False,
 ) -> None:
-    """Append this run (outcome, counts, time, coverage, failing and slowest tests) to
-    the CI history, one JSON line, for `invoke ci.report`."""
+    """Append this run (outcome, counts, time, coverage, failing and slowest tests, the
+    benchmarks' figures) to the CI history, one JSON line, for `invoke ci.report`."""
     settings = load_settings(c)
     results, rate = _reports(junit, coverage)
     sessions = (
         report_plan.nox_sessions(_read(nox_report, "nox report"), nox_report) if nox_report else {}
     )
+    figures = (
+        report_plan.bench_figures(_read(bench, "benchmark figures", "did nox -s bench run?"), bench)
+        if bench else {}
+    )  # fmt: skip
     now = datetime.now(UTC).isoformat(timespec="seconds")
     from lorepin_tasks.runtime import git
 
@@ -132,7 +138,7 @@ def record(
     line = report_plan.record(
         results, rate, run=run or os.environ.get("GITHUB_RUN_ID") or now, revision=revision,
         at=now, slowest=slowest, passed=[k.test for k in results.cases if k.status == "passed"],
-        sessions=sessions,
+        sessions=sessions, bench=figures,
     )  # fmt: skip
     text = json.dumps(line, separators=(",", ":"))
     if dry_run:
@@ -159,7 +165,7 @@ def report(
     dry_run: bool = False,
 ) -> None:  # fmt: skip
     """The CI dashboard, one static HTML page: outcome and duration per run, coverage over
-    time, recent runs, the slowest tests and the flaky ones."""
+    time, recent runs, the slowest tests, the flaky ones and the benchmarks' trends."""
     text = _read(history, "CI history", "`invoke ci.record` adds runs")
     runs, warnings = report_plan.history(text)
     for warning in warnings:

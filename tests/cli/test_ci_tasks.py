@@ -112,7 +112,8 @@ def test_a_missing_or_broken_report_is_one_line_and_exit_2(
 def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Path) -> None:
     """Three runs recorded by `ci.record` (the second failed, a corrupt line between),
     rendered by `ci.report`, opened in headless Chromium: a bar per run in its colour, the
-    coverage line, the flaky test; the screenshot kept."""
+    coverage line, the flaky test, a benchmark's trend (measured in runs 1 and 3); the
+    screenshot kept."""
     from tests.browser import chromium, need_browser, screenshots
 
     need_browser()
@@ -134,9 +135,15 @@ def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Pat
                 "tests.unit.test_a", "tests.e2e.test_b"))  # fmt: skip
             with history.open("a") as torn:
                 torn.write("{torn line\n")
+        figures = []
+        if n != 2:  # what bench/common.py's `figure` writes
+            figures = ["--bench", str(tmp_path / f"figures-{n}.jsonl")]
+            Path(figures[1]).write_text(json.dumps(
+                {"bench": "cms", "name": "req/s at 64 clients (baseline: 16)",
+                 "value": 200.0 + 20 * n, "unit": "req/s", "baseline": 190.0}) + "\n")  # fmt: skip
         done = invoke("ci.record", "--junit", str(report), "--coverage", str(coverage),
                       "--history", str(history), "--run", f"run-{n}",
-                      "--nox-report", str(nox))  # fmt: skip
+                      "--nox-report", str(nox), *figures)  # fmt: skip
         assert done.returncode == 0, done.stderr
     done = invoke("ci.report", "--history", str(history), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -154,6 +161,13 @@ def test_the_dashboard_of_three_runs_one_failed_opens_in_a_browser(tmp_path: Pat
         assert [m.text for m in minutes] == ["40.0", "40.0", "40.0"]
         flaky = driver.find_element(By.ID, "flaky").text
         assert "tests/e2e/test_b.py::test_flaky" in flaky
+        figure = driver.find_element(By.CSS_SELECTOR, "#bench tr.figure")
+        cells = [c.text for c in figure.find_elements(By.CSS_SELECTOR, "th, td")]
+        name = "cms: req/s at 64 clients (baseline: 16)"
+        assert cells[:1] + cells[2:] == [name, "260 req/s", "190", "+18.2%"]  # 1: the chart
+        trend = figure.find_element(By.CSS_SELECTOR, "svg path").get_attribute("d") or ""
+        assert (trend.count("M"), trend.count("L")) == (1, 1)  # run 2 measured nothing
+        assert len(figure.find_elements(By.CSS_SELECTOR, "svg circle")) == 2
         assert driver.save_screenshot(str(screenshots(tmp_path) / "ci-dashboard.png"))
 
 

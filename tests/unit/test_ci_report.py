@@ -91,7 +91,8 @@ def test_each_nox_session_over_the_runs_from_nox_reports() -> None:
 @pytest.mark.parametrize(
     "field",
     ['"outcome": 5', '"coverage": "abc"', '"slowest": "xyz"', '"slowest": [["a", "b"]]',
-     '"failures": 5', '"failures": [["a"]]', '"seconds": NaN', '"sessions": 3'],
+     '"failures": 5', '"failures": [["a"]]', '"seconds": NaN', '"sessions": 3', '"bench": []',
+     '"bench": {"a": {"value": "x", "unit": "s"}}', '"bench": {"a": {"value": 1}}'],
 )  # fmt: skip
 def test_a_run_with_a_field_of_the_wrong_type_is_skipped(field: str) -> None:
     good = json.loads(run("1", "passed", 60))
@@ -102,3 +103,35 @@ def test_a_run_with_a_field_of_the_wrong_type_is_skipped(field: str) -> None:
         "history line 1 is not a run: skipped"
     ]
     ci_report.page(runs, warnings, "now")  # and the page is made
+
+
+def test_benchmark_figures_are_kept_per_run_and_charted_with_their_change() -> None:
+    figures = ci_report.bench_figures(
+        '{"bench": "logs", "name": "search", "value": 2.0, "unit": "s", "baseline": 1.5}\n'
+        '{"bench": "dr", "name": "RTO", "value": 90, "unit": "s"}\n'
+        '\n{"bench": "logs", "name": "search", "value": 1.8, "unit": "s", "baseline": 1.4}\n',
+        "figures.jsonl",
+    )
+    assert figures == {"logs: search": {"value": 1.8, "unit": "s", "baseline": 1.4},
+                       "dr: RTO": {"value": 90.0, "unit": "s"}}  # fmt: skip
+    line = json.loads(run("1", "passed", 60))
+    runs = [{**line, "bench": {"logs: search": {"value": 1.2, "unit": "s"}}},
+            {**line, "run": "2"}, {**line, "run": "3", "bench": figures}]  # fmt: skip
+    assert [r["run"] for r in ci_report.history("\n".join(map(json.dumps, runs)))[0]] == [
+        "1", "2", "3"
+    ]  # fmt: skip
+    table = ci_report.bench_table(runs)
+    assert "<th>logs: search</th>" in table and "<td>1.8 s</td><td>1.4</td><td>+50.0%</td>" in table
+    assert "<th>dr: RTO</th>" in table and "<td>90 s</td><td>-</td><td>-</td>" in table
+    assert ci_report.bench_table([line]).startswith('<p class="none">')
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ['{"bench": "x", "name": "y", "value": "fast", "unit": "s"}', '{"bench": "x"}', "[1]",
+     '{"bench": "x", "name": "y", "value": NaN, "unit": "s"}', "torn {"],
+)  # fmt: skip
+def test_a_broken_figures_file_is_a_one_line_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"^f\.jsonl:2: not a benchmark figure"):
+        ci_report.bench_figures('{"bench": "a", "name": "b", "value": 1, "unit": "s"}\n' + bad,
+                                "f.jsonl")  # fmt: skip
