@@ -22,6 +22,7 @@ from lorepin_tasks.tasks import (
     monitor,
     release,
     repo,
+    secrets,
     stack,
 )
 
@@ -49,5 +50,6 @@ ns.add_collection(audit.ns)
 ns.add_collection(activity.ns)
 ns.add_collection(ci.ns)
 ns.add_collection(repo.ns)
+ns.add_collection(secrets.ns)
 ns.add_collection(monitor.ns)
 ns.add_collection(incident.ns)

@@ -23,6 +23,9 @@ Environment variables:
   LOREPIN_ALERT_WEBHOOK_URL    the one the incident receiver passes alerts on to (a
                        secret; default: the backup one), written into
                        secrets_dir/alert_webhook by `invoke monitor.up`
+  LOREPIN_AGE_IDENTITY the deployer's age identity (private key) file, which decrypts
+                       the repository's secrets/<env>/*.age (default:
+                       $XDG_CONFIG_HOME/lorepin/age.key, made by `invoke secrets.keygen`)
   XDG_STATE_HOME       per-user state (secrets, dumps, locks): $XDG_STATE_HOME/lorepin
   XDG_CACHE_HOME       per-user caches (resolved Compose models): $XDG_CACHE_HOME/lorepin
 """
@@ -238,6 +241,9 @@ class Environment:
     # The CMS's user activity (invoke.yaml's `activity:`): recorded or not, days kept.
     activity_retention_days: int = 30
     activity_enabled: bool = True
+    # The age public keys the repository's secrets/<env>/*.age are encrypted to (invoke.yaml's
+    # `secrets.recipients`): every person or runner that deploys the environment.
+    secrets_recipients: tuple[str, ...] = ()
 
     @property
     def is_server(self) -> bool:
@@ -292,6 +298,7 @@ class Settings:
     webhook_url: str | None
     backup_webhook_url: str | None = None  # where the second site's schedule reports
     alert_webhook_url: str | None = None  # where the incident receiver passes alerts on
+    age_identity: Path = Path("age.key")  # the deployer's key to the repository's secrets
 
     def environment(self, name: str) -> Environment:
         """The selected environment, with the LOREPIN_* overrides applied."""
@@ -325,6 +332,12 @@ def parse_ttl(text: str) -> timedelta:
         raise ConfigError(f"invalid ttl {text!r}: a number and s, m, h or d, like 90m, 72h, 7d")
     seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
     return timedelta(seconds=int(match["n"]) * seconds)
+
+
+def config_home(environ: Mapping[str, str]) -> Path:
+    """Per-user configuration (XDG): the deployer's age identity."""
+    base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
+    return Path(base).expanduser() / "lorepin"
 
 
 def state_home(environ: Mapping[str, str]) -> Path:
@@ -396,6 +409,9 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     monitoring = _mapping(raw.get("monitoring"), f"{where}: monitoring")
     logs = _mapping(raw.get("logs"), f"{where}: logs")
     activity = _mapping(raw.get("activity"), f"{where}: activity")
+    stored = _mapping(raw.get("secrets"), f"{where}: secrets")
+    if unknown := sorted(set(stored) - {"recipients"}):
+        raise ConfigError(f"{where}: secrets: unknown setting {unknown[0]!r} (known: recipients)")
     # Keyed by Compose project, like the engine's volumes: every checkout that drives the
     # same project finds the password its database was initialised with.
     state_dir = state / project
@@ -456,6 +472,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
             high=3650,
         ),
         activity_enabled=_activity_enabled(activity, where),
+        secrets_recipients=_recipients(stored.get("recipients"), f"{where}: secrets.recipients"),
     )
 
 
@@ -562,6 +579,15 @@ def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
 AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 
 
+def _recipients(raw: Any, where: str) -> tuple[str, ...]:
+    recipients = raw or []
+    if not isinstance(recipients, list | tuple) or not all(
+        isinstance(r, str) and AGE_RECIPIENT.match(r) for r in recipients
+    ):
+        raise ConfigError(f"{where} must be a list of age public keys (age1...)")
+    return tuple(recipients)
+
+
 def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
     keep = _mapping(raw.get("keep"), f"{where}: backup.keep")
     known = {"recipients", "keep", "rto", "rpo", "schedule"}
@@ -571,11 +597,7 @@ def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
             f"{where}: unknown backup setting {unknown[0]!r} (known: recipients, rto, rpo, "
             "schedule, keep.last, keep.daily, keep.weekly, keep.monthly)"
         )
-    recipients = raw.get("recipients") or []
-    if not isinstance(recipients, list | tuple) or not all(
-        isinstance(r, str) and AGE_RECIPIENT.match(r) for r in recipients
-    ):
-        raise ConfigError(f"{where}: backup.recipients must be a list of age public keys (age1...)")
+    recipients = _recipients(raw.get("recipients"), f"{where}: backup.recipients")
     defaults = BackupPolicy()
 
     def count(name: str, low: int) -> int:
@@ -587,7 +609,7 @@ def _backup(raw: Mapping[str, Any], where: str) -> BackupPolicy:
         )
 
     return BackupPolicy(
-        recipients=tuple(recipients),
+        recipients=recipients,
         keep_last=count("last", 1),
         keep_daily=count("daily", 0),
         keep_weekly=count("weekly", 0),
@@ -783,6 +805,9 @@ def load(
         feature=_feature(raw["feature"]),
         lock_wait=float(_int(lock_wait, "db.lock_wait", low=0, high=3600)),
         webhook_url=environ.get("LOREPIN_RELEASE_WEBHOOK_URL") or None,
+        age_identity=Path(environ["LOREPIN_AGE_IDENTITY"]).expanduser()
+        if environ.get("LOREPIN_AGE_IDENTITY")
+        else config_home(environ) / "age.key",
         backup_webhook_url=environ.get("LOREPIN_BACKUP_WEBHOOK_URL")
         or environ.get("LOREPIN_RELEASE_WEBHOOK_URL")
         or None,

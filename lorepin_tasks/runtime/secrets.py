@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.errors import ConfigError, LorePinError, Refused
+from lorepin_tasks.plans import secret_store as store
 from lorepin_tasks.plans.proxy import Monitoring
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
+
+if TYPE_CHECKING:
+    import pyrage
 
 # Secrets each environment needs, as files in its secrets_dir.
 REQUIRED = ("db_password",)
@@ -33,10 +38,12 @@ def _empty(ctx: EnvContext) -> list[str]:
     ]
 
 
-def require(ctx: EnvContext) -> None:
-    """Every secret is there and not empty (tasks that never create one)."""
+def require(ctx: EnvContext, given: Iterable[str] = ()) -> None:
+    """Every secret is there and not empty (tasks that never create one), or `given`
+    (decrypted from the repository, to be placed)."""
     _check_directory(ctx)
     missing = [n for n in REQUIRED if not (ctx.env.secrets_dir / n).is_file()] + _empty(ctx)
+    missing = [n for n in missing if n not in given]
     if missing:
         raise ConfigError(
             f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing "
@@ -209,3 +216,84 @@ def monitoring_access(ctx: EnvContext) -> Monitoring | None:
     if not hashed.is_file() or not hashed.read_text().strip():
         return None
     return Monitoring(allow=ctx.env.monitoring_allow, password_hash=hashed.read_text().strip())
+
+
+# -- the repository's encrypted secrets (plans/secret_store.py) --------------------------
+
+
+def identity(ctx: EnvContext) -> pyrage.x25519.Identity:
+    """The deployer's age identity (LOREPIN_AGE_IDENTITY), or a one-line error."""
+    import pyrage
+
+    path = ctx.settings.age_identity
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+        return pyrage.x25519.Identity.from_str(lines[0])
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no age identity at {path}: make one with `invoke secrets.keygen` (and have its "
+            "public key added to the recipients), or point LOREPIN_AGE_IDENTITY at yours"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the age identity {path}: {exc}") from None
+    except (IndexError, ValueError, pyrage.IdentityError):
+        raise ConfigError(f"{path} is not an age identity (AGE-SECRET-KEY-1...)") from None
+
+
+def decrypt(ctx: EnvContext, name: str, key: pyrage.x25519.Identity) -> str:
+    """One stored secret's value (checked: text, one line, not empty)."""
+    import pyrage
+
+    path = store.path(ctx.settings.root, ctx.env.name, name)
+    where = path.relative_to(ctx.settings.root)
+    try:
+        value = pyrage.decrypt(path.read_bytes(), [key]).decode().strip()
+    except FileNotFoundError:
+        hint = f"`invoke secrets.list --env {ctx.env.name}`"
+        raise ConfigError(f"no secret {where} ({hint})") from None
+    except pyrage.DecryptError:
+        raise ConfigError(
+            f"cannot decrypt {where} with {ctx.settings.age_identity}: it is not encrypted to "
+            "this key (a holder adds your public key to secrets.recipients and runs "
+            f"`invoke secrets.rotate --env {ctx.env.name}`), or the file is damaged"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} does not hold text") from None
+    if not value or "\n" in value:
+        raise ConfigError(f"{where} holds {'nothing' if not value else 'several lines'}")
+    ctx.run.add_secret(value)
+    return value
+
+
+def decrypt_stored(ctx: EnvContext) -> dict[str, str]:
+    """Every stored secret of the environment, decrypted in memory (nothing written): a
+    deploy checks them all before its first change. None stored: nothing asked."""
+    names = store.stored(ctx.settings.root, ctx.env.name)
+    if not names:
+        return {}
+    key = identity(ctx)
+    values = {n: decrypt(ctx, n, key) for n in names}
+    for n, value in values.items():
+        placed = ctx.env.secrets_dir / n
+        if store.NAMES[n] == "kept" and placed.is_file() and placed.read_text().strip() != value:
+            raise Refused(
+                f"secrets/{ctx.env.name}/{n}.age differs from {placed}, the value the "
+                f"environment's data was made with: changing it would lock the service out of "
+                "its data; store the value in place (`invoke secrets.set`) instead"
+            )
+    return values
+
+
+def place_stored(ctx: EnvContext, values: dict[str, str]) -> None:
+    """Write the decrypted secrets into the environment's secrets_dir (where they differ)."""
+    if not values:
+        return
+    _check_directory(ctx)
+    if not ctx.run.dry_run:
+        ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for n, value in values.items():
+        placed = ctx.env.secrets_dir / n
+        if placed.is_file() and placed.read_text().strip() == value:
+            continue
+        ctx.run.write(placed, value + "\n", mode=0o600 if n == MONITORING_PASSWORD else 0o644)
+        ctx.run.say(f"placed {n} from secrets/{ctx.env.name}/{n}.age")

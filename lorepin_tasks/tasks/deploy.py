@@ -192,7 +192,8 @@ def deploy(
     override = plan.window_override(
         policy, datetime.now(UTC), outside_window=outside_window, reason=reason
     )
-    secrets.require(ctx)
+    stored = secrets.decrypt_stored(ctx)  # the repository's secrets/<env>/*.age, checked
+    secrets.require(ctx, given=stored)
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
     ops.refuse_failed_over(ctx)
@@ -204,6 +205,7 @@ def deploy(
     steps = ops.Steps(ctx)
     with locked(ctx, "deploy"):
         docker.ensure_owned(ctx, data=True)
+        secrets.place_stored(ctx, stored)
         _tls(ctx)
         secrets.ensure_backup_passphrase(ctx)
         secrets.ensure_backup_tls(ctx)

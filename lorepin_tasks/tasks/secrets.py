@@ -1,0 +1,181 @@
+"""Secrets at rest in the repository: `invoke secrets.keygen / set / get / list / rotate`.
+Each secret is `secrets/<env>/<NAME>.age`, age-encrypted to the environment's recipients
+(invoke.yaml's `secrets.recipients`); `invoke deploy` decrypts them with the deployer's
+identity into the environment's secrets_dir. A plain file under secrets/ fails
+`nox -s lint`. docs/security.md."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.context import Context
+
+from lorepin_tasks.errors import ConfigError, Refused
+from lorepin_tasks.plans import secret_store as store
+from lorepin_tasks.runtime import secrets as env_secrets
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    JSON_HELP,
+    load_settings,
+    open_env,
+    task,
+)
+
+ENV = "the environment whose secrets these are (see invoke.yaml), required"
+NAME = f"the secret: {', '.join(store.NAMES)}"
+
+
+def _env(c: Context, env: str, dry_run: bool = False) -> EnvContext:
+    if not env:
+        raise ConfigError("say which environment: --env staging (see invoke.yaml)")
+    return open_env(c, env, dry_run=dry_run)
+
+
+def _recipients(ctx: EnvContext) -> list[object]:
+    import pyrage
+
+    if not ctx.env.secrets_recipients:
+        raise ConfigError(
+            f"environment '{ctx.env.name}' has no secrets.recipients in invoke.yaml: add the "
+            "public key of everyone who deploys it (`invoke secrets.keygen` prints yours)"
+        )
+    return [pyrage.x25519.Recipient.from_str(r) for r in ctx.env.secrets_recipients]
+
+
+def _seal(ctx: EnvContext, secret: str, value: str) -> None:
+    """Encrypt to the environment's recipients and replace the file in one rename."""
+    import pyrage
+
+    path = store.path(ctx.settings.root, ctx.env.name, secret)
+    sealed = pyrage.encrypt((value + "\n").encode(), _recipients(ctx), armored=True)  # type: ignore[arg-type]
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would write {path.relative_to(ctx.settings.root)} (encrypted)")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part")
+    part.write_bytes(sealed)
+    os.replace(part, path)
+
+
+def _value(generate: bool) -> str:
+    """The new value: random, typed (not echoed), or piped in; never a flag (the process
+    list and the shell history would keep it)."""
+    if generate:
+        import secrets as random_secrets
+
+        return random_secrets.token_urlsafe(32)
+    text = getpass.getpass("value: ") if sys.stdin.isatty() else sys.stdin.read()
+    value = text.strip()
+    if not value or "\n" in value:
+        raise ConfigError("a secret is one line of text, not empty (pipe it in, or --generate)")
+    return value
+
+
+@task(
+    help={
+        "out": "where to write it (default: $LOREPIN_AGE_IDENTITY, else ~/.config/lorepin/age.key)",
+        "dry_run": DRY_HELP,
+    }
+)
+def keygen(c: Context, out: str = "", dry_run: bool = False) -> None:
+    """Make your age identity (0600) and print its public key, for an environment's
+    secrets.recipients. An existing identity is never replaced."""
+    import pyrage
+
+    path = Path(out).expanduser() if out else load_settings(c).age_identity
+    if path.exists():
+        raise Refused(f"{path} exists: an identity is never replaced (it may be the only key)")
+    key = pyrage.x25519.Identity.generate()
+    if dry_run:
+        print(f"# would write a new age identity to {path} (0600) and print its public key")
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(f"# public key: {key.to_public()}\n{key}\n")
+    print(f"wrote {path}; add this public key to secrets.recipients in invoke.yaml:")
+    print(key.to_public())
+
+
+@task(
+    name="set",
+    help={
+        "env": ENV,
+        "name": NAME,
+        "generate": "a new random value instead of one typed or piped in",
+        "dry_run": DRY_HELP,
+    },
+)
+def set_(c: Context, env: str = "", name: str = "", generate: bool = False,
+         dry_run: bool = False) -> None:  # fmt: skip
+    """Store a secret, encrypted to the environment's recipients: the value is typed (not
+    echoed) or piped in, e.g. `printf %s "$URL" | invoke secrets.set --env staging --name
+    alert_webhook`. Commit the file; `invoke deploy` places it."""
+    ctx = _env(c, env, dry_run)
+    secret = store.name(name)
+    _recipients(ctx)  # before asking for the value
+    _seal(ctx, secret, _value(generate))
+    where = store.path(ctx.settings.root, ctx.env.name, secret).relative_to(ctx.settings.root)
+    if not dry_run:
+        print(f"stored {where} for {len(ctx.env.secrets_recipients)} recipient(s): commit it")
+
+
+@task(help={"env": ENV, "name": NAME})
+def get(c: Context, env: str = "", name: str = "") -> None:
+    """Print a stored secret's value (decrypted with your identity)."""
+    ctx = _env(c, env)
+    value = env_secrets.decrypt(ctx, store.name(name), env_secrets.identity(ctx))
+    print(value)
+
+
+@task(name="list", help={"env": ENV, "json": JSON_HELP})
+def list_(c: Context, env: str = "", json_: bool = False) -> None:
+    """The environment's stored secrets and, for each, whether the value in its
+    secrets_dir is the same, differs, or is missing (values are never shown)."""
+    ctx = _env(c, env)
+    names = store.stored(ctx.settings.root, ctx.env.name)
+    rows = []
+    key = env_secrets.identity(ctx) if names else None
+    for n in names:
+        assert key is not None
+        value = env_secrets.decrypt(ctx, n, key)
+        placed = ctx.env.secrets_dir / n
+        state = "missing" if not placed.is_file() else (
+            "same" if placed.read_text().strip() == value else "differs")  # fmt: skip
+        rows.append({"name": n, "file": f"{store.STORE}/{ctx.env.name}/{n}{store.SUFFIX}",
+                     "in_secrets_dir": state})  # fmt: skip
+    if json_:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"no secret stored for '{ctx.env.name}' (`invoke secrets.set`)")
+    for r in rows:
+        print(f"{r['name']:<20} {r['file']:<40} in {ctx.env.secrets_dir}: {r['in_secrets_dir']}")
+
+
+@task(help={"env": ENV, "dry_run": DRY_HELP})
+def rotate(c: Context, env: str = "", dry_run: bool = False) -> None:
+    """Encrypt every stored secret of the environment again, to its recipients as they
+    are now (after someone joins or leaves). Values stay; decrypted and checked first."""
+    ctx = _env(c, env, dry_run)
+    _recipients(ctx)
+    names = store.stored(ctx.settings.root, ctx.env.name)
+    if not names:
+        print(f"no secret stored for '{ctx.env.name}'")
+        return
+    key = env_secrets.identity(ctx)
+    values = {n: env_secrets.decrypt(ctx, n, key) for n in names}  # all, before any write
+    for n, value in values.items():
+        _seal(ctx, n, value)
+    if not dry_run:
+        print(f"{len(values)} secret(s) of '{ctx.env.name}' encrypted again to "
+              f"{len(ctx.env.secrets_recipients)} recipient(s): commit them")  # fmt: skip
+
+
+ns = Collection("secrets", keygen, set_, get, list_, rotate)
