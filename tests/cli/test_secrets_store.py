@@ -1,0 +1,171 @@
+"""Secrets at rest, through the real CLI in a clone of the project: `invoke secrets.*`
+with real age keys (pyrage), the files as they would be committed, `nox -s lint`'s check
+of secrets/, and `invoke deploy` refusing a secret it cannot decrypt before it changes
+anything. Bad input is one line and exit 2, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.release_helpers import clone_project, invoke_in
+
+WEBHOOK = "https://hooks.example.invalid/T0/B0/secret-part"
+
+
+class Clone:
+    def __init__(self, tmp_path: Path) -> None:
+        self.repo = clone_project(tmp_path)
+        self.root = Path(self.repo.working_tree_dir or ".")
+        self.keys = tmp_path / "keys"
+        self.env = {"XDG_STATE_HOME": str(tmp_path / "state"),
+                    "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
+
+    def run(self, *args: str, who: str = "alice", stdin: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        env = {**self.env, "LOREPIN_AGE_IDENTITY": str(self.keys / f"{who}.key")}
+        if stdin is None:
+            return invoke_in(self.repo, *args, env=env)
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root,
+                              env={**os.environ, **env}, input=stdin, capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+
+    def keygen(self, who: str) -> str:
+        done = self.run("secrets.keygen", who=who)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    def recipients(self, env: str, *keys: str) -> None:
+        path = self.root / "invoke.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["lorepin"]["environments"][env]["secrets"] = {"recipients": list(keys)}
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def stored(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in (self.root / "secrets").rglob("*.age"))
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Clone:
+    made = Clone(tmp_path)
+    made.recipients("staging", made.keygen("alice"))
+    return made
+
+
+def test_keygen_makes_a_private_identity_and_never_replaces_one(clone: Clone) -> None:
+    key = clone.keys / "alice.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    before = key.read_text()
+    again = clone.run("secrets.keygen")
+    assert again.returncode == 6 and again.stderr.strip().endswith(
+        "exists: an identity is never replaced (it may be the only key)"
+    )
+    assert key.read_text() == before
+
+
+def test_a_secret_is_stored_encrypted_and_read_back_only_by_a_recipient(clone: Clone) -> None:
+    done = clone.run("secrets.set", "--env", "staging", "--name", "alert_webhook", stdin=WEBHOOK)
+    assert done.returncode == 0, done.stderr
+    sealed = (clone.root / "secrets/staging/alert_webhook.age").read_text()
+    assert sealed.startswith("-----BEGIN AGE ENCRYPTED FILE-----") and "secret-part" not in sealed
+    assert WEBHOOK not in done.stdout + done.stderr
+    got = clone.run("secrets.get", "--env", "staging", "--name", "alert_webhook")
+    assert (got.returncode, got.stdout) == (0, WEBHOOK + "\n")
+    listed = clone.run("secrets.list", "--env", "staging", "--json")
+    assert json.loads(listed.stdout) == [{"name": "alert_webhook", "in_secrets_dir": "missing",
+                                          "file": "secrets/staging/alert_webhook.age"}]  # fmt: skip
+    lint = subprocess.run([sys.executable, "scripts/check-secrets.py"], cwd=clone.root,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert lint.returncode == 0, lint.stderr
+
+    clone.keygen("bob")  # not a recipient (yet)
+    refused = clone.run("secrets.get", "--env", "staging", "--name", "alert_webhook", who="bob")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: cannot decrypt secrets/staging/alert_webhook.age")
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_rotate_encrypts_again_to_the_recipients_as_they_are_now(clone: Clone) -> None:
+    alice = (clone.keys / "alice.key").read_text().split("public key: ")[1].split()[0]
+    for name in ("alert_webhook", "db_password"):
+        stdin = WEBHOOK if name == "alert_webhook" else None
+        extra = () if stdin else ("--generate",)
+        done = clone.run("secrets.set", "--env", "staging", "--name", name, *extra, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+    bob = clone.keygen("bob")
+    clone.recipients("staging", alice, bob)
+    assert clone.run("secrets.get", "--env", "staging", "--name", "db_password",
+                     who="bob").returncode == 2  # fmt: skip
+    done = clone.run("secrets.rotate", "--env", "staging")
+    assert done.returncode == 0, done.stderr
+    assert "2 secret(s) of 'staging' encrypted again to 2 recipient(s)" in done.stdout
+    got = clone.run("secrets.get", "--env", "staging", "--name", "alert_webhook", who="bob")
+    assert got.stdout == WEBHOOK + "\n"
+    # Alice leaves: bob rotates to himself alone; her key opens nothing any more.
+    clone.recipients("staging", bob)
+    assert clone.run("secrets.rotate", "--env", "staging", who="bob").returncode == 0
+    gone = clone.run("secrets.get", "--env", "staging", "--name", "db_password")
+    assert gone.returncode == 2 and "cannot decrypt" in gone.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "error"),
+    [
+        (("--env", "staging", "--name", "api_key"), "x", "error: unknown secret 'api_key' "),
+        (("--env", "production", "--name", "db_password"), "x",
+         "error: environment 'production' has no secrets.recipients in invoke.yaml"),
+        (("--env", "staging", "--name", "db_password"), "", "error: a secret is one line"),
+        (("--env", "staging", "--name", "db_password"), "a\nb", "error: a secret is one line"),
+        (("--env", "nowhere", "--name", "db_password"), "x", "error: unknown environment"),
+        (("--name", "db_password"), "x", "error: say which environment"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_stores_nothing(
+    clone: Clone, args: tuple[str, ...], stdin: str, error: str
+) -> None:
+    done = clone.run("secrets.set", *args, stdin=stdin)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(error) and len(done.stderr.strip().splitlines()) == 1
+    assert clone.stored() == []
+
+
+def test_a_plain_file_under_secrets_fails_the_lint(clone: Clone) -> None:
+    plain = clone.root / "secrets" / "staging" / "db_password.age"
+    plain.parent.mkdir(parents=True)
+    plain.write_text("hunter2\n")  # named like a secret, but not encrypted
+    lint = subprocess.run([sys.executable, "scripts/check-secrets.py"], cwd=clone.root,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert lint.returncode == 1
+    assert lint.stderr.strip() == (
+        "error: secrets/staging/db_password.age: not age-encrypted: a plain-text secret must "
+        "not be committed (store it with `invoke secrets.set`)"
+    )
+
+
+def test_deploy_refuses_a_secret_encrypted_to_another_key_before_any_change(
+    clone: Clone, tmp_path: Path
+) -> None:
+    """The stored secret is Bob's: Alice's deploy stops with one line before it locks,
+    writes a secret or starts anything."""
+    bob = clone.keygen("bob")
+    clone.recipients("staging", bob)
+    done = clone.run("secrets.set", "--env", "staging", "--name", "db_password", "--generate",
+                     who="bob")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    release = clone.root / "dist" / "release" / "v1.0.0.json"
+    release.parent.mkdir(parents=True)
+    release.write_text(json.dumps({"images": {"cms": "lorepin/cms:1.0.0"},
+                                   "git_sha": clone.repo.head.commit.hexsha}))  # fmt: skip
+    deploy = clone.run("deploy", "--env", "staging", "--version", "1.0.0", "--yes")
+    assert deploy.returncode == 2, deploy.stdout + deploy.stderr
+    assert deploy.stderr.startswith(
+        "error: cannot decrypt secrets/staging/db_password.age with "
+    ) and len(deploy.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists()  # no lock, no secrets_dir, no history
