@@ -165,7 +165,8 @@ def test_deploy_refuses_a_secret_encrypted_to_another_key_before_any_change(
                                    "git_sha": clone.repo.head.commit.hexsha}))  # fmt: skip
     deploy = clone.run("deploy", "--env", "staging", "--version", "1.0.0", "--yes")
     assert deploy.returncode == 2, deploy.stdout + deploy.stderr
-    assert deploy.stderr.startswith(
-        "error: cannot decrypt secrets/staging/db_password.age with "
-    ) and len(deploy.stderr.strip().splitlines()) == 1
+    assert (
+        deploy.stderr.startswith("error: cannot decrypt secrets/staging/db_password.age with ")
+        and len(deploy.stderr.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "state").exists()  # no lock, no secrets_dir, no history

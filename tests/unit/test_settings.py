@@ -321,3 +321,18 @@ def test_the_activity_settings_are_per_environment_and_checked() -> None:
     for given, message in refusals:
         with pytest.raises(ConfigError, match=message):
             load({"environments": {"local": {"activity": given}}}).environment("local")
+
+
+def test_the_secrets_recipients_and_the_age_identity_are_read_and_checked() -> None:
+    key = "age1" + "q" * 58
+    settings = load({"environments": {"local": {"secrets": {"recipients": [key]}}}},
+                    environ={"HOME": "/home/x"})  # fmt: skip
+    assert settings.environment("local").secrets_recipients == (key,)
+    assert settings.age_identity == Path("/home/x/.config/lorepin/age.key")
+    given = load({}, environ={"LOREPIN_AGE_IDENTITY": "/keys/me.key", "HOME": "/home/x"})
+    assert given.age_identity == Path("/keys/me.key")
+    for bad, error in (({"recipients": ["ssh-ed25519 AAAA"]}, "must be a list of age public"),
+                       ({"recipients": key}, "must be a list of age public"),
+                       ({"recipient": [key]}, "secrets: unknown setting 'recipient'")):  # fmt: skip
+        with pytest.raises(ConfigError, match=error):
+            load({"environments": {"local": {"secrets": bad}}})
