@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import git
+import pyrage
 import pytest
 import yaml
 
@@ -271,10 +272,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     now = datetime.now(UTC)
     later = now + timedelta(days=3)  # a one-minute window days away: never now
     closed = f"{later:%a}-{later:%a} 00:00-00:01"
+    # Staging's database password lives in the repository, encrypted to the deployer's
+    # age key (`invoke secrets.set`, below): its first deploy places it. Production's is
+    # a file in its secrets_dir, as an operator would leave it.
+    key = pyrage.x25519.Identity.generate()
+    identity = tmp / "age.key"
+    identity.write_text(f"{key}\n")
+    identity.chmod(0o600)
+    config["lorepin"]["environments"]["staging"]["secrets"] = {"recipients": [str(key.to_public())]}
     for name, project in projects.items():
         secrets[name].mkdir(mode=0o700)
-        (secrets[name] / "db_password").write_text(uuid.uuid4().hex + "\n")
-        (secrets[name] / "db_password").chmod(0o644)
+        if name == "production":
+            (secrets[name] / "db_password").write_text(uuid.uuid4().hex + "\n")
+            (secrets[name] / "db_password").chmod(0o644)
         env = config["lorepin"]["environments"][name]
         env.update(project=project, http_port=0, https_port=0, secrets_dir=str(secrets[name]))
         env["logs"].update(port=free_port())  # the collector's port must be known up front
@@ -298,11 +308,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "BASE_IMAGE": base_image(),
             # The schedule's webhook, on the environment's network (a stand-in for Slack).
             "LOREPIN_BACKUP_WEBHOOK_URL": f"http://hooks:8080/services/{HOOK_TOKEN}",
+            "LOREPIN_AGE_IDENTITY": str(identity),
         },
         secrets=secrets,
         projects=projects,
     )
     try:
+        done = s.invoke("secrets.set", "--env", "staging", "--name", "db_password", "--generate")
+        assert done.returncode == 0, done.stderr
+        repo.index.add(["secrets/staging/db_password.age"])
+        repo.index.commit("chore: staging's database password, encrypted")
         s.release("1.0.0", "feat: the first release")
         s.release("1.1.0", "feat: the second release")
         yield s
@@ -444,6 +459,8 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     }
     assert deployed["config"]["files"].keys() == {"compose.yaml", "server.yaml"}
     password = (site.secrets["staging"] / "db_password").read_text().strip()
+    stored = site.invoke("secrets.get", "--env", "staging", "--name", "db_password")
+    assert stored.stdout.strip() == password  # the repository's secret, placed by the deploy
     assert password not in json.dumps(history)  # secrets by hash only
     assert HOOK_TOKEN not in json.dumps(history)
 
