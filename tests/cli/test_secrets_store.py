@@ -48,6 +48,12 @@ class Clone:
         config["lorepin"]["environments"][env]["secrets"] = {"recipients": list(keys)}
         path.write_text(yaml.safe_dump(config, sort_keys=False))
 
+    def release_manifest(self) -> None:
+        release = self.root / "dist" / "release" / "v1.0.0.json"
+        release.parent.mkdir(parents=True)
+        release.write_text(json.dumps({"images": {"cms": "lorepin/cms:1.0.0"},
+                                       "git_sha": self.repo.head.commit.hexsha}))  # fmt: skip
+
     def stored(self) -> list[str]:
         return sorted(str(p.relative_to(self.root)) for p in (self.root / "secrets").rglob("*.age"))
 
@@ -159,10 +165,7 @@ def test_deploy_refuses_a_secret_encrypted_to_another_key_before_any_change(
     done = clone.run("secrets.set", "--env", "staging", "--name", "db_password", "--generate",
                      who="bob")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    release = clone.root / "dist" / "release" / "v1.0.0.json"
-    release.parent.mkdir(parents=True)
-    release.write_text(json.dumps({"images": {"cms": "lorepin/cms:1.0.0"},
-                                   "git_sha": clone.repo.head.commit.hexsha}))  # fmt: skip
+    clone.release_manifest()  # deploy's first check; the images are never reached
     deploy = clone.run("deploy", "--env", "staging", "--version", "1.0.0", "--yes")
     assert deploy.returncode == 2, deploy.stdout + deploy.stderr
     assert (
@@ -170,3 +173,26 @@ def test_deploy_refuses_a_secret_encrypted_to_another_key_before_any_change(
         and len(deploy.stderr.strip().splitlines()) == 1
     )
     assert not (tmp_path / "state").exists()  # no lock, no secrets_dir, no history
+
+
+def test_deploy_refuses_a_stored_database_password_unlike_the_one_in_place(
+    clone: Clone, tmp_path: Path
+) -> None:
+    """The database was made with the password in the secrets_dir: a different stored one
+    would lock the CMS out, so the deploy stops before it writes it (exit 6)."""
+    done = clone.run("secrets.set", "--env", "staging", "--name", "db_password", "--generate")
+    assert done.returncode == 0, done.stderr
+    placed = tmp_path / "staging-secrets"
+    placed.mkdir(mode=0o700)
+    (placed / "db_password").write_text("the-one-the-database-has\n")
+    clone.release_manifest()  # deploy's first check; the images are never reached
+    clone.env["LOREPIN_SECRETS_DIR"] = str(placed)
+    deploy = clone.run("deploy", "--env", "staging", "--version", "1.0.0", "--yes")
+    assert deploy.returncode == 6, deploy.stdout + deploy.stderr
+    assert deploy.stderr.startswith(
+        f"error: secrets/staging/db_password.age differs from {placed / 'db_password'}, the "
+        "value the environment's data was made with"
+    )
+    assert (placed / "db_password").read_text() == "the-one-the-database-has\n"
+    listed = clone.run("secrets.list", "--env", "staging", "--json")
+    assert json.loads(listed.stdout)[0]["in_secrets_dir"] == "differs"
