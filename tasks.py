@@ -23,6 +23,7 @@ from lorepin_tasks.tasks import (
     release,
     repo,
     secrets,
+    security,
     stack,
 )
 
@@ -51,5 +52,6 @@ ns.add_collection(activity.ns)
 ns.add_collection(ci.ns)
 ns.add_collection(repo.ns)
 ns.add_collection(secrets.ns)
+ns.add_collection(security.ns)
 ns.add_collection(monitor.ns)
 ns.add_collection(incident.ns)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lorepin_tasks.plans.security import STRONG_TLS_1_2
+
 ADMIN = "http://127.0.0.1:2019"
 HTTP_PORT, HTTPS_PORT = 8080, 8443  # inside the container (a non-root user binds them)
 CERT, KEY = "/run/secrets/tls_cert", "/run/secrets/tls_key"
@@ -175,7 +177,15 @@ def config(route: Route) -> dict[str, Any]:
                         "listen": [f":{HTTPS_PORT}"],
                         "protocols": ["h1", "h2"],  # no HTTP/3: its UDP port is not published
                         # A client reaching an IP address sends no server name (SNI).
-                        "tls_connection_policies": [{"default_sni": route.server_name}],
+                        # TLS 1.2 and 1.3 only; 1.2 with forward-secret AEAD suites only
+                        # (Caddy's defaults today, pinned: a newer Caddy cannot loosen them).
+                        "tls_connection_policies": [
+                            {
+                                "default_sni": route.server_name,
+                                "protocol_min": "tls1.2",
+                                "cipher_suites": list(STRONG_TLS_1_2),
+                            }
+                        ],
                         "automatic_https": {"disable": True},
                         "logs": {"default_logger_name": "access"},
                         "routes": [

@@ -275,11 +275,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     # Staging's database password lives in the repository, encrypted to the deployer's
     # age key (`invoke secrets.set`, below): its first deploy places it. Production's is
     # a file in its secrets_dir, as an operator would leave it.
-    key = pyrage.x25519.Identity.generate()
+    age_key = pyrage.x25519.Identity.generate()
     identity = tmp / "age.key"
-    identity.write_text(f"{key}\n")
+    identity.write_text(f"{age_key}\n")
     identity.chmod(0o600)
-    config["lorepin"]["environments"]["staging"]["secrets"] = {"recipients": [str(key.to_public())]}
+    staging = config["lorepin"]["environments"]["staging"]
+    staging["secrets"] = {"recipients": [str(age_key.to_public())]}
     for name, project in projects.items():
         secrets[name].mkdir(mode=0o700)
         if name == "production":
@@ -1677,3 +1678,47 @@ def test_a_rollback_past_a_contract_revision_is_refused_before_anything_changes(
     assert site.serving("staging") == "1.3.0"
     after = colour_states(site)
     assert after == before  # the kept colour was not even thawed
+
+
+def test_security_scan_passes_staging_and_names_each_weakness_of_a_weakened_proxy(
+    site: Site,
+) -> None:
+    """`invoke security.scan` against the deployed staging: no high finding, its reports
+    written. Then the same proxy loosened through Caddy's admin API (TLS 1.0 allowed, the
+    HSTS header gone) is caught on both counts, and put back."""
+    site.serve_staging()
+    sound = site.invoke("security.scan", "--env", "staging", "--json")
+    assert sound.returncode == 0, sound.stdout[-2000:] + sound.stderr[-2000:]
+    report = json.loads(sound.stdout)
+    assert report["counts"]["high"] == 0 and report["checks"] == ["tls", "headers", "containers"]
+    assert set(report["not_run"]) == {"api-fuzz", "secrets-in-history-and-images",
+                                      "dependency-audit"}  # fmt: skip
+    written = sorted((site.root / "dist" / "security").glob("staging-*"))
+    assert [p.suffix for p in written][-2:] == [".json", ".md"]
+
+    proxy = f"{site.projects['staging']}-proxy-1"
+    admin = ["docker", "exec", "-i", proxy, "curl", "-fsS"]
+    original = subprocess.run([*admin, "http://127.0.0.1:2019/config/"], capture_output=True,
+                              text=True, check=True).stdout  # fmt: skip
+    config = json.loads(original)
+    public = config["apps"]["http"]["servers"]["public"]
+    public["tls_connection_policies"][0].update(protocol_min="tls1.0")
+    public["tls_connection_policies"][0].pop("cipher_suites")
+    for route in public["routes"]:
+        for handler in route.get("handle", []):
+            handler.get("response", {}).get("set", {}).pop("Strict-Transport-Security", None)
+    load = [*admin, "-X", "POST", "-H", "content-type: application/json", "--data-binary", "@-",
+            "http://127.0.0.1:2019/load"]  # fmt: skip
+    subprocess.run(load, input=json.dumps(config), capture_output=True, text=True, check=True)
+    try:
+        weak = site.invoke("security.scan", "--env", "staging", "--json")
+    finally:
+        subprocess.run(load, input=original, capture_output=True, text=True, check=True)
+    assert weak.returncode == 1, weak.stderr[-2000:]
+    assert weak.stderr.strip().splitlines()[-1].startswith("error: the scan of 'staging' found ")
+    found = {(f["severity"], f["what"]) for f in json.loads(weak.stdout)["findings"]}
+    assert ("high", "no Strict-Transport-Security header") in found
+    assert any(s == "high" and w.startswith("TLS 1.0 is accepted") for s, w in found), found
+    assert ("medium", "/version: no strict-transport-security header (browsers keep to HTTPS)") \
+        in found  # fmt: skip
+    assert site.invoke("security.scan", "--env", "staging").returncode == 0  # put back

@@ -439,7 +439,9 @@ def test_the_proxy_redirects_to_the_public_https_port(port: int, suffix: str) ->
     assert redirect["headers"]["Location"] == [
         f"https://{{http.request.host}}{suffix}{{http.request.uri}}"
     ]
-    assert servers["public"]["tls_connection_policies"] == [{"default_sni": "staging.example"}]
+    [policy] = servers["public"]["tls_connection_policies"]
+    assert policy["default_sni"] == "staging.example" and policy["protocol_min"] == "tls1.2"
+    assert all("ECDHE" in s and ("GCM" in s or "CHACHA20" in s) for s in policy["cipher_suites"])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,167 @@
+"""`invoke security.scan`'s judgement, pure: what a TLS scan (sslyze's figures), the
+response headers and the containers' configuration (docker inspect) say, as findings
+with a severity, and the report in Markdown and JSON. The tools' results come in as
+plain data; nothing here touches the network. docs/security.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SEVERITIES = ("high", "medium", "low")  # worst first
+
+# Protocols a client must not get: SSL 2/3 and TLS 1.0/1.1 (RFC 8996).
+REFUSED_PROTOCOLS = ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1")
+# TLS 1.2 suites the proxy offers (Caddy's names are IANA's): forward secrecy (ECDHE)
+# and an AEAD cipher only. TLS 1.3's suites are all of that kind.
+STRONG_TLS_1_2 = (
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+)
+HSTS_MIN_AGE = 180 * 86400  # seconds
+# Response headers every page carries (plans/proxy.py sets them), and what each guards.
+HEADERS = {
+    "strict-transport-security": "browsers keep to HTTPS",
+    "content-security-policy": "script injection",
+    "x-content-type-options": "MIME sniffing",
+    "x-frame-options": "clickjacking",
+    "referrer-policy": "URLs leaking to other sites",
+}
+# Server kinds publish the proxy only; anything else on a host port must stay on loopback.
+PUBLIC_SERVICE = "proxy"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # high, medium or low
+    check: str  # tls, headers, containers
+    what: str  # one line, the weakness and where
+
+
+@dataclass(frozen=True)
+class TlsScan:
+    """What sslyze saw: the suites accepted per protocol, the HSTS max-age (None: no
+    header), and the SHA-256 of the leaf certificate served."""
+
+    accepted: Mapping[str, Sequence[str]]  # "tls_1_2" -> ["TLS_ECDHE_..."]
+    hsts_max_age: int | None
+    leaf_sha256: str | None
+
+
+def tls(scan: TlsScan, expected_sha256: str | None) -> list[Finding]:
+    found = []
+    for protocol in REFUSED_PROTOCOLS:
+        if scan.accepted.get(protocol):
+            name = protocol.replace("_", " ", 1).replace("_", ".").upper()
+            found.append(Finding("high", "tls", f"{name} is accepted "
+                                 f"({len(scan.accepted[protocol])} suites)"))  # fmt: skip
+    weak = sorted(set(scan.accepted.get("tls_1_2", ())) - set(STRONG_TLS_1_2))
+    if weak:
+        found.append(Finding("high", "tls", f"weak TLS 1.2 suites accepted: {', '.join(weak)}"))
+    if not scan.accepted.get("tls_1_2") and not scan.accepted.get("tls_1_3"):
+        found.append(Finding("high", "tls", "neither TLS 1.2 nor TLS 1.3 is accepted"))
+    elif not scan.accepted.get("tls_1_3"):
+        found.append(Finding("low", "tls", "TLS 1.3 is not offered"))
+    if scan.hsts_max_age is None:
+        found.append(Finding("high", "tls", "no Strict-Transport-Security header"))
+    elif scan.hsts_max_age < HSTS_MIN_AGE:
+        found.append(Finding("medium", "tls", f"HSTS max-age {scan.hsts_max_age} s is under "
+                                              f"{HSTS_MIN_AGE} s (180 days)"))  # fmt: skip
+    if expected_sha256 and scan.leaf_sha256 != expected_sha256:
+        found.append(Finding("high", "tls", "the certificate served is not the environment's "
+                                            "(tls.crt)"))  # fmt: skip
+    return found
+
+
+def headers(got: Mapping[str, str], path: str) -> list[Finding]:
+    """The security headers of one response (names in any case)."""
+    present = {k.lower(): v for k, v in got.items()}
+    found = [Finding("medium", "headers", f"{path}: no {name} header ({why})")
+             for name, why in HEADERS.items() if not present.get(name)]  # fmt: skip
+    csp = present.get("content-security-policy", "")
+    if csp and ("'unsafe-inline'" in csp or "'unsafe-eval'" in csp) and "script-src" in csp:
+        found.append(Finding("medium", "headers", f"{path}: the CSP allows inline or eval'd "
+                                                   "scripts"))  # fmt: skip
+    if "server" in present and any(c.isdigit() for c in present["server"]):
+        found.append(Finding("low", "headers", f"{path}: Server header names a version"))
+    return found
+
+
+def containers(inspected: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    """The configuration of the environment's containers (docker inspect's objects)."""
+    found = []
+    for c in inspected:
+        name = str(c.get("Name", "?")).lstrip("/")
+        service = str((c.get("Config") or {}).get("Labels", {}).get(
+            "com.docker.compose.service", ""))  # fmt: skip
+        host = c.get("HostConfig") or {}
+        user = str((c.get("Config") or {}).get("User") or "")
+        if host.get("Privileged"):
+            found.append(Finding("high", "containers", f"{name}: privileged"))
+        for port, bindings in (host.get("PortBindings") or {}).items():
+            for b in bindings or []:
+                ip = (b or {}).get("HostIp") or "0.0.0.0"  # noqa: S104 (a fact, not a bind)
+                if service != PUBLIC_SERVICE and ip not in ("127.0.0.1", "::1"):
+                    what = f"{name}: {port} published on {ip}, not loopback"
+                    found.append(Finding("high", "containers", what))
+        if user in ("", "0", "root") or user.startswith(("0:", "root:")):
+            found.append(Finding("medium", "containers", f"{name}: starts as root"))
+        if "ALL" not in [str(x).upper() for x in host.get("CapDrop") or []]:
+            found.append(Finding("medium", "containers", f"{name}: capabilities not dropped"))
+        if not any(str(s).startswith("no-new-privileges") for s in host.get("SecurityOpt") or []):
+            found.append(Finding("medium", "containers", f"{name}: no no-new-privileges"))
+        if not host.get("ReadonlyRootfs"):
+            found.append(Finding("low", "containers", f"{name}: writable root filesystem"))
+    return found
+
+
+def worst(findings: Iterable[Finding]) -> str | None:
+    seen = {f.severity for f in findings}
+    return next((s for s in SEVERITIES if s in seen), None)
+
+
+def fails(findings: Iterable[Finding], fail_on: str) -> bool:
+    """Whether any finding is at `fail_on` or worse."""
+    limit = SEVERITIES.index(fail_on)
+    return any(SEVERITIES.index(f.severity) <= limit for f in findings)
+
+
+def report(env: str, url: str, at: str, findings: Sequence[Finding], ran: Sequence[str],
+           not_run: Mapping[str, str]) -> dict[str, Any]:  # fmt: skip
+    ordered = sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), f.check, f.what))
+    return {
+        "env": env,
+        "url": url,
+        "at": at,
+        "checks": list(ran),
+        "not_run": dict(not_run),
+        "counts": {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES},
+        "findings": [asdict(f) for f in ordered],
+    }
+
+
+def markdown(rep: Mapping[str, Any]) -> str:
+    counts = rep["counts"]
+    lines = [
+        f"# Security scan of {rep['env']} ({rep['url']})",
+        "",
+        f"At {rep['at']}. Checks run: {', '.join(rep['checks'])}.",
+        "",
+        f"**{counts['high']} high, {counts['medium']} medium, {counts['low']} low.**",
+        "",
+    ]
+    if rep["findings"]:
+        lines += ["| severity | check | finding |", "| --- | --- | --- |"]
+        lines += [f"| {f['severity']} | {f['check']} | {f['what'].replace('|', '/')} |"
+                  for f in rep["findings"]]  # fmt: skip
+    else:
+        lines.append("No finding.")
+    if rep["not_run"]:
+        lines += ["", "## Not checked", ""]
+        lines += [f"- {name}: {why}" for name, why in rep["not_run"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+"""What `invoke security.scan` looks at, from real tools: sslyze's TLS scan of the
+environment's proxy, its response headers, and docker inspect of its containers. The
+judgement is plans/security.py's."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lorepin_tasks.errors import LorePinError
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import security as plan
+from lorepin_tasks.runtime import docker
+from lorepin_tasks.runtime.environment import EnvContext
+
+PROTOCOLS = ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1", "tls_1_2", "tls_1_3")
+
+
+def proxy_address(ctx: EnvContext) -> tuple[str, int]:
+    """The proxy's HTTPS address on the host, as Docker published it."""
+    from lorepin_tasks.plans import proxy
+
+    address = docker.published(ctx, "proxy", proxy.HTTPS_PORT)
+    if not address:
+        raise LorePinError(
+            f"the proxy of '{ctx.env.name}' is not running: deploy it first "
+            f"(`invoke deploy --env {ctx.env.name} --version X.Y.Z`)"
+        )
+    host, port = address.rsplit(":", 1)
+    return ("127.0.0.1" if host in ("0.0.0.0", "") else host), int(port)  # noqa: S104
+
+
+def tls(host: str, port: int, server_name: str) -> plan.TlsScan:
+    """sslyze over every protocol, the certificate and the HSTS header (a few seconds)."""
+    from sslyze.plugins.scan_commands import ScanCommand
+    from sslyze.scanner.models import ServerScanRequest, ServerScanStatusEnum
+    from sslyze.scanner.scanner import Scanner
+    from sslyze.server_setting import ServerNetworkLocation
+
+    commands = {getattr(ScanCommand, f"{p.upper()}_CIPHER_SUITES") for p in PROTOCOLS}
+    commands |= {ScanCommand.CERTIFICATE_INFO, ScanCommand.HTTP_HEADERS}
+    location = ServerNetworkLocation(server_name, port, ip_address=host)
+    scanner = Scanner()
+    scanner.queue_scans([ServerScanRequest(server_location=location, scan_commands=commands)])
+    with warnings.catch_warnings():  # its bundled trust stores' old certificates: noise
+        warnings.simplefilter("ignore")
+        result = next(iter(scanner.get_results()))
+    if result.scan_status != ServerScanStatusEnum.COMPLETED or result.scan_result is None:
+        raise LorePinError(f"sslyze could not reach {host}:{port}: "
+                           f"{result.connectivity_error_trace or result.scan_status}")  # fmt: skip
+    found = result.scan_result
+    accepted: dict[str, list[str]] = {}
+    for p in PROTOCOLS:
+        attempt = getattr(found, f"{p}_cipher_suites")
+        if attempt.result is None:
+            raise LorePinError(f"sslyze's {p} scan of {host}:{port} failed: {attempt.error_reason}")
+        accepted[p] = [s.cipher_suite.name for s in attempt.result.accepted_cipher_suites]
+    hsts = None
+    if found.http_headers.result and found.http_headers.result.strict_transport_security_header:
+        hsts = found.http_headers.result.strict_transport_security_header.max_age
+    leaf = None
+    if found.certificate_info.result:
+        from cryptography.hazmat.primitives import hashes
+
+        chain = found.certificate_info.result.certificate_deployments[0].received_certificate_chain
+        leaf = chain[0].fingerprint(hashes.SHA256()).hex()
+    return plan.TlsScan(accepted=accepted, hsts_max_age=hsts, leaf_sha256=leaf)
+
+
+def certificate_sha256(path: Path) -> str | None:
+    """The SHA-256 of a PEM certificate's DER form (None: no such file)."""
+    if not path.is_file():
+        return None
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(path.read_text())).hexdigest()
+
+
+def response_headers(host: str, port: int, path: str) -> dict[str, str]:
+    """One response's headers (4xx and 5xx too). TLS is sslyze's to judge: here the
+    certificate is not checked, and the address is the environment's own on loopback."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(
+            f"https://{host}:{port}{path}", timeout=10, context=context
+        ) as response:
+            return dict(response.headers.items())
+    except urllib.error.HTTPError as exc:
+        return dict(exc.headers.items())
+    except (urllib.error.URLError, OSError) as exc:
+        raise LorePinError(f"https://{host}:{port}{path} did not answer: {exc}") from None
+
+
+def inspected(ctx: EnvContext) -> list[dict[str, Any]]:
+    """docker inspect of every container of the environment's project."""
+    ids = docker.read(ctx.run, compose.project_containers(ctx.env), env=ctx.engine).stdout.split()
+    if not ids:
+        return []
+    out = docker.read(ctx.run, compose.inspect(ctx.env, *ids), env=ctx.engine).stdout
+    return list(docker.decode(out or "[]", "docker inspect"))

@@ -1,0 +1,94 @@
+"""security.scan's judgement: a sound proxy and container set give no high finding; each
+weakness a scan can see (old protocols, weak suites, no HSTS, another certificate, a
+missing header, a privileged or exposed container) is named with its severity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lorepin_tasks.plans import security as plan
+
+SOUND = plan.TlsScan(
+    accepted={"ssl_2_0": [], "ssl_3_0": [], "tls_1_0": [], "tls_1_1": [],
+              "tls_1_2": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+              "tls_1_3": ["TLS_AES_128_GCM_SHA256"]},
+    hsts_max_age=31536000, leaf_sha256="ab" * 32,
+)  # fmt: skip
+HEADERS = {"Strict-Transport-Security": "max-age=31536000", "X-Frame-Options": "DENY",
+           "Content-Security-Policy": "default-src 'self'; script-src 'self'",
+           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}  # fmt: skip
+
+
+def container(name: str, service: str, **host: Any) -> dict[str, Any]:
+    return {
+        "Name": f"/{name}",
+        "Config": {"User": host.pop("user", "10001"),
+                   "Labels": {"com.docker.compose.service": service}},
+        "HostConfig": {"CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges:true"],
+                       "ReadonlyRootfs": True, "PortBindings": {}, **host},
+    }  # fmt: skip
+
+
+def test_a_sound_environment_has_no_finding() -> None:
+    proxy = container("p", "proxy", PortBindings={"8443/tcp": [{"HostIp": ""}]})  # all addresses
+    found = (plan.tls(SOUND, "ab" * 32) + plan.headers(HEADERS, "/")
+             + plan.containers([proxy, container("c", "cms")]))  # fmt: skip
+    assert found == [] and plan.worst(found) is None and not plan.fails(found, "low")
+
+
+def test_each_tls_weakness_is_named() -> None:
+    weak = plan.TlsScan(
+        accepted={**SOUND.accepted, "tls_1_0": ["TLS_RSA_WITH_AES_128_CBC_SHA"],
+                  "tls_1_2": ["TLS_RSA_WITH_AES_128_CBC_SHA", *SOUND.accepted["tls_1_2"]],
+                  "tls_1_3": []},
+        hsts_max_age=None, leaf_sha256="cd" * 32,
+    )  # fmt: skip
+    assert [(f.severity, f.what) for f in plan.tls(weak, "ab" * 32)] == [
+        ("high", "TLS 1.0 is accepted (1 suites)"),
+        ("high", "weak TLS 1.2 suites accepted: TLS_RSA_WITH_AES_128_CBC_SHA"),
+        ("low", "TLS 1.3 is not offered"),
+        ("high", "no Strict-Transport-Security header"),
+        ("high", "the certificate served is not the environment's (tls.crt)"),
+    ]
+    short = plan.TlsScan(accepted=SOUND.accepted, hsts_max_age=300, leaf_sha256=None)
+    assert [f.severity for f in plan.tls(short, None)] == ["medium"]
+
+
+def test_missing_or_loose_headers_are_named_per_page() -> None:
+    loose = {k: v for k, v in HEADERS.items() if k != "X-Frame-Options"}
+    loose["Content-Security-Policy"] = "script-src 'self' 'unsafe-inline'"
+    loose["Server"] = "Caddy/2.6.2"
+    assert [f.what for f in plan.headers(loose, "/admin/")] == [
+        "/admin/: no x-frame-options header (clickjacking)",
+        "/admin/: the CSP allows inline or eval'd scripts",
+        "/admin/: Server header names a version",
+    ]
+
+
+def test_container_weaknesses_and_what_only_the_proxy_may_publish() -> None:
+    found = plan.containers([
+        container("db", "db", user="", CapDrop=[], SecurityOpt=[], ReadonlyRootfs=False),
+        container("x", "cms", Privileged=True,
+                  PortBindings={"8000/tcp": [{"HostIp": "", "HostPort": "8000"}]}),
+        container("y", "collector", PortBindings={"5514/tcp": [{"HostIp": "127.0.0.1"}]}),
+    ])  # fmt: skip
+    assert [(f.severity, f.what) for f in found] == [
+        ("medium", "db: starts as root"),
+        ("medium", "db: capabilities not dropped"),
+        ("medium", "db: no no-new-privileges"),
+        ("low", "db: writable root filesystem"),
+        ("high", "x: privileged"),
+        ("high", "x: 8000/tcp published on 0.0.0.0, not loopback"),
+    ]
+    assert plan.worst(found) == "high" and plan.fails(found, "high")
+    assert not plan.fails([f for f in found if f.severity != "high"], "high")
+
+
+def test_the_report_orders_by_severity_and_says_what_was_not_checked() -> None:
+    findings = [plan.Finding("low", "containers", "a"), plan.Finding("high", "tls", "b|c")]
+    rep = plan.report("staging", "https://127.0.0.1:8443", "now", findings, ["tls"],
+                      {"api-fuzz": "not built yet"})  # fmt: skip
+    assert [f["what"] for f in rep["findings"]] == ["b|c", "a"]
+    assert rep["counts"] == {"high": 1, "medium": 0, "low": 1}
+    text = plan.markdown(rep)
+    assert "| high | tls | b/c |" in text and "- api-fuzz: not built yet" in text
