@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lorepin_tasks.plans.ci import Results
+
 SEVERITIES = ("high", "medium", "low")  # worst first
 
 # Protocols a client must not get: SSL 2/3 and TLS 1.0/1.1 (RFC 8996).
@@ -117,6 +119,26 @@ def containers(inspected: Iterable[Mapping[str, Any]]) -> list[Finding]:
             found.append(Finding("medium", "containers", f"{name}: no no-new-privileges"))
         if not host.get("ReadonlyRootfs"):
             found.append(Finding("low", "containers", f"{name}: writable root filesystem"))
+    return found
+
+
+# schemathesis's codes for a 5xx answer (`schemathesis explain ST101`); the others are
+# answers unlike the schema: a status, content type or body it does not document.
+SERVER_ERRORS = {"ST101", "ST102"}
+
+
+def fuzz(results: Results | None, error: str = "") -> list[Finding]:
+    """schemathesis's JUnit results (one test case per API operation): a 5xx is high, a
+    response unlike the schema medium; no result at all (the schema did not load) high."""
+    if results is None or results.tests == 0:
+        return [Finding("high", "api-fuzz", f"no operation was tested: {error or 'no result'}")]
+    found = []
+    for f in results.failures:
+        codes = {c.strip() for c in f.first_line.split(",")}
+        severity = "high" if codes & SERVER_ERRORS or "server error" in f.first_line.lower() \
+            else "medium"  # fmt: skip
+        what = f"{f.test}: {f.first_line[:160] or f.kind} (`schemathesis explain CODE`)"
+        found.append(Finding(severity, "api-fuzz", what))
     return found
 
 

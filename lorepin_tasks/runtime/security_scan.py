@@ -15,6 +15,7 @@ from typing import Any
 from lorepin_tasks.errors import LorePinError
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import security as plan
+from lorepin_tasks.plans.ci import Results
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
 
@@ -103,3 +104,36 @@ def inspected(ctx: EnvContext) -> list[dict[str, Any]]:
         return []
     out = docker.read(ctx.run, compose.inspect(ctx.env, *ids), env=ctx.engine).stdout
     return list(docker.decode(out or "[]", "docker inspect"))
+
+
+FUZZ_CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+               "response_schema_conformance")  # fmt: skip
+
+
+def api_fuzz(base: str, junit: Path, examples: int, timeout: float) -> tuple[Results | None, str]:
+    """schemathesis over the API's read operations (GET) through the proxy, bounded in
+    examples per operation and in time: its JUnit results, or None and why."""
+    import subprocess
+    import sys
+
+    from lorepin_tasks.plans.ci import junit as read_junit
+
+    junit.unlink(missing_ok=True)
+    argv = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json",
+            "--include-method", "GET", "--checks", ",".join(FUZZ_CHECKS),
+            "--max-examples", str(examples), "--tls-verify", "false", "--request-timeout", "10",
+            "--workers", "1", "--report", "junit", "--report-junit-path", str(junit)]  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"schemathesis did not finish in {timeout:.0f} s"
+    except OSError as exc:
+        return None, f"schemathesis could not run: {exc}"
+    if not junit.is_file():
+        return None, (done.stderr or done.stdout).strip()[-300:] or f"exit {done.returncode}"
+    results = read_junit(junit.read_text(), str(junit))
+    if results.tests == 0:
+        failed = "Connection failed" in done.stdout
+        return None, f"the schema did not load from {base}/openapi.json" + (
+            " (connection failed)" if failed else "")  # fmt: skip
+    return results, ""

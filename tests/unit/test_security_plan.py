@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorepin_tasks.plans import ci
 from lorepin_tasks.plans import security as plan
 
 SOUND = plan.TlsScan(
@@ -92,3 +93,22 @@ def test_the_report_orders_by_severity_and_says_what_was_not_checked() -> None:
     assert rep["counts"] == {"high": 1, "medium": 0, "low": 1}
     text = plan.markdown(rep)
     assert "| high | tls | b/c |" in text and "- api-fuzz: not built yet" in text
+
+
+def test_api_fuzz_results_a_5xx_is_high_and_an_undocumented_answer_medium() -> None:
+    # schemathesis's JUnit report: a test case per operation, the failure's codes.
+    results = ci.junit(
+        '<testsuites><testsuite name="schemathesis" tests="3" failures="2">'
+        '<testcase name="GET /api/pins"><failure type="failure" message="ST101, ST103">'
+        "1. Test Case ID: x\n- ST101 Server error</failure></testcase>"
+        '<testcase name="GET /version"><failure type="failure" message="ST104"/></testcase>'
+        '<testcase name="GET /healthz"/></testsuite></testsuites>', "fuzz.xml",
+    )  # fmt: skip
+    assert [(f.severity, f.what) for f in plan.fuzz(results)] == [
+        ("high", "GET /api/pins: ST101, ST103 (`schemathesis explain CODE`)"),
+        ("medium", "GET /version: ST104 (`schemathesis explain CODE`)"),
+    ]
+    nothing = plan.fuzz(None, "the schema did not load from https://x/openapi.json")
+    assert [(f.severity, f.what) for f in nothing] == [
+        ("high", "no operation was tested: the schema did not load from https://x/openapi.json")
+    ]
