@@ -5,10 +5,13 @@ plain data; nothing here touches the network. docs/security.md."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans.ci import Results
 
 SEVERITIES = ("high", "medium", "low")  # worst first
@@ -139,6 +142,66 @@ def fuzz(results: Results | None, error: str = "") -> list[Finding]:
             else "medium"  # fmt: skip
         what = f"{f.test}: {f.first_line[:160] or f.kind} (`schemathesis explain CODE`)"
         found.append(Finding(severity, "api-fuzz", what))
+    return found
+
+
+# detect-secrets' detectors of known credential formats (its entropy and keyword
+# detectors flag every hash and test fixture: noise that hides a real leak).
+SECRET_DETECTORS = (
+    "AWSKeyDetector", "AzureStorageKeyDetector", "BasicAuthDetector", "DiscordBotTokenDetector",
+    "GitHubTokenDetector", "GitLabTokenDetector", "JwtTokenDetector", "MailchimpDetector",
+    "NpmDetector", "OpenAIDetector", "PrivateKeyDetector", "PypiTokenDetector",
+    "SendGridDetector", "SlackDetector", "SquareOAuthDetector", "StripeDetector",
+    "TelegramBotTokenDetector", "TwilioKeyDetector",
+)  # fmt: skip
+# An image variable whose name says it holds a secret must hold a file's path (*_FILE).
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY)", re.I)
+ALLOW_LINE = re.compile(r"^([0-9a-f]{40})\s*(#.*)?$")
+
+
+@dataclass(frozen=True)
+class SecretHit:
+    where: str  # "path:line (git history)", "image lorepin/cms:1.0.0, its environment"
+    kind: str  # detect-secrets' type, e.g. "Slack Webhook"
+    sha1: str  # of the value (detect-secrets' secret_hash): how it is allowed, never shown
+
+
+def allowed(text: str, where: str) -> set[str]:
+    """The hashes of values known not to be secrets (a throwaway test password): one SHA-1
+    per line with a comment saying why (detect-secrets' hash, as the report shows it)."""
+    found = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = ALLOW_LINE.match(line.strip())
+        if not match or not match.group(2):
+            raise ConfigError(f"{where}:{number}: not '<sha1 of the value> # why'")
+        found.add(match.group(1))
+    return found
+
+
+def env_hits(image: str, env: Iterable[str]) -> list[SecretHit]:
+    """An image's variables named like a secret and holding a value, not a file's path."""
+    hits = []
+    for item in env:
+        name, _, value = item.partition("=")
+        if SECRET_NAME.search(name) and value and not name.endswith("_FILE") \
+                and not value.startswith("/"):  # fmt: skip
+            digest = hashlib.sha1(value.encode(), usedforsecurity=False).hexdigest()
+            hits.append(SecretHit(f"image {image}, variable {name}", "secret-named variable",
+                                  digest))  # fmt: skip
+    return hits
+
+
+def secrets(hits: Iterable[SecretHit], allow: set[str]) -> list[Finding]:
+    """Each credential found, unless its hash is allowed: where, what kind, and the first
+    12 hex digits of its SHA-1 (enough to allow it; never the value)."""
+    seen, found = set(), []
+    for h in hits:
+        if h.sha1 in allow or (h.where, h.sha1) in seen:
+            continue
+        seen.add((h.where, h.sha1))
+        found.append(Finding("high", "secrets", f"{h.where}: {h.kind} (sha1 {h.sha1})"))
     return found
 
 

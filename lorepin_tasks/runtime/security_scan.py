@@ -137,3 +137,67 @@ def api_fuzz(base: str, junit: Path, examples: int, timeout: float) -> tuple[Res
         return None, f"the schema did not load from {base}/openapi.json" + (
             " (connection failed)" if failed else "")  # fmt: skip
     return results, ""
+
+
+def _scan_lines(lines: dict[str, str]) -> list[plan.SecretHit]:
+    """detect-secrets' credential detectors over each distinct line (keyed: the line,
+    valued: where it was first seen)."""
+    from detect_secrets.core.scan import scan_line
+    from detect_secrets.settings import transient_settings
+
+    hits = []
+    with transient_settings({"plugins_used": [{"name": n} for n in plan.SECRET_DETECTORS]}):
+        for line, where in lines.items():
+            hits += [plan.SecretHit(where, s.type, s.secret_hash) for s in scan_line(line)]
+    return hits
+
+
+def history_secrets(root: Path) -> list[plan.SecretHit]:
+    """Every text blob of every ref's history (under 1 MB), each distinct line once."""
+    import subprocess
+
+    def git(*args: str, stdin: bytes = b"") -> bytes:
+        done = subprocess.run(["git", "-C", str(root), *args], input=stdin,
+                              capture_output=True, check=False)  # fmt: skip
+        if done.returncode:
+            raise LorePinError(f"git {args[0]} failed: {done.stderr.decode().strip()[-200:]}")
+        return done.stdout
+
+    paths: dict[str, str] = {}
+    for line in git("rev-list", "--objects", "--all").decode().splitlines():
+        sha, _, path = line.partition(" ")
+        if path and not path.endswith(".age"):  # age files are encrypted by design
+            paths.setdefault(sha, path)
+    sizes = git("cat-file", "--batch-check", stdin="\n".join(paths).encode()).decode()
+    blobs = [f[0] for f in (ln.split() for ln in sizes.splitlines())
+             if len(f) == 3 and f[1] == "blob" and int(f[2]) < 1_000_000]  # fmt: skip
+    out = git("cat-file", "--batch", stdin=("\n".join(blobs) + "\n").encode())
+    lines: dict[str, str] = {}
+    at = 0
+    while at < len(out):
+        end = out.index(b"\n", at)
+        sha, _, size = out[at:end].decode().split()
+        body = out[end + 1 : end + 1 + int(size)]
+        at = end + 1 + int(size) + 1
+        if b"\0" in body[:8000]:
+            continue  # binary
+        for number, line in enumerate(body.decode("utf-8", "replace").splitlines(), 1):
+            lines.setdefault(line, f"{paths[sha]}:{number} (git history)")
+    return _scan_lines(lines)
+
+
+def image_secrets(ctx: EnvContext, images: list[str]) -> list[plan.SecretHit]:
+    """What an image carries beside its files: its variables, and the commands of its
+    build history (a build argument lands there)."""
+    hits: list[plan.SecretHit] = []
+    for image in sorted(set(images)):
+        out = docker.read(ctx.run, [*compose.docker(ctx.env), "image", "inspect", image],
+                          env=ctx.engine).stdout  # fmt: skip
+        for found in docker.decode(out or "[]", "docker image inspect"):
+            hits += plan.env_hits(image, (found.get("Config") or {}).get("Env") or [])
+        history = docker.read(ctx.run, [*compose.docker(ctx.env), "history", "--no-trunc",
+                                        "--format", "{{.CreatedBy}}", image],
+                              env=ctx.engine).stdout  # fmt: skip
+        hits += _scan_lines({ln: f"image {image}, its build history"
+                             for ln in history.splitlines() if ln.strip()})  # fmt: skip
+    return hits

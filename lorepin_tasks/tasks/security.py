@@ -13,6 +13,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import security as plan
 from lorepin_tasks.runtime import security_scan as scan
+from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, SERVER_ENV_HELP, server_env, task
 
 # Pages whose headers are checked: the API, a missing page (the error path), the admin page.
@@ -21,9 +22,21 @@ PATHS = ("/version", "/api/pins", "/no-such-page", "/admin/")
 NOT_RUN = {
     "api-fuzz of writes": "a scan sends no write to a deployed environment (it would leave "
     "data behind); the contract tests fuzz every operation against a throwaway database",
-    "secrets-in-history-and-images": "not built yet (detect-secrets over git and layers)",
+    "secrets in image layers' files": "not scanned (an image's variables and build "
+    "history are; its files come from the repository, whose history is)",
     "dependency-audit": "not built yet (pip-audit, npm audit)",
 }
+
+
+ALLOW = ".secrets-allow"  # hashes of values known not to be secrets (docs/security.md)
+
+
+def _allowed(ctx: EnvContext) -> set[str]:
+    path = ctx.settings.root / ALLOW
+    try:
+        return plan.allowed(path.read_text(), ALLOW) if path.is_file() else set()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {ALLOW}: {exc}") from None
 
 
 @task(
@@ -40,7 +53,8 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     """Scan a deployed environment: TLS (sslyze: protocols, suites, HSTS, the
     certificate), security headers, the API's read operations fuzzed against its OpenAPI
     schema (schemathesis: no 5xx, answers as documented), and its containers'
-    configuration (root, capabilities, no-new-privileges, read-only, what is published).
+    configuration (root, capabilities, no-new-privileges, read-only, what is published),
+    and credentials in the git history and the images (detect-secrets).
     Writes dist/security/; exit 1 when a finding is at --fail-on or worse."""
     if fail_on not in plan.SEVERITIES:
         raise ConfigError(f"--fail-on must be one of {', '.join(plan.SEVERITIES)}, got {fail_on!r}")
@@ -73,9 +87,17 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     if not inspected:
         raise LorePinError(f"'{ctx.env.name}' has no container: nothing to scan")
     findings += plan.containers(inspected)
+    ctx.run.say(f"==> {ctx.env.name}: credentials in the git history and the images' "
+                "variables and build history (detect-secrets)")  # fmt: skip
+    images = [str((c.get("Config") or {}).get("Image") or "") for c in inspected]
+    hits = scan.history_secrets(ctx.settings.root) + scan.image_secrets(
+        ctx, [i for i in images if i]
+    )
+    findings += plan.secrets(hits, _allowed(ctx))
     at = datetime.now(UTC)
     rep = plan.report(ctx.env.name, f"https://{host}:{port}", at.isoformat(timespec="seconds"),
-                      findings, ["tls", "headers", "api-fuzz", "containers"], NOT_RUN)  # fmt: skip
+                      findings, ["tls", "headers", "api-fuzz", "containers", "secrets"],
+                      NOT_RUN)  # fmt: skip
     stem = out / f"{ctx.env.name}-{at:%Y%m%dT%H%M%SZ}"
     stem.with_suffix(".json").write_text(json.dumps(rep, indent=2) + "\n")
     stem.with_suffix(".md").write_text(plan.markdown(rep))

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans import ci
 from lorepin_tasks.plans import security as plan
 
@@ -112,3 +115,18 @@ def test_api_fuzz_results_a_5xx_is_high_and_an_undocumented_answer_medium() -> N
     assert [(f.severity, f.what) for f in nothing] == [
         ("high", "no operation was tested: the schema did not load from https://x/openapi.json")
     ]
+
+
+def test_secret_named_image_variables_and_the_allow_list() -> None:
+    hits = plan.env_hits("lorepin/cms:1.0.0", ["PATH=/usr/bin", "DB_PASSWORD=hunter2",
+                                               "LOREPIN_DB_PASSWORD_FILE=/run/secrets/db",
+                                               "API_TOKEN=", "GITHUB_TOKEN_PATH=/x"])  # fmt: skip
+    assert [(h.where, h.kind) for h in hits] == [
+        ("image lorepin/cms:1.0.0, variable DB_PASSWORD", "secret-named variable")
+    ]
+    found = plan.secrets([*hits, *hits], allow=set())  # the same hit twice: one finding
+    assert len(found) == 1 and "hunter2" not in found[0].what
+    assert plan.allowed("# why\n" + hits[0].sha1 + "  # a test value\n", "a") == {hits[0].sha1}
+    for bad in (hits[0].sha1, "abc # short", f"{hits[0].sha1}x # long"):
+        with pytest.raises(ConfigError, match=r"^\.secrets-allow:1: not '<sha1 of"):
+            plan.allowed(bad, ".secrets-allow")
