@@ -205,6 +205,33 @@ def secrets(hits: Iterable[SecretHit], allow: set[str]) -> list[Finding]:
     return found
 
 
+NPM_SEVERITY = {"critical": "high", "high": "high", "moderate": "medium", "low": "low",
+                "info": "low"}  # fmt: skip
+
+
+def pip_audit(report: Mapping[str, Any], where: str) -> list[Finding]:
+    """pip-audit's JSON: each known vulnerability of a pinned package is high (it ships in
+    the image), with the versions that fix it."""
+    found = []
+    for dep in report.get("dependencies", []):
+        for v in dep.get("vulns", []):
+            fix = ", ".join(v.get("fix_versions") or []) or "none yet"
+            package = f"{dep.get('name')} {dep.get('version')}"
+            what = f"{where}: {package}: {v.get('id')} (fixed in {fix})"
+            found.append(Finding("high", "dependencies", what))
+    return found
+
+
+def npm_audit(report: Mapping[str, Any], where: str) -> list[Finding]:
+    """npm audit's JSON (v7+): a finding per vulnerable package at npm's severity."""
+    found = []
+    for name, v in sorted((report.get("vulnerabilities") or {}).items()):
+        severity = NPM_SEVERITY.get(str(v.get("severity")), "medium")
+        what = f"{where}: {name} ({v.get('severity')}, {v.get('range', '?')})"
+        found.append(Finding(severity, "dependencies", what))
+    return found
+
+
 def worst(findings: Iterable[Finding]) -> str | None:
     seen = {f.severity for f in findings}
     return next((s for s in SEVERITIES if s in seen), None)

@@ -201,3 +201,56 @@ def image_secrets(ctx: EnvContext, images: list[str]) -> list[plan.SecretHit]:
         hits += _scan_lines({ln: f"image {image}, its build history"
                              for ln in history.splitlines() if ln.strip()})  # fmt: skip
     return hits
+
+
+OSV_URL = "LOREPIN_OSV_URL"  # an OSV API of the organisation's own (a mirror), if any
+
+
+def dependency_audit(root: Path) -> tuple[list[plan.Finding], dict[str, str]]:
+    """pip-audit of the CMS image's pinned requirements (OSV) and npm audit of the admin
+    page's lock file: findings, and each audit that could not run with why (a service
+    that does not answer is said, never taken for a clean result)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    findings: list[plan.Finding] = []
+    not_run: dict[str, str] = {}
+    pip = [str(Path(sys.executable).with_name("pip-audit")), "-r", "cms/requirements.txt",
+           "--no-deps", "--disable-pip", "--vulnerability-service", "osv", "--format", "json",
+           "--progress-spinner", "off", "--timeout", "20"]  # fmt: skip
+    if os.environ.get(OSV_URL):
+        pip += ["--osv-url", os.environ[OSV_URL]]
+    npm = ["npm", "audit", "--json", "--package-lock-only", "--prefix", "cms/admin"]
+    audits = (("pip-audit", pip, plan.pip_audit, "dependencies"),
+              ("npm audit", npm, plan.npm_audit, "vulnerabilities"))  # fmt: skip
+    for name, argv, judge, key in audits:
+        try:
+            done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300,
+                                  check=False)  # fmt: skip
+            report = json.loads(done.stdout or "null")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            not_run[name] = f"could not run: {exc}"
+            continue
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or key not in report:
+            said = report if isinstance(report, dict) else {}
+            error = said.get("error")
+            text = said.get("message") or (error.get("summary") if isinstance(error, dict) else "")
+            not_run[name] = ("its vulnerability service did not answer: "
+                             f"{str(text or _last_line(done.stderr))[:200]}")  # fmt: skip
+            continue
+        findings += judge(report, "cms/requirements.txt" if name == "pip-audit" else "cms/admin")
+    return findings, not_run
+
+
+def _last_line(text: str) -> str:
+    """The gist of a tool's failure: a name that did not resolve, a refused connection, or
+    its last line."""
+    import re
+
+    gist = re.search(r"Failed to resolve '[^']+'|Connection refused|timed out|HTTP \d{3}", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return gist.group(0) if gist else (lines[-1][-200:] if lines else "no output")

@@ -24,7 +24,6 @@ NOT_RUN = {
     "data behind); the contract tests fuzz every operation against a throwaway database",
     "secrets in image layers' files": "not scanned (an image's variables and build "
     "history are; its files come from the repository, whose history is)",
-    "dependency-audit": "not built yet (pip-audit, npm audit)",
 }
 
 
@@ -54,7 +53,9 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     certificate), security headers, the API's read operations fuzzed against its OpenAPI
     schema (schemathesis: no 5xx, answers as documented), and its containers'
     configuration (root, capabilities, no-new-privileges, read-only, what is published),
-    and credentials in the git history and the images (detect-secrets).
+    credentials in the git history and the images (detect-secrets), and known
+    vulnerabilities of the dependencies (pip-audit, npm audit; a service that does not
+    answer is said in the report).
     Writes dist/security/; exit 1 when a finding is at --fail-on or worse."""
     if fail_on not in plan.SEVERITIES:
         raise ConfigError(f"--fail-on must be one of {', '.join(plan.SEVERITIES)}, got {fail_on!r}")
@@ -94,10 +95,14 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
         ctx, [i for i in images if i]
     )
     findings += plan.secrets(hits, _allowed(ctx))
+    ctx.run.say(f"==> {ctx.env.name}: known vulnerabilities of the CMS's and the admin "
+                "page's dependencies (pip-audit, npm audit)")  # fmt: skip
+    audited, unaudited = scan.dependency_audit(ctx.settings.root)
+    findings += audited
     at = datetime.now(UTC)
     rep = plan.report(ctx.env.name, f"https://{host}:{port}", at.isoformat(timespec="seconds"),
-                      findings, ["tls", "headers", "api-fuzz", "containers", "secrets"],
-                      NOT_RUN)  # fmt: skip
+                      findings, ["tls", "headers", "api-fuzz", "containers", "secrets",
+                                 "dependencies"], {**NOT_RUN, **unaudited})  # fmt: skip
     stem = out / f"{ctx.env.name}-{at:%Y%m%dT%H%M%SZ}"
     stem.with_suffix(".json").write_text(json.dumps(rep, indent=2) + "\n")
     stem.with_suffix(".md").write_text(plan.markdown(rep))

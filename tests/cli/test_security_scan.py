@@ -5,14 +5,18 @@ over a real git history: a Slack webhook committed and removed again is still fo
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import git
 import pytest
 
 from lorepin_tasks.plans import security as plan
-from lorepin_tasks.runtime.security_scan import history_secrets
-from tests.conftest import invoke
+from lorepin_tasks.runtime.security_scan import dependency_audit, history_secrets
+from tests.conftest import ROOT, invoke
 
 # A made-up webhook of Slack's shape (detect-secrets knows it); in no real workspace.
 WEBHOOK = "https://hooks.slack.com/services/T00000000/B00000000/" + "X" * 24
@@ -59,3 +63,54 @@ def test_the_scan_refuses_bad_input_and_an_environment_not_deployed(
     done = invoke("security.scan", *args, env=project)
     assert done.returncode == code, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(error), done.stderr
+
+
+@pytest.fixture
+def osv() -> Iterator[str]:
+    """A stand-in for the OSV API (a third-party service): starlette has an advisory."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            query = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            vulns = [] if query["package"]["name"].lower() != "starlette" else [{
+                "id": "GHSA-test-0001", "summary": "a test advisory", "details": "-",
+                "modified": "2026-01-01T00:00:00Z", "aliases": [],
+                "affected": [{"package": {"name": "starlette", "ecosystem": "PyPI"},
+                              "ranges": [{"type": "ECOSYSTEM", "events": [
+                                  {"introduced": "0"}, {"fixed": "99.0.0"}]}]}],
+            }]  # fmt: skip
+            data = json.dumps({"vulns": vulns} if vulns else {}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/query"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_known_vulnerability_of_a_pinned_dependency_is_high(
+    osv: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOREPIN_OSV_URL", osv)
+    findings, not_run = dependency_audit(ROOT)
+    version = next(line.split("==")[1] for line in (ROOT / "cms/requirements.txt").read_text()
+                   .splitlines() if line.startswith("starlette=="))  # fmt: skip
+    assert [(f.severity, f.what) for f in findings if "requirements" in f.what] == [
+        ("high", f"cms/requirements.txt: starlette {version}: GHSA-test-0001 (fixed in 99.0.0)")
+    ]
+    assert "pip-audit" not in not_run
+    monkeypatch.setenv("LOREPIN_OSV_URL", "http://127.0.0.1:9/v1/query")  # nothing listens
+    findings, not_run = dependency_audit(ROOT)
+    assert not [f for f in findings if "requirements" in f.what]
+    assert not_run["pip-audit"].startswith("its vulnerability service did not answer: ")
