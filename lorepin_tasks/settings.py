@@ -334,6 +334,14 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=int(match["n"]) * seconds)
 
 
+def user_path(value: str, what: str) -> Path:
+    """A path a person typed: `~` and `~user` expanded, or a one-line error."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        raise ConfigError(f"{what}: {value!r} names no known home directory") from None
+
+
 def config_home(environ: Mapping[str, str]) -> Path:
     """Per-user configuration (XDG): the deployer's age identity."""
     base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
@@ -805,7 +813,7 @@ def load(
         feature=_feature(raw["feature"]),
         lock_wait=float(_int(lock_wait, "db.lock_wait", low=0, high=3600)),
         webhook_url=environ.get("LOREPIN_RELEASE_WEBHOOK_URL") or None,
-        age_identity=Path(environ["LOREPIN_AGE_IDENTITY"]).expanduser()
+        age_identity=user_path(environ["LOREPIN_AGE_IDENTITY"], "LOREPIN_AGE_IDENTITY")
         if environ.get("LOREPIN_AGE_IDENTITY")
         else config_home(environ) / "age.key",
         backup_webhook_url=environ.get("LOREPIN_BACKUP_WEBHOOK_URL")

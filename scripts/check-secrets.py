@@ -11,6 +11,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "cms")]
 from lorepin_tasks.plans.secret_store import problems  # noqa: E402
 
 root = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT
+if not root.is_dir():
+    sys.exit(f"error: {root} is not a directory")
 found = problems(root)
 for problem in found:
     print(f"error: {problem}", file=sys.stderr)

@@ -48,12 +48,23 @@ def stored(root: Path, env: str) -> list[str]:
     directory = root / STORE / env
     if not directory.is_dir():
         return []
-    return sorted(p.stem for p in directory.glob(f"*{SUFFIX}") if p.stem in NAMES)
+    return sorted(p.stem for p in directory.glob(f"*{SUFFIX}")
+                  if p.stem in NAMES and p.is_file() and not p.is_symlink())  # fmt: skip
 
 
-def encrypted(head: bytes) -> bool:
-    """The start of an age file, armoured or binary."""
-    return head.startswith(ARMOR) or head.startswith(BINARY)
+ARMOR_END = b"-----END AGE ENCRYPTED FILE-----"
+BASE64 = re.compile(rb"^[A-Za-z0-9+/=]{1,64}$")
+PART = ".part"  # a write in progress (or one killed): `.<NAME>.age.part`, never committed
+
+
+def encrypted(data: bytes) -> bool:
+    """A whole age file: binary (its header), or armoured from its first line to its
+    last, with nothing but base64 between."""
+    if data.startswith(BINARY):
+        return True
+    lines = data.strip().splitlines()
+    return (len(lines) >= 3 and lines[0] == ARMOR and lines[-1] == ARMOR_END
+            and all(BASE64.match(ln) for ln in lines[1:-1]))  # fmt: skip
 
 
 def problems(root: Path) -> list[str]:
@@ -62,12 +73,13 @@ def problems(root: Path) -> list[str]:
     store = root / STORE
     found = []
     for file in sorted(store.rglob("*")) if store.is_dir() else []:
-        if file.is_dir() or file == store / README:
-            continue
         where = file.relative_to(root)
-        with file.open("rb") as f:
-            head = f.read(len(ARMOR))
-        if not encrypted(head):
+        if file.is_symlink():
+            found.append(f"{where}: a symbolic link: store the file itself")
+            continue
+        if file.is_dir() or file == store / README or file.name.endswith(PART):
+            continue  # a .part is a write in progress (git ignores it)
+        if not encrypted(file.read_bytes()):
             found.append(f"{where}: not age-encrypted: a plain-text secret must not be committed "
                          "(store it with `invoke secrets.set`)")  # fmt: skip
             continue

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 REQUIRED = ("db_password",)
 
 
-def _check_directory(ctx: EnvContext) -> None:
+def check_directory(ctx: EnvContext) -> None:
     directory = ctx.env.secrets_dir
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"the secrets directory {directory} is a file, not a directory")
@@ -41,7 +41,7 @@ def _empty(ctx: EnvContext) -> list[str]:
 def require(ctx: EnvContext, given: Iterable[str] = ()) -> None:
     """Every secret is there and not empty (tasks that never create one), or `given`
     (decrypted from the repository, to be placed)."""
-    _check_directory(ctx)
+    check_directory(ctx)
     missing = [n for n in REQUIRED if not (ctx.env.secrets_dir / n).is_file()] + _empty(ctx)
     missing = [n for n in missing if n not in given]
     if missing:
@@ -60,7 +60,7 @@ def ensure(ctx: EnvContext) -> None:
     was initialised with a lost one.
     """
     directory = ctx.env.secrets_dir
-    _check_directory(ctx)
+    check_directory(ctx)
     if empty := _empty(ctx):
         raise ConfigError(f"the secret {directory / empty[0]} is empty: restore it")
     missing = [name for name in REQUIRED if not (directory / name).is_file()]
@@ -108,7 +108,7 @@ def ensure_backup_passphrase(ctx: EnvContext) -> None:
     """The passphrase of a server environment's backup repository: made with the
     repository, demanded once the repository exists (it cannot be read without it)."""
     path = ctx.env.secrets_dir / BACKUP_PASSPHRASE
-    _check_directory(ctx)
+    check_directory(ctx)
     if path.is_file():
         if not path.read_text().strip():
             raise ConfigError(f"the secret {path} is empty: restore it")
@@ -180,7 +180,7 @@ def ensure_webhook(ctx: EnvContext, name: str, url: str | None, whose: str) -> N
     if ctx.run.dry_run:
         ctx.run.say(f"# would write the {whose}'s webhook into {path}")
         return
-    _check_directory(ctx)
+    check_directory(ctx)
     ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ctx.run.write(path, url + "\n" if url else "", mode=0o644)
 
@@ -193,7 +193,7 @@ def ensure_monitoring_password(ctx: EnvContext, hash_password: Callable[[str], s
     """The monitoring's password (made once, random; a person may replace the file) and
     its bcrypt hash (made again whenever the password file is newer)."""
     path, hashed = ctx.env.secrets_dir / MONITORING_PASSWORD, ctx.env.secrets_dir / MONITORING_HASH
-    _check_directory(ctx)
+    check_directory(ctx)
     if ctx.run.dry_run:
         ctx.run.say(f"# would make sure of the monitoring password {path} and its hash")
         return
@@ -227,7 +227,11 @@ def identity(ctx: EnvContext) -> pyrage.x25519.Identity:
 
     path = ctx.settings.age_identity
     try:
-        lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+        if not path.is_file():  # a directory, a device (/dev/zero would never end)
+            raise FileNotFoundError if not path.exists() else IsADirectoryError
+        with path.open("rb") as file:
+            text = file.read(64 * 1024).decode()
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         return pyrage.x25519.Identity.from_str(lines[0])
     except FileNotFoundError:
         raise ConfigError(
@@ -246,11 +250,14 @@ def decrypt(ctx: EnvContext, name: str, key: pyrage.x25519.Identity) -> str:
 
     path = store.path(ctx.settings.root, ctx.env.name, name)
     where = path.relative_to(ctx.settings.root)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ConfigError(f"{where} is not a file (a link or a directory): store it again")
     try:
         value = pyrage.decrypt(path.read_bytes(), [key]).decode().strip()
     except FileNotFoundError:
-        hint = f"`invoke secrets.list --env {ctx.env.name}`"
-        raise ConfigError(f"no secret {where} ({hint})") from None
+        raise ConfigError(f"no secret {where}: store it with `invoke secrets.set`") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
     except pyrage.DecryptError:
         raise ConfigError(
             f"cannot decrypt {where} with {ctx.settings.age_identity}: it is not encrypted to "
@@ -288,7 +295,7 @@ def place_stored(ctx: EnvContext, values: dict[str, str]) -> None:
     """Write the decrypted secrets into the environment's secrets_dir (where they differ)."""
     if not values:
         return
-    _check_directory(ctx)
+    check_directory(ctx)
     if not ctx.run.dry_run:
         ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for n, value in values.items():

@@ -10,7 +10,6 @@ import getpass
 import json
 import os
 import sys
-from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -19,6 +18,7 @@ from lorepin_tasks.errors import ConfigError, Refused
 from lorepin_tasks.plans import secret_store as store
 from lorepin_tasks.runtime import secrets as env_secrets
 from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.settings import user_path
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
@@ -27,6 +27,7 @@ from lorepin_tasks.tasks._common import (
     task,
 )
 
+MAX_VALUE = 4096  # characters: passwords, keys and URLs are far shorter
 ENV = "the environment whose secrets these are (see invoke.yaml), required"
 NAME = f"the secret: {', '.join(store.NAMES)}"
 
@@ -45,7 +46,15 @@ def _recipients(ctx: EnvContext) -> list[object]:
             f"environment '{ctx.env.name}' has no secrets.recipients in invoke.yaml: add the "
             "public key of everyone who deploys it (`invoke secrets.keygen` prints yours)"
         )
-    return [pyrage.x25519.Recipient.from_str(r) for r in ctx.env.secrets_recipients]
+    keys: list[object] = []
+    for r in dict.fromkeys(ctx.env.secrets_recipients):  # each once
+        try:
+            keys.append(pyrage.x25519.Recipient.from_str(r))
+        except pyrage.RecipientError:
+            raise ConfigError(f"environment '{ctx.env.name}': secrets.recipients has {r[:12]}..., "
+                              "which is not an age public key (a typo? its checksum fails)"
+                              ) from None  # fmt: skip
+    return keys
 
 
 def _seal(ctx: EnvContext, secret: str, value: str) -> None:
@@ -58,9 +67,17 @@ def _seal(ctx: EnvContext, secret: str, value: str) -> None:
         ctx.run.say(f"# would write {path.relative_to(ctx.settings.root)} (encrypted)")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    part.write_bytes(sealed)
-    os.replace(part, path)
+    part = path.with_name(f".{path.name}{store.PART}")  # git ignores it; lint passes it over
+    try:
+        with part.open("wb") as file:
+            file.write(sealed)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(part, path)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path.relative_to(ctx.settings.root)}: {exc.strerror}"
+                          ) from None  # fmt: skip
 
 
 def _value(generate: bool) -> str:
@@ -70,10 +87,24 @@ def _value(generate: bool) -> str:
         import secrets as random_secrets
 
         return random_secrets.token_urlsafe(32)
-    text = getpass.getpass("value: ") if sys.stdin.isatty() else sys.stdin.read()
+    try:
+        if sys.stdin.isatty():
+            text = getpass.getpass("value: ")
+        else:
+            data = sys.stdin.buffer.read(4 * MAX_VALUE + 1)  # UTF-8: up to 4 bytes each
+            if len(data) > 4 * MAX_VALUE:
+                raise ConfigError(f"a secret is at most {MAX_VALUE} characters")
+            text = data.decode("utf-8")
+    except (EOFError, UnicodeDecodeError):
+        raise ConfigError(
+            "a secret is one line of UTF-8 text (pipe it in, or --generate)"
+        ) from None
     value = text.strip()
-    if not value or "\n" in value:
-        raise ConfigError("a secret is one line of text, not empty (pipe it in, or --generate)")
+    if len(value) > MAX_VALUE:
+        raise ConfigError(f"a secret is at most {MAX_VALUE} characters (a password or a URL)")
+    if not value or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ConfigError("a secret is one line of text, not empty, without control characters "
+                          "(pipe it in, or --generate)")  # fmt: skip
     return value
 
 
@@ -88,17 +119,28 @@ def keygen(c: Context, out: str = "", dry_run: bool = False) -> None:
     secrets.recipients. An existing identity is never replaced."""
     import pyrage
 
-    path = Path(out).expanduser() if out else load_settings(c).age_identity
-    if path.exists():
+    path = user_path(out, "--out") if out else load_settings(c).age_identity
+    if path.exists() or path.is_symlink():
         raise Refused(f"{path} exists: an identity is never replaced (it may be the only key)")
     key = pyrage.x25519.Identity.generate()
     if dry_run:
         print(f"# would write a new age identity to {path} (0600) and print its public key")
         return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(f"# public key: {key.to_public()}\n{key}\n")
+    part = path.with_name(f".{path.name}.{os.getpid()}{store.PART}")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(f"# public key: {key.to_public()}\n{key}\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(part, path)  # whole or not at all, and never over another file
+    except FileExistsError:
+        raise Refused(f"{path} exists: an identity is never replaced") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the identity {path}: {exc.strerror}") from None
+    finally:
+        part.unlink(missing_ok=True)
     print(f"wrote {path}; add this public key to secrets.recipients in invoke.yaml:")
     print(key.to_public())
 
@@ -139,6 +181,7 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
     """The environment's stored secrets and, for each, whether the value in its
     secrets_dir is the same, differs, or is missing (values are never shown)."""
     ctx = _env(c, env)
+    env_secrets.check_directory(ctx)
     names = store.stored(ctx.settings.root, ctx.env.name)
     rows = []
     key = env_secrets.identity(ctx) if names else None
@@ -147,7 +190,7 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
         value = env_secrets.decrypt(ctx, n, key)
         placed = ctx.env.secrets_dir / n
         state = "missing" if not placed.is_file() else (
-            "same" if placed.read_text().strip() == value else "differs")  # fmt: skip
+            "same" if placed.read_bytes().strip() == value.encode() else "differs")  # fmt: skip
         rows.append({"name": n, "file": f"{store.STORE}/{ctx.env.name}/{n}{store.SUFFIX}",
                      "in_secrets_dir": state})  # fmt: skip
     if json_:
@@ -171,6 +214,9 @@ def rotate(c: Context, env: str = "", dry_run: bool = False) -> None:
         return
     key = env_secrets.identity(ctx)
     values = {n: env_secrets.decrypt(ctx, n, key) for n in names}  # all, before any write
+    if str(key.to_public()) not in ctx.env.secrets_recipients:
+        print(f"warning: your key ({ctx.settings.age_identity}) is not among the recipients: "
+              "after this you cannot decrypt these secrets", file=sys.stderr)  # fmt: skip
     for n, value in values.items():
         _seal(ctx, n, value)
     if not dry_run:

@@ -196,3 +196,73 @@ def test_deploy_refuses_a_stored_database_password_unlike_the_one_in_place(
     assert (placed / "db_password").read_text() == "the-one-the-database-has\n"
     listed = clone.run("secrets.list", "--env", "staging", "--json")
     assert json.loads(listed.stdout)[0]["in_secrets_dir"] == "differs"
+
+
+@pytest.mark.parametrize(
+    ("stdin", "error"),
+    [
+        (b"\xff\xfe\x00bin", "error: a secret is one line of UTF-8 text"),
+        (b"x\x00y", "error: a secret is one line of text, not empty, without control"),
+        (b"a\rb", "error: a secret is one line of text, not empty, without control"),
+        (b"x" * 5000, "error: a secret is at most 4096 characters"),
+        (b"x" * 40000, "error: a secret is at most 4096 characters"),
+    ],
+)
+def test_a_value_that_is_not_one_short_line_of_text_is_refused(
+    clone: Clone, stdin: bytes, error: str
+) -> None:
+    env = {**os.environ, **clone.env, "LOREPIN_AGE_IDENTITY": str(clone.keys / "alice.key")}
+    done = subprocess.run([sys.executable, "-m", "invoke", "secrets.set", "--env", "staging",
+                           "--name", "backup_webhook"], cwd=clone.root, env=env, input=stdin,
+                          capture_output=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().startswith(error) and len(done.stderr.splitlines()) == 1
+    assert clone.stored() == []
+
+
+def test_a_mistyped_recipient_a_linked_secret_and_a_bad_identity_path_are_one_line(
+    clone: Clone, tmp_path: Path
+) -> None:
+    alice = (clone.keys / "alice.key").read_text().split("public key: ")[1].split()[0]
+    clone.recipients("staging", alice[:-1] + ("q" if alice[-1] != "q" else "p"))  # checksum off
+    done = clone.run("secrets.set", "--env", "staging", "--name", "db_password", "--generate")
+    assert done.returncode == 2 and done.stderr.startswith(
+        "error: environment 'staging': secrets.recipients has age1"), done.stderr  # fmt: skip
+    clone.recipients("staging", alice)
+    (clone.root / "secrets" / "staging").mkdir(parents=True)
+    (clone.root / "secrets" / "staging" / "db_password.age").symlink_to("/nonexistent")
+    got = clone.run("secrets.get", "--env", "staging", "--name", "db_password")
+    assert got.returncode == 2 and got.stderr.startswith(
+        "error: secrets/staging/db_password.age is not a file (a link or a directory)"
+    )
+    lint = subprocess.run([sys.executable, "scripts/check-secrets.py"], cwd=clone.root,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert (lint.returncode, lint.stderr.strip()) == (
+        1,
+        "error: secrets/staging/db_password.age: a symbolic link: store the file itself",
+    )
+    odd = {**clone.env, "LOREPIN_AGE_IDENTITY": "~nosuchuser-lorepin/k"}
+    done = invoke_in(clone.repo, "secrets.list", "--env", "staging", env=odd)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: LOREPIN_AGE_IDENTITY: '~nosuchuser-lorepin/k' names no known home directory"
+    )
+    for out in (str(tmp_path / "afile" / "k"), "/proc/lorepin-k"):
+        (tmp_path / "afile").touch()
+        made = clone.run("secrets.keygen", "--out", out)
+        assert made.returncode == 2 and made.stderr.startswith("error: cannot write the identity")
+
+
+def test_a_killed_write_leaves_no_file_lint_or_git_would_take(clone: Clone) -> None:
+    """A write is `.<NAME>.age.part`, then a rename: one a kill left behind is ignored by
+    git and by the lint, and the secret itself is whole (the old value or the new)."""
+    done = clone.run("secrets.set", "--env", "staging", "--name", "db_password", "--generate")
+    assert done.returncode == 0, done.stderr
+    left = clone.root / "secrets" / "staging" / ".db_password.age.part"
+    left.write_bytes(b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl")  # as a kill -9 leaves it
+    lint = subprocess.run([sys.executable, "scripts/check-secrets.py"], cwd=clone.root,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert lint.returncode == 0, lint.stderr
+    assert clone.repo.git.status("--porcelain", "--untracked-files=all", "secrets") == (
+        "?? secrets/staging/db_password.age"
+    )
+    assert clone.run("secrets.get", "--env", "staging", "--name", "db_password").returncode == 0
