@@ -6,6 +6,7 @@ identity into the environment's secrets_dir. A plain file under secrets/ fails
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -140,7 +141,8 @@ def keygen(c: Context, out: str = "", dry_run: bool = False) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot write the identity {path}: {exc.strerror}") from None
     finally:
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # no part to remove where none could be made
+            part.unlink(missing_ok=True)
     print(f"wrote {path}; add this public key to secrets.recipients in invoke.yaml:")
     print(key.to_public())
 
