@@ -128,6 +128,8 @@ def keygen(c: Context, out: str = "", dry_run: bool = False) -> None:
         print(f"# would write a new age identity to {path} (0600) and print its public key")
         return
     part = path.with_name(f".{path.name}.{os.getpid()}{store.PART}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"cannot write the identity {path}: {path.parent} is not a directory")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
