@@ -278,17 +278,23 @@ def decrypt_stored(ctx: EnvContext) -> dict[str, str]:
     names = store.stored(ctx.settings.root, ctx.env.name)
     if not names:
         return {}
+    check_directory(ctx)
     key = identity(ctx)
     values = {n: decrypt(ctx, n, key) for n in names}
     for n, value in values.items():
-        placed = ctx.env.secrets_dir / n
-        if store.NAMES[n] == "kept" and placed.is_file() and placed.read_text().strip() != value:
+        if store.NAMES[n] == "kept" and placed(ctx, n) not in (None, value):
             raise Refused(
                 f"secrets/{ctx.env.name}/{n}.age differs from {placed}, the value the "
                 f"environment's data was made with: changing it would lock the service out of "
                 "its data; store the value in place (`invoke secrets.set`) instead"
             )
     return values
+
+
+def placed(ctx: EnvContext, name: str) -> str | None:
+    """The value in the environment's secrets_dir (None: no such file); any bytes."""
+    placed = ctx.env.secrets_dir / name
+    return placed.read_bytes().strip().decode(errors="replace") if placed.is_file() else None
 
 
 def place_stored(ctx: EnvContext, values: dict[str, str]) -> None:
@@ -299,8 +305,8 @@ def place_stored(ctx: EnvContext, values: dict[str, str]) -> None:
     if not ctx.run.dry_run:
         ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for n, value in values.items():
-        placed = ctx.env.secrets_dir / n
-        if placed.is_file() and placed.read_text().strip() == value:
+        if placed(ctx, n) == value:
             continue
-        ctx.run.write(placed, value + "\n", mode=0o600 if n == MONITORING_PASSWORD else 0o644)
+        mode = 0o600 if n == MONITORING_PASSWORD else 0o644
+        ctx.run.write(ctx.env.secrets_dir / n, value + "\n", mode=mode)
         ctx.run.say(f"placed {n} from secrets/{ctx.env.name}/{n}.age")

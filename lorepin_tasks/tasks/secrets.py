@@ -169,7 +169,7 @@ def set_(c: Context, env: str = "", name: str = "", generate: bool = False,
     _seal(ctx, secret, _value(generate))
     where = store.path(ctx.settings.root, ctx.env.name, secret).relative_to(ctx.settings.root)
     if not dry_run:
-        print(f"stored {where} for {len(ctx.env.secrets_recipients)} recipient(s): commit it")
+        print(f"stored {where} for {len(set(ctx.env.secrets_recipients))} recipient(s): commit it")
 
 
 @task(help={"env": ENV, "name": NAME})
@@ -192,9 +192,8 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
     for n in names:
         assert key is not None
         value = env_secrets.decrypt(ctx, n, key)
-        placed = ctx.env.secrets_dir / n
-        state = "missing" if not placed.is_file() else (
-            "same" if placed.read_bytes().strip() == value.encode() else "differs")  # fmt: skip
+        placed = env_secrets.placed(ctx, n)
+        state = "missing" if placed is None else "same" if placed == value else "differs"
         rows.append({"name": n, "file": f"{store.STORE}/{ctx.env.name}/{n}{store.SUFFIX}",
                      "in_secrets_dir": state})  # fmt: skip
     if json_:
@@ -225,7 +224,7 @@ def rotate(c: Context, env: str = "", dry_run: bool = False) -> None:
         _seal(ctx, n, value)
     if not dry_run:
         print(f"{len(values)} secret(s) of '{ctx.env.name}' encrypted again to "
-              f"{len(ctx.env.secrets_recipients)} recipient(s): commit them")  # fmt: skip
+              f"{len(set(ctx.env.secrets_recipients))} recipient(s): commit them")  # fmt: skip
 
 
 ns = Collection("secrets", keygen, set_, get, list_, rotate)
