@@ -284,9 +284,9 @@ def decrypt_stored(ctx: EnvContext) -> dict[str, str]:
     for n, value in values.items():
         if store.NAMES[n] == "kept" and placed(ctx, n) not in (None, value):
             raise Refused(
-                f"secrets/{ctx.env.name}/{n}.age differs from {placed}, the value the "
-                f"environment's data was made with: changing it would lock the service out of "
-                "its data; store the value in place (`invoke secrets.set`) instead"
+                f"secrets/{ctx.env.name}/{n}.age differs from {ctx.env.secrets_dir / n}, the "
+                "value the environment's data was made with: changing it would lock the "
+                "service out of its data; store the value in place (`invoke secrets.set`) instead"
             )
     return values
 
