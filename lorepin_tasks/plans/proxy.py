@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lorepin_tasks.plans.security import STRONG_TLS_1_2
-
 ADMIN = "http://127.0.0.1:2019"
 HTTP_PORT, HTTPS_PORT = 8080, 8443  # inside the container (a non-root user binds them)
 CERT, KEY = "/run/secrets/tls_cert", "/run/secrets/tls_key"
@@ -32,6 +30,18 @@ SECURITY_HEADERS = {
     "Referrer-Policy": ["strict-origin-when-cross-origin"],
     "X-Frame-Options": ["DENY"],
 }
+
+
+# TLS 1.2 suites the proxy offers (Caddy's names are IANA's): forward secrecy (ECDHE)
+# and an AEAD cipher only. TLS 1.3's suites are all of that kind.
+STRONG_TLS_1_2 = (
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+)
 
 
 CMS_ID = "cms"  # the @id of the reverse proxy to the serving colour (Caddy's admin API)

@@ -9,25 +9,18 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorepin_tasks.errors import ConfigError
-from lorepin_tasks.plans.ci import Results
+from lorepin_tasks.plans.proxy import STRONG_TLS_1_2
+
+if TYPE_CHECKING:
+    from lorepin_tasks.plans.ci import Results
 
 SEVERITIES = ("high", "medium", "low")  # worst first
 
 # Protocols a client must not get: SSL 2/3 and TLS 1.0/1.1 (RFC 8996).
 REFUSED_PROTOCOLS = ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1")
-# TLS 1.2 suites the proxy offers (Caddy's names are IANA's): forward secrecy (ECDHE)
-# and an AEAD cipher only. TLS 1.3's suites are all of that kind.
-STRONG_TLS_1_2 = (
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-)
 HSTS_MIN_AGE = 180 * 86400  # seconds
 # Response headers every page carries (plans/proxy.py sets them), and what each guards.
 HEADERS = {

@@ -12,7 +12,6 @@ from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import security as plan
-from lorepin_tasks.runtime import security_scan as scan
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, SERVER_ENV_HELP, server_env, task
 
@@ -62,6 +61,8 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     if not 1 <= examples <= 1000:
         raise ConfigError(f"--examples must be 1 to 1000, got {examples}")
     ctx = server_env(c, env, dry_run, what="scans look at")
+    from lorepin_tasks.runtime import security_scan as scan  # here: `invoke --list` stays quick
+
     if dry_run:
         print(f"# would scan the proxy of '{ctx.env.name}' with sslyze (TLS), request "
               f"{', '.join(PATHS)} for their headers, fuzz its API's GET operations with "
