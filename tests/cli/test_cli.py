@@ -161,13 +161,13 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
         ("LOREPIN_IMAGE_PREFIX", "a b", "error: image prefix 'a b' is not a repository path"),
         ("LOREPIN_IMAGE_PREFIX", "UPPER", "error: image prefix 'UPPER' is not a repository"),
         ("LOREPIN_SECRETS_DIR", "relative/dir", "error: LOREPIN_SECRETS_DIR must be an absolute"),
-        ("LOREPIN_SECRETS_DIR", f"{ROOT}/secrets", "error: LOREPIN_SECRETS_DIR"),
+        ("LOREPIN_SECRETS_DIR", f"{ROOT}/plain-secrets", "error: LOREPIN_SECRETS_DIR"),
         ("LOREPIN_BACKUP_DIR", f"{ROOT}/.lorepin/x", "error: LOREPIN_BACKUP_DIR"),
     ],
 )
 def test_bad_overrides_are_one_line_and_exit_2(variable: str, value: str, message: str) -> None:
     assert one_line_error(invoke("up", "--dry-run", env={variable: value})).startswith(message)
-    assert not (ROOT / "relative").exists() and not (ROOT / "secrets").exists()
+    assert not (ROOT / "relative").exists() and not (ROOT / "plain-secrets").exists()
 
 
 def test_a_secrets_dir_that_is_a_file_or_open_to_others_is_refused_and_left_alone(
