@@ -190,12 +190,11 @@ def spark(values: Sequence[float | None], width: int = 160, height: int = 28) ->
     low, high = min(v for _, v in points), max(v for _, v in points)
     step = width / max(len(values) - 1, 1)
 
-    def xy(i: int, v: float) -> str:
-        return f"{i * step:.1f},{height - 4 - (v - low) / ((high - low) or 1.0) * (height - 8):.1f}"
-
-    path = " ".join(f"{'L' if n else 'M'}{xy(i, v)}" for n, (i, v) in enumerate(points))
-    dots = "".join(f'<circle cx="{xy(i, v).split(",")[0]}" cy="{xy(i, v).split(",")[1]}" '
-                   f'r="2"><title>{v:.4g}</title></circle>' for i, v in points)  # fmt: skip
+    xy = [(i * step, height - 4 - (v - low) / ((high - low) or 1.0) * (height - 8), v)
+          for i, v in points]  # fmt: skip
+    path = " ".join(f"{'L' if n else 'M'}{x:.1f},{y:.1f}" for n, (x, y, _) in enumerate(xy))
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2"><title>{v:.4g}</title></circle>'
+                   for x, y, v in xy)  # fmt: skip
     return (f'<svg class="spark" viewBox="-3 0 {width + 6} {height}" width="{width}" '
             f'height="{height}" role="img" aria-label="over the runs"><path d="{path}" '
             f'fill="none" stroke="#2456c8" stroke-width="1.5"/>{dots}</svg>')  # fmt: skip

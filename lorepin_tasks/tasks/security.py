@@ -11,6 +11,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import security as plan
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, SERVER_ENV_HELP, server_env, task
@@ -70,10 +71,9 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
               "write dist/security/")  # fmt: skip
         return
     host, port = scan.proxy_address(ctx)
-    server_name = (ctx.env.url or "https://localhost").split("//", 1)[-1].split(":")[0]
     ctx.run.say(f"==> {ctx.env.name}: TLS scan of {host}:{port} (sslyze)")
     expected = scan.certificate_sha256(ctx.env.secrets_dir / "tls.crt")
-    findings = plan.tls(scan.tls(host, port, server_name.strip("[]/")), expected)
+    findings = plan.tls(scan.tls(host, port, deploy_plan.server_name(ctx.env)), expected)
     ctx.run.say(f"==> {ctx.env.name}: security headers of {len(PATHS)} pages")
     for path in PATHS:
         findings += plan.headers(scan.response_headers(host, port, path), path)

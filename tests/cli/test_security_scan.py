@@ -6,9 +6,8 @@ over a real git history: a Slack webhook committed and removed again is still fo
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import git
@@ -17,6 +16,7 @@ import pytest
 from lorepin_tasks.plans import security as plan
 from lorepin_tasks.runtime.security_scan import dependency_audit, history_secrets
 from tests.conftest import ROOT, invoke
+from tests.release_helpers import loopback_server
 
 # A made-up webhook of Slack's shape (detect-secrets knows it); in no real workspace.
 WEBHOOK = "https://hooks.slack.com/services/T00000000/B00000000/" + "X" * 24
@@ -89,14 +89,8 @@ def osv() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/query"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Handler) as base:
+        yield f"{base}/v1/query"
 
 
 def test_a_known_vulnerability_of_a_pinned_dependency_is_high(
