@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -130,17 +131,44 @@ def published_port(container: str, port: int) -> int:
     return int(answer.stdout.split()[0].rpartition(":")[2])
 
 
-def request(method: str, url: str, body: object = None) -> tuple[int, object]:
+def request(
+    method: str, url: str, body: object = None, token: str | None = None
+) -> tuple[int, object]:
     """A JSON request to a test's own container over 127.0.0.1: (status, body)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
-        url, data=data, method=method, headers={"content-type": "application/json"}
+        url,
+        data=data,
+        method=method,
+        headers={"content-type": "application/json", **(bearer(token) if token else {})},
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def grant(url: str, role: str = "editor") -> str:
+    """A new user of `role` in the (migrated) CMS database at `url`, and a token of theirs
+    valid for a day: the token, as `invoke cms.token.create` gives it."""
+    from sqlalchemy import create_engine
+
+    from lorepin_cms import access
+
+    name = f"test-{role}-{uuid.uuid4().hex[:8]}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            access.add_user(conn, name, role)
+            token, _ = access.create_token(conn, name, None, 1, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    return token
 
 
 def invoke_in_background(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

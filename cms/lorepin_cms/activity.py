@@ -233,7 +233,7 @@ class Record:
                     Event(
                         at=datetime.now(UTC),
                         session_id=session,
-                        user_id=None,
+                        user_id=(scope.get("state") or {}).get("user"),  # access.caller's
                         method=method_of(scope),
                         route=route,
                         status=watching.status,

@@ -1,20 +1,23 @@
 """The LorePin CMS HTTP service: pins API, health, readiness and version."""
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
 from alembic.script import ScriptDirectory
-from fastapi import FastAPI, HTTPException, Path, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorepin_cms import activity, caching, compat, errors, geocoder, logs, metrics
+from lorepin_cms import access, activity, caching, compat, errors, geocoder, logs, metrics
 from lorepin_cms.config import Config
 from lorepin_cms.errors import error_response
 from lorepin_cms.json_body import JsonRoute
@@ -36,10 +39,13 @@ from lorepin_cms.schemas import (
 )
 
 ERRORS = {
+    401: "No token, or one that is not valid (unknown, wrong, expired or revoked).",
+    403: "The token's role is not enough: drafts need a viewer, changes an editor.",
     404: "No such pin.",
     409: "The change conflicts with the stored data.",
     413: "The request body is over the limit (1 MiB unless LOREPIN_MAX_BODY_BYTES says otherwise).",
     422: "The request is invalid; `detail` lists the fields at fault and why.",
+    429: "Too many failed authentications from this address: wait `Retry-After` seconds.",
     503: "The database is unavailable or overloaded; try again later.",
 }
 
@@ -64,6 +70,28 @@ def own_history(config: Config) -> dict[str, compat.Revision]:
             contract=bool(getattr(script.module, "contract", None)),
         )
     return found
+
+
+security = logging.getLogger("lorepin_cms.security")
+# OpenAPI's description of the tokens; the check itself is `caller` in create_app.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token, `lp_...` (`invoke cms.token.create`).",
+)
+
+
+def security_event(event: str, request: Request, **fields: Any) -> None:
+    """A line of the security log: what happened, to which route, from which address."""
+    client = request.client.host if request.client else None
+    security.warning(
+        event,
+        extra={
+            "event": "security",
+            "fields": {"what": event, "client": client, "method": request.method,
+                       "path": request.url.path, **fields},
+        },
+    )  # fmt: skip
 
 
 APPLIED = text("SELECT revision, down_revision, contract FROM lorepin_ops.migration_checksums")
@@ -102,6 +130,61 @@ def create_app(config: Config | None = None) -> FastAPI:
     sessions = sessionmaker(engine, expire_on_commit=False)
     head = expected_head(config)
     mine = own_history(config)
+    failures = access.FailureLimit(config.auth_failures_per_minute)
+
+    def caller(request: Request) -> access.Caller | None:
+        """Who sends the request: None without a token; a 401 for a token that does not
+        hold, a 429 once an address has failed too often (each a security event)."""
+        header = request.headers.get("authorization")
+        if header is None:
+            return None
+        client = request.client.host if request.client else "-"
+        if wait := failures.retry_after(client):
+            security_event("auth.limited", request)
+            raise HTTPException(
+                429,
+                "too many failed authentications: try again later",
+                headers={"Retry-After": str(wait)},
+            )
+        try:
+            with engine.connect() as conn:
+                who = access.authenticate(conn, header, datetime.now(UTC))
+        except access.Unauthenticated as exc:
+            failures.failed(client)
+            security_event("auth.failed", request, reason=exc.reason, key=exc.key)
+            raise HTTPException(
+                401, "the token is not valid", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        if who is not None:
+            request.state.user = who.user  # the activity record's user
+        return who
+
+    Caller = Annotated[access.Caller | None, Depends(caller)]
+
+    def needs(role: str) -> Callable[..., access.Caller]:
+        def check(
+            who: Caller,
+            request: Request,
+            _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],  # OpenAPI's
+        ) -> access.Caller:
+            if who is None:
+                security_event("auth.missing", request, needed=role)
+                raise HTTPException(
+                    401, f"this needs a token of an {role} or more",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )  # fmt: skip
+            if not access.at_least(who.role, role):
+                security_event("auth.forbidden", request, user=who.user, role=who.role,
+                               needed=role)  # fmt: skip
+                raise HTTPException(403, f"this needs an {role} or more; the token is a {who.role}")
+            return who
+
+        return check
+
+    Editor = Annotated[access.Caller, Depends(needs("editor"))]
+
+    def sees_drafts(who: access.Caller | None) -> bool:
+        return who is not None and access.at_least(who.role, "viewer")
 
     # The activity's writer has a connection of its own: requests never wait for it.
     recorder = (
@@ -203,8 +286,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     # Each handler opens its own session and so gives its connection back when it returns,
     # not after the response is serialised and sent (which takes another worker thread).
 
-    @app.post("/api/pins", status_code=201, responses=documented(409, 413, 422, 503))
-    def create_pin(data: PinCreate) -> PinOut:
+    @app.post("/api/pins", status_code=201, responses=documented(401, 403, 409, 413, 422, 429, 503))
+    def create_pin(data: PinCreate, _: Editor) -> PinOut:
         fields = data.model_dump()
         if fields["place_name"] is None:
             fields["place_name"] = geocoder.place_name(
@@ -217,14 +300,22 @@ def create_app(config: Config | None = None) -> FastAPI:
             db.refresh(pin)
             return PinOut.model_validate(pin)
 
-    @app.get("/api/pins", responses={304: caching.NOT_MODIFIED, **documented(422, 503)})
+    @app.get("/api/pins", responses={304: caching.NOT_MODIFIED, **documented(401, 422, 429, 503)})
     def list_pins(
+        who: Caller,
         tag: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
         status: Status | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> PinPage:
         query = select(Pin)
+        if not sees_drafts(who):  # published pins are public; drafts need a token
+            if status == "draft":
+                raise HTTPException(
+                    401, "drafts need a token of a viewer or more",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )  # fmt: skip
+            query = query.where(Pin.status == "published")
         if tag is not None:
             query = query.where(Pin.tags.contains([tag.strip(SPACES).lower()]))
         if status is not None:
@@ -237,23 +328,24 @@ def create_app(config: Config | None = None) -> FastAPI:
             items = [PinOut.model_validate(p) for p in rows]
         return PinPage(items=items, total=total, limit=limit, offset=offset)
 
-    def get_or_404(db: Session, pin_id: int) -> Pin:
+    def get_or_404(db: Session, pin_id: int, drafts: bool = True) -> Pin:
         pin = db.get(Pin, pin_id)
-        if pin is None:
+        if pin is None or (pin.status == "draft" and not drafts):  # a draft's id is no clue
             raise HTTPException(404, f"pin {pin_id} not found")
         return pin
 
     PinId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
     @app.get(
-        "/api/pins/{pin_id}", responses={304: caching.NOT_MODIFIED, **documented(404, 422, 503)}
+        "/api/pins/{pin_id}",
+        responses={304: caching.NOT_MODIFIED, **documented(401, 404, 422, 429, 503)},
     )
-    def read_pin(pin_id: PinId) -> PinOut:
+    def read_pin(pin_id: PinId, who: Caller) -> PinOut:
         with sessions() as db:
-            return PinOut.model_validate(get_or_404(db, pin_id))
+            return PinOut.model_validate(get_or_404(db, pin_id, sees_drafts(who)))
 
-    @app.patch("/api/pins/{pin_id}", responses=documented(404, 409, 413, 422, 503))
-    def update_pin(pin_id: PinId, data: PinUpdate) -> PinOut:
+    @app.patch("/api/pins/{pin_id}", responses=documented(401, 403, 404, 409, 413, 422, 429, 503))
+    def update_pin(pin_id: PinId, data: PinUpdate, _: Editor) -> PinOut:
         changes = data.model_dump(exclude_unset=True)
         if not changes:
             raise HTTPException(422, "nothing to update: send at least one field")
@@ -268,8 +360,10 @@ def create_app(config: Config | None = None) -> FastAPI:
             db.refresh(pin)
             return PinOut.model_validate(pin)
 
-    @app.delete("/api/pins/{pin_id}", status_code=204, responses=documented(404, 422, 503))
-    def delete_pin(pin_id: PinId) -> Response:
+    @app.delete(
+        "/api/pins/{pin_id}", status_code=204, responses=documented(401, 403, 404, 422, 429, 503)
+    )
+    def delete_pin(pin_id: PinId, _: Editor) -> Response:
         with sessions() as db:
             db.delete(get_or_404(db, pin_id))
             db.commit()

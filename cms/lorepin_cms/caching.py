@@ -61,7 +61,11 @@ class HttpCache:
             tag = etag(body)
             headers = MutableHeaders(raw=start["headers"])
             headers["ETag"] = tag
-            headers["Cache-Control"] = CACHE_CONTROL
+            # What a token may see (drafts) is not what everyone may: shared caches keep
+            # only the public answer, and key it apart from the token holders'.
+            private = "authorization" in Headers(scope=scope)
+            headers["Cache-Control"] = f"private, {CACHE_CONTROL}" if private else CACHE_CONTROL
+            headers["Vary"] = "Authorization"
             if still_current(Headers(scope=scope).get("if-none-match"), tag):
                 del headers["content-length"]
                 del headers["content-type"]

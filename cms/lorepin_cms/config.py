@@ -98,6 +98,8 @@ class Config:
     # User activity (lorepin_cms.activity): recorded unless "off", kept this many days.
     activity: bool = True
     activity_retention_days: int = 30
+    # Failed authentications a client address may make in a minute before it gets 429s.
+    auth_failures_per_minute: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Config:
@@ -119,4 +121,5 @@ class Config:
             metrics=switch(environ, "LOREPIN_METRICS"),
             activity=switch(environ, "LOREPIN_ACTIVITY"),
             activity_retention_days=positive_int(environ, "LOREPIN_ACTIVITY_RETENTION_DAYS", 30),
+            auth_failures_per_minute=positive_int(environ, "LOREPIN_AUTH_FAILURES_PER_MINUTE", 10),
         )

@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Double,
+    ForeignKey,
     Identity,
     Index,
     MetaData,
@@ -22,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES = ("draft", "published")
+ROLES = ("viewer", "editor", "admin")  # each may do what the ones before it may
 
 
 def slugify(title: str) -> str:
@@ -95,3 +97,37 @@ class Activity(Base):
         Index("ix_activity_at", "at"),  # the reports' windows and the retention's deletes
         Index("ix_activity_session_id_at", "session_id", "at"),  # a session's flow in order
     )
+
+
+class User(Base):
+    """Someone who may read drafts (viewer), change pins (editor) or manage users (admin)."""
+
+    __tablename__ = "cms_users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'editor', 'admin')", name="role_valid"),
+        CheckConstraint("name ~ '^[a-z0-9][a-z0-9._-]{0,63}$'", name="name_valid"),
+    )
+
+
+class ApiToken(Base):
+    """A user's API token: `key` names it, only the SHA-256 of its secret is kept. Its role
+    is at most its user's (lorepin_cms.access)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    secret_sha256: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("cms_users.id"), index=True)
+    role: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'editor', 'admin')", name="role_valid"),)

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from lorepin_cms import activity
 from lorepin_cms.app import connect, create_app
 from lorepin_tasks.plans import activity_report
+from tests.conftest import bearer, grant
 from tests.integration.test_cms_api import PIN, config_for, migrate
 
 pytestmark = pytest.mark.docker
@@ -45,7 +46,7 @@ def test_a_visit_is_recorded_by_route_template_under_one_cookie_session(
         assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Secure" in set_cookie
         # A response that sets the cookie is this visitor's alone: no shared cache keeps it.
         assert first.headers["cache-control"] == "private, no-cache"
-        made = browser.post("/api/pins", json=PIN).json()
+        made = browser.post("/api/pins", json=PIN, headers=bearer(grant(database_url))).json()
         again = browser.get(f"/api/pins/{made['id']}")
         assert "set-cookie" not in again.headers  # the session goes on: no new cookie
         assert again.headers["cache-control"] == "no-cache"
@@ -64,7 +65,8 @@ def test_a_visit_is_recorded_by_route_template_under_one_cookie_session(
     assert {str(r["session_id"]) for r in found[:3]} == {cookie}
     assert str(found[3]["session_id"]) not in (cookie, "forged")  # a forged id is replaced
     assert sorted(found[0]) == COLUMNS  # no address, no path values, no body: none stored
-    assert all(r["user_id"] is None for r in found)  # no signed-in users yet
+    # The user behind a token, and only theirs: anonymous reads have none.
+    assert [str(r["user_id"])[:12] for r in found] == ["None", "test-editor-", "None", "None"]
 
     # The report's own queries over these rows: the flows of the scripted session.
     now = datetime.now(UTC)

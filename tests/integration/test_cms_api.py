@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from lorepin_cms.app import create_app
 from lorepin_cms.config import Config
-from tests.conftest import BEFORE_HEAD, HEAD, ROOT
+from tests.conftest import BEFORE_HEAD, HEAD, ROOT, bearer, grant
 
 pytestmark = pytest.mark.docker
 
@@ -51,14 +51,16 @@ def config_for(url: str) -> Config:
     )
 
 
-def client_for(url: str) -> TestClient:
-    return TestClient(create_app(config_for(url)))
+def client_for(url: str, token: str | None = None) -> TestClient:
+    """The CMS on `url`; every request carries `token` when one is given."""
+    return TestClient(create_app(config_for(url)), headers=bearer(token) if token else None)
 
 
 @pytest.fixture
 def api(database_url: str) -> Iterator[TestClient]:
+    """The CMS on a fresh database, used by an editor."""
     migrate(database_url)
-    with client_for(database_url) as client:
+    with client_for(database_url, grant(database_url)) as client:
         yield client
         client.app.state.engine.dispose()  # type: ignore[attr-defined]
 
@@ -259,15 +261,20 @@ def test_the_schema_documents_every_status_and_the_error_body(api: TestClient) -
     spec = api.get("/openapi.json").json()
     error = {"$ref": "#/components/schemas/ErrorOut"}
     expected = {
-        ("/api/pins", "post"): {"201", "409", "413", "422", "503"},
-        ("/api/pins", "get"): {"200", "304", "422", "503"},
-        ("/api/pins/{pin_id}", "get"): {"200", "304", "404", "422", "503"},
-        ("/api/pins/{pin_id}", "patch"): {"200", "404", "409", "413", "422", "503"},
-        ("/api/pins/{pin_id}", "delete"): {"204", "404", "422", "503"},
-    }
+        ("/api/pins", "post"): {"201", "401", "403", "409", "413", "422", "429", "503"},
+        ("/api/pins", "get"): {"200", "304", "401", "422", "429", "503"},
+        ("/api/pins/{pin_id}", "get"): {"200", "304", "401", "404", "422", "429", "503"},
+        ("/api/pins/{pin_id}", "patch"): {"200", "401", "403", "404", "409", "413", "422",
+                                          "429", "503"},
+        ("/api/pins/{pin_id}", "delete"): {"204", "401", "403", "404", "422", "429", "503"},
+    }  # fmt: skip
     for (path, method), statuses in expected.items():
-        responses = spec["paths"][path][method]["responses"]
+        operation = spec["paths"][path][method]
+        responses = operation["responses"]
         assert set(responses) == statuses, (path, method)
+        # Changes need a token; reads take one (for drafts) but are public.
+        needs_token = method in ("post", "patch", "delete")
+        assert operation.get("security") == ([{"token": []}] if needs_token else None)
         for status in statuses - {"200", "201", "204", "304"}:
             assert responses[status]["content"]["application/json"]["schema"] == error
         assert "content" not in responses.get("304", {})  # a 304 has no body

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from lorepin_cms.app import create_app
+from tests.conftest import bearer, grant
 from tests.integration.test_cms_api import PIN, config_for, migrate
 
 pytestmark = pytest.mark.docker
@@ -32,10 +33,12 @@ schema = schemathesis.openapi.from_asgi(
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[FastAPI]:
-    """The CMS with three pins (ids 1-3), so generated ids find some."""
+    """The CMS with three pins (ids 1-3), so generated ids find some; `app.state.token`
+    is an editor's, so the writes are exercised past their authentication."""
     migrate(database_url)
     app = create_app(config_for(database_url))
-    with TestClient(app) as client:
+    app.state.token = grant(database_url)
+    with TestClient(app, headers=bearer(app.state.token)) as client:
         for _ in range(3):
             assert client.post("/api/pins", json=PIN).status_code == 201
     yield app
@@ -49,4 +52,4 @@ def app(database_url: str) -> Iterator[FastAPI]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_the_api_does_what_its_schema_says(case: schemathesis.Case[Any], app: FastAPI) -> None:
-    case.call_and_validate(app=app)
+    case.call_and_validate(app=app, headers=bearer(app.state.token))

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import bearer, free_port, grant
 from tests.integration.test_cms_api import PIN, migrate
 
 pytestmark = pytest.mark.docker
@@ -58,10 +58,13 @@ def stop(server: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
         server.wait()
 
 
-def send(conn: http.client.HTTPConnection, method: str, path: str, body: str = "") -> int | str:
+def send(
+    conn: http.client.HTTPConnection, method: str, path: str, body: str = "", token: str = ""
+) -> int | str:
     """The response's status, or the name of the error that stood in for one."""
+    headers = {"content-type": "application/json", **(bearer(token) if token else {})}
     try:
-        conn.request(method, path, body=body or None, headers={"content-type": "application/json"})
+        conn.request(method, path, body=body or None, headers=headers)
         response = conn.getresponse()
         response.read()
         return response.status
@@ -69,9 +72,11 @@ def send(conn: http.client.HTTPConnection, method: str, path: str, body: str = "
         return type(exc).__name__
 
 
-def test_sixty_four_concurrent_readers_are_all_served(served: Address) -> None:
+def test_sixty_four_concurrent_readers_are_all_served(served: Address, database_url: str) -> None:
     """More clients than threads and database connections: all served, none refused."""
-    assert send(http.client.HTTPConnection(*served), "POST", "/api/pins", json.dumps(PIN)) == 201
+    made = send(http.client.HTTPConnection(*served), "POST", "/api/pins", json.dumps(PIN),
+                grant(database_url))  # fmt: skip
+    assert made == 201
     clients, each = 64, 40
     start = threading.Barrier(clients)
 
@@ -132,7 +137,7 @@ def test_the_metrics_port_adds_up_every_worker(database_url: str) -> None:
             assert time.monotonic() < deadline, "both workers did not answer within 30 s"
             time.sleep(0.2)
         created = send(http.client.HTTPConnection("127.0.0.1", port), "POST", "/api/pins",
-                       json.dumps(PIN))  # fmt: skip
+                       json.dumps(PIN), grant(database_url))  # fmt: skip
         assert created == 201
         # New connections each time: uvicorn's workers share the socket, so both serve some.
         reads = [send(http.client.HTTPConnection("127.0.0.1", port), "GET", "/api/pins/1")
@@ -174,9 +179,10 @@ def test_every_line_is_json_and_names_its_request(database_url: str) -> None:
             assert server.poll() is None, f"the CMS exited: {server.communicate()[1][-2000:]}"
             assert time.monotonic() < deadline, "the CMS did not answer within 30 s"
             time.sleep(0.2)
+        token = grant(database_url)
         for rid in ("req-7f3a", "x*/ DROP TABLE pins; /*"):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            headers = {"content-type": "application/json", "x-request-id": rid}
+            headers = {"content-type": "application/json", "x-request-id": rid, **bearer(token)}
             conn.request("POST", "/api/pins", body=json.dumps(PIN), headers=headers)
             assert conn.getresponse().status == 201
     finally:
