@@ -12,6 +12,7 @@ from lorepin_tasks.tasks import (
     audit,
     backup,
     ci,
+    cms,
     db,
     deploy,
     dr,
@@ -49,6 +50,7 @@ ns.add_collection(images.artifacts)
 ns.add_collection(deploy.ns)
 ns.add_collection(audit.ns)
 ns.add_collection(activity.ns)
+ns.add_collection(cms.ns)
 ns.add_collection(ci.ns)
 ns.add_collection(repo.ns)
 ns.add_collection(secrets.ns)

@@ -170,13 +170,15 @@ def create_app(config: Config | None = None) -> FastAPI:
             if who is None:
                 security_event("auth.missing", request, needed=role)
                 raise HTTPException(
-                    401, f"this needs a token of an {role} or more",
+                    401, f"this needs a token with the role {role} or higher",
                     headers={"WWW-Authenticate": "Bearer"},
                 )  # fmt: skip
             if not access.at_least(who.role, role):
                 security_event("auth.forbidden", request, user=who.user, role=who.role,
                                needed=role)  # fmt: skip
-                raise HTTPException(403, f"this needs an {role} or more; the token is a {who.role}")
+                raise HTTPException(
+                    403, f"this needs the role {role} or higher; the token has {who.role}"
+                )
             return who
 
         return check
@@ -312,7 +314,7 @@ def create_app(config: Config | None = None) -> FastAPI:
         if not sees_drafts(who):  # published pins are public; drafts need a token
             if status == "draft":
                 raise HTTPException(
-                    401, "drafts need a token of a viewer or more",
+                    401, "drafts need a token (any role)",
                     headers={"WWW-Authenticate": "Bearer"},
                 )  # fmt: skip
             query = query.where(Pin.status == "published")
