@@ -13,9 +13,8 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -153,6 +152,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def new_token(
+    run: Callable[..., subprocess.CompletedProcess[str]], env: str, role: str = "editor"
+) -> str:
+    """A new user of `role` in the environment and a token of theirs, made as an operator
+    does (`invoke cms.user.add`, `cms.token.create`); `run` runs invoke in the checkout."""
+    name = f"e2e-{role}-{uuid.uuid4().hex[:8]}"
+    added = run("cms.user.add", "--env", env, "--name", name, "--role", role)
+    assert added.returncode == 0, added.stderr[-2000:]
+    made = run("cms.token.create", "--env", env, "--user", name)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return made.stdout.strip()
+
+
 def grant(url: str, role: str = "editor") -> str:
     """A new user of `role` in the (migrated) CMS database at `url`, and a token of theirs
     valid for a day: the token, as `invoke cms.token.create` gives it."""
@@ -164,11 +176,9 @@ def grant(url: str, role: str = "editor") -> str:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            access.add_user(conn, name, role)
-            token, _ = access.create_token(conn, name, None, 1, datetime.now(UTC))
+            return access.user_with_token(conn, name, role, 1)
     finally:
         engine.dispose()
-    return token
 
 
 def invoke_in_background(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -23,12 +23,12 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, text
 
 from lorepin_cms.exit_codes import BadInput
-from lorepin_cms.models import ROLES
+from lorepin_cms.models import ROLES, ApiToken, User
 
 TOKEN = re.compile(r"lp_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})")
 KEY = re.compile(r"[A-Za-z0-9]{12}")
@@ -159,3 +159,22 @@ def secret_of(token: str) -> str:
     if match is None:
         raise ValueError("not a token")
     return match.group(2)
+
+
+def user_with_token(conn: Connection, name: str, role: str, days: int) -> str:
+    """A new user and a token of theirs with their role, lasting `days`: the token. For
+    throwaway environments' seeds and tests; operators use `invoke cms.user.add`."""
+    token, key = new_token()
+    user = conn.execute(
+        insert(User).values(name=check_name(name), role=check_role(role)).returning(User.id)
+    ).scalar_one()
+    conn.execute(
+        insert(ApiToken).values(
+            key=key,
+            secret_sha256=digest(secret_of(token)),
+            user_id=user,
+            role=role,
+            expires_at=datetime.now(UTC) + timedelta(days=days),
+        )
+    )
+    return token

@@ -2,7 +2,9 @@
 
 `python -m lorepin_cms.seed --count 3000 --seed 42`: the same seed always gives the same
 pins (titles, stories, tags, places, statuses). An environment that already has pins is
-left alone, so running it again never duplicates anything.
+left alone, so running it again never duplicates anything. With `--token`, the first seeding
+also adds the user `developer` (admin) and prints a token of theirs, once: a throwaway
+environment's own key to its drafts and writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Table, create_engine, func, insert, select
 
+from lorepin_cms import access
 from lorepin_cms.config import database_url
 from lorepin_cms.models import Pin, slugify
 
@@ -113,17 +116,22 @@ def pins(count: int, seed: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def seed(url: Any, count: int, seed_value: int, *, batch: int = 1000) -> int:
-    """Insert `count` pins unless the table has any; return how many were inserted."""
+def seed(
+    url: Any, count: int, seed_value: int, *, batch: int = 1000, token: bool = False
+) -> tuple[int, str | None]:
+    """Insert `count` pins unless the table has any (and with `token`, the developer's
+    token): how many were inserted, and the token."""
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             if conn.execute(select(func.count()).select_from(Pin)).scalar():
-                return 0
+                return 0, None
             rows = list(pins(count, seed_value))
             for i in range(0, len(rows), batch):
                 conn.execute(insert(PINS), rows[i : i + batch])  # column names
-            return len(rows)
+            return len(rows), access.user_with_token(
+                conn, "developer", "admin", 30
+            ) if token else None
     finally:
         engine.dispose()
 
@@ -132,12 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lorepin_cms.seed", description=__doc__)
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--token", action="store_true", help="add `developer`, print a token")
     args = parser.parse_args(argv)
     if not 0 < args.count <= 1_000_000:
         print("error: --count must be between 1 and 1000000", file=sys.stderr)
         return 2
-    inserted = seed(database_url(), args.count, args.seed)
-    print(f"seeded {inserted} pins" if inserted else "already has pins; nothing seeded")
+    inserted, token = seed(database_url(), args.count, args.seed, token=args.token)
+    said = f"seeded {inserted} pins" if inserted else "already has pins; nothing seeded"
+    print(f"{said}; admin token of developer (shown once): {token}" if token else said)
     return 0
 
 

@@ -93,6 +93,7 @@ def seed_command(policy: FeaturePolicy, name: FeatureName) -> list[str]:
         str(policy.seed_count),
         "--seed",
         str(name.seed),
+        "--token",  # the developer's token, printed once by feature.up
     ]
 
 

@@ -90,6 +90,22 @@ def headers(got: Mapping[str, str], path: str) -> list[Finding]:
     return found
 
 
+# Changes the API must refuse without a token. Each probe is a write nothing could apply (an
+# empty body, pin 0): an endpoint open to anyone answers it 422 and still changes nothing.
+UNGUARDED_PROBES: tuple[tuple[str, str, bytes | None], ...] = (
+    ("POST", "/api/pins", b"{}"),
+    ("PATCH", "/api/pins/0", b"{}"),
+    ("DELETE", "/api/pins/0", None),
+)
+
+
+def access(answers: Mapping[tuple[str, str], int]) -> list[Finding]:
+    """What each write answered without a token: anything but 401 is a write open to all."""
+    open_to_all = [(m, p, code) for (m, p), code in answers.items() if code != 401]
+    return [Finding("high", "access", f"{m} {p} without a token answered {code}, not 401: "
+                    "a change anyone can make") for m, p, code in open_to_all]  # fmt: skip
+
+
 def containers(inspected: Iterable[Mapping[str, Any]]) -> list[Finding]:
     """The configuration of the environment's containers (docker inspect's objects)."""
     found = []

@@ -80,19 +80,25 @@ def certificate_sha256(path: Path) -> str | None:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(path.read_text())).hexdigest()
 
 
-def response_headers(host: str, port: int, path: str) -> dict[str, str]:
-    """One response's headers (4xx and 5xx too). TLS is sslyze's to judge: here the
-    certificate is not checked, and the address is the environment's own on loopback."""
+def answer(
+    host: str, port: int, path: str, method: str = "GET", body: bytes | None = None
+) -> tuple[int, dict[str, str]]:
+    """One response's status and headers (4xx and 5xx too). TLS is sslyze's to judge: here
+    the certificate is not checked, and the address is the environment's own on loopback."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        f"https://{host}:{port}{path}",
+        data=body,
+        method=method,
+        headers={"content-type": "application/json"} if body is not None else {},
+    )
     try:
-        with urllib.request.urlopen(
-            f"https://{host}:{port}{path}", timeout=10, context=context
-        ) as response:
-            return dict(response.headers.items())
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310 (https, the environment's own proxy)
+            return response.status, dict(response.headers.items())
     except urllib.error.HTTPError as exc:
-        return dict(exc.headers.items())
+        return exc.code, dict(exc.headers.items())
     except (urllib.error.URLError, OSError) as exc:
         raise LorePinError(f"https://{host}:{port}{path} did not answer: {exc}") from None
 

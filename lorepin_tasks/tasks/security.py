@@ -50,7 +50,8 @@ def _allowed(ctx: EnvContext) -> set[str]:
 def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
           examples: int = 25, dry_run: bool = False) -> None:  # fmt: skip
     """Scan a deployed environment: TLS (sslyze: protocols, suites, HSTS, the
-    certificate), security headers, the API's read operations fuzzed against its OpenAPI
+    certificate), security headers, the API's changes without a token (each must be a
+    401), the API's read operations fuzzed against its OpenAPI
     schema (schemathesis: no 5xx, answers as documented), and its containers'
     configuration (root, capabilities, no-new-privileges, read-only, what is published),
     credentials in the git history and the images (detect-secrets), and known
@@ -66,7 +67,9 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
 
     if dry_run:
         print(f"# would scan the proxy of '{ctx.env.name}' with sslyze (TLS), request "
-              f"{', '.join(PATHS)} for their headers, fuzz its API's GET operations with "
+              f"{', '.join(PATHS)} for their headers, send "
+              f"{', '.join(f'{m} {p}' for m, p, _ in plan.UNGUARDED_PROBES)} without a token, "
+              "fuzz its API's GET operations with "
               f"schemathesis ({examples} examples each), docker inspect its containers, and "
               "write dist/security/")  # fmt: skip
         return
@@ -76,7 +79,10 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     findings = plan.tls(scan.tls(host, port, deploy_plan.server_name(ctx.env)), expected)
     ctx.run.say(f"==> {ctx.env.name}: security headers of {len(PATHS)} pages")
     for path in PATHS:
-        findings += plan.headers(scan.response_headers(host, port, path), path)
+        findings += plan.headers(scan.answer(host, port, path)[1], path)
+    ctx.run.say(f"==> {ctx.env.name}: the API's changes without a token (must be 401)")
+    findings += plan.access({(method, path): scan.answer(host, port, path, method, body)[0]
+                             for method, path, body in plan.UNGUARDED_PROBES})  # fmt: skip
     ctx.run.say(f"==> {ctx.env.name}: API fuzz of the read operations (schemathesis, "
                 f"{examples} examples each)")  # fmt: skip
     out = ctx.settings.root / "dist" / "security"
@@ -102,8 +108,8 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     findings += audited
     at = datetime.now(UTC)
     rep = plan.report(ctx.env.name, f"https://{host}:{port}", at.isoformat(timespec="seconds"),
-                      findings, ["tls", "headers", "api-fuzz", "containers", "secrets",
-                                 "dependencies"], {**NOT_RUN, **unaudited})  # fmt: skip
+                      findings, ["tls", "headers", "access", "api-fuzz", "containers",
+                                 "secrets", "dependencies"], {**NOT_RUN, **unaudited})  # fmt: skip
     stem = out / f"{ctx.env.name}-{at:%Y%m%dT%H%M%SZ}"
     stem.with_suffix(".json").write_text(json.dumps(rep, indent=2) + "\n")
     stem.with_suffix(".md").write_text(plan.markdown(rep))

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import invoke, invoke_in_background, local_stack, published_port, request
+from tests.conftest import (
+    invoke,
+    invoke_in_background,
+    local_stack,
+    new_token,
+    published_port,
+    request,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -31,8 +38,10 @@ def _url(stack: dict[str, str]) -> str:
 
 
 def _add_pin(stack: dict[str, str], title: str) -> None:
+    """A pin written by an editor (a new one each time: a restore takes users away too)."""
+    token = new_token(lambda *a: invoke(*a, env=stack), "local")
     pin = {"title": title, "latitude": 48.85, "longitude": 2.35, "tags": []}
-    assert request("POST", f"{_url(stack)}/api/pins", pin)[0] == 201
+    assert request("POST", f"{_url(stack)}/api/pins", pin, token)[0] == 201
 
 
 def _sql(stack: dict[str, str], sql: str) -> str:

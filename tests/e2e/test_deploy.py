@@ -38,7 +38,7 @@ import yaml
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.plans.dashboards import DASHBOARDS
 from tests.browser import chromium, need_browser, screenshots
-from tests.conftest import free_port, published_port
+from tests.conftest import bearer, free_port, new_token, published_port
 from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = pytest.mark.docker
@@ -51,9 +51,18 @@ class Site:
     env: dict[str, str]
     secrets: dict[str, Path]
     projects: dict[str, str]
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def invoke(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return invoke_in(self.repo, *args, env=self.env, timeout=timeout)
+
+    def token(self, name: str) -> str:
+        """An editor's token in the environment (made anew when a restore took it away)."""
+        held = self.tokens.get(name)
+        if held is None or call(self, name, "GET", "/api/pins?limit=1&status=draft",
+                                headers=bearer(held))[0] != 200:  # fmt: skip
+            self.tokens[name] = new_token(self.invoke, name)
+        return self.tokens[name]
 
     def url(self, name: str) -> str:
         return f"https://127.0.0.1:{published_port(f'{self.projects[name]}-proxy-1', 8443)}"
@@ -159,6 +168,7 @@ class Writes:
 
     def __init__(self, site: Site, name: str, prefix: str) -> None:
         self.url = f"{site.url(name)}/api/pins"
+        self.headers = {"content-type": "application/json", **bearer(site.token(name))}
         self.context = ssl.create_default_context(cafile=str(site.secrets[name] / "tls.crt"))
         self.prefix = prefix
         self.acknowledged: list[tuple[float, str]] = []
@@ -174,7 +184,7 @@ class Writes:
             request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
                 self.url,
                 data=json.dumps(pin).encode(),
-                headers={"content-type": "application/json"},
+                headers=self.headers,
                 method="POST",
             )
             try:
@@ -901,7 +911,7 @@ def test_a_restore_puts_staging_back_and_is_in_its_trail(site: Site) -> None:
         request = urllib.request.Request(  # noqa: S310 (127.0.0.1)
             f"{site.url('staging')}/api/pins",
             data=json.dumps(pin).encode(),
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **bearer(site.token("staging"))},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
@@ -991,8 +1001,9 @@ def call(
 def post_pin(site: Site, name: str, request_id: str | None = None) -> str:
     """A pin written through the proxy; the request id it answered with."""
     pin = {"title": "Harbour wall", "latitude": 47.2, "longitude": -1.55, "tags": []}
-    status, headers, _ = call(site, name, "POST", "/api/pins", pin,
-                              {"X-Request-Id": request_id} if request_id else {})  # fmt: skip
+    status, headers, _ = call(site, name, "POST", "/api/pins", pin, {
+        **bearer(site.token(name)), **({"X-Request-Id": request_id} if request_id else {})
+    })  # fmt: skip
     assert status == 201
     return str(headers["X-Request-Id"])
 
@@ -1093,7 +1104,7 @@ def test_activity_report_shows_the_flows_of_a_scripted_visit(site: Site) -> None
         assert status == 200
         cookie = headers["set-cookie"].split(";")[0]
         assert cookie.startswith("lorepin_sid=") and "Secure" in headers["set-cookie"]
-        visitor = {"cookie": cookie}
+        visitor = {"cookie": cookie, **bearer(site.token("staging"))}  # an editor's visit
         pin_id = 1
         for step in steps[1:]:
             if step == "write":

@@ -16,7 +16,7 @@ import pytest
 
 from lorepin_tasks.plans.feature import FeatureName, name_for
 from lorepin_tasks.settings import Checkout
-from tests.conftest import invoke, request, run_hints, unique_project
+from tests.conftest import invoke, new_token, request, run_hints, unique_project
 from tests.release_helpers import base_image, clone_project, commit, invoke_in
 
 pytestmark = pytest.mark.docker
@@ -110,10 +110,13 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
         assert len(busy.splitlines()) == 1
 
         # Four more feature environments beside a local one (the odd, 200-character one too).
+        # Each first seeding prints its developer's admin token, once.
+        tokens = {"local": new_token(lambda *a: invoke(*a, env=local_env), "local")}
         for branch, ttl in ((alive, "72h"), (gone, "72h"), (merged, "72h"), (expiring, "1h")):
             result = invoke_in(repo, "feature.up", "--branch", branch, "--ttl", ttl)
             assert result.returncode == 0, result.stderr[-3000:]
-            assert "seeded 3000 pins" in result.stdout
+            assert "seeded 3000 pins; admin token of developer (shown once): lp_" in result.stdout
+            tokens[branch] = result.stdout.split("(shown once): ")[1].split(";")[0]
 
         envs = features(repo)
         assert set(envs) == set(BRANCHES)
@@ -122,21 +125,23 @@ def test_branches_get_isolated_environments_and_prune_removes_exactly_the_stale(
         assert len(set(urls.values())) == 6
         assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
 
-        # Each environment has its own data: a pin created in one is absent from the others.
+        # Each environment has its own data (and tokens): a pin created in one is absent
+        # from the others, and a token of one opens no other.
         for owner in (alive, gone, "local"):
-            code, pin = request(
-                "POST",
-                f"{urls[owner]}/api/pins",
-                {"title": f"only in {owner}", "latitude": 1, "longitude": 2},
-            )
-            assert code == 201 and isinstance(pin, dict)
-            assert pin["place_name"], "the mock geocoder named the place"
+            pin = {"title": f"only in {owner}", "latitude": 1, "longitude": 2}
+            code, made = request("POST", f"{urls[owner]}/api/pins", pin, tokens[owner])
+            assert code == 201 and isinstance(made, dict)
+            assert made["place_name"], "the mock geocoder named the place"
             for other, url in urls.items():
-                code, page = request("GET", f"{url}/api/pins?limit=100")
+                code, page = request("GET", f"{url}/api/pins?limit=100", None, tokens.get(other))
                 titles = [p["title"] for p in page["items"]] if isinstance(page, dict) else []
                 assert (f"only in {owner}" in titles) == (other == owner), (owner, other)
-        code, page = request("GET", f"{urls[alive]}/api/pins?limit=1")
+                if other != owner and other in tokens:
+                    assert request("GET", f"{url}/api/pins", None, tokens[owner])[0] == 401
+        code, page = request("GET", f"{urls[alive]}/api/pins?limit=1", None, tokens[alive])
         assert isinstance(page, dict) and page["total"] == 3001  # seeded + the one above
+        code, public = request("GET", f"{urls[alive]}/api/pins?limit=1")
+        assert isinstance(public, dict) and 0 < public["total"] < 3001  # the drafts are not
 
         # Re-running up updates in place: same URL, data kept, expiry extended.
         again = invoke_in(repo, "feature.up", "--branch", alive)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import chromium, need_browser, screenshots
-from tests.conftest import invoke, unique_project
+from tests.conftest import invoke, new_token, request, unique_project
 from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = pytest.mark.docker
@@ -168,7 +168,7 @@ def test_prune_keeps_newest_and_in_use(prefix: str, tmp_path: Path) -> None:
         docker("rm", container)
 
 
-def test_admin_page_lists_pins_in_a_real_browser(
+def test_admin_page_signs_in_with_a_token_and_shows_text_as_text(  # in a real browser
     tmp_path: Path,
 ) -> None:
     need_browser()
@@ -187,27 +187,30 @@ def test_admin_page_lists_pins_in_a_real_browser(
         up = invoke("up", env=env, timeout=900)
         assert up.returncode == 0, up.stderr[-3000:]
         url = json.loads(invoke("status", "--json", env=env).stdout)["url"]
-        titles = [f"Admin sees pin {i}" for i in range(3)]
-        for title in titles:
-            req = urllib.request.Request(  # noqa: S310 (127.0.0.1)
-                f"{url}/api/pins",
-                method="POST",
-                headers={"content-type": "application/json"},
-                data=json.dumps(
-                    {"title": title, "latitude": 10, "longitude": 20, "tags": ["admin"]}
-                ).encode(),
-            )
-            with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
-                assert response.status == 201
+        token = new_token(lambda *a: invoke(*a, env=env), "local")
+        titles = [f"Admin sees pin {i}" for i in range(3)]  # drafts: for signed-in eyes only
+        hostile = "<img src=x onerror=\"document.title='pwned'\"> '); DROP TABLE pins; --"
+        for title, status in [*((t, "draft") for t in titles), (hostile, "published")]:
+            pin = {"title": title, "latitude": 10, "longitude": 20, "tags": ["admin"],
+                   "status": status}  # fmt: skip
+            assert request("POST", f"{url}/api/pins", pin, token)[0] == 201
 
         with chromium(tmp_path / "chromium") as driver:
             driver.get(f"{url}/")
             assert driver.current_url == f"{url}/admin/"
-            WebDriverWait(driver, 20).until(
-                ec.text_to_be_present_in_element((By.ID, "summary"), "of 3 pins")
-            )
+            summary = (By.ID, "summary")
+            WebDriverWait(driver, 20).until(ec.text_to_be_present_in_element(summary, "of 1 pins"))
             rows = driver.find_elements(By.CSS_SELECTOR, "#pins tbody tr td:first-child")
-            assert sorted(r.text for r in rows) == sorted(titles)
+            assert [r.text for r in rows] == [hostile]  # the public view, and text as text
+            assert not driver.find_elements(By.CSS_SELECTOR, "#pins img")
+            assert driver.title == "LorePin admin"
+
+            driver.find_element(By.CSS_SELECTOR, "#signin input[name=token]").send_keys(token)
+            driver.find_element(By.CSS_SELECTOR, "#signin button").click()
+            WebDriverWait(driver, 20).until(ec.text_to_be_present_in_element(summary, "of 4 pins"))
+            assert driver.find_element(By.ID, "session-state").text == "Signed in"
+            rows = driver.find_elements(By.CSS_SELECTOR, "#pins tbody tr td:first-child")
+            assert sorted(r.text for r in rows) == sorted([*titles, hostile])
             places = driver.find_elements(By.CSS_SELECTOR, "#pins tbody tr td:nth-child(2)")
             assert all(p.text for p in places), "the mock geocoder named every place"
             assert driver.save_screenshot(str(screenshots(tmp_path) / "admin.png"))

@@ -22,6 +22,7 @@ from tests.conftest import (
     ROOT,
     invoke,
     invoke_in_background,
+    new_token,
     published_port,
     request,
     run_hints,
@@ -103,13 +104,15 @@ def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str])
     code, version = request("GET", f"{url}/version")
     assert code == 200 and isinstance(version, dict)
     assert version["schema_revision"] == version["schema_expected"] == HEAD
+    token = new_token(lambda *a: invoke(*a, env=stack), "local")
     code, created = request(
         "POST",
         f"{url}/api/pins",
         {"title": "Stone of the ford", "latitude": 51.5, "longitude": -0.12, "tags": ["river"]},
+        token,
     )
     assert code == 201 and isinstance(created, dict)
-    code, read = request("GET", f"{url}/api/pins/{created['id']}")
+    code, read = request("GET", f"{url}/api/pins/{created['id']}", None, token)
     assert read == created
 
     # The database password is a file secret: never in the containers' config.
@@ -122,6 +125,72 @@ def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str])
     ).stdout
     secret = (Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password").read_text().strip()
     assert secret and secret not in inspect
+
+
+def test_users_and_tokens_are_managed_with_invoke_and_audited(stack: dict[str, str]) -> None:
+    url = str(status(stack)["url"])
+
+    def cms(*args: str) -> subprocess.CompletedProcess[str]:
+        return invoke(*args, env=stack)
+
+    def tokens() -> list[dict[str, str]]:
+        listed: list[dict[str, str]] = json.loads(cms("cms.token.list", "--json").stdout)
+        return [t for t in listed if t["user"] == "ana"]
+
+    assert cms("cms.user.add", "--name", "ana", "--role", "editor").returncode == 0
+    refusals = {
+        ("cms.user.add", "--name", "ana", "--role", "viewer"): (6, "user 'ana' already exists"),
+        ("cms.user.add", "--name", "Ana Smith", "--role", "viewer"): (2, "invalid user name"),
+        ("cms.user.add", "--name", "bo", "--role", "owner"): (2, "unknown role 'owner'"),
+        ("cms.token.create", "--user", "nobody"): (2, "no user 'nobody' in 'local'"),
+        ("cms.token.create", "--user", "ana", "--role", "admin"): (6, "cannot be admin"),
+        ("cms.token.create", "--user", "ana", "--expires", "2y"): (2, "--expires must be"),
+        ("cms.token.revoke", "--key", "x' OR '1'='1"): (2, "invalid token key"),
+        ("cms.token.revoke", "--key", "ZZZZZZZZZZZZ"): (2, "no token 'ZZZZZZZZZZZZ'"),
+    }
+    for args, (code, says) in refusals.items():
+        refused = cms(*args)
+        assert (refused.returncode, refused.stderr.count("\n")) == (code, 1), refused.stderr
+        assert refused.stderr.startswith("error: ") and says in refused.stderr
+
+    dry = cms("cms.token.create", "--user", "ana", "--dry-run")
+    assert dry.returncode == 0 and "psql" in dry.stdout and "INSERT INTO api_tokens" in dry.stdout
+    assert "lp_" not in dry.stdout and tokens() == []  # nothing made
+
+    made = cms("cms.token.create", "--user", "ana", "--expires", "2w")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()  # stdout holds the token alone
+    assert made.stdout.count("\n") == 1 and "not shown again" in made.stderr
+    draft = {"title": "Unfinished cairn", "latitude": 1.0, "longitude": 2.0, "status": "draft"}
+    code, pin = request("POST", f"{url}/api/pins", draft, token)
+    assert code == 201 and isinstance(pin, dict)
+    assert request("GET", f"{url}/api/pins/{pin['id']}")[0] == 404  # a draft is not public
+    assert request("GET", f"{url}/api/pins/{pin['id']}", None, token)[0] == 200
+    assert request("POST", f"{url}/api/pins", draft)[0] == 401
+
+    [listed] = tokens()
+    key = token.split("_")[1]
+    assert (listed["key"], listed["role"], listed["state"]) == (key, "editor", "active")
+    assert token.split("_", 2)[2] not in cms("cms.token.list").stdout
+
+    assert cms("cms.token.revoke", "--key", key).returncode == 0
+    assert request("POST", f"{url}/api/pins", draft, token)[0] == 401  # at once
+    again = cms("cms.token.revoke", "--key", key)
+    assert again.returncode == 3 and "already revoked" in again.stderr
+    assert tokens()[0]["state"] == "revoked"
+
+    # Each change is in the audit trail, with the token's key and never its secret.
+    trail = subprocess.run(
+        ["docker", "exec", f"{stack['LOREPIN_PROJECT']}-db-1", "psql", "-U", "lorepin",
+         "-d", "lorepin", "-tAc", "SELECT record::text FROM lorepin_ops.audit ORDER BY seq"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    records = [json.loads(line) for line in trail.splitlines() if line]
+    mine = [(r["action"], r["detail"].get("user"), r["detail"].get("key")) for r in records
+            if r["detail"].get("user") == "ana" or r["detail"].get("key") == key]  # fmt: skip
+    assert mine == [("cms.user.add", "ana", None), ("cms.token.create", "ana", key),
+                    ("cms.token.revoke", None, key)]  # fmt: skip
+    assert token.split("_", 2)[2] not in trail
 
 
 def test_a_warm_up_builds_nothing_and_status_shows_names_not_ids(stack: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from lorepin_cms.app import create_app
+from lorepin_tasks.plans.security import UNGUARDED_PROBES
 from tests.conftest import bearer, grant
 from tests.integration.test_cms_api import PIN, config_for, migrate
 
@@ -41,6 +42,16 @@ def sql(url: str, statement: str, **params: object) -> None:
         engine.dispose()
 
 
+def after(statement: str) -> object:
+    """A spoiler that changes the token's row and hands the token on unchanged."""
+
+    def spoil(token: str, url: str) -> str:
+        sql(url, statement)
+        return token
+
+    return spoil
+
+
 def key_of(token: str) -> str:
     return token.split("_")[1]
 
@@ -64,6 +75,11 @@ def test_changes_need_an_editor_and_reads_of_drafts_a_viewer(
         )
         assert refused.status_code == 403
     assert cms.get(f"/api/pins/{public['id']}").json()["title"] == PIN["title"]  # unchanged
+    # The token is checked before the request is: what `security.scan` relies on to probe
+    # the writes with requests nothing could apply (lorepin_tasks.plans.security).
+    for method, path, body in UNGUARDED_PROBES:
+        assert cms.request(method, path, content=body).status_code == 401, (method, path)
+        assert cms.request(method, path, content=body, headers=bearer(editor)).status_code == 422
 
     # Published pins are public; a draft is not there for the public, not even its id.
     assert [p["id"] for p in cms.get("/api/pins").json()["items"]] == [public["id"]]
@@ -79,7 +95,9 @@ def test_changes_need_an_editor_and_reads_of_drafts_a_viewer(
     assert cms.get("/api/pins").headers["vary"] == "Authorization"
 
     events = [r.fields for r in caplog.records if r.name == "lorepin_cms.security"]  # type: ignore[attr-defined]
-    assert [e["what"] for e in events] == ["auth.missing", "auth.forbidden"] * 3
+    assert [e["what"] for e in events] == ["auth.missing", "auth.forbidden"] * 3 + [
+        "auth.missing"
+    ] * len(UNGUARDED_PROBES)
     assert (events[1]["role"], events[1]["needed"], events[1]["method"]) == (
         "viewer", "editor", "POST"
     )  # fmt: skip
@@ -91,16 +109,8 @@ def test_changes_need_an_editor_and_reads_of_drafts_a_viewer(
         (lambda t, url: "lp_" + key_of(t) + "_" + "A" * 43, "wrong secret"),
         (lambda t, url: t[:-1], "malformed token"),
         (lambda t, url: "lp_ZZZZZZZZZZZZ_" + t.split("_", 2)[2], "unknown token"),
-        (
-            lambda t, url: (
-                sql(url, "UPDATE api_tokens SET expires_at = now() - interval '1 s'") or t
-            ),
-            "expired token",
-        ),
-        (
-            lambda t, url: sql(url, "UPDATE api_tokens SET revoked_at = now()") or t,
-            "revoked token",
-        ),
+        (after("UPDATE api_tokens SET expires_at = now() - interval '1 s'"), "expired token"),
+        (after("UPDATE api_tokens SET revoked_at = now()"), "revoked token"),
     ],
     ids=["wrong", "malformed", "unknown", "expired", "revoked"],
 )

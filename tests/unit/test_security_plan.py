@@ -40,6 +40,21 @@ def test_a_sound_environment_has_no_finding() -> None:
     assert found == [] and plan.worst(found) is None and not plan.fails(found, "low")
 
 
+def test_a_write_that_is_not_refused_without_a_token_is_high() -> None:
+    guarded = {(m, p): 401 for m, p, _ in plan.UNGUARDED_PROBES}
+    assert plan.access(guarded) == []
+    found = plan.access({**guarded, ("POST", "/api/pins"): 422, ("DELETE", "/api/pins/0"): 404})
+    assert [(f.severity, f.check, f.what) for f in found] == [
+        ("high", "access", "POST /api/pins without a token answered 422, not 401: a change "
+                           "anyone can make"),
+        ("high", "access", "DELETE /api/pins/0 without a token answered 404, not 401: a change "
+                           "anyone can make"),
+    ]  # fmt: skip
+    # The probes change nothing even where a write is open: an empty body, pin 0.
+    assert all(b in (b"{}", None) for _, _, b in plan.UNGUARDED_PROBES)
+    assert all(p == "/api/pins" or p.endswith("/0") for _, p, _ in plan.UNGUARDED_PROBES)
+
+
 def test_each_tls_weakness_is_named() -> None:
     weak = plan.TlsScan(
         accepted={**SOUND.accepted, "tls_1_0": ["TLS_RSA_WITH_AES_128_CBC_SHA"],

@@ -1,6 +1,17 @@
 // The admin page: a paged, filterable pin list and an editor, on the CMS's JSON API.
 
-import { ApiError, listPins, savePin, version, type Pin, type PinInput, type Status } from "./api";
+import {
+  ApiError,
+  listPins,
+  savePin,
+  signIn,
+  signOut,
+  signedIn,
+  version,
+  type Pin,
+  type PinInput,
+  type Status,
+} from "./api";
 
 const PAGE = 25;
 let offset = 0;
@@ -18,14 +29,32 @@ function cell(text: string): HTMLTableCellElement {
   return td;
 }
 
+function showSession(): void {
+  const inside = signedIn();
+  $("#session-state").textContent = inside ? "Signed in" : "Public view: published pins only";
+  ($("#signin") as HTMLFormElement).hidden = inside;
+  ($("#signout") as HTMLButtonElement).hidden = !inside;
+}
+
 async function refresh(): Promise<void> {
   const filters = new FormData($("#filters") as HTMLFormElement);
-  const page = await listPins({
+  let page;
+  try {
+    page = await listPins({
     tag: String(filters.get("tag") ?? "").trim(),
     status: String(filters.get("status") ?? ""),
-    limit: PAGE,
-    offset,
-  });
+      limit: PAGE,
+      offset,
+    });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      signOut(); // the token is no longer valid: back to the public view
+      showSession();
+      $("#summary").textContent = `${error.message}: sign in again.`;
+      return;
+    }
+    throw error;
+  }
   pins = page.items;
   const body = $("#pins tbody");
   body.replaceChildren(
@@ -84,7 +113,8 @@ async function save(event: SubmitEvent): Promise<void> {
     await refresh();
   } catch (error) {
     message.className = "error";
-    message.textContent = error instanceof ApiError ? error.message : "Could not reach the CMS.";
+    const hint = error instanceof ApiError && error.status === 401 ? " Sign in with a token." : "";
+    message.textContent = error instanceof ApiError ? error.message + hint : "Could not reach the CMS.";
   }
 }
 
@@ -98,6 +128,20 @@ function main(): void {
   $("#next").addEventListener("click", () => { offset += PAGE; void refresh(); });
   $("#reset").addEventListener("click", () => load(null));
   form().addEventListener("submit", (event) => void save(event));
+  ($("#signin") as HTMLFormElement).addEventListener("submit", (event) => {
+    event.preventDefault();
+    const field = ($("#signin") as HTMLFormElement).elements.namedItem("token") as HTMLInputElement;
+    signIn(field.value);
+    field.value = "";
+    showSession();
+    void refresh();
+  });
+  $("#signout").addEventListener("click", () => {
+    signOut();
+    showSession();
+    void refresh();
+  });
+  showSession();
   void version().then((v) => { $("#version").textContent = `v${v.version} · schema ${v.schema_revision ?? "?"}`; });
   void refresh();
 }

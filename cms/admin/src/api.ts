@@ -25,19 +25,44 @@ export interface PinPage {
 
 export type PinInput = Pick<Pin, "title" | "body" | "latitude" | "longitude" | "tags" | "status">;
 
-export class ApiError extends Error {}
+export class ApiError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
+// The API token the page signs in with: kept for this tab only (sessionStorage), never in a
+// cookie, so no other site can make the browser send it.
+const TOKEN = "lorepin-token";
+
+export function signIn(token: string): void {
+  sessionStorage.setItem(TOKEN, token.trim());
+}
+
+export function signOut(): void {
+  sessionStorage.removeItem(TOKEN);
+}
+
+export function signedIn(): boolean {
+  return sessionStorage.getItem(TOKEN) !== null;
+}
 
 async function call<T>(path: string, init?: RequestInit): Promise<T> {
+  const token = sessionStorage.getItem(TOKEN);
   const response = await fetch(path, {
     ...init,
-    headers: { "content-type": "application/json", ...(init?.headers ?? {}) },
+    headers: {
+      "content-type": "application/json",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(init?.headers ?? {}),
+    },
   });
   if (!response.ok) {
     const body = await response.json().catch(() => ({ error: response.statusText }));
     const detail = Array.isArray(body.detail)
       ? `: ${body.detail.map((d: { loc: string[]; msg: string }) => `${d.loc[d.loc.length - 1]} ${d.msg}`).join("; ")}`
       : "";
-    throw new ApiError(`${body.error ?? "request failed"}${detail}`);
+    throw new ApiError(`${body.error ?? "request failed"}${detail}`, response.status);
   }
   return (response.status === 204 ? undefined : await response.json()) as T;
 }
