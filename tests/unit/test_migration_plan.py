@@ -35,6 +35,8 @@ TITLES = {
     "0005": "Contract: finish the body -> story rename by dropping pins.body.",
     "0006": "Add pins.place_name: the name of the place, from the geocoder or the author.",
     "0007": "Add the activity table: the CMS's privacy-first record of its visitors' requests.",
+    "0008": "Add cms_users and api_tokens: who may change content, and the tokens they sign in "
+    "with.",
 }
 
 
@@ -54,7 +56,7 @@ def test_titles_are_the_first_docstring_lines() -> None:
 
 @pytest.mark.parametrize(
     ("name", "revision"),
-    [("head", "0007"), ("heads", "0007"), ("base", None), ("0003", "0003")],
+    [("head", "0008"), ("heads", "0008"), ("base", None), ("0003", "0003")],
 )
 def test_targets_resolve_to_revisions(name: str, revision: str | None) -> None:
     assert resolve(SCRIPT, name) == Target(name=name, revision=revision)
@@ -69,10 +71,11 @@ def test_an_unknown_target_is_refused(name: str) -> None:
 @pytest.mark.parametrize(
     ("current", "target", "steps"),
     [
-        (None, "head", [up(None, "0001"), *(up(f"000{i}", f"000{i + 1}") for i in range(1, 7))]),
+        (None, "head", [up(None, "0001"), *(up(f"000{i}", f"000{i + 1}") for i in range(1, 8))]),
         ("0003", "0005", [up("0003", "0004"), up("0004", "0005")]),
-        ("0005", "head", [up("0005", "0006"), up("0006", "0007")]),
-        ("0007", "head", []),
+        ("0005", "head", [up("0005", "0006"), up("0006", "0007"), up("0007", "0008")]),
+        ("0007", "head", [up("0007", "0008")]),
+        ("0008", "head", []),
         (None, "base", []),
     ],
 )
@@ -85,23 +88,15 @@ def test_upgrade_plans_one_step_per_revision_oldest_first(
     assert [s.alembic_target for s in plan.steps] == [s.to_rev for s in steps]
 
 
-HELD = " (contract revisions up to 0007 wait until the previous release has stopped)"
+HELD = " (contract revisions up to 0008 wait until the previous release has stopped)"
 
 
 @pytest.mark.parametrize(
     ("current", "reached", "held"),
     [
-        (
-            "0003",
-            "0004",
-            " (contract revisions up to 0007 wait until the previous release has stopped)",
-        ),
-        (
-            "0004",
-            "0004",
-            " (contract revisions up to 0007 wait until the previous release has stopped)",
-        ),
-        ("0005", "0007", ""),
+        ("0003", "0004", HELD),
+        ("0004", "0004", HELD),
+        ("0005", "0008", ""),
     ],
 )
 def test_an_expand_only_upgrade_stops_before_the_first_contract_revision(
