@@ -244,6 +244,10 @@ class Environment:
     # The age public keys the repository's secrets/<env>/*.age are encrypted to (invoke.yaml's
     # `secrets.recipients`): every person or runner that deploys the environment.
     secrets_recipients: tuple[str, ...] = ()
+    # The host firewall (invoke.yaml's `firewall:`, `invoke security.firewall`): who may
+    # reach SSH, and on which port.
+    firewall_admin_networks: tuple[str, ...] = ()
+    firewall_ssh_port: int = 22
 
     @property
     def is_server(self) -> bool:
@@ -418,6 +422,10 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     logs = _mapping(raw.get("logs"), f"{where}: logs")
     activity = _mapping(raw.get("activity"), f"{where}: activity")
     stored = _mapping(raw.get("secrets"), f"{where}: secrets")
+    firewall = _mapping(raw.get("firewall"), f"{where}: firewall")
+    if unknown := sorted(set(firewall) - {"admin_networks", "ssh_port"}):
+        raise ConfigError(f"{where}: firewall: unknown setting {unknown[0]!r} "
+                          "(known: admin_networks, ssh_port)")  # fmt: skip
     if unknown := sorted(set(stored) - {"recipients"}):
         raise ConfigError(f"{where}: secrets: unknown setting {unknown[0]!r} (known: recipients)")
     # Keyed by Compose project, like the engine's volumes: every checkout that drives the
@@ -457,7 +465,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         profiles=("*",) if kind in SERVER_KINDS else (),
         replica=_replica(raw.get("replica"), kind, where),
         monitoring_retention=_retention(monitoring.get("retention", "15d"), where),
-        monitoring_allow=_networks(monitoring.get("allow"), where),
+        monitoring_allow=_networks(monitoring.get("allow"), where, "monitoring.allow"),
         monitoring_port=_int(
             monitoring.get("port", 9090), f"{where}: monitoring.port", low=0, high=65535
         )
@@ -481,6 +489,12 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         ),
         activity_enabled=_activity_enabled(activity, where),
         secrets_recipients=_recipients(stored.get("recipients"), f"{where}: secrets.recipients"),
+        firewall_admin_networks=_networks(
+            firewall.get("admin_networks") or [], where, "firewall.admin_networks", empty=True
+        ),
+        firewall_ssh_port=_int(
+            firewall.get("ssh_port", 22), f"{where}: firewall.ssh_port", low=1, high=65535
+        ),
     )
 
 
@@ -496,19 +510,19 @@ def _activity_enabled(raw: Mapping[str, Any], where: str) -> bool:
     return enabled
 
 
-def _networks(raw: Any, where: str) -> tuple[str, ...]:
+def _networks(raw: Any, where: str, name: str, *, empty: bool = False) -> tuple[str, ...]:
     """An allow-list of networks (CIDRs or addresses); None: the private ones."""
     import ipaddress
 
     if raw is None:
         return PRIVATE_NETWORKS
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{where}: monitoring.allow must be a list of networks like 10.0.0.0/8")
+    if not isinstance(raw, list) or not (raw or empty):
+        raise ConfigError(f"{where}: {name} must be a list of networks like 10.0.0.0/8")
     try:
         return tuple(str(ipaddress.ip_network(str(n), strict=False)) for n in raw)
     except ValueError:
         raise ConfigError(
-            f"{where}: monitoring.allow must be a list of networks like 10.0.0.0/8, got {raw!r}"
+            f"{where}: {name} must be a list of networks like 10.0.0.0/8, got {raw!r}"
         ) from None
 
 

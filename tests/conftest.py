@@ -92,10 +92,28 @@ def docker_engine() -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def netns_tools() -> None:
+    """Root, `ip` and `nft`: what a test needs to make network namespaces and firewall them."""
+    import shutil
+
+    missing = [t for t in ("ip", "nft") if shutil.which(t) is None]
+    problem = ("not root" if os.geteuid() != 0 else "") or (
+        f"no {', '.join(missing)} (scripts/bootstrap.sh installs nftables)" if missing else ""
+    )
+    if not problem:
+        return
+    if in_ci():
+        pytest.fail(f"CI requires the network-namespace tests to run: {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("docker"):
             item.fixturenames.insert(0, "docker_engine")  # type: ignore[attr-defined]
+        if item.get_closest_marker("netns"):
+            item.fixturenames.insert(0, "netns_tools")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

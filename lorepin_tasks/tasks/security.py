@@ -1,19 +1,25 @@
 """`invoke security.scan --env E`: how a deployed environment scores against known
 weaknesses, from real tools, as a report an operator can hand to an auditor
-(dist/security/, Markdown and JSON). docs/security.md."""
+(dist/security/, Markdown and JSON); `invoke security.firewall --env E [--apply]`: the
+host's nftables ruleset. docs/security.md."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from datetime import UTC, datetime
 
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import ConfigError, LorePinError
+from lorepin_tasks.errors import ConfigError, LorePinError, Refused
 from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.plans import firewall as fw_plan
 from lorepin_tasks.plans import security as plan
 from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, SERVER_ENV_HELP, server_env, task
 
 # Pages whose headers are checked: the API, a missing page (the error path), the admin page.
@@ -122,5 +128,62 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
                            f"{fail_on} and worse)")  # fmt: skip
 
 
+@task(
+    help={
+        "env": SERVER_ENV_HELP,
+        "apply": "apply it to this host (root; nft checks it first, then swaps it in at once)",
+        "yes": "apply without asking",
+        "dry_run": DRY_HELP,
+    }
+)
+def firewall(c: Context, env: str = "", apply: bool = False, yes: bool = False,
+             dry_run: bool = False) -> None:  # fmt: skip
+    """The host's nftables ruleset for a server environment: only the proxy's ports are
+    public, SSH only from firewall.admin_networks, everything else dropped; Docker's
+    published ports are held to the public ones (DOCKER-USER's job). Printed; applied with
+    --apply. A ruleset that would lock SSH out is refused."""
+    ctx = server_env(c, env, dry_run, what="firewalls guard")
+    wall = fw_plan.Firewall(
+        env=ctx.env.name,
+        public_ports=tuple(p for p in (ctx.env.http_port, ctx.env.https_port) if p),
+        admin_networks=ctx.env.firewall_admin_networks,
+        ssh_port=ctx.env.firewall_ssh_port,
+    )
+    # Who is applying it over SSH (SSH_CONNECTION's first field): they must stay let in.
+    client = (os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None) if apply else None
+    if why := fw_plan.refusal(wall, client):
+        raise Refused(why)
+    rules = fw_plan.ruleset(wall)
+    if not apply or dry_run:
+        print(rules, end="")
+    if not apply:
+        return
+    fw_plan.refuse_remote(ctx.env.name, ctx.env.docker_host or ctx.env.docker_context)
+    if not dry_run and shutil.which("nft") is None:
+        raise ConfigError("no `nft` here: install nftables (Debian: apt-get install nftables)")
+    with tempfile.NamedTemporaryFile("w", prefix="lorepin-", suffix=".nft") as script:
+        script.write(rules)
+        script.flush()
+        check, load = fw_plan.apply(script.name)
+        checked = ctx.run.run(check, capture=True, capture_stderr=True, check=False)
+        if not checked.ok:  # a ruleset nft refuses changes nothing
+            said = [ln for ln in checked.stderr.splitlines() if "Error:" in ln] or ["?"]
+            raise LorePinError(f"nft refuses the ruleset: {said[0].split('Error: ')[-1]}")
+        if not dry_run:
+            confirm(f"Replace this host's `inet {fw_plan.TABLE}` table with the ruleset of "
+                    f"'{ctx.env.name}' (public: {', '.join(map(str, wall.public_ports))}; SSH "
+                    f"from {', '.join(wall.admin_networks)})?", yes=yes)  # fmt: skip
+        ctx.run.run(load)
+        if dry_run:
+            return
+        listed = json.loads(ctx.run.run(fw_plan.LIST, capture=True).stdout)
+    chains = {i["chain"]["name"] for i in listed.get("nftables", []) if "chain" in i}
+    if chains != {"input", "forward"}:
+        raise LorePinError(f"nft applied the ruleset, yet table inet {fw_plan.TABLE} has "
+                           f"chains {sorted(chains)}")  # fmt: skip
+    ctx.run.say(f"applied: table inet {fw_plan.TABLE} guards this host for '{ctx.env.name}'")
+
+
 ns = Collection("security")
 ns.add_task(scan_, name="scan")
+ns.add_task(firewall)

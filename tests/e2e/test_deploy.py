@@ -1694,15 +1694,16 @@ def test_security_scan_passes_staging_and_names_each_weakness_of_a_weakened_prox
 ) -> None:
     """`invoke security.scan` against the deployed staging: no high finding, its reports
     written. Then the same proxy loosened through Caddy's admin API (a TLS 1.2 suite
-    without forward secrecy, the HSTS header gone) is caught on both counts, and put
+    without forward secrecy, the HSTS header gone, an editor's token added to every
+    request, which leaves the writes open to anyone) is caught on each count, and put
     back. (Caddy 2 cannot speak TLS 1.0 or 1.1 at all: that finding is a unit test's.)"""
     site.serve_staging()
     sound = site.invoke("security.scan", "--env", "staging", "--json")
     assert sound.returncode == 0, sound.stdout[-2000:] + sound.stderr[-2000:]
     report = json.loads(sound.stdout)
     assert report["counts"]["high"] == 0, report["findings"]
-    assert report["checks"] == ["tls", "headers", "api-fuzz", "containers", "secrets",
-                                "dependencies"]  # fmt: skip
+    assert report["checks"] == ["tls", "headers", "access", "api-fuzz", "containers",
+                                "secrets", "dependencies"]  # fmt: skip
     # pip-audit's and npm's services do not answer here: the report says so, never "clean".
     assert set(report["not_run"]) == {"api-fuzz of writes", "secrets in image layers' files",
                                       "pip-audit", "npm audit"}  # fmt: skip
@@ -1711,6 +1712,19 @@ def test_security_scan_passes_staging_and_names_each_weakness_of_a_weakened_prox
     assert 'name="GET /api/pins"' in fuzzed and 'failures="0"' in fuzzed  # no 5xx, as documented
     written = sorted((site.root / "dist" / "security").glob("staging-2*"))
     assert [p.suffix for p in written][-2:] == [".json", ".md"]
+    # The scan's writes without a token are security events in the central log.
+    deadline = time.monotonic() + 30
+    while True:
+        searched = site.invoke("logs.search", "--env", "staging", "--since", "15m", "--json",
+                               "--grep", '"what": "auth.missing"')  # fmt: skip
+        events = [json.loads(line)["message"] for line in searched.stdout.splitlines()
+                  if line.strip()]  # fmt: skip
+        if len(events) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert {(e["method"], e["path"]) for e in events if isinstance(e, dict)} >= {
+        ("POST", "/api/pins"), ("PATCH", "/api/pins/0"), ("DELETE", "/api/pins/0")
+    }, searched.stdout[-2000:]  # fmt: skip
 
     proxy = f"{site.projects['staging']}-proxy-1"
     admin = ["docker", "exec", "-i", proxy, "curl", "-fsS"]
@@ -1722,6 +1736,22 @@ def test_security_scan_passes_staging_and_names_each_weakness_of_a_weakened_prox
     for route in public["routes"]:
         for handler in route.get("handle", []):
             handler.get("response", {}).get("set", {}).pop("Strict-Transport-Security", None)
+    token = site.token("staging")
+
+    def credited(node: object) -> int:
+        """Every reverse_proxy handler sends the token upstream: how many there are."""
+        if isinstance(node, list):
+            return sum(credited(n) for n in node)
+        if not isinstance(node, dict):
+            return 0
+        if node.get("handler") == "reverse_proxy":
+            node.setdefault("headers", {}).setdefault("request", {}).setdefault("set", {})[
+                "Authorization"
+            ] = [f"Bearer {token}"]
+            return 1
+        return sum(credited(v) for v in node.values())
+
+    assert credited(public["routes"]) >= 1
     load = [*admin, "-X", "POST", "-H", "content-type: application/json", "--data-binary", "@-",
             "http://127.0.0.1:2019/load"]  # fmt: skip
     subprocess.run(load, input=json.dumps(config), capture_output=True, text=True, check=True)
@@ -1734,6 +1764,13 @@ def test_security_scan_passes_staging_and_names_each_weakness_of_a_weakened_prox
     found = {(f["severity"], f["what"]) for f in json.loads(weak.stdout)["findings"]}
     assert ("high", "no Strict-Transport-Security header") in found
     assert ("high", "weak TLS 1.2 suites accepted: TLS_RSA_WITH_AES_128_CBC_SHA") in found
+    for method, path in (
+        ("POST", "/api/pins"),
+        ("PATCH", "/api/pins/0"),
+        ("DELETE", "/api/pins/0"),
+    ):
+        assert ("high", f"{method} {path} without a token answered 422, not 401: a change "
+                        "anyone can make") in found  # fmt: skip
     assert ("medium", "/version: no strict-transport-security header (browsers keep to HTTPS)") \
         in found  # fmt: skip
     again = site.invoke("security.scan", "--env", "staging", "--examples", "2")
