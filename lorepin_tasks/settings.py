@@ -248,6 +248,8 @@ class Environment:
     # reach SSH, and on which port.
     firewall_admin_networks: tuple[str, ...] = ()
     firewall_ssh_port: int = 22
+    # Who may load the admin page through the proxy (invoke.yaml's `admin.allow`).
+    admin_allow: tuple[str, ...] = PRIVATE_NETWORKS
 
     @property
     def is_server(self) -> bool:
@@ -423,6 +425,9 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
     activity = _mapping(raw.get("activity"), f"{where}: activity")
     stored = _mapping(raw.get("secrets"), f"{where}: secrets")
     firewall = _mapping(raw.get("firewall"), f"{where}: firewall")
+    admin = _mapping(raw.get("admin"), f"{where}: admin")
+    if unknown := sorted(set(admin) - {"allow"}):
+        raise ConfigError(f"{where}: admin: unknown setting {unknown[0]!r} (known: allow)")
     if unknown := sorted(set(firewall) - {"admin_networks", "ssh_port"}):
         raise ConfigError(f"{where}: firewall: unknown setting {unknown[0]!r} "
                           "(known: admin_networks, ssh_port)")  # fmt: skip
@@ -492,6 +497,7 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         firewall_admin_networks=_networks(
             firewall.get("admin_networks") or [], where, "firewall.admin_networks", empty=True
         ),
+        admin_allow=_networks(admin.get("allow"), where, "admin.allow"),
         firewall_ssh_port=_int(
             firewall.get("ssh_port", 22), f"{where}: firewall.ssh_port", low=1, high=65535
         ),

@@ -345,12 +345,14 @@ def proxy_config(
     public_https_port: int,
     server_name: str,
     monitoring: proxy.Monitoring | None = None,
+    admin_allow: tuple[str, ...] = (),
 ) -> str:
     route = proxy.Route(
         upstream=proxy.upstream(service(colour)) if colour else None,
         public_https_port=public_https_port,
         server_name=server_name,
         monitoring=monitoring,
+        admin_allow=admin_allow,
     )
     return json.dumps(proxy.config(route))
 

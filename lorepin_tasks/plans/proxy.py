@@ -72,6 +72,19 @@ class Route:
     public_https_port: int  # where clients reach HTTPS (for the HTTP -> HTTPS redirect)
     server_name: str = "localhost"  # the certificate's name, for clients that send none
     monitoring: Monitoring | None = None  # None: /monitoring/ is the CMS's (a 404)
+    admin_allow: tuple[str, ...] = ()  # who may load /admin/ (CIDRs); empty: everyone
+
+
+def admin_route(allow: tuple[str, ...]) -> dict[str, Any]:
+    """/admin/ (and /admin) from outside the allow-list: a 403 before the CMS is asked."""
+    return {
+        "match": [
+            {"path": ["/admin", "/admin/*"], "not": [{"remote_ip": {"ranges": list(allow)}}]}
+        ],
+        "handle": [{"handler": "static_response", "status_code": 403,
+                    "body": "not from this address\n"}],
+        "terminal": True,
+    }  # fmt: skip
 
 
 def monitoring_route(access: Monitoring) -> dict[str, Any]:
@@ -209,6 +222,7 @@ def config(route: Route) -> dict[str, Any]:
                                 ],
                             },
                             *([monitoring_route(route.monitoring)] if route.monitoring else []),
+                            *([admin_route(route.admin_allow)] if route.admin_allow else []),
                             {
                                 "handle": [
                                     {

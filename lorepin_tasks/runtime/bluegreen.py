@@ -136,6 +136,7 @@ class ComposeBlueGreen:
             self.public_port(),
             plan.server_name(self.ctx.env),
             secrets.monitoring_access(self.ctx),
+            self.ctx.env.admin_allow,
         )
         self.ctx.run.run(
             plan.proxy_load(self.ctx.env), env=self.ctx.variables, stdin_text=config, capture=True

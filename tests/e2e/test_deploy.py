@@ -302,6 +302,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         env["deploy"].update(watch=4, keep=2, ready_timeout=15)  # 1.2.0 is never ready
         if name == "production":  # a window that is never now, in UTC; a given certificate
             env["deploy"].update(approvals=1, windows=[closed], timezone="UTC")
+            env["admin"] = {"allow": ["10.0.0.0/8"]}
             cert, key = secrets[name] / "tls.crt", secrets[name] / "tls.key"
             tls = plan.tls_certificate(cert, key, ["127.0.0.1"])
             subprocess.run(tls, capture_output=True, check=True)
@@ -564,6 +565,13 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     never = site.invoke("rollback", "--env", "production", "--to", "1.0.0", "--yes")
     assert never.returncode == 6 and "1.0.0 never served 'production'" in never.stderr
     assert site.serving("production") == "1.1.0"
+    # Production's admin page is for 10.0.0.0/8 only (the proxy sees this test as Docker's
+    # gateway, 172.16.0.0/12): refused at the proxy, while the API answers; staging's, for
+    # the private networks (the default), answers.
+    assert site.get("production", "/admin/")[0] == 403
+    assert site.get("production", "/admin")[0] == 403
+    assert site.get("production", "/api/pins?limit=1")[0] == 200
+    assert call(site, "staging", "GET", "/admin/")[0] == 200
 
 
 HOOK_TOKEN = "T0KEN-" + uuid.uuid4().hex[:8]  # in the webhook's URL: a secret

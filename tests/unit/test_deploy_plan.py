@@ -624,6 +624,19 @@ def test_the_monitoring_is_behind_an_allow_list_and_a_password_only_once_set_up(
     assert config["apps"]["http"]["servers"]["metrics"]["listen"] == [":9180"]
 
 
+def test_the_admin_page_is_refused_outside_its_allow_list_before_the_cms() -> None:
+    open_to_all = json.loads(plan.proxy_config("blue", 8443, "s.example"))
+    routes = open_to_all["apps"]["http"]["servers"]["public"]["routes"]
+    assert not [r for r in routes if "/admin/*" in str(r.get("match"))]
+    config = json.loads(plan.proxy_config("blue", 8443, "s.example", None, ("10.0.0.0/8",)))
+    routes = config["apps"]["http"]["servers"]["public"]["routes"]
+    [admin] = [r for r in routes if "/admin/*" in str(r.get("match"))]
+    assert admin["match"] == [{"path": ["/admin", "/admin/*"],
+                               "not": [{"remote_ip": {"ranges": ["10.0.0.0/8"]}}]}]  # fmt: skip
+    assert admin["handle"][0]["status_code"] == 403 and admin["terminal"] is True
+    assert routes.index(admin) < len(routes) - 1  # before the CMS's catch-all
+
+
 def test_the_proxy_keeps_only_a_sane_client_request_id() -> None:
     """The id the CMS logs and puts in SQL: the proxy replaces any other with its own."""
     import re

@@ -64,6 +64,11 @@ def test_unknown_environment_names_the_valid_ones() -> None:
         ({"monitoring": {"allow": []}}, "monitoring.allow must be a list of networks"),
         ({"monitoring": {"allow": ["10.0.0.0/33"]}}, "monitoring.allow must be a list"),
         ({"monitoring": {"allow": ["everyone"]}}, "monitoring.allow must be a list"),
+        ({"admin": {"allow": []}}, "admin.allow must be a list of networks"),
+        ({"admin": {"deny": ["10.0.0.0/8"]}}, "admin: unknown setting 'deny'"),
+        ({"firewall": {"admin_networks": ["lan"]}}, "firewall.admin_networks must be a list"),
+        ({"firewall": {"ssh_port": 0}}, "firewall.ssh_port must be between 1 and 65535"),
+        ({"firewall": {"ssh": 22}}, "firewall: unknown setting 'ssh'"),
     ],
 )
 def test_invalid_environment_settings_are_one_line_errors(
@@ -244,6 +249,20 @@ def test_the_monitoring_allow_list_is_networks_as_written_or_single_addresses() 
     assert settings.environment("staging").monitoring_allow == (
         "192.0.2.7/32", "2001:db8::/32", "198.51.100.0/24"
     )  # fmt: skip
+
+
+def test_the_admin_allow_list_and_the_firewall_settings() -> None:
+    server = {"kind": "staging", "compose_files": ["compose/compose.yaml", "compose/server.yaml"]}
+    settings = load({"environments": {
+        "staging": {**server, "admin": {"allow": ["192.0.2.7"]},
+                    "firewall": {"admin_networks": ["10.1.0.0/16"], "ssh_port": 2222}},
+        "production": {**server, "kind": "production"},
+    }})  # fmt: skip
+    staging, production = settings.environment("staging"), settings.environment("production")
+    assert staging.admin_allow == ("192.0.2.7/32",)
+    assert "172.16.0.0/12" in production.admin_allow  # the private networks by default
+    assert (staging.firewall_admin_networks, staging.firewall_ssh_port) == (("10.1.0.0/16",), 2222)
+    assert (production.firewall_admin_networks, production.firewall_ssh_port) == ((), 22)
 
 
 def test_local_publishes_its_monitoring_on_a_port_of_its_own_and_nothing_else_does() -> None:
