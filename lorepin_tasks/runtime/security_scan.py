@@ -209,6 +209,77 @@ def image_secrets(ctx: EnvContext, images: list[str]) -> list[plan.SecretHit]:
     return hits
 
 
+# Trees a package manager owns (Debian's, pip's, npm's): their files are the packages'
+# own, and full of sample keys in test data. Everything else of a layer is read.
+PACKAGED = ("bin/", "sbin/", "lib/", "lib64/", "usr/bin/", "usr/sbin/", "usr/lib/",
+            "usr/lib64/", "usr/libexec/", "usr/include/", "usr/share/", "usr/local/lib/",
+            "var/lib/dpkg/", "var/lib/apt/", "var/cache/", "var/log/", "proc/", "sys/",
+            "dev/")  # fmt: skip
+PACKAGED_ANYWHERE = ("/site-packages/", "/dist-packages/", "/node_modules/", "/.wh.")
+
+
+def _layer_lines(layer: Any, image: str, lines: dict[str, str]) -> None:
+    """Each distinct line of the layer's text files (under 1 MB) outside PACKAGED."""
+    import tarfile
+
+    with tarfile.open(fileobj=layer, mode="r|") as files:
+        for member in files:
+            name = member.name.removeprefix("./")
+            if (not member.isfile() or member.size >= 1_000_000 or name.startswith(PACKAGED)
+                    or any(p in f"/{name}" for p in PACKAGED_ANYWHERE)):  # fmt: skip
+                continue
+            data = files.extractfile(member)
+            body = data.read() if data else b""
+            if b"\0" in body[:8000]:
+                continue  # binary
+            for number, line in enumerate(body.decode("utf-8", "replace").splitlines(), 1):
+                lines.setdefault(line, f"image {image}, /{name}:{number}")
+
+
+def image_file_secrets(ctx: EnvContext, images: list[str], cache: Path) -> list[plan.SecretHit]:
+    """The files of every layer of the images (`docker save`): a file a later layer deletes
+    is still in its layer, and so in every copy of the image. Each layer is read once; an
+    image already read (by its id, in `cache`) is not read again."""
+    import json
+    import os
+
+    try:
+        known: dict[str, list[dict[str, str]]] = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hits: list[plan.SecretHit] = []
+    for image in sorted(set(images)):
+        out = docker.read(ctx.run, [*compose.docker(ctx.env), "image", "inspect", "--format",
+                                    "{{.Id}}", image], env=ctx.engine).stdout.strip()  # fmt: skip
+        if out not in known:
+            known[out] = [vars(h) for h in _saved_image_hits(ctx, image, os.environ)]
+        hits += [plan.SecretHit(**h) for h in known[out]]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(known))
+    return hits
+
+
+def _saved_image_hits(ctx: EnvContext, image: str, environ: Any) -> list[plan.SecretHit]:
+    """detect-secrets over the lines of each layer of `docker save IMAGE`, as it streams."""
+    import subprocess
+    import tarfile
+
+    lines: dict[str, str] = {}
+    argv = [*compose.docker(ctx.env), "save", image]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**environ, **ctx.engine}) as saved:  # fmt: skip
+        assert saved.stdout is not None
+        with tarfile.open(fileobj=saved.stdout, mode="r|") as archive:
+            for entry in archive:
+                layer = archive.extractfile(entry) if entry.name.endswith("/layer.tar") else None
+                if layer is not None:
+                    _layer_lines(layer, image, lines)
+        error = saved.stderr.read().decode().strip() if saved.stderr else ""
+    if saved.returncode:
+        raise LorePinError(f"docker save {image} failed: {error[-200:]}")
+    return _scan_lines(lines)
+
+
 OSV_URL = "LOREPIN_OSV_URL"  # an OSV API of the organisation's own (a mirror), if any
 
 

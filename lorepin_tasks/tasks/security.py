@@ -28,8 +28,6 @@ PATHS = ("/version", "/api/pins", "/no-such-page", "/admin/")
 NOT_RUN = {
     "api-fuzz of writes": "a scan sends no write to a deployed environment (it would leave "
     "data behind); the contract tests fuzz every operation against a throwaway database",
-    "secrets in image layers' files": "not scanned (an image's variables and build "
-    "history are; its files come from the repository, whose history is)",
 }
 
 
@@ -104,9 +102,9 @@ def scan_(c: Context, env: str = "", json_: bool = False, fail_on: str = "high",
     ctx.run.say(f"==> {ctx.env.name}: credentials in the git history and the images' "
                 "variables and build history (detect-secrets)")  # fmt: skip
     images = [str((c.get("Config") or {}).get("Image") or "") for c in inspected]
-    hits = scan.history_secrets(ctx.settings.root) + scan.image_secrets(
-        ctx, [i for i in images if i]
-    )
+    running = [i for i in images if i]
+    hits = (scan.history_secrets(ctx.settings.root) + scan.image_secrets(ctx, running)
+            + scan.image_file_secrets(ctx, running, out / "image-files.json"))  # fmt: skip
     findings += plan.secrets(hits, _allowed(ctx))
     ctx.run.say(f"==> {ctx.env.name}: known vulnerabilities of the CMS's and the admin "
                 "page's dependencies (pip-audit, npm audit)")  # fmt: skip

@@ -40,7 +40,7 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
-SCHEMA = {"alembic_version", "activity", "pins"}
+SCHEMA = {"alembic_version", "activity", "api_tokens", "cms_users", "pins"}
 
 
 def test_upgrade_downgrade_upgrade_round_trip(database_url: str) -> None:
