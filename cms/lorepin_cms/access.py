@@ -143,8 +143,10 @@ def check_name(name: str) -> str:
 
 
 def check_key(key: str) -> str:
+    if key.startswith("lp_"):  # a whole token pasted: never repeat its secret
+        raise BadInput("that is a whole token: give its key, the 12 characters after `lp_`")
     if not KEY.fullmatch(key):
-        raise BadInput(f"invalid token key {key!r}: the 12 characters after `lp_`")
+        raise BadInput(f"invalid token key {key[:24]!r}: the 12 characters after `lp_`")
     return key
 
 

@@ -100,7 +100,10 @@ def set_cookie(headers: MutableHeaders, session_id: str, secure: bool) -> None:
     attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     headers.append("set-cookie", f"{COOKIE}={session_id}; {attributes}")
     cache = headers.get("cache-control")
-    headers["cache-control"] = f"private, {cache}" if cache else "private"
+    if not cache:
+        headers["cache-control"] = "private"
+    elif "private" not in cache:
+        headers["cache-control"] = f"private, {cache}"
 
 
 class Recorder:

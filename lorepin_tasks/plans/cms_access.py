@@ -7,6 +7,7 @@ parameters: every value is checked against its format first and then quoted.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ def days(text: str) -> int:
     """A token's lifetime: `90d`, `90` or `12w`; 1 day to a year."""
     raw = text.strip().lower()
     number, unit = (raw[:-1], raw[-1]) if raw[-1:] in ("d", "w") else (raw, "d")
-    if not number.isdigit():
+    if not re.fullmatch(r"[0-9]{1,4}", number):  # ASCII digits: int() takes others too
         raise ConfigError(f"--expires must be days or weeks like 90d or 12w, got {text!r}")
     count = int(number) * (7 if unit == "w" else 1)
     if not 1 <= count <= access.MAX_DAYS:

@@ -38,18 +38,28 @@ def _elements(items: Iterable[object]) -> str:
     return ", ".join(str(i) for i in items)
 
 
-def refusal(fw: Firewall, ssh_client: str | None) -> str | None:
-    """Why the ruleset must not be applied (None: it may): it would lock SSH out."""
+def refusal(fw: Firewall, ssh_connection: str | None) -> str | None:
+    """Why the ruleset must not be applied (None: it may): it would lock SSH out, for
+    everyone or for the operator applying it (`ssh_connection`: their session's
+    SSH_CONNECTION, "client-address client-port server-address server-port")."""
     if not fw.admin_networks:
         return (f"environment '{fw.env}' has no firewall.admin_networks in invoke.yaml: the "
                 "ruleset would drop every SSH connection, yours too")  # fmt: skip
     if fw.ssh_port in fw.public_ports:
         return f"the SSH port {fw.ssh_port} is one of the public ports: SSH would be open to all"
-    if ssh_client:
+    if ssh_connection:
+        client, _, rest = ssh_connection.strip().partition(" ")
+        server_port = rest.split(" ")[2] if len(rest.split(" ")) == 3 else ""
         try:
-            address = ipaddress.ip_address(ssh_client)
+            address = ipaddress.ip_address(client)
         except ValueError:
-            return f"SSH_CONNECTION names {ssh_client!r}, not an address: cannot tell who you are"
+            return f"SSH_CONNECTION names {client[:60]!r}, not an address: cannot tell who you are"
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped  # ::ffff:10.1.1.5 is 10.1.1.5
+        if server_port and server_port != str(fw.ssh_port):
+            return (f"you are connected to SSH on port {server_port[:6]}, and the ruleset opens "
+                    f"SSH on port {fw.ssh_port} only (firewall.ssh_port): it would lock you "
+                    "out")  # fmt: skip
         if not any(address in ipaddress.ip_network(n) for n in fw.admin_networks):
             return (f"you are connected over SSH from {address}, which is not in "
                     f"firewall.admin_networks ({_elements(fw.admin_networks)}): the ruleset "

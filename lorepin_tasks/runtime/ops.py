@@ -254,6 +254,8 @@ def record(
     outcome: str,
     detail: Mapping[str, Any],
     steps: Steps | None = None,
+    *,
+    commit: bool = False,
 ) -> None:
     if trail is None:
         return
@@ -268,7 +270,8 @@ def record(
             outcome=outcome,
             detail={k: v for k, v in detail.items() if v is not None},
             steps=steps.done if steps else (),
-        )
+        ),
+        commit=commit,
     )
 
 

@@ -26,8 +26,11 @@ class Trail:
         except (ValueError, IndexError):
             raise LorePinError(f"{OPS}.audit holds a record that is not JSON") from None
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Seal and store a record (seq and chain from the last one); the stored record."""
+    def append(self, record: dict[str, Any], *, commit: bool = False) -> dict[str, Any]:
+        """Seal and store a record (seq and chain from the last one); the stored record.
+        `commit`: the session is inside a transaction (BEGIN) holding the change the record
+        tells of; the two are committed together, before the mirror is written (a run
+        killed before that leaves neither; one killed after, a mirror behind, as usual)."""
         last = self.session.query(f"SELECT seq, hash FROM {OPS}.audit ORDER BY seq DESC LIMIT 1")
         seq, previous = (int(last[0][0]) + 1, last[0][1]) if last else (1, audit.GENESIS)
         sealed = audit.seal(previous, {**record, "seq": seq})
@@ -37,6 +40,8 @@ class Trail:
             f"{literal(json.dumps(sealed, sort_keys=True))}::jsonb, "
             f"{literal(previous)}, {literal(sealed['hash'])})"
         )
+        if commit:
+            self.session.query("COMMIT")
         self.mirror.parent.mkdir(parents=True, exist_ok=True)
         with self.mirror.open("a") as out:
             out.write(json.dumps(sealed, sort_keys=True) + "\n")

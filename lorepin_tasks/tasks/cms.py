@@ -54,11 +54,19 @@ def _checked(session: Session, ctx: EnvContext) -> None:
         )
 
 
-def _audit(ctx: EnvContext, session: Session, action: str, detail: Mapping[str, str]) -> None:
+def _change(
+    ctx: EnvContext, session: Session, action: str, sql: str, detail: Mapping[str, str]
+) -> None:
+    """The change and its audit record, committed together: a run killed half-way leaves
+    neither (never a token the trail does not know of)."""
     who = git.who_am_i(ctx.run, ctx.settings.root)
     ops.ensure_schema(session)
     trail = ops.open_trail(ctx, session, who)
-    ops.record(trail, ctx, who, action, None, "succeeded", detail)
+    if trail is None:  # never: the session is open
+        raise LorePinError(f"the audit trail of '{ctx.env.name}' cannot be opened")
+    session.query("BEGIN")
+    session.query(sql)
+    ops.record(trail, ctx, who, action, None, "succeeded", detail, commit=True)
 
 
 @task(
@@ -78,8 +86,7 @@ def user_add(
         _checked(session, ctx)
         if session.query(plan.user_sql(name)):
             raise Refused(f"user {name!r} already exists in '{ctx.env.name}'")
-        session.query(sql)
-        _audit(ctx, session, "cms.user.add", {"user": name, "role": role})
+        _change(ctx, session, "cms.user.add", sql, {"user": name, "role": role})
     ctx.run.say(f"added {role} {name} to '{ctx.env.name}'")
 
 
@@ -122,9 +129,9 @@ def token_create(
         granted = plan.token_role(user, found[0][0], wanted)
         token, key = access.new_token()
         sha = access.digest(access.secret_of(token))
-        session.query(plan.add_token_sql(user, granted, key, sha, until))
         detail = {"user": user, "role": granted, "key": key, "expires": until.isoformat()}
-        _audit(ctx, session, "cms.token.create", detail)
+        _change(ctx, session, "cms.token.create",
+                plan.add_token_sql(user, granted, key, sha, until), detail)  # fmt: skip
     if json_:
         print(json.dumps({"token": token, "key": key, "user": user, "role": granted,
                           "expires": until.isoformat()}))  # fmt: skip
@@ -170,8 +177,7 @@ def token_revoke(c: Context, env: str = "local", key: str = "", dry_run: bool = 
             raise ConfigError(f"no token {key!r} in '{ctx.env.name}' (`invoke cms.token.list`)")
         if found[0][0] == "t":
             raise NothingToDo(f"token {key} in '{ctx.env.name}' is already revoked")
-        session.query(sql)
-        _audit(ctx, session, "cms.token.revoke", {"key": key})
+        _change(ctx, session, "cms.token.revoke", sql, {"key": key})
     ctx.run.say(f"revoked token {key} in '{ctx.env.name}'")
 
 

@@ -141,15 +141,17 @@ def firewall(c: Context, env: str = "", apply: bool = False, yes: bool = False,
     published ports are held to the public ones (DOCKER-USER's job). Printed; applied with
     --apply. A ruleset that would lock SSH out is refused."""
     ctx = server_env(c, env, dry_run, what="firewalls guard")
+    # The ports as invoke.yaml says, never a shell's LOREPIN_HTTP_PORT meant for `local`.
+    configured = ctx.settings.environments[ctx.env.name]
     wall = fw_plan.Firewall(
         env=ctx.env.name,
-        public_ports=tuple(p for p in (ctx.env.http_port, ctx.env.https_port) if p),
+        public_ports=tuple(p for p in (configured.http_port, configured.https_port) if p),
         admin_networks=ctx.env.firewall_admin_networks,
         ssh_port=ctx.env.firewall_ssh_port,
     )
-    # Who is applying it over SSH (SSH_CONNECTION's first field): they must stay let in.
-    client = (os.environ.get("SSH_CONNECTION", "").split(" ")[0] or None) if apply else None
-    if why := fw_plan.refusal(wall, client):
+    # Who is applying it over SSH, and to which port: they must stay let in.
+    session = os.environ.get("SSH_CONNECTION") if apply else None
+    if why := fw_plan.refusal(wall, session):
         raise Refused(why)
     rules = fw_plan.ruleset(wall)
     if not apply or dry_run:

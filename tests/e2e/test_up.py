@@ -170,6 +170,9 @@ def test_users_and_tokens_are_managed_with_invoke_and_audited(stack: dict[str, s
 
     [listed] = tokens()
     key = token.split("_")[1]
+    pasted = cms("cms.token.revoke", "--key", token)  # the whole token instead of its key
+    assert pasted.returncode == 2 and "that is a whole token" in pasted.stderr
+    assert token.split("_", 2)[2] not in pasted.stderr + pasted.stdout
     assert (listed["key"], listed["role"], listed["state"]) == (key, "editor", "active")
     assert token.split("_", 2)[2] not in cms("cms.token.list").stdout
 

@@ -37,7 +37,23 @@ def test_lifetimes(text: str, days: int) -> None:
     assert plan.days(text) == days
 
 
-@pytest.mark.parametrize("text", ["0d", "366d", "53w", "-1d", "1y", "", "d", "1.5d"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0d",
+        "366d",
+        "53w",
+        "-1d",
+        "1y",
+        "",
+        "d",
+        "1.5d",
+        "99999d",
+        "²d",
+        "①w",
+        "\uff13\uff10d",
+    ],  # digits int() takes, and not ASCII ones
+)
 def test_bad_lifetimes_are_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="--expires must be"):
         plan.days(text)
@@ -56,6 +72,13 @@ def test_bad_lifetimes_are_refused(text: str) -> None:
 def test_values_are_checked_before_they_reach_sql(make: object, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         make()  # type: ignore[operator]
+
+
+def test_a_whole_token_given_for_a_key_is_refused_without_repeating_it() -> None:
+    token, _ = access.new_token()
+    with pytest.raises(ConfigError, match="that is a whole token") as refused:
+        plan.revoke_sql(token)
+    assert access.secret_of(token) not in str(refused.value)
 
 
 def test_the_token_row_keeps_the_hash_and_quotes_every_value() -> None:

@@ -30,8 +30,17 @@ def test_the_ruleset_opens_the_public_ports_and_ssh_to_the_admin_networks_only()
     [
         (plan.Firewall("staging", (443,), ()), None, "no firewall.admin_networks"),
         (plan.Firewall("staging", (22, 443), ("10.0.0.0/8",)), None, "SSH would be open to all"),
-        (WALL, "192.168.1.7", "you are connected over SSH from 192.168.1.7, which is not in"),
-        (WALL, "not-an-address", "cannot tell who you are"),
+        (
+            WALL,
+            "192.168.1.7 50000 10.0.0.2 2222",
+            "you are connected over SSH from 192.168.1.7, which is not in",
+        ),
+        (WALL, "not-an-address 1 2 3", "cannot tell who you are"),
+        (
+            WALL,
+            "10.1.1.5 50000 10.1.1.1 22",
+            "connected to SSH on port 22, and the ruleset opens SSH on port 2222 only",
+        ),
     ],
 )
 def test_a_ruleset_that_would_lock_ssh_out_is_refused(
@@ -42,6 +51,7 @@ def test_a_ruleset_that_would_lock_ssh_out_is_refused(
 
 
 def test_an_operator_inside_the_admin_networks_may_apply_it() -> None:
-    assert plan.refusal(WALL, "10.1.2.3") is None
-    assert plan.refusal(WALL, "2001:db8::7") is None
+    assert plan.refusal(WALL, "10.1.2.3 50000 10.0.0.2 2222") is None
+    assert plan.refusal(WALL, "2001:db8::7 50000 2001:db8::1 2222") is None
+    assert plan.refusal(WALL, "::ffff:10.1.1.5 50000 ::ffff:10.0.0.2 2222") is None
     assert plan.refusal(WALL, None) is None  # not over SSH: at the console
