@@ -154,8 +154,9 @@ def test_users_and_tokens_are_managed_with_invoke_and_audited(stack: dict[str, s
         assert refused.stderr.startswith("error: ") and says in refused.stderr
 
     dry = cms("cms.token.create", "--user", "ana", "--dry-run")
-    assert dry.returncode == 0 and "psql" in dry.stdout and "INSERT INTO api_tokens" in dry.stdout
-    assert "lp_" not in dry.stdout and tokens() == []  # nothing made
+    shown = dry.stdout + dry.stderr
+    assert dry.returncode == 0 and "psql" in shown and "INSERT INTO api_tokens" in shown
+    assert "lp_" not in shown and tokens() == []  # nothing made
 
     made = cms("cms.token.create", "--user", "ana", "--expires", "2w")
     assert made.returncode == 0, made.stderr
