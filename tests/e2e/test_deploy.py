@@ -1605,6 +1605,9 @@ def test_ctrl_c_during_the_watch_puts_the_previous_release_back_and_says_so(site
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # As a terminal starts it: Ctrl-C not ignored, even when this suite was started in
+        # the background of a shell without job control (which ignores SIGINT for it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert run.stderr is not None
     for line in run.stderr:
