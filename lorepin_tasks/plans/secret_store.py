@@ -22,6 +22,7 @@ README = "README.md"  # the one plain file the store may hold
 # from the one in place is refused (it would lock the service out of its own data).
 NAMES = {
     "db_password": "kept",  # the database was initialised with it
+    "cms_db_password": "replaced",  # the migrator sets it on the role (every deploy)
     "backup_cipher": "kept",  # the physical backup repository is encrypted with it
     "backup_webhook": "replaced",
     "alert_webhook": "replaced",

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
     import pyrage
 
 # Secrets each environment needs, as files in its secrets_dir.
-REQUIRED = ("db_password",)
+REQUIRED = ("db_password", "cms_db_password")
+# The CMS's database role's password (lorepin_cms.migrator.roles): every migrator run sets
+# it on the role, before any CMS starts with it, so a missing one is made anew anywhere.
+CMS_DB_PASSWORD = "cms_db_password"  # noqa: S105 (a file name)
 
 
 def check_directory(ctx: EnvContext) -> None:
@@ -44,6 +47,12 @@ def require(ctx: EnvContext, given: Iterable[str] = ()) -> None:
     check_directory(ctx)
     missing = [n for n in REQUIRED if not (ctx.env.secrets_dir / n).is_file()] + _empty(ctx)
     missing = [n for n in missing if n not in given]
+    if missing == [CMS_DB_PASSWORD]:
+        raise ConfigError(
+            f"the secret {ctx.env.secrets_dir / CMS_DB_PASSWORD} of '{ctx.env.name}' is "
+            f"missing: {'a deploy' if ctx.env.is_server else '`invoke up`'} makes it, with "
+            "the CMS's database role"
+        )
     if missing:
         raise ConfigError(
             f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing "
@@ -70,6 +79,9 @@ def ensure(ctx: EnvContext) -> None:
         raise ConfigError(
             f"environment '{ctx.env.name}' is missing secret(s) {', '.join(missing)} in {directory}"
         )
+    if missing == [CMS_DB_PASSWORD]:  # the one a new value of is safe: made below
+        ensure_cms_db_password(ctx)
+        return
     existing = [v.name for v in _volumes_if_engine(ctx)]
     if existing:
         raise ConfigError(
@@ -87,6 +99,25 @@ def ensure(ctx: EnvContext) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         ctx.run.write(path, random_secrets.token_urlsafe(32) + "\n", mode=0o644)
         ctx.run.say(f"created random secret {path}")
+
+
+def ensure_cms_db_password(ctx: EnvContext) -> None:
+    """The CMS role's password: made (random) when missing, in any environment; the next
+    migrator run gives it to the role before a CMS connects with it."""
+    path = ctx.env.secrets_dir / CMS_DB_PASSWORD
+    check_directory(ctx)
+    if path.is_file():
+        if not path.read_text().strip():
+            raise ConfigError(f"the secret {path} is empty: restore it, or delete the file")
+        return
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would create random secret {path}")
+        return
+    import secrets as random_secrets
+
+    ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ctx.run.write(path, random_secrets.token_urlsafe(32) + "\n", mode=0o644)
+    ctx.run.say(f"created random secret {path} (the CMS's database role)")
 
 
 def _volumes_if_engine(ctx: EnvContext) -> list[docker.Volume]:

@@ -193,7 +193,7 @@ def deploy(
         policy, datetime.now(UTC), outside_window=outside_window, reason=reason
     )
     stored = secrets.decrypt_stored(ctx)  # the repository's secrets/<env>/*.age, checked
-    secrets.require(ctx, given=stored)
+    secrets.require(ctx, given=[*stored, secrets.CMS_DB_PASSWORD])  # that one: made below
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
     ops.refuse_failed_over(ctx)
@@ -206,6 +206,7 @@ def deploy(
     with locked(ctx, "deploy"):
         docker.ensure_owned(ctx, data=True)
         secrets.place_stored(ctx, stored)
+        secrets.ensure_cms_db_password(ctx)  # the migrator gives it to the CMS's role
         _tls(ctx)
         secrets.ensure_backup_passphrase(ctx)
         secrets.ensure_backup_tls(ctx)
@@ -491,9 +492,22 @@ def rollback(
                 _schema_allows(ctx, session, target)
             if kept != target:  # not the kept one: it starts from its images
                 _check_images(ctx, target)
+                if session is not None:
+                    _cms_role_ready(ctx, session)
             if ctx.env.kind == "production" and not ctx.run.dry_run:
                 confirm(f"Roll production back from {serving} to {target}?", yes=yes)
             _rollback(ctx, backend, trail, state, target, who)
+
+
+def _cms_role_ready(ctx: EnvContext, session: Session) -> None:
+    """A colour started from its image connects as the CMS's role: refuse, before anything
+    changes, on a database no deploy of this toolkit has given that role yet."""
+    if not session.query(plan.CMS_ROLE_SQL):
+        raise Refused(
+            f"the database of '{ctx.env.name}' has no login role lorepin_cms yet, which a "
+            f"release started from its image connects as: deploy once first (`invoke deploy "
+            f"--env {ctx.env.name} --version X.Y.Z`; its migrator makes the role)"
+        )
 
 
 def _schema_allows(ctx: EnvContext, session: Session, target: str) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -53,6 +54,21 @@ def parser() -> Parser:
     return parser
 
 
+def cms_password(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The CMS role's password, from the file LOREPIN_CMS_DB_PASSWORD_FILE names (unset:
+    None, and the migrator keeps no roles)."""
+    path = environ.get("LOREPIN_CMS_DB_PASSWORD_FILE")
+    if not path:
+        return None
+    try:
+        password = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read LOREPIN_CMS_DB_PASSWORD_FILE {path}: {exc}") from None
+    if not password or "\n" in password:
+        raise BadInput(f"LOREPIN_CMS_DB_PASSWORD_FILE {path} holds no one-line password")
+    return password
+
+
 def open_migrator(args: argparse.Namespace) -> Migrator:
     """The migrator the arguments and the environment describe, or BadInput."""
     options = Options(
@@ -62,6 +78,7 @@ def open_migrator(args: argparse.Namespace) -> Migrator:
         statement_timeout=args.statement_timeout,
         retries=args.retries,
         accept_changed=tuple(getattr(args, "accept_changed", ())),
+        cms_password=cms_password(),
     )
     try:
         return Migrator(database_url(), options, migrations_dir=args.migrations_dir)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from lorepin_cms.config import ROOT
-from lorepin_cms.migrator import ledger, planning
+from lorepin_cms.migrator import ledger, planning, roles
 from lorepin_cms.migrator.errors import ChecksumMismatch, LockBusy, MigrationError
 from lorepin_cms.migrator.ledger import Ledger
 from lorepin_cms.migrator.planning import Direction, Step
@@ -40,6 +40,9 @@ class Options:
     statement_timeout: str = "15min"
     retries: int = 3
     accept_changed: tuple[str, ...] = ()
+    # The CMS role's password (roles.py): given, every run that holds the lock keeps the
+    # roles and grants; None (a test database, `db.check`): the owner alone.
+    cms_password: str | None = None
 
 
 def default_who() -> str:
@@ -239,6 +242,7 @@ class Migrator:
             if not plan.steps:
                 records.log(direction, "nothing-to-do", from_rev=current, to_rev=current)
                 self.say(f"database already at {current or 'base'}; nothing to do{held}")
+                self.keep_roles()
                 return current
             count = len(plan.steps)
             self.say(
@@ -249,7 +253,17 @@ class Migrator:
                 self._apply(records, step)
             final = self.current(conn)
             self.say(f"database at {final or 'base'}{held}")
+            self.keep_roles()
             return final
+
+    def keep_roles(self) -> None:
+        """The least-privilege roles and grants (roles.py), when the CMS's password is given."""
+        if self.options.cms_password is None:
+            return
+        with self.engine.begin() as conn:
+            roles.apply(conn, self.options.cms_password)
+        self.say(f"roles in place: {roles.CMS_ROLE} (the CMS), {roles.REPORT_ROLE}, "
+                 f"{roles.MONITOR_ROLE}")  # fmt: skip
 
     def _apply(self, records: Ledger, step: Step) -> None:
         before = self.current(records.conn)

@@ -1,0 +1,80 @@
+"""Least privilege in PostgreSQL: the roles besides the owner, kept by the migrator.
+
+- the owner (`lorepin`, the role the database was initialised with): migrations, DDL,
+  backups and the toolkit's own records (schema `lorepin_ops`);
+- `lorepin_cms`: what the CMS connects as. Reads and writes the rows of its tables, and
+  nothing more: no DDL (it owns nothing, and may not create in any schema), no write to
+  `alembic_version`, only a read of the migrator's checksums (its compatibility check);
+- `lorepin_report`: read-only, a group role (NOLOGIN) an operator grants to a person's own
+  login. It reads the CMS's tables except the token hashes;
+- `lorepin_monitor`: a group role holding `pg_monitor` (statistics, no table data).
+
+Every run of the migrator that holds the migration lock applies this whole: the roles
+exist, the CMS's password is the one in its secret, and the grants (with the default
+privileges that cover the tables later revisions create) are in place. It is idempotent,
+and safe after a restore. The password is sent as a SCRAM verifier made here, so no log
+line of the server can ever show it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+CMS_ROLE = "lorepin_cms"
+REPORT_ROLE = "lorepin_report"
+MONITOR_ROLE = "lorepin_monitor"
+
+# Constant text (the role names are the constants above, written out).
+GRANTS = (
+    """DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_cms') THEN
+        CREATE ROLE lorepin_cms NOLOGIN;
+      END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_report') THEN
+        CREATE ROLE lorepin_report NOLOGIN;
+      END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_monitor') THEN
+        CREATE ROLE lorepin_monitor NOLOGIN;
+      END IF;
+    END $$""",
+    "ALTER ROLE lorepin_cms NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+    "GRANT pg_monitor TO lorepin_monitor",
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+    "GRANT CONNECT ON DATABASE {database} TO lorepin_cms, lorepin_report, lorepin_monitor",
+    "GRANT USAGE ON SCHEMA public TO lorepin_cms, lorepin_report",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lorepin_cms",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO lorepin_cms",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO lorepin_report",
+    # A database downgraded below a table has none of it.
+    """DO $$ BEGIN
+      IF to_regclass('public.alembic_version') IS NOT NULL THEN
+        REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM lorepin_cms;
+      END IF;
+      IF to_regclass('public.api_tokens') IS NOT NULL THEN
+        REVOKE SELECT ON api_tokens FROM lorepin_report;
+      END IF;
+    END $$""",
+    # Tables the owner creates later (a new revision, a restore) come with the same grants.
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO lorepin_cms",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO lorepin_cms",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO lorepin_report",
+    # The CMS's compatibility check reads which revisions were applied; nothing else there.
+    "GRANT USAGE ON SCHEMA lorepin_ops TO lorepin_cms",
+    "GRANT SELECT ON lorepin_ops.migration_checksums TO lorepin_cms",
+)
+
+
+def apply(conn: Connection, cms_password: str) -> None:
+    """The roles, the CMS's password and every grant, on `conn` (in a transaction the
+    caller commits, while it holds the migration lock: two runs never grant at once)."""
+    driver = conn.connection.driver_connection
+    verifier = driver.pgconn.encrypt_password(  # type: ignore[union-attr]
+        cms_password.encode(), CMS_ROLE.encode(), b"scram-sha-256"
+    ).decode()
+    database = conn.execute(text("SELECT quote_ident(current_database())")).scalar_one()
+    for statement in GRANTS:
+        conn.execute(text(statement.replace("{database}", database)))
+    # A verifier, quoted by the server's own rules: never the password itself.
+    quoted = conn.execute(text("SELECT quote_literal(:v)"), {"v": verifier}).scalar_one()
+    conn.exec_driver_sql("ALTER ROLE lorepin_cms LOGIN PASSWORD " + quoted)  # no binds

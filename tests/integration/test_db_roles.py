@@ -1,0 +1,179 @@
+"""Least privilege on a real PostgreSQL: the migrator keeps the CMS's role, which reads
+and writes rows and can change nothing else; the reporting role only reads."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from lorepin_cms.app import create_app
+from lorepin_cms.config import Config
+from lorepin_cms.migrator import Migrator, Options
+from tests.conftest import ROOT, bearer, grant, random_password
+
+pytestmark = pytest.mark.docker
+
+REFUSED = "42501"  # insufficient_privilege
+
+
+def as_role(url: str, user: str, password: str) -> str:
+    return make_url(url).set(username=user, password=password).render_as_string(False)
+
+
+def refused(url: str, statement: str) -> str:
+    """The SQLSTATE the statement fails with (it must fail)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn, pytest.raises(DBAPIError) as info:
+            conn.execute(text(statement))
+        return str(getattr(info.value.orig, "sqlstate", ""))
+    finally:
+        engine.dispose()
+
+
+def runs(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def migrated(database_url: str) -> Iterator[tuple[str, str]]:
+    """A database at head, with the roles kept for a CMS password of this test."""
+    password = random_password()
+    m = Migrator(database_url, Options(who="tester", cms_password=password), out=io.StringIO())
+    m.upgrade()
+    m.engine.dispose()
+    yield database_url, password
+
+
+def test_the_cms_role_writes_rows_and_cannot_alter_drop_or_create(
+    migrated: tuple[str, str],
+) -> None:
+    owner, password = migrated
+    cms = as_role(owner, "lorepin_cms", password)
+    for statement in (
+        "INSERT INTO pins SELECT * FROM pins WHERE false",
+        "UPDATE pins SET title = title WHERE false",
+        "DELETE FROM pins WHERE false",
+        "INSERT INTO cms_users (name, role) VALUES ('ana', 'editor')",
+        "SELECT revision FROM lorepin_ops.migration_checksums",
+        "SELECT version_num FROM alembic_version",
+    ):
+        runs(cms, statement)
+    for statement in (
+        "ALTER TABLE pins ADD COLUMN x int",
+        "DROP TABLE pins",
+        "TRUNCATE pins",
+        "CREATE TABLE mine (x int)",
+        "CREATE INDEX ON pins (title)",
+        "UPDATE alembic_version SET version_num = version_num",
+        "SELECT * FROM lorepin_ops.migration_log",
+        "ALTER ROLE lorepin_cms SUPERUSER",
+        "CREATE SCHEMA mine",
+    ):
+        assert refused(cms, statement) == REFUSED, statement
+
+
+def test_the_cms_serves_as_its_role(migrated: tuple[str, str]) -> None:
+    """/readyz (its schema check reads the migrator's checksums), a token and a write, all as
+    lorepin_cms."""
+    owner, password = migrated
+    config = Config(
+        database_url=make_url(as_role(owner, "lorepin_cms", password)),
+        version="t",
+        git_revision="t",
+        migrations_dir=ROOT / "migrations",
+    )
+    token = grant(str(config.database_url.render_as_string(False)))  # as lorepin_cms, too
+    pin = {"title": "Old mill", "latitude": 48.1, "longitude": -1.6, "tags": ["mill"]}
+    with TestClient(create_app(config)) as client:
+        assert client.get("/readyz").status_code == 200
+        made = client.post("/api/pins", json=pin, headers=bearer(token))
+        assert made.status_code == 201, made.text
+        read = client.get(f"/api/pins/{made.json()['id']}", headers=bearer(token))
+        assert read.json()["title"] == "Old mill"
+
+
+def test_a_later_table_comes_with_the_grants_and_a_rerun_changes_the_password(
+    migrated: tuple[str, str],
+) -> None:
+    owner, password = migrated
+    runs(owner, "CREATE TABLE later (x int)")  # as a later revision would, as the owner
+    runs(as_role(owner, "lorepin_cms", password), "INSERT INTO later VALUES (1)")
+
+    rotated = random_password()
+    m = Migrator(owner, Options(who="tester", cms_password=rotated), out=io.StringIO())
+    m.upgrade()  # nothing to migrate: the roles are still kept
+    m.engine.dispose()
+    runs(as_role(owner, "lorepin_cms", rotated), "SELECT 1 FROM pins")
+    with pytest.raises(OperationalError, match="password authentication failed"):
+        runs(as_role(owner, "lorepin_cms", password), "SELECT 1")
+    engine = create_engine(owner)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT rolpassword FROM pg_authid WHERE rolname = 'lorepin_cms'")
+        ).scalar_one()
+        logins = conn.execute(
+            text("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lorepin_%' AND rolcanlogin")
+        ).scalars()
+        assert list(logins) == ["lorepin_cms"]
+    engine.dispose()
+    assert stored.startswith("SCRAM-SHA-256$") and rotated not in stored
+
+
+def test_the_reporting_role_reads_and_never_writes_or_sees_token_hashes(
+    migrated: tuple[str, str],
+) -> None:
+    owner, _ = migrated
+    name, password = f"report_{uuid.uuid4().hex[:8]}", random_password()
+    runs(owner, f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE lorepin_report")
+    try:
+        reader = as_role(owner, name, password)
+        runs(reader, "SELECT count(*) FROM pins")
+        runs(reader, "SELECT count(*) FROM cms_users")
+        assert refused(reader, "SELECT * FROM api_tokens") == REFUSED
+        assert refused(reader, "DELETE FROM pins") == REFUSED
+        assert refused(reader, "CREATE TABLE mine (x int)") == REFUSED
+    finally:
+        runs(owner, f"DROP OWNED BY {name}")
+        runs(owner, f"DROP ROLE {name}")
+
+
+def test_without_a_cms_password_the_migrator_keeps_no_roles(database_url: str) -> None:
+    """`db.check` and tests migrate as the owner alone: nothing is granted."""
+    m = Migrator(database_url, Options(who="tester"), out=io.StringIO())
+    m.upgrade()
+    m.engine.dispose()
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        granted = conn.execute(
+            text("SELECT has_table_privilege('lorepin_cms', 'pins', 'INSERT')")
+            if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = 'lorepin_cms'")).first()
+            else text("SELECT false")
+        ).scalar_one()
+    engine.dispose()
+    assert granted is False
+
+
+def test_a_missing_or_empty_password_file_is_one_line(tmp_path: Path) -> None:
+    from lorepin_cms.migrator.__main__ import cms_password
+    from lorepin_cms.migrator.errors import BadInput
+
+    assert cms_password({}) is None
+    with pytest.raises(BadInput, match=r"^cannot read LOREPIN_CMS_DB_PASSWORD_FILE /nonexistent"):
+        cms_password({"LOREPIN_CMS_DB_PASSWORD_FILE": "/nonexistent"})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(BadInput, match=r"holds no one-line password$"):
+        cms_password({"LOREPIN_CMS_DB_PASSWORD_FILE": str(tmp_path / "empty")})
