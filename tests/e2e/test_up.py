@@ -123,8 +123,28 @@ def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str])
         text=True,
         check=True,
     ).stdout
-    secret = (Path(stack["LOREPIN_SECRETS_DIR"]) / "db_password").read_text().strip()
-    assert secret and secret not in inspect
+    secrets = Path(stack["LOREPIN_SECRETS_DIR"])
+    for name in ("db_password", "cms_db_password"):
+        secret = (secrets / name).read_text().strip()
+        assert secret and secret not in inspect
+
+    # The CMS connects as its own role, which changes rows and nothing else.
+    def as_cms(sql: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "exec", "-e", f"PGPASSWORD={(secrets / 'cms_db_password').read_text()}",
+             f"{project}-db-1", "psql", "-h", "127.0.0.1", "-U", "lorepin_cms", "-d", "lorepin",
+             "-v", "ON_ERROR_STOP=1", "-tAXc", sql],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    sessions = as_cms("SELECT DISTINCT usename FROM pg_stat_activity "
+                      "WHERE application_name LIKE 'lorepin-cms%'")  # fmt: skip
+    assert sessions.stdout.split() == ["lorepin_cms"], sessions.stderr
+    assert as_cms("UPDATE pins SET title = title WHERE false").returncode == 0
+    for ddl in ("DROP TABLE pins", "ALTER TABLE pins ADD COLUMN x int", "CREATE TABLE x (y int)"):
+        refused = as_cms(ddl)
+        why = refused.stderr
+        assert refused.returncode != 0 and ("must be owner" in why or "permission denied" in why)
 
 
 def test_users_and_tokens_are_managed_with_invoke_and_audited(stack: dict[str, str]) -> None:
