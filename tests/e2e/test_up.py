@@ -131,7 +131,7 @@ def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str])
     # The CMS connects as its own role, which changes rows and nothing else.
     def as_cms(sql: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["docker", "exec", "-e", f"PGPASSWORD={(secrets / 'cms_db_password').read_text()}",
+            ["docker", "exec", "-e", f"PGPASSWORD={(secrets / 'cms_db_password').read_text().strip()}",
              f"{project}-db-1", "psql", "-h", "127.0.0.1", "-U", "lorepin_cms", "-d", "lorepin",
              "-v", "ON_ERROR_STOP=1", "-tAXc", sql],
             capture_output=True, text=True, check=False,
