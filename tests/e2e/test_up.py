@@ -129,9 +129,11 @@ def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str])
         assert secret and secret not in inspect
 
     # The CMS connects as its own role, which changes rows and nothing else.
+    cms_password = (secrets / "cms_db_password").read_text().strip()
+
     def as_cms(sql: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["docker", "exec", "-e", f"PGPASSWORD={(secrets / 'cms_db_password').read_text().strip()}",
+            ["docker", "exec", "-e", f"PGPASSWORD={cms_password}",
              f"{project}-db-1", "psql", "-h", "127.0.0.1", "-U", "lorepin_cms", "-d", "lorepin",
              "-v", "ON_ERROR_STOP=1", "-tAXc", sql],
             capture_output=True, text=True, check=False,
