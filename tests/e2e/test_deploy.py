@@ -365,6 +365,13 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert "nothing watches 'staging' yet: `invoke monitor.up --env staging`" in first.stderr
     code, _ = site.get("staging", "/api/pins")
     assert code == 200
+    # The colour connects as the CMS's own role (rows, no DDL: tests/integration/test_db_roles).
+    sessions = subprocess.run(
+        ["docker", "exec", f"{project}-db-1", "psql", "-U", "lorepin", "-d", "lorepin", "-tAXc",
+         "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'lorepin-cms'"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert sessions.split() == ["lorepin_cms"]
 
     # The proxy: TLS with the environment's certificate, security headers, a request id,
     # HTTP redirected to HTTPS.
@@ -464,6 +471,7 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert deployed["images"]["cms"].startswith("sha256:")
     assert set(deployed["config"]["secrets"]) == {
         "db_password",
+        "cms_db_password",  # made by the first deploy
         "backup_cipher",
         "backup_webhook",
         "tls.crt",
