@@ -368,7 +368,8 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     # The colour connects as the CMS's own role (rows, no DDL: tests/integration/test_db_roles).
     sessions = subprocess.run(
         ["docker", "exec", f"{project}-db-1", "psql", "-U", "lorepin", "-d", "lorepin", "-tAXc",
-         "SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'lorepin-cms'"],
+         "SELECT DISTINCT usename FROM pg_stat_activity "
+         "WHERE application_name LIKE 'lorepin-cms%'"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert sessions.split() == ["lorepin_cms"]
