@@ -122,11 +122,8 @@ def token_create(
     if not _changing(ctx, "cms.token.create", [plan.user_sql(user), shown]):
         return
     with ops.database_session(ctx, "cms.token.create") as session:
-        _checked(session, ctx)
-        found = session.query(plan.user_sql(user))
-        if not found:
-            raise ConfigError(f"no user {user!r} in '{ctx.env.name}' (`invoke cms.user.add`)")
-        granted = plan.token_role(user, found[0][0], wanted)
+        missing = f"no user {user!r} in '{ctx.env.name}' (`invoke cms.user.add`)"
+        granted = plan.token_role(user, _row(session, ctx, plan.user_sql(user), missing)[0], wanted)
         token, key = access.new_token()
         sha = access.digest(access.secret_of(token))
         detail = {"user": user, "role": granted, "key": key, "expires": until.isoformat()}
@@ -171,14 +168,20 @@ def token_revoke(c: Context, env: str = "local", key: str = "", dry_run: bool = 
     if not _changing(ctx, "cms.token.revoke", [plan.token_state_sql(key), sql]):
         return
     with ops.database_session(ctx, "cms.token.revoke") as session:
-        _checked(session, ctx)
-        found = session.query(plan.token_state_sql(key))
-        if not found:
-            raise ConfigError(f"no token {key!r} in '{ctx.env.name}' (`invoke cms.token.list`)")
-        if found[0][0] == "t":
+        missing = f"no token {key!r} in '{ctx.env.name}' (`invoke cms.token.list`)"
+        if _row(session, ctx, plan.token_state_sql(key), missing)[0] == "t":
             raise NothingToDo(f"token {key} in '{ctx.env.name}' is already revoked")
         _change(ctx, session, "cms.token.revoke", sql, {"key": key})
     ctx.run.say(f"revoked token {key} in '{ctx.env.name}'")
+
+
+def _row(session: Session, ctx: EnvContext, sql: str, missing: str) -> list[str]:
+    """The first row `sql` finds (the CMS's tables checked first), or `missing` as the error."""
+    _checked(session, ctx)
+    found = session.query(sql)
+    if not found:
+        raise ConfigError(missing)
+    return found[0]
 
 
 user = Collection("user", user_add)

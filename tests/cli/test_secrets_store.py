@@ -198,6 +198,24 @@ def test_deploy_refuses_a_stored_database_password_unlike_the_one_in_place(
     assert json.loads(listed.stdout)[0]["in_secrets_dir"] == "differs"
 
 
+def test_a_rollback_without_the_cms_role_password_says_a_deploy_makes_it(
+    clone: Clone, tmp_path: Path
+) -> None:
+    """An environment deployed before the CMS had its own role: the rollback refuses before
+    anything, and names what makes the missing secret."""
+    placed = tmp_path / "staging-secrets"
+    placed.mkdir(mode=0o700)
+    (placed / "db_password").write_text("the-one-the-database-has\n")
+    clone.env["LOREPIN_SECRETS_DIR"] = str(placed)
+    refused = clone.run("rollback", "--env", "staging", "--yes")
+    assert (refused.returncode, refused.stderr.count("\n")) == (2, 1), refused.stderr
+    assert refused.stderr == (
+        f"error: the secret {placed / 'cms_db_password'} of 'staging' is missing: a deploy "
+        "makes it, with the CMS's database role\n"
+    )
+    assert sorted(p.name for p in placed.iterdir()) == ["db_password"]
+
+
 @pytest.mark.parametrize(
     ("stdin", "error"),
     [
