@@ -48,11 +48,15 @@ def runs(url: str, statement: str) -> None:
         engine.dispose()
 
 
+MONITOR_PASSWORD = random_password()
+
+
 @pytest.fixture
 def migrated(database_url: str) -> Iterator[tuple[str, str]]:
     """A database at head, with the roles kept for a CMS password of this test."""
     password = random_password()
-    m = Migrator(database_url, Options(who="tester", cms_password=password), out=io.StringIO())
+    options = Options(who="tester", cms_password=password, monitor_password=MONITOR_PASSWORD)
+    m = Migrator(database_url, options, out=io.StringIO())
     m.upgrade()
     m.engine.dispose()
     yield database_url, password
@@ -114,7 +118,8 @@ def test_a_later_table_comes_with_the_grants_and_a_rerun_changes_the_password(
     runs(as_role(owner, "lorepin_cms", password), "INSERT INTO later VALUES (1)")
 
     rotated = random_password()
-    m = Migrator(owner, Options(who="tester", cms_password=rotated), out=io.StringIO())
+    options = Options(who="tester", cms_password=rotated, monitor_password=MONITOR_PASSWORD)
+    m = Migrator(owner, options, out=io.StringIO())
     m.upgrade()  # nothing to migrate: the roles are still kept
     m.engine.dispose()
     runs(as_role(owner, "lorepin_cms", rotated), "SELECT 1 FROM pins")
@@ -128,9 +133,37 @@ def test_a_later_table_comes_with_the_grants_and_a_rerun_changes_the_password(
         logins = conn.execute(
             text("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lorepin_%' AND rolcanlogin")
         ).scalars()
-        assert list(logins) == ["lorepin_cms"]
+        assert sorted(logins) == ["lorepin_cms", "lorepin_monitor"]
     engine.dispose()
     assert stored.startswith("SCRAM-SHA-256$") and rotated not in stored
+
+
+def test_the_monitoring_role_reads_statistics_and_activity_and_no_content(
+    migrated: tuple[str, str],
+) -> None:
+    """What the metrics exporter connects as (compose/monitoring.yaml)."""
+    owner, _ = migrated
+    owners, monitors = (
+        create_engine(owner),
+        create_engine(as_role(owner, "lorepin_monitor", MONITOR_PASSWORD)),
+    )
+    try:
+        with owners.connect() as held, monitors.connect() as conn:
+            held.execute(text("SELECT 'seen-by-the-monitor'"))
+            seen = conn.execute(  # pg_read_all_stats: another role's query, not hidden
+                text(
+                    "SELECT query FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                    "AND query LIKE '%seen-by-the-%'"
+                )
+            ).scalars()
+            assert list(seen) == ["SELECT 'seen-by-the-monitor'"]
+            assert conn.execute(text("SELECT count(*) FROM activity")).scalar_one() == 0
+    finally:
+        owners.dispose()
+        monitors.dispose()
+    monitor = as_role(owner, "lorepin_monitor", MONITOR_PASSWORD)
+    assert refused(monitor, "SELECT * FROM pins") == REFUSED
+    assert refused(monitor, "DELETE FROM activity") == REFUSED
 
 
 def test_the_reporting_role_reads_and_never_writes_or_sees_token_hashes(
@@ -168,12 +201,13 @@ def test_without_a_cms_password_the_migrator_keeps_no_roles(database_url: str) -
 
 
 def test_a_missing_or_empty_password_file_is_one_line(tmp_path: Path) -> None:
-    from lorepin_cms.migrator.__main__ import cms_password
+    from lorepin_cms.migrator.__main__ import password_file
     from lorepin_cms.migrator.errors import BadInput
 
-    assert cms_password({}) is None
-    with pytest.raises(BadInput, match=r"^cannot read LOREPIN_CMS_DB_PASSWORD_FILE /nonexistent"):
-        cms_password({"LOREPIN_CMS_DB_PASSWORD_FILE": "/nonexistent"})
+    cms, monitor = "LOREPIN_CMS_DB_PASSWORD_FILE", "LOREPIN_MONITOR_DB_PASSWORD_FILE"
+    assert password_file(cms, {}) is None
+    with pytest.raises(BadInput, match=rf"^cannot read {cms} /nonexistent"):
+        password_file(cms, {cms: "/nonexistent"})
     (tmp_path / "empty").write_text("\n")
-    with pytest.raises(BadInput, match=r"holds no one-line password$"):
-        cms_password({"LOREPIN_CMS_DB_PASSWORD_FILE": str(tmp_path / "empty")})
+    with pytest.raises(BadInput, match=rf"^{monitor} .* holds no one-line password$"):
+        password_file(monitor, {monitor: str(tmp_path / "empty")})

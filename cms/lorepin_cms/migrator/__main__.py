@@ -54,18 +54,18 @@ def parser() -> Parser:
     return parser
 
 
-def cms_password(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The CMS role's password, from the file LOREPIN_CMS_DB_PASSWORD_FILE names (unset:
-    None, and the migrator keeps no roles)."""
-    path = environ.get("LOREPIN_CMS_DB_PASSWORD_FILE")
+def password_file(variable: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The password in the file the variable names (unset: None), for a role the migrator
+    keeps: LOREPIN_CMS_DB_PASSWORD_FILE, LOREPIN_MONITOR_DB_PASSWORD_FILE."""
+    path = environ.get(variable)
     if not path:
         return None
     try:
         password = Path(path).read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read LOREPIN_CMS_DB_PASSWORD_FILE {path}: {exc}") from None
+        raise BadInput(f"cannot read {variable} {path}: {exc}") from None
     if not password or "\n" in password:
-        raise BadInput(f"LOREPIN_CMS_DB_PASSWORD_FILE {path} holds no one-line password")
+        raise BadInput(f"{variable} {path} holds no one-line password")
     return password
 
 
@@ -78,7 +78,8 @@ def open_migrator(args: argparse.Namespace) -> Migrator:
         statement_timeout=args.statement_timeout,
         retries=args.retries,
         accept_changed=tuple(getattr(args, "accept_changed", ())),
-        cms_password=cms_password(),
+        cms_password=password_file("LOREPIN_CMS_DB_PASSWORD_FILE"),
+        monitor_password=password_file("LOREPIN_MONITOR_DB_PASSWORD_FILE"),
     )
     try:
         return Migrator(database_url(), options, migrations_dir=args.migrations_dir)

@@ -7,7 +7,9 @@
   `alembic_version`, only a read of the migrator's checksums (its compatibility check);
 - `lorepin_report`: read-only, a group role (NOLOGIN) an operator grants to a person's own
   login. It reads the CMS's tables except the token hashes;
-- `lorepin_monitor`: a group role holding `pg_monitor` (statistics, no table data).
+- `lorepin_monitor`: `pg_monitor` (statistics) and a read of the CMS's activity table (the
+  exporter's sessions-seen figure); it logs in with its own password when one is given
+  (the metrics exporter connects as it).
 
 Every run of the migrator that holds the migration lock applies this whole: the roles
 exist, the CMS's password is the one in its secret, and the grants (with the default
@@ -41,7 +43,7 @@ GRANTS = (
     "GRANT pg_monitor TO lorepin_monitor",
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
     "GRANT CONNECT ON DATABASE {database} TO lorepin_cms, lorepin_report, lorepin_monitor",
-    "GRANT USAGE ON SCHEMA public TO lorepin_cms, lorepin_report",
+    "GRANT USAGE ON SCHEMA public TO lorepin_cms, lorepin_report, lorepin_monitor",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lorepin_cms",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO lorepin_cms",
     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO lorepin_report",
@@ -52,6 +54,9 @@ GRANTS = (
       END IF;
       IF to_regclass('public.api_tokens') IS NOT NULL THEN
         REVOKE SELECT ON api_tokens FROM lorepin_report;
+      END IF;
+      IF to_regclass('public.activity') IS NOT NULL THEN
+        GRANT SELECT ON activity TO lorepin_monitor;
       END IF;
     END $$""",
     # Tables the owner creates later (a new revision, a restore) come with the same grants.
@@ -65,16 +70,24 @@ GRANTS = (
 )
 
 
-def apply(conn: Connection, cms_password: str) -> None:
-    """The roles, the CMS's password and every grant, on `conn` (in a transaction the
-    caller commits, while it holds the migration lock: two runs never grant at once)."""
-    driver = conn.connection.driver_connection
-    verifier = driver.pgconn.encrypt_password(  # type: ignore[union-attr]
-        cms_password.encode(), CMS_ROLE.encode(), b"scram-sha-256"
-    ).decode()
+def apply(conn: Connection, cms_password: str, monitor_password: str | None = None) -> None:
+    """The roles, their passwords and every grant, on `conn` (in a transaction the caller
+    commits, while it holds the migration lock: two runs never grant at once)."""
     database = conn.execute(text("SELECT quote_ident(current_database())")).scalar_one()
     for statement in GRANTS:
         conn.execute(text(statement.replace("{database}", database)))
-    # A verifier, quoted by the server's own rules: never the password itself.
+    _login(conn, CMS_ROLE, cms_password)
+    if monitor_password is not None:
+        _login(conn, MONITOR_ROLE, monitor_password)
+
+
+def _login(conn: Connection, role: str, password: str) -> None:
+    """`role` logs in with `password`, sent as a SCRAM verifier made here (quoted by the
+    server's own rules): no statement or log line ever holds the password itself."""
+    driver = conn.connection.driver_connection
+    verifier = driver.pgconn.encrypt_password(  # type: ignore[union-attr]
+        password.encode(), role.encode(), b"scram-sha-256"
+    ).decode()
     quoted = conn.execute(text("SELECT quote_literal(:v)"), {"v": verifier}).scalar_one()
-    conn.exec_driver_sql("ALTER ROLE lorepin_cms LOGIN PASSWORD " + quoted)  # no binds
+    name = conn.execute(text("SELECT quote_ident(:r)"), {"r": role}).scalar_one()
+    conn.exec_driver_sql(f"ALTER ROLE {name} LOGIN PASSWORD {quoted}")  # both quoted above

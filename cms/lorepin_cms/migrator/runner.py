@@ -43,6 +43,7 @@ class Options:
     # The CMS role's password (roles.py): given, every run that holds the lock keeps the
     # roles and grants; None (a test database, `db.check`): the owner alone.
     cms_password: str | None = None
+    monitor_password: str | None = None  # the metrics exporter's role (roles.py)
 
 
 def default_who() -> str:
@@ -261,9 +262,10 @@ class Migrator:
         if self.options.cms_password is None:
             return
         with self.engine.begin() as conn:
-            roles.apply(conn, self.options.cms_password)
+            roles.apply(conn, self.options.cms_password, self.options.monitor_password)
+        monitor = " (the metrics)" if self.options.monitor_password is not None else ""
         self.say(f"roles in place: {roles.CMS_ROLE} (the CMS), {roles.REPORT_ROLE}, "
-                 f"{roles.MONITOR_ROLE}")  # fmt: skip
+                 f"{roles.MONITOR_ROLE}{monitor}")  # fmt: skip
 
     def _apply(self, records: Ledger, step: Step) -> None:
         before = self.current(records.conn)
