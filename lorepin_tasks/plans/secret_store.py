@@ -23,11 +23,16 @@ README = "README.md"  # the one plain file the store may hold
 NAMES = {
     "db_password": "kept",  # the database was initialised with it
     "cms_db_password": "replaced",  # the migrator sets it on the role (every deploy)
+    "monitor_db_password": "replaced",  # likewise, the metrics exporter's role
     "backup_cipher": "kept",  # the physical backup repository is encrypted with it
     "backup_webhook": "replaced",
     "alert_webhook": "replaced",
     "monitoring_password": "replaced",
 }
+# The passwords of the database roles besides the owner (lorepin_cms.migrator.roles): the
+# CMS's and the metrics exporter's. Every migrator run sets them on the roles, before any
+# client starts with them, so a missing one is made anew in any environment.
+ROLE_PASSWORDS = ("cms_db_password", "monitor_db_password")
 ENV = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from lorepin_tasks.domain.revision import Revision
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans.secret_store import ROLE_PASSWORDS
 from lorepin_tasks.runtime.executor import Executor
 from lorepin_tasks.settings import Environment, Settings
 
@@ -28,7 +29,21 @@ class EnvContext:
     def variables(self) -> dict[str, str]:
         """Everything a Compose command of this environment interpolates."""
         values = compose.variables(self.settings, self.env, self.revision, self.build_inputs)
+        values["LOREPIN_ROLE_SECRETS"] = self._role_secrets()
         return {**values, **self.extra}
+
+    def _role_secrets(self) -> str:
+        """Which files the roles' passwords are (inode and change time, nothing of their
+        values): a label of the clients that read them once, so a new password file
+        recreates them instead of leaving them with the old one."""
+        marks = []
+        for name in ROLE_PASSWORDS:
+            try:
+                found = (self.env.secrets_dir / name).stat()
+                marks.append(f"{found.st_ino}.{found.st_mtime_ns}")
+            except OSError:
+                marks.append("none")
+        return "-".join(marks)
 
     @property
     def engine(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused
@@ -15,10 +16,8 @@ if TYPE_CHECKING:
     import pyrage
 
 # Secrets each environment needs, as files in its secrets_dir.
-REQUIRED = ("db_password", "cms_db_password")
-# The CMS's database role's password (lorepin_cms.migrator.roles): every migrator run sets
-# it on the role, before any CMS starts with it, so a missing one is made anew anywhere.
-CMS_DB_PASSWORD = "cms_db_password"  # noqa: S105 (a file name)
+ROLE_PASSWORDS = store.ROLE_PASSWORDS  # made anew when missing, in any environment
+REQUIRED = ("db_password", *ROLE_PASSWORDS)
 
 
 def check_directory(ctx: EnvContext) -> None:
@@ -32,31 +31,57 @@ def check_directory(ctx: EnvContext) -> None:
         )
 
 
-def _empty(ctx: EnvContext) -> list[str]:
-    return [
-        name
-        for name in REQUIRED
-        if (ctx.env.secrets_dir / name).is_file()
-        and not (ctx.env.secrets_dir / name).read_text().strip()
-    ]
+def _why_unusable(path: Path, name: str) -> str | None:
+    """What is wrong with a secret file that is there (None: nothing, or it is missing)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        text = path.read_bytes().decode().strip()
+    except IsADirectoryError:
+        return "is a directory, not a file"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except UnicodeDecodeError:
+        return "does not hold text"
+    if not text:
+        return "is empty"
+    if name in ROLE_PASSWORDS and "\n" in text:
+        return "holds several lines, not one password"
+    return None
+
+
+def _refuse_unusable(ctx: EnvContext, names: Iterable[str] = REQUIRED) -> None:
+    """A one-line error for the first secret that is there but unusable."""
+    for name in names:
+        path = ctx.env.secrets_dir / name
+        if why := _why_unusable(path, name):
+            made = "a deploy" if ctx.env.is_server else "`invoke up`"
+            fix = (f"delete it, and {made} makes a new one" if name in ROLE_PASSWORDS
+                   else "restore it")  # fmt: skip
+            raise ConfigError(f"the secret {path} {why}: {fix}")
+
+
+def _missing(ctx: EnvContext) -> list[str]:
+    return [n for n in REQUIRED if not (ctx.env.secrets_dir / n).exists()]
 
 
 def require(ctx: EnvContext, given: Iterable[str] = ()) -> None:
-    """Every secret is there and not empty (tasks that never create one), or `given`
-    (decrypted from the repository, to be placed)."""
+    """Every secret is there and usable (tasks that never create one), or `given`
+    (decrypted from the repository, or made later by the task)."""
     check_directory(ctx)
-    missing = [n for n in REQUIRED if not (ctx.env.secrets_dir / n).is_file()] + _empty(ctx)
-    missing = [n for n in missing if n not in given]
-    if missing == [CMS_DB_PASSWORD]:
+    given = set(given)
+    _refuse_unusable(ctx, [n for n in REQUIRED if n not in given])
+    missing = [n for n in _missing(ctx) if n not in given]
+    if missing and set(missing) <= set(ROLE_PASSWORDS):
         raise ConfigError(
-            f"the secret {ctx.env.secrets_dir / CMS_DB_PASSWORD} of '{ctx.env.name}' is "
-            f"missing: {'a deploy' if ctx.env.is_server else '`invoke up`'} makes it, with "
-            "the CMS's database role"
+            f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing: "
+            f"{'a deploy' if ctx.env.is_server else '`invoke up`'} makes it, with its "
+            "database role"
         )
     if missing:
         raise ConfigError(
-            f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing "
-            "or empty: restore it"
+            f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing: "
+            "restore it"
         )
 
 
@@ -70,17 +95,16 @@ def ensure(ctx: EnvContext) -> None:
     """
     directory = ctx.env.secrets_dir
     check_directory(ctx)
-    if empty := _empty(ctx):
-        raise ConfigError(f"the secret {directory / empty[0]} is empty: restore it")
-    missing = [name for name in REQUIRED if not (directory / name).is_file()]
+    _refuse_unusable(ctx)
+    missing = _missing(ctx)
     if not missing:
         return
     if not ctx.env.generates_secrets:
         raise ConfigError(
             f"environment '{ctx.env.name}' is missing secret(s) {', '.join(missing)} in {directory}"
         )
-    if missing == [CMS_DB_PASSWORD]:  # the one a new value of is safe: made below
-        ensure_cms_db_password(ctx)
+    if set(missing) <= set(ROLE_PASSWORDS):  # a new value of these is safe: made below
+        ensure_role_passwords(ctx)
         return
     existing = [v.name for v in _volumes_if_engine(ctx)]
     if existing:
@@ -101,23 +125,23 @@ def ensure(ctx: EnvContext) -> None:
         ctx.run.say(f"created random secret {path}")
 
 
-def ensure_cms_db_password(ctx: EnvContext) -> None:
-    """The CMS role's password: made (random) when missing, in any environment; the next
-    migrator run gives it to the role before a CMS connects with it."""
-    path = ctx.env.secrets_dir / CMS_DB_PASSWORD
-    check_directory(ctx)
-    if path.is_file():
-        if not path.read_text().strip():
-            raise ConfigError(f"the secret {path} is empty: restore it, or delete the file")
-        return
-    if ctx.run.dry_run:
-        ctx.run.say(f"# would create random secret {path}")
-        return
+def ensure_role_passwords(ctx: EnvContext) -> None:
+    """The database roles' passwords (ROLE_PASSWORDS): made (random) when missing, in any
+    environment; the next migrator run gives them to the roles before a client uses them."""
     import secrets as random_secrets
 
-    ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ctx.run.write(path, random_secrets.token_urlsafe(32) + "\n", mode=0o644)
-    ctx.run.say(f"created random secret {path} (the CMS's database role)")
+    check_directory(ctx)
+    _refuse_unusable(ctx, ROLE_PASSWORDS)
+    for name in ROLE_PASSWORDS:
+        path = ctx.env.secrets_dir / name
+        if path.exists():
+            continue
+        if ctx.run.dry_run:
+            ctx.run.say(f"# would create random secret {path}")
+            continue
+        ctx.env.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ctx.run.write(path, random_secrets.token_urlsafe(32) + "\n", mode=0o644)
+        ctx.run.say(f"created random secret {path} (a database role's)")
 
 
 def _volumes_if_engine(ctx: EnvContext) -> list[docker.Volume]:

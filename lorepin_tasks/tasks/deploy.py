@@ -193,7 +193,7 @@ def deploy(
         policy, datetime.now(UTC), outside_window=outside_window, reason=reason
     )
     stored = secrets.decrypt_stored(ctx)  # the repository's secrets/<env>/*.age, checked
-    secrets.require(ctx, given=[*stored, secrets.CMS_DB_PASSWORD])  # that one: made below
+    secrets.require(ctx, given=[*stored, *secrets.ROLE_PASSWORDS])  # those: made below
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
     ops.refuse_failed_over(ctx)
@@ -206,7 +206,7 @@ def deploy(
     with locked(ctx, "deploy"):
         docker.ensure_owned(ctx, data=True)
         secrets.place_stored(ctx, stored)
-        secrets.ensure_cms_db_password(ctx)  # the migrator gives it to the CMS's role
+        secrets.ensure_role_passwords(ctx)  # the migrator gives them to the roles
         _tls(ctx)
         secrets.ensure_backup_passphrase(ctx)
         secrets.ensure_backup_tls(ctx)

@@ -211,9 +211,22 @@ def test_a_rollback_without_the_cms_role_password_says_a_deploy_makes_it(
     assert (refused.returncode, refused.stderr.count("\n")) == (2, 1), refused.stderr
     assert refused.stderr == (
         f"error: the secret {placed / 'cms_db_password'} of 'staging' is missing: a deploy "
-        "makes it, with the CMS's database role\n"
+        "makes it, with its database role\n"
     )
     assert sorted(p.name for p in placed.iterdir()) == ["db_password"]
+
+    # A secret that is there but unusable is one line too, naming what to do.
+    (placed / "cms_db_password").mkdir()
+    (placed / "monitor_db_password").write_text("one\ntwo\n")
+    refused = clone.run("rollback", "--env", "staging", "--yes")
+    assert (refused.returncode, refused.stderr) == (2, (
+        f"error: the secret {placed / 'cms_db_password'} is a directory, not a file: delete "
+        "it, and a deploy makes a new one\n"))  # fmt: skip
+    (placed / "cms_db_password").rmdir()
+    (placed / "db_password").write_bytes(b"\xff\xfe\n")
+    refused = clone.run("rollback", "--env", "staging", "--yes")
+    unreadable = f"error: the secret {placed / 'db_password'} does not hold text: restore it\n"
+    assert (refused.returncode, refused.stderr) == (2, unreadable)
 
 
 @pytest.mark.parametrize(

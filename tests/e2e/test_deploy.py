@@ -472,7 +472,8 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     assert deployed["images"]["cms"].startswith("sha256:")
     assert set(deployed["config"]["secrets"]) == {
         "db_password",
-        "cms_db_password",  # made by the first deploy
+        "cms_db_password",  # made by the first deploy, as the next one
+        "monitor_db_password",
         "backup_cipher",
         "backup_webhook",
         "tls.crt",

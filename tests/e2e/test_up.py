@@ -124,7 +124,7 @@ def test_up_serves_pins_and_keeps_the_secret_out_of_sight(stack: dict[str, str])
         check=True,
     ).stdout
     secrets = Path(stack["LOREPIN_SECRETS_DIR"])
-    for name in ("db_password", "cms_db_password"):
+    for name in ("db_password", "cms_db_password", "monitor_db_password"):
         secret = (secrets / name).read_text().strip()
         assert secret and secret not in inspect
 

@@ -138,6 +138,38 @@ def test_a_later_table_comes_with_the_grants_and_a_rerun_changes_the_password(
     assert stored.startswith("SCRAM-SHA-256$") and rotated not in stored
 
 
+def test_a_rerun_takes_back_what_the_roles_were_given_or_gave_themselves(
+    migrated: tuple[str, str],
+) -> None:
+    """The grants are the migrator's whole: a setting the CMS's role gave itself, a grant
+    or a membership by hand are gone after the next run."""
+    owner, password = migrated
+    cms = as_role(owner, "lorepin_cms", password)
+    runs(cms, "ALTER ROLE lorepin_cms SET search_path = nowhere")  # PostgreSQL allows this
+    runs(owner, "GRANT TRUNCATE ON pins TO lorepin_cms")
+    runs(owner, "GRANT CREATE ON SCHEMA public TO lorepin_cms")
+    runs(owner, "GRANT lorepin_report TO lorepin_cms")
+    runs(owner, "GRANT INSERT ON alembic_version TO lorepin_report")
+    options = Options(who="tester", cms_password=password, monitor_password=MONITOR_PASSWORD)
+    m = Migrator(owner, options, out=io.StringIO())
+    m.upgrade()
+    m.engine.dispose()
+    for statement in ("TRUNCATE pins", "CREATE TABLE mine (x int)", "SET ROLE lorepin_report",
+                      "CREATE TEMPORARY TABLE scratch (x int)"):  # fmt: skip
+        assert refused(cms, statement) == REFUSED, statement
+    engine = create_engine(owner)
+    with engine.connect() as conn:
+        settings = conn.execute(
+            text("SELECT rolconfig FROM pg_roles WHERE rolname = 'lorepin_cms'")
+        ).scalar_one()
+        writes = conn.execute(
+            text("SELECT has_table_privilege('lorepin_report', 'alembic_version', 'INSERT')")
+        ).scalar_one()
+    engine.dispose()
+    assert settings is None and writes is False
+    runs(cms, "SELECT count(*) FROM pins")
+
+
 def test_the_monitoring_role_reads_statistics_and_activity_and_no_content(
     migrated: tuple[str, str],
 ) -> None:

@@ -33,8 +33,8 @@ def test_only_age_files_of_known_secrets_in_env_folders_pass(tmp_path: Path) -> 
         "committed (store it with `invoke secrets.set`)",
         "secrets/staging/alert_webhook.age: not age-encrypted: a plain-text secret must not "
         "be committed (store it with `invoke secrets.set`)",
-        "secrets/staging/api_key.age: unknown secret 'api_key' (db_password, cms_db_password, backup_cipher, "
-        "backup_webhook, alert_webhook, monitoring_password)",
+        "secrets/staging/api_key.age: unknown secret 'api_key' (db_password, cms_db_password, "
+        "monitor_db_password, backup_cipher, backup_webhook, alert_webhook, monitoring_password)",
     ]
     # What a deploy would place: the known names (the lint names the rest).
     assert store.stored(tmp_path, "staging") == ["alert_webhook", "backup_cipher", "db_password"]

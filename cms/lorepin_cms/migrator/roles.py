@@ -26,7 +26,10 @@ CMS_ROLE = "lorepin_cms"
 REPORT_ROLE = "lorepin_report"
 MONITOR_ROLE = "lorepin_monitor"
 
-# Constant text (the role names are the constants above, written out).
+# Constant text (the role names are the constants above, written out). Authoritative: what
+# the roles hold beyond it (a grant by hand, a setting a role gave itself, a membership) is
+# taken back first, in the same transaction, so no client ever sees a gap.
+OURS = "lorepin_cms, lorepin_report, lorepin_monitor"
 GRANTS = (
     """DO $$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_cms') THEN
@@ -39,11 +42,35 @@ GRANTS = (
         CREATE ROLE lorepin_monitor NOLOGIN;
       END IF;
     END $$""",
-    "ALTER ROLE lorepin_cms NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
-    "GRANT pg_monitor TO lorepin_monitor",
+    # Back to nothing: attributes, settings, memberships, privileges.
+    *(
+        f"ALTER ROLE {r} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+        "CONNECTION LIMIT -1"
+        for r in OURS.split(", ")
+    ),
+    *(f"ALTER ROLE {r} RESET ALL" for r in OURS.split(", ")),
+    "ALTER ROLE lorepin_report NOLOGIN",  # a group: people log in as themselves
+    """DO $$ DECLARE m record; BEGIN
+      FOR m IN SELECT a.roleid::regrole AS granted, a.member::regrole AS member
+               FROM pg_auth_members a
+               WHERE a.member::regrole::text IN ('lorepin_cms', 'lorepin_report', 'lorepin_monitor')
+                 AND NOT (a.member::regrole::text = 'lorepin_monitor'
+                          AND a.roleid::regrole::text = 'pg_monitor') LOOP
+        EXECUTE format('REVOKE %s FROM %s', m.granted, m.member);
+      END LOOP;
+    END $$""",
+    f"REVOKE ALL ON DATABASE {{database}} FROM {OURS}",
+    f"REVOKE ALL ON SCHEMA public, lorepin_ops FROM {OURS}",
+    f"REVOKE ALL ON ALL TABLES IN SCHEMA public, lorepin_ops FROM {OURS}",
+    f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public, lorepin_ops FROM {OURS}",
+    f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {OURS}",
+    f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {OURS}",
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-    "GRANT CONNECT ON DATABASE {database} TO lorepin_cms, lorepin_report, lorepin_monitor",
-    "GRANT USAGE ON SCHEMA public TO lorepin_cms, lorepin_report, lorepin_monitor",
+    "REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC",  # no temporary tables either
+    # Then what each may do.
+    "GRANT pg_monitor TO lorepin_monitor",
+    f"GRANT CONNECT ON DATABASE {{database}} TO {OURS}",
+    f"GRANT USAGE ON SCHEMA public TO {OURS}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lorepin_cms",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO lorepin_cms",
     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO lorepin_report",
@@ -68,11 +95,15 @@ GRANTS = (
     "GRANT USAGE ON SCHEMA lorepin_ops TO lorepin_cms",
     "GRANT SELECT ON lorepin_ops.migration_checksums TO lorepin_cms",
 )
+# A client session in the way (a transaction holding a role's row) stops the run, named,
+# instead of stalling every later migrator behind the migration lock.
+LOCK_TIMEOUT = "10s"
 
 
 def apply(conn: Connection, cms_password: str, monitor_password: str | None = None) -> None:
     """The roles, their passwords and every grant, on `conn` (in a transaction the caller
     commits, while it holds the migration lock: two runs never grant at once)."""
+    conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": LOCK_TIMEOUT})
     database = conn.execute(text("SELECT quote_ident(current_database())")).scalar_one()
     for statement in GRANTS:
         conn.execute(text(statement.replace("{database}", database)))
