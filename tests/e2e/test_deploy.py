@@ -841,7 +841,8 @@ def test_monitoring_watches_staging_and_refuses_a_broken_rule_file(
         for query in (
             'probe_success{job="probe_public"} == 1',
             'probe_success{job="probe_db"} == 1',
-            "pg_up == 1",
+            "pg_up == 1",  # the exporter, as lorepin_monitor (its own role)
+            "lorepin_activity_sessions_1h >= 0",  # its one read of the CMS's tables
             'up{job="cms"} == 1',
             'lorepin_backup_schedule_seconds{type="full"} == 86400',
             'lorepin_log_lines_total{service="proxy"} > 0',  # logs to metrics (mtail)
