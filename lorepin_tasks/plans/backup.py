@@ -22,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from lorepin_cms import db_roles
 from lorepin_tasks.errors import ConfigError
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans.db import DB_NAME
 from lorepin_tasks.plans.deploy import OPS, container
 from lorepin_tasks.settings import AGE_RECIPIENT, BackupPolicy, Environment
 
@@ -152,7 +154,8 @@ RESTORE_HEAD = "\n".join(
 
 def restore_list(toc: str) -> str:
     """pg_restore's table of contents (`pg_restore -l`), keeping what a restore brings back:
-    everything but lorepin_ops, except the schema ledger's tables."""
+    everything but lorepin_ops, except the schema ledger's tables, and no privileges (the
+    database roles' grants are the migrator's, applied again by `restore_tail`)."""
     kept = []
     for line in toc.splitlines():
         if line.startswith(";") or not line.strip():
@@ -160,8 +163,8 @@ def restore_list(toc: str) -> str:
             continue
         # "<id>; <oid> <oid> <TYPE...> <schema> <name> <owner>"
         padded = f" {line} "
-        if " SCHEMA - public " in padded:
-            continue  # the head recreates public
+        if " SCHEMA - public " in padded or " ACL " in padded:  # (and "DEFAULT ACL")
+            continue  # the head recreates public; the tail grants
         if f" {OPS} " not in padded or any(f" {OPS} {t} " in padded for t in RESTORED_OPS_TABLES):
             kept.append(line)
     return "\n".join(kept) + "\n"
@@ -194,7 +197,11 @@ def restore_tail(manifest: Mapping[str, Any]) -> str:
         f"(SELECT count(*) FROM {name}); END IF;"
         for name, rows in tables.items()
     ]
-    return "DO $check$ BEGIN\n" + "\n".join(checks or ["NULL;"]) + "\nEND $check$;\nCOMMIT;\n"
+    # The roles' grants as the migrator keeps them (the restore recreated every table).
+    grants = [g.replace("{database}", DB_NAME) + ";" for g in db_roles.GRANTS]
+    return "\n".join([
+        *grants, "DO $check$ BEGIN", *(checks or ["NULL;"]), "END $check$;", "COMMIT;", ""
+    ])  # fmt: skip
 
 
 def put_file(env: Environment, path: str) -> list[str]:

@@ -404,7 +404,7 @@ CREATE TABLE IF NOT EXISTS {OPS}.deploy_lock_holder (
 # The relations DDL makes: when all are there (and the extension), DDL is not sent again.
 # Sent every time, each `IF NOT EXISTS` is a no-op, yet pgaudit logs it as a schema
 # statement, which would bury the real ones in audit.report.
-# The CMS's database role, there and able to log in (lorepin_cms.migrator.roles).
+# The CMS's database role, there and able to log in (lorepin_cms.db_roles).
 CMS_ROLE_SQL = "SELECT 1 FROM pg_roles WHERE rolname = 'lorepin_cms' AND rolcanlogin"
 OPS_RELATIONS = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \(", DDL))
 

@@ -29,7 +29,7 @@ NAMES = {
     "alert_webhook": "replaced",
     "monitoring_password": "replaced",
 }
-# The passwords of the database roles besides the owner (lorepin_cms.migrator.roles): the
+# The passwords of the database roles besides the owner (lorepin_cms.db_roles): the
 # CMS's and the metrics exporter's. Every migrator run sets them on the roles, before any
 # client starts with them, so a missing one is made anew in any environment.
 ROLE_PASSWORDS = ("cms_db_password", "monitor_db_password")

@@ -560,6 +560,7 @@ def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
                 "lorepin",
                 "--exit-on-error",
                 "--no-owner",
+                "--no-privileges",  # the roles' grants: the scratch copy's CMS is the owner
             ],
             env=ctx.engine,
             write=lambda sink: backups.decrypt(

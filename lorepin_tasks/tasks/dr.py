@@ -118,7 +118,7 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
         dump = plan.dump(ctx.env, None)
         restore = [
             *compose.docker(ctx.env), "exec", "-i", t.names["db"], "pg_restore", "-U",
-            "lorepin", "-d", "lorepin", "--no-owner", "--exit-on-error",
+            "lorepin", "-d", "lorepin", "--no-owner", "--no-privileges", "--exit-on-error",
         ]  # fmt: skip
         ctx.run.pipe(
             dump,

@@ -34,6 +34,8 @@ TOC = """;
 3221; 2606 16406 CONSTRAINT lorepin_ops audit audit_pkey lorepin
 3223; 2606 16413 CONSTRAINT lorepin_ops migration_checksums migration_checksums_pkey lorepin
 3217; 2606 16393 CONSTRAINT public pins pins_pkey lorepin
+3390; 0 0 ACL public TABLE pins lorepin
+3391; 826 16500 DEFAULT ACL public DEFAULT PRIVILEGES FOR TABLES lorepin
 """
 
 
@@ -59,7 +61,8 @@ def test_a_bad_reason_is_refused(bad: str) -> None:
 
 def test_a_restore_keeps_the_environments_own_records() -> None:
     """The CMS's schema and the schema ledger come back; the audit trail and deploy
-    history of the environment are never rewound."""
+    history of the environment are never rewound; privileges are the tail's, not the
+    backup's."""
     kept = [ln for ln in plan.restore_list(TOC).splitlines() if not ln.startswith(";")]
     assert kept == [
         "219; 1259 16407 TABLE lorepin_ops migration_checksums lorepin",
@@ -82,6 +85,10 @@ def test_the_restore_commits_only_after_the_rows_match() -> None:
     assert "migration_checksums) <> 6" in tail
     assert "audit" not in tail  # the live trail stays: its rows are not the backup's
     assert tail.rstrip().endswith("COMMIT;")
+    # The roles' grants as the migrator keeps them, in the same transaction, before the check.
+    granted = "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lorepin_cms;"
+    assert granted in tail and tail.index(granted) < tail.index("DO $check$")
+    assert "GRANT CONNECT ON DATABASE lorepin TO" in tail and "{database}" not in tail
     assert plan.RESTORE_HEAD.startswith("BEGIN;")
     assert "COMMIT" not in plan.RESTORE_HEAD
 
