@@ -170,6 +170,28 @@ def test_a_rerun_takes_back_what_the_roles_were_given_or_gave_themselves(
     runs(cms, "SELECT count(*) FROM pins")
 
 
+def test_a_session_holding_a_role_stops_the_run_named_instead_of_stalling_it(
+    migrated: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lorepin_cms.migrator import MigrationError, roles
+
+    owner, password = migrated
+    monkeypatch.setattr(roles, "LOCK_TIMEOUT", "300ms")
+    holder = create_engine(as_role(owner, "lorepin_cms", password))
+    try:
+        with holder.connect() as conn:  # an open transaction holding the role's row
+            conn.execute(text(f"ALTER ROLE lorepin_cms PASSWORD '{password}'"))
+            options = Options(who="tester", cms_password=password)
+            m = Migrator(owner, options, out=io.StringIO())
+            with pytest.raises(MigrationError, match=r"^the database roles were not kept "
+                               r"\(canceling statement due to lock timeout\)"):  # fmt: skip
+                m.upgrade()
+            m.engine.dispose()
+            conn.rollback()
+    finally:
+        holder.dispose()
+
+
 def test_the_monitoring_role_reads_statistics_and_activity_and_no_content(
     migrated: tuple[str, str],
 ) -> None:

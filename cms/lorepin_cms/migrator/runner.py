@@ -258,11 +258,18 @@ class Migrator:
             return final
 
     def keep_roles(self) -> None:
-        """The least-privilege roles and grants (roles.py), when the CMS's password is given."""
+        """The least-privilege roles and grants (lorepin_cms.db_roles), when the CMS's
+        password is given."""
         if self.options.cms_password is None:
             return
-        with self.engine.begin() as conn:
-            roles.apply(conn, self.options.cms_password, self.options.monitor_password)
+        try:
+            with self.engine.begin() as conn:
+                roles.apply(conn, self.options.cms_password, self.options.monitor_password)
+        except DBAPIError as exc:  # nothing of it was kept: one transaction
+            raise MigrationError(
+                f"the database roles were not kept ({one_line(exc)}); the migrations are "
+                "applied: run it again when the session in the way is gone"
+            ) from None
         monitor = " (the metrics)" if self.options.monitor_password is not None else ""
         self.say(f"roles in place: {roles.CMS_ROLE} (the CMS), {roles.REPORT_ROLE}, "
                  f"{roles.MONITOR_ROLE}{monitor}")  # fmt: skip
