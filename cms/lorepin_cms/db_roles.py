@@ -24,9 +24,11 @@ CMS_ROLE = "lorepin_cms"
 REPORT_ROLE = "lorepin_report"
 MONITOR_ROLE = "lorepin_monitor"
 
-# Constant text (the role names are the constants above, written out). Authoritative: what
-# the roles hold beyond it (a grant by hand, a setting a role gave itself, a membership) is
-# taken back first, in the same transaction, so no client ever sees a gap.
+# Constant text (the role names are the constants above, written out), every table named
+# with its schema: a restore runs it after pg_restore's script has emptied the search_path.
+# Authoritative: what the roles hold beyond it (a grant by hand, a setting a role gave
+# itself, a membership) is taken back first, in the same transaction, so no client ever
+# sees a gap.
 OURS = "lorepin_cms, lorepin_report, lorepin_monitor"
 GRANTS = (
     """DO $$ BEGIN
@@ -75,13 +77,13 @@ GRANTS = (
     # A database downgraded below a table has none of it.
     """DO $$ BEGIN
       IF to_regclass('public.alembic_version') IS NOT NULL THEN
-        REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM lorepin_cms;
+        REVOKE INSERT, UPDATE, DELETE ON public.alembic_version FROM lorepin_cms;
       END IF;
       IF to_regclass('public.api_tokens') IS NOT NULL THEN
-        REVOKE SELECT ON api_tokens FROM lorepin_report;
+        REVOKE SELECT ON public.api_tokens FROM lorepin_report;
       END IF;
       IF to_regclass('public.activity') IS NOT NULL THEN
-        GRANT SELECT ON activity TO lorepin_monitor;
+        GRANT SELECT ON public.activity TO lorepin_monitor;
       END IF;
     END $$""",
     # Tables the owner creates later (a new revision, a restore) come with the same grants.

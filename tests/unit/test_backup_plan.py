@@ -89,6 +89,8 @@ def test_the_restore_commits_only_after_the_rows_match() -> None:
     granted = "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lorepin_cms;"
     assert granted in tail and tail.index(granted) < tail.index("DO $check$")
     assert "GRANT CONNECT ON DATABASE lorepin TO" in tail and "{database}" not in tail
+    # pg_restore's script empties the search_path: every table is named with its schema.
+    assert "ON alembic_version" not in tail and "ON public.alembic_version" in tail
     assert plan.RESTORE_HEAD.startswith("BEGIN;")
     assert "COMMIT" not in plan.RESTORE_HEAD
 
