@@ -104,8 +104,10 @@ def db_exec(env: Environment, argv: Sequence[str], *, stdin: bool = False) -> li
 
 
 def dump(env: Environment, snapshot: str | None) -> list[str]:
-    """pg_dump in custom format to stdout, at the snapshot the row counts were read in."""
-    argv = ["pg_dump", "-Fc", "-U", "lorepin", "-d", "lorepin"]
+    """pg_dump in custom format to stdout, at the snapshot the row counts were read in.
+    Without privileges: the roles' grants are the migrator's (lorepin_cms.db_roles), and a
+    dump restores into any PostgreSQL, where those roles need not exist."""
+    argv = ["pg_dump", "-Fc", "--no-privileges", "-U", "lorepin", "-d", "lorepin"]
     return db_exec(env, [*argv, f"--snapshot={snapshot}"] if snapshot else argv)
 
 

@@ -29,7 +29,7 @@ def test_upgrade_runs_the_migrator_in_a_one_off_migrate_container() -> None:
 def test_downgrade_and_dump() -> None:
     assert db.downgrade_action("0003") == ["downgrade", "--to", "0003"]
     assert " ".join(backup.dump(LOCAL, None)) == (
-        "docker exec lorepin-local-db-1 pg_dump -Fc -U lorepin -d lorepin"
+        "docker exec lorepin-local-db-1 pg_dump -Fc --no-privileges -U lorepin -d lorepin"
     )
 
 
