@@ -65,13 +65,14 @@ def _missing(ctx: EnvContext) -> list[str]:
     return [n for n in REQUIRED if not (ctx.env.secrets_dir / n).exists()]
 
 
-def require(ctx: EnvContext, given: Iterable[str] = ()) -> None:
+def require(ctx: EnvContext, given: Iterable[str] = (), made: Iterable[str] = ()) -> None:
     """Every secret is there and usable (tasks that never create one), or `given`
-    (decrypted from the repository, or made later by the task)."""
+    (decrypted from the repository, to be placed), or may be missing because the task
+    `made` it later (but, when there, usable)."""
     check_directory(ctx)
     given = set(given)
     _refuse_unusable(ctx, [n for n in REQUIRED if n not in given])
-    missing = [n for n in _missing(ctx) if n not in given]
+    missing = [n for n in _missing(ctx) if n not in given and n not in set(made)]
     if missing and set(missing) <= set(ROLE_PASSWORDS):
         raise ConfigError(
             f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing: "

@@ -193,7 +193,7 @@ def deploy(
         policy, datetime.now(UTC), outside_window=outside_window, reason=reason
     )
     stored = secrets.decrypt_stored(ctx)  # the repository's secrets/<env>/*.age, checked
-    secrets.require(ctx, given=[*stored, *secrets.ROLE_PASSWORDS])  # those: made below
+    secrets.require(ctx, given=stored, made=secrets.ROLE_PASSWORDS)  # those: made below
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
     ops.refuse_failed_over(ctx)
