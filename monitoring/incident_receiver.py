@@ -187,7 +187,7 @@ class Receiver(BaseHTTPRequestHandler):
             self._answer(400, {"error": "not an Alertmanager webhook payload"})
             return
         try:
-            with psycopg.connect(self.settings["dsn"], connect_timeout=5) as conn:
+            with connect(self.settings["dsn"]) as conn:
                 incident, what = record(conn, payload, self.settings["kind"])
         except psycopg.Error as exc:  # Alertmanager tries again: nothing is lost
             log.error("the database did not take it (%s): answering 503", type(exc).__name__)
@@ -199,7 +199,7 @@ class Receiver(BaseHTTPRequestHandler):
             env = self.settings["env"]
             text = f"LorePin CMS: {env}: incident {incident} {what}: {summary(payload['alerts'])}"
             ok = forward(hook, text)
-            with psycopg.connect(self.settings["dsn"], connect_timeout=5) as conn:
+            with connect(self.settings["dsn"]) as conn:
                 conn.execute(
                     "INSERT INTO lorepin_ops.incident_events (incident_id, kind, who, detail) "
                     "VALUES (%s, 'notified', 'incident-receiver', %s)",
@@ -218,6 +218,13 @@ class Receiver(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
 
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    """A connection with the password the secret file holds now: `invoke
+    db.rotate-password` changes it in place, and the next connection takes it."""
+    password = read(os.environ.get("LOREPIN_DB_PASSWORD_FILE", ""))
+    return psycopg.connect(dsn, password=password, connect_timeout=5)
+
+
 def read(path: str) -> str:
     try:
         return Path(path).read_text().strip() if path else ""
@@ -229,12 +236,10 @@ def main() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    password = read(os.environ["LOREPIN_DB_PASSWORD_FILE"])
     dsn = psycopg.conninfo.make_conninfo(
         host=os.environ.get("LOREPIN_DB_HOST", "db"),
         user=os.environ.get("LOREPIN_DB_USER", "lorepin"),
         dbname=os.environ.get("LOREPIN_DB_NAME", "lorepin"),
-        password=password,
         application_name="incident-receiver",
         target_session_attrs="read-write",
     )
@@ -246,7 +251,7 @@ def main() -> None:
     }
     while True:  # the database may be starting, failing over or restoring: wait for it
         try:
-            with psycopg.connect(dsn, connect_timeout=5) as conn:
+            with connect(dsn) as conn:
                 conn.execute(DDL)
             break
         except psycopg.Error as exc:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lorepin_cms import db_roles
 from lorepin_tasks.errors import ConfigError
 
 MIGRATOR = ["python", "-m", "lorepin_cms.migrator"]
@@ -73,3 +74,64 @@ def squawk(binary: str, sql_file: Path) -> list[str]:
         f"--exclude={','.join(SQUAWK_EXCLUDED)}",
         str(sql_file),
     ]
+
+
+# -- the owner's password (`db.rotate-password`) ------------------------------------------
+
+SCRAM_ITERATIONS = 4096  # PostgreSQL's scram_iterations default
+# Nothing of a password change reaches the server's log: not a slow statement, not a
+# failing one, not pgaudit (the session's own settings; the owner is a superuser).
+UNLOGGED = (
+    "SET log_statement = 'none'; SET log_min_duration_statement = -1; "
+    "SET log_min_error_statement = panic; SET pgaudit.log = 'none'"
+)
+WAL_RECEIVER = "SELECT pid, status FROM pg_stat_wal_receiver"
+
+
+def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATIONS) -> str:
+    """What PostgreSQL keeps of a password (RFC 5802/7677, its pg_authid form): made here,
+    so the server never sees the password itself. `password`: ASCII (SASLprep leaves it)."""
+    import base64
+    import hashlib
+    import hmac
+
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+# Each login role and the secret file that holds its password (docs/security.md).
+LOGIN_ROLES = {
+    DB_USER: "db_password",
+    db_roles.CMS_ROLE: "cms_db_password",
+    db_roles.MONITOR_ROLE: "monitor_db_password",
+}
+EXISTING_LOGIN_ROLES = (  # those of LOGIN_ROLES there (a test holds the two together)
+    "SELECT rolname FROM pg_roles WHERE rolname IN ('lorepin', 'lorepin_cms', 'lorepin_monitor')"
+)
+
+
+def set_password(role: str, verifier: str) -> str:
+    if role not in LOGIN_ROLES:
+        raise ConfigError(f"{role!r} is not one of the toolkit's login roles")
+    return f"ALTER ROLE {role} PASSWORD '{verifier}'"
+
+
+def with_password(conninfo: str, password: str) -> str:
+    """A replica's primary_conninfo with another password (every other option kept)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        options = conninfo_to_dict(conninfo)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it
+        raise ConfigError(f"the replica's primary_conninfo cannot be read: {exc}") from None
+    if not options.get("host"):
+        raise ConfigError("the replica has no primary_conninfo: clone it again (`db.rejoin`)")
+    options["password"] = password
+    return make_conninfo("", **{k: str(v) for k, v in options.items()})

@@ -5,6 +5,7 @@ and the guard against a database that was failed over."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -15,6 +16,7 @@ from typing import Any
 from lorepin_tasks.errors import Busy, LorePinError, Refused
 from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import db as db_plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.bluegreen import Backend
@@ -348,6 +350,29 @@ def trail_records(ctx: EnvContext, who: str) -> list[dict[str, Any]] | None:
         if service == compose.DB_SERVICE and session.scalar(deploy_plan.lock_sql()) == "t":
             record_scheduled(ctx, trail)
         return trail.records()
+
+
+def passwords_in_files(ctx: EnvContext) -> dict[str, str]:
+    """Each login role's password, as its secret file holds it now (those there)."""
+    found = {}
+    for role, secret in db_plan.LOGIN_ROLES.items():
+        path = ctx.env.secrets_dir / secret
+        if path.is_file() and (value := path.read_text().strip()):
+            ctx.run.add_secret(value)
+            found[role] = value
+    return found
+
+
+def set_passwords(session: Session, passwords: Mapping[str, str]) -> None:
+    """Give login roles their passwords, as SCRAM verifiers made here (the server never
+    sees a password), with nothing of it in the server's log; roles that do not exist
+    (a database from before them) are passed over."""
+    existing = {row[0] for row in session.query(db_plan.EXISTING_LOGIN_ROLES)}
+    session.query(db_plan.UNLOGGED)
+    for role, password in passwords.items():
+        if role in existing:
+            verifier = db_plan.scram_verifier(password, os.urandom(16))
+            session.query(db_plan.set_password(role, verifier))
 
 
 def ensure_schema(session: Session) -> None:

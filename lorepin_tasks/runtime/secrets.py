@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
 # Secrets each environment needs, as files in its secrets_dir.
 ROLE_PASSWORDS = store.ROLE_PASSWORDS  # made anew when missing, in any environment
 REQUIRED = ("db_password", *ROLE_PASSWORDS)
+# In the secrets_dir: the new owner password of a `db.rotate-password` not finished yet.
+ROTATING = ".db_password.next"
+
+
+def refuse_unfinished_rotation(ctx: EnvContext) -> None:
+    """A rotation of the owner's password cut short: the database may hold the new one
+    and the secret file the old one, so nothing else may use either until it is done."""
+    if (ctx.env.secrets_dir / ROTATING).exists():
+        raise Refused(
+            f"a rotation of the database password of '{ctx.env.name}' did not finish: "
+            f"finish it first (`invoke db.rotate-password --env {ctx.env.name}`)"
+        )
 
 
 def check_directory(ctx: EnvContext) -> None:
@@ -31,7 +44,7 @@ def check_directory(ctx: EnvContext) -> None:
         )
 
 
-def _why_unusable(path: Path, name: str) -> str | None:
+def why_unusable(path: Path, name: str) -> str | None:
     """What is wrong with a secret file that is there (None: nothing, or it is missing)."""
     if not path.exists() and not path.is_symlink():
         return None
@@ -54,7 +67,7 @@ def _refuse_unusable(ctx: EnvContext, names: Iterable[str] = REQUIRED) -> None:
     """A one-line error for the first secret that is there but unusable."""
     for name in names:
         path = ctx.env.secrets_dir / name
-        if why := _why_unusable(path, name):
+        if why := why_unusable(path, name):
             made = "a deploy" if ctx.env.is_server else "`invoke up`"
             fix = (f"delete it, and {made} makes a new one" if name in ROLE_PASSWORDS
                    else "restore it")  # fmt: skip
@@ -70,6 +83,7 @@ def require(ctx: EnvContext, given: Iterable[str] = (), made: Iterable[str] = ()
     (decrypted from the repository, to be placed), or may be missing because the task
     `made` it later (but, when there, usable)."""
     check_directory(ctx)
+    refuse_unfinished_rotation(ctx)
     given = set(given)
     _refuse_unusable(ctx, [n for n in REQUIRED if n not in given])
     missing = [n for n in _missing(ctx) if n not in given and n not in set(made)]
@@ -96,6 +110,7 @@ def ensure(ctx: EnvContext) -> None:
     """
     directory = ctx.env.secrets_dir
     check_directory(ctx)
+    refuse_unfinished_rotation(ctx)
     _refuse_unusable(ctx)
     missing = _missing(ctx)
     if not missing:
@@ -277,6 +292,48 @@ def monitoring_access(ctx: EnvContext) -> Monitoring | None:
 # -- the repository's encrypted secrets (plans/secret_store.py) --------------------------
 
 
+def recipients(ctx: EnvContext) -> list[object]:
+    import pyrage
+
+    if not ctx.env.secrets_recipients:
+        raise ConfigError(
+            f"environment '{ctx.env.name}' has no secrets.recipients in invoke.yaml: add the "
+            "public key of everyone who deploys it (`invoke secrets.keygen` prints yours)"
+        )
+    keys: list[object] = []
+    for r in dict.fromkeys(ctx.env.secrets_recipients):  # each once
+        try:
+            keys.append(pyrage.x25519.Recipient.from_str(r))
+        except pyrage.RecipientError:
+            raise ConfigError(f"environment '{ctx.env.name}': secrets.recipients has {r[:12]}..., "
+                              "which is not an age public key (a typo? its checksum fails)"
+                              ) from None  # fmt: skip
+    return keys
+
+
+def seal(ctx: EnvContext, secret: str, value: str) -> None:
+    """Encrypt to the environment's recipients and replace the file in one rename."""
+    import pyrage
+
+    path = store.path(ctx.settings.root, ctx.env.name, secret)
+    sealed = pyrage.encrypt((value + "\n").encode(), recipients(ctx), armored=True)  # type: ignore[arg-type]
+    if ctx.run.dry_run:
+        ctx.run.say(f"# would write {path.relative_to(ctx.settings.root)} (encrypted)")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}{store.PART}")  # git ignores it; lint passes it over
+    try:
+        with part.open("wb") as file:
+            file.write(sealed)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(part, path)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path.relative_to(ctx.settings.root)}: {exc.strerror}"
+                          ) from None  # fmt: skip
+
+
 def identity(ctx: EnvContext) -> pyrage.x25519.Identity:
     """The deployer's age identity (LOREPIN_AGE_IDENTITY), or a one-line error."""
     import pyrage
@@ -331,6 +388,7 @@ def decrypt(ctx: EnvContext, name: str, key: pyrage.x25519.Identity) -> str:
 def decrypt_stored(ctx: EnvContext) -> dict[str, str]:
     """Every stored secret of the environment, decrypted in memory (nothing written): a
     deploy checks them all before its first change. None stored: nothing asked."""
+    refuse_unfinished_rotation(ctx)
     names = store.stored(ctx.settings.root, ctx.env.name)
     if not names:
         return {}

@@ -27,7 +27,8 @@ from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as db_plan
-from lorepin_tasks.runtime import build_inputs, docker, git, http, lock
+from lorepin_tasks.runtime import build_inputs, docker, git, http, lock, ops, secrets
+from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.executor import Executor
 from lorepin_tasks.settings import Settings, whole_number
@@ -249,6 +250,42 @@ def backup_database(ctx: EnvContext, label: str) -> None:
     from lorepin_tasks.tasks.backup import create_logical  # the backup area builds on this one
 
     create_logical(ctx, re.sub(r"[^a-z0-9.+-]+", "-", label.lower()).strip("-")[:63])
+
+
+def require_db(ctx: EnvContext, *, changes: bool) -> None:
+    """The database must run (and, for a step that `changes` it, be this checkout's), and
+    its secret must be there: checked before the migrator starts."""
+    if ctx.run.dry_run:
+        return
+    if changes:
+        docker.ensure_owned(ctx)
+    secrets.require(ctx)
+    running = any(
+        c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
+    )
+    if not running:
+        ops.refuse_failed_over(ctx)
+        start = (
+            f"invoke deploy --env {ctx.env.name} --version X.Y.Z"
+            if ctx.env.is_server
+            else ctx.hint("up")
+        )
+        raise LorePinError(
+            f"the database of '{ctx.env.name}' is not running: start it with `{start}`"
+        )
+
+
+def serving_image(ctx: EnvContext) -> EnvContext:
+    """A server environment's migrator runs the image of the release it serves (its
+    images are tagged by version, never by the environment's name)."""
+    if not ctx.env.is_server:
+        return ctx
+    serving = ComposeBlueGreen(ctx).state().serving
+    if serving is None:
+        raise LorePinError(
+            f"'{ctx.env.name}' serves no release yet (`invoke deploy --env {ctx.env.name}`)"
+        )
+    return replace(ctx, env=replace(ctx.env, image_tag=serving))
 
 
 def run_migrator(ctx: EnvContext, action: list[str], *, capture: bool = False) -> str:

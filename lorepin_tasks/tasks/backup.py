@@ -1221,6 +1221,7 @@ def _restore_physical(
                 ctx.run.run([*compose.docker(ctx.env), "start", db], env=ctx.engine, capture=True)
                 _wait_promoted(ctx, db)
                 _forget_recovery_target(ctx)
+                _passwords_as_now(ctx, who)
                 if ctx.env.replica and not ctx.run.dry_run:
                     replication.reclone(ctx)  # it cannot follow the new timeline
                 outcome = "restored"
@@ -1304,6 +1305,15 @@ def _timeline(ctx: EnvContext) -> int:
 
 # What the readiness probes themselves make a starting database log: not why it failed.
 PROBING = ("the database system is starting up", "the database system is shutting down")
+
+
+def _passwords_as_now(ctx: EnvContext, who: str) -> None:
+    """The login roles came back as the backup had them: a password rotated since would
+    lock out its clients (the replica's clone first), so each takes its file's again."""
+    if ctx.run.dry_run:
+        return
+    with _ops_session(ctx, who) as session:
+        ops.set_passwords(session, ops.passwords_in_files(ctx))
 
 
 def _wait_promoted(ctx: EnvContext, db: str) -> None:

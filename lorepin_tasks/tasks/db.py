@@ -1,6 +1,6 @@
 """Database tasks: `db.migrate`, `db.downgrade`, `db.current`, `db.history`, `db.revision`,
-`db.sql`, `db.check` (and, from their own modules, `db.report`, `db.maintain` and the
-replica's `db.replica`, `db.failover`, `db.rejoin`).
+`db.sql`, `db.check` (and, from their own modules, `db.report`, `db.maintain`,
+`db.rotate-password` and the replica's `db.replica`, `db.failover`, `db.rejoin`).
 
 Config (invoke.yaml, `lorepin:`): `environments.<name>.backup_before_migrate` (default
 true for staging and production) takes a `pg_dump -Fc` into the environment's backups
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import db as plan
-from lorepin_tasks.runtime import docker, ops, secrets
-from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
+from lorepin_tasks.runtime import docker
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.settings import whole_number
@@ -38,48 +36,15 @@ from lorepin_tasks.tasks._common import (
     locked,
     open_env,
     require_base_image,
+    require_db,
     run_migrator,
+    serving_image,
     task,
     with_revision,
 )
+from lorepin_tasks.tasks.db_password import rotate_password
 from lorepin_tasks.tasks.db_performance import maintain, report
 from lorepin_tasks.tasks.failover import failover, rejoin, replica
-
-
-def _require_db(ctx: EnvContext, *, changes: bool) -> None:
-    """The database must run (and, for a step that `changes` it, be this checkout's), and
-    its secret must be there: checked before the migrator starts."""
-    if ctx.run.dry_run:
-        return
-    if changes:
-        docker.ensure_owned(ctx)
-    secrets.require(ctx)
-    running = any(
-        c.service == compose.DB_SERVICE and c.state == "running" for c in docker.services(ctx)
-    )
-    if not running:
-        ops.refuse_failed_over(ctx)
-        start = (
-            f"invoke deploy --env {ctx.env.name} --version X.Y.Z"
-            if ctx.env.is_server
-            else ctx.hint("up")
-        )
-        raise LorePinError(
-            f"the database of '{ctx.env.name}' is not running: start it with `{start}`"
-        )
-
-
-def _serving_image(ctx: EnvContext) -> EnvContext:
-    """A server environment's migrator runs the image of the release it serves (its
-    images are tagged by version, never by the environment's name)."""
-    if not ctx.env.is_server:
-        return ctx
-    serving = ComposeBlueGreen(ctx).state().serving
-    if serving is None:
-        raise LorePinError(
-            f"'{ctx.env.name}' serves no release yet (`invoke deploy --env {ctx.env.name}`)"
-        )
-    return replace(ctx, env=replace(ctx.env, image_tag=serving))
 
 
 def _migrator_json(ctx: EnvContext, action: list[str]) -> Any:
@@ -109,7 +74,7 @@ def migrate(
     action = plan.upgrade_action(to, accept_changed or ())
     ctx = open_env(c, env, dry_run=dry_run)
     with locked(ctx, "db.migrate"):
-        _require_db(ctx, changes=True)
+        require_db(ctx, changes=True)
         if backup or ctx.env.backup_before_migrate:
             backup_database(ctx, f"before-migrate-to-{to}")
         run_migrator(ctx, action)
@@ -130,7 +95,7 @@ def downgrade(
     action = plan.downgrade_action(to)
     ctx = open_env(c, env, dry_run=dry_run)
     with locked(ctx, "db.downgrade"):
-        _require_db(ctx, changes=True)
+        require_db(ctx, changes=True)
         if not ctx.run.dry_run:
             confirm(
                 f"Downgrade the schema of '{ctx.env.name}' to {to}? Data in the columns and "
@@ -149,8 +114,8 @@ def current(c: Context, env: str = "local", json_: bool = False, dry_run: bool =
     if ctx.run.dry_run:
         run_migrator(ctx, ["current"])
         return
-    _require_db(ctx, changes=False)
-    state = _migrator_json(_serving_image(ctx), ["current"])
+    require_db(ctx, changes=False)
+    state = _migrator_json(serving_image(ctx), ["current"])
     if not isinstance(state, dict) or "current" not in state:
         raise LorePinError(f"the migrator answered {str(state)[:80]!r} instead of a state")
     if json_:
@@ -178,8 +143,8 @@ def history(
     if ctx.run.dry_run:
         run_migrator(ctx, action)
         return
-    _require_db(ctx, changes=False)
-    log = _migrator_json(_serving_image(ctx), action)
+    require_db(ctx, changes=False)
+    log = _migrator_json(serving_image(ctx), action)
     if not isinstance(log, list):
         raise LorePinError(f"the migrator answered {str(log)[:80]!r} instead of a log")
     if json_:
@@ -240,7 +205,7 @@ def revision(
     args = ["revision", "-m", message.strip()] + (["--autogenerate"] if autogenerate else [])
     extra: dict[str, str] = {}
     if autogenerate:
-        _require_db(ctx, changes=False)
+        require_db(ctx, changes=False)
         extra = {} if ctx.run.dry_run else _local_db_env(ctx)
     ctx.run.run(plan.alembic(ctx.settings.root, *args), env=extra)
 
@@ -340,5 +305,5 @@ def check(c: Context, env: str = "local", dry_run: bool = False) -> None:
 
 ns = Collection(
     "db", migrate, downgrade, current, history, revision, sql, check, replica, failover, rejoin,
-    report, maintain,
+    report, maintain, rotate_password,
 )  # fmt: skip

@@ -39,48 +39,6 @@ def _env(c: Context, env: str, dry_run: bool = False) -> EnvContext:
     return open_env(c, env, dry_run=dry_run)
 
 
-def _recipients(ctx: EnvContext) -> list[object]:
-    import pyrage
-
-    if not ctx.env.secrets_recipients:
-        raise ConfigError(
-            f"environment '{ctx.env.name}' has no secrets.recipients in invoke.yaml: add the "
-            "public key of everyone who deploys it (`invoke secrets.keygen` prints yours)"
-        )
-    keys: list[object] = []
-    for r in dict.fromkeys(ctx.env.secrets_recipients):  # each once
-        try:
-            keys.append(pyrage.x25519.Recipient.from_str(r))
-        except pyrage.RecipientError:
-            raise ConfigError(f"environment '{ctx.env.name}': secrets.recipients has {r[:12]}..., "
-                              "which is not an age public key (a typo? its checksum fails)"
-                              ) from None  # fmt: skip
-    return keys
-
-
-def _seal(ctx: EnvContext, secret: str, value: str) -> None:
-    """Encrypt to the environment's recipients and replace the file in one rename."""
-    import pyrage
-
-    path = store.path(ctx.settings.root, ctx.env.name, secret)
-    sealed = pyrage.encrypt((value + "\n").encode(), _recipients(ctx), armored=True)  # type: ignore[arg-type]
-    if ctx.run.dry_run:
-        ctx.run.say(f"# would write {path.relative_to(ctx.settings.root)} (encrypted)")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}{store.PART}")  # git ignores it; lint passes it over
-    try:
-        with part.open("wb") as file:
-            file.write(sealed)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(part, path)
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path.relative_to(ctx.settings.root)}: {exc.strerror}"
-                          ) from None  # fmt: skip
-
-
 def _value(generate: bool) -> str:
     """The new value: random, typed (not echoed), or piped in; never a flag (the process
     list and the shell history would keep it)."""
@@ -165,8 +123,8 @@ def set_(c: Context, env: str = "", name: str = "", generate: bool = False,
     alert_webhook`. Commit the file; `invoke deploy` places it."""
     ctx = _env(c, env, dry_run)
     secret = store.name(name)
-    _recipients(ctx)  # before asking for the value
-    _seal(ctx, secret, _value(generate))
+    env_secrets.recipients(ctx)  # before asking for the value
+    env_secrets.seal(ctx, secret, _value(generate))
     where = store.path(ctx.settings.root, ctx.env.name, secret).relative_to(ctx.settings.root)
     if not dry_run:
         print(f"stored {where} for {len(set(ctx.env.secrets_recipients))} recipient(s): commit it")
@@ -210,7 +168,7 @@ def rotate(c: Context, env: str = "", dry_run: bool = False) -> None:
     """Encrypt every stored secret of the environment again, to its recipients as they
     are now (after someone joins or leaves). Values stay; decrypted and checked first."""
     ctx = _env(c, env, dry_run)
-    _recipients(ctx)
+    env_secrets.recipients(ctx)
     names = store.stored(ctx.settings.root, ctx.env.name)
     if not names:
         print(f"no secret stored for '{ctx.env.name}'")
@@ -221,7 +179,7 @@ def rotate(c: Context, env: str = "", dry_run: bool = False) -> None:
         print(f"warning: your key ({ctx.settings.age_identity}) is not among the recipients: "
               "after this you cannot decrypt these secrets", file=sys.stderr)  # fmt: skip
     for n, value in values.items():
-        _seal(ctx, n, value)
+        env_secrets.seal(ctx, n, value)
     if not dry_run:
         print(f"{len(values)} secret(s) of '{ctx.env.name}' encrypted again to "
               f"{len(set(ctx.env.secrets_recipients))} recipient(s): commit them")  # fmt: skip

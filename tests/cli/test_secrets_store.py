@@ -297,3 +297,53 @@ def test_a_killed_write_leaves_no_file_lint_or_git_would_take(clone: Clone) -> N
         "?? secrets/staging/db_password.age"
     )
     assert clone.run("secrets.get", "--env", "staging", "--name", "db_password").returncode == 0
+
+
+def test_a_rotation_cut_short_stops_what_would_use_the_password_until_it_is_finished(
+    clone: Clone, tmp_path: Path
+) -> None:
+    """`db.rotate-password` checks before it changes anything (the stored copy's recipients,
+    a running database); a run killed after the role changed leaves the new value aside,
+    and every task that would use the old one refuses until a run finishes it."""
+    placed = tmp_path / "staging-secrets"
+    placed.mkdir(mode=0o700)
+    for name in ("db_password", "cms_db_password", "monitor_db_password"):
+        (placed / name).write_text(f"{name}-value\n")
+    clone.env["LOREPIN_SECRETS_DIR"] = str(placed)
+    done = clone.run("secrets.set", "--env", "staging", "--name", "db_password", "--generate")
+    assert done.returncode == 0, done.stderr
+    stored = (clone.root / "secrets" / "staging" / "db_password.age").read_bytes()
+
+    def unchanged() -> None:
+        assert {p.name: p.read_text() for p in placed.iterdir() if not p.name.startswith(".")} == {
+            n: f"{n}-value\n" for n in ("db_password", "cms_db_password", "monitor_db_password")
+        }
+        assert (clone.root / "secrets" / "staging" / "db_password.age").read_bytes() == stored
+
+    alice = (clone.keys / "alice.key").read_text().split("public key: ")[1].split()[0]
+    clone.recipients("staging", alice[:-1] + ("q" if alice[-1] != "q" else "p"))
+    refused = clone.run("db.rotate-password", "--env", "staging", "--yes")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "secrets.recipients has age1" in refused.stderr
+    clone.recipients("staging", alice)
+    refused = clone.run("db.rotate-password", "--env", "staging", "--yes")
+    assert (refused.returncode, refused.stderr) == (1, (
+        "error: the database of 'staging' is not running: the password is changed in it, "
+        "so start it first\n"))  # fmt: skip
+    bad = clone.run("db.rotate-password", "--env", "Staging!", "--yes")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    unchanged()
+
+    (placed / ".db_password.next").write_text("the-new-one\n")  # as a killed run leaves it
+    clone.release_manifest()
+    for args in (
+        ("deploy", "--env", "staging", "--version", "1.0.0", "--yes"),
+        ("rollback", "--env", "staging", "--yes"),
+        ("db.current", "--env", "staging"),
+    ):
+        refused = clone.run(*args)
+        assert (refused.returncode, refused.stderr) == (6, (
+            "error: a rotation of the database password of 'staging' did not finish: finish "
+            "it first (`invoke db.rotate-password --env staging`)\n")), args  # fmt: skip
+    unchanged()
+    assert (placed / ".db_password.next").read_text() == "the-new-one\n"

@@ -254,3 +254,27 @@ def test_a_missing_or_empty_password_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(BadInput, match=rf"^{monitor} .* holds no one-line password$"):
         password_file(monitor, {monitor: str(tmp_path / "empty")})
+
+
+def test_a_verifier_the_toolkit_makes_logs_in_with_its_password_only(database_url: str) -> None:
+    """`db.rotate-password` hands PostgreSQL a SCRAM verifier it made itself: the server
+    keeps it as it is (never hashing it again), and the password, not the verifier, logs in."""
+    import os
+
+    from lorepin_tasks.plans.db import scram_verifier
+
+    role, password = f"probe_{uuid.uuid4().hex[:8]}", random_password()
+    verifier = scram_verifier(password, os.urandom(16))
+    engine = create_engine(database_url)
+    with engine.begin() as conn:  # not text(): the verifier's ":x" would be a bind parameter
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{verifier}'")
+    engine.dispose()
+    try:
+        kept = value(database_url, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'")
+        assert kept == verifier
+        assert value(as_role(database_url, role, password), "SELECT current_user") == role
+        for wrong in (verifier, password + "x"):
+            with pytest.raises(OperationalError, match="password authentication failed"):
+                value(as_role(database_url, role, wrong), "SELECT 1")
+    finally:
+        runs(database_url, f"DROP ROLE {role}")

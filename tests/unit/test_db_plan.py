@@ -84,3 +84,31 @@ def test_long_lived_kinds_back_up_before_migrating_by_default() -> None:
     assert envs["staging"].backup_before_migrate
     assert not envs["production"].backup_before_migrate  # explicitly turned off
     assert not envs["local"].backup_before_migrate
+
+
+def test_a_replica_connection_takes_the_new_password_and_keeps_every_other_option() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    written = (  # as `pg_basebackup -R` writes it
+        "user=lorepin password=old-one channel_binding=prefer host=db port=5432 "
+        "sslmode=prefer application_name=replica"
+    )
+    new = db.with_password(written, "n'e w\\x")
+    assert conninfo_to_dict(new) == {**conninfo_to_dict(written), "password": "n'e w\\x"}
+    with pytest.raises(ConfigError, match="has no primary_conninfo"):
+        db.with_password("", "x")
+    with pytest.raises(ConfigError, match="primary_conninfo cannot be read"):
+        db.with_password("host='db", "x")
+
+
+def test_the_owner_password_reaches_postgresql_as_a_verifier_never_as_itself() -> None:
+    made = db.scram_verifier("pencil", b"0123456789abcdef")
+    assert made == db.scram_verifier("pencil", b"0123456789abcdef")  # salt and password only
+    assert made.startswith("SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$")
+    assert "pencil" not in made and made != db.scram_verifier("pencil!", b"0123456789abcdef")
+    assert db.set_password("lorepin", made) == f"ALTER ROLE lorepin PASSWORD '{made}'"
+    with pytest.raises(ConfigError):
+        db.set_password("postgres; DROP TABLE pins", made)
+    for role in db.LOGIN_ROLES:  # the query that finds them names each of them
+        assert f"'{role}'" in db.EXISTING_LOGIN_ROLES
+    assert db.EXISTING_LOGIN_ROLES.count("'") == 2 * len(db.LOGIN_ROLES)
