@@ -1413,6 +1413,94 @@ def test_the_fenced_primary_rejoins_and_takes_writes_again(site: Site) -> None:
     assert len(after.acknowledged) > 5  # writes are not waiting for a replica
 
 
+def logs_in(container: str, password: str) -> bool:
+    """Whether the owner logs in over TCP with this password (a passfile on stdin: nothing
+    of it in argv or an environment)."""
+    script = (
+        'f=$(mktemp); cat >"$f"; PGPASSFILE=$f psql -h 127.0.0.1 -U lorepin -d lorepin -qtAXw '
+        '-c "SELECT 1"; rc=$?; rm -f "$f"; exit $rc'
+    )
+    done = subprocess.run(
+        ["docker", "exec", "-i", container, "bash", "-c", script],
+        input=f"*:*:*:lorepin:{password}\n", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.returncode == 0 and done.stdout.strip() == "1"
+
+
+def streams_in_sync(site: Site) -> list[tuple[str, str, str]]:
+    status = json.loads(site.invoke("db.replica", "--env", "production", "--json").stdout)
+    return [(s["name"], s["state"], s["sync"]) for s in status["streams"]]
+
+
+def test_the_owner_password_rotates_in_the_database_its_replica_and_the_secrets(
+    site: Site,
+) -> None:
+    """`db.rotate-password` on production (a synchronous replica) under write load: a run
+    killed half-way stops what would use the password until a second run finishes it;
+    then the old password is refused and the new one logs in, the replica streams again
+    with it, no write is lost, and the trail has it without the value. A physical restore
+    of a backup from before the rotation keeps the new password. Staging's copy in the
+    repository is sealed again to its recipients."""
+    project = site.projects["production"]
+    db = f"{project}-db-1"
+    secret = site.secrets["production"] / "db_password"
+    pending = site.secrets["production"] / ".db_password.next"
+    old = secret.read_text().strip()
+    made = site.invoke("backup.create", "--env", "production", "--type", "full", "--json")
+    assert made.returncode == 0, made.stderr[-2000:]
+    writes = Writes(site, "production", "rotation")
+    writes.start()
+    try:
+        progress = "==> production: db-replica connects with it"
+        with killed_at(site, progress, "db.rotate-password", "--env", "production"):
+            pass
+        assert pending.is_file() and secret.read_text().strip() == old
+        new = pending.read_text().strip()
+        refused = site.invoke("db.current", "--env", "production")
+        assert refused.returncode == 6 and "did not finish" in refused.stderr, refused.stderr
+        done = site.invoke("db.rotate-password", "--env", "production", "--yes")
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        writes.finish()
+    assert "finishing a rotation that was cut short" in done.stderr
+    assert secret.read_text().strip() == new != old and not pending.exists()
+    assert new not in done.stdout + done.stderr and old not in done.stdout + done.stderr
+    assert not logs_in(db, old) and logs_in(db, new)
+    assert streams_in_sync(site) == [("replica", "streaming", "sync")]
+    assert len(writes.acknowledged) > 5
+    assert writes.longest_gap() < 15, writes.longest_gap()  # the replica reconnecting
+    history = site.invoke("deploy.history", "--env", "production", "--json").stdout
+    last = json.loads(history)[-1]
+    assert (last["action"], last["outcome"]) == ("rotate-password", "succeeded"), last
+    assert last["detail"] == {"secret": "db_password", "replica": True, "stored_copy": False,
+                              "resumed": True}  # fmt: skip
+    assert new not in history and old not in history
+
+    # The backup's roles have the old password: each role takes its file's again, so the
+    # replica clones itself anew with the new one and the CMS gets ready.
+    restored = site.invoke(
+        "backup.restore", "--env", "production", "--from", json.loads(made.stdout)["id"],
+        "--yes", "--break-glass", "e2e: a backup from before a rotation",
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert not logs_in(db, old) and logs_in(db, new)
+    assert streams_in_sync(site) == [("replica", "streaming", "sync")]
+
+    # Staging's password lives in the repository too: sealed again, and a deploy takes it.
+    done = site.invoke("db.rotate-password", "--env", "staging", "--yes")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "commit secrets/staging/db_password.age" in done.stdout
+    key = pyrage.x25519.Identity.from_str(
+        Path(site.env["LOREPIN_AGE_IDENTITY"]).read_text().strip()
+    )
+    sealed = pyrage.decrypt((site.root / "secrets/staging/db_password.age").read_bytes(), [key])
+    placed = (site.secrets["staging"] / "db_password").read_text().strip()
+    assert sealed.decode().strip() == placed
+    assert logs_in(f"{site.projects['staging']}-db-1", placed)
+    plan_ = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--dry-run")
+    assert "differs" not in plan_.stderr, plan_.stderr[-2000:]
+
+
 def test_point_in_time_recovery_returns_exactly_the_earlier_state(site: Site) -> None:
     """Two writes a few seconds apart; a recovery to a moment between them, from the
     second site's repository alone, brings back the first and not the second; the audit

@@ -270,7 +270,7 @@ def test_a_verifier_the_toolkit_makes_logs_in_with_its_password_only(database_ur
         conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{verifier}'")
     engine.dispose()
     try:
-        kept = value(database_url, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'")
+        kept = value(database_url, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'")  # noqa: S608
         assert kept == verifier
         assert value(as_role(database_url, role, password), "SELECT current_user") == role
         for wrong in (verifier, password + "x"):
