@@ -1,7 +1,7 @@
 """Least privilege in PostgreSQL: the roles besides the owner, kept by the migrator.
 
 - the owner (`lorepin`, the role the database was initialised with): migrations, DDL,
-  backups and the toolkit's own records (schema `lorepin_ops`);
+  physical backups (pgBackRest) and the toolkit's own records (schema `lorepin_ops`);
 - `lorepin_cms`: what the CMS connects as. Reads and writes the rows of its tables, and
   nothing more: no DDL (it owns nothing, and may not create in any schema), no write to
   `alembic_version`, only a read of the migrator's checksums (its compatibility check);
@@ -9,7 +9,10 @@
   login. It reads the CMS's tables except the token hashes;
 - `lorepin_monitor`: `pg_monitor` (statistics) and a read of the CMS's activity table (the
   exporter's sessions-seen figure); it logs in with its own password when one is given
-  (the metrics exporter connects as it).
+  (the metrics exporter connects as it);
+- `lorepin_backup`: `pg_read_all_data`, nothing else: `pg_dump` of the logical backups
+  (and the drill's copy) runs as it. It logs in without a password, so only over the
+  database container's own socket, never over the network.
 
 Every run of the migrator that holds the migration lock applies this whole: the roles
 exist, the CMS's password is the one in its secret, and the grants (with the default
@@ -23,13 +26,14 @@ from __future__ import annotations
 CMS_ROLE = "lorepin_cms"
 REPORT_ROLE = "lorepin_report"
 MONITOR_ROLE = "lorepin_monitor"
+BACKUP_ROLE = "lorepin_backup"
 
 # Constant text (the role names are the constants above, written out), every table named
 # with its schema: a restore runs it after pg_restore's script has emptied the search_path.
 # Authoritative: what the roles hold beyond it (a grant by hand, a setting a role gave
 # itself, a membership) is taken back first, in the same transaction, so no client ever
 # sees a gap.
-OURS = "lorepin_cms, lorepin_report, lorepin_monitor"
+OURS = "lorepin_cms, lorepin_report, lorepin_monitor, lorepin_backup"
 GRANTS = (
     """DO $$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_cms') THEN
@@ -41,6 +45,9 @@ GRANTS = (
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_monitor') THEN
         CREATE ROLE lorepin_monitor NOLOGIN;
       END IF;
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lorepin_backup') THEN
+        CREATE ROLE lorepin_backup NOLOGIN;
+      END IF;
     END $$""",
     # Back to nothing: attributes, settings, memberships, privileges.
     *(
@@ -50,12 +57,14 @@ GRANTS = (
     ),
     *(f"ALTER ROLE {r} RESET ALL" for r in OURS.split(", ")),
     "ALTER ROLE lorepin_report NOLOGIN",  # a group: people log in as themselves
+    "ALTER ROLE lorepin_backup LOGIN PASSWORD NULL",  # the socket's trust only, no network
     """DO $$ DECLARE m record; BEGIN
       FOR m IN SELECT a.roleid::regrole AS granted, a.member::regrole AS member
                FROM pg_auth_members a
-               WHERE a.member::regrole::text IN ('lorepin_cms', 'lorepin_report', 'lorepin_monitor')
-                 AND NOT (a.member::regrole::text = 'lorepin_monitor'
-                          AND a.roleid::regrole::text = 'pg_monitor') LOOP
+               WHERE a.member::regrole::text IN ('lorepin_cms', 'lorepin_report', 'lorepin_monitor',
+                                                 'lorepin_backup')
+                 AND (a.member::regrole::text, a.roleid::regrole::text) NOT IN (
+                   ('lorepin_monitor', 'pg_monitor'), ('lorepin_backup', 'pg_read_all_data')) LOOP
         EXECUTE format('REVOKE %s FROM %s', m.granted, m.member);
       END LOOP;
     END $$""",
@@ -69,6 +78,7 @@ GRANTS = (
     "REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC",  # no temporary tables either
     # Then what each may do.
     "GRANT pg_monitor TO lorepin_monitor",
+    "GRANT pg_read_all_data TO lorepin_backup",
     f"GRANT CONNECT ON DATABASE {{database}} TO {OURS}",
     f"GRANT USAGE ON SCHEMA public TO {OURS}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lorepin_cms",

@@ -103,11 +103,19 @@ def db_exec(env: Environment, argv: Sequence[str], *, stdin: bool = False) -> li
     ]
 
 
-def dump(env: Environment, snapshot: str | None) -> list[str]:
+# The role pg_dump runs as: the backup role (pg_read_all_data, lorepin_cms.db_roles),
+# or the owner in a database whose migrator has not made it yet.
+DUMP_ROLE_SQL = (
+    "SELECT coalesce((SELECT rolname FROM pg_roles WHERE rolname = 'lorepin_backup' "
+    "AND rolcanlogin), 'lorepin')"
+)
+
+
+def dump(env: Environment, snapshot: str | None, *, user: str = "lorepin_backup") -> list[str]:
     """pg_dump in custom format to stdout, at the snapshot the row counts were read in.
     Without privileges: the roles' grants are the migrator's (lorepin_cms.db_roles), and a
     dump restores into any PostgreSQL, where those roles need not exist."""
-    argv = ["pg_dump", "-Fc", "--no-privileges", "-U", "lorepin", "-d", "lorepin"]
+    argv = ["pg_dump", "-Fc", "--no-privileges", "-U", user, "-d", "lorepin"]
     return db_exec(env, [*argv, f"--snapshot={snapshot}"] if snapshot else argv)
 
 

@@ -25,7 +25,7 @@ from invoke.context import Context
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import backup as plan
 from lorepin_tasks.plans import compose
-from lorepin_tasks.runtime import docker, throwaway
+from lorepin_tasks.runtime import docker, ops, throwaway
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.secrets import BACKUP_PASSPHRASE
@@ -115,7 +115,8 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
         _db(t, live.image_id, _postgres(ARCHIVE_TIMEOUT))
         throwaway.wait_for(time.monotonic() + timeout, "drill's database", t.takes_writes)
         ctx.run.say("==> copying the live data in (pg_dump | pg_restore)")
-        dump = plan.dump(ctx.env, None)
+        user = ops.db_value(ctx, compose.DB_SERVICE, plan.DUMP_ROLE_SQL) or "lorepin"
+        dump = plan.dump(ctx.env, None, user=user)
         restore = [
             *compose.docker(ctx.env), "exec", "-i", t.names["db"], "pg_restore", "-U",
             "lorepin", "-d", "lorepin", "--no-owner", "--no-privileges", "--exit-on-error",

@@ -140,7 +140,7 @@ def test_a_later_table_comes_with_the_grants_and_a_rerun_changes_the_password(
     stored = str(value(owner, "SELECT rolpassword FROM pg_authid WHERE rolname = 'lorepin_cms'"))
     logins = value(owner, "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles "
                           "WHERE rolname LIKE 'lorepin_%' AND rolcanlogin")  # fmt: skip
-    assert logins == "lorepin_cms,lorepin_monitor"
+    assert logins == "lorepin_backup,lorepin_cms,lorepin_monitor"
     assert stored.startswith("SCRAM-SHA-256$") and rotated not in stored
 
 
@@ -278,3 +278,34 @@ def test_a_verifier_the_toolkit_makes_logs_in_with_its_password_only(database_ur
                 value(as_role(database_url, role, wrong), "SELECT 1")
     finally:
         runs(database_url, f"DROP ROLE {role}")
+
+
+def test_the_backup_role_reads_every_table_writes_none_and_has_no_network_login(
+    migrated: tuple[str, str],
+) -> None:
+    """pg_dump runs as `lorepin_backup` (pg_read_all_data): it reads the token hashes and
+    the toolkit's records a dump must hold, and cannot change a row; without a password
+    it logs in over the database container's socket only."""
+    owner, _ = migrated
+    engine = create_engine(owner)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL ROLE lorepin_backup"))
+            for table in ("public.pins", "public.api_tokens", "lorepin_ops.migration_log"):
+                conn.execute(text(f"SELECT count(*) FROM {table}"))  # noqa: S608 (constants)
+            assert conn.execute(text("SELECT current_user")).scalar_one() == "lorepin_backup"
+        for statement in (
+            "DELETE FROM public.pins",
+            "UPDATE lorepin_ops.migration_log SET who = 'x'",
+            "CREATE TABLE public.x (id int)",
+        ):
+            with engine.begin() as conn, pytest.raises(DBAPIError) as info:
+                conn.execute(text("SET LOCAL ROLE lorepin_backup"))
+                conn.execute(text(statement))
+            assert getattr(info.value.orig, "sqlstate", "") == REFUSED, statement
+    finally:
+        engine.dispose()
+    assert value(owner, "SELECT rolpassword IS NULL FROM pg_authid "
+                        "WHERE rolname = 'lorepin_backup'") is True  # fmt: skip
+    with pytest.raises(OperationalError, match="password"):
+        value(as_role(owner, "lorepin_backup", "anything"), "SELECT 1")
