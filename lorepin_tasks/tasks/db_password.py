@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets as random_secrets
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 from invoke.context import Context
 
@@ -82,11 +83,31 @@ def _check(ctx: EnvContext, *, resumed: bool) -> bool:
 
 
 def _new_password(ctx: EnvContext) -> tuple[str, bool]:
-    """The new value, and whether it is that of a run cut short (kept in ROTATING)."""
+    """The new value, and whether a run was cut short: its value (kept in ROTATING), or a
+    fresh one when that file is damaged (the role takes a password over the socket without
+    the old one, so any new value finishes the rotation)."""
     pending = ctx.env.secrets_dir / secrets.ROTATING
-    if pending.is_file() and (value := pending.read_text().strip()):
-        return value, True
-    return random_secrets.token_urlsafe(32), False
+    if not pending.exists() and not pending.is_symlink():
+        return random_secrets.token_urlsafe(32), False
+    if not secrets.why_unusable(pending, secrets.ROTATING) and pending.is_file():
+        value = pending.read_text().strip()
+        if "\n" not in value and value.isprintable():
+            return value, True
+    ctx.run.say(f"    {pending} is damaged: the rotation goes on with a fresh value")
+    return random_secrets.token_urlsafe(32), True
+
+
+def _keep_aside(ctx: EnvContext, pending: Path, password: str) -> None:
+    """The new value in ROTATING before the role has it (a damaged one replaced)."""
+    kept = pending.is_file() and not pending.is_symlink()
+    if kept and pending.read_bytes().strip() == password.encode():
+        return
+    if not ctx.run.dry_run and (pending.exists() or pending.is_symlink()):
+        try:
+            pending.rmdir() if pending.is_dir() and not pending.is_symlink() else pending.unlink()
+        except OSError as exc:
+            raise LorePinError(f"cannot replace the damaged {pending}: {exc.strerror}") from None
+    ctx.run.write(pending, password + "\n", mode=0o600)
 
 
 def _session(ctx: EnvContext, who: str, service: str) -> Session:
@@ -177,8 +198,7 @@ def rotate_password(
             ctx.run.run(deploy_plan.psql(ctx.env, who))
         pending = ctx.env.secrets_dir / secrets.ROTATING
         with steps.step("the new password on the owner role"):
-            if not resumed:
-                ctx.run.write(pending, password + "\n", mode=0o600)
+            _keep_aside(ctx, pending, password)
             _set_on_role(ctx, session, password)
         if replica:
             with steps.step(f"{compose.REPLICA_SERVICE} connects with it"):
@@ -186,7 +206,7 @@ def rotate_password(
         with steps.step("the secret file and its stored copy"):
             stored = _place(ctx, password)
         with steps.step("the migrator connects with it"):
-            run_migrator(serving_image(ctx) if session else ctx, ["current"], capture=True)
+            run_migrator(ctx if ctx.run.dry_run else serving_image(ctx), ["current"], capture=True)
         if ctx.run.dry_run:
             ctx.run.say("dry run: nothing was changed")
             return

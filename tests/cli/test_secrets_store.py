@@ -347,3 +347,8 @@ def test_a_rotation_cut_short_stops_what_would_use_the_password_until_it_is_fini
             "it first (`invoke db.rotate-password --env staging`)\n")), args  # fmt: skip
     unchanged()
     assert (placed / ".db_password.next").read_text() == "the-new-one\n"
+    (placed / ".db_password.next").write_bytes(b"\xff\x00damaged")  # a fresh value replaces it,
+    refused = clone.run("db.rotate-password", "--env", "staging", "--yes")  # but not yet
+    assert refused.returncode == 1 and refused.stderr.endswith("so start it first\n")
+    assert (placed / ".db_password.next").read_bytes() == b"\xff\x00damaged"
+    unchanged()

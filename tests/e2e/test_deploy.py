@@ -1487,8 +1487,12 @@ def test_the_owner_password_rotates_in_the_database_its_replica_and_the_secrets(
     assert streams_in_sync(site) == [("replica", "streaming", "sync")]
 
     # Staging's password lives in the repository too: sealed again, and a deploy takes it.
+    # A damaged value of a run cut short (here a directory) is replaced by a fresh one.
+    (site.secrets["staging"] / ".db_password.next").mkdir()
     done = site.invoke("db.rotate-password", "--env", "staging", "--yes")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "is damaged: the rotation goes on with a fresh value" in done.stderr
+    assert not (site.secrets["staging"] / ".db_password.next").exists()
     assert "commit secrets/staging/db_password.age" in done.stdout
     key = pyrage.x25519.Identity.from_str(
         Path(site.env["LOREPIN_AGE_IDENTITY"]).read_text().strip()
