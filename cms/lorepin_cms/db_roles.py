@@ -11,8 +11,9 @@
   exporter's sessions-seen figure); it logs in with its own password when one is given
   (the metrics exporter connects as it);
 - `lorepin_backup`: `pg_read_all_data`, nothing else: `pg_dump` of the logical backups
-  (and the drill's copy) runs as it. It logs in without a password, so only over the
-  database container's own socket, never over the network.
+  (and the drill's copy) runs as it (`--role`, after the owner connected over the
+  database container's socket). It never logs in itself (NOLOGIN: no password it could
+  give itself opens a door).
 
 Every run of the migrator that holds the migration lock applies this whole: the roles
 exist, the CMS's password is the one in its secret, and the grants (with the default
@@ -57,7 +58,10 @@ GRANTS = (
     ),
     *(f"ALTER ROLE {r} RESET ALL" for r in OURS.split(", ")),
     "ALTER ROLE lorepin_report NOLOGIN",  # a group: people log in as themselves
-    "ALTER ROLE lorepin_backup LOGIN PASSWORD NULL",  # the socket's trust only, no network
+    "ALTER ROLE lorepin_backup NOLOGIN PASSWORD NULL",  # taken on by pg_dump --role
+    # No large objects: the CMS has none, and one made by a client would break restores.
+    "REVOKE EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), "
+    "pg_catalog.lo_from_bytea(oid, bytea) FROM PUBLIC",
     """DO $$ DECLARE m record; BEGIN
       FOR m IN SELECT a.roleid::regrole AS granted, a.member::regrole AS member
                FROM pg_auth_members a

@@ -103,19 +103,21 @@ def db_exec(env: Environment, argv: Sequence[str], *, stdin: bool = False) -> li
     ]
 
 
-# The role pg_dump runs as: the backup role (pg_read_all_data, lorepin_cms.db_roles),
-# or the owner in a database whose migrator has not made it yet.
-DUMP_ROLE_SQL = (
-    "SELECT coalesce((SELECT rolname FROM pg_roles WHERE rolname = 'lorepin_backup' "
-    "AND rolcanlogin), 'lorepin')"
-)
+# The role pg_dump takes on (--role): the backup role (pg_read_all_data,
+# lorepin_cms.db_roles), or none in a database whose migrator has not made it yet.
+DUMP_ROLE_SQL = "SELECT rolname FROM pg_roles WHERE rolname = 'lorepin_backup'"
 
 
-def dump(env: Environment, snapshot: str | None, *, user: str = "lorepin_backup") -> list[str]:
-    """pg_dump in custom format to stdout, at the snapshot the row counts were read in.
+def dump(
+    env: Environment, snapshot: str | None, *, role: str | None = "lorepin_backup"
+) -> list[str]:
+    """pg_dump in custom format to stdout, at the snapshot the row counts were read in,
+    with the backup role's privileges (it reads everything and writes nothing).
     Without privileges: the roles' grants are the migrator's (lorepin_cms.db_roles), and a
     dump restores into any PostgreSQL, where those roles need not exist."""
-    argv = ["pg_dump", "-Fc", "--no-privileges", "-U", user, "-d", "lorepin"]
+    argv = ["pg_dump", "-Fc", "--no-privileges", "-U", "lorepin", "-d", "lorepin"]
+    if role:
+        argv.append(f"--role={role}")
     return db_exec(env, [*argv, f"--snapshot={snapshot}"] if snapshot else argv)
 
 

@@ -101,7 +101,7 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
     partial = final.with_name(final.name + plan.PARTIAL_SUFFIX)
     who = _who(ctx)
     with Session(ctx.run, deploy_plan.psql(ctx.env, who), ctx.engine, "database", quiet=True) as s:
-        user = s.scalar(plan.DUMP_ROLE_SQL) or "lorepin"
+        role = s.scalar(plan.DUMP_ROLE_SQL)
         s.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = s.scalar("SELECT pg_export_snapshot()")
         tables = [row[0] for row in s.query(plan.TABLES_SQL)]
@@ -119,7 +119,7 @@ def create_logical(ctx: EnvContext, reason: str, *, pin: bool = False) -> dict[s
             sizes.update(plain=plain, stored=stored, sha256=digest)
 
         try:
-            dump = plan.dump(ctx.env, snapshot, user=user)
+            dump = plan.dump(ctx.env, snapshot, role=role)
             ctx.run.pipe(dump, env=ctx.engine, read=into_file)
         except OSError as exc:
             partial.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ use the password refuses.
 
 from __future__ import annotations
 
+import re
 import secrets as random_secrets
 import time
 from contextlib import ExitStack
@@ -48,6 +49,7 @@ from lorepin_tasks.tasks._common import (
 )
 
 SECRET = "db_password"  # noqa: S105 (its name)
+GENERATED = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
 def _check(ctx: EnvContext, *, resumed: bool) -> bool:
@@ -56,16 +58,23 @@ def _check(ctx: EnvContext, *, resumed: bool) -> bool:
     have left it unable to connect)."""
     name = ctx.env.name
     secrets.check_directory(ctx)
-    if why := secrets.why_unusable(ctx.env.secrets_dir / SECRET, SECRET):
-        raise LorePinError(f"the secret {ctx.env.secrets_dir / SECRET} {why}: restore it")
-    if not (ctx.env.secrets_dir / SECRET).exists():
-        raise LorePinError(f"'{name}' has no database password to rotate: it was never started")
+    if not resumed:  # a run cut short writes it anew, whatever it holds now
+        if why := secrets.why_unusable(ctx.env.secrets_dir / SECRET, SECRET):
+            raise LorePinError(f"the secret {ctx.env.secrets_dir / SECRET} {why}: restore it")
+        if not (ctx.env.secrets_dir / SECRET).exists():
+            raise LorePinError(f"'{name}' has no database password to rotate: it was never started")
     if store.path(ctx.settings.root, name, SECRET).exists():
         secrets.recipients(ctx)  # the stored copy is sealed again: to whom, checked now
     if ctx.run.dry_run:
         return bool(ctx.env.replica)
     docker.ensure_owned(ctx)
     ops.refuse_failed_over(ctx)
+    db = deploy_plan.container(ctx.env, compose.DB_SERVICE)
+    found = docker.container(ctx, db)
+    if resumed and found is not None and found.state != "running":  # stopped half-way
+        ctx.run.say(f"==> {name}: starting {compose.DB_SERVICE} to finish the rotation")
+        replication.start(ctx, db)
+        replication.await_role(ctx, compose.DB_SERVICE, "primary")
     if ops.role(ctx, compose.DB_SERVICE) != "primary":
         raise LorePinError(
             f"the database of '{name}' is not running: the password is changed in it, "
@@ -91,7 +100,7 @@ def _new_password(ctx: EnvContext) -> tuple[str, bool]:
         return random_secrets.token_urlsafe(32), False
     if not secrets.why_unusable(pending, secrets.ROTATING) and pending.is_file():
         value = pending.read_text().strip()
-        if "\n" not in value and value.isprintable():
+        if GENERATED.fullmatch(value):  # only what a run made: never a planted value
             return value, True
     ctx.run.say(f"    {pending} is damaged: the rotation goes on with a fresh value")
     return random_secrets.token_urlsafe(32), True

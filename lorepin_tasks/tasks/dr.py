@@ -115,8 +115,8 @@ def drill(ctx: EnvContext, seconds: int) -> dict[str, Any]:
         _db(t, live.image_id, _postgres(ARCHIVE_TIMEOUT))
         throwaway.wait_for(time.monotonic() + timeout, "drill's database", t.takes_writes)
         ctx.run.say("==> copying the live data in (pg_dump | pg_restore)")
-        user = ops.db_value(ctx, compose.DB_SERVICE, plan.DUMP_ROLE_SQL) or "lorepin"
-        dump = plan.dump(ctx.env, None, user=user)
+        role = ops.db_value(ctx, compose.DB_SERVICE, plan.DUMP_ROLE_SQL) or None
+        dump = plan.dump(ctx.env, None, role=role)
         restore = [
             *compose.docker(ctx.env), "exec", "-i", t.names["db"], "pg_restore", "-U",
             "lorepin", "-d", "lorepin", "--no-owner", "--no-privileges", "--exit-on-error",

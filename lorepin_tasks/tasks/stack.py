@@ -126,6 +126,8 @@ def down(
         ctx = replace(ctx, env=compose.with_monitoring(ctx.env, ctx.settings.root))
     with locked(ctx, "down"):
         docker.ensure_owned(ctx, data=volumes)
+        if not volumes:  # the database would not start again until the rotation finished
+            secrets.refuse_unfinished_rotation(ctx)
         if volumes and not ctx.run.dry_run:
             found = [v.name for v in docker.volumes(ctx)]
             if found:
@@ -135,6 +137,8 @@ def down(
                     yes=yes,
                 )
         docker.down(ctx, volumes_too=volumes)
+        if volumes and not ctx.run.dry_run:  # no data: the next one starts with the file's
+            (ctx.env.secrets_dir / secrets.ROTATING).unlink(missing_ok=True)
     if not ctx.run.dry_run:
         kept = "" if volumes else " (data volumes kept; --volumes deletes them)"
         print(f"environment '{ctx.env.name}' is down{kept}")

@@ -340,6 +340,7 @@ def test_a_rotation_cut_short_stops_what_would_use_the_password_until_it_is_fini
         ("deploy", "--env", "staging", "--version", "1.0.0", "--yes"),
         ("rollback", "--env", "staging", "--yes"),
         ("db.current", "--env", "staging"),
+        ("down", "--env", "staging"),  # the database could not start again
     ):
         refused = clone.run(*args)
         assert (refused.returncode, refused.stderr) == (6, (
@@ -351,4 +352,9 @@ def test_a_rotation_cut_short_stops_what_would_use_the_password_until_it_is_fini
     refused = clone.run("db.rotate-password", "--env", "staging", "--yes")  # but not yet
     assert refused.returncode == 1 and refused.stderr.endswith("so start it first\n")
     assert (placed / ".db_password.next").read_bytes() == b"\xff\x00damaged"
+    unchanged()
+    # Without its data the rotation is moot: the next database starts with the file's.
+    gone = clone.run("down", "--env", "staging", "--volumes", "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert not (placed / ".db_password.next").exists()
     unchanged()

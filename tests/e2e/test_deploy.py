@@ -1487,11 +1487,15 @@ def test_the_owner_password_rotates_in_the_database_its_replica_and_the_secrets(
     assert streams_in_sync(site) == [("replica", "streaming", "sync")]
 
     # Staging's password lives in the repository too: sealed again, and a deploy takes it.
-    # A damaged value of a run cut short (here a directory) is replaced by a fresh one.
+    # A damaged value of a run cut short (here a directory) is replaced by a fresh one, and
+    # a database stopped meanwhile is started to finish.
     (site.secrets["staging"] / ".db_password.next").mkdir()
+    staging_db = f"{site.projects['staging']}-db-1"
+    subprocess.run(["docker", "stop", staging_db], capture_output=True, check=True)
     done = site.invoke("db.rotate-password", "--env", "staging", "--yes")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "is damaged: the rotation goes on with a fresh value" in done.stderr
+    assert "starting db to finish the rotation" in done.stderr
     assert not (site.secrets["staging"] / ".db_password.next").exists()
     assert "commit secrets/staging/db_password.age" in done.stdout
     key = pyrage.x25519.Identity.from_str(
@@ -1500,7 +1504,7 @@ def test_the_owner_password_rotates_in_the_database_its_replica_and_the_secrets(
     sealed = pyrage.decrypt((site.root / "secrets/staging/db_password.age").read_bytes(), [key])
     placed = (site.secrets["staging"] / "db_password").read_text().strip()
     assert sealed.decode().strip() == placed
-    assert logs_in(f"{site.projects['staging']}-db-1", placed)
+    assert logs_in(staging_db, placed)
     plan_ = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--dry-run")
     assert "differs" not in plan_.stderr, plan_.stderr[-2000:]
 

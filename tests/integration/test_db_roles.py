@@ -140,7 +140,7 @@ def test_a_later_table_comes_with_the_grants_and_a_rerun_changes_the_password(
     stored = str(value(owner, "SELECT rolpassword FROM pg_authid WHERE rolname = 'lorepin_cms'"))
     logins = value(owner, "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles "
                           "WHERE rolname LIKE 'lorepin_%' AND rolcanlogin")  # fmt: skip
-    assert logins == "lorepin_backup,lorepin_cms,lorepin_monitor"
+    assert logins == "lorepin_cms,lorepin_monitor"
     assert stored.startswith("SCRAM-SHA-256$") and rotated not in stored
 
 
@@ -280,13 +280,13 @@ def test_a_verifier_the_toolkit_makes_logs_in_with_its_password_only(database_ur
         runs(database_url, f"DROP ROLE {role}")
 
 
-def test_the_backup_role_reads_every_table_writes_none_and_has_no_network_login(
+def test_the_backup_role_reads_every_table_writes_none_and_never_logs_in(
     migrated: tuple[str, str],
 ) -> None:
-    """pg_dump runs as `lorepin_backup` (pg_read_all_data): it reads the token hashes and
-    the toolkit's records a dump must hold, and cannot change a row; without a password
-    it logs in over the database container's socket only."""
-    owner, _ = migrated
+    """pg_dump takes on `lorepin_backup` (pg_read_all_data, `--role`): it reads the token
+    hashes and the toolkit's records a dump must hold, and cannot change a row or make a
+    large object (which would break restores); it never logs in, even with a password."""
+    owner, password = migrated
     engine = create_engine(owner)
     try:
         with engine.begin() as conn:
@@ -298,6 +298,8 @@ def test_the_backup_role_reads_every_table_writes_none_and_has_no_network_login(
             "DELETE FROM public.pins",
             "UPDATE lorepin_ops.migration_log SET who = 'x'",
             "CREATE TABLE public.x (id int)",
+            "SELECT lo_create(0)",
+            "SELECT lo_from_bytea(0, 'x')",
         ):
             with engine.begin() as conn, pytest.raises(DBAPIError) as info:
                 conn.execute(text("SET LOCAL ROLE lorepin_backup"))
@@ -305,7 +307,10 @@ def test_the_backup_role_reads_every_table_writes_none_and_has_no_network_login(
             assert getattr(info.value.orig, "sqlstate", "") == REFUSED, statement
     finally:
         engine.dispose()
-    assert value(owner, "SELECT rolpassword IS NULL FROM pg_authid "
+    assert value(owner, "SELECT rolpassword IS NULL AND NOT rolcanlogin FROM pg_authid "
                         "WHERE rolname = 'lorepin_backup'") is True  # fmt: skip
-    with pytest.raises(OperationalError, match="password"):
-        value(as_role(owner, "lorepin_backup", "anything"), "SELECT 1")
+    runs(owner, "ALTER ROLE lorepin_backup PASSWORD 'given-by-itself'")  # as it could
+    with pytest.raises(OperationalError, match="not permitted to log in"):
+        value(as_role(owner, "lorepin_backup", "given-by-itself"), "SELECT 1")
+    # Nor may the CMS's role make large objects.
+    assert refused(as_role(owner, "lorepin_cms", password), "SELECT lo_create(0)") == REFUSED

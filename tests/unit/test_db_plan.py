@@ -29,9 +29,10 @@ def test_upgrade_runs_the_migrator_in_a_one_off_migrate_container() -> None:
 def test_downgrade_and_dump() -> None:
     assert db.downgrade_action("0003") == ["downgrade", "--to", "0003"]
     assert " ".join(backup.dump(LOCAL, None)) == (
-        "docker exec lorepin-local-db-1 pg_dump -Fc --no-privileges -U lorepin_backup -d lorepin"
+        "docker exec lorepin-local-db-1 pg_dump -Fc --no-privileges -U lorepin -d lorepin "
+        "--role=lorepin_backup"
     )
-    assert backup.dump(LOCAL, None, user="lorepin")[-4:] == ["-U", "lorepin", "-d", "lorepin"]
+    assert backup.dump(LOCAL, None, role=None)[-4:] == ["-U", "lorepin", "-d", "lorepin"]
 
 
 @pytest.mark.parametrize("bad", ["0003; DROP TABLE pins", "--to", "a b", "x" * 40])
