@@ -13,6 +13,7 @@ from lorepin_tasks.tasks import (
     backup,
     ci,
     cms,
+    data,
     db,
     deploy,
     dr,
@@ -43,6 +44,7 @@ ns.add_collection(logs.ns)
 ns.add_collection(backup.ns)
 ns.add_collection(dr.ns)
 ns.add_collection(db.ns)
+ns.add_collection(data.ns)
 ns.add_collection(feature.ns)
 ns.add_collection(release.ns)
 ns.add_collection(images.ns)

@@ -219,6 +219,65 @@ def test_users_and_tokens_are_managed_with_invoke_and_audited(stack: dict[str, s
     assert token.split("_", 2)[2] not in trail
 
 
+def test_generated_test_data_is_served_the_same_for_a_seed_and_all_or_nothing(
+    stack: dict[str, str],
+) -> None:
+    """`data.generate` adds exactly what it says by COPY, the plan's rows for the seed, which
+    the CMS serves; a second run of the seed is refused; a run killed mid-COPY keeps
+    nothing."""
+    from lorepin_tasks.plans import testdata
+
+    url = str(status(stack)["url"])
+    db = f"{stack['LOREPIN_PROJECT']}-db-1"
+
+    def query(sql: str) -> list[str]:
+        return subprocess.run(
+            ["docker", "exec", db, "psql", "-U", "lorepin", "-d", "lorepin", "-tAXc", sql],
+            capture_output=True, text=True, check=True,
+        ).stdout.split("\n")[:-1]  # fmt: skip
+
+    def counts() -> tuple[int, int]:
+        pins, users = query("SELECT (SELECT count(*) FROM pins), (SELECT count(*) FROM "
+                            "cms_users WHERE name LIKE '%.td%')")[0].split("|")  # fmt: skip
+        return int(pins), int(users)
+
+    before = counts()
+    done = invoke("data.generate", "--pins", "3000", "--users", "40", "--seed", "11", env=stack)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "added 40 users and 3,000 pins" in done.stdout
+    assert counts() == (before[0] + 3000, before[1] + 40)
+    made = query("SELECT title FROM pins WHERE 'test-data' = ANY(tags) ORDER BY id LIMIT 5")
+    pools = testdata.pools(11)
+    expected = [row.split("\t")[0] for row in testdata.pin_rows(11, 5, pools)]
+    assert made == expected  # the seed's rows, in order (Faker's titles need no escapes)
+    code, page = request("GET", f"{url}/api/pins?tag=test-data&limit=100")
+    assert code == 200 and isinstance(page, dict)
+    assert 2000 < page["total"] < 2600  # about three in four are published, and public
+    assert {p["status"] for p in page["items"]} == {"published"}
+
+    again = invoke("data.generate", "--users", "1", "--seed", "11", env=stack)
+    assert (again.returncode, again.stderr.count("\n")) == (6, 1), again.stderr
+    assert "has users of seed 11 already" in again.stderr
+    assert counts() == (before[0] + 3000, before[1] + 40)
+
+    run = invoke_in_background("data.generate", "--pins", "2000000", "--seed", "12", env=stack)
+    try:
+        deadline = time.monotonic() + 90
+        while query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.pins%'"
+                    ) != ["1"]:  # fmt: skip
+            assert time.monotonic() < deadline and run.poll() is None, "no COPY started"
+            time.sleep(0.2)
+        time.sleep(1)  # rows are flowing
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(10)
+    deadline = time.monotonic() + 30
+    while query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%'") != ["0"]:
+        assert time.monotonic() < deadline, "the COPY outlived its run"
+        time.sleep(0.2)
+    assert counts() == (before[0] + 3000, before[1] + 40)  # not one row of the killed run
+
+
 def test_a_warm_up_builds_nothing_and_status_shows_names_not_ids(stack: dict[str, str]) -> None:
     again = invoke("up", env=stack, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -1,0 +1,136 @@
+"""Test data: `invoke data.generate --env E --pins N --users M [--seed S]`.
+
+Realistic, deterministic rows (lorepin_tasks/plans/testdata.py: Faker's people, titles
+and stories in eight languages, pins near real towns, drafts and published) streamed
+into the environment's database by COPY, users and pins in one transaction: a run cut
+short (kill -9 included) leaves nothing. Every generated row is marked as test data.
+Never in production.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+from invoke.collection import Collection
+from invoke.context import Context
+
+from lorepin_tasks.errors import LorePinError, Refused
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.plans import testdata as plan
+from lorepin_tasks.runtime import docker, git, ops
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.pg import Session
+from lorepin_tasks.tasks._common import DRY_HELP, ENV_HELP, locked, open_env, task
+
+BATCH = 20_000  # rows per write into psql's stdin
+PROGRESS = 200_000  # rows between two progress lines
+COUNT_SQL = "SELECT (SELECT count(*) FROM public.pins), (SELECT count(*) FROM public.cms_users)"
+TABLES_SQL = (
+    "SELECT to_regclass('public.pins') IS NOT NULL AND to_regclass('public.cms_users') IS NOT NULL"
+)
+
+
+def _psql(ctx: EnvContext, service: str) -> list[str]:
+    """psql reading its script (and the COPY data in it) from stdin, as the owner."""
+    return [*compose.docker(ctx.env), "exec", "-i", deploy_plan.container(ctx.env, service),
+            "psql", "-U", "lorepin", "-d", "lorepin", "-qX"]  # fmt: skip
+
+
+def _counts(session: Session) -> tuple[int, int]:
+    row = session.query(COUNT_SQL)[0]
+    return int(row[0]), int(row[1])
+
+
+def _script(ctx: EnvContext, seed: int, pins: int, users: int) -> Iterator[bytes]:
+    """psql's input: one transaction, the users' then the pins' COPY, inline."""
+    pools = plan.pools(seed)
+    yield b"\\set ON_ERROR_STOP on\nBEGIN;\n"
+    parts: list[tuple[str, str, int, Iterable[str]]] = [
+        ("users", plan.copy_users(), users, plan.user_rows(seed, users, pools)),
+        ("pins", plan.copy_pins(), pins, plan.pin_rows(seed, pins, pools)),
+    ]
+    for what, copy, count, rows in parts:
+        if not count:
+            continue
+        yield f"{copy};\n".encode()
+        batch: list[str] = []
+        done = 0
+        for row in rows:
+            batch.append(row)
+            if len(batch) == BATCH:
+                yield "".join(batch).encode()
+                done += len(batch)
+                batch = []
+                if done % PROGRESS == 0:
+                    ctx.run.say(f"    {done:,} of {count:,} {what}")
+        yield ("".join(batch) + "\\.\n").encode()
+    yield b"COMMIT;\n"
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "pins": f"pins to add (up to {plan.MAX_PINS:,})",
+        "users": f"CMS users to add (up to {plan.MAX_USERS:,}), with roles",
+        "seed": "the same seed gives the same data (default 1)",
+        "dry_run": DRY_HELP,
+    }
+)
+def generate(
+    c: Context, env: str = "local", pins: int = 0, users: int = 0, seed: int = 1,
+    dry_run: bool = False,
+) -> None:  # fmt: skip
+    """Add realistic, deterministic test data (Faker): users with roles, and pins near real
+    towns with titles and stories in eight languages, tags, drafts and published; marked
+    as test data (tag `test-data`, user names ending `.td<seed>`). Never in production."""
+    pins, users, seed = plan.counts(pins, users, seed)
+    ctx = open_env(c, env, dry_run=dry_run)
+    name = ctx.env.name
+    if ctx.env.kind == "production":
+        raise Refused(f"'{name}' is production: test data never goes there")
+    if ctx.run.dry_run:
+        ctx.run.pipe(_psql(ctx, compose.DB_SERVICE), env=ctx.engine)
+        ctx.run.say(f"  < BEGIN; {plan.copy_users()}; ({users} rows) "
+                    f"{plan.copy_pins()}; ({pins} rows) COMMIT;")  # fmt: skip
+        return
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    with locked(ctx, "data.generate"):
+        docker.ensure_owned(ctx)
+        service = ops.writable_database(ctx)  # or a one-line error naming how to start it
+        argv = deploy_plan.psql(ctx.env, who, service=service)
+        with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+            if session.scalar(TABLES_SQL) != "t":
+                raise LorePinError(
+                    f"the database of '{name}' has no pins or users table yet: migrate it "
+                    f"first (`invoke db.migrate --env {name}`)"
+                )
+            if users and session.scalar(plan.marked_users_sql(seed)) != "0":
+                raise Refused(
+                    f"'{name}' has users of seed {seed} already: choose another --seed (or "
+                    "remove the test data first)"
+                )
+            before = _counts(session)
+            ctx.run.say(f"==> {name}: generating {users:,} users and {pins:,} pins (seed {seed})")
+            started = time.monotonic()
+
+            def feed(sink: IO[bytes]) -> None:
+                for chunk in _script(ctx, seed, pins, users):
+                    sink.write(chunk)
+
+            done = ctx.run.pipe(_psql(ctx, service), env=ctx.engine, write=feed, check=False)
+            seconds = time.monotonic() - started
+            after = _counts(session)
+    if not done.ok or after != (before[0] + pins, before[1] + users):
+        raise LorePinError(
+            f"the test data of '{name}' was not written (nothing was kept): "
+            f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        )
+    rate = (pins + users) / seconds if seconds else 0
+    print(f"'{name}': added {users:,} users and {pins:,} pins in {seconds:.1f} s "
+          f"({rate:,.0f} rows/s), seed {seed}")  # fmt: skip
+
+
+ns = Collection("data", generate)
