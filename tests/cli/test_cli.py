@@ -39,6 +39,8 @@ TASKS_WITH_ENV = [
     "db.report",
     "db.maintain",
     "activity.report",
+    "db.rotate-password",
+    "data.generate",
 ]
 
 
@@ -61,7 +63,8 @@ def test_unknown_environment_is_one_line_and_exit_2() -> None:
 
 @pytest.mark.parametrize("name", TASKS_WITH_ENV)
 def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
-    extra = {"db.downgrade": ["--to", "base"], "db.revision": ["-m", "x"]}.get(name, [])
+    extra = {"db.downgrade": ["--to", "base"], "db.revision": ["-m", "x"],
+             "data.generate": ["--pins", "1"]}.get(name, [])  # fmt: skip
     proc = invoke(name, *extra, "--env", "../nope", "--dry-run")
     assert one_line_error(proc).startswith("error: unknown environment '../nope'")
     assert "+ " not in proc.stderr  # not one command ran
@@ -139,6 +142,10 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["activity.report", "--since", "last week"], "error: --since: invalid"),
         (["activity.report", "--top", "0"], "error: --top must be between 1 and 1000"),
         (["activity.report", "--top", "x"], "error: --top"),
+        (["data.generate"], "error: say what to generate: --pins N and/or --users M"),
+        (["data.generate", "--pins", "-3"], "error: --pins must be between 0 and 10,000,000"),
+        (["data.generate", "--users", "2000000"], "error: --users must be between 0 and"),
+        (["data.generate", "--pins", "1", "--seed", "-1"], "error: --seed must be between"),
         (
             ["audit.report", "--env", "staging", "--since", "0001-01-01"],
             "error: the window is over",
@@ -245,6 +252,13 @@ def test_up_dry_run_prints_the_commands_and_starts_nothing(tmp_path: Path) -> No
     assert f"# would create random secret {tmp_path}/secrets/db_password" in lines
     assert "dry run: nothing was built or started" in lines
     assert not (tmp_path / "secrets").exists()
+
+
+def test_test_data_never_goes_into_production() -> None:
+    proc = invoke("data.generate", "--env", "production", "--pins", "10")
+    assert one_line_error(proc, 6) == (
+        "error: 'production' is production: test data never goes there"
+    )
 
 
 def test_list_shows_every_area() -> None:
