@@ -133,3 +133,23 @@ def user_rows(seed: int, count: int, pools_: Pools) -> Iterator[str]:
 def marked_users_sql(seed: int) -> str:
     """How many users of this seed are there already (a second run would collide)."""
     return f"SELECT count(*) FROM public.cms_users WHERE name LIKE '%.td{int(seed)}'"  # noqa: S608
+
+
+# -- data.cleanup ----------------------------------------------------------------------
+
+USERS_MARKED = r"name ~ '\.td[0-9]+$'"  # what user_rows names end with
+
+
+def cleanup_sql(seconds: int) -> tuple[str, list[str]]:
+    """What `data.cleanup` would remove (one row: pins, users), and the statements that
+    remove it: pins tagged MARK and marked users (their tokens first) made more than
+    `seconds` ago. Nothing unmarked, ever."""
+    before = f"now() - interval '{int(seconds)} seconds'"
+    pins = f"public.pins WHERE tags @> ARRAY['{MARK}'] AND created_at < {before}"
+    users = f"SELECT id FROM public.cms_users WHERE {USERS_MARKED} AND created_at < {before}"  # noqa: S608
+    count = f"SELECT (SELECT count(*) FROM {pins}), (SELECT count(*) FROM ({users}) u)"  # noqa: S608
+    return count, [
+        f"DELETE FROM {pins}",  # noqa: S608 (constants and a whole number)
+        f"DELETE FROM public.api_tokens WHERE user_id IN ({users})",  # noqa: S608
+        f"DELETE FROM public.cms_users WHERE id IN ({users})",  # noqa: S608
+    ]

@@ -1,4 +1,5 @@
-"""Test data: `invoke data.generate --env E --pins N --users M [--seed S]`.
+"""Test data: `invoke data.generate --env E --pins N --users M [--seed S]` and
+`invoke data.cleanup --env E [--older-than 14d]`.
 
 Realistic, deterministic rows (lorepin_tasks/plans/testdata.py: Faker's people, titles
 and stories in eight languages, pins near real towns, drafts and published) streamed
@@ -16,14 +17,16 @@ from typing import IO
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import LorePinError, Refused
+from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.plans import monitoring as monitoring_plan
 from lorepin_tasks.plans import testdata as plan
 from lorepin_tasks.runtime import docker, git, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
-from lorepin_tasks.tasks._common import DRY_HELP, ENV_HELP, locked, open_env, task
+from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.tasks._common import DRY_HELP, ENV_HELP, YES_HELP, locked, open_env, task
 
 BATCH = 20_000  # rows per write into psql's stdin
 PROGRESS = 200_000  # rows between two progress lines
@@ -133,4 +136,65 @@ def generate(
           f"({rate:,.0f} rows/s), seed {seed}")  # fmt: skip
 
 
-ns = Collection("data", generate)
+def _older_than(text: str) -> int:
+    try:
+        return monitoring_plan.since_seconds(text, "--older-than")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "older_than": "only test data made longer ago than this: 30m, 24h, 7d, 2w (default 14d)",
+        "yes": YES_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def cleanup(
+    c: Context, env: str = "local", older_than: str = "14d", yes: bool = False,
+    dry_run: bool = False,
+) -> None:  # fmt: skip
+    """Remove test data: pins tagged `test-data` and users named `*.td<seed>` (with their
+    tokens) made longer ago than --older-than; never other content. Asks first."""
+    count_sql, statements = plan.cleanup_sql(_older_than(older_than))
+    ctx = open_env(c, env, dry_run=dry_run)
+    name = ctx.env.name
+    if ctx.env.kind == "production":
+        raise Refused(f"'{name}' is production: it holds no test data to clean up")
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    if ctx.run.dry_run:
+        ctx.run.run(deploy_plan.psql(ctx.env, who), env=ctx.variables)
+        for sql in ("BEGIN", *statements, "COMMIT"):
+            ctx.run.say(sql)
+        return
+    with locked(ctx, "data.cleanup"):
+        docker.ensure_owned(ctx)
+        service = ops.writable_database(ctx)
+        argv = deploy_plan.psql(ctx.env, who, service=service)
+        with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+            if session.scalar(TABLES_SQL) != "t":
+                raise NothingToDo(f"the database of '{name}' has no pins or users table yet")
+            pins, users = (int(v) for v in session.query(count_sql)[0])
+            if not pins and not users:
+                raise NothingToDo(f"'{name}' has no test data older than {older_than}")
+            confirm(
+                f"Remove {pins:,} test pins and {users:,} test users (and their tokens) from "
+                f"'{name}'? Content not marked as test data stays.",
+                yes=yes,
+            )
+            trail = None
+            if ctx.env.is_server:  # its audit record commits with the change
+                ops.ensure_schema(session)
+                trail = ops.open_trail(ctx, session, who)
+            session.query("BEGIN")
+            for sql in statements:
+                session.query(sql)
+            detail = {"pins": pins, "users": users, "older_than": older_than}
+            ops.record(trail, ctx, who, "data.cleanup", None, "succeeded", detail, commit=True)
+            if trail is None:
+                session.query("COMMIT")
+    print(f"'{name}': removed {pins:,} test pins and {users:,} test users")
+
+
+ns = Collection("data", generate, cleanup)

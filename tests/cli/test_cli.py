@@ -143,6 +143,11 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["activity.report", "--top", "0"], "error: --top must be between 1 and 1000"),
         (["activity.report", "--top", "x"], "error: --top"),
         (["data.generate"], "error: say what to generate: --pins N and/or --users M"),
+        (
+            ["data.cleanup", "--older-than", "forever"],
+            "error: --older-than must look like 30m, 24h, 7d or 2w, got 'forever'",
+        ),
+        (["data.cleanup", "--older-than", "0d"], "error: --older-than must look like"),
         (["data.generate", "--pins", "-3"], "error: --pins must be between 0 and 10,000,000"),
         (["data.generate", "--users", "2000000"], "error: --users must be between 0 and"),
         (["data.generate", "--pins", "1", "--seed", "-1"], "error: --seed must be between"),

@@ -277,6 +277,15 @@ def test_generated_test_data_is_served_the_same_for_a_seed_and_all_or_nothing(
         time.sleep(0.2)
     assert counts() == (before[0] + 3000, before[1] + 40)  # not one row of the killed run
 
+    # Cleanup takes what is marked and old enough: the generated pins (dated in 2025), not
+    # the users made a moment ago, and never a pin someone wrote.
+    gone = invoke("data.cleanup", "--older-than", "10m", "--yes", env=stack)
+    assert gone.returncode == 0, gone.stderr[-2000:]
+    assert "removed 3,000 test pins and 0 test users" in gone.stdout
+    assert counts() == (before[0], before[1] + 40)
+    nothing = invoke("data.cleanup", "--older-than", "10m", "--yes", env=stack)
+    assert nothing.returncode == 3 and "has no test data older than 10m" in nothing.stderr
+
 
 def test_a_warm_up_builds_nothing_and_status_shows_names_not_ids(stack: dict[str, str]) -> None:
     again = invoke("up", env=stack, timeout=300)

@@ -63,6 +63,19 @@ def test_copy_text_format_escapes_what_would_split_a_row() -> None:
     assert plan._escape("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
 
 
+def test_cleanup_removes_only_what_is_marked_and_old_enough() -> None:
+    count, statements = plan.cleanup_sql(14 * 86400)
+    pins, tokens, users = statements
+    assert pins.startswith("DELETE FROM public.pins WHERE tags @> ARRAY['test-data'] AND ")
+    assert "created_at < now() - interval '1209600 seconds'" in pins
+    assert tokens.startswith("DELETE FROM public.api_tokens WHERE user_id IN (SELECT id FROM ")
+    assert users.startswith("DELETE FROM public.cms_users WHERE id IN (SELECT id FROM ")
+    for sql in (count, tokens, users):
+        assert "name ~ '\\.td[0-9]+$'" in sql or "tags @> ARRAY['test-data']" in sql
+    assert all(re.fullmatch(r"[a-z0-9_.-]+\.td7", row.split("\t")[0])
+               for row in plan.user_rows(7, 200, POOLS))  # what the pattern finds  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("pins", "users", "seed", "error"),
     [
