@@ -10,6 +10,7 @@ Never in production.
 
 from __future__ import annotations
 
+import secrets as random_secrets
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO
@@ -18,6 +19,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
+from lorepin_tasks.plans import anonymize as anonymize_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
@@ -26,7 +28,15 @@ from lorepin_tasks.runtime import docker, git, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.tasks._common import DRY_HELP, ENV_HELP, YES_HELP, locked, open_env, task
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    ENV_HELP,
+    YES_HELP,
+    backup_database,
+    locked,
+    open_env,
+    task,
+)
 
 BATCH = 20_000  # rows per write into psql's stdin
 PROGRESS = 200_000  # rows between two progress lines
@@ -197,4 +207,72 @@ def cleanup(
     print(f"'{name}': removed {pins:,} test pins and {users:,} test users")
 
 
-ns = Collection("data", generate, cleanup)
+@task(help={"env": "the environment (never production), required", "yes": YES_HELP,
+            "dry_run": DRY_HELP})  # fmt: skip
+def anonymize(c: Context, env: str = "", yes: bool = False, dry_run: bool = False) -> None:
+    """Replace every personal value in an environment's database by the rules of
+    staging/anonymize.yml (pseudonyms, salted hashes; API tokens removed), in one
+    transaction that fails if any original value is left. A personal-looking column
+    without a rule stops it first. A logical backup is taken first; asks first."""
+    if not env:
+        raise ConfigError("say which environment: --env staging (never production)")
+    ctx = open_env(c, env, dry_run=dry_run)
+    rules = anonymize_plan.load(ctx.settings.root / anonymize_plan.RULES_FILE)
+    name = ctx.env.name
+    if ctx.env.kind == "production":
+        raise Refused(f"'{name}' is production: its data is the original, never anonymized")
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    if ctx.run.dry_run:
+        ctx.run.run(deploy_plan.psql(ctx.env, who), env=ctx.variables)
+        for sql in ("BEGIN", SALT.format(salt="<random>"), *anonymize_plan.statements(rules),
+                    anonymize_plan.leaks_sql(rules), "COMMIT"):  # fmt: skip
+            ctx.run.say(sql)
+        return
+    with locked(ctx, "data.anonymize"):
+        docker.ensure_owned(ctx)
+        service = ops.writable_database(ctx)
+        argv = deploy_plan.psql(ctx.env, who, service=service)
+        with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+            columns = [(r[0], r[1]) for r in session.query(anonymize_plan.COLUMNS_SQL)]
+            if missing := anonymize_plan.unruled(rules, columns):
+                raise ConfigError(
+                    f"{', '.join(missing[:5])} may identify a person and has no rule in "
+                    f"{anonymize_plan.RULES_FILE}: add one (`keep` if it identifies nobody)"
+                )
+            if wrong := anonymize_plan.unknown(rules, columns):
+                raise ConfigError(
+                    f"{anonymize_plan.RULES_FILE} names {', '.join(wrong[:5])}, which the "
+                    f"database of '{name}' does not have: fix the rules"
+                )
+            confirm(
+                f"Replace every personal value in '{name}' by its rule (irreversible; its API "
+                "tokens are removed: nobody signs in with one until new ones are made)? A "
+                "backup is taken first.",
+                yes=yes,
+            )
+            backup_database(ctx, "before-anonymize")
+            started = time.monotonic()
+            trail = None
+            if ctx.env.is_server:  # its audit record commits with the change
+                ops.ensure_schema(session)
+                trail = ops.open_trail(ctx, session, who)
+            session.query("BEGIN")
+            session.query(SALT.format(salt=random_secrets.token_hex(16)))
+            for sql in anonymize_plan.statements(rules):
+                session.query(sql, timeout=3600)
+            if (left := session.scalar(anonymize_plan.leaks_sql(rules))) != "0":
+                session.query("ROLLBACK")
+                raise LorePinError(
+                    f"{left} original value(s) would be left in '{name}': nothing was changed"
+                )
+            seconds = round(time.monotonic() - started, 1)
+            detail = {"rules": str(anonymize_plan.RULES_FILE), "seconds": seconds}
+            ops.record(trail, ctx, who, "data.anonymize", None, "succeeded", detail, commit=True)
+            if trail is None:
+                session.query("COMMIT")
+    print(f"'{name}': anonymized in {seconds} s; no original value is left")
+
+
+SALT = "SET LOCAL lorepin.salt = '{salt}'"  # random per run, kept nowhere
+
+ns = Collection("data", generate, cleanup, anonymize)

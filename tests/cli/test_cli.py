@@ -143,6 +143,7 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["activity.report", "--top", "0"], "error: --top must be between 1 and 1000"),
         (["activity.report", "--top", "x"], "error: --top"),
         (["data.generate"], "error: say what to generate: --pins N and/or --users M"),
+        (["data.anonymize"], "error: say which environment: --env staging (never production)"),
         (
             ["data.cleanup", "--older-than", "forever"],
             "error: --older-than must look like 30m, 24h, 7d or 2w, got 'forever'",
@@ -264,6 +265,28 @@ def test_test_data_never_goes_into_production() -> None:
     assert one_line_error(proc, 6) == (
         "error: 'production' is production: test data never goes there"
     )
+    proc = invoke("data.anonymize", "--env", "production", "--yes")
+    assert one_line_error(proc, 6) == (
+        "error: 'production' is production: its data is the original, never anonymized"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ("tables: [1]\n", "error: anonymize.yml: a `tables:` mapping is required"),
+        ("tables:\n  pins:\n    title: shuffle\nsensitive: [x]\n",
+         "error: anonymize.yml: pins.title: unknown strategy 'shuffle'"),
+        ("tables:\n  pins: {}\n", "error: anonymize.yml: `sensitive:` must list the patterns"),
+        ("tables:\n  pins: {}\nsensitive: ['(']\n", "error: anonymize.yml: a `sensitive` pattern"),
+        ("tables: {\n", "error: anonymize.yml cannot be read: "),
+    ],
+)  # fmt: skip
+def test_broken_anonymization_rules_are_one_line(tmp_path: Path, rules: str, message: str) -> None:
+    repo = clone_project(tmp_path)
+    (Path(repo.working_tree_dir or ".") / "staging" / "anonymize.yml").write_text(rules)
+    proc = invoke_in(repo, "data.anonymize", "--env", "staging", "--dry-run")
+    assert one_line_error(proc).startswith(message)
 
 
 def test_list_shows_every_area() -> None:

@@ -286,6 +286,28 @@ def test_generated_test_data_is_served_the_same_for_a_seed_and_all_or_nothing(
     nothing = invoke("data.cleanup", "--older-than", "10m", "--yes", env=stack)
     assert nothing.returncode == 3 and "has no test data older than 10m" in nothing.stderr
 
+    # Anonymization by the project's rules: a personal column without a rule stops it
+    # before anything; then every user name becomes a pseudonym and every token goes.
+    token = new_token(lambda *a: invoke(*a, env=stack), "local")
+    assert request("GET", f"{url}/api/pins?status=draft", None, token)[0] == 200
+    names = set(query("SELECT name FROM cms_users"))
+    query("ALTER TABLE cms_users ADD COLUMN email text")
+    refused = invoke("data.anonymize", "--env", "local", "--yes", env=stack)
+    assert (refused.returncode, refused.stderr.count("\n")) == (2, 1), refused.stderr
+    assert "cms_users.email may identify a person and has no rule" in refused.stderr
+    assert set(query("SELECT name FROM cms_users")) == names
+    query("ALTER TABLE cms_users DROP COLUMN email")
+    done = invoke("data.anonymize", "--env", "local", "--yes", env=stack)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no original value is left" in done.stdout
+    after = set(query("SELECT name FROM cms_users"))
+    assert len(after) == len(names) and not after & names
+    assert all(n.startswith("user-") for n in after)
+    assert query("SELECT count(*) FROM api_tokens") == ["0"]
+    assert request("GET", f"{url}/api/pins?status=draft", None, token)[0] == 401
+    listed = invoke("backup.list", "--json", env=stack)
+    assert "before-anonymize" in listed.stdout  # the data before it, kept
+
 
 def test_a_warm_up_builds_nothing_and_status_shows_names_not_ids(stack: dict[str, str]) -> None:
     again = invoke("up", env=stack, timeout=300)
