@@ -4,8 +4,9 @@ text format. Pure: the same seed gives the same rows, byte for byte.
 Faker writes pools once per run (titles and stories in eight languages, people's user
 names; places are Faker's list of real towns), and a seeded generator combines them per
 row: a million pins is a few seconds of Python, and the database takes them by COPY.
-Every generated pin carries the tag `test-data` and every user the name suffix
-`.td<seed>`, so `data.cleanup` can tell them from real content.
+Every generated pin carries the tags `test-data` and `test-data-<seed>`, and every user
+the name suffix `.td<seed>`, so `data.cleanup` can tell them from real content (and a run
+its own rows from everything else).
 """
 
 from __future__ import annotations
@@ -44,16 +45,24 @@ def copy_users() -> str:
     return f"COPY public.cms_users ({USER_COLUMNS}) FROM STDIN"
 
 
-def counts(pins: int, users: int, seed: int) -> tuple[int, int, int]:
-    """The request, checked: whole numbers within bounds (one-line errors)."""
-    for what, value, most in (("--pins", pins, MAX_PINS), ("--users", users, MAX_USERS)):
+def _whole(value: str | int, what: str) -> int:
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit() or len(text) > 20:
+        raise ConfigError(f"{what} must be a whole number, got {str(value)!r}")
+    return int(text)
+
+
+def counts(pins: str | int, users: str | int, seed: str | int) -> tuple[int, int, int]:
+    """The request (as typed), checked: whole numbers within bounds (one-line errors)."""
+    numbers = _whole(pins, "--pins"), _whole(users, "--users"), _whole(seed, "--seed")
+    for what, value, most in (("--pins", numbers[0], MAX_PINS), ("--users", numbers[1], MAX_USERS)):
         if not 0 <= value <= most:
             raise ConfigError(f"{what} must be between 0 and {most:,}, not {value}")
-    if pins == users == 0:
+    if numbers[0] == numbers[1] == 0:
         raise ConfigError("say what to generate: --pins N and/or --users M")
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"--seed must be between 0 and {2**32 - 1}, not {seed}")
-    return pins, users, seed
+    if not 0 <= numbers[2] < 2**32:
+        raise ConfigError(f"--seed must be between 0 and {2**32 - 1}, not {numbers[2]}")
+    return numbers
 
 
 def _escape(text: str) -> str:
@@ -101,13 +110,14 @@ def pin_rows(seed: int, count: int, pools_: Pools) -> Iterator[str]:
     escaped_places = [(lat, lon, _escape(name)) for lat, lon, name in places]
     year = 365 * 24 * 3600
     start = EPOCH - timedelta(seconds=year)
+    seed_tag = f"{MARK}-{seed}"  # which run made it (data.generate checks its own rows)
     for _ in range(count):
         t = randint(0, len(titles) - 1)
         story = escaped_stories[t // POOL * STORIES + randint(0, STORIES - 1)]  # its language
         lat, lon, place = choice(escaped_places)
         lat = min(90.0, max(-90.0, lat + uniform(-0.05, 0.05)))
         lon = min(180.0, max(-180.0, lon + uniform(-0.05, 0.05)))
-        tags = ",".join([*rng.sample(TAGS, randint(2, 4)), MARK])
+        tags = ",".join([*rng.sample(TAGS, randint(2, 4)), MARK, seed_tag])
         status = "published" if rng.random() < 0.75 else "draft"
         made = start + timedelta(seconds=randint(0, year))
         stamp = made.isoformat()
@@ -130,9 +140,12 @@ def user_rows(seed: int, count: int, pools_: Pools) -> Iterator[str]:
         yield f"{name}.{n}.td{seed}\t{rng.choices(roles, weights)[0]}\n"
 
 
-def marked_users_sql(seed: int) -> str:
-    """How many users of this seed are there already (a second run would collide)."""
-    return f"SELECT count(*) FROM public.cms_users WHERE name LIKE '%.td{int(seed)}'"  # noqa: S608
+def seed_rows_sql(seed: int) -> str:
+    """The pins and users of this seed there are (one row): 0 and 0 before a run, what
+    it wrote after (other writes meanwhile do not count)."""
+    pins = f"SELECT count(*) FROM public.pins WHERE tags @> ARRAY['{MARK}-{int(seed)}']"  # noqa: S608
+    users = f"SELECT count(*) FROM public.cms_users WHERE name LIKE '%.td{int(seed)}'"  # noqa: S608
+    return f"SELECT ({pins}), ({users})"
 
 
 # -- data.cleanup ----------------------------------------------------------------------

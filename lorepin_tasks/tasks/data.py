@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets as random_secrets
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO
 
 from invoke.collection import Collection
@@ -28,6 +29,7 @@ from lorepin_tasks.runtime import docker, git, ops
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     ENV_HELP,
@@ -40,10 +42,44 @@ from lorepin_tasks.tasks._common import (
 
 BATCH = 20_000  # rows per write into psql's stdin
 PROGRESS = 200_000  # rows between two progress lines
-COUNT_SQL = "SELECT (SELECT count(*) FROM public.pins), (SELECT count(*) FROM public.cms_users)"
 TABLES_SQL = (
     "SELECT to_regclass('public.pins') IS NOT NULL AND to_regclass('public.cms_users') IS NOT NULL"
 )
+
+
+@contextmanager
+def _database(ctx: EnvContext, who: str) -> Iterator[Session]:
+    """A session on the environment's database that takes writes (this checkout's,
+    running: a one-line error naming how to start it otherwise)."""
+    docker.ensure_owned(ctx)
+    argv = deploy_plan.psql(ctx.env, who, service=ops.writable_database(ctx))
+    with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
+        yield session
+
+
+def _show(ctx: EnvContext, who: str, statements: Iterable[str]) -> None:
+    """A dry run: the session's command and what it would be given, in its transaction."""
+    ctx.run.run(deploy_plan.psql(ctx.env, who), env=ctx.variables)
+    for sql in ("BEGIN", *statements, "COMMIT"):
+        ctx.run.say(sql)
+
+
+def _begin(ctx: EnvContext, session: Session, who: str) -> Trail | None:
+    """The change's transaction; on a server environment, the trail its record joins."""
+    trail = None
+    if ctx.env.is_server:
+        ops.ensure_schema(session)
+        trail = ops.open_trail(ctx, session, who)
+    session.query("BEGIN")
+    return trail
+
+
+def _commit(ctx: EnvContext, session: Session, trail: Trail | None, who: str, action: str,
+            detail: dict[str, object]) -> None:  # fmt: skip
+    """The change, with its audit record where there is a trail, committed together."""
+    ops.record(trail, ctx, who, action, None, "succeeded", detail, commit=True)
+    if trail is None:
+        session.query("COMMIT")
 
 
 def _psql(ctx: EnvContext, service: str) -> list[str]:
@@ -52,8 +88,8 @@ def _psql(ctx: EnvContext, service: str) -> list[str]:
             "psql", "-U", "lorepin", "-d", "lorepin", "-qX"]  # fmt: skip
 
 
-def _counts(session: Session) -> tuple[int, int]:
-    row = session.query(COUNT_SQL)[0]
+def _seed_rows(session: Session, seed: int) -> tuple[int, int]:
+    row = session.query(plan.seed_rows_sql(seed))[0]
     return int(row[0]), int(row[1])
 
 
@@ -93,57 +129,58 @@ def _script(ctx: EnvContext, seed: int, pins: int, users: int) -> Iterator[bytes
     }
 )
 def generate(
-    c: Context, env: str = "local", pins: int = 0, users: int = 0, seed: int = 1,
+    c: Context, env: str = "local", pins: str = "0", users: str = "0", seed: str = "1",
     dry_run: bool = False,
 ) -> None:  # fmt: skip
     """Add realistic, deterministic test data (Faker): users with roles, and pins near real
     towns with titles and stories in eight languages, tags, drafts and published; marked
-    as test data (tag `test-data`, user names ending `.td<seed>`). Never in production."""
-    pins, users, seed = plan.counts(pins, users, seed)
+    as test data (tags `test-data`, `test-data-<seed>`; user names ending `.td<seed>`).
+    Never in production."""
+    pins_, users_, seed_ = plan.counts(pins, users, seed)
     ctx = open_env(c, env, dry_run=dry_run)
     name = ctx.env.name
     if ctx.env.kind == "production":
         raise Refused(f"'{name}' is production: test data never goes there")
     if ctx.run.dry_run:
         ctx.run.pipe(_psql(ctx, compose.DB_SERVICE), env=ctx.engine)
-        ctx.run.say(f"  < BEGIN; {plan.copy_users()}; ({users} rows) "
-                    f"{plan.copy_pins()}; ({pins} rows) COMMIT;")  # fmt: skip
+        copies = [f"{sql}; ({n:,} rows)" for sql, n in
+                  ((plan.copy_users(), users_), (plan.copy_pins(), pins_)) if n]  # fmt: skip
+        ctx.run.say(f"  < BEGIN; {' '.join(copies)} COMMIT;")
         return
     who = git.who_am_i(ctx.run, ctx.settings.root)
-    with locked(ctx, "data.generate"):
-        docker.ensure_owned(ctx)
-        service = ops.writable_database(ctx)  # or a one-line error naming how to start it
-        argv = deploy_plan.psql(ctx.env, who, service=service)
-        with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
-            if session.scalar(TABLES_SQL) != "t":
-                raise LorePinError(
-                    f"the database of '{name}' has no pins or users table yet: migrate it "
-                    f"first (`invoke db.migrate --env {name}`)"
-                )
-            if users and session.scalar(plan.marked_users_sql(seed)) != "0":
-                raise Refused(
-                    f"'{name}' has users of seed {seed} already: choose another --seed (or "
-                    "remove the test data first)"
-                )
-            before = _counts(session)
-            ctx.run.say(f"==> {name}: generating {users:,} users and {pins:,} pins (seed {seed})")
-            started = time.monotonic()
+    with locked(ctx, "data.generate"), _database(ctx, who) as session:
+        if session.scalar(TABLES_SQL) != "t":
+            raise LorePinError(
+                f"the database of '{name}' has no pins or users table yet: migrate it "
+                f"first (`invoke db.migrate --env {name}`)"
+            )
+        if _seed_rows(session, seed_) != (0, 0):
+            raise Refused(
+                f"'{name}' has test data of seed {seed_} already: choose another --seed, or "
+                f"remove it first (`invoke data.cleanup --env {name}`)"
+            )
+        ctx.run.say(f"==> {name}: generating {users_:,} users and {pins_:,} pins (seed {seed_})")
+        started = time.monotonic()
 
-            def feed(sink: IO[bytes]) -> None:
-                for chunk in _script(ctx, seed, pins, users):
-                    sink.write(chunk)
+        def feed(sink: IO[bytes]) -> None:
+            for chunk in _script(ctx, seed_, pins_, users_):
+                sink.write(chunk)
 
-            done = ctx.run.pipe(_psql(ctx, service), env=ctx.engine, write=feed, check=False)
-            seconds = time.monotonic() - started
-            after = _counts(session)
-    if not done.ok or after != (before[0] + pins, before[1] + users):
+        done = ctx.run.pipe(_psql(ctx, ops.primary(ctx)), env=ctx.engine, write=feed, check=False)
+        seconds = time.monotonic() - started
+        written = _seed_rows(session, seed_)  # this run's rows only: other writes go on
+    if written == (0, 0):
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else (
+            f"psql stopped (exit {done.returncode})")  # fmt: skip
+        raise LorePinError(f"no test data was written to '{name}' (one transaction): {why}")
+    if written != (pins_, users_):
         raise LorePinError(
-            f"the test data of '{name}' was not written (nothing was kept): "
-            f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+            f"'{name}' holds {written[0]:,} pins and {written[1]:,} users of seed {seed_}, not "
+            f"the {pins_:,} and {users_:,} written: see them with the tag test-data-{seed_}"
         )
-    rate = (pins + users) / seconds if seconds else 0
-    print(f"'{name}': added {users:,} users and {pins:,} pins in {seconds:.1f} s "
-          f"({rate:,.0f} rows/s), seed {seed}")  # fmt: skip
+    rate = (pins_ + users_) / seconds if seconds else 0
+    print(f"'{name}': added {users_:,} users and {pins_:,} pins in {seconds:.1f} s "
+          f"({rate:,.0f} rows/s), seed {seed_}")  # fmt: skip
 
 
 def _older_than(text: str) -> int:
@@ -174,36 +211,24 @@ def cleanup(
         raise Refused(f"'{name}' is production: it holds no test data to clean up")
     who = git.who_am_i(ctx.run, ctx.settings.root)
     if ctx.run.dry_run:
-        ctx.run.run(deploy_plan.psql(ctx.env, who), env=ctx.variables)
-        for sql in ("BEGIN", *statements, "COMMIT"):
-            ctx.run.say(sql)
+        _show(ctx, who, statements)
         return
-    with locked(ctx, "data.cleanup"):
-        docker.ensure_owned(ctx)
-        service = ops.writable_database(ctx)
-        argv = deploy_plan.psql(ctx.env, who, service=service)
-        with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
-            if session.scalar(TABLES_SQL) != "t":
-                raise NothingToDo(f"the database of '{name}' has no pins or users table yet")
-            pins, users = (int(v) for v in session.query(count_sql)[0])
-            if not pins and not users:
-                raise NothingToDo(f"'{name}' has no test data older than {older_than}")
-            confirm(
-                f"Remove {pins:,} test pins and {users:,} test users (and their tokens) from "
-                f"'{name}'? Content not marked as test data stays.",
-                yes=yes,
-            )
-            trail = None
-            if ctx.env.is_server:  # its audit record commits with the change
-                ops.ensure_schema(session)
-                trail = ops.open_trail(ctx, session, who)
-            session.query("BEGIN")
-            for sql in statements:
-                session.query(sql)
-            detail = {"pins": pins, "users": users, "older_than": older_than}
-            ops.record(trail, ctx, who, "data.cleanup", None, "succeeded", detail, commit=True)
-            if trail is None:
-                session.query("COMMIT")
+    with locked(ctx, "data.cleanup"), _database(ctx, who) as session:
+        if session.scalar(TABLES_SQL) != "t":
+            raise NothingToDo(f"the database of '{name}' has no pins or users table yet")
+        pins, users = (int(v) for v in session.query(count_sql)[0])
+        if not pins and not users:
+            raise NothingToDo(f"'{name}' has no test data older than {older_than}")
+        confirm(
+            f"Remove {pins:,} test pins and {users:,} test users (and their tokens) from "
+            f"'{name}'? Content not marked as test data stays.",
+            yes=yes,
+        )
+        trail = _begin(ctx, session, who)
+        for sql in statements:
+            session.query(sql)
+        detail = {"pins": pins, "users": users, "older_than": older_than}
+        _commit(ctx, session, trail, who, "data.cleanup", detail)
     print(f"'{name}': removed {pins:,} test pins and {users:,} test users")
 
 
@@ -223,53 +248,42 @@ def anonymize(c: Context, env: str = "", yes: bool = False, dry_run: bool = Fals
         raise Refused(f"'{name}' is production: its data is the original, never anonymized")
     who = git.who_am_i(ctx.run, ctx.settings.root)
     if ctx.run.dry_run:
-        ctx.run.run(deploy_plan.psql(ctx.env, who), env=ctx.variables)
-        for sql in ("BEGIN", SALT.format(salt="<random>"), *anonymize_plan.statements(rules),
-                    anonymize_plan.leaks_sql(rules), "COMMIT"):  # fmt: skip
-            ctx.run.say(sql)
+        statements = anonymize_plan.statements(rules)
+        leaks = anonymize_plan.leaks_sql(rules)
+        _show(ctx, who, [SALT.format(salt="<random>"), *statements, leaks])
         return
-    with locked(ctx, "data.anonymize"):
-        docker.ensure_owned(ctx)
-        service = ops.writable_database(ctx)
-        argv = deploy_plan.psql(ctx.env, who, service=service)
-        with Session(ctx.run, argv, ctx.variables, "database", quiet=True) as session:
-            columns = [(r[0], r[1]) for r in session.query(anonymize_plan.COLUMNS_SQL)]
-            if missing := anonymize_plan.unruled(rules, columns):
-                raise ConfigError(
-                    f"{', '.join(missing[:5])} may identify a person and has no rule in "
-                    f"{anonymize_plan.RULES_FILE}: add one (`keep` if it identifies nobody)"
-                )
-            if wrong := anonymize_plan.unknown(rules, columns):
-                raise ConfigError(
-                    f"{anonymize_plan.RULES_FILE} names {', '.join(wrong[:5])}, which the "
-                    f"database of '{name}' does not have: fix the rules"
-                )
-            confirm(
-                f"Replace every personal value in '{name}' by its rule (irreversible; its API "
-                "tokens are removed: nobody signs in with one until new ones are made)? A "
-                "backup is taken first.",
-                yes=yes,
+    with locked(ctx, "data.anonymize"), _database(ctx, who) as session:
+        columns = [(r[0], r[1]) for r in session.query(anonymize_plan.COLUMNS_SQL)]
+        if missing := anonymize_plan.unruled(rules, columns):
+            raise ConfigError(
+                f"{', '.join(missing[:5])} may identify a person and has no rule in "
+                f"{anonymize_plan.RULES_FILE}: add one (`keep` if it identifies nobody)"
             )
-            backup_database(ctx, "before-anonymize")
-            started = time.monotonic()
-            trail = None
-            if ctx.env.is_server:  # its audit record commits with the change
-                ops.ensure_schema(session)
-                trail = ops.open_trail(ctx, session, who)
-            session.query("BEGIN")
-            session.query(SALT.format(salt=random_secrets.token_hex(16)))
-            for sql in anonymize_plan.statements(rules):
-                session.query(sql, timeout=3600)
-            if (left := session.scalar(anonymize_plan.leaks_sql(rules))) != "0":
-                session.query("ROLLBACK")
-                raise LorePinError(
-                    f"{left} original value(s) would be left in '{name}': nothing was changed"
-                )
-            seconds = round(time.monotonic() - started, 1)
-            detail = {"rules": str(anonymize_plan.RULES_FILE), "seconds": seconds}
-            ops.record(trail, ctx, who, "data.anonymize", None, "succeeded", detail, commit=True)
-            if trail is None:
-                session.query("COMMIT")
+        if wrong := anonymize_plan.unknown(rules, columns):
+            raise ConfigError(
+                f"{anonymize_plan.RULES_FILE} names {', '.join(wrong[:5])}, which the "
+                f"database of '{name}' does not have: fix the rules"
+            )
+        confirm(
+            f"Replace every personal value in '{name}' by its rule (irreversible; its API "
+            "tokens are removed: nobody signs in with one until new ones are made)? A "
+            "backup is taken first.",
+            yes=yes,
+        )
+        backup_database(ctx, "before-anonymize")
+        started = time.monotonic()
+        trail = _begin(ctx, session, who)
+        session.query(SALT.format(salt=random_secrets.token_hex(16)))
+        for sql in anonymize_plan.statements(rules):
+            session.query(sql, timeout=3600)
+        if (left := session.scalar(anonymize_plan.leaks_sql(rules))) != "0":
+            session.query("ROLLBACK")
+            raise LorePinError(
+                f"{left} original value(s) would be left in '{name}': nothing was changed"
+            )
+        seconds = round(time.monotonic() - started, 1)
+        detail = {"rules": str(anonymize_plan.RULES_FILE), "seconds": seconds}
+        _commit(ctx, session, trail, who, "data.anonymize", detail)
     print(f"'{name}': anonymized in {seconds} s; no original value is left")
 
 

@@ -150,6 +150,7 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         ),
         (["data.cleanup", "--older-than", "0d"], "error: --older-than must look like"),
         (["data.generate", "--pins", "-3"], "error: --pins must be between 0 and 10,000,000"),
+        (["data.generate", "--pins", "abc"], "error: --pins must be a whole number, got 'abc'"),
         (["data.generate", "--users", "2000000"], "error: --users must be between 0 and"),
         (["data.generate", "--pins", "1", "--seed", "-1"], "error: --seed must be between"),
         (

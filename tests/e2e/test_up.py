@@ -255,10 +255,20 @@ def test_generated_test_data_is_served_the_same_for_a_seed_and_all_or_nothing(
     assert 2000 < page["total"] < 2600  # about three in four are published, and public
     assert {p["status"] for p in page["items"]} == {"published"}
 
-    again = invoke("data.generate", "--users", "1", "--seed", "11", env=stack)
+    again = invoke("data.generate", "--pins", "1", "--seed", "11", env=stack)
     assert (again.returncode, again.stderr.count("\n")) == (6, 1), again.stderr
-    assert "has users of seed 11 already" in again.stderr
+    assert "has test data of seed 11 already" in again.stderr
     assert counts() == (before[0] + 3000, before[1] + 40)
+
+    # Someone else writes meanwhile: the run counts only its own rows.
+    token = new_token(lambda *a: invoke(*a, env=stack), "local")
+    run = invoke_in_background("data.generate", "--pins", "200000", "--seed", "13", env=stack)
+    time.sleep(1)
+    code, _ = request("POST", f"{url}/api/pins", {"title": "Written meanwhile",
+                      "latitude": 1.0, "longitude": 2.0, "tags": []}, token)  # fmt: skip
+    assert code == 201 and run.wait(120) == 0
+    assert counts() == (before[0] + 203_001, before[1] + 40)
+    before = (before[0] + 1, before[1])  # the pin written meanwhile is no test data
 
     run = invoke_in_background("data.generate", "--pins", "2000000", "--seed", "12", env=stack)
     try:
@@ -275,20 +285,19 @@ def test_generated_test_data_is_served_the_same_for_a_seed_and_all_or_nothing(
     while query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%'") != ["0"]:
         assert time.monotonic() < deadline, "the COPY outlived its run"
         time.sleep(0.2)
-    assert counts() == (before[0] + 3000, before[1] + 40)  # not one row of the killed run
+    assert counts() == (before[0] + 203_000, before[1] + 40)  # not one row of the killed run
 
     # Cleanup takes what is marked and old enough: the generated pins (dated in 2025), not
     # the users made a moment ago, and never a pin someone wrote.
     gone = invoke("data.cleanup", "--older-than", "10m", "--yes", env=stack)
     assert gone.returncode == 0, gone.stderr[-2000:]
-    assert "removed 3,000 test pins and 0 test users" in gone.stdout
+    assert "removed 203,000 test pins and 0 test users" in gone.stdout
     assert counts() == (before[0], before[1] + 40)
     nothing = invoke("data.cleanup", "--older-than", "10m", "--yes", env=stack)
     assert nothing.returncode == 3 and "has no test data older than 10m" in nothing.stderr
 
     # Anonymization by the project's rules: a personal column without a rule stops it
     # before anything; then every user name becomes a pseudonym and every token goes.
-    token = new_token(lambda *a: invoke(*a, env=stack), "local")
     assert request("GET", f"{url}/api/pins?status=draft", None, token)[0] == 200
     names = set(query("SELECT name FROM cms_users"))
     query("ALTER TABLE cms_users ADD COLUMN email text")

@@ -41,7 +41,7 @@ def test_pins_meet_the_cms_constraints_and_look_real() -> None:
         for r in rows[:200]
     ]  # fmt: skip
     assert all(near)
-    assert all(r[6].startswith("{") and f",{plan.MARK}}}" in r[6] for r in rows)
+    assert all(r[6].endswith(f",{plan.MARK},{plan.MARK}-3}}") for r in rows)  # and its seed
     statuses = Counter(r[7] for r in rows)
     assert set(statuses) == {"published", "draft"} and 0.7 < statuses["published"] / 5000 < 0.8
     assert any(re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", t) for t in titles)  # Japanese
@@ -84,9 +84,15 @@ def test_cleanup_removes_only_what_is_marked_and_old_enough() -> None:
         (0, -5, 1, "--users must be between 0 and 1,000,000, not -5"),
         (0, 0, 1, "say what to generate"),
         (1, 0, -1, "--seed must be between 0 and"),
+        ("abc", 0, 1, "--pins must be a whole number, got 'abc'"),
+        ("1e3", 0, 1, "--pins must be a whole number, got '1e3'"),
+        (1, "", 1, "--users must be a whole number, got ''"),
+        (1, 0, "1.5", "--seed must be a whole number, got '1.5'"),
     ],
 )
-def test_bad_counts_are_one_line(pins: int, users: int, seed: int, error: str) -> None:
+def test_bad_counts_are_one_line(
+    pins: int | str, users: int | str, seed: int | str, error: str
+) -> None:
     with pytest.raises(ConfigError, match=re.escape(error)):
         plan.counts(pins, users, seed)
 
