@@ -1504,6 +1504,8 @@ def test_the_owner_password_rotates_in_the_database_its_replica_and_the_secrets(
     sealed = pyrage.decrypt((site.root / "secrets/staging/db_password.age").read_bytes(), [key])
     placed = (site.secrets["staging"] / "db_password").read_text().strip()
     assert sealed.decode().strip() == placed
+    site.repo.index.add(["secrets/staging/db_password.age"])  # as the task says to
+    site.repo.index.commit("chore: staging's new database password, encrypted")
     assert logs_in(staging_db, placed)
     plan_ = site.invoke("deploy", "--env", "staging", "--version", "1.1.0", "--dry-run")
     assert "differs" not in plan_.stderr, plan_.stderr[-2000:]
