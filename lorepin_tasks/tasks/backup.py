@@ -302,6 +302,11 @@ def create_physical(ctx: EnvContext, kind: str, *, repo: int = 1) -> plan.Physic
         if repo == 2
         else plan.pgbackrest(ctx.env, "--repo=1", f"--type={kind}", "backup")
     )
+    if not ctx.run.dry_run:
+        # A database promoted moments ago (a rejoin, a restore) writes its new timeline
+        # into pg_control only at its next checkpoint, and pgBackRest refuses a backup
+        # until then ("WAL timeline 3 does not match pg_control timeline 2").
+        ops.db_value(ctx, ops.primary(ctx), "CHECKPOINT")
     done = ops.pgbackrest(ctx, command)
     if not done.ok and not ctx.run.dry_run:
         errors = [ln.strip() for ln in done.stderr.splitlines() if "ERROR" in ln]
