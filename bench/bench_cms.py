@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, figure, private_homes, run
+from common import ROOT, figure, run, stack_env
 
 LEVELS = (16, 64, 256)
 DURATION_S = 10
@@ -233,20 +233,6 @@ def report(runs: list[Run]) -> None:
     }
     for label, ok in checks.items():
         print(f"{'meets' if ok else 'MISSES'}: {label}")
-
-
-def stack_env(project: str, tmp: str) -> dict[str, str]:
-    """How a benchmark's own local stack is driven: its project, Docker-chosen ports, the
-    `bench` tag (never the developer's `dev` images), state inside `tmp`."""
-    return {
-        "BASE_IMAGE": base_image(),
-        "LOREPIN_PROJECT": project,
-        "LOREPIN_HTTP_PORT": "0",
-        "LOREPIN_DB_PORT": "0",
-        "LOREPIN_IMAGE_TAG": "bench",
-        "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
-        **private_homes(tmp),
-    }
 
 
 def seeded_stack(project: str, env: dict[str, str]) -> str:

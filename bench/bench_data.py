@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, base_image, figure, private_homes, run, timed
+from common import ROOT, figure, run, stack_env, timed
 
 from lorepin_tasks.plans import testdata
 
@@ -35,15 +35,7 @@ def main() -> None:
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         project = f"lorepin-bench-data-{os.getpid()}"
-        env = {
-            "BASE_IMAGE": base_image(),
-            "LOREPIN_PROJECT": project,
-            "LOREPIN_HTTP_PORT": "0",
-            "LOREPIN_DB_PORT": "0",
-            "LOREPIN_IMAGE_TAG": "bench",
-            "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
-            **private_homes(tmp),
-        }
+        env = stack_env(project, tmp)
         db = f"{project}-db-1"
         try:
             run([*invoke, "up"], clone, env)

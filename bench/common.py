@@ -26,6 +26,20 @@ def private_homes(tmp: str | Path) -> dict[str, str]:
     return {"XDG_STATE_HOME": f"{tmp}/state", "XDG_CACHE_HOME": f"{tmp}/cache"}
 
 
+def stack_env(project: str, tmp: str) -> dict[str, str]:
+    """How a benchmark's own local stack is driven: its project, Docker-chosen ports, the
+    `bench` tag (never the developer's `dev` images), state inside `tmp`."""
+    return {
+        "BASE_IMAGE": base_image(),
+        "LOREPIN_PROJECT": project,
+        "LOREPIN_HTTP_PORT": "0",
+        "LOREPIN_DB_PORT": "0",
+        "LOREPIN_IMAGE_TAG": "bench",
+        "LOREPIN_SECRETS_DIR": f"{tmp}/secrets",
+        **private_homes(tmp),
+    }
+
+
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> str:
     """The command's output; exits the benchmark with its error when it fails."""
     proc = subprocess.run(

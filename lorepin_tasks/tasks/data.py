@@ -21,7 +21,6 @@ from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import anonymize as anonymize_plan
-from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
 from lorepin_tasks.plans import testdata as plan
@@ -82,12 +81,6 @@ def _commit(ctx: EnvContext, session: Session, trail: Trail | None, who: str, ac
         session.query("COMMIT")
 
 
-def _psql(ctx: EnvContext, service: str) -> list[str]:
-    """psql reading its script (and the COPY data in it) from stdin, as the owner."""
-    return [*compose.docker(ctx.env), "exec", "-i", deploy_plan.container(ctx.env, service),
-            "psql", "-U", "lorepin", "-d", "lorepin", "-qX"]  # fmt: skip
-
-
 def _seed_rows(session: Session, seed: int) -> tuple[int, int]:
     row = session.query(plan.seed_rows_sql(seed))[0]
     return int(row[0]), int(row[1])
@@ -141,13 +134,13 @@ def generate(
     name = ctx.env.name
     if ctx.env.kind == "production":
         raise Refused(f"'{name}' is production: test data never goes there")
+    who = git.who_am_i(ctx.run, ctx.settings.root)
     if ctx.run.dry_run:
-        ctx.run.pipe(_psql(ctx, compose.DB_SERVICE), env=ctx.engine)
+        ctx.run.pipe(deploy_plan.psql(ctx.env, who), env=ctx.engine)
         copies = [f"{sql}; ({n:,} rows)" for sql, n in
                   ((plan.copy_users(), users_), (plan.copy_pins(), pins_)) if n]  # fmt: skip
         ctx.run.say(f"  < BEGIN; {' '.join(copies)} COMMIT;")
         return
-    who = git.who_am_i(ctx.run, ctx.settings.root)
     with locked(ctx, "data.generate"), _database(ctx, who) as session:
         if session.scalar(TABLES_SQL) != "t":
             raise LorePinError(
@@ -166,7 +159,9 @@ def generate(
             for chunk in _script(ctx, seed_, pins_, users_):
                 sink.write(chunk)
 
-        done = ctx.run.pipe(_psql(ctx, ops.primary(ctx)), env=ctx.engine, write=feed, check=False)
+        # psql reads the script, COPY data inline, from its stdin (the session's command).
+        psql = deploy_plan.psql(ctx.env, who, service=ops.primary(ctx))
+        done = ctx.run.pipe(psql, env=ctx.engine, write=feed, check=False)
         seconds = time.monotonic() - started
         written = _seed_rows(session, seed_)  # this run's rows only: other writes go on
     if written == (0, 0):
