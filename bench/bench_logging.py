@@ -36,11 +36,10 @@ from bench_cms import (
     measure,
     seeded_stack,
     serve_default_command,
-    stack_env,
     wait_ready,
 )
 from bench_monitoring import summary
-from common import ROOT, base_image, figure
+from common import ROOT, base_image, figure, stack_env
 
 CLIENTS = 64
 ROUNDS = int(os.environ.get("LOREPIN_BENCH_ROUNDS", "3"))

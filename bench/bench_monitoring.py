@@ -32,10 +32,9 @@ from bench_cms import (
     measure,
     seeded_stack,
     serve_default_command,
-    stack_env,
     wait_ready,
 )
-from common import ROOT, figure
+from common import ROOT, figure, stack_env
 
 CLIENTS = 64
 ROUNDS = int(os.environ.get("LOREPIN_BENCH_ROUNDS", "3"))
