@@ -27,6 +27,7 @@ from lorepin_tasks.tasks import (
     secrets,
     security,
     stack,
+    staging,
 )
 
 try:  # before Invoke reads it: a broken invoke.yaml is one line, not a traceback
@@ -45,6 +46,7 @@ ns.add_collection(backup.ns)
 ns.add_collection(dr.ns)
 ns.add_collection(db.ns)
 ns.add_collection(data.ns)
+ns.add_collection(staging.ns)
 ns.add_collection(feature.ns)
 ns.add_collection(release.ns)
 ns.add_collection(images.ns)

@@ -19,6 +19,7 @@ import yaml
 from lorepin_tasks.errors import ConfigError
 
 RULES_FILE = Path("staging/anonymize.yml")
+SALT = "SET LOCAL lorepin.salt = '{salt}'"  # random per run, kept nowhere
 COLUMN_STRATEGIES = ("keep", "null", "hash", "hash_uuid", "pseudonym", "email")
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 HASHED = "encode(sha256(convert_to(current_setting('lorepin.salt') || {col}::text, 'UTF8')), 'hex')"

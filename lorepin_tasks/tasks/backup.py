@@ -19,7 +19,7 @@ import os
 import secrets as random
 import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -443,7 +443,7 @@ def list_(c: Context, env: str = "", json_: bool = False) -> None:
 # -- verify ----------------------------------------------------------------------------
 
 
-def _usable(ctx: EnvContext, id_: str, *, verifying: bool = False) -> tuple[plan.Backup, Any]:
+def usable(ctx: EnvContext, id_: str, *, verifying: bool = False) -> tuple[plan.Backup, Any]:
     """A backup that can be restored: of this environment, manifest, checksum, a key that
     decrypts it, and (to restore it) no failed verification."""
     backup = backups.find(ctx, id_)
@@ -504,10 +504,81 @@ def _sql(t: Throwaway, sql: str) -> list[str]:
     return [line for line in answer.stdout.splitlines() if line]
 
 
+def restore_copy(
+    ctx: EnvContext, t: Throwaway, backup: plan.Backup, identity: Any, image: str, deadline: float
+) -> None:
+    """A throwaway PostgreSQL of `image` on a network of its own, with the backup restored
+    into it (the caller removes it, however it ends)."""
+    t.create_network()
+    t.start(
+        "db",
+        image,
+        {
+            "POSTGRES_USER": "lorepin",
+            "POSTGRES_DB": "lorepin",
+            "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
+        },
+    )
+    throwaway.wait_for(
+        deadline,
+        "throwaway database",
+        lambda: (
+            t.docker(
+                "exec",
+                t.names["db"],
+                "pg_isready",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "lorepin",
+                "-d",
+                "lorepin",
+                check=False,
+                quiet=True,
+            ).ok
+        ),
+    )
+    ctx.run.pipe(
+        [
+            *compose.docker(ctx.env),
+            "exec",
+            "-i",
+            t.names["db"],
+            "pg_restore",
+            "-U",
+            "lorepin",
+            "-d",
+            "lorepin",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-privileges",  # the roles' grants: the scratch copy's CMS is the owner
+        ],
+        env=ctx.engine,
+        write=lambda sink: backups.decrypt(
+            plan.data_path(ctx.env, backup.id), sink, identity, backup.id
+        ),
+    )
+
+
+def rows_against(t: Throwaway, manifest: Mapping[str, Any]) -> tuple[int, str | None]:
+    """The rows of the copy's tables, and the first table whose count is not the manifest's."""
+    tables = dict(manifest.get("tables") or {})
+    found = {
+        name: int(rows)
+        for name, _, rows in (row.rpartition("|") for row in _sql(t, plan.count_sql(list(tables))))
+    }
+    wrong = {k: (found.get(k), v) for k, v in tables.items() if found.get(k) != v}
+    if not wrong:
+        return sum(found.values()), None
+    name, (got, want) = next(iter(wrong.items()))
+    return sum(found.values()), f"{name} has {got} rows, the manifest says {want}"
+
+
 def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
     """Restore a backup into a throwaway PostgreSQL, compare it with its manifest, start
     the CMS of its version against it; the checks (recorded in the manifest)."""
-    backup, identity = _usable(ctx, id_, verifying=True)
+    backup, identity = usable(ctx, id_, verifying=True)
     manifest = dict(backup.manifest or {})
     images = manifest.get("images") or {}
     started = time.monotonic()
@@ -523,57 +594,8 @@ def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
     problems: list[str] = []
     ctx.run.say(f"==> {ctx.env.name}: verifying {backup.id} in a throwaway database")
     try:
-        t.create_network()
-        t.start(
-            "db",
-            db_image,
-            {
-                "POSTGRES_USER": "lorepin",
-                "POSTGRES_DB": "lorepin",
-                "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
-            },
-        )
         deadline = time.monotonic() + VERIFY_TIMEOUT
-        throwaway.wait_for(
-            deadline,
-            "throwaway database",
-            lambda: (
-                t.docker(
-                    "exec",
-                    t.names["db"],
-                    "pg_isready",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "lorepin",
-                    "-d",
-                    "lorepin",
-                    check=False,
-                    quiet=True,
-                ).ok
-            ),
-        )
-        ctx.run.pipe(
-            [
-                *compose.docker(ctx.env),
-                "exec",
-                "-i",
-                t.names["db"],
-                "pg_restore",
-                "-U",
-                "lorepin",
-                "-d",
-                "lorepin",
-                "--exit-on-error",
-                "--no-owner",
-                "--no-privileges",  # the roles' grants: the scratch copy's CMS is the owner
-            ],
-            env=ctx.engine,
-            write=lambda sink: backups.decrypt(
-                plan.data_path(ctx.env, backup.id), sink, identity, backup.id
-            ),
-        )
+        restore_copy(ctx, t, backup, identity, db_image, deadline)
         checks["restored"] = True
         revision = (_sql(t, plan.REVISION_SQL) or [""])[0] or None
         checks["schema_revision"] = revision
@@ -581,18 +603,9 @@ def verify_one(ctx: EnvContext, id_: str) -> dict[str, Any]:
             problems.append(
                 f"schema revision {revision}, manifest {manifest.get('schema_revision')}"
             )
-        tables = dict(manifest.get("tables") or {})
-        found = {
-            name: int(rows)
-            for name, _, rows in (
-                row.rpartition("|") for row in _sql(t, plan.count_sql(list(tables)))
-            )
-        }
-        wrong = {k: (found.get(k), v) for k, v in tables.items() if found.get(k) != v}
-        checks["rows"] = sum(found.values())
+        checks["rows"], wrong = rows_against(t, manifest)
         if wrong:
-            name, (got, want) = next(iter(wrong.items()))
-            problems.append(f"{name} has {got} rows, the manifest says {want}")
+            problems.append(wrong)
         checks["cms_ready"] = _cms_ready(ctx, t, images.get("cms"), deadline)
         if checks["cms_ready"] is False:
             problems.append("the CMS of the backup's version is not ready against it")
@@ -747,7 +760,7 @@ def verify(
         return
     id_ = plan.check_id(id) if id else _newest(ctx)
     if dry_run:
-        _usable(ctx, id_, verifying=True)
+        usable(ctx, id_, verifying=True)
         ctx.run.say(f"+ restore {id_} into a throwaway database, compare, start the CMS")
         return
     with locked(ctx, "backup.verify"):
@@ -884,7 +897,7 @@ def restore(
             "of a database that cannot start"
         )
     # A logical backup is checked first (files here: its manifest, checksum and key).
-    backup, identity = (None, None) if physical_ else _usable(ctx, id_)
+    backup, identity = (None, None) if physical_ else usable(ctx, id_)
     _owned(ctx)
     if not break_glass.strip():
         _check_approved(ctx, target)

@@ -10,6 +10,7 @@ Never in production.
 
 from __future__ import annotations
 
+import json
 import secrets as random_secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -21,10 +22,13 @@ from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError, NothingToDo, Refused
 from lorepin_tasks.plans import anonymize as anonymize_plan
+from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import monitoring as monitoring_plan
+from lorepin_tasks.plans import refresh as refresh_plan
 from lorepin_tasks.plans import testdata as plan
-from lorepin_tasks.runtime import docker, git, ops
+from lorepin_tasks.runtime import backups, docker, git, ops
+from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
@@ -32,10 +36,12 @@ from lorepin_tasks.runtime.trail import Trail
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     ENV_HELP,
+    JSON_HELP,
     YES_HELP,
     backup_database,
     locked,
     open_env,
+    server_env,
     task,
 )
 
@@ -245,7 +251,7 @@ def anonymize(c: Context, env: str = "", yes: bool = False, dry_run: bool = Fals
     if ctx.run.dry_run:
         statements = anonymize_plan.statements(rules)
         leaks = anonymize_plan.leaks_sql(rules)
-        _show(ctx, who, [SALT.format(salt="<random>"), *statements, leaks])
+        _show(ctx, who, [anonymize_plan.SALT.format(salt="<random>"), *statements, leaks])
         return
     with locked(ctx, "data.anonymize"), _database(ctx, who) as session:
         columns = [(r[0], r[1]) for r in session.query(anonymize_plan.COLUMNS_SQL)]
@@ -268,7 +274,7 @@ def anonymize(c: Context, env: str = "", yes: bool = False, dry_run: bool = Fals
         backup_database(ctx, "before-anonymize")
         started = time.monotonic()
         trail = _begin(ctx, session, who)
-        session.query(SALT.format(salt=random_secrets.token_hex(16)))
+        session.query(anonymize_plan.SALT.format(salt=random_secrets.token_hex(16)))
         for sql in anonymize_plan.statements(rules):
             session.query(sql, timeout=3600)
         if (left := session.scalar(anonymize_plan.leaks_sql(rules))) != "0":
@@ -282,6 +288,93 @@ def anonymize(c: Context, env: str = "", yes: bool = False, dry_run: bool = Fals
     print(f"'{name}': anonymized in {seconds} s; no original value is left")
 
 
-SALT = "SET LOCAL lorepin.salt = '{salt}'"  # random per run, kept nowhere
+def _values(ctx: EnvContext, who: str, table: str, column: str) -> set[str]:
+    """A column's distinct values, as digests, from the environment's database."""
+    with ops.database_session(ctx, who) as session:
+        return {r[0] for r in session.query(refresh_plan.values_sql(table, column), timeout=600)}
 
-ns = Collection("data", generate, cleanup, anonymize)
+
+def _source_revision(src: EnvContext) -> str | None:
+    return ops.db_value(src, ops.primary(src), backup_plan.REVISION_SQL) or None
+
+
+def _refreshed_from(ctx: EnvContext, who: str) -> str | None:
+    """The backup of the environment's latest refresh (its trail)."""
+    done = [
+        r for r in ops.trail_records(ctx, who) or []
+        if r.get("action") == "staging-refresh" and r.get("outcome") == "refreshed"
+    ]  # fmt: skip
+    return str(done[-1]["detail"]["backup"]) if done else None
+
+
+@task(
+    help={
+        "env": "the environment made from production's data (staging), required",
+        "source": "the production environment it came from (default production)",
+        "json": JSON_HELP,
+    }
+)
+def validate(c: Context, env: str = "", source: str = "production", json_: bool = False) -> None:
+    """Check an environment's data made from production's (read-only): no value of a
+    personal column equal to any of production's, every constraint and index enforced,
+    row counts those of the backup of its latest refresh (rows made there since left
+    out), production's schema revision, and the CMS ready. Run it right after a refresh
+    (`staging.refresh` runs the same checks before its swap)."""
+    ctx = server_env(c, env, False, what="a validation looks at")
+    name = ctx.env.name
+    if ctx.env.kind == "production":
+        raise Refused(f"'{name}' is production: its data is the source, not a copy")
+    src = open_env(c, source, dry_run=False, settings=ctx.settings)
+    if src.env.kind != "production":
+        raise ConfigError(f"--source names a {src.env.kind} environment, not production")
+    rules = anonymize_plan.load(ctx.settings.root / anonymize_plan.RULES_FILE)
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    ops.writable_database(ctx)
+    ops.writable_database(src)  # its values are what must not be found here
+    checks: list[tuple[str, bool, str]] = []
+    with ops.database_session(ctx, who) as session:
+        revision = session.scalar(backup_plan.REVISION_SQL) or None
+        columns = [(r[0], r[1]) for r in session.query(anonymize_plan.COLUMNS_SQL)]
+        loose = [r[0] for r in session.query(refresh_plan.NOT_ENFORCED_SQL)]
+    production = _source_revision(src)
+    checks.append(("schema revision", revision == production,
+                   f"{revision} ({source}: {production})"))  # fmt: skip
+    enforced = f"not enforced: {', '.join(loose[:3])}" if loose else "all enforced"
+    checks.append(("constraints and indexes", not loose, enforced))
+    backup_id = _refreshed_from(ctx, who)
+    if backup_id is None:
+        checks.append(("row counts", False, f"no refresh of '{name}' is recorded to compare with"))
+    else:
+        manifest = dict(backups.find(src, backup_id).manifest or {})
+        expected = {t: n for t, n in refresh_plan.expected_counts(manifest, rules).items()
+                    if rules.tables.get(t) != "truncate"}  # fmt: skip
+        with ops.database_session(ctx, who) as session:
+            sql = refresh_plan.counts_sql(list(expected), since=manifest.get("started_at"))
+            found = {r[0]: int(r[1]) for r in session.query(sql, timeout=600)}
+        wrong = refresh_plan.count_problems(expected, found)
+        checks.append(("row counts", not wrong, wrong[0] if wrong else
+                       f"{sum(found.values()):,} rows as in {backup_id}"))  # fmt: skip
+    leaked: list[str] = []
+    personal = refresh_plan.sensitive_columns(rules, columns)
+    for table, column in personal:
+        if same := _values(ctx, who, table, column) & _values(src, who, table, column):
+            leaked.append(f"{table}.{column} ({len(same):,})")
+    checks.append(("no production value", not leaked,
+                   f"equal to {source}'s: {', '.join(leaked)}" if leaked else
+                   f"{len(personal)} personal columns"))  # fmt: skip
+    backend = ComposeBlueGreen(ctx)
+    state = backend.state()
+    code, _ = backend.probe(state.active, "/readyz") if state.active else (0, "")
+    checks.append(("CMS ready", code == 200, f"/readyz {code or 'no answer'}"))
+    failed = [c for c in checks if not c[1]]
+    if json_:
+        print(json.dumps({"env": name, "ok": not failed, "checks": [
+            {"check": n, "ok": ok, "detail": d} for n, ok, d in checks]}, indent=2))  # fmt: skip
+    else:
+        for check, ok, detail in checks:
+            print(f"{'ok  ' if ok else 'FAIL'} {check:<24} {detail}")
+    if failed:
+        raise LorePinError(f"'{name}' fails validation: {failed[0][0]}: {failed[0][2]}")
+
+
+ns = Collection("data", generate, cleanup, anonymize, validate)

@@ -586,6 +586,115 @@ def test_production_needs_approvals_and_a_window_or_a_reason(site: Site) -> None
     assert status == 200 and "<title>LorePin admin</title>" in page
 
 
+def sql(site: Site, name: str, query: str) -> list[str]:
+    """Rows of a query in the environment's primary database (as its owner, over its socket)."""
+    db = f"{site.projects[name]}-db-1"
+    done = subprocess.run(
+        ["docker", "exec", db, "psql", "-qtAX", "-U", "lorepin", "-d", "lorepin", "-c", query],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_a_staging_refresh_brings_production_anonymized_while_staging_serves(site: Site) -> None:
+    """Production with people (names, tokens, activity) and pins -> a verified backup ->
+    `staging.refresh` under read load: staging answers throughout, holds production's
+    pins and no person's name or token of production's, its own editor's token still
+    works, `data.validate` is green and names a leak planted afterwards. Refused without
+    a verified backup; a run killed half-way leaves staging serving its previous data,
+    and the next run finishes. (Runs after the approvals test: production serves 1.1.0.)"""
+    site.serve_staging()
+    assert site.serving("production") == site.serving("staging") == "1.1.0"
+    people = [f"{n}.{uuid.uuid4().hex[:4]}" for n in ("marie.dupont", "jonas.weber", "aiko.sato")]
+    values = ", ".join(f"('{n}', 'editor')" for n in people)
+    sql(site, "production", f"INSERT INTO cms_users (name, role) VALUES {values}")  # noqa: S608
+    made = [new_token(site.invoke, "production") for _ in range(2)]
+    for token in made:
+        for n in range(3):
+            status, _, _ = call(site, "production", "POST", "/api/pins",
+                                {"title": f"Real place {n}", "latitude": 47.2, "longitude": -1.5,
+                                 "tags": ["refresh"]}, bearer(token))  # fmt: skip
+            assert status == 201
+    staging_token = site.token("staging")  # staging's own: it must survive the refresh
+
+    # No verified backup of production: refused, nothing changed.
+    verified_before = [b for b in json.loads(site.invoke("backup.list", "--env", "production",
+                       "--json").stdout) if (b.get("verified") or {}).get("ok")]  # fmt: skip
+    if not verified_before:
+        refused = site.invoke("staging.refresh", "--yes")
+        assert refused.returncode == 6, refused.stderr
+        assert "no verified logical backup" in refused.stderr
+    made_backup = site.invoke("backup.create", "--env", "production")
+    assert made_backup.returncode == 0, made_backup.stderr[-2000:]
+    backup_id = json.loads(site.invoke("backup.list", "--env", "production", "--json").stdout)[0][
+        "id"
+    ]
+    unverified = site.invoke("staging.refresh", "--from-backup", backup_id, "--yes")
+    assert unverified.returncode == 6 and "is not verified" in unverified.stderr, unverified.stderr
+    assert site.invoke("backup.verify", "--env", "production", "--id", backup_id).returncode == 0
+    names = set(sql(site, "production", "SELECT name FROM cms_users"))
+    hashes = set(sql(site, "production", "SELECT secret_sha256 FROM api_tokens"))
+    pins = int(sql(site, "production", "SELECT count(*) FROM pins")[0])
+    assert names >= set(people) and len(hashes) >= 2
+
+    dry = site.invoke("staging.refresh", "--dry-run")
+    assert dry.returncode == 0 and "ALTER SCHEMA public RENAME" in dry.stdout + dry.stderr
+
+    with Load(site, "staging", "/readyz", rate=20) as ready, \
+            Load(site, "staging", "/api/pins?limit=5", rate=20) as reads:  # fmt: skip
+        done = site.invoke("staging.refresh", "--yes")
+        time.sleep(1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"refreshed from {backup_id}" in done.stdout
+    assert ready.answers and ready.failed == 0, ready.answers[-20:]
+    assert reads.answers and reads.failed == 0, reads.answers[-20:]
+
+    staged = set(sql(site, "staging", "SELECT name FROM cms_users"))
+    assert not staged & names, staged & names
+    assert not set(sql(site, "staging", "SELECT secret_sha256 FROM api_tokens")) & hashes
+    assert int(sql(site, "staging", "SELECT count(*) FROM pins")[0]) == pins
+    assert sql(site, "staging", "SELECT count(*) FROM pins WHERE title = 'Real place 2'") == ["2"]
+    # Staging's own editor still signs in; the CMS serves the new data.
+    status, _, body = call(site, "staging", "GET", "/api/pins?tag=refresh&status=draft&limit=50",
+                           headers=bearer(staging_token))  # fmt: skip
+    assert status == 200 and len(body["items"]) == 6, body
+    history = json.loads(site.invoke("deploy.history", "--env", "staging", "--json").stdout)
+    refreshed = [r for r in history if r["action"] == "staging-refresh"]
+    assert (
+        refreshed[-1]["outcome"] == "refreshed" and refreshed[-1]["detail"]["backup"] == backup_id
+    )
+    assert refreshed[-1]["detail"]["pause_ms"] < 5000
+
+    valid = site.invoke("data.validate", "--env", "staging")
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert "FAIL" not in valid.stdout
+    # A production name planted in staging afterwards: named, exit 1.
+    one = sorted(staged)[0]
+    sql(site, "staging", f"UPDATE cms_users SET name = '{people[0]}' WHERE name = '{one}'")  # noqa: S608
+    leak = site.invoke("data.validate", "--env", "staging")
+    assert leak.returncode == 1 and "cms_users.name (1)" in leak.stdout, leak.stdout
+    sql(site, "staging", f"UPDATE cms_users SET name = '{one}' WHERE name = '{people[0]}'")  # noqa: S608
+
+    # Killed while anonymizing: staging serves what it served, and the next run finishes.
+    own = {"title": "staging only", "latitude": 1.0, "longitude": 1.0, "tags": []}
+    status, _, _ = call(site, "staging", "POST", "/api/pins", own, bearer(staging_token))
+    assert status == 201
+    with killed_at(site, "==> staging: anonymizing", "staging.refresh"):
+        pass
+    assert sql(site, "staging", "SELECT count(*) FROM pins WHERE title = 'staging only'") == ["1"]
+    assert site.get("staging", "/readyz")[0] == 200
+    again = site.invoke("staging.refresh", "--yes")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sql(site, "staging", "SELECT count(*) FROM pins WHERE title = 'staging only'") == ["0"]
+    project = site.projects["production"]
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={project}-refresh-"],
+                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert left == []
+    assert sql(site, "staging", "SELECT count(*) FROM pg_namespace WHERE nspname LIKE "
+               "'lorepin_%refresh'") == ["0"]  # fmt: skip
+
+
 HOOK_TOKEN = "T0KEN-" + uuid.uuid4().hex[:8]  # in the webhook's URL: a secret
 RECEIVER = """
 import http.server

@@ -1,0 +1,269 @@
+"""`invoke staging.refresh [--env staging] [--from-backup ID] [--yes] [--dry-run]`:
+staging's data becomes production's, anonymized (docs/staging-data.md).
+
+The newest verified logical backup of production is restored into a throwaway
+PostgreSQL beside production, anonymized there by staging/anonymize.yml and checked (row
+counts against the backup, constraints and indexes enforced, no source value left), then
+copied into staging's database beside the data it serves. The swap is one transaction of
+a moment: writes pause, reads go on, staging's own users and tokens move across. The CMS
+must answer ready on the new data, or the swap is undone. A run cut short at any point
+leaves staging serving what it served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets as random_secrets
+import shutil
+import time
+from typing import IO, Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+
+from lorepin_tasks.errors import ConfigError, LorePinError, Refused
+from lorepin_tasks.plans import anonymize as anonymize_plan
+from lorepin_tasks.plans import backup as backup_plan
+from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.plans import refresh as plan
+from lorepin_tasks.runtime import backups, docker, git, ops, throwaway
+from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.pg import Session
+from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.runtime.throwaway import Throwaway
+from lorepin_tasks.tasks._common import DRY_HELP, YES_HELP, locked, open_env, server_env, task
+from lorepin_tasks.tasks.backup import VERIFY_TIMEOUT, restore_copy, rows_against, usable
+
+PSQL = ["psql", "-U", "lorepin", "-d", "lorepin", "-qtAX", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+
+
+def _names(ctx: EnvContext, id_: str) -> dict[str, str]:
+    digest = hashlib.sha256(id_.encode()).hexdigest()[:8]
+    base = f"{ctx.env.project}-refresh-{digest}-{random.getrandbits(24):06x}"
+    return {"network": base, "db": f"{base}-db"}
+
+
+def _remove_leftovers(src: EnvContext) -> None:
+    """Throwaways of this checkout's refreshes that a kill -9 left behind."""
+    prefix = f"{src.env.project}-refresh-"
+    mine = f"label=dev.lorepin.checkout={src.settings.checkout.id}"
+    base = [*compose.docker(src.env)]
+    found = src.run.run([*base, "ps", "-aq", "--filter", mine, "--filter", f"name={prefix}"],
+                        env=src.engine, capture=True, quiet=True).stdout.split()  # fmt: skip
+    if found:
+        src.run.run([*base, "rm", "-f", "-v", *found], env=src.engine, capture=True, quiet=True)
+    nets = src.run.run([*base, "network", "ls", "-q", "--filter", mine, "--filter",
+                        f"name={prefix}"], env=src.engine, capture=True,
+                       quiet=True).stdout.split()  # fmt: skip
+    if nets:
+        src.run.run([*base, "network", "rm", *nets], env=src.engine, capture=True, quiet=True)
+
+
+def _source(c: Context, ctx: EnvContext, source: str, dry_run: bool) -> EnvContext:
+    src = open_env(c, source, dry_run=dry_run, settings=ctx.settings)
+    if src.env.kind != "production":
+        raise ConfigError(f"--source names a {src.env.kind} environment: a refresh copies a "
+                          "production environment's data")  # fmt: skip
+    return src
+
+
+def _anonymized_copy(
+    ctx: EnvContext, src: EnvContext, backup: backup_plan.Backup, identity: Any,
+    rules: anonymize_plan.Rules, who: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The backup restored beside production, anonymized and checked, copied into
+    staging's database as INCOMING; what was found. The throwaway is removed however it
+    ends."""
+    manifest = dict(backup.manifest or {})
+    images = manifest.get("images") or {}
+    image = images.get("postgres") or f"{src.settings.image_prefix}/postgres:{src.env.image_tag}"
+    t = Throwaway(src, backup.id, _names(src, backup.id), random_secrets.token_urlsafe(24))
+    src.run.add_secret(t.password)
+    _remove_leftovers(src)
+    found: dict[str, Any] = {}
+    try:
+        started = time.monotonic()
+        src.run.say(f"==> {ctx.env.name}: restoring {backup.id} of '{src.env.name}' beside it")
+        restore_copy(src, t, backup, identity, image, time.monotonic() + VERIFY_TIMEOUT)
+        found["rows"], wrong = rows_against(t, manifest)
+        if wrong:
+            raise LorePinError(f"backup {backup.id} does not match its manifest ({wrong})")
+        found["restore_seconds"] = round(time.monotonic() - started, 1)
+        argv = [*compose.docker(src.env), "exec", "-i", t.names["db"], *PSQL]
+        with Session(src.run, argv, src.engine, "throwaway database", quiet=True) as s:
+            columns = [(r[0], r[1]) for r in s.query(anonymize_plan.COLUMNS_SQL)]
+            if missing := anonymize_plan.unruled(rules, columns):
+                raise ConfigError(f"{', '.join(missing[:5])} may identify a person and has no "
+                                  f"rule in {anonymize_plan.RULES_FILE}: add one")  # fmt: skip
+            src.run.say(f"==> {ctx.env.name}: anonymizing the copy")
+            started = time.monotonic()
+            s.query("BEGIN")
+            s.query(anonymize_plan.SALT.format(salt=random_secrets.token_hex(16)))
+            for sql in anonymize_plan.statements(rules):
+                s.query(sql, timeout=3600)
+            if (left := s.scalar(anonymize_plan.leaks_sql(rules))) != "0":
+                raise LorePinError(f"{left} original value(s) would be left by the rules")
+            s.query("COMMIT")
+            found["anonymize_seconds"] = round(time.monotonic() - started, 1)
+            problems = [f"not enforced: {r[0]}" for r in s.query(plan.NOT_ENFORCED_SQL)]
+            counted = {r[0]: int(r[1]) for r in s.query(plan.counts_sql(
+                list(plan.public_counts(manifest))))}  # fmt: skip
+            problems += plan.count_problems(plan.expected_counts(manifest, rules), counted)
+            if problems:
+                raise LorePinError(f"the anonymized copy fails its checks: {problems[0]}")
+            found["extensions"] = [r[0] for r in s.query(plan.EXTENSIONS_SQL)]
+            for sql in plan.prepare_copy_sql(found["extensions"]):
+                s.query(sql)
+        src.run.say(f"==> {ctx.env.name}: copying it into staging's database, beside the live data")
+        started = time.monotonic()
+        with ops.database_session(ctx, who) as live:
+            live.query(plan.CLEAR_INCOMING)
+        dump = [*compose.docker(src.env), "exec", t.names["db"], "pg_dump", "-Fc", "-U",
+                "lorepin", "-d", "lorepin", "-n", plan.INCOMING]  # fmt: skip
+        into = [*compose.docker(ctx.env), "exec", "-i", _db(ctx), "pg_restore", "-U",
+                "lorepin", "-d", "lorepin", "--no-owner", "--no-privileges", "--exit-on-error",
+                "--single-transaction"]  # fmt: skip
+
+        def copy(sink: IO[bytes]) -> None:
+            src.run.pipe(dump, env=src.engine, read=lambda out: shutil.copyfileobj(out, sink))
+
+        ctx.run.pipe(into, env=ctx.engine, write=copy)
+        found["copy_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        t.remove()
+    return found
+
+
+def _db(ctx: EnvContext) -> str:
+    return deploy_plan.container(ctx.env, ops.writable_database(ctx))
+
+
+def _swap(ctx: EnvContext, who: str, extensions: list[str]) -> tuple[float, int]:
+    """The swap's transaction: how long writes paused (s) and the writes it turned away."""
+    with ops.database_session(ctx, who) as s:
+        started = time.monotonic()
+        s.query("BEGIN")
+        for sql in plan.swap_sql(extensions):
+            s.query(sql)
+        refused = int(s.scalar(plan.END_WAITING_WRITERS) or 0)
+        s.query("COMMIT")
+        return time.monotonic() - started, refused
+
+
+def _ready(ctx: EnvContext, version: str) -> str | None:
+    """None when the serving CMS answers ready on the new data, or why not."""
+    backend = ComposeBlueGreen(ctx)
+    state = backend.state()
+    try:
+        ops.wait_ready(ctx, backend, state.active or "", version)
+    except LorePinError as exc:
+        return str(exc)
+    return None
+
+
+@task(
+    help={
+        "env": "the staging environment (default staging)",
+        "from_backup": "the production backup to take (default: the newest verified one)",
+        "source": "the production environment whose backups it takes (default production)",
+        "yes": YES_HELP,
+        "dry_run": DRY_HELP,
+    }
+)
+def refresh(
+    c: Context, env: str = "staging", from_backup: str = "", source: str = "production",
+    yes: bool = False, dry_run: bool = False,
+) -> None:  # fmt: skip
+    """Replace staging's data with production's, anonymized: the newest verified backup,
+    restored beside production, anonymized by staging/anonymize.yml and checked, then
+    swapped in with a pause of writes of a moment. Staging's users holding live tokens
+    (and their tokens) stay. Asks first."""
+    if from_backup:
+        backup_plan.check_id(from_backup)
+    ctx = server_env(c, env, dry_run, what="a refresh goes to")
+    name = ctx.env.name
+    if ctx.env.kind != "staging":
+        raise Refused(f"'{name}' is a {ctx.env.kind} environment: a refresh replaces only a "
+                      "staging environment's data")  # fmt: skip
+    src = _source(c, ctx, source, dry_run)
+    rules = anonymize_plan.load(ctx.settings.root / anonymize_plan.RULES_FILE)
+    try:
+        chosen = plan.source_backup(backups.listed(src), from_backup or None)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    backup, identity = usable(src, chosen.id)
+    manifest = dict(backup.manifest or {})
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    if ctx.run.dry_run:
+        ctx.run.say(f"from {backup.id} of '{src.env.name}' ({manifest.get('rows')} rows):")
+        ctx.run.pipe([*compose.docker(src.env), "exec", "-i", "<throwaway>", "pg_restore",
+                      "..."], env=src.engine)  # fmt: skip
+        for sql in ("BEGIN", *anonymize_plan.statements(rules), "COMMIT",
+                    *plan.prepare_copy_sql(["<extensions>"])):  # fmt: skip
+            ctx.run.say(f"  throwaway: {sql}")
+        ctx.run.say(f"  pg_dump -n {plan.INCOMING} | pg_restore into '{name}'")
+        for sql in ("BEGIN", *plan.swap_sql(["<extensions>"]), plan.END_WAITING_WRITERS,
+                    "COMMIT", plan.DROP_BEFORE):  # fmt: skip
+            ctx.run.say(f"  {name}: {sql}")
+        return
+    docker.ensure_owned(ctx)
+    version, _ = throwaway.serving(ctx)
+    if not version:
+        raise Refused(f"'{name}' serves no release: deploy one first")
+    with ops.database_session(ctx, who) as s:
+        live_revision = s.scalar(backup_plan.REVISION_SQL) or None
+        columns = [(r[0], r[1]) for r in s.query(anonymize_plan.COLUMNS_SQL)]
+    if live_revision != manifest.get("schema_revision"):
+        raise Refused(
+            f"backup {backup.id} is at schema revision {manifest.get('schema_revision')}, "
+            f"'{name}' at {live_revision}: deploy production's release to '{name}' first, or "
+            "take a backup of production at the same revision"
+        )
+    if wrong := anonymize_plan.unknown(rules, columns):
+        raise ConfigError(f"{anonymize_plan.RULES_FILE} names {', '.join(wrong[:5])}, which "
+                          f"'{name}' does not have: fix the rules")  # fmt: skip
+    confirm(
+        f"Replace the data of '{name}' with backup {backup.id} of '{src.env.name}' "
+        f"({manifest.get('rows')} rows), anonymized? Staging serves throughout; writes pause "
+        "for a moment at the swap, and what was written in staging is gone (its users "
+        "holding live tokens stay).",
+        yes=yes,
+    )
+    started = time.monotonic()
+    with locked(ctx, "staging.refresh"), ops.deploy_lock(ctx, who, f"refresh {backup.id}") as lock:
+        trail = ops.open_trail(ctx, lock, who)
+        detail: dict[str, Any] = {"backup": backup.id, "source": src.env.name}
+        ops.record(trail, ctx, who, "staging-refresh", version, "started", detail)
+        outcome = "failed"
+        try:
+            found = _anonymized_copy(ctx, src, backup, identity, rules, who)
+            ops.notify_team(ctx, f"{name}: writes pause for a moment: refresh from {backup.id}")
+            pause, refused = _swap(ctx, who, found["extensions"])
+            detail.update(found, pause_ms=round(pause * 1000), writes_refused=refused)
+            if why := _ready(ctx, version):
+                with ops.database_session(ctx, who) as s:
+                    s.query("BEGIN")
+                    for sql in plan.swap_back_sql(found["extensions"]):
+                        s.query(sql)
+                    s.query("COMMIT")
+                raise LorePinError(f"the CMS is not ready on the refreshed data, so '{name}' "
+                                   f"serves its previous data again: {why}")  # fmt: skip
+            with ops.database_session(ctx, who) as s:
+                s.query(plan.DROP_BEFORE, timeout=600)
+            outcome = "refreshed"
+        finally:
+            detail["seconds"] = round(time.monotonic() - started, 1)
+            detail.pop("extensions", None)
+            ops.record(trail, ctx, who, "staging-refresh", version, outcome, detail)
+            ops.notify_team(ctx, f"{name}: refresh from {backup.id} {outcome} "
+                                 f"({detail['seconds']} s)")  # fmt: skip
+    print(
+        f"'{name}': refreshed from {backup.id} of '{src.env.name}' ({found['rows']:,} rows, "
+        f"anonymized) in {detail['seconds']} s; writes paused {detail['pause_ms']} ms"
+    )
+
+
+ns = Collection("staging", refresh)
