@@ -605,7 +605,7 @@ def test_a_staging_refresh_brings_production_anonymized_while_staging_serves(sit
     a verified backup; a run killed half-way leaves staging serving its previous data,
     and the next run finishes. (Runs after the approvals test: production serves 1.1.0.)"""
     site.serve_staging()
-    assert site.serving("production") == site.serving("staging") == "1.1.0"
+    assert site.serving("production") == "1.1.0"  # staging: 1.0.0 or 1.1.0, the same schema
     people = [f"{n}.{uuid.uuid4().hex[:4]}" for n in ("marie.dupont", "jonas.weber", "aiko.sato")]
     values = ", ".join(f"('{n}', 'editor')" for n in people)
     sql(site, "production", f"INSERT INTO cms_users (name, role) VALUES {values}")  # noqa: S608
