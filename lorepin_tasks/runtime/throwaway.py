@@ -145,7 +145,8 @@ class Throwaway:
 
     def remove(self) -> None:
         for role in ("cms", "db"):
-            self.docker("rm", "-f", "-v", self.names[role], check=False, quiet=True)
+            if role in self.names:  # a copy without a CMS has no name for one
+                self.docker("rm", "-f", "-v", self.names[role], check=False, quiet=True)
         for volume in self.volumes:
             self.docker("volume", "rm", volume, check=False, quiet=True)
         self.docker("network", "rm", self.names["network"], check=False, quiet=True)

@@ -266,6 +266,22 @@ def test_test_data_never_goes_into_production() -> None:
     assert one_line_error(proc, 6) == (
         "error: 'production' is production: test data never goes there"
     )
+    proc = invoke("data.validate", "--env", "production")
+    assert one_line_error(proc, 6) == (
+        "error: 'production' is production: its data is the source, not a copy"
+    )
+    proc = invoke("staging.refresh", "--env", "production", "--yes")
+    assert one_line_error(proc, 6) == (
+        "error: 'production' is a production environment: a refresh replaces only a staging "
+        "environment's data"
+    )
+    proc = invoke("staging.refresh", "--source", "staging", "--yes")
+    assert one_line_error(proc, 2) == (
+        "error: --source names a staging environment: a refresh copies a production "
+        "environment's data"
+    )
+    proc = invoke("staging.refresh", "--from-backup", "last-week", "--yes")
+    assert one_line_error(proc, 2).startswith("error: invalid backup id 'last-week'")
     proc = invoke("data.anonymize", "--env", "production", "--yes")
     assert one_line_error(proc, 6) == (
         "error: 'production' is production: its data is the original, never anonymized"
