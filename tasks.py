@@ -22,6 +22,7 @@ from lorepin_tasks.tasks import (
     incident,
     logs,
     monitor,
+    perf,
     release,
     repo,
     secrets,
@@ -37,7 +38,13 @@ except ConfigError as exc:
     sys.exit(int(exc.exit_code))
 
 ns = Collection()
-for t in (*stack.ns.tasks.values(), release.version, deploy.rollback, monitor.errors):  # top
+for t in (
+    *stack.ns.tasks.values(),
+    release.version,
+    deploy.rollback,
+    monitor.errors,
+    perf.perf,
+):  # top
     if t is not stack.logs:  # `invoke logs` is the logs collection's default
         ns.add_task(t)
 logs.ns.add_task(stack.logs, name="show", default=True)

@@ -32,6 +32,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -103,6 +104,14 @@ DEFAULTS: dict[str, Any] = {
         "two_person_rule": True,
     },
     "db": {"lock_wait": 60},
+    # `invoke perf`: how much worse than the previous version's report fails the run.
+    "perf": {
+        "p95_increase_percent": 25,
+        "p99_increase_percent": 50,
+        "noise_ms": 5,
+        "error_percent": 1,
+        "throughput_drop_percent": 20,
+    },
 }
 
 
@@ -287,6 +296,27 @@ class FeaturePolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PerfPolicy:
+    """When `invoke perf` calls a run a regression against the previous version's report:
+    an endpoint's p95 or p99 grown by more than these percents (and by more than noise_ms,
+    below which a change is noise), errors above error_percent of its requests, or the
+    throughput down by more than throughput_drop_percent."""
+
+    p95_increase_percent: int = 25
+    p99_increase_percent: int = 50
+    noise_ms: int = 5
+    error_percent: int = 1
+    throughput_drop_percent: int = 20
+
+
+def _perf(raw: Mapping[str, Any]) -> PerfPolicy:
+    known = {f.name for f in dataclasses.fields(PerfPolicy)}
+    if unknown := sorted(set(raw) - known):
+        raise ConfigError(f"perf.{unknown[0]} is not a setting (one of {', '.join(sorted(known))})")
+    return PerfPolicy(**{k: _int(v, f"perf.{k}", low=0, high=1000) for k, v in raw.items()})
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     root: Path
     checkout: Checkout
@@ -301,6 +331,7 @@ class Settings:
     release: ReleasePolicy
     feature: FeaturePolicy
     lock_wait: float  # seconds a migration waits for another one
+    perf: PerfPolicy = PerfPolicy()
     webhook_url: str | None
     backup_webhook_url: str | None = None  # where the second site's schedule reports
     alert_webhook_url: str | None = None  # where the incident receiver passes alerts on
@@ -804,7 +835,7 @@ def load(
 ) -> Settings:
     """Resolve defaults, invoke.yaml's `lorepin:` tree and environment variables."""
     raw = _merge(DEFAULTS, _mapping(project_config, "lorepin"))
-    for section in ("environments", "feature", "release", "db"):
+    for section in ("environments", "feature", "release", "db", "perf"):
         raw[section] = _mapping(raw[section], f"lorepin.{section}")
     state = state_home(environ)
     envs = {
@@ -832,6 +863,7 @@ def load(
         release=_release(raw["release"]),
         feature=_feature(raw["feature"]),
         lock_wait=float(_int(lock_wait, "db.lock_wait", low=0, high=3600)),
+        perf=_perf(raw["perf"]),
         webhook_url=environ.get("LOREPIN_RELEASE_WEBHOOK_URL") or None,
         age_identity=user_path(environ["LOREPIN_AGE_IDENTITY"], "LOREPIN_AGE_IDENTITY")
         if environ.get("LOREPIN_AGE_IDENTITY")

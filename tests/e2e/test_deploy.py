@@ -695,6 +695,55 @@ def test_a_staging_refresh_brings_production_anonymized_while_staging_serves(sit
                "'lorepin_%refresh'") == ["0"]  # fmt: skip
 
 
+def test_perf_keeps_a_report_per_version_and_names_an_injected_slowdown(site: Site) -> None:
+    """`invoke perf --env staging` through the proxy (locust): a report of the serving
+    version with every endpoint of the mix and no error. A release whose pin listing
+    sleeps 80 ms more is flagged against it, naming the endpoint; its token is revoked
+    and its pins are test data. Production is refused without --i-know. Staging is rolled
+    back afterwards."""
+    site.serve_staging()
+    first = site.serving("staging")
+    assert first is not None
+    refused = site.invoke("perf", "--env", "production", "--duration", "5s")
+    assert refused.returncode == 6 and "--i-know" in refused.stderr
+    args = ("--env", "staging", "--duration", "15s", "--users", "8", "--json")
+    base = site.invoke("perf", *args, timeout=300)
+    assert base.returncode == 0, base.stdout[-2000:] + base.stderr[-2000:]
+    report = json.loads(base.stdout)
+    assert report["version"] == first and not report["regressions"]
+    assert set(report["endpoints"]) == {"list", "filter", "read", "create"}
+    assert all(e["failures"] == 0 and e["requests"] > 0 for e in report["endpoints"].values())
+    assert (site.root / "dist" / "perf" / "staging" / f"{first}.json").is_file()
+    live = (
+        "SELECT count(*) FROM api_tokens t JOIN cms_users u ON u.id = t.user_id "
+        "WHERE u.name LIKE 'perf-%' AND t.revoked_at IS NULL"
+    )
+    assert sql(site, "staging", live) == ["0"]
+    created = int(sql(site, "staging", "SELECT count(*) FROM pins WHERE tags @> "
+                      "ARRAY['test-data', 'perf']")[0])  # fmt: skip
+    assert created == report["endpoints"]["create"]["requests"]
+
+    patch(site.repo, "        query = select(Pin)\n        if not sees_drafts(who):",
+          "        __import__('time').sleep(0.08)\n        query = select(Pin)\n"
+          "        if not sees_drafts(who):", "perf: the listing is slower")  # fmt: skip
+    done = site.invoke("release", "--as", "1.2.2", "--yes")
+    assert done.returncode == 0, done.stderr[-2000:]
+    deployed = site.invoke("deploy", "--env", "staging", "--version", "1.2.2", "--yes")
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    try:
+        slow = site.invoke("perf", *args, timeout=300)
+        assert slow.returncode == 1, slow.stdout[-2000:] + slow.stderr[-2000:]
+        assert "'staging' 1.2.2 regressed: filter: p95" in slow.stderr, slow.stderr
+        assert "was" in slow.stderr and f"in {first}" in slow.stderr
+        flagged = json.loads(slow.stdout)["regressions"]
+        assert any(r.startswith("list: p95") for r in flagged), flagged
+        assert not any(r.startswith(("read", "create")) for r in flagged), flagged
+    finally:
+        back = site.invoke("rollback", "--env", "staging", "--yes")
+        assert back.returncode == 0, back.stderr[-2000:]
+    assert site.serving("staging") == first
+
+
 HOOK_TOKEN = "T0KEN-" + uuid.uuid4().hex[:8]  # in the webhook's URL: a secret
 RECEIVER = """
 import http.server
