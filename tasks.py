@@ -17,6 +17,7 @@ from lorepin_tasks.tasks import (
     db,
     deploy,
     dr,
+    e2e,
     feature,
     images,
     incident,
@@ -44,6 +45,7 @@ for t in (
     deploy.rollback,
     monitor.errors,
     perf.perf,
+    e2e.e2e,
 ):  # top
     if t is not stack.logs:  # `invoke logs` is the logs collection's default
         ns.add_task(t)

@@ -157,6 +157,9 @@ class DeployPolicy:
     watch: int = 30  # seconds the new release is watched after the switch
     ready_timeout: int = 60  # seconds a new colour has to answer /readyz
     keep: int = 3  # release versions whose images stay on the engine after a deploy
+    # An environment where the same version must have passed `invoke e2e` first (the
+    # outcome is read from that environment's trail), e.g. staging for production.
+    requires_e2e: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -609,7 +612,7 @@ def parse_window(text: str, what: str) -> Window:
 def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    known = ("approvals", "windows", "timezone", "watch", "ready_timeout", "keep")
+    known = ("approvals", "windows", "timezone", "watch", "ready_timeout", "keep", "requires_e2e")
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(
@@ -632,6 +635,7 @@ def _deploy(raw: Mapping[str, Any], where: str) -> DeployPolicy:
             raw.get("ready_timeout", 60), f"{where}: deploy.ready_timeout", low=5, high=3600
         ),
         keep=_int(raw.get("keep", 3), f"{where}: deploy.keep", low=2, high=100),
+        requires_e2e=str(raw["requires_e2e"]) if raw.get("requires_e2e") else None,
     )
 
 
@@ -842,6 +846,13 @@ def load(
         str(name): _environment(str(name), _mapping(spec, f"environment '{name}'"), root, state)
         for name, spec in raw["environments"].items()
     }
+    for name, env in envs.items():
+        needs = env.deploy.requires_e2e if env.deploy else None
+        if needs and (needs == name or needs not in envs or envs[needs].deploy is None):
+            raise ConfigError(
+                f"environment '{name}': deploy.requires_e2e must name another server "
+                f"environment, got {needs!r}"
+            )
     prefix = environ.get("LOREPIN_IMAGE_PREFIX") or str(raw["image_prefix"])
     if not REPOSITORY.match(prefix):
         raise ConfigError(

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import os
 import re
+import secrets as random_secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from invoke.context import Context
@@ -22,10 +24,11 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
+from lorepin_cms import access
 from lorepin_cms.exit_codes import ExitCode
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.errors import ConfigError, LorePinError, last_line
-from lorepin_tasks.plans import compose
+from lorepin_tasks.plans import cms_access, compose
 from lorepin_tasks.plans import db as db_plan
 from lorepin_tasks.runtime import build_inputs, docker, git, http, lock, ops, secrets
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
@@ -294,3 +297,26 @@ def run_migrator(ctx: EnvContext, action: list[str], *, capture: bool = False) -
         action, who=git.who_am_i(ctx.run, ctx.settings.root), lock_wait=ctx.settings.lock_wait
     )
     return docker.run_oneoff(ctx, "migrate", command, kind=db_plan.ONEOFF, capture=capture)
+
+
+def run_token(ctx: EnvContext, who: str, purpose: str) -> tuple[str, str]:
+    """An editor's token for one run of a suite against the environment, its user marked
+    as test data (`data.cleanup` removes it), recorded in the trail; (token, key)."""
+    user = f"{purpose}-{random_secrets.token_hex(4)}.td0"
+    token, key = access.new_token()
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    sha = access.digest(access.secret_of(token))
+    with ops.database_session(ctx, who) as session:
+        ops.ensure_schema(session)
+        trail = ops.open_trail(ctx, session, who)
+        session.query("BEGIN")
+        session.query(cms_access.add_user_sql(user, "editor"))
+        session.query(cms_access.add_token_sql(user, "editor", key, sha, until))
+        detail = {"user": user, "role": "editor", "key": key, "for": purpose}
+        ops.record(trail, ctx, who, "cms.token.create", None, "succeeded", detail, commit=True)
+    return token, key
+
+
+def revoke_token(ctx: EnvContext, who: str, key: str) -> None:
+    with ops.database_session(ctx, who) as session:
+        session.query(cms_access.revoke_sql(key))

@@ -39,6 +39,7 @@ from lorepin_tasks.tasks._common import (
     YES_HELP,
     backup_database,
     locked,
+    open_env,
     run_migrator,
     server_env,
     task,
@@ -189,6 +190,8 @@ def deploy(
     )
     if problem:
         raise Refused(problem)
+    if policy.requires_e2e:
+        _check_e2e(c, ctx, policy.requires_e2e, tag)
     override = plan.window_override(
         policy, datetime.now(UTC), outside_window=outside_window, reason=reason
     )
@@ -220,6 +223,25 @@ def deploy(
             images = {k: v.get("id") for k, v in manifest["images"].items()}
             approved_by = sorted({str(a["approved_by"]) for a in approvals})
             _deploy(ctx, backend, steps, trail, tag, who, override, images, approved_by)
+
+
+def _check_e2e(c: Context, ctx: EnvContext, where: str, tag: str) -> None:
+    """The policy's `requires_e2e`: the newest end-to-end run of this version on that
+    environment (its trail) passed."""
+    other = open_env(c, where, dry_run=False, settings=ctx.settings)
+    records = ops.trail_records(other, git.who_am_i(ctx.run, ctx.settings.root))
+    if records is None:
+        raise Refused(
+            f"'{ctx.env.name}' needs a green end-to-end run on '{where}' first, and the "
+            f"trail of '{where}' cannot be read (its database is down)"
+        )
+    runs = [r for r in records if r.get("action") == "e2e" and r.get("version") == tag]
+    if not runs or runs[-1].get("outcome") != "passed":
+        state = f"its last one {runs[-1].get('outcome')}" if runs else "none is recorded"
+        raise Refused(
+            f"v{tag} needs a green end-to-end run on '{where}' before '{ctx.env.name}' "
+            f"({state}): deploy it there and run `invoke e2e --env {where}`"
+        )
 
 
 HBA_REPLICATION = "host replication all all scram-sha-256"

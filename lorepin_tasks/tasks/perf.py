@@ -13,43 +13,24 @@ from __future__ import annotations
 
 import json
 import os
-import secrets as random_secrets
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from invoke.context import Context
 
-from lorepin_cms import access
 from lorepin_tasks.errors import LorePinError, Refused
-from lorepin_tasks.plans import cms_access
 from lorepin_tasks.plans import perf as plan
-from lorepin_tasks.runtime import git, ops, security_scan, throwaway
-from lorepin_tasks.runtime.environment import EnvContext
-from lorepin_tasks.tasks._common import DRY_HELP, JSON_HELP, server_env, task
-
-
-def _token(ctx: EnvContext, who: str) -> tuple[str, str]:
-    """An editor's token for the run (its user marked as test data), recorded; (token, key)."""
-    user = f"perf-{random_secrets.token_hex(4)}.td0"
-    token, key = access.new_token()
-    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    sha = access.digest(access.secret_of(token))
-    with ops.database_session(ctx, who) as session:
-        ops.ensure_schema(session)
-        trail = ops.open_trail(ctx, session, who)
-        session.query("BEGIN")
-        session.query(cms_access.add_user_sql(user, "editor"))
-        session.query(cms_access.add_token_sql(user, "editor", key, sha, until))
-        detail = {"user": user, "role": "editor", "key": key, "for": "perf"}
-        ops.record(trail, ctx, who, "cms.token.create", None, "succeeded", detail, commit=True)
-    return token, key
-
-
-def _revoke(ctx: EnvContext, who: str, key: str) -> None:
-    with ops.database_session(ctx, who) as session:
-        session.query(cms_access.revoke_sql(key))
+from lorepin_tasks.runtime import git, security_scan, throwaway
+from lorepin_tasks.tasks._common import (
+    DRY_HELP,
+    JSON_HELP,
+    revoke_token,
+    run_token,
+    server_env,
+    task,
+)
 
 
 @task(
@@ -98,7 +79,7 @@ def perf(
     with tempfile.TemporaryDirectory(prefix="lorepin-perf-") as tmp:
         try:
             if writes:
-                token, key = _token(ctx, who)
+                token, key = run_token(ctx, who, "perf")
                 ctx.run.add_secret(token)
                 environ["LOREPIN_PERF_TOKEN"] = token
             argv = plan.locust_argv(sys.executable, ctx.settings.root, f"https://{host}:{port}",
@@ -116,7 +97,7 @@ def perf(
                 raise LorePinError(f"{exc}: is '{name}' answering at {host}:{port}?") from None
         finally:
             if key:
-                _revoke(ctx, who, key)
+                revoke_token(ctx, who, key)
     before = plan.previous(plan.load_reports(out), version)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f".{version}.json.partial"
