@@ -34,6 +34,7 @@ def test_the_admin_page_signs_in_and_saves_a_pin(target: Target) -> None:
                     pytrace=False)  # fmt: skip
     os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a driver
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -52,26 +53,36 @@ def test_the_admin_page_signs_in_and_saves_a_pin(target: Target) -> None:
             options.add_argument(flag)
         driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
         try:
+            step = "opening the page"
             driver.get(f"{target.url}/admin/")
             wait = WebDriverWait(driver, 20)
             wait.until(ec.text_to_be_present_in_element((By.ID, "summary"), "pins"))
+            step = "the version"
             assert driver.title == "LorePin admin"
             wait.until(ec.text_to_be_present_in_element((By.ID, "version"), f"v{target.version} "))
+            step = "signing in"
             driver.find_element(By.CSS_SELECTOR, "#signin input[name=token]").send_keys(
                 target.token
             )
             driver.find_element(By.CSS_SELECTOR, "#signin button").click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "session-state"), "Signed in"))
+            step = "saving a pin"
             form = driver.find_element(By.ID, "editor")
             for name, value in (("title", title), ("latitude", "43.3"), ("longitude", "5.4"),
                                 ("tags", "test-data, e2e")):  # fmt: skip
                 form.find_element(By.NAME, name).send_keys(value)
             form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "aved"))
+            step = "finding it by its tag"
             driver.find_element(By.CSS_SELECTOR, "#filters input[name=tag]").send_keys("e2e")
             driver.find_element(By.CSS_SELECTOR, "#filters button").click()
             wait.until(ec.text_to_be_present_in_element((By.ID, "pins"), title))
             assert driver.save_screenshot(str(target.artifacts / "admin.png"))
+        except TimeoutException:
+            driver.save_screenshot(str(target.artifacts / "admin-failed.png"))
+            (target.artifacts / "admin-failed.html").write_text(driver.page_source)
+            pytest.fail(f"the admin page: {step} did not happen in 20 s (see "
+                        f"{target.artifacts}/admin-failed.png)", pytrace=False)  # fmt: skip
         finally:
             driver.quit()
     status, _, page = target.call("GET", "/api/pins?tag=e2e&status=draft&limit=100",

@@ -105,17 +105,19 @@ async function save(event: SubmitEvent): Promise<void> {
     status: String(data.get("status")) as Status,
   };
   const message = $("#message");
+  let saved: Pin;
   try {
-    const saved = await savePin(id ? Number(id) : null, pin);
-    message.className = "";
-    message.textContent = `Saved “${saved.title}”.`;
-    load(null);
-    await refresh();
+    saved = await savePin(id ? Number(id) : null, pin);
   } catch (error) {
     message.className = "error";
     const hint = error instanceof ApiError && error.status === 401 ? " Sign in with a token." : "";
     message.textContent = error instanceof ApiError ? error.message + hint : "Could not reach the CMS.";
+    return;
   }
+  message.className = "";
+  message.textContent = `Saved “${saved.title}”.`;
+  load(null);
+  await refresh();
 }
 
 function main(): void {
@@ -126,7 +128,8 @@ function main(): void {
   });
   $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); void refresh(); });
   $("#next").addEventListener("click", () => { offset += PAGE; void refresh(); });
-  $("#reset").addEventListener("click", () => load(null));
+  // (never id="reset": a form's element of that id hides its reset() method)
+  $("#new-pin").addEventListener("click", () => load(null));
   form().addEventListener("submit", (event) => void save(event));
   ($("#signin") as HTMLFormElement).addEventListener("submit", (event) => {
     event.preventDefault();
