@@ -152,6 +152,33 @@ class Throwaway:
         self.docker("network", "rm", self.names["network"], check=False, quiet=True)
 
 
+def remove_left(ctx: EnvContext, name_prefix: str = "") -> int:
+    """Throwaways of this environment and checkout (a verification's, a refresh's) that a
+    run cut short left, with their networks; those whose names start with `name_prefix`
+    only, when given. How many containers went."""
+    filters = [
+        "--filter", f"label=dev.lorepin.env={ctx.env.name}",
+        "--filter", f"label=dev.lorepin.checkout={ctx.settings.checkout.id}",
+        "--filter", f"label={plan.VERIFY_LABEL}",
+        *(["--filter", f"name={name_prefix}"] if name_prefix else []),
+    ]  # fmt: skip
+    base = [*compose.docker(ctx.env)]
+
+    def listed(*args: str) -> list[str]:
+        found = ctx.run.run([*base, *args, *filters], env=ctx.engine, capture=True, quiet=True,
+                            mutates=False)  # fmt: skip
+        return found.stdout.split()
+
+    containers = listed("ps", "-aq")
+    if containers:
+        ctx.run.run([*base, "rm", "-f", "-v", *containers], env=ctx.engine, capture=True,
+                    quiet=True)  # fmt: skip
+    if networks := listed("network", "ls", "-q"):
+        ctx.run.run([*base, "network", "rm", *networks], env=ctx.engine, capture=True,
+                    quiet=True, check=False)  # fmt: skip
+    return len(containers)
+
+
 def wait_for(deadline: float, what: str, probe: Callable[[], bool]) -> None:
     started = time.monotonic()
     while time.monotonic() < deadline:

@@ -298,6 +298,13 @@ def _source_revision(src: EnvContext) -> str | None:
     return ops.db_value(src, ops.primary(src), backup_plan.REVISION_SQL) or None
 
 
+def _backup_of(src: EnvContext, id_: str) -> backup_plan.Backup | None:
+    try:
+        return backups.find(src, id_)
+    except LorePinError:
+        return None
+
+
 def _refreshed_from(ctx: EnvContext, who: str) -> str | None:
     """The backup of the environment's latest refresh (its trail)."""
     done = [
@@ -330,7 +337,13 @@ def validate(c: Context, env: str = "", source: str = "production", json_: bool 
     rules = anonymize_plan.load(ctx.settings.root / anonymize_plan.RULES_FILE)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     ops.writable_database(ctx)
-    ops.writable_database(src)  # its values are what must not be found here
+    try:
+        ops.writable_database(src)  # its values are what must not be found here
+    except LorePinError:
+        raise LorePinError(
+            f"'{source}' has no running database on this engine: the validation compares "
+            f"'{name}' with its live values; start it first"
+        ) from None
     checks: list[tuple[str, bool, str]] = []
     with ops.database_session(ctx, who) as session:
         revision = session.scalar(backup_plan.REVISION_SQL) or None
@@ -344,8 +357,11 @@ def validate(c: Context, env: str = "", source: str = "production", json_: bool 
     backup_id = _refreshed_from(ctx, who)
     if backup_id is None:
         checks.append(("row counts", False, f"no refresh of '{name}' is recorded to compare with"))
+    elif (source_backup := _backup_of(src, backup_id)) is None:
+        checks.append(("row counts", False, f"{backup_id}, the backup of the last refresh, is "
+                       f"gone from '{source}': the counts cannot be compared"))  # fmt: skip
     else:
-        manifest = dict(backups.find(src, backup_id).manifest or {})
+        manifest = dict(source_backup.manifest or {})
         expected = {t: n for t, n in refresh_plan.expected_counts(manifest, rules).items()
                     if rules.tables.get(t) != "truncate"}  # fmt: skip
         with ops.database_session(ctx, who) as session:

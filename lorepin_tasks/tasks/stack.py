@@ -16,7 +16,7 @@ from invoke.context import Context
 
 from lorepin_tasks.errors import ConfigError, LorePinError
 from lorepin_tasks.plans import compose
-from lorepin_tasks.runtime import docker, http, lock, secrets
+from lorepin_tasks.runtime import docker, http, lock, secrets, throwaway
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.tasks._common import (
@@ -137,6 +137,9 @@ def down(
                     yes=yes,
                 )
         docker.down(ctx, volumes_too=volumes)
+        if not ctx.run.dry_run and (left := throwaway.remove_left(ctx)):
+            # A verification's or a refresh's copy of the data that a kill -9 left running.
+            ctx.run.say(f"    removed {left} throwaway database(s) left by a run cut short")
         if volumes and not ctx.run.dry_run:  # no data: the next one starts with the file's
             (ctx.env.secrets_dir / secrets.ROTATING).unlink(missing_ok=True)
     if not ctx.run.dry_run:

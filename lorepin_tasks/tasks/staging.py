@@ -13,10 +13,10 @@ leaves staging serving what it served.
 from __future__ import annotations
 
 import hashlib
-import random
 import secrets as random_secrets
 import shutil
 import time
+from contextlib import suppress
 from typing import IO, Any
 
 from invoke.collection import Collection
@@ -28,7 +28,7 @@ from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import refresh as plan
-from lorepin_tasks.runtime import backups, docker, git, ops, throwaway
+from lorepin_tasks.runtime import backups, docker, git, lock, ops, throwaway
 from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
@@ -42,24 +42,8 @@ PSQL = ["psql", "-U", "lorepin", "-d", "lorepin", "-qtAX", "-F", "\t", "-v", "ON
 
 def _names(ctx: EnvContext, id_: str) -> dict[str, str]:
     digest = hashlib.sha256(id_.encode()).hexdigest()[:8]
-    base = f"{ctx.env.project}-refresh-{digest}-{random.getrandbits(24):06x}"
+    base = f"{ctx.env.project}-refresh-{digest}-{random_secrets.token_hex(3)}"
     return {"network": base, "db": f"{base}-db"}
-
-
-def _remove_leftovers(src: EnvContext) -> None:
-    """Throwaways of this checkout's refreshes that a kill -9 left behind."""
-    prefix = f"{src.env.project}-refresh-"
-    mine = f"label=dev.lorepin.checkout={src.settings.checkout.id}"
-    base = [*compose.docker(src.env)]
-    found = src.run.run([*base, "ps", "-aq", "--filter", mine, "--filter", f"name={prefix}"],
-                        env=src.engine, capture=True, quiet=True).stdout.split()  # fmt: skip
-    if found:
-        src.run.run([*base, "rm", "-f", "-v", *found], env=src.engine, capture=True, quiet=True)
-    nets = src.run.run([*base, "network", "ls", "-q", "--filter", mine, "--filter",
-                        f"name={prefix}"], env=src.engine, capture=True,
-                       quiet=True).stdout.split()  # fmt: skip
-    if nets:
-        src.run.run([*base, "network", "rm", *nets], env=src.engine, capture=True, quiet=True)
 
 
 def _source(c: Context, ctx: EnvContext, source: str, dry_run: bool) -> EnvContext:
@@ -82,7 +66,8 @@ def _anonymized_copy(
     image = images.get("postgres") or f"{src.settings.image_prefix}/postgres:{src.env.image_tag}"
     t = Throwaway(src, backup.id, _names(src, backup.id), random_secrets.token_urlsafe(24))
     src.run.add_secret(t.password)
-    _remove_leftovers(src)
+    # Any copy a refresh from this source left is dead: live ones hold the source's lock.
+    throwaway.remove_left(src, f"{src.env.project}-refresh-")
     found: dict[str, Any] = {}
     try:
         started = time.monotonic()
@@ -146,8 +131,15 @@ def _swap(ctx: EnvContext, who: str, extensions: list[str]) -> tuple[float, int]
     with ops.database_session(ctx, who) as s:
         started = time.monotonic()
         s.query("BEGIN")
-        for sql in plan.swap_sql(extensions):
-            s.query(sql)
+        try:
+            for sql in plan.swap_sql(extensions):
+                s.query(sql)
+        except LorePinError as exc:
+            raise LorePinError(
+                f"the swap could not take the tables of '{ctx.env.name}' within "
+                f"{plan.SWAP_LOCK_TIMEOUT} (a client's long transaction?) or was refused: "
+                f"nothing was swapped, it serves its previous data; try again ({exc})"
+            ) from None
         refused = int(s.scalar(plan.END_WAITING_WRITERS) or 0)
         s.query("COMMIT")
         return time.monotonic() - started, refused
@@ -222,6 +214,9 @@ def refresh(
             f"'{name}' at {live_revision}: deploy production's release to '{name}' first, or "
             "take a backup of production at the same revision"
         )
+    if missing := anonymize_plan.unruled(rules, columns):  # the copy has the same columns
+        raise ConfigError(f"{', '.join(missing[:5])} may identify a person and has no rule in "
+                          f"{anonymize_plan.RULES_FILE}: add one")  # fmt: skip
     if wrong := anonymize_plan.unknown(rules, columns):
         raise ConfigError(f"{anonymize_plan.RULES_FILE} names {', '.join(wrong[:5])}, which "
                           f"'{name}' does not have: fix the rules")  # fmt: skip
@@ -233,15 +228,21 @@ def refresh(
         yes=yes,
     )
     started = time.monotonic()
-    with locked(ctx, "staging.refresh"), ops.deploy_lock(ctx, who, f"refresh {backup.id}") as lock:
-        trail = ops.open_trail(ctx, lock, who)
-        detail: dict[str, Any] = {"backup": backup.id, "source": src.env.name}
+    rules_file = ctx.settings.root / anonymize_plan.RULES_FILE
+    digest = hashlib.sha256(rules_file.read_bytes()).hexdigest()[:16]
+    with locked(ctx, "staging.refresh"), ops.deploy_lock(ctx, who, f"refresh {backup.id}") as held:
+        trail = ops.open_trail(ctx, held, who)
+        detail: dict[str, Any] = {"backup": backup.id, "source": src.env.name, "rules": digest}
         ops.record(trail, ctx, who, "staging-refresh", version, "started", detail)
-        outcome = "failed"
+        outcome, swapped = "failed", False
         try:
-            found = _anonymized_copy(ctx, src, backup, identity, rules, who)
+            with lock.held(src.env.state_dir / "refresh.lock",
+                           what=f"a refresh from '{src.env.name}'", who=who,
+                           action=f"staging.refresh --env {name}"):  # fmt: skip
+                found = _anonymized_copy(ctx, src, backup, identity, rules, who)
             ops.notify_team(ctx, f"{name}: writes pause for a moment: refresh from {backup.id}")
             pause, refused = _swap(ctx, who, found["extensions"])
+            swapped = True
             detail.update(found, pause_ms=round(pause * 1000), writes_refused=refused)
             if why := _ready(ctx, version):
                 with ops.database_session(ctx, who) as s:
@@ -254,7 +255,13 @@ def refresh(
             with ops.database_session(ctx, who) as s:
                 s.query(plan.DROP_BEFORE, timeout=600)
             outcome = "refreshed"
+        except LorePinError as exc:
+            detail["error"] = ctx.run.redact(str(exc))[:300]
+            raise
         finally:
+            if not swapped:  # the copy beside the live data goes (the next run would too)
+                with suppress(LorePinError), ops.database_session(ctx, who) as s:
+                    s.query(plan.CLEAR_INCOMING, timeout=600)
             detail["seconds"] = round(time.monotonic() - started, 1)
             detail.pop("extensions", None)
             ops.record(trail, ctx, who, "staging-refresh", version, outcome, detail)
