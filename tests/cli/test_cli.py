@@ -145,6 +145,16 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (["data.generate"], "error: say what to generate: --pins N and/or --users M"),
         (["data.anonymize"], "error: say which environment: --env staging (never production)"),
         (
+            ["perf", "--env", "staging", "--duration", "1h"],
+            "error: --duration must look like 60s or 5m, got '1h'",
+        ),
+        (
+            ["perf", "--env", "staging", "--users", "9999"],
+            "error: --users must be a whole number from 1 to 500, got '9999'",
+        ),
+        (["perf"], "error: say which environment: --env staging or --env production"),
+        (["e2e"], "error: say which environment: --env staging or --env production"),
+        (
             ["data.cleanup", "--older-than", "forever"],
             "error: --older-than must look like 30m, 24h, 7d or 2w, got 'forever'",
         ),
@@ -265,6 +275,16 @@ def test_test_data_never_goes_into_production() -> None:
     proc = invoke("data.generate", "--env", "production", "--pins", "10")
     assert one_line_error(proc, 6) == (
         "error: 'production' is production: test data never goes there"
+    )
+    proc = invoke("perf", "--env", "production")
+    assert one_line_error(proc, 6) == (
+        "error: 'production' is production: a load test slows its real users; pass --i-know "
+        "to run it anyway (read-only)"
+    )
+    proc = invoke("e2e", "--env", "production")
+    assert one_line_error(proc, 6) == (
+        "error: 'production' is production: the suite writes pins; run it on staging, with "
+        "the same version"
     )
     proc = invoke("data.validate", "--env", "production")
     assert one_line_error(proc, 6) == (
