@@ -799,8 +799,9 @@ def test_e2e_runs_against_staging_and_production_waits_for_it(site: Site) -> Non
             "SELECT count(*) FROM pins WHERE tags @> ARRAY['e2e'] AND title LIKE 'e2e %'",
         ) == ["0"]  # fmt: skip (the suite deletes its pins)
 
-        allowed = site.invoke(*deploy)
-        assert allowed.returncode == 0, allowed.stderr[-2000:]
+        allowed = site.invoke(*deploy)  # past the gate: production serves 1.1.0 already
+        assert allowed.returncode == 3, allowed.stderr[-2000:]
+        assert "'production' already serves 1.1.0" in allowed.stderr
     finally:
         config_path.write_text(before)
         site.repo.index.add(["invoke.yaml"])
