@@ -29,16 +29,19 @@ EXTENSIONS_SQL = (
     "SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
     "WHERE n.nspname = 'public' ORDER BY 1"
 )
-# A constraint or an index the result does not enforce (a restore that left one NOT
-# VALID, an index build that failed): each one is named.
-NOT_ENFORCED_SQL = (
-    "SELECT c.conrelid::regclass || ' ' || c.conname FROM pg_constraint c "
-    "JOIN pg_namespace n ON n.oid = c.connamespace "
-    "WHERE n.nspname = 'public' AND NOT c.convalidated "
-    "UNION ALL SELECT i.indexrelid::regclass::text FROM pg_index i "
-    "JOIN pg_class r ON r.oid = i.indrelid JOIN pg_namespace n ON n.oid = r.relnamespace "
-    "WHERE n.nspname = 'public' AND NOT (i.indisvalid AND i.indisready) ORDER BY 1"
-)
+
+
+def not_enforced_sql(schema: str = "public") -> str:
+    """A constraint or an index of `schema` not enforced (a restore that left one NOT VALID,
+    an index build that failed): each one named."""
+    return (
+        "SELECT c.conrelid::regclass || ' ' || c.conname FROM pg_constraint c "  # noqa: S608
+        "JOIN pg_namespace n ON n.oid = c.connamespace "
+        f"WHERE n.nspname = '{schema}' AND NOT c.convalidated "
+        "UNION ALL SELECT i.indexrelid::regclass::text FROM pg_index i "
+        "JOIN pg_class r ON r.oid = i.indrelid JOIN pg_namespace n ON n.oid = r.relnamespace "
+        f"WHERE n.nspname = '{schema}' AND NOT (i.indisvalid AND i.indisready) ORDER BY 1"
+    )
 
 
 def source_backup(found: Sequence[Backup], wanted: str | None) -> Backup:
@@ -94,7 +97,7 @@ def count_problems(expected: Mapping[str, int], found: Mapping[str, int]) -> lis
     ]
 
 
-def counts_sql(tables: Sequence[str], *, since: str | None = None) -> str:
+def counts_sql(tables: Sequence[str], *, since: str | None = None, schema: str = "public") -> str:
     """Rows per table; with `since` (the source backup's time), only those the source
     could hold: staging's own since (its users holding tokens, its test data, its
     activity and pins made after) are left out of the comparison."""
@@ -103,7 +106,7 @@ def counts_sql(tables: Sequence[str], *, since: str | None = None) -> str:
         where = ""
         if since is not None:
             where = _SINCE.get(table, "").format(since=since.replace("'", "''"))
-        parts.append(f"SELECT '{table}', count(*) FROM public.{table}{where}")  # noqa: S608
+        parts.append(f"SELECT '{table}', count(*) FROM {schema}.{table}{where}")  # noqa: S608
     return " UNION ALL ".join(parts) or "SELECT '', 0 WHERE false"
 
 

@@ -504,11 +504,15 @@ def _sql(t: Throwaway, sql: str) -> list[str]:
     return [line for line in answer.stdout.splitlines() if line]
 
 
+COPY_ARCHIVE = "/tmp/lorepin-backup.dump"  # noqa: S108 (in a throwaway copy: ours alone)
+
+
 def restore_copy(
-    ctx: EnvContext, t: Throwaway, backup: plan.Backup, identity: Any, image: str, deadline: float
-) -> None:
+    ctx: EnvContext, t: Throwaway, backup: plan.Backup, identity: Any, image: str, deadline: float,
+    *, jobs: int = 1,
+) -> None:  # fmt: skip
     """A throwaway PostgreSQL of `image` on a network of its own, with the backup restored
-    into it (the caller removes it, however it ends)."""
+    into it, by `jobs` pg_restore workers (the caller removes it, however it ends)."""
     t.create_network()
     t.start(
         "db",
@@ -539,26 +543,22 @@ def restore_copy(
             ).ok
         ),
     )
-    ctx.run.pipe(
-        [
-            *compose.docker(ctx.env),
-            "exec",
-            "-i",
-            t.names["db"],
-            "pg_restore",
-            "-U",
-            "lorepin",
-            "-d",
-            "lorepin",
-            "--exit-on-error",
-            "--no-owner",
-            "--no-privileges",  # the roles' grants: the scratch copy's CMS is the owner
-        ],
-        env=ctx.engine,
-        write=lambda sink: backups.decrypt(
-            plan.data_path(ctx.env, backup.id), sink, identity, backup.id
-        ),
-    )
+    in_copy = [*compose.docker(ctx.env), "exec", "-i", t.names["db"]]
+    # The roles' grants stay out: the scratch copy's owner is all there is.
+    restore = ["pg_restore", "-U", "lorepin", "-d", "lorepin", "--exit-on-error", "--no-owner",
+               "--no-privileges"]  # fmt: skip
+
+    def archive(sink: IO[bytes]) -> None:
+        backups.decrypt(plan.data_path(ctx.env, backup.id), sink, identity, backup.id)
+
+    if jobs == 1:
+        ctx.run.pipe([*in_copy, *restore], env=ctx.engine, write=archive)
+        return
+    # In parallel: pg_restore needs the archive as a file it can seek in (in the copy, which
+    # goes with it).
+    ctx.run.pipe([*in_copy, "sh", "-c", f"cat > {COPY_ARCHIVE}"], env=ctx.engine, write=archive)
+    ctx.run.run([*in_copy, *restore, f"--jobs={jobs}", COPY_ARCHIVE], env=ctx.engine,
+                capture=True)  # fmt: skip
 
 
 def rows_against(t: Throwaway, manifest: Mapping[str, Any]) -> tuple[int, str | None]:

@@ -348,7 +348,7 @@ def validate(c: Context, env: str = "", source: str = "production", json_: bool 
     with ops.database_session(ctx, who) as session:
         revision = session.scalar(backup_plan.REVISION_SQL) or None
         columns = [(r[0], r[1]) for r in session.query(anonymize_plan.COLUMNS_SQL)]
-        loose = [r[0] for r in session.query(refresh_plan.NOT_ENFORCED_SQL)]
+        loose = [r[0] for r in session.query(refresh_plan.not_enforced_sql())]
     production = _source_revision(src)
     checks.append(("schema revision", revision == production,
                    f"{revision} ({source}: {production})"))  # fmt: skip

@@ -35,8 +35,15 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.throwaway import Throwaway
 from lorepin_tasks.tasks._common import DRY_HELP, YES_HELP, locked, open_env, server_env, task
-from lorepin_tasks.tasks.backup import VERIFY_TIMEOUT, restore_copy, rows_against, usable
+from lorepin_tasks.tasks.backup import (
+    COPY_ARCHIVE,
+    VERIFY_TIMEOUT,
+    restore_copy,
+    rows_against,
+    usable,
+)
 
+JOBS = 2  # pg_restore workers: the restores are the refresh's bulk (docs/staging-data.md)
 PSQL = ["psql", "-U", "lorepin", "-d", "lorepin", "-qtAX", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
 
 
@@ -72,7 +79,7 @@ def _anonymized_copy(
     try:
         started = time.monotonic()
         src.run.say(f"==> {ctx.env.name}: restoring {backup.id} of '{src.env.name}' beside it")
-        restore_copy(src, t, backup, identity, image, time.monotonic() + VERIFY_TIMEOUT)
+        restore_copy(src, t, backup, identity, image, time.monotonic() + VERIFY_TIMEOUT, jobs=JOBS)
         found["rows"], wrong = rows_against(t, manifest)
         if wrong:
             raise LorePinError(f"backup {backup.id} does not match its manifest ({wrong})")
@@ -93,10 +100,10 @@ def _anonymized_copy(
                 raise LorePinError(f"{left} original value(s) would be left by the rules")
             s.query("COMMIT")
             found["anonymize_seconds"] = round(time.monotonic() - started, 1)
-            problems = [f"not enforced: {r[0]}" for r in s.query(plan.NOT_ENFORCED_SQL)]
-            counted = {r[0]: int(r[1]) for r in s.query(plan.counts_sql(
-                list(plan.public_counts(manifest))))}  # fmt: skip
-            problems += plan.count_problems(plan.expected_counts(manifest, rules), counted)
+            expected = plan.expected_counts(manifest, rules)
+            problems = [f"not enforced: {r[0]}" for r in s.query(plan.not_enforced_sql())]
+            counted = {r[0]: int(r[1]) for r in s.query(plan.counts_sql(list(expected)))}
+            problems += plan.count_problems(expected, counted)
             if problems:
                 raise LorePinError(f"the anonymized copy fails its checks: {problems[0]}")
             found["extensions"] = [r[0] for r in s.query(plan.EXTENSIONS_SQL)]
@@ -106,16 +113,35 @@ def _anonymized_copy(
         started = time.monotonic()
         with ops.database_session(ctx, who) as live:
             live.query(plan.CLEAR_INCOMING)
-        dump = [*compose.docker(src.env), "exec", t.names["db"], "pg_dump", "-Fc", "-U",
-                "lorepin", "-d", "lorepin", "-n", plan.INCOMING]  # fmt: skip
-        into = [*compose.docker(ctx.env), "exec", "-i", _db(ctx), "pg_restore", "-U",
-                "lorepin", "-d", "lorepin", "--no-owner", "--no-privileges", "--exit-on-error",
-                "--single-transaction"]  # fmt: skip
+        # Uncompressed (it only crosses this machine's pipes), into a file in staging's
+        # database container that pg_restore's workers seek in; removed after.
+        in_copy = [*compose.docker(src.env), "exec", t.names["db"]]
+        live_db = [*compose.docker(ctx.env), "exec", "-i", _db(ctx)]
+        dump = ["pg_dump", "-Fc", "-Z0", "-U", "lorepin", "-d", "lorepin", "-n", plan.INCOMING,
+                "-f", COPY_ARCHIVE]  # fmt: skip
+        src.run.run([*in_copy, *dump], env=src.engine, capture=True)
 
         def copy(sink: IO[bytes]) -> None:
-            src.run.pipe(dump, env=src.engine, read=lambda out: shutil.copyfileobj(out, sink))
+            src.run.pipe([*in_copy, "cat", COPY_ARCHIVE], env=src.engine,
+                         read=lambda out: shutil.copyfileobj(out, sink, 1 << 20))  # fmt: skip
 
-        ctx.run.pipe(into, env=ctx.engine, write=copy)
+        try:
+            ctx.run.pipe([*live_db, "sh", "-c", f"cat > {COPY_ARCHIVE}"], env=ctx.engine,
+                         write=copy)  # fmt: skip
+            ctx.run.run([*live_db, "pg_restore", "-U", "lorepin", "-d", "lorepin", "--no-owner",
+                         "--no-privileges", "--exit-on-error", f"--jobs={JOBS}", COPY_ARCHIVE],
+                        env=ctx.engine, capture=True)  # fmt: skip
+        finally:
+            ctx.run.run([*live_db, "rm", "-f", COPY_ARCHIVE], env=ctx.engine, capture=True,
+                        check=False, quiet=True)  # fmt: skip
+        with ops.database_session(ctx, who) as live:  # what the swap would bring: checked
+            counted = {r[0]: int(r[1]) for r in live.query(plan.counts_sql(
+                list(expected), schema=plan.INCOMING), timeout=600)}  # fmt: skip
+            problems = plan.count_problems(expected, counted)
+            problems += [f"not enforced: {r[0]}" for r in live.query(
+                plan.not_enforced_sql(plan.INCOMING))]  # fmt: skip
+        if problems:
+            raise LorePinError(f"the copy in '{ctx.env.name}' fails its checks: {problems[0]}")
         found["copy_seconds"] = round(time.monotonic() - started, 1)
     finally:
         t.remove()
