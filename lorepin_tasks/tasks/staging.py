@@ -222,7 +222,10 @@ def refresh(
         for sql in ("BEGIN", *anonymize_plan.statements(rules), "COMMIT",
                     *plan.prepare_copy_sql(["<extensions>"])):  # fmt: skip
             ctx.run.say(f"  throwaway: {sql}")
-        ctx.run.say(f"  pg_dump -n {plan.INCOMING} | pg_restore into '{name}'")
+        ctx.run.say(f"  throwaway: pg_dump -Fc -Z0 -n {plan.INCOMING} -f {COPY_ARCHIVE}; "
+                    f"copied to '{name}''s database container; pg_restore --jobs={JOBS} "
+                    "--no-owner --no-privileges --exit-on-error there; its rows and "
+                    "constraints checked")  # fmt: skip
         for sql in ("BEGIN", *plan.swap_sql(["<extensions>"]), plan.END_WAITING_WRITERS,
                     "COMMIT", plan.DROP_BEFORE):  # fmt: skip
             ctx.run.say(f"  {name}: {sql}")

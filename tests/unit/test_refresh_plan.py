@@ -66,6 +66,9 @@ def test_counts_since_the_backup_leave_out_what_staging_made() -> None:
     assert "api_tokens a WHERE a.user_id = cms_users.id" in sql  # staging's token holders
     assert "WHERE" not in plan.counts_sql(["pins"])
     assert "''" in plan.counts_sql(["pins"], since="x'y")  # quoted, never closed early
+    assert "FROM lorepin_refresh.pins" in plan.counts_sql(["pins"], schema=plan.INCOMING)
+    assert "nspname = 'lorepin_refresh'" in plan.not_enforced_sql(plan.INCOMING)
+    assert "nspname = 'public'" in plan.not_enforced_sql()
 
 
 def test_personal_columns_are_the_rewritten_ones_and_a_truncated_tables() -> None:
