@@ -1,8 +1,8 @@
 """`invoke perf`'s reports and their comparison. Pure: locust's CSV in, a report out;
 two reports and a policy in, the regressions out (each naming its endpoint).
 
-A report is kept per environment and version (dist/perf/<env>/<version>.json); a run is
-compared with the report of the newest other version older than it.
+A report is kept per environment and version (perf/<version>.json in its state
+directory); a run is compared with the report of the newest other version older than it.
 """
 
 from __future__ import annotations

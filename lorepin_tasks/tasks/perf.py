@@ -1,8 +1,9 @@
 """`invoke perf --env E [--duration 60s] [--users N] [--i-know] [--json] [--dry-run]`:
 a load test of a deployed environment through its proxy, with locust (headless) and the
 mix in perf/locustfile.py (list, filter, read, create). Its report is kept per version
-(dist/perf/<env>/<version>.json) and compared with the previous version's: a regression
-beyond invoke.yaml's `perf:` thresholds fails the run and names its endpoint.
+(perf/<version>.json in the environment's state directory, across checkouts) and
+compared with the previous version's: a regression beyond invoke.yaml's `perf:`
+thresholds fails the run and names its endpoint.
 
 Writes need an editor's token: one is made for the run (user `perf-<hex>.td0`, test
 data for `data.cleanup`), given to locust in its environment, never on a command line,
@@ -58,7 +59,7 @@ def perf(
         raise Refused(f"'{name}' is production: a load test slows its real users; pass "
                       "--i-know to run it anyway (read-only)")  # fmt: skip
     writes = ctx.env.kind != "production"
-    out = ctx.settings.root / "dist" / "perf" / name
+    out = ctx.env.state_dir / "perf"  # kept across checkouts: the next version compares
     ca = ctx.env.secrets_dir / "tls.crt"
     if ctx.run.dry_run:
         proxy = f"https://127.0.0.1:<{name}'s proxy>"
@@ -106,7 +107,8 @@ def perf(
     found = plan.regressions(before, now, ctx.settings.perf)
     if json_:
         print(json.dumps({**now, "compared_with": before["version"] if before else None,
-                          "regressions": found}, indent=2))  # fmt: skip
+                          "regressions": found, "report": str(out / f"{version}.json")},
+                         indent=2))  # fmt: skip
     else:
         print(plan.table(now, before))
         against = f"compared with {before['version']}" if before else "no earlier version"

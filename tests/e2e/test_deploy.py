@@ -724,7 +724,7 @@ def test_perf_keeps_a_report_per_version_and_names_an_injected_slowdown(site: Si
     assert report["version"] == first and not report["regressions"]
     assert set(report["endpoints"]) == {"list", "filter", "read", "create"}
     assert all(e["failures"] == 0 and e["requests"] > 0 for e in report["endpoints"].values())
-    assert (site.root / "dist" / "perf" / "staging" / f"{first}.json").is_file()
+    assert Path(report["report"]).name == f"{first}.json" and Path(report["report"]).is_file()
     live = (
         "SELECT count(*) FROM api_tokens t JOIN cms_users u ON u.id = t.user_id "
         "WHERE u.name LIKE 'perf-%' AND t.revoked_at IS NULL"
