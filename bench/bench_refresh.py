@@ -47,7 +47,6 @@ FILL = [  # constant numbers only
     "INSERT INTO activity (session_id, user_id, method, route, status, duration_ms) "  # noqa: S608
     "SELECT md5(g::text)::uuid, 'person.' || (g % 1000), 'GET', '/api/pins', 200, 3.5 "
     f"FROM generate_series(1, {USERS}) g",
-    "VACUUM ANALYZE",
 ]
 
 
