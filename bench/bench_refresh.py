@@ -186,7 +186,13 @@ def main() -> None:
     print(f"{'step':<44} {'seconds':>8}")
     print(f"{'plain restore (age -d | pg_restore), baseline':<44} {plain_s:>8.1f}")
     print(f"{'staging.refresh, the whole command':<44} {refresh_s:>8.1f}")
-    for key in ("restore_seconds", "anonymize_seconds", "copy_seconds"):
+    for key in (
+        "restore_seconds",
+        "anonymize_seconds",
+        "dump_seconds",
+        "transfer_seconds",
+        "copy_seconds",
+    ):
         print(f"{'  of which ' + key.removesuffix('_seconds'):<44} {detail.get(key, 0):>8.1f}")
     print(f"{'  write pause of the swap (ms)':<44} {detail.get('pause_ms', 0):>8}")
     print(f"refresh / plain restore: {ratio:.2f}x (target <= 2x)")

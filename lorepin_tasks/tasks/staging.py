@@ -120,6 +120,7 @@ def _anonymized_copy(
         dump = ["pg_dump", "-Fc", "-Z0", "-U", "lorepin", "-d", "lorepin", "-n", plan.INCOMING,
                 "-f", COPY_ARCHIVE]  # fmt: skip
         src.run.run([*in_copy, *dump], env=src.engine, capture=True)
+        found["dump_seconds"] = round(time.monotonic() - started, 1)
 
         def copy(sink: IO[bytes]) -> None:
             src.run.pipe([*in_copy, "cat", COPY_ARCHIVE], env=src.engine,
@@ -128,6 +129,7 @@ def _anonymized_copy(
         try:
             ctx.run.pipe([*live_db, "sh", "-c", f"cat > {COPY_ARCHIVE}"], env=ctx.engine,
                          write=copy)  # fmt: skip
+            found["transfer_seconds"] = round(time.monotonic() - started, 1)
             ctx.run.run([*live_db, "pg_restore", "-U", "lorepin", "-d", "lorepin", "--no-owner",
                          "--no-privileges", "--exit-on-error", f"--jobs={JOBS}", COPY_ARCHIVE],
                         env=ctx.engine, capture=True)  # fmt: skip
