@@ -12,7 +12,9 @@ CMS answers ready on the new data, or renamed back if it does not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lorepin_cms import db_roles
@@ -143,15 +145,103 @@ def values_sql(table: str, column: str) -> str:
     )
 
 
-def prepare_copy_sql(extensions: Sequence[str]) -> list[str]:
-    """In the throwaway: its `public` as INCOMING, alone (no extension rides along)."""
-    return [
-        *(f"DROP EXTENSION IF EXISTS {e} CASCADE" for e in extensions),
-        f"ALTER SCHEMA public RENAME TO {INCOMING}",
-    ]
-
-
 CLEAR_INCOMING = f"DROP SCHEMA IF EXISTS {INCOMING} CASCADE"  # a run cut short left it
+
+
+# -- one pass of the data: what goes through the throwaway and what goes straight in ----
+#
+# Only the tables the rules rewrite go through the throwaway beside production (restored,
+# anonymized, then copied); a truncated table's rows go nowhere; every other table (the
+# rules leave its values as they are: pins) is loaded into staging straight from the
+# backup. The definitions come from the backup too, renamed into INCOMING; indexes and
+# constraints are built once, in staging, after the rows.
+
+_MULTI = ("TABLE DATA", "SEQUENCE SET", "SEQUENCE OWNED BY", "FK CONSTRAINT", "DEFAULT ACL",
+          "INDEX ATTACH")  # fmt: skip
+PRE_DATA = frozenset({"TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "TYPE", "DOMAIN",
+                      "FUNCTION", "VIEW", "COMMENT", "COLLATION"})  # fmt: skip
+POST_DATA = frozenset({"CONSTRAINT", "FK CONSTRAINT", "INDEX", "INDEX ATTACH", "TRIGGER", "RULE",
+                       "POLICY", "STATISTICS"})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: str
+    kind: str
+    schema: str
+    name: str
+
+
+def toc(listing: str) -> list[Entry]:
+    """`pg_restore -l`'s entries ("<id>; <oid> <oid> <TYPE...> <schema> <name> ...")."""
+    entries = []
+    for line in listing.splitlines():
+        if line.startswith(";") or not line.strip():
+            continue
+        words = line.split(" ")[3:]
+        kind = next((m for m in _MULTI if " ".join(words).startswith(m + " ")), words[0])
+        rest = words[len(kind.split()) :]
+        if len(rest) >= 2:
+            entries.append(Entry(line, kind, rest[0], rest[1]))
+    return entries
+
+
+def rewritten(rules: anonymize_plan.Rules) -> list[str]:
+    """Tables whose rows go through the throwaway: a rule rewrites a column of theirs."""
+    return [t for t, rule in rules.tables.items()
+            if isinstance(rule, dict) and any(v != "keep" for v in rule.values())]  # fmt: skip
+
+
+def throwaway_list(entries: Sequence[Entry], rules: anonymize_plan.Rules) -> str:
+    """What the throwaway restores: the CMS's definitions (no index, no constraint: built
+    in staging), every sequence's value, and the rows of the tables the rules rewrite."""
+    through = set(rewritten(rules))
+    return _list(e for e in entries if e.schema == "public" and (
+        e.kind in PRE_DATA or e.kind == "SEQUENCE SET"
+        or (e.kind == "TABLE DATA" and e.name in through)))  # fmt: skip
+
+
+def incoming_lists(entries: Sequence[Entry], rules: anonymize_plan.Rules
+                   ) -> tuple[str, str, str]:  # fmt: skip
+    """What staging takes from the backup itself: the definitions, the rows of the tables
+    the rules leave as they are, then indexes and constraints."""
+    through = set(rewritten(rules))
+    gone = {t for t, rule in rules.tables.items() if rule == "truncate"}
+    public = [e for e in entries if e.schema == "public"]
+    return (
+        _list(e for e in public if e.kind in PRE_DATA),
+        _list(e for e in public if e.kind == "TABLE DATA" and e.name not in through | gone),
+        _list(e for e in public if e.kind in POST_DATA),
+    )
+
+
+def _list(entries: Iterable[Entry]) -> str:
+    return "".join(f"{e.line}\n" for e in entries)
+
+
+_PUBLIC = re.compile(r"(?<![\w\".$])public\.")
+
+
+def into_incoming(ddl: str) -> str:
+    """Definitions of `public` as pg_restore writes them (every name qualified), made
+    those of INCOMING."""
+    return _PUBLIC.sub(f"{INCOMING}.", ddl)
+
+
+# Rows as pg_restore or pg_dump write them, into INCOMING: only the COPY lines and the
+# statements between them are renamed, never a row (awk in the database container).
+ROWS_INTO_INCOMING = f"""BEGIN {{ rows = 0 }}
+rows {{ print; if ($0 == "\\\\.") rows = 0; next }}
+/^COPY public\\./ {{ sub(/^COPY public\\./, "COPY {INCOMING}."); rows = 1; print; next }}
+{{ gsub(/'public\\./, "'{INCOMING}."); print }}
+"""
+
+# In the throwaway: each sequence's value, as statements setting INCOMING's.
+SEQUENCES_SQL = (
+    "SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', "  # noqa: S608 (constants)
+    f"'{INCOMING}.' || quote_ident(sequencename), coalesce(last_value, start_value), "
+    "last_value IS NOT NULL) FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1"
+)
 
 
 def swap_sql(extensions: Sequence[str]) -> list[str]:

@@ -504,15 +504,9 @@ def _sql(t: Throwaway, sql: str) -> list[str]:
     return [line for line in answer.stdout.splitlines() if line]
 
 
-COPY_ARCHIVE = "/tmp/lorepin-backup.dump"  # noqa: S108 (in a throwaway copy: ours alone)
-
-
-def restore_copy(
-    ctx: EnvContext, t: Throwaway, backup: plan.Backup, identity: Any, image: str, deadline: float,
-    *, jobs: int = 1,
-) -> None:  # fmt: skip
-    """A throwaway PostgreSQL of `image` on a network of its own, with the backup restored
-    into it, by `jobs` pg_restore workers (the caller removes it, however it ends)."""
+def start_copy(ctx: EnvContext, t: Throwaway, image: str, deadline: float) -> None:
+    """A throwaway PostgreSQL of `image` on a network of its own, answering (the caller
+    removes it, however it ends)."""
     t.create_network()
     t.start(
         "db",
@@ -523,42 +517,29 @@ def restore_copy(
             "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
         },
     )
+    ready = ["exec", t.names["db"], "pg_isready", "-q", "-h", "127.0.0.1", "-U", "lorepin",
+             "-d", "lorepin"]  # fmt: skip
     throwaway.wait_for(
-        deadline,
-        "throwaway database",
-        lambda: (
-            t.docker(
-                "exec",
-                t.names["db"],
-                "pg_isready",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "lorepin",
-                "-d",
-                "lorepin",
-                check=False,
-                quiet=True,
-            ).ok
-        ),
+        deadline, "throwaway database", lambda: t.docker(*ready, check=False, quiet=True).ok
     )
-    in_copy = [*compose.docker(ctx.env), "exec", "-i", t.names["db"]]
+
+
+def restore_copy(
+    ctx: EnvContext, t: Throwaway, backup: plan.Backup, identity: Any, image: str, deadline: float
+) -> None:
+    """A throwaway PostgreSQL of `image` with the backup restored into it (the caller
+    removes it, however it ends)."""
+    start_copy(ctx, t, image, deadline)
     # The roles' grants stay out: the scratch copy's owner is all there is.
     restore = ["pg_restore", "-U", "lorepin", "-d", "lorepin", "--exit-on-error", "--no-owner",
                "--no-privileges"]  # fmt: skip
-
-    def archive(sink: IO[bytes]) -> None:
-        backups.decrypt(plan.data_path(ctx.env, backup.id), sink, identity, backup.id)
-
-    if jobs == 1:
-        ctx.run.pipe([*in_copy, *restore], env=ctx.engine, write=archive)
-        return
-    # In parallel: pg_restore needs the archive as a file it can seek in (in the copy, which
-    # goes with it).
-    ctx.run.pipe([*in_copy, "sh", "-c", f"cat > {COPY_ARCHIVE}"], env=ctx.engine, write=archive)
-    ctx.run.run([*in_copy, *restore, f"--jobs={jobs}", COPY_ARCHIVE], env=ctx.engine,
-                capture=True)  # fmt: skip
+    ctx.run.pipe(
+        [*compose.docker(ctx.env), "exec", "-i", t.names["db"], *restore],
+        env=ctx.engine,
+        write=lambda sink: backups.decrypt(
+            plan.data_path(ctx.env, backup.id), sink, identity, backup.id
+        ),
+    )
 
 
 def rows_against(t: Throwaway, manifest: Mapping[str, Any]) -> tuple[int, str | None]:

@@ -35,15 +35,12 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.throwaway import Throwaway
 from lorepin_tasks.tasks._common import DRY_HELP, YES_HELP, locked, open_env, server_env, task
-from lorepin_tasks.tasks.backup import (
-    COPY_ARCHIVE,
-    VERIFY_TIMEOUT,
-    restore_copy,
-    rows_against,
-    usable,
-)
+from lorepin_tasks.tasks.backup import VERIFY_TIMEOUT, start_copy, usable
 
-JOBS = 2  # pg_restore workers: the restores are the refresh's bulk (docs/staging-data.md)
+ARCHIVE = "/tmp/lorepin-refresh.dump"  # noqa: S108 (in the database containers: theirs alone)
+PSQL_LOAD = (
+    "PGOPTIONS='-c client_min_messages=warning' psql -X -q -o /dev/null -U lorepin -d lorepin"
+)
 PSQL = ["psql", "-U", "lorepin", "-d", "lorepin", "-qtAX", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
 
 
@@ -65,9 +62,11 @@ def _anonymized_copy(
     ctx: EnvContext, src: EnvContext, backup: backup_plan.Backup, identity: Any,
     rules: anonymize_plan.Rules, who: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """The backup restored beside production, anonymized and checked, copied into
-    staging's database as INCOMING; what was found. The throwaway is removed however it
-    ends."""
+    """Staging's INCOMING schema, made from the backup in one pass of its rows: the tables
+    the rules rewrite go through a throwaway beside production (restored, anonymized,
+    checked, copied), the others straight from the backup; indexes and constraints built
+    once, then every count and constraint checked. What was found. The throwaway is
+    removed however it ends."""
     manifest = dict(backup.manifest or {})
     images = manifest.get("images") or {}
     image = images.get("postgres") or f"{src.settings.image_prefix}/postgres:{src.env.image_tag}"
@@ -75,21 +74,40 @@ def _anonymized_copy(
     src.run.add_secret(t.password)
     # Any copy a refresh from this source left is dead: live ones hold the source's lock.
     throwaway.remove_left(src, f"{src.env.project}-refresh-")
+    expected = plan.expected_counts(manifest, rules)
+    through = plan.rewritten(rules)
+    in_copy = [*compose.docker(src.env), "exec", "-i", t.names["db"]]
+    live_db = [*compose.docker(ctx.env), "exec", "-i", _db(ctx)]
+
+    def archive(sink: IO[bytes]) -> None:
+        backups.decrypt(backup_plan.data_path(src.env, backup.id), sink, identity, backup.id)
+
+    def run_in(where: list[str], script: str, run: EnvContext) -> str:
+        return run.run.run([*where, "bash", "-c", script], env=run.engine, capture=True).stdout
+
+    def put(where: list[str], path: str, text: str, run: EnvContext) -> None:
+        run.run.pipe([*where, "sh", "-c", f"cat > {path}"], env=run.engine,
+                     write=lambda sink: sink.write(text.encode()))  # fmt: skip
+
     found: dict[str, Any] = {}
     try:
         started = time.monotonic()
-        src.run.say(f"==> {ctx.env.name}: restoring {backup.id} of '{src.env.name}' beside it")
-        restore_copy(src, t, backup, identity, image, time.monotonic() + VERIFY_TIMEOUT, jobs=JOBS)
-        found["rows"], wrong = rows_against(t, manifest)
-        if wrong:
-            raise LorePinError(f"backup {backup.id} does not match its manifest ({wrong})")
+        src.run.say(f"==> {ctx.env.name}: restoring {backup.id} of '{src.env.name}' beside it "
+                    f"({', '.join(through) or 'no table'} to anonymize)")  # fmt: skip
+        start_copy(src, t, image, time.monotonic() + VERIFY_TIMEOUT)
+        src.run.pipe([*in_copy, "sh", "-c", f"cat > {ARCHIVE}"], env=src.engine, write=archive)
+        entries = plan.toc(run_in(in_copy, f"pg_restore -l {ARCHIVE}", src))
+        if not any(e.kind == "TABLE DATA" for e in entries):
+            raise Refused(f"backup {backup.id} holds no pg_dump archive")
+        put(in_copy, f"{ARCHIVE}.list", plan.throwaway_list(entries, rules), src)
+        run_in(in_copy, f"pg_restore -U lorepin -d lorepin --no-owner --no-privileges "
+               f"--exit-on-error -L {ARCHIVE}.list {ARCHIVE}", src)  # fmt: skip
         found["restore_seconds"] = round(time.monotonic() - started, 1)
-        argv = [*compose.docker(src.env), "exec", "-i", t.names["db"], *PSQL]
+        argv = [*in_copy, *PSQL]
         with Session(src.run, argv, src.engine, "throwaway database", quiet=True) as s:
-            columns = [(r[0], r[1]) for r in s.query(anonymize_plan.COLUMNS_SQL)]
-            if missing := anonymize_plan.unruled(rules, columns):
-                raise ConfigError(f"{', '.join(missing[:5])} may identify a person and has no "
-                                  f"rule in {anonymize_plan.RULES_FILE}: add one")  # fmt: skip
+            counted = {r[0]: int(r[1]) for r in s.query(plan.counts_sql(through))}
+            if wrong := plan.count_problems({k: expected[k] for k in through}, counted):
+                raise LorePinError(f"backup {backup.id} does not match its manifest ({wrong[0]})")
             src.run.say(f"==> {ctx.env.name}: anonymizing the copy")
             started = time.monotonic()
             s.query("BEGIN")
@@ -99,51 +117,61 @@ def _anonymized_copy(
             if (left := s.scalar(anonymize_plan.leaks_sql(rules))) != "0":
                 raise LorePinError(f"{left} original value(s) would be left by the rules")
             s.query("COMMIT")
+            sequences = "".join(r[0] + "\n" for r in s.query(plan.SEQUENCES_SQL))
             found["anonymize_seconds"] = round(time.monotonic() - started, 1)
-            expected = plan.expected_counts(manifest, rules)
-            problems = [f"not enforced: {r[0]}" for r in s.query(plan.not_enforced_sql())]
-            counted = {r[0]: int(r[1]) for r in s.query(plan.counts_sql(list(expected)))}
-            problems += plan.count_problems(expected, counted)
-            if problems:
-                raise LorePinError(f"the anonymized copy fails its checks: {problems[0]}")
-            found["extensions"] = [r[0] for r in s.query(plan.EXTENSIONS_SQL)]
-            for sql in plan.prepare_copy_sql(found["extensions"]):
-                s.query(sql)
-        src.run.say(f"==> {ctx.env.name}: copying it into staging's database, beside the live data")
+        src.run.say(f"==> {ctx.env.name}: loading it into staging's database, beside the live "
+                    "data")  # fmt: skip
         started = time.monotonic()
+        pre, rows, post = plan.incoming_lists(entries, rules)
+        put(in_copy, f"{ARCHIVE}.pre", pre, src)
+        put(in_copy, f"{ARCHIVE}.post", post, src)
+        ddl = {part: plan.into_incoming(run_in(in_copy, f"pg_restore --no-owner --no-privileges "
+                                                f"-L {ARCHIVE}.{part} -f - {ARCHIVE}", src))
+               for part in ("pre", "post")}  # fmt: skip
+        load = f"{PSQL_LOAD} -v ON_ERROR_STOP=1"
         with ops.database_session(ctx, who) as live:
             live.query(plan.CLEAR_INCOMING)
-        # Uncompressed (it only crosses this machine's pipes), into a file in staging's
-        # database container that pg_restore's workers seek in; removed after.
-        in_copy = [*compose.docker(src.env), "exec", t.names["db"]]
-        live_db = [*compose.docker(ctx.env), "exec", "-i", _db(ctx)]
-        dump = ["pg_dump", "-Fc", "-Z0", "-U", "lorepin", "-d", "lorepin", "-n", plan.INCOMING,
-                "-f", COPY_ARCHIVE]  # fmt: skip
-        src.run.run([*in_copy, *dump], env=src.engine, capture=True)
-        found["dump_seconds"] = round(time.monotonic() - started, 1)
-
-        def copy(sink: IO[bytes]) -> None:
-            src.run.pipe([*in_copy, "cat", COPY_ARCHIVE], env=src.engine,
-                         read=lambda out: shutil.copyfileobj(out, sink, 1 << 20))  # fmt: skip
-
+            live.query(f"CREATE SCHEMA {plan.INCOMING}")
+        ctx.run.pipe([*live_db, "bash", "-c", load], env=ctx.engine,
+                     write=lambda sink: sink.write(ddl["pre"].encode()))  # fmt: skip
+        put(live_db, f"{ARCHIVE}.rows", rows, ctx)
+        put(live_db, f"{ARCHIVE}.awk", plan.ROWS_INTO_INCOMING, ctx)
+        remapped = f"set -o pipefail; awk -f {ARCHIVE}.awk | {load}"
+        from_backup = (
+            f"set -o pipefail; pg_restore -L {ARCHIVE}.rows -f - | awk -f {ARCHIVE}.awk | {load}"
+        )
+        anonymized = ["pg_dump", "--data-only", "-U", "lorepin", "-d", "lorepin",
+                      *(f"--table=public.{table}" for table in through)]  # fmt: skip
         try:
-            ctx.run.pipe([*live_db, "sh", "-c", f"cat > {COPY_ARCHIVE}"], env=ctx.engine,
-                         write=copy)  # fmt: skip
-            found["transfer_seconds"] = round(time.monotonic() - started, 1)
-            ctx.run.run([*live_db, "pg_restore", "-U", "lorepin", "-d", "lorepin", "--no-owner",
-                         "--no-privileges", "--exit-on-error", f"--jobs={JOBS}", COPY_ARCHIVE],
-                        env=ctx.engine, capture=True)  # fmt: skip
+            # The rules leave these rows as they are: straight from the backup.
+            ctx.run.pipe([*live_db, "bash", "-c", from_backup], env=ctx.engine, write=archive)
+            found["rows_seconds"] = round(time.monotonic() - started, 1)
+            if through:  # the anonymized ones, from the throwaway
+
+                def rewritten_rows(sink: IO[bytes]) -> None:
+                    def relay(out: IO[bytes]) -> None:
+                        shutil.copyfileobj(out, sink, 1 << 20)
+
+                    src.run.pipe([*in_copy, *anonymized], env=src.engine, read=relay)
+
+                ctx.run.pipe([*live_db, "bash", "-c", remapped], env=ctx.engine,
+                             write=rewritten_rows)  # fmt: skip
         finally:
-            ctx.run.run([*live_db, "rm", "-f", COPY_ARCHIVE], env=ctx.engine, capture=True,
-                        check=False, quiet=True)  # fmt: skip
+            ctx.run.run([*live_db, "rm", "-f", f"{ARCHIVE}.rows", f"{ARCHIVE}.awk"],
+                        env=ctx.engine, capture=True, check=False, quiet=True)  # fmt: skip
+        finish = sequences + ddl["post"]
+        ctx.run.pipe([*live_db, "bash", "-c", load], env=ctx.engine,
+                     write=lambda sink: sink.write(finish.encode()))  # fmt: skip
         with ops.database_session(ctx, who) as live:  # what the swap would bring: checked
             counted = {r[0]: int(r[1]) for r in live.query(plan.counts_sql(
                 list(expected), schema=plan.INCOMING), timeout=600)}  # fmt: skip
             problems = plan.count_problems(expected, counted)
             problems += [f"not enforced: {r[0]}" for r in live.query(
                 plan.not_enforced_sql(plan.INCOMING))]  # fmt: skip
+            found["extensions"] = [r[0] for r in live.query(plan.EXTENSIONS_SQL)]
         if problems:
             raise LorePinError(f"the copy in '{ctx.env.name}' fails its checks: {problems[0]}")
+        found["rows"] = sum(counted.values())
         found["copy_seconds"] = round(time.monotonic() - started, 1)
     finally:
         t.remove()
@@ -219,15 +247,19 @@ def refresh(
     who = git.who_am_i(ctx.run, ctx.settings.root)
     if ctx.run.dry_run:
         ctx.run.say(f"from {backup.id} of '{src.env.name}' ({manifest.get('rows')} rows):")
-        ctx.run.pipe([*compose.docker(src.env), "exec", "-i", "<throwaway>", "pg_restore",
-                      "..."], env=src.engine)  # fmt: skip
-        for sql in ("BEGIN", *anonymize_plan.statements(rules), "COMMIT",
-                    *plan.prepare_copy_sql(["<extensions>"])):  # fmt: skip
+        ctx.run.pipe([*compose.docker(src.env), "exec", "-i", "<throwaway>", "sh", "-c",
+                      f"cat > {ARCHIVE}"], env=src.engine)  # fmt: skip
+        ctx.run.say(
+            f"  throwaway: pg_restore -L <definitions, sequences and the rows of "
+            f"{', '.join(plan.rewritten(rules))}> {ARCHIVE}"
+        )
+        for sql in ("BEGIN", *anonymize_plan.statements(rules), "COMMIT"):
             ctx.run.say(f"  throwaway: {sql}")
-        ctx.run.say(f"  throwaway: pg_dump -Fc -Z0 -n {plan.INCOMING} -f {COPY_ARCHIVE}; "
-                    f"copied to '{name}''s database container; pg_restore --jobs={JOBS} "
-                    "--no-owner --no-privileges --exit-on-error there; its rows and "
-                    "constraints checked")  # fmt: skip
+        ctx.run.say(f"  {name}: CREATE SCHEMA {plan.INCOMING}; the backup's definitions renamed "
+                    f"into it; the rows of the other tables straight from the backup "
+                    f"(pg_restore -L <rows> -f - | awk | psql); the anonymized rows (pg_dump "
+                    f"--data-only in the throwaway | awk | psql); sequences; indexes and "
+                    f"constraints; counts and constraints checked")  # fmt: skip
         for sql in ("BEGIN", *plan.swap_sql(["<extensions>"]), plan.END_WAITING_WRITERS,
                     "COMMIT", plan.DROP_BEFORE):  # fmt: skip
             ctx.run.say(f"  {name}: {sql}")

@@ -98,7 +98,65 @@ def test_the_swap_pauses_writes_moves_schemas_and_carries_staging_users_across()
     back = plan.swap_back_sql(["pg_stat_statements"])
     assert back[1:3] == ["ALTER SCHEMA public RENAME TO lorepin_refresh",
                          "ALTER SCHEMA lorepin_before_refresh RENAME TO public"]  # fmt: skip
-    assert plan.prepare_copy_sql(["pg_stat_statements"]) == [
-        "DROP EXTENSION IF EXISTS pg_stat_statements CASCADE",
-        "ALTER SCHEMA public RENAME TO lorepin_refresh",
-    ]
+
+
+TOC = """;
+; Archive created at 2026-12-02 09:00:00 UTC
+;
+6; 2615 16385 SCHEMA - lorepin_ops lorepin
+3443; 0 0 ACL - SCHEMA public pg_database_owner
+2; 3079 16386 EXTENSION - pg_stat_statements
+3440; 0 0 COMMENT - EXTENSION pg_stat_statements
+217; 1259 16395 TABLE lorepin_ops migration_checksums lorepin
+223; 1259 16440 TABLE public activity lorepin
+3448; 0 0 ACL public TABLE activity lorepin
+222; 1259 16439 SEQUENCE public activity_id_seq lorepin
+227; 1259 16464 TABLE public api_tokens lorepin
+225; 1259 16451 TABLE public cms_users lorepin
+221; 1259 16418 TABLE public pins lorepin
+3424; 0 16395 TABLE DATA lorepin_ops migration_checksums lorepin
+3430; 0 16440 TABLE DATA public activity lorepin
+3434; 0 16464 TABLE DATA public api_tokens lorepin
+3432; 0 16451 TABLE DATA public cms_users lorepin
+3428; 0 16418 TABLE DATA public pins lorepin
+3458; 0 0 SEQUENCE SET public activity_id_seq lorepin
+3265; 2606 16433 CONSTRAINT public pins pk_pins lorepin
+3263; 1259 16434 INDEX public ix_pins_tags lorepin
+3279; 2606 16475 FK CONSTRAINT public api_tokens fk_api_tokens_user_id_cms_users lorepin
+2072; 826 16485 DEFAULT ACL public DEFAULT PRIVILEGES FOR TABLES lorepin
+"""
+
+
+def names(listing: str) -> list[str]:
+    return [" ".join(line.split(" ")[3:-1]) for line in listing.splitlines()]
+
+
+def test_only_the_rewritten_tables_rows_go_through_the_throwaway() -> None:
+    entries = plan.toc(TOC)
+    assert plan.rewritten(RULES) == ["cms_users", "activity"]  # pins: keep; tokens: truncate
+    assert names(plan.throwaway_list(entries, RULES)) == [
+        "TABLE public activity",
+        "SEQUENCE public activity_id_seq",
+        "TABLE public api_tokens",
+        "TABLE public cms_users",
+        "TABLE public pins",
+        "TABLE DATA public activity",
+        "TABLE DATA public cms_users",
+        "SEQUENCE SET public activity_id_seq",
+    ]  # fmt: skip (no index, no constraint, nothing of lorepin_ops, no ACL, no extension)
+    pre, rows, post = plan.incoming_lists(entries, RULES)
+    assert "TABLE DATA" not in pre and "lorepin_ops" not in pre + rows + post
+    assert names(rows) == ["TABLE DATA public pins"]  # straight in; api_tokens' rows nowhere
+    fk = "FK CONSTRAINT public api_tokens fk_api_tokens_user_id_cms_users"
+    assert names(post) == ["CONSTRAINT public pins pk_pins", "INDEX public ix_pins_tags", fk]
+
+
+def test_definitions_and_row_headers_are_renamed_into_incoming_never_a_row() -> None:
+    ddl = ("CREATE TABLE public.pins (id bigint DEFAULT nextval('public.pins_id_seq'::regclass)"
+           ", note text DEFAULT 'republic.x');")  # fmt: skip
+    assert plan.into_incoming(ddl) == (
+        "CREATE TABLE lorepin_refresh.pins (id bigint DEFAULT "
+        "nextval('lorepin_refresh.pins_id_seq'::regclass), note text DEFAULT 'republic.x');"
+    )
+    awk = plan.ROWS_INTO_INCOMING
+    assert '$0 == "\\\\."' in awk and "/^COPY public\\./" in awk
