@@ -240,7 +240,7 @@ rows {{ print; if ($0 == "\\\\.") rows = 0; next }}
 SEQUENCES_SQL = (
     "SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', "  # noqa: S608 (constants)
     f"'{INCOMING}.' || quote_ident(sequencename), coalesce(last_value, start_value), "
-    "last_value IS NOT NULL) FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1"
+    "(last_value IS NOT NULL)::text) FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1"
 )
 
 
