@@ -13,7 +13,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ class Target:
     http_url: str
     ca: str | None
     version: str
-    token: str
-    artifacts: Path
+    token: str = field(repr=False)  # never in a report, a traceback or a log
+    artifacts: Path = Path("dist/e2e")
 
     def context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca or None)

@@ -108,7 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "perf": {
         "p95_increase_percent": 25,
         "p99_increase_percent": 50,
-        "noise_ms": 5,
+        "noise_ms": 25,
         "error_percent": 1,
         "throughput_drop_percent": 20,
     },
@@ -307,7 +307,7 @@ class PerfPolicy:
 
     p95_increase_percent: int = 25
     p99_increase_percent: int = 50
-    noise_ms: int = 5
+    noise_ms: int = 25
     error_percent: int = 1
     throughput_drop_percent: int = 20
 

@@ -39,7 +39,8 @@ def duration(text: str) -> int:
 
 
 def users(text: str) -> int:
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_USERS:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= MAX_USERS:
         raise ConfigError(f"--users must be a whole number from 1 to {MAX_USERS}, got {text!r}")
     return int(text)
 
@@ -48,6 +49,8 @@ def locust_argv(python: str, root: Path, host: str, seconds: int, count: int,
                 csv_prefix: str, *, writes: bool) -> list[str]:  # fmt: skip
     """locust, headless, for a bounded time and number of users, CSV out."""
     return [
+        # It dies with the task (kill -9 included): no load goes on with nobody watching.
+        "setpriv", "--pdeathsig", "KILL", "--",
         python, "-m", "locust", "-f", str(root / LOCUSTFILE), "--headless", "--host", host,
         "--users", str(count), "--spawn-rate", str(max(1, count // 2)),
         "--run-time", f"{seconds}s", "--stop-timeout", "5", "--csv", csv_prefix,
@@ -88,7 +91,8 @@ def report(stats_csv: str, *, env: str, version: str, at: str, seconds: int, cou
 
 
 def previous(reports: Mapping[str, Mapping[str, Any]], version: str) -> Mapping[str, Any] | None:
-    """The report of the newest version older than `version` (semver order)."""
+    """The report of the newest version older than `version` (semver order) whose run
+    passed: a run that failed is never a baseline."""
     try:
         this = semver.Version.parse(version)
     except ValueError:
@@ -99,7 +103,7 @@ def previous(reports: Mapping[str, Mapping[str, Any]], version: str) -> Mapping[
             parsed = semver.Version.parse(other)
         except ValueError:
             continue
-        if parsed < this:
+        if parsed < this and data.get("passed", True) is not False:
             older.append((parsed, data))
     return max(older, key=lambda pair: pair[0])[1] if older else None
 
@@ -117,6 +121,7 @@ def regressions(before: Mapping[str, Any] | None, now: Mapping[str, Any], policy
                          f"failed (at most {policy.error_percent}%)")  # fmt: skip
     if before is None:
         return found
+    slower: list[tuple[float, str]] = []
     for name, figures in sorted(now["endpoints"].items()):
         old = before["endpoints"].get(name)
         if not old:
@@ -125,8 +130,10 @@ def regressions(before: Mapping[str, Any] | None, now: Mapping[str, Any], policy
                              ("p99_ms", policy.p99_increase_percent)):  # fmt: skip
             grown = figures[key] - old[key]
             if grown > policy.noise_ms and figures[key] > old[key] * (1 + allowed / 100):
-                found.append(f"{name}: {key[:3]} {figures[key]:.0f} ms, was {old[key]:.0f} ms "
-                             f"in {before['version']} (at most +{allowed}%)")  # fmt: skip
+                slower.append((grown, f"{name}: {key[:3]} {figures[key]:.0f} ms, was "
+                               f"{old[key]:.0f} ms in {before['version']} (at most "
+                               f"+{allowed}%)"))  # fmt: skip
+    found += [text for _, text in sorted(slower, key=lambda pair: -pair[0])]  # worst first
     rps, old_rps = now["total"]["rps"], before["total"]["rps"]
     if old_rps and rps < old_rps * (1 - policy.throughput_drop_percent / 100):
         found.append(f"throughput {rps:.1f}/s, was {old_rps:.1f}/s in {before['version']} "
@@ -156,14 +163,35 @@ def table(now: Mapping[str, Any], before: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def load_reports(directory: Path) -> dict[str, dict[str, Any]]:
-    """The environment's reports by version (unreadable ones are left out)."""
-    out = {}
+FIGURES = ("requests", "failures", "p50_ms", "p95_ms", "p99_ms", "rps")
+
+
+def _sound(data: Any) -> bool:
+    """A report as this module writes it (a hand-edited or damaged one is not)."""
+
+    def figures(f: Any) -> bool:
+        return isinstance(f, dict) and all(
+            isinstance(f.get(k), int | float) and not isinstance(f.get(k), bool) for k in FIGURES
+        )
+
+    return (
+        isinstance(data, dict) and isinstance(data.get("version"), str)
+        and isinstance(data.get("endpoints"), dict)
+        and all(isinstance(k, str) and figures(v) for k, v in data["endpoints"].items())
+        and figures(data.get("total"))
+    )  # fmt: skip
+
+
+def load_reports(directory: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The environment's reports by version, and the files left out as unreadable."""
+    out, bad = {}, []
     for path in sorted(directory.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("endpoints"), dict):
+            data = None
+        if _sound(data) and data["version"] == path.stem:
             out[path.stem] = data
-    return out
+        else:
+            bad.append(path.name)
+    return out, bad

@@ -320,3 +320,19 @@ def run_token(ctx: EnvContext, who: str, purpose: str) -> tuple[str, str]:
 def revoke_token(ctx: EnvContext, who: str, key: str) -> None:
     with ops.database_session(ctx, who) as session:
         session.query(cms_access.revoke_sql(key))
+
+
+def ready_version(ctx: EnvContext) -> str:
+    """The release a server environment serves, its CMS answering ready (a suite or a
+    load test against anything else measures nothing)."""
+    backend = ComposeBlueGreen(ctx)
+    state = backend.state()
+    if not state.serving or not state.active:
+        raise LorePinError(f"'{ctx.env.name}' serves no release: deploy one first")
+    code, _ = backend.probe(state.active, "/readyz")
+    if code != 200:
+        raise LorePinError(
+            f"'{ctx.env.name}' {state.serving} is not ready (/readyz {code or 'no answer'}): "
+            f"see `invoke logs --env {ctx.env.name}`"
+        )
+    return state.serving

@@ -23,10 +23,12 @@ from invoke.context import Context
 
 from lorepin_tasks.errors import LorePinError, Refused
 from lorepin_tasks.plans import perf as plan
-from lorepin_tasks.runtime import git, security_scan, throwaway
+from lorepin_tasks.runtime import git, security_scan
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
+    locked,
+    ready_version,
     revoke_token,
     run_token,
     server_env,
@@ -69,15 +71,13 @@ def perf(
         ctx.run.say(f"report: {out}/<version>.json")
         return
     host, port = security_scan.proxy_address(ctx)
-    version, _ = throwaway.serving(ctx)
-    if not version:
-        raise Refused(f"'{name}' serves no release: deploy one first")
+    version = ready_version(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     environ = {**os.environ, "LOREPIN_PERF_CA": str(ca) if ca.is_file() else ""}
     ctx.run.say(f"==> {name}: load test of {version}, {count} users for {seconds} s (locust)")
     started = datetime.now(UTC).isoformat(timespec="seconds")
     key = None
-    with tempfile.TemporaryDirectory(prefix="lorepin-perf-") as tmp:
+    with locked(ctx, "perf"), tempfile.TemporaryDirectory(prefix="lorepin-perf-") as tmp:
         try:
             if writes:
                 token, key = run_token(ctx, who, "perf")
@@ -99,20 +99,30 @@ def perf(
         finally:
             if key:
                 revoke_token(ctx, who, key)
-    before = plan.previous(plan.load_reports(out), version)
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f".{version}.json.partial"
-    partial.write_text(json.dumps(now, indent=2) + "\n")
-    partial.replace(out / f"{version}.json")
+        if ready_version(ctx) != version:
+            raise LorePinError(f"'{name}' changed release during the load test: no report kept; "
+                               "run it again")  # fmt: skip
+    reports, unreadable = plan.load_reports(out)
+    for bad in unreadable:
+        ctx.run.say(f"    {out / bad} is not a report of this task: left out")
+    before = plan.previous(reports, version)
     found = plan.regressions(before, now, ctx.settings.perf)
+    now["passed"] = not found
+    # A run that failed is kept apart: it never replaces a version's report, nor is it
+    # ever the baseline of the next version.
+    report = out / (f"{version}.json" if not found else f"{version}.failed.json")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f".{report.name}.partial"
+    partial.write_text(json.dumps(now, indent=2) + "\n")
+    partial.replace(report)
     if json_:
         print(json.dumps({**now, "compared_with": before["version"] if before else None,
-                          "regressions": found, "report": str(out / f"{version}.json")},
+                          "regressions": found, "report": str(report)},
                          indent=2))  # fmt: skip
     else:
         print(plan.table(now, before))
         against = f"compared with {before['version']}" if before else "no earlier version"
-        print(f"report: {out / f'{version}.json'}; {against}")
+        print(f"report: {report}; {against}")
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise LorePinError(f"'{name}' {version} regressed: {found[0]}{more}")

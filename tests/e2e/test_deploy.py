@@ -747,7 +747,11 @@ def test_perf_keeps_a_report_per_version_and_names_an_injected_slowdown(site: Si
         assert slow.returncode == 1, slow.stdout[-2000:] + slow.stderr[-2000:]
         assert "'staging' 1.2.2 regressed: filter: p95" in slow.stderr, slow.stderr
         assert "was" in slow.stderr and f"in {first}" in slow.stderr
-        flagged = json.loads(slow.stdout)["regressions"]
+        failed_run = json.loads(slow.stdout)
+        flagged = failed_run["regressions"]
+        # Kept apart: never 1.2.2's report, never the next version's baseline.
+        assert Path(failed_run["report"]).name == "1.2.2.failed.json"
+        assert not Path(failed_run["report"]).with_name("1.2.2.json").exists()
         assert any(r.startswith("list: p95") for r in flagged), flagged
         assert not any(r.startswith(("read", "create")) for r in flagged), flagged
     finally:

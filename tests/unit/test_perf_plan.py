@@ -4,6 +4,7 @@ semver, and regressions named by endpoint beyond the policy's thresholds (not no
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def test_the_previous_version_is_the_newest_older_one() -> None:
     assert plan.previous(reports, "1.2.0") == {"version": "1.0.0"}  # never itself
     assert plan.previous(reports, "1.0.0") is None
     assert plan.previous(reports, "not-a-version") is None
+    failed = {**reports, "1.10.0": {"version": "1.10.0", "passed": False}}
+    assert plan.previous(failed, "1.11.0") == {"version": "1.2.0"}  # never a failed baseline
 
 
 def test_a_slower_endpoint_is_named_and_noise_is_not() -> None:
@@ -59,14 +62,17 @@ def test_a_slower_endpoint_is_named_and_noise_is_not() -> None:
     slow = copy.deepcopy(report("1.1.0"))
     slow["endpoints"]["list"].update(p95_ms=80.0, p99_ms=90.0)  # p95 doubled: +100% > 25%
     slow["endpoints"]["read"].update(p95_ms=34.0)  # +13%: within the policy
-    found = plan.regressions(before, slow, PerfPolicy())
-    assert found == ["list: p95 80 ms, was 40 ms in 1.0.0 (at most +25%)"]
+    slow["endpoints"]["read"].update(p99_ms=160.0)  # +100 ms: the worst, named first
+    found = plan.regressions(before, slow, PerfPolicy(noise_ms=5))
+    assert found == ["read: p99 160 ms, was 60 ms in 1.0.0 (at most +50%)",
+                     "list: p95 80 ms, was 40 ms in 1.0.0 (at most +25%)"]  # fmt: skip
     tiny = copy.deepcopy(before)
     for figures in tiny["endpoints"].values():
         figures.update(p95_ms=2.0, p99_ms=3.0)
     tinier = copy.deepcopy(tiny)
     tinier["endpoints"]["list"].update(p95_ms=5.0)  # +150%, but 3 ms: noise (noise_ms 5)
-    assert plan.regressions(tiny, tinier, PerfPolicy()) == []
+    assert plan.regressions(tiny, tinier, PerfPolicy(noise_ms=5)) == []
+    assert PerfPolicy().noise_ms == 25  # the run-to-run spread of one 2-core host
 
 
 def test_errors_and_a_throughput_drop_fail_too() -> None:
@@ -91,6 +97,7 @@ def test_bad_durations_are_refused(duration: str, message: str) -> None:
 
 def test_the_locust_command_is_bounded_and_writes_only_with_a_token() -> None:
     argv = plan.locust_argv("py", Path("/r"), "https://127.0.0.1:1", 60, 20, "/t/p", writes=False)
+    assert argv[:4] == ["setpriv", "--pdeathsig", "KILL", "--"]  # dies with the task
     assert argv[argv.index("--run-time") + 1] == "60s" and argv[-1] == "Reader"
     assert argv[argv.index("-f") + 1] == "/r/perf/locustfile.py"
     assert plan.locust_argv("py", Path("/r"), "h", 5, 1, "p", writes=True)[-2:] == [
@@ -98,3 +105,21 @@ def test_the_locust_command_is_bounded_and_writes_only_with_a_token() -> None:
     assert plan.users("500") == 500
     with pytest.raises(ConfigError, match="--users must be a whole number from 1 to 500"):
         plan.users("501")
+    for odd in ("²", "٣", "1.5", ""):
+        with pytest.raises(ConfigError, match="--users must be a whole number"):
+            plan.users(odd)
+
+
+def test_a_damaged_or_hand_edited_report_is_left_out_and_named(tmp_path: Path) -> None:
+    good = report("1.1.0")
+    (tmp_path / "1.1.0.json").write_text(json.dumps(good))
+    (tmp_path / "1.0.0.json").write_text("{not json")
+    broken = copy.deepcopy(good)
+    broken["version"] = "0.9.0"
+    broken["endpoints"]["list"]["p95_ms"] = "fast"
+    (tmp_path / "0.9.0.json").write_text(json.dumps(broken))
+    renamed = report("0.8.0")
+    (tmp_path / "0.7.0.json").write_text(json.dumps(renamed))  # another version's figures
+    reports, bad = plan.load_reports(tmp_path)
+    assert list(reports) == ["1.1.0"]
+    assert bad == ["0.7.0.json", "0.9.0.json", "1.0.0.json"]
