@@ -96,8 +96,12 @@ def setup(tmp: Path, projects: dict[str, str], prefix: str) -> tuple[Path, dict[
     return repo, env
 
 
-def plain_restore(repo: Path, env: dict[str, str], backup: str, image: str) -> float:
-    """Seconds to decrypt and pg_restore the backup into a fresh PostgreSQL of its image."""
+def plain_restore(
+    repo: Path, env: dict[str, str], backup: str, image: str, server: str | None = None
+) -> float:
+    """Seconds to decrypt and pg_restore the backup into a fresh PostgreSQL of its image,
+    or (`server`: a database container) into a new database on that server, with its WAL
+    archiving and settings (dropped after)."""
     from lorepin_tasks import settings as settings_mod
     from lorepin_tasks.plans import backup as backup_plan
     from lorepin_tasks.runtime import backups
@@ -110,17 +114,22 @@ def plain_restore(repo: Path, env: dict[str, str], backup: str, image: str) -> f
     identity = pyrage.x25519.Identity.from_str(
         next(ln for ln in key.splitlines() if ln.startswith("AGE-SECRET-KEY-"))
     )
-    name = f"lorepin-bench-plain-restore-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["docker", "run", "-d", "--name", name, "-e", "POSTGRES_USER=lorepin",
-                    "-e", "POSTGRES_DB=lorepin", "-e", "POSTGRES_PASSWORD=bench", image],
-                   capture_output=True, check=True)  # fmt: skip
+    name = server or f"lorepin-bench-plain-restore-{uuid.uuid4().hex[:6]}"
+    database = "lorepin_bench_plain" if server else "lorepin"
+    psql = ["docker", "exec", name, "psql", "-qX", "-U", "lorepin", "-d", "lorepin", "-c"]
+    if server:
+        subprocess.run([*psql, f"CREATE DATABASE {database}"], capture_output=True, check=True)
+    else:
+        subprocess.run(["docker", "run", "-d", "--name", name, "-e", "POSTGRES_USER=lorepin",
+                        "-e", "POSTGRES_DB=lorepin", "-e", "POSTGRES_PASSWORD=bench", image],
+                       capture_output=True, check=True)  # fmt: skip
     try:
         while subprocess.run(["docker", "exec", name, "pg_isready", "-q", "-h", "127.0.0.1",
                               "-U", "lorepin"], check=False).returncode:  # fmt: skip
             time.sleep(0.5)
         started = time.monotonic()
         with subprocess.Popen(["docker", "exec", "-i", name, "pg_restore", "-U", "lorepin",
-                               "-d", "lorepin", "--exit-on-error", "--no-owner",
+                               "-d", database, "--exit-on-error", "--no-owner",
                                "--no-privileges"], stdin=subprocess.PIPE) as proc:  # fmt: skip
             assert proc.stdin is not None
             backups.decrypt(data, proc.stdin, identity, backup)
@@ -129,7 +138,11 @@ def plain_restore(repo: Path, env: dict[str, str], backup: str, image: str) -> f
                 raise SystemExit("the plain restore failed")
         return time.monotonic() - started
     finally:
-        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
+        if server:
+            subprocess.run([*psql, f"DROP DATABASE IF EXISTS {database}"], capture_output=True,
+                           check=False)  # fmt: skip
+        else:
+            subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
 
 
 def main() -> None:
@@ -166,6 +179,8 @@ def main() -> None:
             ).stdout.strip()  # fmt: skip
             print("plain restore of the same backup ...", flush=True)
             plain_s = plain_restore(repo, env, backup, image)
+            print("plain restore into a new database on staging's server ...", flush=True)
+            server_s = plain_restore(repo, env, backup, image, f"{projects['staging']}-db-1")
             print("staging.refresh ...", flush=True)
             started = time.monotonic()
             invoke(repo, env, "staging.refresh", "--yes")
@@ -185,18 +200,17 @@ def main() -> None:
           f"{USERS:,} activity rows); backup {backup}")  # fmt: skip
     print(f"{'step':<44} {'seconds':>8}")
     print(f"{'plain restore (age -d | pg_restore), baseline':<44} {plain_s:>8.1f}")
+    print(f"{'  the same into a database on staging`s server':<44} {server_s:>8.1f}")
     print(f"{'staging.refresh, the whole command':<44} {refresh_s:>8.1f}")
-    for key in (
-        "restore_seconds",
-        "anonymize_seconds",
-        "dump_seconds",
-        "transfer_seconds",
-        "copy_seconds",
-    ):
+    for key in ("restore_seconds", "anonymize_seconds", "rows_seconds", "copy_seconds"):
         print(f"{'  of which ' + key.removesuffix('_seconds'):<44} {detail.get(key, 0):>8.1f}")
     print(f"{'  write pause of the swap (ms)':<44} {detail.get('pause_ms', 0):>8}")
-    print(f"refresh / plain restore: {ratio:.2f}x (target <= 2x)")
+    print(
+        f"refresh / plain restore: {ratio:.2f}x (target <= 2x); / the same on staging's "
+        f"server: {refresh_s / server_s:.2f}x"
+    )
     figure("refresh", "refresh_seconds", refresh_s, "s", baseline=plain_s)
+    figure("refresh", "refresh_vs_server_restore", refresh_s, "s", baseline=server_s)
     figure("refresh", "swap_pause_ms", float(detail.get("pause_ms", 0)), "ms")
 
 

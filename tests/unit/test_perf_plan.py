@@ -53,7 +53,8 @@ def test_the_previous_version_is_the_newest_older_one() -> None:
     assert plan.previous(reports, "1.2.0") == {"version": "1.0.0"}  # never itself
     assert plan.previous(reports, "1.0.0") is None
     assert plan.previous(reports, "not-a-version") is None
-    failed = {**reports, "1.10.0": {"version": "1.10.0", "passed": False}}
+    failed: dict[str, dict[str, Any]] = {**reports, "1.10.0": {"version": "1.10.0",
+                                                              "passed": False}}  # fmt: skip
     assert plan.previous(failed, "1.11.0") == {"version": "1.2.0"}  # never a failed baseline
 
 
