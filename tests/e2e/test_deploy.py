@@ -2036,7 +2036,9 @@ def test_a_rollback_past_a_contract_revision_is_refused_before_anything_changes(
         check=True,
     ).stdout.split()
     assert f"{prefix}/cms:1.2.0" not in have and "beyond the newest 2 versions" in done.stderr
-    assert {f"{prefix}/cms:{v}" for v in ("1.3.0", "1.2.1", "1.1.0")} <= set(have)
+    # (The perf test's 1.2.2, when it ran, is the newest but one.)
+    second = "1.2.2" if "v1.2.2" in {t.name for t in site.repo.tags} else "1.2.1"
+    assert {f"{prefix}/cms:{v}" for v in ("1.3.0", second, "1.1.0")} <= set(have)
     before = colour_states(site)
     assert sorted(before.values()) == ["paused", "running"]
 

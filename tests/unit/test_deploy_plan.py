@@ -115,7 +115,7 @@ def test_bad_windows_are_refused_naming_the_window(window: str, problem: str) ->
         (
             {"kept": 3, "watch": 30},
             "unknown deploy setting 'kept' (known: approvals, windows, timezone, watch, "
-            "ready_timeout, keep)",
+            "ready_timeout, keep, requires_e2e)",
         ),
         ({"timezone": "Mars/Olympus"}, "unknown deploy.timezone 'Mars/Olympus'"),
         ({"timezone": "../../etc/passwd"}, "unknown deploy.timezone '../../etc/passwd'"),
