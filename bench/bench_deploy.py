@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
 from common import (
-    ROOT,
     base_image,
+    bench_clone,
     figure,
     free_port,
     private_homes,
@@ -148,14 +148,7 @@ def phase(name: str, load: Load, started: float, took: float, new: str | None = 
 
 def setup(tmp: Path, project: str, prefix: str) -> tuple[Path, dict[str, str]]:
     """A clone with a staging environment of its own, and releases 1.0.0 and 1.1.0."""
-    repo = tmp / "repo"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    git = ["git", "-C", str(repo)]
-    subprocess.run([*git, "config", "user.email", "bench@example.invalid"], check=True)
-    subprocess.run([*git, "config", "user.name", "Bench"], check=True)
-    tags = subprocess.run([*git, "tag"], capture_output=True, text=True, check=True).stdout
-    if tags.split():
-        subprocess.run([*git, "tag", "-d", *tags.split()], capture_output=True, check=True)
+    repo, git = bench_clone(tmp)
     secrets = tmp / "secrets"
     secrets.mkdir(mode=0o700)
     (secrets / "db_password").write_text(uuid.uuid4().hex + "\n")

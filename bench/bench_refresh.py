@@ -32,7 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyrage
 import yaml
-from common import ROOT, base_image, figure, free_port, private_homes, remove_images, run
+from common import (
+    base_image,
+    bench_clone,
+    figure,
+    free_port,
+    private_homes,
+    remove_images,
+    run,
+)
 
 PINS = int(os.environ.get("LOREPIN_BENCH_REFRESH_PINS", "1500000"))
 USERS = 100_000
@@ -58,14 +66,7 @@ def setup(tmp: Path, projects: dict[str, str], prefix: str) -> tuple[Path, dict[
     """A clone with a staging and a production of its own, and release 1.0.0."""
     from lorepin_tasks.plans import deploy as plan
 
-    repo = tmp / "repo"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    git = ["git", "-C", str(repo)]
-    subprocess.run([*git, "config", "user.email", "bench@example.invalid"], check=True)
-    subprocess.run([*git, "config", "user.name", "Bench"], check=True)
-    tags = subprocess.run([*git, "tag"], capture_output=True, text=True, check=True).stdout
-    if tags.split():
-        subprocess.run([*git, "tag", "-d", *tags.split()], capture_output=True, check=True)
+    repo, git = bench_clone(tmp)
     config = yaml.safe_load((repo / "invoke.yaml").read_text())
     for name, project in projects.items():
         secrets = tmp / f"secrets-{name}"

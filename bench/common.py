@@ -100,3 +100,17 @@ def figure(bench: str, name: str, value: float, unit: str, baseline: float | Non
         line["baseline"] = round(baseline, 4)
     with path.open("a", encoding="utf-8") as file:
         file.write(json.dumps(line) + "\n")
+
+
+def bench_clone(tmp: Path) -> tuple[Path, list[str]]:
+    """A clone of this checkout in `tmp` with a bench identity and no release tags (its
+    releases are its own); the clone and its `git -C` command."""
+    repo = tmp / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "config", "user.email", "bench@example.invalid"], check=True)
+    subprocess.run([*git, "config", "user.name", "Bench"], check=True)
+    tags = subprocess.run([*git, "tag"], capture_output=True, text=True, check=True).stdout
+    if tags.split():
+        subprocess.run([*git, "tag", "-d", *tags.split()], capture_output=True, check=True)
+    return repo, git

@@ -225,6 +225,12 @@ def put_file(env: Environment, path: str) -> list[str]:
 
 
 VERIFY_LABEL = "dev.lorepin.verify"
+# A throwaway database's environment (its password goes in as a file, never a variable).
+THROWAWAY_DB_ENV = {
+    "POSTGRES_USER": "lorepin",
+    "POSTGRES_DB": "lorepin",
+    "POSTGRES_PASSWORD_FILE": PASSWORD_FILE,
+}
 
 
 def verify_names(env: Environment, id_: str, nonce: str) -> dict[str, str]:

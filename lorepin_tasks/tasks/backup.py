@@ -508,15 +508,7 @@ def start_copy(ctx: EnvContext, t: Throwaway, image: str, deadline: float) -> No
     """A throwaway PostgreSQL of `image` on a network of its own, answering (the caller
     removes it, however it ends)."""
     t.create_network()
-    t.start(
-        "db",
-        image,
-        {
-            "POSTGRES_USER": "lorepin",
-            "POSTGRES_DB": "lorepin",
-            "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
-        },
-    )
+    t.start("db", image, dict(plan.THROWAWAY_DB_ENV))
     ready = ["exec", t.names["db"], "pg_isready", "-q", "-h", "127.0.0.1", "-U", "lorepin",
              "-d", "lorepin"]  # fmt: skip
     throwaway.wait_for(

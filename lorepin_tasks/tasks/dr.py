@@ -53,9 +53,7 @@ def _db(t: Throwaway, image: str, command: list[str]) -> None:
         "db",
         image,
         {
-            "POSTGRES_USER": "lorepin",
-            "POSTGRES_DB": "lorepin",
-            "POSTGRES_PASSWORD_FILE": plan.PASSWORD_FILE,
+            **plan.THROWAWAY_DB_ENV,
             "LOREPIN_BACKUP_CIPHER_FILE": str(Path(plan.PASSWORD_FILE).parent / CIPHER_FILE),
         },
         args=[
