@@ -30,6 +30,7 @@ from lorepin_tasks.tasks import (
     security,
     stack,
     staging,
+    swarm,
 )
 
 try:  # before Invoke reads it: a broken invoke.yaml is one line, not a traceback
@@ -56,6 +57,7 @@ ns.add_collection(dr.ns)
 ns.add_collection(db.ns)
 ns.add_collection(data.ns)
 ns.add_collection(staging.ns)
+ns.add_collection(swarm.ns)
 ns.add_collection(feature.ns)
 ns.add_collection(release.ns)
 ns.add_collection(images.ns)

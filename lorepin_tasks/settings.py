@@ -51,6 +51,7 @@ SERVER_KINDS = ("staging", "production")  # deployed by version, behind the prox
 # Loopback and the private ranges (RFC 1918, RFC 4193): the default monitoring allow-list.
 PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
                     "192.168.0.0/16", "fc00::/7")  # fmt: skip
+LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # a swarm lab (`invoke swarm.lab.up`)
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -163,6 +164,36 @@ class DeployPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SwarmPolicy:
+    """A server environment on Docker Swarm (`backend: swarm`, docs/production-swarm.md):
+    the swarm it runs on (a lab of `invoke swarm.lab.up`, by name) and the CMS's replicas:
+    how many a deploy starts, and the bounds `invoke scale` keeps to."""
+
+    lab: str = "lab"
+    replicas: int = 2
+    min: int = 1
+    max: int = 4
+
+
+def _swarm(raw: Mapping[str, Any], where: str) -> SwarmPolicy:
+    known = {f.name for f in dataclasses.fields(SwarmPolicy)}
+    if unknown := sorted(set(raw) - known):
+        raise ConfigError(f"{where}: swarm: unknown setting {unknown[0]!r} "
+                          f"(known: {', '.join(sorted(known))})")  # fmt: skip
+    lab = str(raw.get("lab", "lab"))
+    if not LAB_NAME.match(lab):
+        raise ConfigError(f"{where}: swarm.lab must be lowercase letters and digits "
+                          f"(max 8), got {lab!r}")  # fmt: skip
+    sizes = {k: _int(raw[k], f"{where}: swarm.{k}", low=1, high=64)
+             for k in ("replicas", "min", "max") if k in raw}  # fmt: skip
+    policy = SwarmPolicy(lab=lab, **sizes)
+    if not policy.min <= policy.replicas <= policy.max:
+        raise ConfigError(f"{where}: swarm needs min <= replicas <= max, got "
+                          f"{policy.min} <= {policy.replicas} <= {policy.max}")  # fmt: skip
+    return policy
+
+
+@dataclass(frozen=True, kw_only=True)
 class DbClient:
     """How the CMS uses its database (invoke.yaml's `database:`): connections per worker,
     seconds a request waits for one, and the statement and idle-in-transaction timeouts
@@ -262,6 +293,9 @@ class Environment:
     firewall_ssh_port: int = 22
     # Who may load the admin page through the proxy (invoke.yaml's `admin.allow`).
     admin_allow: tuple[str, ...] = PRIVATE_NETWORKS
+    # Server kinds: None runs on one engine with Compose (blue-green); a SwarmPolicy runs
+    # on a Docker Swarm (invoke.yaml's `backend: swarm` and `swarm:`).
+    swarm: SwarmPolicy | None = None
 
     @property
     def is_server(self) -> bool:
@@ -535,7 +569,21 @@ def _environment(name: str, raw: Mapping[str, Any], root: Path, state: Path) -> 
         firewall_ssh_port=_int(
             firewall.get("ssh_port", 22), f"{where}: firewall.ssh_port", low=1, high=65535
         ),
+        swarm=_backend(raw, kind, where),
     )
+
+
+def _backend(raw: Mapping[str, Any], kind: str, where: str) -> SwarmPolicy | None:
+    backend = raw.get("backend", "compose")
+    if backend not in ("compose", "swarm"):
+        raise ConfigError(f"{where}: backend must be compose or swarm, got {backend!r}")
+    if backend == "compose":
+        if raw.get("swarm") is not None:
+            raise ConfigError(f"{where}: swarm: is for `backend: swarm`")
+        return None
+    if kind not in SERVER_KINDS:
+        raise ConfigError(f"{where}: backend: swarm is for server environments")
+    return _swarm(_mapping(raw.get("swarm"), f"{where}: swarm"), where)
 
 
 def _activity_enabled(raw: Mapping[str, Any], where: str) -> bool:

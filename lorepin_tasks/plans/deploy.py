@@ -283,8 +283,13 @@ def access_log(env: Environment, since: str) -> list[str]:
 
 def psql(env: Environment, who: str, *, service: str = compose.DB_SERVICE) -> list[str]:
     """A psql session in the database container (local socket, no password)."""
+    return psql_in(compose.docker(env), container(env, service), who)
+
+
+def psql_in(docker: list[str], container_: str, who: str) -> list[str]:
+    """A psql session in this container of that engine (`docker` points at it)."""
     return [
-        *compose.docker(env),
+        *docker,
         "exec",
         "-i",
         "-e",
@@ -293,7 +298,7 @@ def psql(env: Environment, who: str, *, service: str = compose.DB_SERVICE) -> li
         # No NOTICEs piling up on stderr; the toolkit's own commits (lock, trail) never
         # wait for a synchronous replica that is away (the trail is mirrored here too).
         "PGOPTIONS=-c client_min_messages=warning -c synchronous_commit=local",
-        container(env, service),
+        container_,
         "psql",
         "-U",
         "lorepin",

@@ -31,6 +31,7 @@ from lorepin_tasks.runtime.bluegreen import Backend, ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
+from lorepin_tasks.runtime.swarm import Swarm
 from lorepin_tasks.runtime.trail import Trail, mirrored
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
@@ -197,6 +198,11 @@ def deploy(
     )
     stored = secrets.decrypt_stored(ctx)  # the repository's secrets/<env>/*.age, checked
     secrets.require(ctx, given=stored, made=secrets.ROLE_PASSWORDS)  # those: made below
+    if ctx.env.swarm is not None:
+        _check_images(ctx, tag, manifest)
+        approved_by = sorted({str(a["approved_by"]) for a in approvals})
+        _deploy_swarm(ctx, tag, manifest, override, approved_by, stored, yes)
+        return
     _tls(ctx, check_only=True)
     _check_images(ctx, tag, manifest)
     ops.refuse_failed_over(ctx)
@@ -223,6 +229,115 @@ def deploy(
             images = {k: v.get("id") for k, v in manifest["images"].items()}
             approved_by = sorted({str(a["approved_by"]) for a in approvals})
             _deploy(ctx, backend, steps, trail, tag, who, override, images, approved_by)
+
+
+def _deploy_swarm(
+    ctx: EnvContext,
+    tag: str,
+    manifest: Mapping[str, Any],
+    override: str | None,
+    approved_by: list[str],
+    stored: dict[str, str],
+    yes: bool,
+) -> None:
+    """The Swarm backend: the images onto every node first (a node that cannot pull one
+    refuses the deploy), the expand migrations, then Swarm's own start-first rolling
+    update, watched to its end: completed, or rolled back by Swarm (said and recorded)."""
+    swarm = Swarm(ctx)
+    swarm.require_up()
+    if ctx.env.kind == "production" and not ctx.run.dry_run:
+        confirm(f"Deploy v{tag} to production (swarm '{swarm.lab.name}')?", yes=yes)
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    steps = ops.Steps(ctx)
+    with locked(ctx, "deploy"):
+        secrets.place_stored(ctx, stored)
+        secrets.ensure_role_passwords(ctx)
+        with steps.step(f"pushing {tag}'s images to the swarm's registry ({swarm.lab.registry})"):
+            refs = swarm.push(manifest, tag)
+        serving = swarm.serving()
+        refs = swarm.kept_refs(refs)
+        with steps.step("pulling them on every node, by digest"):
+            swarm.pull_everywhere(refs)
+        if serving == tag and swarm.update_state()[0] in (None, "completed"):
+            raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
+        assert ctx.env.swarm is not None
+        replicas = (swarm.replicas()[0] if serving else 0) or ctx.env.swarm.replicas
+        values = swarm.variables(refs, tag, replicas)
+        detail = {
+            "from": serving,
+            "backend": "swarm",
+            "replicas": replicas,
+            "config": _configuration(ctx),
+            "images": refs,
+            "window_override": override,
+            "approved_by": approved_by,
+        }
+        if serving is None:
+            with steps.step("starting the database and the proxy"):
+                swarm.deploy_stack({**values, "LOREPIN_REPLICAS": "0"})
+                swarm.wait_db()
+                swarm.wait_proxy()
+        if ctx.run.dry_run:
+            _swarm_steps(ctx, swarm, steps, values, tag, who, serving, replicas)
+            ctx.run.say("dry run: nothing was pushed, deployed or recorded")
+            return
+        with swarm.trail(who) as trail:
+            ops.record(trail, ctx, who, "deploy", tag, "started", detail)
+            ops.notify_team(ctx, f"deploying {tag} to {ctx.env.name} (swarm; from {serving})")
+            try:
+                outcome, message = _swarm_steps(
+                    ctx, swarm, steps, values, tag, who, serving, replicas
+                )
+            except (LorePinError, KeyboardInterrupt) as exc:
+                why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+                ops.record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": why},
+                           steps)  # fmt: skip
+                ops.notify_team(ctx, f"deploy of {tag} to {ctx.env.name}: failed ({why})")
+                raise
+            if outcome != "succeeded":
+                why = f"Swarm: {message}" if message else "its new tasks failed"
+                ops.record(trail, ctx, who, "deploy", tag, outcome, {**detail, "reason": why},
+                           steps)  # fmt: skip
+                ops.notify_team(ctx, f"deploy of {tag} to {ctx.env.name}: {outcome} ({why})")
+                if outcome == "rolled-back":
+                    raise LorePinError(
+                        f"{tag} failed on the swarm and Swarm rolled it back to {serving} ({why})"
+                    )
+                raise LorePinError(f"the update to {tag} is {outcome} ({why}): see "
+                                   f"`invoke deploy.history --env {ctx.env.name}`")  # fmt: skip
+            ops.record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
+    ops.notify_team(ctx, f"{tag} deployed to {ctx.env.name} (swarm)")
+    total = sum(s.seconds for s in steps.done)
+    print(f"'{ctx.env.name}' serves {tag} on {replicas} replicas across the swarm "
+          f"({total:.1f} s): {', '.join(swarm.proxy_urls())}")  # fmt: skip
+
+
+def _swarm_steps(
+    ctx: EnvContext,
+    swarm: Swarm,
+    steps: ops.Steps,
+    values: Mapping[str, str],
+    tag: str,
+    who: str,
+    serving: str | None,
+    replicas: int,
+) -> tuple[str, str]:
+    secrets_ = swarm.secrets(values)
+    image = values["LOREPIN_CMS_IMAGE"]
+    target = "expand" if serving else "head"
+    with steps.step(f"migrating ({target} revisions of {tag}, as a Swarm job)"):
+        swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", target])
+    with steps.step(f"rolling {tag} out (start-first, {replicas} replicas)"):
+        swarm.deploy_stack(values)
+        if serving is None:
+            swarm.wait_replicas(replicas)
+            outcome, message = "succeeded", ""
+        else:
+            outcome, message = swarm.wait_update()
+    if outcome == "succeeded" and serving:
+        with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
+            swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", "head"])
+    return outcome, message
 
 
 def _check_e2e(c: Context, ctx: EnvContext, where: str, tag: str) -> None:

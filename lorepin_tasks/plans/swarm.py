@@ -1,0 +1,316 @@
+"""Docker Swarm as data: the two-node lab of `invoke swarm.lab.*`, and the stack of a
+server environment with `backend: swarm` (docs/production-swarm.md). Pure.
+
+The lab is two Docker engines, each in a network namespace of its own, joined to one
+swarm; a third namespace holds the switch (a Linux bridge) they and this host plug into.
+The host's own engine is left as it is: it is not a swarm node, its firewall is not
+touched (the bridge is outside the host's namespace, so the host's bridge netfilter never
+sees the lab's traffic), and it runs only the registry both nodes pull from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorepin_tasks.errors import ConfigError
+
+NODES = ("n1", "n2")
+MANAGER, DB_NODE = "n1", "n1"  # the manager holds the database's volume (a node label)
+REGISTRY_PORT = 5000  # inside the registry container
+LABEL = "dev.lorepin.lab"  # on the registry container: the lab's id
+SUBNETS = ipaddress.ip_network("10.231.0.0/16")  # each lab takes a /24 of it
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lab:
+    """One lab: its names, addresses and paths, all derived from the checkout and name."""
+
+    name: str
+    id: str  # 6 hex digits: the checkout's and the name's digest
+    checkout: str
+    subnet: ipaddress.IPv4Network
+    registry_port: int
+
+    @property
+    def prefix(self) -> str:  # namespaces and links: Linux caps interface names at 15
+        return f"lp{self.id}"
+
+    def netns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    @property
+    def switch(self) -> str:
+        return f"{self.prefix}-sw"
+
+    @property
+    def host_link(self) -> str:
+        return f"{self.prefix}h"
+
+    def address(self, node: str) -> str:
+        """n1, n2: the nodes; host: this host's side of the switch; vip: the floating one."""
+        last = {"host": 1, "vip": 10, **{n: 11 + i for i, n in enumerate(NODES)}}[node]
+        return str(self.subnet.network_address + last)
+
+    @property
+    def root(self) -> Path:  # the engines' data (images, volumes, swarm state)
+        return Path("/var/lib/lorepin-lab") / self.id
+
+    def run_dir(self, node: str) -> Path:  # short: containerd's sockets live under it
+        return Path("/run/lorepin-lab") / self.id / node
+
+    def socket(self, node: str) -> str:
+        return f"unix://{self.run_dir(node)}/docker.sock"
+
+    def pidfile(self, node: str) -> Path:
+        return self.run_dir(node) / "docker.pid"
+
+    def log(self, node: str) -> Path:
+        return self.root / f"{node}.log"
+
+    @property
+    def registry(self) -> str:
+        """Where the nodes pull from (the host's side of the lab's switch)."""
+        return f"{self.address('host')}:{self.registry_port}"
+
+    @property
+    def registry_local(self) -> str:
+        """Where this host pushes to (the loopback: no insecure-registry setting needed)."""
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def registry_container(self) -> str:
+        return f"{self.prefix}-registry"
+
+
+def lab(name: str, checkout_id: str, checkout: str) -> Lab:
+    digest = hashlib.sha256(f"{checkout_id}/{name}".encode()).hexdigest()
+    number = int(digest[:6], 16)
+    third = number % 250 + 1
+    subnet = ipaddress.ip_network(f"{SUBNETS.network_address + third * 256}/24")
+    return Lab(
+        name=name,
+        id=digest[:6],
+        checkout=checkout,
+        subnet=subnet,  # type: ignore[arg-type]
+        registry_port=15000 + number % 1000,
+    )
+
+
+def docker(lab: Lab, node: str) -> list[str]:
+    return ["docker", "-H", lab.socket(node)]
+
+
+def network_up(lab: Lab) -> list[list[str]]:
+    """The switch, the host's link to it and each node's namespace with its link."""
+    sw = ["ip", "netns", "exec", lab.switch]
+    argv = [
+        ["ip", "netns", "add", lab.switch],
+        [*sw, "ip", "link", "set", "lo", "up"],
+        [*sw, "ip", "link", "add", "br0", "type", "bridge"],
+        [*sw, "ip", "link", "set", "br0", "up"],
+        ["ip", "link", "add", lab.host_link, "type", "veth", "peer", "name", "host",
+         "netns", lab.switch],
+        ["ip", "addr", "add", f"{lab.address('host')}/24", "dev", lab.host_link],
+        ["ip", "link", "set", lab.host_link, "up"],
+        [*sw, "ip", "link", "set", "host", "master", "br0", "up"],
+    ]  # fmt: skip
+    for node in NODES:
+        ns = ["ip", "netns", "exec", lab.netns(node)]
+        link = f"{lab.prefix}{node}"
+        argv += [
+            ["ip", "netns", "add", lab.netns(node)],
+            ["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
+             "netns", lab.netns(node)],
+            ["ip", "link", "set", link, "netns", lab.switch],
+            [*sw, "ip", "link", "set", link, "master", "br0", "up"],
+            [*ns, "ip", "link", "set", "lo", "up"],
+            [*ns, "ip", "addr", "add", f"{lab.address(node)}/24", "dev", "eth0"],
+            [*ns, "ip", "link", "set", "eth0", "up"],
+            [*ns, "ip", "route", "add", "default", "via", lab.address("host")],
+        ]  # fmt: skip
+    return argv
+
+
+def dockerd(lab: Lab, node: str) -> list[str]:
+    """A node's engine: in its namespace (nsenter: `ip netns exec` remounts /sys and the
+    engine then finds no devices cgroup), with its own hostname, paths and bridge."""
+    index = NODES.index(node) + 1
+    return [
+        "nsenter", f"--net=/var/run/netns/{lab.netns(node)}",
+        "unshare", "--uts", "--",
+        "sh", "-c", 'hostname "$0" && exec "$@"', f"{lab.name}-{node}",
+        "dockerd",
+        "--data-root", str(lab.root / node),
+        "--exec-root", str(lab.run_dir(node) / "exec"),
+        "-H", lab.socket(node),
+        "--pidfile", str(lab.pidfile(node)),
+        "--cgroup-parent", f"lorepin-lab-{lab.id}-{node}",
+        "--bip", f"172.29.{index}.1/24",
+        "--default-address-pool", f"base=172.30.{index * 16}.0/20,size=24",
+        "--insecure-registry", lab.registry,
+        "--log-level", "warn",
+    ]  # fmt: skip
+
+
+def registry_run(lab: Lab, image: str) -> list[str]:
+    return [
+        "docker", "run", "-d", "--name", lab.registry_container,
+        "--label", f"{LABEL}={lab.id}", "--restart", "unless-stopped",
+        "-p", f"127.0.0.1:{lab.registry_port}:{REGISTRY_PORT}",
+        "-p", f"{lab.address('host')}:{lab.registry_port}:{REGISTRY_PORT}",
+        image,
+    ]  # fmt: skip
+
+
+def swarm_init(lab: Lab) -> list[str]:
+    address = lab.address(MANAGER)
+    return [
+        *docker(lab, MANAGER), "swarm", "init",
+        "--advertise-addr", address, "--listen-addr", f"{address}:2377",
+        "--default-addr-pool", "10.232.0.0/16",
+    ]  # fmt: skip
+
+
+def swarm_join(lab: Lab, node: str, token: str) -> list[str]:
+    return [
+        *docker(lab, node), "swarm", "join", "--token", token,
+        "--advertise-addr", lab.address(node), f"{lab.address(MANAGER)}:2377",
+    ]  # fmt: skip
+
+
+def node_label(lab: Lab, hostname: str, node: str) -> list[str]:
+    labels = ["--label-add", f"lorepin.node={node}"]
+    if node == DB_NODE:
+        labels += ["--label-add", "lorepin.db=true"]
+    return [*docker(lab, MANAGER), "node", "update", *labels, hostname]
+
+
+def network_down(lab: Lab) -> list[list[str]]:
+    """Deleting a namespace deletes the links in it (and their peers)."""
+    return [["ip", "netns", "delete", ns] for ns in (*map(lab.netns, NODES), lab.switch)]
+
+
+def free_subnet(lab: Lab, addresses: str) -> None:
+    """Refuse a lab whose /24 another interface of this host uses (`ip -o addr` output)."""
+    for line in addresses.splitlines():
+        for word in line.split():
+            if "/" not in word:
+                continue
+            try:
+                network = ipaddress.ip_interface(word).network
+            except ValueError:
+                continue
+            if network.version == 4 and network.overlaps(lab.subnet):
+                raise ConfigError(
+                    f"lab '{lab.name}' would use {lab.subnet}, which this host already "
+                    f"uses ({line.split()[1]}): remove it, or name the lab otherwise"
+                )
+
+
+# --- the stack of a server environment on Swarm -------------------------------------
+
+STACK_FILE = "compose/swarm.yaml"
+SERVICES = ("db", "cms", "proxy")
+IMAGES = {"db": "postgres", "cms": "cms", "proxy": "proxy"}  # service: release image
+SECRETS = ("db_password", "cms_db_password")
+CMS_PORT = 8000
+PROXY_PORT = 8080  # inside the proxy's container; published on each node's address
+# What `docker service inspect` says of an update (UpdateStatus.State): done, or not.
+UPDATE_DONE = {"completed": "succeeded", "rollback_completed": "rolled-back"}
+UPDATE_STUCK = ("paused", "rollback_paused")
+
+
+def versioned(stack: str, what: str, content: bytes) -> str:
+    """A secret's or config's name in Swarm: they are immutable, so a new content is a
+    new name (the digest's), and a deploy that changes one rotates it."""
+    return f"{stack}_{what}_{hashlib.sha256(content).hexdigest()[:12]}"
+
+
+def proxy_config() -> dict[str, object]:
+    """Caddy's config on every node: the CMS replicas are what `tasks.cms` resolves to,
+    re-read each second; a refused or reset connection to a replica that went away is
+    retried on another one (GET; other methods when the dial failed), so replicas come
+    and go without a failed request."""
+    upstream = {
+        "handler": "reverse_proxy",
+        "dynamic_upstreams": {
+            "source": "a", "name": "tasks.cms", "port": str(CMS_PORT), "refresh": "1s",
+        },
+        "load_balancing": {
+            "selection_policy": {"policy": "round_robin"},
+            "try_duration": "10s",
+            "try_interval": "100ms",
+        },
+        "health_checks": {"passive": {"fail_duration": "5s", "max_fails": 1}},
+    }  # fmt: skip
+    return {
+        "admin": {"listen": "127.0.0.1:2019"},
+        "apps": {
+            "http": {
+                "servers": {
+                    "cms": {
+                        "listen": [f":{PROXY_PORT}"],
+                        "automatic_https": {"disable": True},
+                        "routes": [{"handle": [upstream]}],
+                    }
+                }
+            }
+        },
+    }
+
+
+def release_ref(registry: str, prefix: str, image: str, version: str, digest: str) -> str:
+    """An image as every node pulls it: the registry's, by digest (the tag is for people)."""
+    return f"{registry}/{prefix}/{image}:{version}@{digest}"
+
+
+def check_replicas(replicas: int, low: int, high: int, env: str) -> None:
+    if not low <= replicas <= high:
+        raise ConfigError(
+            f"{replicas} replicas is outside '{env}''s bounds {low}..{high} "
+            f"(invoke.yaml's swarm.min and swarm.max)"
+        )
+
+
+def update_outcome(state: str | None) -> str | None:
+    """'succeeded', 'rolled-back', 'stuck' or None (still going) from UpdateStatus.State."""
+    if state in UPDATE_DONE:
+        return UPDATE_DONE[state]
+    if state in UPDATE_STUCK:
+        return "stuck"
+    return None
+
+
+def stack_deploy(lab: Lab, stack: str, file: Path) -> list[str]:
+    """`--resolve-image never`: the digests are ours; no node asks a public registry."""
+    return [*docker(lab, MANAGER), "stack", "deploy", "--resolve-image", "never",
+            "--prune", "-c", str(file), stack]  # fmt: skip
+
+
+def service(stack: str, name: str) -> str:
+    return f"{stack}_{name}"
+
+
+def migrate_job(lab: Lab, stack: str, image: str, secrets: dict[str, str], who: str,
+                action: list[str], name: str) -> list[str]:  # fmt: skip
+    """The migrator as a one-shot Swarm job on the stack's network, with the secrets by
+    their versioned names mounted where the migrator reads them."""
+    mounts = [
+        arg
+        for secret, versioned_name in secrets.items()
+        for arg in ("--secret", f"source={versioned_name},target={secret}")
+    ]
+    return [
+        *docker(lab, MANAGER), "service", "create", "--detach", "--quiet",
+        "--name", name, "--mode", "replicated-job", "--restart-condition", "none",
+        "--network", f"{stack}_internal", *mounts,
+        "--env", "LOREPIN_DB_HOST=db", "--env", "LOREPIN_DB_USER=lorepin",
+        "--env", "LOREPIN_DB_NAME=lorepin",
+        "--env", "LOREPIN_DB_PASSWORD_FILE=/run/secrets/db_password",
+        "--env", "LOREPIN_CMS_DB_PASSWORD_FILE=/run/secrets/cms_db_password",
+        "--label", f"dev.lorepin.stack={stack}",
+        image, "python", "-m", "lorepin_cms.migrator", "--who", who, *action,
+    ]  # fmt: skip

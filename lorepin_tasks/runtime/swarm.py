@@ -1,0 +1,338 @@
+"""The Swarm backend of server environments (`backend: swarm`): the release's images into
+the swarm's registry and onto every node by digest, the stack deployed with
+`docker stack deploy`, Swarm's own start-first rolling update and automatic rollback
+watched to their end, the migrator as a Swarm job, and the replicas scaled. The plan is
+plans/swarm.py; `tasks/deploy.py` drives it (docs/production-swarm.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lorepin_tasks.errors import ConfigError, LorePinError, Refused, last_line
+from lorepin_tasks.plans import deploy as deploy_plan
+from lorepin_tasks.plans import swarm as plan
+from lorepin_tasks.runtime import ops, swarm_lab
+from lorepin_tasks.runtime.environment import EnvContext
+from lorepin_tasks.runtime.pg import Session
+from lorepin_tasks.runtime.trail import Trail
+
+PULL_TIMEOUT = 300
+
+
+class Swarm:
+    def __init__(self, ctx: EnvContext) -> None:
+        policy = ctx.env.swarm
+        if policy is None:
+            raise ConfigError(f"'{ctx.env.name}' is not a swarm environment (backend: swarm)")
+        self.ctx, self.policy = ctx, policy
+        settings = ctx.settings
+        self.lab = plan.lab(policy.lab, settings.checkout.id, settings.checkout.where)
+        self.stack = ctx.env.project
+
+    # --- reading ---------------------------------------------------------------------
+
+    def _q(self, argv: list[str], node: str = plan.MANAGER, timeout: float = 30) -> Any:
+        return self.ctx.run.run(
+            [*plan.docker(self.lab, node), *argv],
+            capture=True,
+            check=False,
+            mutates=False,
+            quiet=True,
+            timeout=timeout,
+        )
+
+    def require_up(self) -> None:
+        if self.ctx.run.dry_run:
+            return
+        found = swarm_lab.state(self.ctx.run, self.lab)
+        if not swarm_lab.is_up(found):
+            raise ConfigError(
+                f"the swarm of '{self.ctx.env.name}' (lab '{self.lab.name}') is not up: "
+                f"`invoke swarm.lab.up --name {self.lab.name}`"
+            )
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        answer = self._q(["service", "inspect", plan.service(self.stack, name)])
+        if not answer.ok:
+            return None
+        found = json.loads(answer.stdout or "[]")
+        return found[0] if found else None
+
+    def serving(self) -> str | None:
+        """The release the CMS service runs (its label), or None before the first deploy."""
+        found = self.inspect("cms")
+        if found is None or not self.replicas()[0]:  # a first deploy cut short: none
+            return None
+        version = found["Spec"].get("Labels", {}).get("dev.lorepin.version")
+        return str(version) if version else None
+
+    def replicas(self) -> tuple[int, int]:
+        """(desired, running) replicas of the CMS."""
+        found = self.inspect("cms")
+        if found is None:
+            return 0, 0
+        desired = found["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
+        tasks = self._q(
+            [
+                "service",
+                "ps",
+                plan.service(self.stack, "cms"),
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.CurrentState}}",
+            ]
+        )
+        running = sum(line.startswith("Running") for line in tasks.stdout.splitlines())
+        return int(desired), running
+
+    def tasks(self, name: str) -> list[dict[str, str]]:
+        answer = self._q(
+            [
+                "service",
+                "ps",
+                plan.service(self.stack, name),
+                "--no-trunc",
+                "--format",
+                "{{json .}}",
+            ]
+        )
+        return [json.loads(line) for line in answer.stdout.splitlines() if line.strip()]
+
+    def update_state(self) -> tuple[str | None, str]:
+        found = self.inspect("cms") or {}
+        status = found.get("UpdateStatus") or {}
+        return status.get("State"), status.get("Message", "")
+
+    # --- images ----------------------------------------------------------------------
+
+    def push(self, manifest: Mapping[str, Any], tag: str) -> dict[str, str]:
+        """The release's images in the swarm's registry; each service's reference by digest."""
+        run, prefix = self.ctx.run, self.ctx.settings.image_prefix
+        refs = {}
+        for svc, image in plan.IMAGES.items():
+            if image not in manifest["images"]:
+                raise ConfigError(f"release {tag} has no {image} image")
+            local = f"{prefix}/{image}:{tag}"
+            pushed = f"{self.lab.registry_local}/{prefix}/{image}:{tag}"
+            run.run(["docker", "tag", local, pushed], capture=True)
+            run.run(["docker", "push", "-q", pushed], capture=True, timeout=PULL_TIMEOUT)
+            digest = "sha256:" + "0" * 64
+            if not run.dry_run:
+                found = run.run(
+                    ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", pushed],
+                    capture=True,
+                )
+                mine = [
+                    d
+                    for d in json.loads(found.stdout)
+                    if d.startswith(pushed.rsplit(":", 1)[0] + "@")
+                ]
+                if not mine:
+                    raise LorePinError(f"the registry gave {pushed} no digest")
+                digest = mine[0].rpartition("@")[2]
+            refs[svc] = plan.release_ref(self.lab.registry, prefix, image, tag, digest)
+        return refs
+
+    def pull_everywhere(self, refs: Mapping[str, str]) -> None:
+        """Every node has every image before anything changes: a node that cannot pull one
+        refuses the deploy (Swarm would otherwise leave its tasks pending mid-update)."""
+        for node in plan.NODES:
+            for ref in sorted(set(refs.values())):
+                done = self.ctx.run.run(
+                    [*plan.docker(self.lab, node), "pull", "-q", ref],
+                    capture=True,
+                    check=False,
+                    timeout=PULL_TIMEOUT,
+                )
+                if not done.ok and not self.ctx.run.dry_run:
+                    raise Refused(
+                        f"node {node} cannot pull {ref}: {last_line(done.stderr)}; nothing "
+                        "was changed"
+                    )
+
+    # --- deploying -------------------------------------------------------------------
+
+    def variables(self, refs: Mapping[str, str], tag: str, replicas: int) -> dict[str, str]:
+        ctx, secrets_dir = self.ctx, self.ctx.env.secrets_dir
+        config = json.dumps(plan.proxy_config(), indent=1, sort_keys=True)
+        config_file = ctx.env.state_dir / "swarm" / "proxy.json"
+        if not ctx.run.dry_run:
+            config_file.parent.mkdir(parents=True, exist_ok=True)
+            config_file.write_text(config)
+        values = {
+            "LOREPIN_ENV": ctx.env.name,
+            "LOREPIN_ENV_KIND": ctx.env.kind,
+            "LOREPIN_CHECKOUT": ctx.settings.checkout.id,
+            "LOREPIN_VERSION": tag,
+            "LOREPIN_DB_IMAGE": refs["db"],
+            "LOREPIN_CMS_IMAGE": refs["cms"],
+            "LOREPIN_PROXY_IMAGE": refs["proxy"],
+            "LOREPIN_REPLICAS": str(replicas),
+            "LOREPIN_HTTP_PORT": str(ctx.env.http_port),
+            "LOREPIN_SECRETS_DIR": str(secrets_dir),
+            "LOREPIN_PROXY_CONFIG": str(config_file),
+            "LOREPIN_CONFIG_PROXY": plan.versioned(self.stack, "proxy", config.encode()),
+        }
+        for secret in plan.SECRETS:
+            path = secrets_dir / secret
+            content = path.read_bytes() if path.is_file() else b""
+            values[f"LOREPIN_SECRET_{secret.upper()}"] = plan.versioned(self.stack, secret, content)
+        return values
+
+    def deploy_stack(self, values: Mapping[str, str]) -> None:
+        file = self.ctx.settings.root / plan.STACK_FILE
+        done = self.ctx.run.run(
+            plan.stack_deploy(self.lab, self.stack, file),
+            env=dict(values),
+            capture=True,
+            check=False,
+        )
+        if not done.ok and not self.ctx.run.dry_run:
+            raise LorePinError(f"docker stack deploy: {last_line(done.stderr)}")
+
+    def secrets(self, values: Mapping[str, str]) -> dict[str, str]:
+        return {s: values[f"LOREPIN_SECRET_{s.upper()}"] for s in plan.SECRETS}
+
+    def migrate(self, image: str, secrets: Mapping[str, str], who: str, action: list[str]) -> str:
+        """Run the migrator as a Swarm job on the stack's network; its output."""
+        run = self.ctx.run
+        name = plan.service(self.stack, f"migrate-{int(time.time())}")
+        run.run(
+            plan.migrate_job(self.lab, self.stack, image, dict(secrets), who, action, name),
+            capture=True,
+        )
+        if run.dry_run:
+            return ""
+        try:
+            deadline = time.monotonic() + self.ctx.settings.wait_timeout
+            while True:
+                states = [t.get("CurrentState", "") for t in self._job_tasks(name)]
+                if any(s.startswith("Complete") for s in states):
+                    break
+                failed = [s for s in states if s.startswith(("Failed", "Rejected"))]
+                if failed or time.monotonic() > deadline:
+                    logs = self._q(["service", "logs", "--raw", name]).stdout
+                    why = last_line(logs) or (failed[0] if failed else "timed out")
+                    raise LorePinError(f"the migrator failed: {why}")
+                time.sleep(1)
+            return str(self._q(["service", "logs", "--raw", name]).stdout)
+        finally:
+            run.run(
+                [*plan.docker(self.lab, plan.MANAGER), "service", "rm", name],
+                capture=True,
+                check=False,
+            )
+
+    def _job_tasks(self, name: str) -> list[dict[str, str]]:
+        answer = self._q(["service", "ps", name, "--no-trunc", "--format", "{{json .}}"])
+        return [json.loads(line) for line in answer.stdout.splitlines() if line.strip()]
+
+    def wait_db(self) -> None:
+        self._wait(lambda: self._running("db") > 0, "the database did not start")
+
+    def wait_proxy(self) -> None:
+        self._wait(lambda: self._running("proxy") >= len(plan.NODES), "the proxy did not start")
+
+    def _running(self, name: str) -> int:
+        return sum(
+            t.get("CurrentState", "").startswith("Running") and t.get("DesiredState") == "Running"
+            for t in self.tasks(name)
+        )
+
+    def _wait(self, done: Any, why: str, timeout: float | None = None) -> None:
+        if self.ctx.run.dry_run:
+            return
+        deadline = time.monotonic() + (timeout or self.ctx.settings.wait_timeout)
+        while not done():
+            if time.monotonic() > deadline:
+                raise LorePinError(
+                    f"{why} within {int(timeout or self.ctx.settings.wait_timeout)} s"
+                )
+            time.sleep(1)
+
+    def wait_replicas(self, want: int) -> None:
+        self._wait(lambda: self.replicas() == (want, want), f"{want} CMS replicas were not running")
+
+    def wait_update(self) -> tuple[str, str]:
+        """Watch Swarm's rolling update of the CMS to its end: ('succeeded' | 'rolled-back'
+        | 'stuck', Swarm's message)."""
+        if self.ctx.run.dry_run:
+            return "succeeded", ""
+        deadline = time.monotonic() + self.ctx.settings.wait_timeout + 120
+        while True:
+            state, message = self.update_state()
+            outcome = plan.update_outcome(state)
+            if outcome:
+                return outcome, message
+            if time.monotonic() > deadline:
+                return "stuck", f"still {state} after {int(time.monotonic() - deadline)} s"
+            time.sleep(1)
+
+    def scale(self, replicas: int) -> None:
+        self.ctx.run.run(
+            [
+                *plan.docker(self.lab, plan.MANAGER),
+                "service",
+                "scale",
+                "--detach",
+                f"{plan.service(self.stack, 'cms')}={replicas}",
+            ],
+            capture=True,
+        )
+
+    # --- the trail -------------------------------------------------------------------
+
+    def psql(self, who: str) -> list[str]:
+        """A psql session in the database's task (local socket, no password)."""
+        found = self._q(
+            [
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.swarm.service.name={plan.service(self.stack, 'db')}",
+            ],
+            node=plan.DB_NODE,
+        )
+        container = (found.stdout.split() or ["DB-CONTAINER"])[0]
+        return deploy_plan.psql_in(plan.docker(self.lab, plan.DB_NODE), container, who)
+
+    def session(self, who: str) -> Session:
+        return Session(self.ctx.run, self.psql(who), {}, "database", quiet=True)
+
+    def proxy_urls(self) -> list[str]:
+        return [f"http://{self.lab.address(n)}:{self.ctx.env.http_port}" for n in plan.NODES]
+
+    def state_file(self) -> Path:
+        return self.ctx.env.state_dir / "swarm" / "deployed.json"
+
+    def kept_refs(self, refs: Mapping[str, str]) -> dict[str, str]:
+        """The new release's CMS with the database and the proxy as they run: a new image
+        of either would restart it (the database's one task; the proxy on each node, where
+        it publishes), so a release changes them only on the first deploy."""
+        kept = dict(refs)
+        for name in ("db", "proxy"):
+            found = self.inspect(name)
+            image = (
+                (found or {})
+                .get("Spec", {})
+                .get("TaskTemplate", {})
+                .get("ContainerSpec", {})
+                .get("Image")
+            )
+            if image:
+                kept[name] = image
+        return kept
+
+    @contextmanager
+    def trail(self, who: str) -> Iterator[Trail]:
+        """The environment's trail, in its database (the session ends with the block)."""
+        with self.session(who) as session:
+            trail = ops.open_trail(self.ctx, session, who)
+            assert trail is not None
+            yield trail

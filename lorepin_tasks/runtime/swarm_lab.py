@@ -1,0 +1,292 @@
+"""The two-node swarm lab on this machine (`invoke swarm.lab.*`): namespaces, engines,
+the swarm and the registry, made and removed. The plan is plans/swarm.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from lorepin_tasks.errors import ConfigError, LorePinError, last_line
+from lorepin_tasks.plans import swarm as plan
+from lorepin_tasks.runtime.executor import Executor
+
+START_TIMEOUT = 60  # seconds an engine has to answer, and the nodes to be Ready
+
+
+def _alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _ours(lab: plan.Lab) -> list[int]:
+    """Processes of this lab's engines (dockerd, containerd and its shims), by their paths."""
+    marks = (str(lab.root) + "/", str(lab.run_dir("")).rstrip("/") + "/")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(m in cmdline for m in marks) and int(proc.name) != os.getpid():
+            found.append(int(proc.name))
+    return found
+
+
+def _netns() -> set[str]:
+    try:
+        return set(os.listdir("/var/run/netns"))
+    except OSError:
+        return set()
+
+
+def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
+    """What of the lab exists: namespaces, engines (and whether they answer), the swarm's
+    nodes as the manager sees them, and the registry."""
+    names = _netns()
+    engines = {}
+    for node in plan.NODES:
+        pid = _alive(lab.pidfile(node))
+        answer = (
+            run.run(
+                [*plan.docker(lab, node), "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                capture=True,
+                check=False,
+                mutates=False,
+                quiet=True,
+                timeout=10,
+            )
+            if pid
+            else None
+        )
+        engines[node] = {
+            "pid": pid,
+            "swarm": answer.stdout.strip() if answer and answer.ok else None,
+        }
+    nodes = []
+    if engines[plan.MANAGER]["swarm"] == "active":
+        listed = run.run(
+            [
+                *plan.docker(lab, plan.MANAGER),
+                "node",
+                "ls",
+                "--format",
+                "{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}",
+            ],
+            capture=True,
+            check=False,
+            mutates=False,
+            quiet=True,
+            timeout=10,
+        )
+        nodes = [line.split("\t") for line in listed.stdout.splitlines() if line]
+    registry = run.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            '{{.State.Status}} {{index .Config.Labels "' + plan.LABEL + '"}}',
+            lab.registry_container,
+        ],
+        capture=True,
+        check=False,
+        mutates=False,
+        quiet=True,
+    )
+    status, _, owner = registry.stdout.strip().partition(" ")
+    return {
+        "name": lab.name,
+        "id": lab.id,
+        "subnet": str(lab.subnet),
+        "namespaces": sorted(n for n in names if n.startswith(lab.prefix + "-")),
+        "engines": engines,
+        "nodes": nodes,
+        "registry": {"address": lab.registry, "state": status or None, "owner": owner or None},
+        "managers": {n: lab.socket(n) for n in plan.NODES},
+    }
+
+
+def is_up(found: dict[str, Any]) -> bool:
+    ready = [n for n in found["nodes"] if len(n) > 1 and n[1] == "Ready"]
+    return (
+        len(ready) == len(plan.NODES)
+        and all(e["swarm"] == "active" for e in found["engines"].values())
+        and found["registry"]["state"] == "running"
+    )
+
+
+def is_empty(found: dict[str, Any], lab: plan.Lab) -> bool:
+    return (
+        not found["namespaces"]
+        and not any(e["pid"] for e in found["engines"].values())
+        and found["registry"]["state"] is None
+        and not lab.root.exists()
+        and not _ours(lab)
+    )
+
+
+def up(run: Executor, lab: plan.Lab, registry_image: str) -> None:
+    """Make the lab: network, two engines, the registry, the swarm (n1 manages, n2 works)."""
+    run.say(f"==> lab '{lab.name}': network {lab.subnet} (namespaces {lab.prefix}-*)")
+    for argv in plan.network_up(lab):
+        run.run(argv, capture=True)
+    if not run.dry_run:
+        lab.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (lab.root / "lab.json").write_text(
+            json.dumps(
+                {
+                    "name": lab.name,
+                    "id": lab.id,
+                    "checkout": lab.checkout,
+                    "subnet": str(lab.subnet),
+                },
+                indent=2,
+            )
+        )
+    for node in plan.NODES:
+        run.say(f"==> lab '{lab.name}': starting the engine of {node} ({lab.address(node)})")
+        argv = plan.dockerd(lab, node)
+        if run.dry_run:
+            run.say(f"+ {' '.join(argv)} >{lab.log(node)} 2>&1 &")
+            continue
+        lab.run_dir(node).mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(lab.log(node), "ab") as log:
+            subprocess.Popen(
+                argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+    for node in plan.NODES:
+        _wait_engine(run, lab, node)
+    run.say(f"==> lab '{lab.name}': registry on {lab.registry}")
+    run.run(plan.registry_run(lab, registry_image), capture=True)
+    run.say(f"==> lab '{lab.name}': swarm (manager {plan.MANAGER})")
+    run.run(plan.swarm_init(lab), capture=True)
+    token = run.run(
+        [*plan.docker(lab, plan.MANAGER), "swarm", "join-token", "-q", "worker"], capture=True
+    ).stdout.strip()
+    run.add_secret(token)
+    for node in plan.NODES:
+        if node != plan.MANAGER:
+            run.run(plan.swarm_join(lab, node, token or "TOKEN"), capture=True)
+    for node in plan.NODES:
+        run.run(plan.node_label(lab, f"{lab.name}-{node}", node), capture=True)
+    if run.dry_run:
+        return
+    deadline = time.monotonic() + START_TIMEOUT
+    while not is_up(found := state(run, lab)):
+        if time.monotonic() > deadline:
+            raise LorePinError(
+                f"lab '{lab.name}' did not come up: nodes {found['nodes']}, registry "
+                f"{found['registry']['state']} (`invoke swarm.lab.down` removes what is left)"
+            )
+        time.sleep(1)
+
+
+def _wait_engine(run: Executor, lab: plan.Lab, node: str) -> None:
+    if run.dry_run:
+        return
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        answer = run.run(
+            [*plan.docker(lab, node), "version", "--format", "{{.Server.Version}}"],
+            capture=True,
+            check=False,
+            mutates=False,
+            quiet=True,
+            timeout=10,
+        )
+        if answer.ok:
+            return
+        if time.monotonic() > deadline or (not _alive(lab.pidfile(node)) and _started_long(lab)):
+            tail = lab.log(node).read_text(errors="replace") if lab.log(node).exists() else ""
+            raise LorePinError(
+                f"the engine of {node} did not start: {last_line(tail) or 'no log'} "
+                f"({lab.log(node)}; `invoke swarm.lab.down` removes what is left)"
+            )
+        time.sleep(0.5)
+
+
+def _started_long(lab: plan.Lab) -> bool:
+    """Ten seconds after the lab's record was written: a missing pid is a dead engine."""
+    made = lab.root / "lab.json"
+    return made.exists() and time.time() - made.stat().st_mtime > 10
+
+
+def down(run: Executor, lab: plan.Lab) -> None:
+    """Remove everything of the lab, in reverse, whatever state a kill left it in."""
+    for node in reversed(plan.NODES):
+        if _alive(lab.pidfile(node)):
+            run.run(
+                [*plan.docker(lab, node), "swarm", "leave", "--force"],
+                capture=True,
+                check=False,
+                timeout=60,
+            )
+    for node in reversed(plan.NODES):
+        pid = _alive(lab.pidfile(node))
+        if pid:
+            run.say(f"==> lab '{lab.name}': stopping the engine of {node} (pid {pid})")
+            if not run.dry_run:
+                _stop(pid, grace=30)
+    if not run.dry_run:
+        for pid in _ours(lab):  # a killed engine's containerd and shims
+            _stop(pid, grace=5)
+        _unmount(lab)
+    names = _netns()
+    for argv in plan.network_down(lab):
+        if argv[-1] in names or run.dry_run:
+            run.run(argv, capture=True, check=False)
+    run.run(["docker", "rm", "-f", "-v", lab.registry_container], capture=True, check=False)
+    run.run(["rm", "-rf", str(lab.root), str(lab.run_dir("")).rstrip("/")], capture=True)
+    if not run.dry_run:
+        for group in Path("/sys/fs/cgroup").glob(f"*/lorepin-lab-{lab.id}-*"):
+            for sub in sorted(group.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if sub.is_dir():
+                    sub.rmdir()
+            group.rmdir()
+
+
+def _stop(pid: int, *, grace: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+
+
+def _unmount(lab: plan.Lab) -> None:
+    marks = (str(lab.root) + "/", str(lab.run_dir("")).rstrip("/") + "/")
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(marks)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise ConfigError("the swarm lab makes network namespaces and engines: run it as root")
+
+
+def registry_present(run: Executor, image: str) -> bool:
+    found = run.run(
+        ["docker", "image", "inspect", image], capture=True, check=False, mutates=False, quiet=True
+    )
+    return found.ok
