@@ -143,7 +143,8 @@ class Swarm:
         """Every node has every image before anything changes: a node that cannot pull one
         refuses the deploy (Swarm would otherwise leave its tasks pending mid-update)."""
         for node in plan.NODES:
-            for ref in sorted(set(refs.values())):
+            wanted = {s: r for s, r in refs.items() if s != "db" or node == plan.DB_NODE}
+            for ref in sorted(set(wanted.values())):
                 done = self.ctx.run.run(
                     [*plan.docker(self.lab, node), "pull", "-q", ref],
                     capture=True,
@@ -333,6 +334,7 @@ class Swarm:
     def trail(self, who: str) -> Iterator[Trail]:
         """The environment's trail, in its database (the session ends with the block)."""
         with self.session(who) as session:
+            ops.ensure_schema(session)
             trail = ops.open_trail(self.ctx, session, who)
             assert trail is not None
             yield trail
