@@ -44,6 +44,7 @@ for t in (
     *stack.ns.tasks.values(),
     release.version,
     deploy.rollback,
+    deploy.scale,
     monitor.errors,
     perf.perf,
     e2e.e2e,

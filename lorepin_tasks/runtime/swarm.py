@@ -71,6 +71,10 @@ class Swarm:
         version = found["Spec"].get("Labels", {}).get("dev.lorepin.version")
         return str(version) if version else None
 
+    def serving_db(self) -> bool:
+        """The database's task runs (the trail is in it)."""
+        return self._running("db") > 0
+
     def replicas(self) -> tuple[int, int]:
         """(desired, running) replicas of the CMS."""
         found = self.inspect("cms")
@@ -218,7 +222,11 @@ class Swarm:
                     break
                 failed = [s for s in states if s.startswith(("Failed", "Rejected"))]
                 if failed or time.monotonic() > deadline:
-                    logs = self._q(["service", "logs", "--raw", name]).stdout
+                    for _ in range(10):  # the job's lines reach the manager a moment later
+                        logs = self._q(["service", "logs", "--raw", name]).stdout
+                        if logs.strip():
+                            break
+                        time.sleep(0.5)
                     why = last_line(logs) or (failed[0] if failed else "timed out")
                     raise LorePinError(f"the migrator failed: {why}")
                 time.sleep(1)
@@ -262,15 +270,21 @@ class Swarm:
 
     def wait_update(self) -> tuple[str, str]:
         """Watch Swarm's rolling update of the CMS to its end: ('succeeded' | 'rolled-back'
-        | 'stuck', Swarm's message)."""
+        | 'stuck', why: Swarm's first word of trouble and the failed task's error)."""
         if self.ctx.run.dry_run:
             return "succeeded", ""
         deadline = time.monotonic() + self.ctx.settings.wait_timeout + 120
+        trouble = ""
         while True:
             state, message = self.update_state()
+            if state not in (None, "updating", "completed") and not trouble:
+                trouble = message
             outcome = plan.update_outcome(state)
             if outcome:
-                return outcome, message
+                failed = [t.get("Error") or t.get("CurrentState", "")
+                          for t in self.tasks("cms") if t.get("Error")]  # fmt: skip
+                why = "; ".join(x for x in (trouble, failed[0] if failed else "") if x)
+                return outcome, why or message
             if time.monotonic() > deadline:
                 return "stuck", f"still {state} after {int(time.monotonic() - deadline)} s"
             time.sleep(1)

@@ -26,6 +26,7 @@ from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import compose
 from lorepin_tasks.plans import deploy as plan
 from lorepin_tasks.plans import images as images_plan
+from lorepin_tasks.plans import swarm as swarm_plan
 from lorepin_tasks.runtime import docker, git, http, ops, secrets
 from lorepin_tasks.runtime.bluegreen import Backend, ComposeBlueGreen
 from lorepin_tasks.runtime.environment import EnvContext
@@ -33,6 +34,7 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.prompt import confirm
 from lorepin_tasks.runtime.swarm import Swarm
 from lorepin_tasks.runtime.trail import Trail, mirrored
+from lorepin_tasks.settings import whole_number
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
@@ -247,66 +249,71 @@ def _deploy_swarm(
     swarm.require_up()
     if ctx.env.kind == "production" and not ctx.run.dry_run:
         confirm(f"Deploy v{tag} to production (swarm '{swarm.lab.name}')?", yes=yes)
-    who = git.who_am_i(ctx.run, ctx.settings.root)
-    steps = ops.Steps(ctx)
     with locked(ctx, "deploy"):
         secrets.place_stored(ctx, stored)
         secrets.ensure_role_passwords(ctx)
-        with steps.step(f"pushing {tag}'s images to the swarm's registry ({swarm.lab.registry})"):
-            refs = swarm.push(manifest, tag)
-        serving = swarm.serving()
-        refs = swarm.kept_refs(refs)
-        with steps.step("pulling them on every node, by digest"):
-            swarm.pull_everywhere(refs)
-        if serving == tag and swarm.update_state()[0] in (None, "completed"):
-            raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
-        assert ctx.env.swarm is not None
-        replicas = (swarm.replicas()[0] if serving else 0) or ctx.env.swarm.replicas
-        values = swarm.variables(refs, tag, replicas)
-        detail = {
-            "from": serving,
-            "backend": "swarm",
-            "replicas": replicas,
-            "config": _configuration(ctx),
-            "images": refs,
-            "window_override": override,
-            "approved_by": approved_by,
-        }
-        if serving is None:
-            with steps.step("starting the database and the proxy"):
-                swarm.deploy_stack({**values, "LOREPIN_REPLICAS": "0"})
-                swarm.wait_db()
-                swarm.wait_proxy()
-        if ctx.run.dry_run:
-            _swarm_steps(ctx, swarm, steps, values, tag, who, serving, replicas)
-            ctx.run.say("dry run: nothing was pushed, deployed or recorded")
-            return
-        with swarm.trail(who) as trail:
-            ops.record(trail, ctx, who, "deploy", tag, "started", detail)
-            ops.notify_team(ctx, f"deploying {tag} to {ctx.env.name} (swarm; from {serving})")
-            try:
-                outcome, message = _swarm_steps(
-                    ctx, swarm, steps, values, tag, who, serving, replicas
-                )
-            except (LorePinError, KeyboardInterrupt) as exc:
-                why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
-                ops.record(trail, ctx, who, "deploy", tag, "failed", {**detail, "reason": why},
-                           steps)  # fmt: skip
-                ops.notify_team(ctx, f"deploy of {tag} to {ctx.env.name}: failed ({why})")
-                raise
-            if outcome != "succeeded":
-                why = f"Swarm: {message}" if message else "its new tasks failed"
-                ops.record(trail, ctx, who, "deploy", tag, outcome, {**detail, "reason": why},
-                           steps)  # fmt: skip
-                ops.notify_team(ctx, f"deploy of {tag} to {ctx.env.name}: {outcome} ({why})")
-                if outcome == "rolled-back":
-                    raise LorePinError(
-                        f"{tag} failed on the swarm and Swarm rolled it back to {serving} ({why})"
-                    )
-                raise LorePinError(f"the update to {tag} is {outcome} ({why}): see "
-                                   f"`invoke deploy.history --env {ctx.env.name}`")  # fmt: skip
-            ops.record(trail, ctx, who, "deploy", tag, "succeeded", detail, steps)
-    ops.notify_team(ctx, f"{tag} deployed to {ctx.env.name} (swarm)")
+        extra = {"window_override": override, "approved_by": approved_by}
+        _rollout(ctx, swarm, "deploy", tag, manifest, extra, migrate=True)
+
+
+def _rollout(
+    ctx: EnvContext,
+    swarm: Swarm,
+    action: str,
+    tag: str,
+    manifest: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    *,
+    migrate: bool,
+) -> None:
+    """A release onto the swarm (the lock held): images to every node, migrations, the
+    rolling update watched to its end, each step and the outcome in the trail."""
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    steps = ops.Steps(ctx)
+    with steps.step(f"pushing {tag}'s images to the swarm's registry ({swarm.lab.registry})"):
+        refs = swarm.push(manifest, tag)
+    serving = swarm.serving()
+    refs = swarm.kept_refs(refs)
+    with steps.step("pulling them on every node, by digest"):
+        swarm.pull_everywhere(refs)
+    if serving == tag and swarm.update_state()[0] in (None, "completed"):
+        raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
+    assert ctx.env.swarm is not None
+    replicas = (swarm.replicas()[0] if serving else 0) or ctx.env.swarm.replicas
+    values = swarm.variables(refs, tag, replicas)
+    detail = {"from": serving, "backend": "swarm", "replicas": replicas,
+              "config": _configuration(ctx), "images": refs, **extra}  # fmt: skip
+    if serving is None:
+        with steps.step("starting the database and the proxy"):
+            swarm.deploy_stack({**values, "LOREPIN_REPLICAS": "0"})
+            swarm.wait_db()
+            swarm.wait_proxy()
+    if ctx.run.dry_run:
+        _swarm_steps(ctx, swarm, steps, values, tag, who, serving, migrate=migrate)
+        ctx.run.say("dry run: nothing was pushed, deployed or recorded")
+        return
+    with swarm.trail(who) as trail:
+        ops.record(trail, ctx, who, action, tag, "started", detail)
+        ops.notify_team(ctx, f"{action} of {tag} to {ctx.env.name} (swarm; from {serving})")
+        try:
+            outcome, why = _swarm_steps(
+                ctx, swarm, steps, values, tag, who, serving, migrate=migrate
+            )
+        except (LorePinError, KeyboardInterrupt) as exc:
+            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            why = "interrupted (Ctrl-C)" if outcome == "interrupted" else str(exc)
+        if outcome != "succeeded":
+            ops.record(trail, ctx, who, action, tag, outcome, {**detail, "reason": why}, steps)
+            ops.notify_team(ctx, f"{action} of {tag} to {ctx.env.name}: {outcome} ({why})")
+            if outcome == "rolled-back":
+                raise LorePinError(f"{tag} failed on the swarm, and Swarm rolled it back to "
+                                   f"{serving}: {why}")  # fmt: skip
+            if outcome == "interrupted":
+                raise KeyboardInterrupt
+            raise LorePinError(f"{action} of {tag}: {why} (`invoke deploy.history --env "
+                               f"{ctx.env.name}`)")  # fmt: skip
+        ops.record(trail, ctx, who, action, tag, "succeeded", detail, steps)
+    ops.notify_team(ctx, f"{tag} serves on {ctx.env.name} (swarm, {action})")
     total = sum(s.seconds for s in steps.done)
     print(f"'{ctx.env.name}' serves {tag} on {replicas} replicas across the swarm "
           f"({total:.1f} s): {', '.join(swarm.proxy_urls())}")  # fmt: skip
@@ -320,24 +327,102 @@ def _swarm_steps(
     tag: str,
     who: str,
     serving: str | None,
-    replicas: int,
+    *,
+    migrate: bool,
 ) -> tuple[str, str]:
+    """('succeeded' | 'rolled-back' | 'stuck', why)."""
     secrets_ = swarm.secrets(values)
-    image = values["LOREPIN_CMS_IMAGE"]
+    image, replicas = values["LOREPIN_CMS_IMAGE"], int(values["LOREPIN_REPLICAS"])
     target = "expand" if serving else "head"
-    with steps.step(f"migrating ({target} revisions of {tag}, as a Swarm job)"):
-        swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", target])
+    if migrate:
+        with steps.step(f"migrating ({target} revisions of {tag}, as a Swarm job)"):
+            swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", target])
     with steps.step(f"rolling {tag} out (start-first, {replicas} replicas)"):
         swarm.deploy_stack(values)
         if serving is None:
             swarm.wait_replicas(replicas)
-            outcome, message = "succeeded", ""
+            outcome, why = "succeeded", ""
         else:
-            outcome, message = swarm.wait_update()
-    if outcome == "succeeded" and serving:
+            outcome, why = swarm.wait_update()
+    if outcome == "succeeded" and serving and migrate:
         with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
             swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", "head"])
-    return outcome, message
+    return outcome, why
+
+
+def _rollback_swarm(ctx: EnvContext, to: str, yes: bool) -> None:
+    """Back to the previous release that served (or `--to`): a rolling update like a
+    deploy's, without migrations (the CMS's /readyz says whether it runs on this schema;
+    if not, Swarm rolls the rollback back and says so)."""
+    swarm = Swarm(ctx)
+    swarm.require_up()
+    with locked(ctx, "rollback"):
+        serving = swarm.serving()
+        if serving is None:
+            raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
+        with swarm.trail(git.who_am_i(ctx.run, ctx.settings.root)) as trail:
+            records = trail.records()
+        moves = ("deploy", "rollback")
+        good = [r.get("version") for r in records
+                if r.get("action") in moves and r.get("outcome") == "succeeded"]  # fmt: skip
+        earlier = [v for v in good if v and v != serving]
+        target = to or (earlier[-1] if earlier else "")
+        if not target:
+            raise NothingToDo(f"'{ctx.env.name}' has served no other release than {serving}")
+        if target not in good:
+            raise Refused(f"{target} never served on '{ctx.env.name}': deploy it instead")
+        if ctx.env.kind == "production" and not ctx.run.dry_run:
+            confirm(f"Roll production back from {serving} to {target}?", yes=yes)
+        _rollout(ctx, swarm, "rollback", target, _manifest(ctx, target), {}, migrate=False)
+
+
+@task(
+    help={
+        "env": SERVER_ENV_HELP,
+        "replicas": "how many CMS replicas (within invoke.yaml's swarm.min..swarm.max)",
+        "dry_run": DRY_HELP,
+    }
+)
+def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) -> None:
+    """Scale a swarm environment's CMS to N replicas; waits until all serve; recorded."""
+    ctx = server_env(c, env, dry_run, what="scaling is for")
+    policy = ctx.env.swarm
+    if policy is None:
+        raise ConfigError(f"'{ctx.env.name}' runs on one engine (backend: compose): "
+                          "scaling is for `backend: swarm` environments")  # fmt: skip
+    if not replicas:
+        raise ConfigError(f"say how many: --replicas {policy.min}..{policy.max}")
+    count = whole_number(replicas, "--replicas", low=0, high=1000)
+    swarm_plan.check_replicas(count, policy.min, policy.max, ctx.env.name)
+    swarm = Swarm(ctx)
+    swarm.require_up()
+    who = git.who_am_i(ctx.run, ctx.settings.root)
+    with locked(ctx, "scale"):
+        desired, _ = swarm.replicas()
+        serving = swarm.serving()
+        if serving is None and not ctx.run.dry_run:
+            raise NothingToDo(f"nothing is deployed to '{ctx.env.name}': deploy first")
+        if desired == count and swarm.replicas()[1] == count:
+            raise NothingToDo(f"'{ctx.env.name}' runs {count} replicas already")
+        steps = ops.Steps(ctx)
+        if ctx.run.dry_run:
+            swarm.scale(count)
+            return
+        detail = {"from": desired, "to": count}
+        with swarm.trail(who) as trail:
+            ops.record(trail, ctx, who, "scale", serving, "started", detail)
+            try:
+                with steps.step(f"scaling the CMS from {desired} to {count} replicas"):
+                    swarm.scale(count)
+                    swarm.wait_replicas(count)
+            except (LorePinError, KeyboardInterrupt) as exc:
+                why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+                ops.record(trail, ctx, who, "scale", serving, "failed",
+                           {**detail, "reason": why}, steps)  # fmt: skip
+                raise
+            ops.record(trail, ctx, who, "scale", serving, "succeeded", detail, steps)
+    print(f"'{ctx.env.name}' runs {count} replicas of {serving} "
+          f"({steps.done[-1].seconds:.1f} s)")  # fmt: skip
 
 
 def _check_e2e(c: Context, ctx: EnvContext, where: str, tag: str) -> None:
@@ -587,6 +672,9 @@ def rollback(
     ctx = server_env(c, env, dry_run)
     target = plan.release_tag(to) if to else ""
     secrets.require(ctx)
+    if ctx.env.swarm is not None:
+        _rollback_swarm(ctx, target, yes)
+        return
     ops.refuse_failed_over(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     backend = ComposeBlueGreen(ctx)
@@ -723,7 +811,11 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
     """Show the environment's trail: deploys, rollbacks, restores, failovers and the
     backup schedule's runs; who, what, when, each step, outcome."""
     ctx = server_env(c, env, dry_run)
-    records = ops.trail_records(ctx, "history")
+    if ctx.env.swarm is not None and not ctx.run.dry_run and Swarm(ctx).serving_db():
+        with Swarm(ctx).trail("history") as trail:
+            records: list[dict[str, Any]] | None = trail.records()
+    else:
+        records = ops.trail_records(ctx, "history")
     if records is None:  # this machine's copy, said so
         records = mirrored(ctx.env.state_dir / "audit.jsonl")
         ctx.run.say(f"(this machine's copy of the trail: {len(records)} records)")
