@@ -270,7 +270,7 @@ def release_ref(registry: str, prefix: str, image: str, version: str, digest: st
 def check_replicas(replicas: int, low: int, high: int, env: str) -> None:
     if not low <= replicas <= high:
         raise ConfigError(
-            f"{replicas} replicas is outside '{env}''s bounds {low}..{high} "
+            f"{replicas} replicas is outside the bounds of '{env}', {low}..{high} "
             f"(invoke.yaml's swarm.min and swarm.max)"
         )
 

@@ -1,0 +1,315 @@
+"""The Swarm backend on a real two-node swarm (`invoke swarm.lab.up`): releases rolled out
+by Swarm under load, a broken one rolled back by Swarm, scaling, a node that cannot pull,
+a node lost; and the lab removed with nothing left.
+
+The load goes to the proxies on the lab's own network (each node's address in the lab's
+namespace): the project's own containers, never anything else."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+import pytest
+import yaml
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.plans import swarm as plan
+from tests.release_helpers import clone_project, invoke_in, remove_images
+
+pytestmark = [pytest.mark.docker, pytest.mark.netns]
+ENV = "swarm"
+
+
+@dataclass
+class Lab:
+    repo: git.Repo
+    env: dict[str, str]
+    lab: plan.Lab
+    stack: str
+
+    def invoke(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return invoke_in(self.repo, *args, env=self.env, timeout=timeout)
+
+    def docker(self, *args: str, node: str = plan.MANAGER) -> str:
+        done = subprocess.run(
+            [*plan.docker(self.lab, node), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout
+
+    def url(self, node: str, path: str) -> str:
+        return f"http://{self.lab.address(node)}:{HTTP_PORT}{path}"
+
+    def version(self, node: str) -> str | None:
+        try:
+            with urllib.request.urlopen(self.url(node, "/version"), timeout=5) as answer:  # noqa: S310
+                return str(json.loads(answer.read())["version"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def release(self, version: str, message: str) -> None:
+        path = Path(self.repo.working_tree_dir or ".") / "docs" / "release-test.txt"
+        path.write_text(path.read_text() + message + "\n" if path.exists() else message + "\n")
+        self.repo.index.add([str(path)])
+        self.repo.index.commit(message)
+        done = self.invoke("release", "--as", version, "--yes")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def history(self) -> list[dict[str, object]]:
+        done = self.invoke("deploy.history", "--env", ENV, "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        return list(json.loads(done.stdout))
+
+    def tasks(self) -> list[dict[str, str]]:
+        out = self.docker("service", "ps", f"{self.stack}_cms", "--filter",
+                          "desired-state=running", "--format", "{{json .}}")  # fmt: skip
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+HTTP_PORT = 8580
+
+
+@dataclass
+class Load:
+    """GET /version through both nodes' proxies in turn, at most `rate` a second, until
+    stopped (bounded: at most `limit` requests)."""
+
+    lab: Lab
+    nodes: tuple[str, ...] = plan.NODES
+    rate: float = 40
+    limit: int = 8000
+    answers: list[tuple[float, str, int, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        turn = 0
+        while not self.stop.is_set() and len(self.answers) < self.limit:
+            node = self.nodes[turn % len(self.nodes)]
+            turn += 1
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.lab.url(node, "/version"), timeout=5) as r:  # noqa: S310
+                    body = json.loads(r.read())
+                    self.answers.append((started, node, r.status, body.get("version")))
+            except urllib.error.HTTPError as exc:
+                self.answers.append((started, node, exc.code, None))
+            except OSError:
+                self.answers.append((started, node, 0, None))
+            time.sleep(max(0.0, 1 / self.rate - (time.monotonic() - started)))
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    def failed(self, node: str | None = None) -> int:
+        return sum(1 for _, n, code, _ in self.answers if code != 200 and node in (None, n))
+
+
+def lab_leftovers(lab: plan.Lab) -> list[str]:
+    found = [n for n in os.listdir("/var/run/netns") if n.startswith(lab.prefix)] if Path(
+        "/var/run/netns"
+    ).exists() else []  # fmt: skip
+    found += [str(p) for p in (lab.root, lab.run_dir("").parent / lab.id) if p.exists()]
+    registry = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={lab.registry_container}"],
+                              capture_output=True, text=True, check=False).stdout.split()  # fmt: skip
+    found += [f"container {c}" for c in registry]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False)
+    found += [f"link {lab.host_link}"] if f" {lab.host_link}@" in links.stdout else []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if f"/lorepin-lab/{lab.id}/" in cmd:
+                found.append(f"process {proc.name}: {cmd[:80]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("swarm")
+    repo = clone_project(tmp)
+    root = Path(repo.working_tree_dir or ".")
+    suffix = uuid.uuid4().hex[:6]
+    secrets = tmp / "secrets"
+    secrets.mkdir(mode=0o700)
+    (secrets / "db_password").write_text(uuid.uuid4().hex + "\n")
+    (secrets / "db_password").chmod(0o644)
+    config = yaml.safe_load((root / "invoke.yaml").read_text())
+    env = config["lorepin"]["environments"][ENV]
+    env.update(project=f"lorepin-e2e-swm-{suffix}", secrets_dir=str(secrets), http_port=HTTP_PORT)
+    env["swarm"].update(lab=f"e{suffix[:5]}", replicas=2, min=1, max=4)
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    repo.index.add(["invoke.yaml"])
+    repo.index.commit("chore: the swarm test environment")
+    settings = settings_mod.load(config["lorepin"], root=root)
+    prefix = f"lorepin-swarm-test-{suffix}"
+    site = Lab(
+        repo=repo,
+        env={"LOREPIN_IMAGE_PREFIX": prefix},
+        lab=plan.lab(env["swarm"]["lab"], settings.checkout.id, settings.checkout.where),
+        stack=env["project"],
+    )
+    try:
+        up = site.invoke("swarm.lab.up", "--name", site.lab.name)
+        assert up.returncode == 0, up.stderr[-3000:]
+        site.release("1.0.0", "feat: the first release")
+        site.release("1.1.0", "feat: the second release")
+        yield site
+    finally:
+        down = site.invoke("swarm.lab.down", "--name", site.lab.name, "--yes")
+        deadline = time.monotonic() + 20
+        while lab_leftovers(site.lab) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a deleted namespace's links go a moment later
+        left = lab_leftovers(site.lab)
+        remove_images(prefix)
+        assert down.returncode == 0, down.stderr[-3000:]
+        assert left == [], left
+
+
+def test_a_release_rolls_across_both_nodes_without_a_failed_request(lab: Lab) -> None:
+    first = lab.invoke("deploy", "--env", ENV, "--version", "1.0.0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [lab.version(n) for n in plan.NODES] == ["1.0.0", "1.0.0"]
+    # One replica per node; each proxy reaches both through tasks.cms.
+    assert sorted(t["Node"] for t in lab.tasks()) == sorted(
+        f"{lab.lab.name}-{n}" for n in plan.NODES
+    )
+
+    with Load(lab) as load:
+        time.sleep(1)
+        second = lab.invoke("deploy", "--env", ENV, "--version", "1.1.0")
+        time.sleep(2)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert load.failed() == 0 and len(load.answers) > 200, load.answers[-5:]
+    for node in plan.NODES:
+        seen = [v for _, n, _, v in load.answers if n == node]
+        assert seen[0] == "1.0.0" and seen[-1] == "1.1.0"
+    images = {t["Image"] for t in lab.tasks()}
+    assert all(re.fullmatch(rf"{re.escape(lab.lab.registry)}/.+/cms:1\.1\.0@sha256:[0-9a-f]{{64}}", i)
+               for i in images), images  # fmt: skip
+    last = lab.history()[-1]
+    assert (last["action"], last["version"], last["outcome"]) == ("deploy", "1.1.0", "succeeded")
+    assert last["detail"]["backend"] == "swarm"  # type: ignore[index]
+
+
+def test_a_release_that_never_gets_ready_is_rolled_back_by_swarm(lab: Lab) -> None:
+    app = Path(lab.repo.working_tree_dir or ".") / "cms" / "lorepin_cms" / "app.py"
+    readyz = "    def readyz() -> JSONResponse:\n"
+    text = app.read_text()
+    assert readyz in text
+    app.write_text(text.replace(readyz, readyz + "        return error_response(503, 'broken')\n"))
+    lab.repo.index.add([str(app)])
+    lab.repo.index.commit("fix: a release that is never ready")
+    lab.release("1.2.0", "fix: never ready")
+    app.write_text(text)  # the next releases are sound again
+    lab.repo.index.add([str(app)])
+    lab.repo.index.commit("fix: ready again")
+
+    with Load(lab) as load:
+        broken = lab.invoke("deploy", "--env", ENV, "--version", "1.2.0")
+        time.sleep(2)
+    assert broken.returncode == 1
+    message = broken.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: 1.2.0 failed on the swarm, and Swarm rolled it back to 1.1.0")
+    assert load.failed() == 0 and len(load.answers) > 200, load.answers[-5:]
+    assert {v for *_, v in load.answers} == {"1.1.0"}
+    assert [lab.version(n) for n in plan.NODES] == ["1.1.0", "1.1.0"]
+    last = lab.history()[-1]
+    assert (last["version"], last["outcome"]) == ("1.2.0", "rolled-back")
+
+
+def test_scale_keeps_to_its_bounds_and_waits_for_a_deploy(lab: Lab) -> None:
+    outside = lab.invoke("scale", "--env", ENV, "--replicas", "9")
+    assert outside.returncode == 2
+    assert outside.stderr.strip() == (
+        "error: 9 replicas is outside the bounds of 'swarm', 1..4 "
+        "(invoke.yaml's swarm.min and swarm.max)"
+    )
+    scaled = lab.invoke("scale", "--env", ENV, "--replicas", "4")
+    assert scaled.returncode == 0, scaled.stderr[-2000:]
+    tasks = lab.tasks()
+    assert len(tasks) == 4 and all(t["CurrentState"].startswith("Running") for t in tasks)
+    assert {t["Node"] for t in tasks} == {f"{lab.lab.name}-{n}" for n in plan.NODES}
+    assert lab.history()[-1]["action"] == "scale"
+
+    # A rollback (to 1.0.0) holds the environment: a scale meanwhile is refused.
+    back = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "rollback", "--env", ENV, "--to", "1.0.0"],
+        cwd=lab.repo.working_tree_dir, env={**os.environ, **lab.env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)
+        busy = lab.invoke("scale", "--env", ENV, "--replicas", "2")
+        assert busy.returncode == 5, busy.stderr
+        assert "is locked by" in busy.stderr or "busy" in busy.stderr.lower(), busy.stderr
+    finally:
+        _, err = back.communicate(timeout=600)
+    assert back.returncode == 0, err[-2000:]
+    assert [lab.version(n) for n in plan.NODES] == ["1.0.0", "1.0.0"]
+    assert len(lab.tasks()) == 4  # a rollback keeps the scale
+
+
+def test_a_node_that_cannot_pull_refuses_the_deploy_before_any_change(lab: Lab) -> None:
+    lab.release("1.3.0", "feat: a release no node has yet")
+    before = len(lab.history())
+    ns = ["ip", "netns", "exec", lab.lab.netns("n2"), "iptables"]
+    rule = ["OUTPUT", "-d", lab.lab.address("host"), "-p", "tcp", "--dport",
+            str(lab.lab.registry_port), "-j", "REJECT"]  # fmt: skip
+    subprocess.run([*ns, "-I", *rule], check=True)
+    try:
+        refused = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
+    finally:
+        subprocess.run([*ns, "-D", *rule], check=True)
+    assert refused.returncode == 6, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: node n2 cannot pull ")
+    assert "nothing was changed" in refused.stderr
+    assert [lab.version(n) for n in plan.NODES] == ["1.0.0", "1.0.0"]
+    assert len(lab.history()) == before
+
+
+def test_losing_a_node_keeps_the_service_answering_and_swarm_reschedules(lab: Lab) -> None:
+    """The second node's engine stops (its containers with it): the first node's proxy
+    keeps answering, and Swarm moves the lost replicas to the first node."""
+    pid = int(lab.lab.pidfile("n2").read_text())
+    with Load(lab, nodes=("n1",)) as load:
+        time.sleep(2)
+        lost_at = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        deadline = lost_at + 90
+        while time.monotonic() < deadline:
+            running = [t for t in lab.tasks() if t["CurrentState"].startswith("Running")]
+            if len(running) == 4 and {t["Node"] for t in running} == {f"{lab.lab.name}-n1"}:
+                break
+            time.sleep(1)
+        back_at = time.monotonic()
+        time.sleep(2)
+    assert back_at < deadline, lab.tasks()
+    after = [a for a in load.answers if a[0] > lost_at + 10]
+    assert after and all(code == 200 for _, _, code, _ in after), after[:5]
+    failed = load.failed()
+    print(f"node lost: {failed} of {len(load.answers)} requests failed; all 4 replicas on n1 "
+          f"after {back_at - lost_at:.1f} s")  # fmt: skip
+    assert failed <= len([a for a in load.answers if lost_at <= a[0] <= lost_at + 10])
