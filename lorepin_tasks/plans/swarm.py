@@ -314,3 +314,52 @@ def migrate_job(lab: Lab, stack: str, image: str, secrets: dict[str, str], who: 
         "--label", f"dev.lorepin.stack={stack}",
         image, "python", "-m", "lorepin_cms.migrator", "--who", who, *action,
     ]  # fmt: skip
+
+
+# --- the floating address (network failover) ----------------------------------------
+
+VIP_PRIORITY = {"n1": 100, "n2": 110}  # the worker holds it while its proxy answers
+
+
+def keepalived_conf(lab: Lab, node: str, port: int) -> str:
+    """keepalived (Debian's) on a node: VRRP on the lab's switch for the floating address.
+    The node holds it while its own proxy answers /healthz on `port`; when that fails
+    (the node's engine, proxy or link gone), the instance faults and the other node, whose
+    advertisements then stop being outranked, takes the address within ~3 s."""
+    check = f"/usr/bin/curl -fsS -m 1 -o /dev/null http://{lab.address(node)}:{port}/healthz"
+    return f"""global_defs {{
+  router_id lorepin-{lab.id}-{node}
+  enable_script_security
+  script_user root
+}}
+vrrp_script proxy {{
+  script "{check}"
+  interval 1
+  timeout 1
+  fall 2
+  rise 2
+}}
+vrrp_instance lab {{
+  state BACKUP
+  interface eth0
+  virtual_router_id {int(lab.id, 16) % 254 + 1}
+  priority {VIP_PRIORITY[node]}
+  advert_int 1
+  virtual_ipaddress {{
+    {lab.address("vip")}/24 dev eth0
+  }}
+  track_script {{
+    proxy
+  }}
+}}
+"""
+
+
+def keepalived(lab: Lab, node: str) -> list[str]:
+    run = lab.run_dir(node)
+    return [
+        "nsenter", f"--net=/var/run/netns/{lab.netns(node)}",
+        "keepalived", "--dont-fork", "--log-console", "--vrrp",
+        "-f", str(lab.root / f"keepalived-{node}.conf"),
+        "-p", str(run / "keepalived.pid"), "-r", str(run / "vrrp.pid"),
+    ]  # fmt: skip

@@ -112,6 +112,7 @@ def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
         "engines": engines,
         "nodes": nodes,
         "registry": {"address": lab.registry, "state": status or None, "owner": owner or None},
+        "vip": {"address": lab.address("vip"), "node": vip_holder(run, lab) if names else None},
         "managers": {n: lab.socket(n) for n in plan.NODES},
     }
 
@@ -135,8 +136,9 @@ def is_empty(found: dict[str, Any], lab: plan.Lab) -> bool:
     )
 
 
-def up(run: Executor, lab: plan.Lab, registry_image: str) -> None:
-    """Make the lab: network, two engines, the registry, the swarm (n1 manages, n2 works)."""
+def up(run: Executor, lab: plan.Lab, registry_image: str, port: int) -> None:
+    """Make the lab: network, two engines, the registry, the swarm (n1 manages, n2 works),
+    and keepalived on each node for the floating address (its check probes `port`)."""
     run.say(f"==> lab '{lab.name}': network {lab.subnet} (namespaces {lab.prefix}-*)")
     for argv in plan.network_up(lab):
         run.run(argv, capture=True)
@@ -155,15 +157,7 @@ def up(run: Executor, lab: plan.Lab, registry_image: str) -> None:
         )
     for node in plan.NODES:
         run.say(f"==> lab '{lab.name}': starting the engine of {node} ({lab.address(node)})")
-        argv = plan.dockerd(lab, node)
-        if run.dry_run:
-            run.say(f"+ {' '.join(argv)} >{lab.log(node)} 2>&1 &")
-            continue
-        lab.run_dir(node).mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(lab.log(node), "ab") as log:
-            subprocess.Popen(
-                argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+        _daemon(run, plan.dockerd(lab, node), lab.log(node))
     for node in plan.NODES:
         _wait_engine(run, lab, node)
     run.say(f"==> lab '{lab.name}': registry on {lab.registry}")
@@ -179,6 +173,13 @@ def up(run: Executor, lab: plan.Lab, registry_image: str) -> None:
             run.run(plan.swarm_join(lab, node, token or "TOKEN"), capture=True)
     for node in plan.NODES:
         run.run(plan.node_label(lab, f"{lab.name}-{node}", node), capture=True)
+    run.say(f"==> lab '{lab.name}': floating address {lab.address('vip')} (keepalived, VRRP; "
+            f"held by a node whose proxy answers on :{port})")  # fmt: skip
+    for node in plan.NODES:
+        conf = lab.root / f"keepalived-{node}.conf"
+        if not run.dry_run:
+            conf.write_text(plan.keepalived_conf(lab, node, port))
+        _daemon(run, plan.keepalived(lab, node), lab.root / f"keepalived-{node}.log")
     if run.dry_run:
         return
     deadline = time.monotonic() + START_TIMEOUT
@@ -189,6 +190,33 @@ def up(run: Executor, lab: plan.Lab, registry_image: str) -> None:
                 f"{found['registry']['state']} (`invoke swarm.lab.down` removes what is left)"
             )
         time.sleep(1)
+
+
+def _daemon(run: Executor, argv: list[str], log: Path) -> None:
+    """Start a daemon of the lab in the background, its output to `log`: it outlives the
+    task (`swarm.lab.down` stops it, by its pid file or its paths)."""
+    if run.dry_run:
+        run.say(f"+ {' '.join(argv)} >{log} 2>&1 &")
+        return
+    for arg in argv:
+        if arg.startswith("/run/lorepin-lab/"):
+            Path(arg).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+def vip_holder(run: Executor, lab: plan.Lab) -> str | None:
+    """The node whose link holds the floating address, if one does."""
+    for node in plan.NODES:
+        found = run.run(
+            ["ip", "netns", "exec", lab.netns(node), "ip", "-o", "-4", "addr", "show", "eth0"],
+            capture=True, check=False, mutates=False, quiet=True,
+        )  # fmt: skip
+        if f" {lab.address('vip')}/" in found.stdout:
+            return node
+    return None
 
 
 def _wait_engine(run: Executor, lab: plan.Lab, node: str) -> None:

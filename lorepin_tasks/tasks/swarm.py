@@ -16,7 +16,7 @@ from lorepin_tasks.errors import ConfigError, NothingToDo
 from lorepin_tasks.plans import swarm as plan
 from lorepin_tasks.runtime import swarm_lab
 from lorepin_tasks.runtime.prompt import confirm
-from lorepin_tasks.settings import LAB_NAME, Settings
+from lorepin_tasks.settings import LAB_NAME, Settings, whole_number
 from lorepin_tasks.tasks._common import (
     DRY_HELP,
     JSON_HELP,
@@ -36,12 +36,21 @@ def _lab(settings: Settings, name: str) -> plan.Lab:
     return plan.lab(name, settings.checkout.id, settings.checkout.where)
 
 
-@task(name="up", help={"name": NAME_HELP, "dry_run": DRY_HELP})
-def lab_up(c: Context, name: str = "lab", dry_run: bool = False) -> None:
+@task(
+    name="up",
+    help={
+        "name": NAME_HELP,
+        "port": "the port the floating address's check probes on each node: the http_port "
+        "of the environment on this lab (default 8580)",
+        "dry_run": DRY_HELP,
+    },
+)
+def lab_up(c: Context, name: str = "lab", port: str = "8580", dry_run: bool = False) -> None:
     """Make a two-node swarm on this machine: two engines in network namespaces, one
     swarm (n1 manages and holds the database's label), and the registry both pull from."""
     settings = load_settings(c)
     lab = _lab(settings, name)
+    checked = whole_number(port, "--port", low=1, high=65535)
     run = executor(c, dry_run)
     swarm_lab.require_root()
     found = swarm_lab.state(run, lab)
@@ -70,7 +79,7 @@ def lab_up(c: Context, name: str = "lab", dry_run: bool = False) -> None:
             capture=True,
         )
     try:
-        swarm_lab.up(run, lab, image)
+        swarm_lab.up(run, lab, image, checked)
     except BaseException:
         if not run.dry_run:
             run.say(f"==> lab '{name}' did not come up: removing it")
@@ -132,6 +141,8 @@ def lab_status(c: Context, name: str = "lab", json_: bool = False) -> None:
     for hostname, status, availability, manager in ([*n, "", "", ""][:4] for n in found["nodes"]):
         print(f"  node {hostname}: {status}, {availability}{f', {manager}' if manager else ''}")
     print(f"  registry {lab.registry}: {found['registry']['state'] or 'absent'}")
+    vip = found["vip"]
+    print(f"  floating address {vip['address']}: held by {vip['node'] or 'no node'}")
 
 
 lab_ns = Collection("lab")

@@ -1,0 +1,118 @@
+"""The swarm lab and the Swarm backend as data (plans/swarm.py) and their settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lorepin_tasks import settings as settings_mod
+from lorepin_tasks.errors import ConfigError
+from lorepin_tasks.plans import swarm as plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_lab_is_the_checkouts_and_the_names() -> None:
+    one, again = plan.lab("lab", "c" * 16, "h:/a"), plan.lab("lab", "c" * 16, "h:/a")
+    other_checkout, other_name = plan.lab("lab", "d" * 16, "h:/b"), plan.lab("x", "c" * 16, "h:/a")
+    assert one == again
+    assert len({one.id, other_checkout.id, other_name.id}) == 3
+    assert one.subnet.subnet_of(plan.SUBNETS)  # type: ignore[arg-type]
+    # Linux caps interface names at 15 characters; the unix socket path at 107.
+    assert all(len(n) <= 15 for n in (one.host_link, f"{one.prefix}n1", one.netns("n2")))
+    assert len(one.socket("n1")) < 100
+    addresses = [one.address(n) for n in ("host", "vip", *plan.NODES)]
+    assert len(set(addresses)) == 4
+    assert all(ipaddress.ip_address(a) in one.subnet for a in addresses)
+    assert one.registry == f"{one.address('host')}:{one.registry_port}"
+    assert one.registry_local.startswith("127.0.0.1:")
+
+
+def test_the_node_engine_runs_in_its_namespace_through_nsenter_with_its_own_paths() -> None:
+    lab = plan.lab("lab", "c" * 16, "h:/a")
+    argv = plan.dockerd(lab, "n2")
+    assert argv[:2] == ["nsenter", f"--net=/var/run/netns/{lab.netns('n2')}"]
+    assert "netns" not in argv[2:5]  # not `ip netns exec`: it remounts /sys
+    for flag, value in (("--data-root", str(lab.root / "n2")), ("-H", lab.socket("n2")),
+                        ("--insecure-registry", lab.registry)):  # fmt: skip
+        assert argv[argv.index(flag) + 1] == value
+    assert argv[argv.index("--bip") + 1] != plan.dockerd(lab, "n1")[argv.index("--bip") + 1]
+
+
+def test_a_subnet_another_interface_uses_is_refused() -> None:
+    lab = plan.lab("lab", "c" * 16, "h:/a")
+    inside = lab.subnet.network_address + 77
+    plan.free_subnet(lab, "1: lo    inet 127.0.0.1/8 scope host lo\n")
+    with pytest.raises(ConfigError, match=r"already uses \(eth9\)"):
+        plan.free_subnet(lab, f"5: eth9    inet {inside}/24 brd x scope global eth9\n")
+
+
+def test_secrets_and_configs_get_a_new_name_for_a_new_content() -> None:
+    a = plan.versioned("stack", "db_password", b"one")
+    assert a == plan.versioned("stack", "db_password", b"one")
+    assert a != plan.versioned("stack", "db_password", b"two")
+    assert a.startswith("stack_db_password_")
+
+
+def test_the_proxy_follows_the_replicas_by_dns_and_retries_a_dead_one() -> None:
+    handler = plan.proxy_config()["apps"]["http"]["servers"]["cms"]["routes"][0]["handle"][0]  # type: ignore[index]
+    assert handler["dynamic_upstreams"]["name"] == "tasks.cms"
+    assert handler["load_balancing"]["try_duration"]
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome"),
+    [("completed", "succeeded"), ("rollback_completed", "rolled-back"), ("paused", "stuck"),
+     ("rollback_paused", "stuck"), ("updating", None), ("rollback_started", None), (None, None)],
+)  # fmt: skip
+def test_swarms_update_states_end_in_an_outcome(state: str | None, outcome: str | None) -> None:
+    assert plan.update_outcome(state) == outcome
+
+
+def test_replicas_outside_the_bounds_are_refused_in_one_line() -> None:
+    plan.check_replicas(4, 1, 4, "swarm")
+    with pytest.raises(ConfigError, match=r"^0 replicas is outside the bounds of 'swarm', 1\.\.4"):
+        plan.check_replicas(0, 1, 4, "swarm")
+
+
+def test_the_floating_address_follows_the_proxy_check() -> None:
+    lab = plan.lab("lab", "c" * 16, "h:/a")
+    conf = plan.keepalived_conf(lab, "n2", 8580)
+    assert f"{lab.address('vip')}/24 dev eth0" in conf
+    assert f"http://{lab.address('n2')}:8580/healthz" in conf
+    assert f"priority {plan.VIP_PRIORITY['n2']}" in conf
+    assert plan.VIP_PRIORITY["n2"] > plan.VIP_PRIORITY["n1"]
+
+
+def swarm_env(**override: Any) -> dict[str, Any]:
+    config = yaml.safe_load((ROOT / "invoke.yaml").read_text())["lorepin"]
+    config["environments"]["swarm"].update(override)
+    return dict(config)
+
+
+def test_the_swarm_environment_is_a_server_one_on_swarm() -> None:
+    env = settings_mod.load(swarm_env(), root=ROOT, environ={}).environment("swarm")
+    assert env.is_server and env.swarm is not None
+    assert (env.swarm.lab, env.swarm.min, env.swarm.replicas, env.swarm.max) == ("lab", 1, 2, 4)
+    staging = settings_mod.load(swarm_env(), root=ROOT, environ={}).environment("staging")
+    assert staging.swarm is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"backend": "k8s"}, "backend must be compose or swarm, got 'k8s'"),
+        ({"swarm": {"replicas": 9, "max": 4}}, r"min <= replicas <= max, got 1 <= 9 <= 4"),
+        ({"swarm": {"lab": "Bad Lab"}}, "swarm.lab must be lowercase"),
+        ({"swarm": {"nodes": 3}}, "swarm: unknown setting 'nodes'"),
+        ({"swarm": {"min": 0}}, r"swarm.min must be between 1 and 64"),
+        ({"backend": "compose"}, "swarm: is for `backend: swarm`"),
+    ],
+)
+def test_bad_swarm_settings_are_one_line_errors(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings_mod.load(swarm_env(**override), root=ROOT, environ={}).environment("swarm")
