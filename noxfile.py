@@ -85,7 +85,7 @@ def migrations(session: nox.Session) -> None:
 
 BENCHMARKS = (
     "tasks", "build", "environments", "cms", "monitoring", "logging", "logs", "deploy", "backup",
-    "dr", "db_report", "data", "refresh",
+    "dr", "db_report", "data", "refresh", "swarm",
 )  # fmt: skip
 
 

@@ -245,6 +245,8 @@ def proxy_config() -> dict[str, object]:
             "try_interval": "100ms",
         },
         "health_checks": {"passive": {"fail_duration": "5s", "max_fails": 1}},
+        # A replica on a lost node does not refuse: its dial times out. Soon, then another.
+        "transport": {"protocol": "http", "dial_timeout": "1s"},
     }  # fmt: skip
     return {
         "admin": {"listen": "127.0.0.1:2019"},

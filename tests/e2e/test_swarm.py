@@ -268,7 +268,7 @@ def test_scale_keeps_to_its_bounds_and_waits_for_a_deploy(lab: Lab) -> None:
         time.sleep(3)
         busy = lab.invoke("scale", "--env", ENV, "--replicas", "2")
         assert busy.returncode == 5, busy.stderr
-        assert "is locked by" in busy.stderr or "busy" in busy.stderr.lower(), busy.stderr
+        assert "is being changed by" in busy.stderr and "(rollback, pid" in busy.stderr
     finally:
         _, err = back.communicate(timeout=600)
     assert back.returncode == 0, err[-2000:]
