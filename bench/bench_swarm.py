@@ -181,8 +181,9 @@ def measure(lab: plan.Lab, stack: str, repo: Path, invoke: list[str], envs: dict
     seconds = task("scale", "--env", "swarm", "--replicas", "4")
     running_at = time.monotonic()
     label = f"label=com.docker.swarm.service.name={stack}_proxy"
-    proxy = subprocess.run([*manager, "ps", "-q", "--filter", label],
-                           capture_output=True, text=True, check=True).stdout.split()[0]  # fmt: skip
+    found = subprocess.run([*manager, "ps", "-q", "--filter", label],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    proxy = found.stdout.split()[0]
     while True:
         hosts = subprocess.run([*manager, "exec", proxy, "getent", "ahostsv4", "tasks.cms"],
                                capture_output=True, text=True, check=False).stdout  # fmt: skip
