@@ -81,33 +81,58 @@ def executor(c: Context, dry_run: bool) -> Executor:
     return Executor(dry_run=dry_run or bool(c.config.run.dry))
 
 
+# What works on an environment with `backend: swarm` (docs/production-swarm.md); every
+# other task drives Compose on one engine, and refuses it.
+SWARM_TASKS = "deploy, rollback, scale and deploy.history (the lab: swarm.lab.*)"
+
+
 def open_env(
-    c: Context, env_name: str, *, dry_run: bool, settings: Settings | None = None
+    c: Context,
+    env_name: str,
+    *,
+    dry_run: bool,
+    settings: Settings | None = None,
+    swarm: bool = False,
 ) -> EnvContext:
+    """The environment's context; `swarm`: the task also drives a `backend: swarm` one."""
     settings = settings or load_settings(c)
-    return EnvContext(
-        settings=settings, env=settings.environment(env_name), run=executor(c, dry_run)
-    )
+    environment = settings.environment(env_name)
+    if environment.swarm is not None and not swarm:
+        raise ConfigError(
+            f"'{env_name}' runs on Docker Swarm (backend: swarm), and this task drives "
+            f"Compose on one engine: on Swarm, use {SWARM_TASKS}"
+        )
+    return EnvContext(settings=settings, env=environment, run=executor(c, dry_run))
 
 
 def _named_env(
-    c: Context, env: str, dry_run: bool, *, server_only: bool, choices: str, refusal: str
+    c: Context,
+    env: str,
+    dry_run: bool,
+    *,
+    server_only: bool,
+    choices: str,
+    refusal: str,
+    swarm: bool = False,
 ) -> EnvContext:
     """An environment named on the command line (no default): a server one, or (not
     `server_only`) one that can be monitored."""
     if not env:
         raise ConfigError(f"say which environment: {choices}")
-    ctx = open_env(c, env, dry_run=dry_run)
+    ctx = open_env(c, env, dry_run=dry_run, swarm=swarm)
     if not (ctx.env.is_server if server_only else ctx.env.monitorable):
         raise ConfigError(f"'{ctx.env.name}' is a {ctx.env.kind} environment{refusal}")
     return ctx
 
 
-def server_env(c: Context, env: str, dry_run: bool, *, what: str = "deploys go to") -> EnvContext:
+def server_env(
+    c: Context, env: str, dry_run: bool, *, what: str = "deploys go to", swarm: bool = False
+) -> EnvContext:
     """A server environment, named on the command line (there is no default one)."""
     return _named_env(
         c, env, dry_run, server_only=True, choices="--env staging or --env production",
         refusal=f", started with `invoke up`: {what} server environments (staging, production)",
+        swarm=swarm,
     )  # fmt: skip
 
 

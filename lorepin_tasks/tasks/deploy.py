@@ -179,7 +179,7 @@ def deploy(
     dry_run: bool = False,
 ) -> None:
     """Deploy a release blue-green: start it beside the running one, switch, watch, keep."""
-    ctx = server_env(c, env, dry_run)
+    ctx = server_env(c, env, dry_run, swarm=True)
     if not version:
         raise ConfigError("say which release: --version 1.4.0 (see `invoke version`)")
     tag = plan.release_tag(version)
@@ -385,7 +385,7 @@ def _rollback_swarm(ctx: EnvContext, to: str, yes: bool) -> None:
 )
 def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) -> None:
     """Scale a swarm environment's CMS to N replicas; waits until all serve; recorded."""
-    ctx = server_env(c, env, dry_run, what="scaling is for")
+    ctx = server_env(c, env, dry_run, what="scaling is for", swarm=True)
     policy = ctx.env.swarm
     if policy is None:
         raise ConfigError(f"'{ctx.env.name}' runs on one engine (backend: compose): "
@@ -669,7 +669,7 @@ def rollback(
     c: Context, env: str = "", to: str = "", yes: bool = False, dry_run: bool = False
 ) -> None:
     """Go back to the previous release: the kept colour in seconds, an older one from its image."""
-    ctx = server_env(c, env, dry_run)
+    ctx = server_env(c, env, dry_run, swarm=True)
     target = plan.release_tag(to) if to else ""
     secrets.require(ctx)
     if ctx.env.swarm is not None:
@@ -810,7 +810,7 @@ def _rollback(
 def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = False) -> None:
     """Show the environment's trail: deploys, rollbacks, restores, failovers and the
     backup schedule's runs; who, what, when, each step, outcome."""
-    ctx = server_env(c, env, dry_run)
+    ctx = server_env(c, env, dry_run, swarm=True)
     if ctx.env.swarm is not None and not ctx.run.dry_run and Swarm(ctx).serving_db():
         with Swarm(ctx).trail("history") as trail:
             records: list[dict[str, Any]] | None = trail.records()
