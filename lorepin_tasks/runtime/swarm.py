@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, last_line
@@ -314,6 +313,12 @@ class Swarm:
             ],
             node=plan.DB_NODE,
         )
+        if not found.stdout.split() and not self.ctx.run.dry_run:
+            raise LorePinError(
+                f"the database of '{self.ctx.env.name}' is not running on {plan.DB_NODE}: "
+                f"`docker -H {self.lab.socket(plan.MANAGER)} service ps "
+                f"{plan.service(self.stack, 'db')}` says why"
+            )
         container = (found.stdout.split() or ["DB-CONTAINER"])[0]
         return deploy_plan.psql_in(plan.docker(self.lab, plan.DB_NODE), container, who)
 
@@ -322,9 +327,6 @@ class Swarm:
 
     def proxy_urls(self) -> list[str]:
         return [f"http://{self.lab.address(n)}:{self.ctx.env.http_port}" for n in plan.NODES]
-
-    def state_file(self) -> Path:
-        return self.ctx.env.state_dir / "swarm" / "deployed.json"
 
     def kept_refs(self, refs: Mapping[str, str]) -> dict[str, str]:
         """The new release's CMS with the database and the proxy as they run: a new image
