@@ -178,7 +178,8 @@ def deploy(
     reason: str = "",
     dry_run: bool = False,
 ) -> None:
-    """Deploy a release blue-green: start it beside the running one, switch, watch, keep."""
+    """Deploy a release blue-green: start it beside the running one, switch, watch, keep
+    (`backend: swarm`: Swarm's start-first rolling update, rolled back by Swarm on failure)."""
     ctx = server_env(c, env, dry_run, swarm=True)
     if not version:
         raise ConfigError("say which release: --version 1.4.0 (see `invoke version`)")
