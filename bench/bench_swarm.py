@@ -157,9 +157,21 @@ def measure(lab: plan.Lab, stack: str, repo: Path, invoke: list[str], envs: dict
             raise SystemExit(f"{args}: {done.stderr[-2000:]}")
         return time.monotonic() - started
 
+    deadline = time.monotonic() + 60  # the floating address, once a node's proxy answers
+    while True:
+        try:
+            url = f"http://{lab.address('vip')}:{PORT}/version"
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the floating address never answered") from None
+            time.sleep(0.5)
     with Load(lab) as steady:
         time.sleep(STEADY_S)
-    print(f"baseline, nothing changing: {steady.failed()} of {len(steady.answers)} failed")
+    per = ", ".join(f"{t} {steady.failed(t)}" for t in TARGETS)
+    print(f"baseline, nothing changing: {steady.failed()} of {len(steady.answers)} failed ({per})")
     with Load(lab) as load:
         time.sleep(2)
         seconds = task("deploy", "--env", "swarm", "--version", "1.1.0")
