@@ -171,6 +171,25 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
             ["rollback", "--env", "staging", "--to", "sha-deadbeef"],
             "error: invalid version 'sha-deadbeef': a released version",
         ),
+        (
+            ["scale", "--env", "swarm", "--replicas", "9"],
+            "error: 9 replicas is outside the bounds of 'swarm', 1..4 (invoke.yaml's swarm.min",
+        ),
+        (["scale", "--env", "swarm", "--replicas", "x"], "error: --replicas must be a whole"),
+        (["scale", "--env", "swarm"], "error: say how many: --replicas 1..4"),
+        (
+            ["scale", "--env", "staging", "--replicas", "2"],
+            "error: 'staging' runs on one engine (backend: compose): scaling is for",
+        ),
+        (
+            ["down", "--env", "swarm"],
+            "error: 'swarm' runs on Docker Swarm (backend: swarm), and this task drives Compose "
+            "on one engine: on Swarm, use deploy, rollback, scale and deploy.history",
+        ),
+        (["db.migrate", "--env", "swarm"], "error: 'swarm' runs on Docker Swarm (backend: swarm)"),
+        (["swarm.lab.up", "--name", "Bad Lab"], "error: invalid lab name 'Bad Lab': lowercase"),
+        (["swarm.lab.up", "--port", "0"], "error: --port must be between 1 and 65535, got '0'"),
+        (["swarm.lab.down", "--name", "x-y"], "error: invalid lab name 'x-y'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
