@@ -11,6 +11,7 @@ sees the lab's traffic), and it runs only the registry both nodes pull from.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +30,14 @@ class Lab:
     """One lab: its names, addresses and paths, all derived from the checkout and name."""
 
     name: str
-    id: str  # 6 hex digits: the checkout's and the name's digest
+    id: str  # 10 hex digits of the checkout's and the name's digest (lab.json says whose)
     checkout: str
     subnet: ipaddress.IPv4Network
     registry_port: int
 
     @property
     def prefix(self) -> str:  # namespaces and links: Linux caps interface names at 15
-        return f"lp{self.id}"
+        return f"l{self.id}"
 
     def netns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
@@ -47,7 +48,7 @@ class Lab:
 
     @property
     def host_link(self) -> str:
-        return f"{self.prefix}h"
+        return f"{self.prefix}-h"
 
     def address(self, node: str) -> str:
         """n1, n2: the nodes; host: this host's side of the switch; vip: the floating one."""
@@ -87,12 +88,12 @@ class Lab:
 
 def lab(name: str, checkout_id: str, checkout: str) -> Lab:
     digest = hashlib.sha256(f"{checkout_id}/{name}".encode()).hexdigest()
-    number = int(digest[:6], 16)
+    number = int(digest[:10], 16)
     third = number % 250 + 1
     subnet = ipaddress.ip_network(f"{SUBNETS.network_address + third * 256}/24")
     return Lab(
         name=name,
-        id=digest[:6],
+        id=digest[:10],
         checkout=checkout,
         subnet=subnet,  # type: ignore[arg-type]
         registry_port=15000 + number % 1000,
@@ -119,7 +120,7 @@ def network_up(lab: Lab) -> list[list[str]]:
     ]  # fmt: skip
     for node in NODES:
         ns = ["ip", "netns", "exec", lab.netns(node)]
-        link = f"{lab.prefix}{node}"
+        link = f"{lab.prefix}-{node}"
         argv += [
             ["ip", "netns", "add", lab.netns(node)],
             ["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
@@ -223,10 +224,15 @@ UPDATE_DONE = {"completed": "succeeded", "rollback_completed": "rolled-back"}
 UPDATE_STUCK = ("paused", "rollback_paused")
 
 
-def versioned(stack: str, what: str, content: bytes) -> str:
+NAMES_KEY = ".swarm-names.key"  # in the secrets_dir: the key of the secrets' names
+
+
+def versioned(stack: str, what: str, content: bytes, key: bytes = b"") -> str:
     """A secret's or config's name in Swarm: they are immutable, so a new content is a
-    new name (the digest's), and a deploy that changes one rotates it."""
-    return f"{stack}_{what}_{hashlib.sha256(content).hexdigest()[:12]}"
+    new name, and a deploy that changes one rotates it. A secret's is keyed (HMAC with
+    the environment's own random key), so its name never lets its value be guessed."""
+    digest = hmac.new(key, content, hashlib.sha256) if key else hashlib.sha256(content)
+    return f"{stack}_{what}_{digest.hexdigest()[:12]}"
 
 
 def proxy_config() -> dict[str, object]:

@@ -7,6 +7,7 @@ plans/swarm.py; `tasks/deploy.py` drives it (docs/production-swarm.md)."""
 from __future__ import annotations
 
 import json
+import secrets as secrets_mod
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ class Swarm:
         )
 
     def require_up(self) -> None:
+        swarm_lab.require_mine(self.lab)
         if self.ctx.run.dry_run:
             return
         found = swarm_lab.state(self.ctx.run, self.lab)
@@ -75,24 +77,25 @@ class Swarm:
         return self._running("db") > 0
 
     def replicas(self) -> tuple[int, int]:
-        """(desired, running) replicas of the CMS."""
+        """(desired, running) replicas of the CMS; running counts a task that is still
+        stopping, too (a scale-down is done when it has stopped)."""
         found = self.inspect("cms")
         if found is None:
             return 0, 0
         desired = found["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
-        tasks = self._q(
-            [
-                "service",
-                "ps",
-                plan.service(self.stack, "cms"),
-                "--filter",
-                "desired-state=running",
-                "--format",
-                "{{.CurrentState}}",
-            ]
-        )
-        running = sum(line.startswith("Running") for line in tasks.stdout.splitlines())
+        running = sum(t.get("CurrentState", "").startswith("Running") for t in self.tasks("cms"))
         return int(desired), running
+
+    def converged(self, image: str) -> bool:
+        """Every task that is to run runs `image`, as many as the service wants, and no
+        other task still runs."""
+        desired, running = self.replicas()
+        tasks = [t for t in self.tasks("cms") if t.get("DesiredState") == "Running"]
+        return (
+            desired == running == len(tasks)
+            and all(t.get("Image") == image for t in tasks)
+            and all(t.get("CurrentState", "").startswith("Running") for t in tasks)
+        )
 
     def tasks(self, name: str) -> list[dict[str, str]]:
         answer = self._q(
@@ -183,11 +186,63 @@ class Swarm:
             "LOREPIN_PROXY_CONFIG": str(config_file),
             "LOREPIN_CONFIG_PROXY": plan.versioned(self.stack, "proxy", config.encode()),
         }
+        key = self._names_key()
         for secret in plan.SECRETS:
             path = secrets_dir / secret
             content = path.read_bytes() if path.is_file() else b""
-            values[f"LOREPIN_SECRET_{secret.upper()}"] = plan.versioned(self.stack, secret, content)
+            values[f"LOREPIN_SECRET_{secret.upper()}"] = plan.versioned(
+                self.stack, secret, content, key
+            )
         return values
+
+    def _names_key(self) -> bytes:
+        """A random key of the environment's, beside its secrets: the versioned names of
+        the secrets are keyed digests, so a name never lets a weak password be guessed."""
+        path = self.ctx.env.secrets_dir / plan.NAMES_KEY
+        if not path.is_file():
+            if self.ctx.run.dry_run:
+                return b"dry-run"
+            path.write_text(secrets_mod.token_hex(32) + "\n")
+            path.chmod(0o600)
+        return path.read_bytes().strip()
+
+    def ensure_secrets(self, values: Mapping[str, str]) -> None:
+        """The versioned secrets exist before the migrator's job needs them (the stack
+        deploy that would make them comes after it); made as the stack's own."""
+        for secret, name in self.secrets(values).items():
+            if self._q(["secret", "inspect", name]).ok:
+                continue
+            made = self.ctx.run.run(
+                [*plan.docker(self.lab, plan.MANAGER), "secret", "create", "--label",
+                 f"com.docker.stack.namespace={self.stack}", name,
+                 str(self.ctx.env.secrets_dir / secret)],
+                capture=True, check=False,
+            )  # fmt: skip
+            if not made.ok and not self.ctx.run.dry_run:
+                raise LorePinError(f"secret {secret}: {last_line(made.stderr)}")
+
+    def refuse_new_db_password(self, values: Mapping[str, str]) -> None:
+        """PostgreSQL keeps the password it was created with: a deploy with another one in
+        db_password would lock the migrator out. Refused before any change."""
+        found = self.inspect("db")
+        if found is None:
+            return
+        refs = found["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
+        mounted = [r for r in refs if r.get("File", {}).get("Name") == "db_password"]
+        running = {r.get("SecretName") for r in mounted}
+        wanted = values["LOREPIN_SECRET_DB_PASSWORD"]
+        if running and wanted not in running:
+            raise Refused(
+                f"{self.ctx.env.secrets_dir / 'db_password'} is not the password the database "
+                f"of '{self.ctx.env.name}' runs with: put that one back (a password change on "
+                "Swarm is not built yet); nothing was changed"
+            )
+
+    def records(self, who: str) -> list[dict[str, Any]]:
+        """The trail as it is (read only: nothing recorded)."""
+        with self.session(who) as session:
+            ops.ensure_schema(session)
+            return Trail(session, self.ctx.env.state_dir / "audit.jsonl").records()
 
     def deploy_stack(self, values: Mapping[str, str]) -> None:
         file = self.ctx.settings.root / plan.STACK_FILE
@@ -207,12 +262,15 @@ class Swarm:
         """Run the migrator as a Swarm job on the stack's network; its output."""
         run = self.ctx.run
         name = plan.service(self.stack, f"migrate-{int(time.time())}")
-        run.run(
+        made = run.run(
             plan.migrate_job(self.lab, self.stack, image, dict(secrets), who, action, name),
             capture=True,
+            check=False,
         )
         if run.dry_run:
             return ""
+        if not made.ok:
+            raise LorePinError(f"the migrator's job did not start: {last_line(made.stderr)}")
         try:
             deadline = time.monotonic() + self.ctx.settings.wait_timeout
             while True:
@@ -267,25 +325,28 @@ class Swarm:
     def wait_replicas(self, want: int) -> None:
         self._wait(lambda: self.replicas() == (want, want), f"{want} CMS replicas were not running")
 
-    def wait_update(self) -> tuple[str, str]:
+    def wait_update(self, image: str) -> tuple[str, str]:
         """Watch Swarm's rolling update of the CMS to its end: ('succeeded' | 'rolled-back'
         | 'stuck', why: Swarm's first word of trouble and the failed task's error)."""
         if self.ctx.run.dry_run:
             return "succeeded", ""
-        deadline = time.monotonic() + self.ctx.settings.wait_timeout + 120
+        limit = self.ctx.settings.wait_timeout + 120
+        deadline = time.monotonic() + limit
         trouble = ""
         while True:
             state, message = self.update_state()
             if state not in (None, "updating", "completed") and not trouble:
                 trouble = message
             outcome = plan.update_outcome(state)
+            if outcome == "succeeded" or state is None:  # (no update: a spec it had already)
+                outcome = "succeeded" if self.converged(image) else None
             if outcome:
                 failed = [t.get("Error") or t.get("CurrentState", "")
                           for t in self.tasks("cms") if t.get("Error")]  # fmt: skip
                 why = "; ".join(x for x in (trouble, failed[0] if failed else "") if x)
                 return outcome, why or message
             if time.monotonic() > deadline:
-                return "stuck", f"still {state} after {int(time.monotonic() - deadline)} s"
+                return "stuck", f"Swarm's update is still {state or 'not started'} after {limit} s"
             time.sleep(1)
 
     def scale(self, replicas: int) -> None:

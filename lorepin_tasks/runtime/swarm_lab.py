@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lorepin_tasks.errors import ConfigError, LorePinError, last_line
+from lorepin_tasks.errors import ConfigError, LorePinError, Refused, last_line
 from lorepin_tasks.plans import swarm as plan
 from lorepin_tasks.runtime.executor import Executor
 
@@ -48,6 +48,25 @@ def _netns() -> set[str]:
         return set(os.listdir("/var/run/netns"))
     except OSError:
         return set()
+
+
+def owner(lab: plan.Lab) -> str | None:
+    """The checkout that made the lab, as its lab.json says (None: no record)."""
+    try:
+        return str(json.loads((lab.root / "lab.json").read_text())["checkout"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def require_mine(lab: plan.Lab) -> None:
+    """Refuse a lab another checkout made (two checkouts' digests can meet: the record
+    decides, never the name)."""
+    made_by = owner(lab)
+    if made_by is not None and made_by != lab.checkout:
+        raise Refused(
+            f"lab {lab.id} ('{lab.name}') belongs to the checkout {made_by}, not this one: "
+            "name your lab otherwise"
+        )
 
 
 def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:

@@ -277,11 +277,13 @@ def _rollout(
     refs = swarm.kept_refs(refs)
     with steps.step("pulling them on every node, by digest"):
         swarm.pull_everywhere(refs)
-    if serving == tag and swarm.update_state()[0] in (None, "completed"):
+    if serving == tag and _swarm_done(ctx, swarm, who, tag, refs["cms"]):
         raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
+    # (the same release cut short, by a kill or a lost node: finished below)
     assert ctx.env.swarm is not None
     replicas = (swarm.replicas()[0] if serving else 0) or ctx.env.swarm.replicas
     values = swarm.variables(refs, tag, replicas)
+    swarm.refuse_new_db_password(values)
     detail = {"from": serving, "backend": "swarm", "replicas": replicas,
               "config": _configuration(ctx), "images": refs, **extra}  # fmt: skip
     if serving is None:
@@ -320,6 +322,17 @@ def _rollout(
           f"({total:.1f} s): {', '.join(swarm.proxy_urls())}")  # fmt: skip
 
 
+def _swarm_done(ctx: EnvContext, swarm: Swarm, who: str, tag: str, image: str) -> bool:
+    """The release serves, its update ended, and its last record says it succeeded."""
+    if swarm.update_state()[0] not in (None, "completed") or not swarm.converged(image):
+        return False
+    if ctx.run.dry_run:
+        return True
+    moves = [r for r in swarm.records(who) if r.get("version") == tag
+             and r.get("action") in ("deploy", "rollback")]  # fmt: skip
+    return bool(moves) and moves[-1].get("outcome") == "succeeded"
+
+
 def _swarm_steps(
     ctx: EnvContext,
     swarm: Swarm,
@@ -335,6 +348,7 @@ def _swarm_steps(
     secrets_ = swarm.secrets(values)
     image, replicas = values["LOREPIN_CMS_IMAGE"], int(values["LOREPIN_REPLICAS"])
     target = "expand" if serving else "head"
+    swarm.ensure_secrets(values)
     if migrate:
         with steps.step(f"migrating ({target} revisions of {tag}, as a Swarm job)"):
             swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", target])
@@ -344,7 +358,7 @@ def _swarm_steps(
             swarm.wait_replicas(replicas)
             outcome, why = "succeeded", ""
         else:
-            outcome, why = swarm.wait_update()
+            outcome, why = swarm.wait_update(image)
     if outcome == "succeeded" and serving and migrate:
         with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
             swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", "head"])
@@ -357,6 +371,7 @@ def _rollback_swarm(ctx: EnvContext, to: str, yes: bool) -> None:
     if not, Swarm rolls the rollback back and says so)."""
     swarm = Swarm(ctx)
     swarm.require_up()
+    secrets.require(ctx)
     with locked(ctx, "rollback"):
         serving = swarm.serving()
         if serving is None:
@@ -393,7 +408,7 @@ def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) 
                           "scaling is for `backend: swarm` environments")  # fmt: skip
     if not replicas:
         raise ConfigError(f"say how many: --replicas {policy.min}..{policy.max}")
-    count = whole_number(replicas, "--replicas", low=0, high=1000)
+    count = whole_number(replicas, "--replicas", low=-(10**6), high=10**6)
     swarm_plan.check_replicas(count, policy.min, policy.max, ctx.env.name)
     swarm = Swarm(ctx)
     swarm.require_up()
@@ -422,7 +437,7 @@ def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) 
                            {**detail, "reason": why}, steps)  # fmt: skip
                 raise
             ops.record(trail, ctx, who, "scale", serving, "succeeded", detail, steps)
-    print(f"'{ctx.env.name}' runs {count} replicas of {serving} "
+    print(f"'{ctx.env.name}' runs {count} replica{'' if count == 1 else 's'} of {serving} "
           f"({steps.done[-1].seconds:.1f} s)")  # fmt: skip
 
 
@@ -672,10 +687,10 @@ def rollback(
     """Go back to the previous release: the kept colour in seconds, an older one from its image."""
     ctx = server_env(c, env, dry_run, swarm=True)
     target = plan.release_tag(to) if to else ""
-    secrets.require(ctx)
     if ctx.env.swarm is not None:
         _rollback_swarm(ctx, target, yes)
         return
+    secrets.require(ctx)
     ops.refuse_failed_over(ctx)
     who = git.who_am_i(ctx.run, ctx.settings.root)
     backend = ComposeBlueGreen(ctx)
@@ -812,11 +827,13 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
     """Show the environment's trail: deploys, rollbacks, restores, failovers and the
     backup schedule's runs; who, what, when, each step, outcome."""
     ctx = server_env(c, env, dry_run, swarm=True)
-    if ctx.env.swarm is not None and not ctx.run.dry_run and Swarm(ctx).serving_db():
-        with Swarm(ctx).trail("history") as trail:
-            records: list[dict[str, Any]] | None = trail.records()
-    else:
+    records: list[dict[str, Any]] | None = None
+    if ctx.env.swarm is None:
         records = ops.trail_records(ctx, "history")
+    elif not ctx.run.dry_run and Swarm(ctx).serving_db():
+        records = Swarm(ctx).records("history")
+    elif not ctx.run.dry_run:
+        ctx.run.say(f"the database of '{ctx.env.name}' is not running on its swarm")
     if records is None:  # this machine's copy, said so
         records = mirrored(ctx.env.state_dir / "audit.jsonl")
         ctx.run.say(f"(this machine's copy of the trail: {len(records)} records)")

@@ -53,6 +53,7 @@ def lab_up(c: Context, name: str = "lab", port: str = "8580", dry_run: bool = Fa
     checked = whole_number(port, "--port", low=1, high=65535)
     run = executor(c, dry_run)
     swarm_lab.require_root()
+    swarm_lab.require_mine(lab)
     found = swarm_lab.state(run, lab)
     if swarm_lab.is_up(found):
         raise NothingToDo(f"lab '{name}' is up already (`invoke swarm.lab.status --name {name}`)")
@@ -100,6 +101,7 @@ def lab_down(c: Context, name: str = "lab", yes: bool = False, dry_run: bool = F
     lab = _lab(settings, name)
     run = executor(c, dry_run)
     swarm_lab.require_root()
+    swarm_lab.require_mine(lab)
     found = swarm_lab.state(run, lab)
     if swarm_lab.is_empty(found, lab):
         raise NothingToDo(f"there is no lab '{name}' of this checkout")
@@ -123,6 +125,7 @@ def lab_status(c: Context, name: str = "lab", json_: bool = False) -> None:
     settings = load_settings(c)
     lab = _lab(settings, name)
     run = executor(c, False)
+    swarm_lab.require_mine(lab)
     found = swarm_lab.state(run, lab)
     found["up"] = swarm_lab.is_up(found)
     if json_:

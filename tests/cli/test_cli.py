@@ -486,3 +486,27 @@ def test_bad_input_is_named_before_whose_environment_it_is() -> None:
         assert one_line_error(foreign, 6).startswith(f"error: project {project} belongs to")
     finally:
         subprocess.run(["docker", "volume", "rm", volume], capture_output=True, check=False)
+
+
+def test_a_lab_another_checkout_made_is_never_taken_for_ours() -> None:
+    """Two checkouts' lab digests can meet: the lab's record (lab.json) decides whose it
+    is, and every lab task refuses another's, changing nothing."""
+    from lorepin_tasks import settings as settings_mod
+    from lorepin_tasks.plans import swarm as swarm_plan
+
+    settings = settings_mod.load({}, root=ROOT)
+    lab = swarm_plan.lab("theirs", settings.checkout.id, settings.checkout.where)
+    record = lab.root / "lab.json"
+    assert not lab.root.exists()
+    lab.root.mkdir(parents=True)
+    try:
+        record.write_text('{"checkout": "elsewhere:/srv/other", "name": "x"}')
+        for args in (["swarm.lab.status"], ["swarm.lab.down", "--yes"], ["swarm.lab.up"]):
+            done = invoke(*args, "--name", "theirs")
+            assert one_line_error(done, code=6).startswith(
+                f"error: lab {lab.id} ('theirs') belongs to the checkout elsewhere:/srv/other"
+            ), done.stderr
+        assert record.read_text().startswith('{"checkout": "elsewhere')
+    finally:
+        record.unlink(missing_ok=True)
+        lab.root.rmdir()
