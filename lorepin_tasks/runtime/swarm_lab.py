@@ -13,7 +13,7 @@ from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, last_line
 from lorepin_tasks.plans import swarm as plan
-from lorepin_tasks.runtime.executor import Executor
+from lorepin_tasks.runtime.executor import Executor, Result
 
 START_TIMEOUT = 60  # seconds an engine has to answer, and the nodes to be Ready
 
@@ -69,6 +69,12 @@ def require_mine(lab: plan.Lab) -> None:
         )
 
 
+def ask(run: Executor, lab: plan.Lab, node: str, *args: str) -> Result:
+    """A read-only question to a node's engine (it may not answer: never raises)."""
+    return run.run([*plan.docker(lab, node), *args], capture=True, check=False,
+                   mutates=False, quiet=True, timeout=10)  # fmt: skip
+
+
 def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
     """What of the lab exists: namespaces, engines (and whether they answer), the swarm's
     nodes as the manager sees them, and the registry."""
@@ -77,16 +83,7 @@ def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
     for node in plan.NODES:
         pid = _alive(lab.pidfile(node))
         answer = (
-            run.run(
-                [*plan.docker(lab, node), "info", "--format", "{{.Swarm.LocalNodeState}}"],
-                capture=True,
-                check=False,
-                mutates=False,
-                quiet=True,
-                timeout=10,
-            )
-            if pid
-            else None
+            ask(run, lab, node, "info", "--format", "{{.Swarm.LocalNodeState}}") if pid else None
         )
         engines[node] = {
             "pid": pid,
@@ -94,20 +91,8 @@ def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
         }
     nodes = []
     if engines[plan.MANAGER]["swarm"] == "active":
-        listed = run.run(
-            [
-                *plan.docker(lab, plan.MANAGER),
-                "node",
-                "ls",
-                "--format",
-                "{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}",
-            ],
-            capture=True,
-            check=False,
-            mutates=False,
-            quiet=True,
-            timeout=10,
-        )
+        columns = "{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}"
+        listed = ask(run, lab, plan.MANAGER, "node", "ls", "--format", columns)
         nodes = [line.split("\t") for line in listed.stdout.splitlines() if line]
     registry = run.run(
         [
@@ -243,14 +228,7 @@ def _wait_engine(run: Executor, lab: plan.Lab, node: str) -> None:
         return
     deadline = time.monotonic() + START_TIMEOUT
     while True:
-        answer = run.run(
-            [*plan.docker(lab, node), "version", "--format", "{{.Server.Version}}"],
-            capture=True,
-            check=False,
-            mutates=False,
-            quiet=True,
-            timeout=10,
-        )
+        answer = ask(run, lab, node, "version", "--format", "{{.Server.Version}}")
         if answer.ok:
             return
         if time.monotonic() > deadline or (not _alive(lab.pidfile(node)) and _started_long(lab)):

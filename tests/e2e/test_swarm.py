@@ -44,6 +44,15 @@ class Lab:
     def invoke(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return invoke_in(self.repo, *args, env=self.env, timeout=timeout)
 
+    def background(self, *args: str) -> subprocess.Popen[str]:
+        """`invoke ...` in a session of its own (os.killpg ends it), its stderr kept."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=self.repo.working_tree_dir, env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+
     def docker(self, *args: str, node: str = plan.MANAGER) -> str:
         done = subprocess.run(
             [*plan.docker(self.lab, node), *args], capture_output=True, text=True, check=False
@@ -248,11 +257,7 @@ def test_a_deploy_killed_mid_rollout_is_finished_by_the_next(lab: Lab) -> None:
     lab.release("1.2.1", "fix: sound again")
     state = ["service", "inspect", f"{lab.stack}_cms", "--format",
              "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"]  # fmt: skip
-    killed = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "deploy", "--env", ENV, "--version", "1.2.1"],
-        cwd=lab.repo.working_tree_dir, env={**os.environ, **lab.env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    killed = lab.background("deploy", "--env", ENV, "--version", "1.2.1")
     try:
         started = time.monotonic()
         while lab.docker(*state).strip() != "updating":
@@ -305,11 +310,7 @@ def test_scale_keeps_to_its_bounds_and_waits_for_a_deploy(lab: Lab) -> None:
     assert lab.history()[-1]["action"] == "scale"
 
     # A rollback (to 1.0.0) holds the environment: a scale meanwhile is refused.
-    back = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "rollback", "--env", ENV, "--to", "1.0.0"],
-        cwd=lab.repo.working_tree_dir, env={**os.environ, **lab.env},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    back = lab.background("rollback", "--env", ENV, "--to", "1.0.0")
     try:
         time.sleep(3)
         busy = lab.invoke("scale", "--env", ENV, "--replicas", "2")
