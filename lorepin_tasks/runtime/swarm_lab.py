@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -186,6 +187,13 @@ def up(run: Executor, lab: plan.Lab, registry_image: str, port: int) -> None:
         _daemon(run, plan.keepalived(lab, node), lab.root / f"keepalived-{node}.log")
     if run.dry_run:
         return
+    deadline = time.monotonic() + 10
+    while not all(_alive(lab.run_dir(n) / "keepalived.pid") for n in plan.NODES):
+        if time.monotonic() > deadline:
+            log = lab.root / "keepalived-n1.log"
+            tail = log.read_text(errors="replace") if log.exists() else ""
+            raise LorePinError(f"keepalived did not start: {last_line(tail) or 'no log'} ({log})")
+        time.sleep(0.2)
     deadline = time.monotonic() + START_TIMEOUT
     while not is_up(found := state(run, lab)):
         if time.monotonic() > deadline:
@@ -308,6 +316,12 @@ def _unmount(lab: plan.Lab) -> None:
 def require_root() -> None:
     if os.geteuid() != 0:
         raise ConfigError("the swarm lab makes network namespaces and engines: run it as root")
+    missing = [t for t in ("ip", "nsenter", "unshare", "dockerd", "keepalived")
+               if shutil.which(t) is None]  # fmt: skip
+    if missing:
+        raise ConfigError(
+            f"the swarm lab needs {', '.join(missing)}: scripts/bootstrap.sh installs them"
+        )
 
 
 def registry_present(run: Executor, image: str) -> bool:
