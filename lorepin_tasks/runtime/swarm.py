@@ -33,6 +33,7 @@ class Swarm:
         settings = ctx.settings
         self.lab = plan.lab(policy.lab, settings.checkout.id, settings.checkout.where)
         self.stack = ctx.env.project
+        swarm_lab.require_mine(self.lab)  # every use, reading included
 
     # --- reading ---------------------------------------------------------------------
 
@@ -47,9 +48,7 @@ class Swarm:
         )
 
     def require_up(self) -> None:
-        swarm_lab.require_mine(self.lab)
-        if self.ctx.run.dry_run:
-            return
+        """(A dry run asks too: it reads, and refuses as the real run would.)"""
         found = swarm_lab.state(self.ctx.run, self.lab)
         if not swarm_lab.is_up(found):
             raise ConfigError(
@@ -87,9 +86,13 @@ class Swarm:
         return int(desired), running
 
     def converged(self, image: str) -> bool:
-        """Every task that is to run runs `image`, as many as the service wants, and no
-        other task still runs."""
+        """The CMS service exists, every task that is to run runs `image`, as many as the
+        service wants (at least one), and no other task still runs."""
+        if self.inspect("cms") is None:
+            return False
         desired, running = self.replicas()
+        if desired < 1:
+            return False
         tasks = [t for t in self.tasks("cms") if t.get("DesiredState") == "Running"]
         return (
             desired == running == len(tasks)
@@ -186,25 +189,40 @@ class Swarm:
             "LOREPIN_PROXY_CONFIG": str(config_file),
             "LOREPIN_CONFIG_PROXY": plan.versioned(self.stack, "proxy", config.encode()),
         }
-        key = self._names_key()
         for secret in plan.SECRETS:
-            path = secrets_dir / secret
-            content = path.read_bytes() if path.is_file() else b""
-            values[f"LOREPIN_SECRET_{secret.upper()}"] = plan.versioned(
-                self.stack, secret, content, key
-            )
+            values[f"LOREPIN_SECRET_{secret.upper()}"] = self.secret_name(secret)
         return values
+
+    def secret_name(self, secret: str) -> str:
+        """The versioned name of the secret as its file in the secrets_dir is now."""
+        path = self.ctx.env.secrets_dir / secret
+        content = path.read_bytes() if path.is_file() else b""
+        return plan.versioned(self.stack, secret, content, self._names_key())
+
+    def image(self, name: str) -> str | None:
+        """The image a service's spec runs (None: no such service)."""
+        found = self.inspect(name) or {}
+        image = found.get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {})
+        return str(image["Image"]) if image.get("Image") else None
 
     def _names_key(self) -> bytes:
         """A random key of the environment's, beside its secrets: the versioned names of
         the secrets are keyed digests, so a name never lets a weak password be guessed."""
         path = self.ctx.env.secrets_dir / plan.NAMES_KEY
         if not path.is_file():
+            if self.inspect("db") is not None:  # its names were made with the lost key
+                raise Refused(
+                    f"{path} is missing, and '{self.ctx.env.name}' runs secrets named with "
+                    "it: restore it (from the machine that deployed last); nothing was changed"
+                )
             if self.ctx.run.dry_run:
                 return b"dry-run"
             path.write_text(secrets_mod.token_hex(32) + "\n")
             path.chmod(0o600)
-        return path.read_bytes().strip()
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise Refused(f"{path} is not a key (empty or too short): restore it")
+        return key
 
     def ensure_secrets(self, values: Mapping[str, str]) -> None:
         """The versioned secrets exist before the migrator's job needs them (the stack
@@ -221,7 +239,7 @@ class Swarm:
             if not made.ok and not self.ctx.run.dry_run:
                 raise LorePinError(f"secret {secret}: {last_line(made.stderr)}")
 
-    def refuse_new_db_password(self, values: Mapping[str, str]) -> None:
+    def refuse_new_db_password(self) -> None:
         """PostgreSQL keeps the password it was created with: a deploy with another one in
         db_password would lock the migrator out. Refused before any change."""
         found = self.inspect("db")
@@ -230,7 +248,7 @@ class Swarm:
         refs = found["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
         mounted = [r for r in refs if r.get("File", {}).get("Name") == "db_password"]
         running = {r.get("SecretName") for r in mounted}
-        wanted = values["LOREPIN_SECRET_DB_PASSWORD"]
+        wanted = self.secret_name("db_password")
         if running and wanted not in running:
             raise Refused(
                 f"{self.ctx.env.secrets_dir / 'db_password'} is not the password the database "
@@ -332,8 +350,18 @@ class Swarm:
             return "succeeded", ""
         limit = self.ctx.settings.wait_timeout + 120
         deadline = time.monotonic() + limit
-        trouble = ""
+        trouble, unseen = "", 0
         while True:
+            if self.inspect("cms") is None:  # the manager does not answer, or it is gone
+                unseen += 1
+                if unseen >= 10:
+                    return "failed", (
+                        f"the CMS service of '{self.ctx.env.name}' is gone, or the swarm's "
+                        "manager does not answer"
+                    )
+                time.sleep(1)
+                continue
+            unseen = 0
             state, message = self.update_state()
             if state not in (None, "updating", "completed") and not trouble:
                 trouble = message
@@ -395,14 +423,7 @@ class Swarm:
         it publishes), so a release changes them only on the first deploy."""
         kept = dict(refs)
         for name in ("db", "proxy"):
-            found = self.inspect(name)
-            image = (
-                (found or {})
-                .get("Spec", {})
-                .get("TaskTemplate", {})
-                .get("ContainerSpec", {})
-                .get("Image")
-            )
+            image = self.image(name)
             if image:
                 kept[name] = image
         return kept

@@ -52,11 +52,15 @@ def _netns() -> set[str]:
 
 
 def owner(lab: plan.Lab) -> str | None:
-    """The checkout that made the lab, as its lab.json says (None: no record)."""
-    try:
-        return str(json.loads((lab.root / "lab.json").read_text())["checkout"])
-    except (OSError, ValueError, KeyError, TypeError):
+    """The checkout that made the lab, as its lab.json says (None: no record; a record
+    that cannot be read names nobody's checkout, so no lab task takes it for ours)."""
+    record = lab.root / "lab.json"
+    if not record.exists():
         return None
+    try:
+        return str(json.loads(record.read_text())["checkout"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unknown ({record} cannot be read: remove the lab by hand if it is yours)"
 
 
 def require_mine(lab: plan.Lab) -> None:
@@ -149,7 +153,7 @@ def up(run: Executor, lab: plan.Lab, registry_image: str, port: int) -> None:
         run.run(argv, capture=True)
     if not run.dry_run:
         lab.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (lab.root / "lab.json").write_text(
+        (lab.root / "lab.json.new").write_text(
             json.dumps(
                 {
                     "name": lab.name,
@@ -160,6 +164,7 @@ def up(run: Executor, lab: plan.Lab, registry_image: str, port: int) -> None:
                 indent=2,
             )
         )
+        (lab.root / "lab.json.new").replace(lab.root / "lab.json")  # whole, or not at all
     for node in plan.NODES:
         run.say(f"==> lab '{lab.name}': starting the engine of {node} ({lab.address(node)})")
         _daemon(run, plan.dockerd(lab, node), lab.log(node))

@@ -271,19 +271,19 @@ def _rollout(
     rolling update watched to its end, each step and the outcome in the trail."""
     who = git.who_am_i(ctx.run, ctx.settings.root)
     steps = ops.Steps(ctx)
-    with steps.step(f"pushing {tag}'s images to the swarm's registry ({swarm.lab.registry})"):
-        refs = swarm.push(manifest, tag)
     serving = swarm.serving()
-    refs = swarm.kept_refs(refs)
-    with steps.step("pulling them on every node, by digest"):
-        swarm.pull_everywhere(refs)
-    if serving == tag and _swarm_done(ctx, swarm, who, tag, refs["cms"]):
+    running = swarm.image("cms")
+    if serving == tag and running and _swarm_done(ctx, swarm, who, tag, running):
         raise NothingToDo(f"'{ctx.env.name}' already serves {tag}")
     # (the same release cut short, by a kill or a lost node: finished below)
+    swarm.refuse_new_db_password()
+    with steps.step(f"pushing {tag}'s images to the swarm's registry ({swarm.lab.registry})"):
+        refs = swarm.kept_refs(swarm.push(manifest, tag))
+    with steps.step("pulling them on every node, by digest"):
+        swarm.pull_everywhere(refs)
     assert ctx.env.swarm is not None
     replicas = (swarm.replicas()[0] if serving else 0) or ctx.env.swarm.replicas
     values = swarm.variables(refs, tag, replicas)
-    swarm.refuse_new_db_password(values)
     detail = {"from": serving, "backend": "swarm", "replicas": replicas,
               "config": _configuration(ctx), "images": refs, **extra}  # fmt: skip
     if serving is None:
@@ -312,14 +312,20 @@ def _rollout(
                 raise LorePinError(f"{tag} failed on the swarm, and Swarm rolled it back to "
                                    f"{serving}: {why}")  # fmt: skip
             if outcome == "interrupted":
+                ctx.run.say(f"Swarm goes on with what it was doing: `invoke deploy --env "
+                            f"{ctx.env.name} --version {tag}` again finishes it")  # fmt: skip
                 raise KeyboardInterrupt
             raise LorePinError(f"{action} of {tag}: {why} (`invoke deploy.history --env "
                                f"{ctx.env.name}`)")  # fmt: skip
         ops.record(trail, ctx, who, action, tag, "succeeded", detail, steps)
     ops.notify_team(ctx, f"{tag} serves on {ctx.env.name} (swarm, {action})")
     total = sum(s.seconds for s in steps.done)
-    print(f"'{ctx.env.name}' serves {tag} on {replicas} replicas across the swarm "
+    print(f"'{ctx.env.name}' serves {tag} on {_replicas(replicas)} across the swarm "
           f"({total:.1f} s): {', '.join(swarm.proxy_urls())}")  # fmt: skip
+
+
+def _replicas(count: int) -> str:
+    return f"{count} replica{'' if count == 1 else 's'}"
 
 
 def _swarm_done(ctx: EnvContext, swarm: Swarm, who: str, tag: str, image: str) -> bool:
@@ -352,7 +358,7 @@ def _swarm_steps(
     if migrate:
         with steps.step(f"migrating ({target} revisions of {tag}, as a Swarm job)"):
             swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", target])
-    with steps.step(f"rolling {tag} out (start-first, {replicas} replicas)"):
+    with steps.step(f"rolling {tag} out (start-first, {_replicas(replicas)})"):
         swarm.deploy_stack(values)
         if serving is None:
             swarm.wait_replicas(replicas)
@@ -419,16 +425,17 @@ def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) 
         if serving is None and not ctx.run.dry_run:
             raise NothingToDo(f"nothing is deployed to '{ctx.env.name}': deploy first")
         if desired == count and swarm.replicas()[1] == count:
-            raise NothingToDo(f"'{ctx.env.name}' runs {count} replicas already")
+            raise NothingToDo(f"'{ctx.env.name}' runs {_replicas(count)} already")
         steps = ops.Steps(ctx)
         if ctx.run.dry_run:
             swarm.scale(count)
+            ctx.run.say("dry run: nothing was scaled or recorded")
             return
         detail = {"from": desired, "to": count}
         with swarm.trail(who) as trail:
             ops.record(trail, ctx, who, "scale", serving, "started", detail)
             try:
-                with steps.step(f"scaling the CMS from {desired} to {count} replicas"):
+                with steps.step(f"scaling the CMS from {desired} to {_replicas(count)}"):
                     swarm.scale(count)
                     swarm.wait_replicas(count)
             except (LorePinError, KeyboardInterrupt) as exc:
@@ -437,7 +444,7 @@ def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) 
                            {**detail, "reason": why}, steps)  # fmt: skip
                 raise
             ops.record(trail, ctx, who, "scale", serving, "succeeded", detail, steps)
-    print(f"'{ctx.env.name}' runs {count} replica{'' if count == 1 else 's'} of {serving} "
+    print(f"'{ctx.env.name}' runs {_replicas(count)} of {serving} "
           f"({steps.done[-1].seconds:.1f} s)")  # fmt: skip
 
 

@@ -8,6 +8,7 @@ digest): another checkout's lab of the same name is another lab, never touched.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -23,6 +24,8 @@ from lorepin_tasks.tasks._common import (
     YES_HELP,
     executor,
     load_settings,
+    locked,
+    open_env,
     require_base_image,
     task,
 )
@@ -111,7 +114,13 @@ def lab_down(c: Context, name: str = "lab", yes: bool = False, dry_run: bool = F
             "lose their data)?",
             yes=yes,
         )
-    swarm_lab.down(run, lab)
+    with ExitStack() as held:  # no deploy, rollback or scale of its environments meanwhile
+        for env in sorted(settings.environments):
+            policy = settings.environments[env].swarm
+            if policy is not None and policy.lab == name:
+                ctx = open_env(c, env, dry_run=dry_run, settings=settings, swarm=True)
+                held.enter_context(locked(ctx, "swarm.lab.down"))
+        swarm_lab.down(run, lab)
     if not run.dry_run:
         left = swarm_lab.state(run, lab)
         if not swarm_lab.is_empty(left, lab):

@@ -56,7 +56,7 @@ def one_line_error(proc: object, code: int = 2) -> str:
 def test_unknown_environment_is_one_line_and_exit_2() -> None:
     proc = invoke("up", "--env", "nope")
     assert one_line_error(proc) == (
-        "error: unknown environment 'nope'; valid environments: local, production, staging"
+        "error: unknown environment 'nope'; valid environments: local, production, staging, swarm"
     )
     assert proc.stdout == ""
 
