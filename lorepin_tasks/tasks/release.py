@@ -330,7 +330,15 @@ def version(c: Context, json_: bool = False, dry_run: bool = False) -> None:
     )
     running: dict[str, str | None] = {}
     for name in settings.environments:
-        ctx = open_env(c, name, dry_run=False, settings=settings)
+        ctx = open_env(c, name, dry_run=False, settings=settings, swarm=True)
+        if ctx.env.swarm is not None:  # what its CMS service runs (its swarm up, and ours)
+            from lorepin_tasks.runtime.swarm import Swarm
+
+            try:
+                running[name] = Swarm(ctx).serving()
+            except LorePinError:
+                running[name] = None
+            continue
         if ctx.env.is_server:  # the release its proxy routes to
             from lorepin_tasks.runtime.bluegreen import ComposeBlueGreen
 

@@ -3,6 +3,7 @@ dry runs print the exact commands. Runs `invoke` as a subprocess; no stack is st
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -510,3 +511,10 @@ def test_a_lab_another_checkout_made_is_never_taken_for_ours() -> None:
     finally:
         record.unlink(missing_ok=True)
         lab.root.rmdir()
+
+
+def test_version_lists_every_environment_a_swarm_one_too() -> None:
+    done = invoke("version", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["environments"]) == {"local", "staging", "production", "swarm"}
