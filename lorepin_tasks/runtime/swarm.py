@@ -66,7 +66,7 @@ class Swarm:
     def serving(self) -> str | None:
         """The release the CMS service runs (its label), or None before the first deploy."""
         found = self.inspect("cms")
-        if found is None or not self.replicas()[0]:  # a first deploy cut short: none
+        if found is None or not _desired(found):  # a first deploy cut short: none
             return None
         version = found["Spec"].get("Labels", {}).get("dev.lorepin.version")
         return str(version) if version else None
@@ -81,23 +81,22 @@ class Swarm:
         found = self.inspect("cms")
         if found is None:
             return 0, 0
-        desired = found["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
         running = sum(t.get("CurrentState", "").startswith("Running") for t in self.tasks("cms"))
-        return int(desired), running
+        return _desired(found), running
 
     def converged(self, image: str) -> bool:
         """The CMS service exists, every task that is to run runs `image`, as many as the
         service wants (at least one), and no other task still runs."""
-        if self.inspect("cms") is None:
+        found = self.inspect("cms")
+        if found is None or _desired(found) < 1:
             return False
-        desired, running = self.replicas()
-        if desired < 1:
-            return False
-        tasks = [t for t in self.tasks("cms") if t.get("DesiredState") == "Running"]
+        every = self.tasks("cms")  # one look: the counts and the images agree
+        running = [t for t in every if t.get("CurrentState", "").startswith("Running")]
+        wanted = [t for t in every if t.get("DesiredState") == "Running"]
         return (
-            desired == running == len(tasks)
-            and all(t.get("Image") == image for t in tasks)
-            and all(t.get("CurrentState", "").startswith("Running") for t in tasks)
+            _desired(found) == len(running) == len(wanted)
+            and all(t.get("Image") == image for t in wanted)
+            and all(t.get("CurrentState", "").startswith("Running") for t in wanted)
         )
 
     def tasks(self, name: str) -> list[dict[str, str]]:
@@ -113,8 +112,9 @@ class Swarm:
         )
         return [json.loads(line) for line in answer.stdout.splitlines() if line.strip()]
 
-    def update_state(self) -> tuple[str | None, str]:
-        found = self.inspect("cms") or {}
+    def update_state(self, found: dict[str, Any] | None = None) -> tuple[str | None, str]:
+        """Swarm's UpdateStatus of the CMS (from `found`, its inspect, when given)."""
+        found = found if found is not None else self.inspect("cms") or {}
         status = found.get("UpdateStatus") or {}
         return status.get("State"), status.get("Message", "")
 
@@ -352,7 +352,8 @@ class Swarm:
         deadline = time.monotonic() + limit
         trouble, unseen = "", 0
         while True:
-            if self.inspect("cms") is None:  # the manager does not answer, or it is gone
+            found = self.inspect("cms")
+            if found is None:  # the manager does not answer, or it is gone
                 unseen += 1
                 if unseen >= 10:
                     return "failed", (
@@ -362,7 +363,7 @@ class Swarm:
                 time.sleep(1)
                 continue
             unseen = 0
-            state, message = self.update_state()
+            state, message = self.update_state(found)
             if state not in (None, "updating", "completed") and not trouble:
                 trouble = message
             outcome = plan.update_outcome(state)
@@ -436,3 +437,8 @@ class Swarm:
             trail = ops.open_trail(self.ctx, session, who)
             assert trail is not None
             yield trail
+
+
+def _desired(found: Mapping[str, Any]) -> int:
+    """The replicas a service's inspect says it wants."""
+    return int(found["Spec"].get("Mode", {}).get("Replicated", {}).get("Replicas", 0))

@@ -837,8 +837,8 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
     records: list[dict[str, Any]] | None = None
     if ctx.env.swarm is None:
         records = ops.trail_records(ctx, "history")
-    elif not ctx.run.dry_run and Swarm(ctx).serving_db():
-        records = Swarm(ctx).records("history")
+    elif not ctx.run.dry_run and (swarm := Swarm(ctx)).serving_db():
+        records = swarm.records("history")
     elif not ctx.run.dry_run:
         ctx.run.say(f"the database of '{ctx.env.name}' is not running on its swarm")
     if records is None:  # this machine's copy, said so
