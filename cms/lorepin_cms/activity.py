@@ -43,7 +43,7 @@ FLUSH_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 MAX_BUFFERED = 10_000  # a minute of a busy worker; beyond it events are dropped
 PRUNE_BATCH = 10_000
-# One worker prunes at a time (any other skips its turn): pg_try_advisory_lock's key.
+# One worker prunes at a time (any other skips its turn): pg_try_advisory_xact_lock's key.
 PRUNE_LOCK = (0x4C50, 0x4143)
 
 RECORDED = Counter("lorepin_activity_recorded", "Activity events written to the database")
@@ -145,32 +145,28 @@ class Recorder:
         return len(batch)
 
     def prune(self) -> int:
-        """Delete rows past the retention, in batches; skipped while another worker does it."""
+        """Delete rows past the retention, in batches; skipped while another worker does it.
+        The lock is a transaction's, taken again for each batch: a session's lock would
+        outlive its transaction behind a transaction-mode pooler (LOREPIN_DB_POOLER),
+        left on a server connection that other clients then use."""
         deleted = 0
         try:
             with self.engine.connect() as conn:
-                got = conn.execute(
-                    text("SELECT pg_try_advisory_lock(:a, :b)"),
-                    {"a": PRUNE_LOCK[0], "b": PRUNE_LOCK[1]},
-                ).scalar()
-                conn.commit()
-                if not got:
-                    return 0
-                try:
-                    while True:
-                        gone = conn.execute(
-                            PRUNE, {"days": self.retention_days, "batch": PRUNE_BATCH}
-                        ).rowcount
-                        conn.commit()
-                        deleted += gone
-                        if gone < PRUNE_BATCH:
-                            break
-                finally:
-                    conn.execute(
-                        text("SELECT pg_advisory_unlock(:a, :b)"),
+                while True:
+                    got = conn.execute(
+                        text("SELECT pg_try_advisory_xact_lock(:a, :b)"),
                         {"a": PRUNE_LOCK[0], "b": PRUNE_LOCK[1]},
-                    )
+                    ).scalar()
+                    if not got:
+                        conn.rollback()
+                        break
+                    gone = conn.execute(
+                        PRUNE, {"days": self.retention_days, "batch": PRUNE_BATCH}
+                    ).rowcount
                     conn.commit()
+                    deleted += gone
+                    if gone < PRUNE_BATCH:
+                        break
         except SQLAlchemyError as exc:
             log.warning(
                 "activity retention not applied: %s",

@@ -99,21 +99,30 @@ APPLIED = text("SELECT revision, down_revision, contract FROM lorepin_ops.migrat
 
 def connect(config: Config, pool_size: int, role: str = "") -> Engine:
     """An engine on the CMS's database with the CMS's session settings."""
+    args: dict[str, object] = {
+        "connect_timeout": 3,
+        # Its sessions by name in pg_stat_activity, pgaudit's lines and `db.report`.
+        "application_name": "-".join(
+            ["lorepin-cms", *filter(None, [os.environ.get("LOREPIN_COLOUR"), role])]
+        ),
+    }
+    if config.db_pooler == "transaction":
+        # Each transaction may run on another server connection: a statement psycopg
+        # prepared on one would be missing on the next (pgbouncer 1.18 does not track
+        # them), and startup options never reach PostgreSQL (the pooler sets the timeouts).
+        args["prepare_threshold"] = None
+    else:
+        args["options"] = (
+            f"-c statement_timeout={config.db_statement_timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={config.db_idle_in_transaction_timeout_ms}"
+        )
     return create_engine(
         config.database_url,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=config.db_pool_timeout,
-        connect_args={
-            "connect_timeout": 3,
-            # Its sessions by name in pg_stat_activity, pgaudit's lines and `db.report`.
-            "application_name": "-".join(
-                ["lorepin-cms", *filter(None, [os.environ.get("LOREPIN_COLOUR"), role])]
-            ),
-            "options": f"-c statement_timeout={config.db_statement_timeout_ms} "
-            f"-c idle_in_transaction_session_timeout={config.db_idle_in_transaction_timeout_ms}",
-        },
+        connect_args=args,
     )
 
 

@@ -68,6 +68,18 @@ def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+POOLERS = ("none", "transaction")
+
+
+def pooler(environ: Mapping[str, str]) -> str:
+    """LOREPIN_DB_POOLER: "none" (the default: the CMS's own pool talks to PostgreSQL), or
+    "transaction" (a transaction-mode pooler, pgbouncer, stands between them)."""
+    raw = (environ.get("LOREPIN_DB_POOLER") or "none").strip().lower()
+    if raw not in POOLERS:
+        raise ConfigError(f"LOREPIN_DB_POOLER must be one of {', '.join(POOLERS)}, got {raw!r}")
+    return raw
+
+
 def switch(environ: Mapping[str, str], name: str, default: bool = True) -> bool:
     """An on/off setting; unset or empty means `default`."""
     raw = (environ.get(name) or ("on" if default else "off")).strip().lower()
@@ -93,6 +105,11 @@ class Config:
     # request gets a 503), and a session idle inside a transaction that long is ended.
     db_statement_timeout_ms: int = 15_000
     db_idle_in_transaction_timeout_ms: int = 30_000
+    # "transaction": a transaction-mode pooler (pgbouncer) is between the CMS and
+    # PostgreSQL, so a connection keeps no session state from one transaction to the next:
+    # no server-side prepared statements, and the two timeouts above are the pooler's to
+    # set on its server connections (its connect_query), not the CMS's.
+    db_pooler: str = "none"
     # Request and pool metrics (lorepin_cms.metrics); "off" only to measure what they cost.
     metrics: bool = True
     # User activity (lorepin_cms.activity): recorded unless "off", kept this many days.
@@ -118,6 +135,7 @@ class Config:
             db_idle_in_transaction_timeout_ms=positive_int(
                 environ, "LOREPIN_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000
             ),
+            db_pooler=pooler(environ),
             metrics=switch(environ, "LOREPIN_METRICS"),
             activity=switch(environ, "LOREPIN_ACTIVITY"),
             activity_retention_days=positive_int(environ, "LOREPIN_ACTIVITY_RETENTION_DAYS", 30),

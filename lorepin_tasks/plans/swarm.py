@@ -214,7 +214,7 @@ def free_subnet(lab: Lab, addresses: str) -> None:
 # --- the stack of a server environment on Swarm -------------------------------------
 
 STACK_FILE = "compose/swarm.yaml"
-SERVICES = ("db", "cms", "proxy")
+SERVICES = ("db", "pgbouncer", "cms", "proxy")
 IMAGES = {"db": "postgres", "cms": "cms", "proxy": "proxy"}  # service: release image
 SECRETS = ("db_password", "cms_db_password")
 CMS_PORT = 8000
@@ -268,6 +268,95 @@ def proxy_config() -> dict[str, object]:
             }
         },
     }
+
+
+# The CMS's connections: each replica's own pool, then pgbouncer (transaction mode) on
+# the database's node. The timeouts are the CMS's defaults (lorepin_cms.config), set by
+# pgbouncer on its server connections since a client's startup options never reach them.
+POOLER_PORT = 6432
+CMS_POOL = 4  # connections (and worker threads) per CMS replica: LOREPIN_DB_POOL_SIZE
+STATEMENT_TIMEOUT_MS = 15_000
+IDLE_IN_TRANSACTION_MS = 30_000
+
+
+def pool_sizes(max_replicas: int) -> dict[str, int]:
+    """pgbouncer's sizes from the most replicas the environment may scale to, so a scale
+    never outgrows them: every replica's pool is a client, and since a client holds a
+    server connection only during a transaction, half as many server connections serve
+    them (at least 4), with a reserve for bursts. The rest are the exporter's and
+    `db.report`'s."""
+    clients = max_replicas * CMS_POOL
+    return {
+        "max_client_conn": clients + 10,
+        "default_pool_size": max(4, -(-clients // 2)),
+        "reserve_pool_size": 2,
+    }
+
+
+def pgbouncer_ini(max_replicas: int, host: str = "db", database: str = "lorepin",
+                  user: str = "lorepin_cms") -> str:  # fmt: skip
+    """pgbouncer's configuration: one database, the CMS's role, transaction pooling. The
+    auth file is made from the role's secret when the task starts (lorepin-pgbouncer)."""
+    sizes = pool_sizes(max_replicas)
+    settings = (
+        f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
+        f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}"
+    )
+    return f"""[databases]
+{database} = host={host} port=5432 dbname={database} connect_query='{settings}'
+
+[pgbouncer]
+listen_addr = 0.0.0.0
+listen_port = {POOLER_PORT}
+unix_socket_dir =
+pidfile =
+auth_type = scram-sha-256
+auth_file = /tmp/pgbouncer/userlist.txt
+; the CMS's role may read the pool's figures (SHOW POOLS): db.report, the exporter
+stats_users = {user}
+pool_mode = transaction
+max_client_conn = {sizes["max_client_conn"]}
+default_pool_size = {sizes["default_pool_size"]}
+reserve_pool_size = {sizes["reserve_pool_size"]}
+reserve_pool_timeout = 1
+; a client waiting this long for a server connection gets an error (the CMS: a 503)
+query_wait_timeout = 5
+server_connect_timeout = 3
+server_idle_timeout = 60
+server_lifetime = 3600
+; the database's task gets a new address when it is rescheduled: resolve it again soon
+dns_max_ttl = 1
+log_connections = 0
+log_disconnections = 0
+"""
+
+
+def show_pools(docker: list[str], container: str) -> list[str]:
+    """pgbouncer's `SHOW POOLS`, asked inside its task as the CMS's role (a stats user):
+    the password is read there from the task's secret, never passed in."""
+    script = (
+        'PGPASSWORD="$(cat "$LOREPIN_DB_PASSWORD_FILE")" exec psql -X -q -A -P footer=off '
+        f'-F "$(printf \'\\t\')" -h 127.0.0.1 -p {POOLER_PORT} -U "$LOREPIN_DB_USER" '
+        '-c "SHOW POOLS" pgbouncer'
+    )
+    return [*docker, "exec", container, "sh", "-c", script]
+
+
+def pool_report(rows: list[list[str]]) -> list[dict[str, object]]:
+    """pgbouncer's `SHOW POOLS` (psql's tab-separated rows with a header) for db.report:
+    per database and user, clients active and waiting, server connections in use and
+    idle, and the longest wait."""
+    if not rows:
+        return []
+    head, body = rows[0], rows[1:]
+    keep = ("database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "maxwait")
+    pools: list[dict[str, object]] = []
+    for row in body:
+        found = dict(zip(head, row, strict=False))
+        if found.get("database") == "pgbouncer" or not all(k in found for k in keep):
+            continue
+        pools.append({k: found[k] if k in ("database", "user") else int(found[k]) for k in keep})
+    return pools
 
 
 def release_ref(registry: str, prefix: str, image: str, version: str, digest: str) -> str:

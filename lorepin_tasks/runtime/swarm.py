@@ -170,11 +170,18 @@ class Swarm:
 
     def variables(self, refs: Mapping[str, str], tag: str, replicas: int) -> dict[str, str]:
         ctx, secrets_dir = self.ctx, self.ctx.env.secrets_dir
-        config = json.dumps(plan.proxy_config(), indent=1, sort_keys=True)
-        config_file = ctx.env.state_dir / "swarm" / "proxy.json"
+        configs = {
+            "proxy": json.dumps(plan.proxy_config(), indent=1, sort_keys=True),
+            "pgbouncer": plan.pgbouncer_ini(self.policy.max),
+        }
+        files = {
+            "proxy": ctx.env.state_dir / "swarm" / "proxy.json",
+            "pgbouncer": ctx.env.state_dir / "swarm" / "pgbouncer.ini",
+        }
         if not ctx.run.dry_run:
-            config_file.parent.mkdir(parents=True, exist_ok=True)
-            config_file.write_text(config)
+            for name, content in configs.items():
+                files[name].parent.mkdir(parents=True, exist_ok=True)
+                files[name].write_text(content)
         values = {
             "LOREPIN_ENV": ctx.env.name,
             "LOREPIN_ENV_KIND": ctx.env.kind,
@@ -186,9 +193,13 @@ class Swarm:
             "LOREPIN_REPLICAS": str(replicas),
             "LOREPIN_HTTP_PORT": str(ctx.env.http_port),
             "LOREPIN_SECRETS_DIR": str(secrets_dir),
-            "LOREPIN_PROXY_CONFIG": str(config_file),
-            "LOREPIN_CONFIG_PROXY": plan.versioned(self.stack, "proxy", config.encode()),
+            "LOREPIN_DB_POOL_SIZE": str(plan.CMS_POOL),
         }
+        for name, content in configs.items():
+            values[f"LOREPIN_{name.upper()}_CONFIG"] = str(files[name])
+            values[f"LOREPIN_CONFIG_{name.upper()}"] = plan.versioned(
+                self.stack, name, content.encode()
+            )
         for secret in plan.SECRETS:
             values[f"LOREPIN_SECRET_{secret.upper()}"] = self.secret_name(secret)
         return values
@@ -319,6 +330,7 @@ class Swarm:
 
     def wait_db(self) -> None:
         self._wait(lambda: self._running("db") > 0, "the database did not start")
+        self._wait(lambda: self._running("pgbouncer") > 0, "pgbouncer did not start")
 
     def wait_proxy(self) -> None:
         self._wait(lambda: self._running("proxy") >= len(plan.NODES), "the proxy did not start")
@@ -392,25 +404,33 @@ class Swarm:
 
     # --- the trail -------------------------------------------------------------------
 
-    def psql(self, who: str) -> list[str]:
-        """A psql session in the database's task (local socket, no password)."""
+    def _container(self, name: str, what: str) -> str:
+        """The container of the service's task on the database's node."""
+        service = plan.service(self.stack, name)
         found = self._q(
-            [
-                "ps",
-                "-q",
-                "--filter",
-                f"label=com.docker.swarm.service.name={plan.service(self.stack, 'db')}",
-            ],
+            ["ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"],
             node=plan.DB_NODE,
         )
         if not found.stdout.split() and not self.ctx.run.dry_run:
             raise LorePinError(
-                f"the database of '{self.ctx.env.name}' is not running on {plan.DB_NODE}: "
-                f"`docker -H {self.lab.socket(plan.MANAGER)} service ps "
-                f"{plan.service(self.stack, 'db')}` says why"
+                f"{what} of '{self.ctx.env.name}' is not running on {plan.DB_NODE}: "
+                f"`docker -H {self.lab.socket(plan.MANAGER)} service ps {service}` says why"
             )
-        container = (found.stdout.split() or ["DB-CONTAINER"])[0]
+        return str((found.stdout.split() or [f"{name.upper()}-CONTAINER"])[0])
+
+    def psql(self, who: str) -> list[str]:
+        """A psql session in the database's task (local socket, no password)."""
+        container = self._container("db", "the database")
         return deploy_plan.psql_in(plan.docker(self.lab, plan.DB_NODE), container, who)
+
+    def pools(self) -> list[dict[str, object]]:
+        """pgbouncer's pools now (SHOW POOLS, asked inside its task as the CMS's role)."""
+        container = self._container("pgbouncer", "pgbouncer")
+        argv = plan.show_pools(plan.docker(self.lab, plan.DB_NODE), container)
+        found = self.ctx.run.run(argv, capture=True, mutates=False, quiet=True)
+        if self.ctx.run.dry_run:
+            return []
+        return plan.pool_report([line.split("\t") for line in found.stdout.splitlines()])
 
     def session(self, who: str) -> Session:
         return Session(self.ctx.run, self.psql(who), {}, "database", quiet=True)

@@ -83,7 +83,7 @@ def executor(c: Context, dry_run: bool) -> Executor:
 
 # What works on an environment with `backend: swarm` (docs/production-swarm.md); every
 # other task drives Compose on one engine, and refuses it.
-SWARM_TASKS = "deploy, rollback, scale and deploy.history (the lab: swarm.lab.*)"
+SWARM_TASKS = "deploy, rollback, scale, deploy.history and db.report (the lab: swarm.lab.*)"
 
 
 def open_env(

@@ -17,6 +17,7 @@ from lorepin_tasks.errors import Busy, NothingToDo
 from lorepin_tasks.plans import db_report as plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.runtime import ops
+from lorepin_tasks.runtime.environment import EnvContext
 from lorepin_tasks.runtime.pg import Session, literal
 from lorepin_tasks.tasks._common import DRY_HELP, ENV_HELP, JSON_HELP, open_env, task
 
@@ -60,13 +61,19 @@ def _ms(value: object) -> str:
 @task(help={"env": ENV_HELP, "json": JSON_HELP, "dry_run": DRY_HELP})
 def report(c: Context, env: str = "local", json_: bool = False, dry_run: bool = False) -> None:
     """What is slow in the environment's database and why: top statements, index
-    candidates, unused and duplicate indexes, dead rows, cache hits, connections."""
-    ctx = open_env(c, env, dry_run=dry_run)
-    if ctx.run.dry_run:
+    candidates, unused and duplicate indexes, dead rows, cache hits, connections, and on
+    Swarm pgbouncer's pools."""
+    ctx = open_env(c, env, dry_run=dry_run, swarm=True)
+    if ctx.env.swarm is not None:
+        rep = _swarm_report(ctx)
+    elif ctx.run.dry_run:
         ctx.run.run(deploy_plan.psql(ctx.env, "db.report"), env=ctx.variables)
         return
-    with ops.database_session(ctx, "db.report") as session:
-        rep = _report(session)
+    else:
+        with ops.database_session(ctx, "db.report") as session:
+            rep = _report(session)
+    if ctx.run.dry_run:
+        return
     if json_:
         print(json.dumps(rep, indent=2, default=str))
         return
@@ -88,6 +95,28 @@ def report(c: Context, env: str = "local", json_: bool = False, dry_run: bool = 
         print(f"\n{title}: {'none' if not items else ''}".rstrip())
         for item in items:
             print(f"  {show(item)}")
+    if "pools" in rep:
+        print("\nconnection pool (pgbouncer, transaction mode):")
+        for p in rep["pools"]:
+            print(f"  {p['database']}/{p['user']}: clients {p['cl_active']} active, "
+                  f"{p['cl_waiting']} waiting (longest {p['maxwait']} s); server "
+                  f"connections {p['sv_active']} in use, {p['sv_idle']} idle")  # fmt: skip
+
+
+def _swarm_report(ctx: EnvContext) -> dict[str, Any]:
+    """The report of a swarm environment: its database's, from a session in its task,
+    and pgbouncer's pools, asked inside pgbouncer's task."""
+    from lorepin_tasks.runtime.swarm import Swarm  # only swarm environments need it
+
+    swarm = Swarm(ctx)
+    swarm.require_up()
+    if ctx.run.dry_run:
+        ctx.run.say(f"+ {' '.join(swarm.psql('db.report'))}")
+        swarm.pools()
+        return {}
+    with swarm.session("db.report") as session:
+        rep = _report(session)
+    return {**rep, "pools": swarm.pools()}
 
 
 @task(help={"env": ENV_HELP, "dry_run": DRY_HELP})

@@ -287,7 +287,7 @@ def _rollout(
     detail = {"from": serving, "backend": "swarm", "replicas": replicas,
               "config": _configuration(ctx), "images": refs, **extra}  # fmt: skip
     if serving is None:
-        with steps.step("starting the database and the proxy"):
+        with steps.step("starting the database, its pool and the proxy"):
             swarm.deploy_stack({**values, "LOREPIN_REPLICAS": "0"})
             swarm.wait_db()
             swarm.wait_proxy()

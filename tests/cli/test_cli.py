@@ -185,9 +185,10 @@ def test_every_task_refuses_a_bad_env_before_doing_anything(name: str) -> None:
         (
             ["down", "--env", "swarm"],
             "error: 'swarm' runs on Docker Swarm (backend: swarm), and this task drives Compose "
-            "on one engine: on Swarm, use deploy, rollback, scale and deploy.history",
+            "on one engine: on Swarm, use deploy, rollback, scale, deploy.history and db.report",
         ),
         (["db.migrate", "--env", "swarm"], "error: 'swarm' runs on Docker Swarm (backend: swarm)"),
+        (["db.report", "--env", "swarm"], "error: the swarm of 'swarm' (lab 'lab') is not up"),
         (["swarm.lab.up", "--name", "Bad Lab"], "error: invalid lab name 'Bad Lab': lowercase"),
         (["swarm.lab.up", "--port", "0"], "error: --port must be between 1 and 65535, got '0'"),
         (["swarm.lab.down", "--name", "x-y"], "error: invalid lab name 'x-y'"),

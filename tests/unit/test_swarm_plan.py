@@ -116,3 +116,30 @@ def test_the_swarm_environment_is_a_server_one_on_swarm() -> None:
 def test_bad_swarm_settings_are_one_line_errors(override: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_mod.load(swarm_env(**override), root=ROOT, environ={}).environment("swarm")
+
+
+def test_pgbouncer_is_sized_for_the_most_replicas_the_environment_may_run() -> None:
+    # Every replica's pool is a client; a client holds a server connection only within a
+    # transaction, so half as many serve them, never fewer than 4.
+    assert plan.pool_sizes(4) == {"max_client_conn": 26, "default_pool_size": 8,
+                                  "reserve_pool_size": 2}  # fmt: skip
+    assert plan.pool_sizes(1)["default_pool_size"] == 4
+    assert plan.pool_sizes(9)["default_pool_size"] == 18
+    ini = plan.pgbouncer_ini(4)
+    assert "pool_mode = transaction" in ini and "default_pool_size = 8" in ini
+    # The CMS's timeouts reach PostgreSQL from pgbouncer, not from the client's options.
+    assert "SET statement_timeout = 15000; SET idle_in_transaction_session_timeout = 30000" in ini
+    assert "lorepin = host=db port=5432 dbname=lorepin" in ini
+
+
+def test_the_pool_report_keeps_the_applications_pools_and_reads_numbers() -> None:
+    head = ["database", "user", "cl_active", "cl_waiting", "cl_cancel_req", "sv_active",
+            "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"]  # fmt: skip
+    rows = [head,
+            ["lorepin", "lorepin_cms", "8", "1", "0", "3", "2", "0", "0", "0", "2", "5", "transaction"],
+            ["pgbouncer", "pgbouncer", "1", "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement"]]  # fmt: skip
+    assert plan.pool_report(rows) == [
+        {"database": "lorepin", "user": "lorepin_cms", "cl_active": 8, "cl_waiting": 1,
+         "sv_active": 3, "sv_idle": 2, "maxwait": 2}  # fmt: skip
+    ]
+    assert plan.pool_report([]) == []
