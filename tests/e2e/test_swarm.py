@@ -308,6 +308,20 @@ def test_scale_keeps_to_its_bounds_and_waits_for_a_deploy(lab: Lab) -> None:
     assert len(tasks) == 4 and all(t["CurrentState"].startswith("Running") for t in tasks)
     assert {t["Node"] for t in tasks} == {f"{lab.lab.name}-{n}" for n in plan.NODES}
     assert lab.history()[-1]["action"] == "scale"
+    # Four replicas' pools are pgbouncer's clients; PostgreSQL sees pgbouncer's few.
+    for _ in range(20):
+        with urllib.request.urlopen(lab.url("n1", "/api/pins"), timeout=5) as answer:
+            assert answer.status == 200
+    report = lab.invoke("db.report", "--env", ENV, "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    pools = json.loads(report.stdout)["pools"]
+    assert [(p["database"], p["user"], p["cl_waiting"]) for p in pools] == [
+        ("lorepin", "lorepin_cms", 0)
+    ]
+    sizes = plan.pool_sizes(4)
+    assert 1 <= pools[0]["sv_active"] + pools[0]["sv_idle"] <= (
+        sizes["default_pool_size"] + sizes["reserve_pool_size"]
+    )
 
     # A rollback (to 1.0.0) holds the environment: a scale meanwhile is refused.
     back = lab.background("rollback", "--env", ENV, "--to", "1.0.0")
