@@ -164,15 +164,32 @@ class DeployPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Autoscale:
+    """The autoscaler of a swarm environment (`swarm.autoscale`): the CMS's p99 latency
+    target, the seconds after any change before the next, the seconds p99 must stay under
+    half the target before one replica goes, and how often it looks."""
+
+    p99_ms: int = 250
+    cooldown: int = 60
+    scale_down_after: int = 300
+    interval: int = 15
+
+
+AUTOSCALE_BOUNDS = {"p99_ms": (1, 60_000), "cooldown": (1, 3600),
+                    "scale_down_after": (1, 86_400), "interval": (1, 300)}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
 class SwarmPolicy:
     """A server environment on Docker Swarm (`backend: swarm`, docs/production-swarm.md):
     the swarm it runs on (a lab of `invoke swarm.lab.up`, by name) and the CMS's replicas:
-    how many a deploy starts, and the bounds `invoke scale` keeps to."""
+    how many a deploy starts, and the bounds `invoke scale` and the autoscaler keep to."""
 
     lab: str = "lab"
     replicas: int = 2
     min: int = 1
     max: int = 4
+    autoscale: Autoscale | None = None  # off unless set
 
 
 def _swarm(raw: Mapping[str, Any], where: str) -> SwarmPolicy:
@@ -186,11 +203,25 @@ def _swarm(raw: Mapping[str, Any], where: str) -> SwarmPolicy:
                           f"(max 8), got {lab!r}")  # fmt: skip
     sizes = {k: _int(raw[k], f"{where}: swarm.{k}", low=1, high=64)
              for k in ("replicas", "min", "max") if k in raw}  # fmt: skip
-    policy = SwarmPolicy(lab=lab, **sizes)
+    policy = SwarmPolicy(lab=lab, autoscale=_autoscale(raw.get("autoscale"), where), **sizes)
     if not policy.min <= policy.replicas <= policy.max:
         raise ConfigError(f"{where}: swarm needs min <= replicas <= max, got "
                           f"{policy.min} <= {policy.replicas} <= {policy.max}")  # fmt: skip
     return policy
+
+
+def _autoscale(raw: Any, where: str) -> Autoscale | None:
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return Autoscale()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: swarm.autoscale must be a mapping, true or false")
+    if unknown := sorted(set(raw) - set(AUTOSCALE_BOUNDS)):
+        raise ConfigError(f"{where}: swarm.autoscale: unknown setting {unknown[0]!r} "
+                          f"(known: {', '.join(sorted(AUTOSCALE_BOUNDS))})")  # fmt: skip
+    return Autoscale(**{k: _int(v, f"{where}: swarm.autoscale.{k}", low=AUTOSCALE_BOUNDS[k][0],
+                                high=AUTOSCALE_BOUNDS[k][1]) for k, v in raw.items()})  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

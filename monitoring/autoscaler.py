@@ -11,7 +11,8 @@ or a rollback is rolling) and it never leaves the bounds.
 
 Every decision (a change, or a failed attempt) is a JSON line on stdout and in its
 decision log on its volume; the toolkit seals the log's new lines into the environment's
-trail the next time it writes it (`invoke deploy.history` then shows them).
+trail the next time it writes it (`invoke deploy.history` then shows them). Switched off
+(LOREPIN_AUTOSCALE_ENABLED=0), it decides nothing and only keeps that log readable.
 
 Python's standard library only.
 """
@@ -170,8 +171,11 @@ def main() -> None:
     log = Path(env.get("LOREPIN_AUTOSCALE_LOG", "/var/lib/lorepin-autoscaler/decisions.jsonl"))
     log.parent.mkdir(parents=True, exist_ok=True)
     state = State(last_change=time.monotonic())  # a (re)start waits a cooldown first
-    print(json.dumps({"event": "autoscaler_started", "service": service,
+    enabled = env.get("LOREPIN_AUTOSCALE_ENABLED", "1") == "1"
+    print(json.dumps({"event": "autoscaler_started", "service": service, "enabled": enabled,
                       "policy": policy.__dict__}), flush=True)  # fmt: skip
+    while not enabled:  # off: it only keeps its decision log readable for the toolkit
+        time.sleep(3600)
     while True:
         try:
             step(policy, state, service, prometheus, window, log)

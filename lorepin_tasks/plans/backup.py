@@ -723,13 +723,14 @@ SCHEDULED = "scheduled-backup"  # the trail's action for a run of the backup sch
 
 
 def unrecorded(
-    runs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
+    runs: Sequence[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]],
+    action: str = SCHEDULED,
 ) -> list[Mapping[str, Any]]:
-    """The schedule's runs (the site's run log) newer than the newest one in the trail."""
+    """The runs of a log kept elsewhere (the schedule's on the second site; the swarm's
+    autoscaler's), newer than the newest one the trail holds as `action`."""
     seen = [
-        str((r.get("detail") or {}).get("run_at", ""))
-        for r in records
-        if r.get("action") == SCHEDULED
+        str((r.get("detail") or {}).get("run_at", "")) for r in records if r.get("action") == action
     ]
     newest = max(seen, default="")
     return [r for r in runs if isinstance(r.get("at"), str) and r["at"] > newest]

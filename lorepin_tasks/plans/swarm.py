@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorepin_tasks.errors import ConfigError
 
@@ -214,7 +216,16 @@ def free_subnet(lab: Lab, addresses: str) -> None:
 # --- the stack of a server environment on Swarm -------------------------------------
 
 STACK_FILE = "compose/swarm.yaml"
-SERVICES = ("db", "pgbouncer", "cms", "proxy")
+SERVICES = ("db", "pgbouncer", "cms", "proxy", "prometheus", "pgbouncer-exporter", "blackbox",
+            "autoscaler")  # fmt: skip
+# The stack's monitoring and autoscaler run the checkout's monitoring image (as
+# `monitor.up` does), built and pushed with each deploy (Docker's cache makes it quick).
+MONITORING_IMAGE = "monitoring"
+MONITORING_DIR = "monitoring"
+METRICS_PORT = 9464  # the CMS's metrics, every worker's added up (lorepin_cms.serve)
+PROMETHEUS_PORT = 9090
+BLACKBOX_PORT = 9115
+PGBOUNCER_EXPORTER_PORT = 9127
 IMAGES = {"db": "postgres", "cms": "cms", "proxy": "proxy"}  # service: release image
 SECRETS = ("db_password", "cms_db_password")
 CMS_PORT = 8000
@@ -357,6 +368,73 @@ def pool_report(rows: list[list[str]]) -> list[dict[str, object]]:
             continue
         pools.append({k: found[k] if k in ("database", "user") else int(found[k]) for k in keep})
     return pools
+
+
+def prometheus_config(env: str, lab: Lab, http_port: int) -> dict[str, object]:
+    """The stack's Prometheus: every CMS replica's metrics (found through `tasks.cms`, as
+    the proxy finds them), and both paths users take, probed from inside the swarm: each
+    node's proxy and the floating address (blackbox, /healthz)."""
+    paths = [(n, lab.address(n)) for n in NODES] + [("vip", lab.address("vip"))]
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "15s",
+                   "external_labels": {"env": env}},
+        "scrape_configs": [
+            {"job_name": "prometheus",
+             "static_configs": [{"targets": [f"127.0.0.1:{PROMETHEUS_PORT}"]}]},
+            {"job_name": "cms",
+             "dns_sd_configs": [{"names": ["tasks.cms"], "type": "A", "port": METRICS_PORT,
+                                 "refresh_interval": "5s"}]},
+            {"job_name": "pgbouncer",
+             "static_configs": [{"targets": [f"pgbouncer-exporter:{PGBOUNCER_EXPORTER_PORT}"]}]},
+            {"job_name": "proxies", "metrics_path": "/probe",
+             "params": {"module": ["http_ready"]},
+             "static_configs": [{"targets": [f"http://{address}:{http_port}/healthz"],
+                                 "labels": {"path": name}} for name, address in paths],
+             "relabel_configs": [
+                 {"source_labels": ["__address__"], "target_label": "__param_target"},
+                 {"source_labels": ["__param_target"], "target_label": "instance"},
+                 {"target_label": "__address__", "replacement": f"blackbox:{BLACKBOX_PORT}"},
+             ]},
+        ],
+    }  # fmt: skip
+
+
+def autoscaler_variables(stack: str, policy: Any, socket: str) -> dict[str, str]:
+    """The autoscaler's settings in the stack (monitoring/autoscaler.py reads them); with
+    `swarm.autoscale` off it decides nothing (and keeps its decision log readable)."""
+    auto = policy.autoscale
+    values = {
+        "LOREPIN_AUTOSCALE_ENABLED": "1" if auto else "0",
+        "LOREPIN_AUTOSCALE_SERVICE": service(stack, "cms"),
+        "LOREPIN_AUTOSCALE_MIN": str(policy.min),
+        "LOREPIN_AUTOSCALE_MAX": str(policy.max),
+        "LOREPIN_DOCKER_SOCKET": socket,
+    }
+    if auto:
+        values.update({
+            "LOREPIN_AUTOSCALE_P99_MS": str(auto.p99_ms),
+            "LOREPIN_AUTOSCALE_COOLDOWN": str(auto.cooldown),
+            "LOREPIN_AUTOSCALE_DOWN_AFTER": str(auto.scale_down_after),
+            "LOREPIN_AUTOSCALE_INTERVAL": str(auto.interval),
+        })  # fmt: skip
+    return values
+
+
+def build_monitoring(root: Path, base_image: str | None) -> list[str]:
+    """The checkout's monitoring image; `-q`: its id is all it says."""
+    base = ["--build-arg", f"BASE_IMAGE={base_image}"] if base_image else []
+    return ["docker", "build", "-q", *base, str(root / MONITORING_DIR)]
+
+
+AUTOSCALE = "autoscale"  # the trail's action for the autoscaler's decisions
+DECISIONS = "/var/lib/lorepin-autoscaler/decisions.jsonl"  # on its volume, on the manager
+
+
+def decision_record(decision: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(outcome, detail) of an autoscaler decision as the trail keeps it."""
+    outcome = "succeeded" if decision.get("outcome") == "ok" else "failed"
+    keep = ("from", "to", "p99_ms", "target_ms", "reason", "error")
+    return outcome, {"run_at": decision["at"], **{k: decision[k] for k in keep if k in decision}}
 
 
 def release_ref(registry: str, prefix: str, image: str, version: str, digest: str) -> str:

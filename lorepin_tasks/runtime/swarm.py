@@ -10,10 +10,11 @@ import json
 import secrets as secrets_mod
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, last_line
+from lorepin_tasks.plans import backup as backup_plan
 from lorepin_tasks.plans import deploy as deploy_plan
 from lorepin_tasks.plans import swarm as plan
 from lorepin_tasks.runtime import ops, swarm_lab
@@ -121,32 +122,42 @@ class Swarm:
     # --- images ----------------------------------------------------------------------
 
     def push(self, manifest: Mapping[str, Any], tag: str) -> dict[str, str]:
-        """The release's images in the swarm's registry; each service's reference by digest."""
-        run, prefix = self.ctx.run, self.ctx.settings.image_prefix
-        refs = {}
-        for svc, image in plan.IMAGES.items():
+        """The release's images, and the checkout's monitoring image (built here: Docker's
+        cache makes that quick), in the swarm's registry; each by digest, by service."""
+        run, settings = self.ctx.run, self.ctx.settings
+        for image in plan.IMAGES.values():
             if image not in manifest["images"]:
                 raise ConfigError(f"release {tag} has no {image} image")
-            local = f"{prefix}/{image}:{tag}"
-            pushed = f"{self.lab.registry_local}/{prefix}/{image}:{tag}"
-            run.run(["docker", "tag", local, pushed], capture=True)
-            run.run(["docker", "push", "-q", pushed], capture=True, timeout=PULL_TIMEOUT)
-            digest = "sha256:" + "0" * 64
-            if not run.dry_run:
-                found = run.run(
-                    ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", pushed],
-                    capture=True,
-                )
-                mine = [
-                    d
-                    for d in json.loads(found.stdout)
-                    if d.startswith(pushed.rsplit(":", 1)[0] + "@")
-                ]
-                if not mine:
-                    raise LorePinError(f"the registry gave {pushed} no digest")
-                digest = mine[0].rpartition("@")[2]
-            refs[svc] = plan.release_ref(self.lab.registry, prefix, image, tag, digest)
+        built = run.run(plan.build_monitoring(settings.root, settings.base_image),
+                        capture=True, timeout=PULL_TIMEOUT)  # fmt: skip
+        # Tagged by its content, so an unchanged one is the same reference in the stack,
+        # and Swarm restarts none of its services.
+        content = built.stdout.strip().rpartition(":")[2][:12] or "DRY-RUN"
+        monitoring = f"{settings.image_prefix}/{plan.MONITORING_IMAGE}:{content}"
+        run.run(["docker", "tag", built.stdout.strip() or "IMAGE-ID", monitoring], capture=True)
+        refs = {svc: self._push_one(image, tag) for svc, image in plan.IMAGES.items()}
+        refs["monitoring"] = self._push_one(plan.MONITORING_IMAGE, content)
         return refs
+
+    def _push_one(self, image: str, tag: str) -> str:
+        run, prefix = self.ctx.run, self.ctx.settings.image_prefix
+        local = f"{prefix}/{image}:{tag}"
+        pushed = f"{self.lab.registry_local}/{prefix}/{image}:{tag}"
+        run.run(["docker", "tag", local, pushed], capture=True)
+        run.run(["docker", "push", "-q", pushed], capture=True, timeout=PULL_TIMEOUT)
+        digest = "sha256:" + "0" * 64
+        if not run.dry_run:
+            found = run.run(
+                ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", pushed],
+                capture=True,
+            )
+            mine = [
+                d for d in json.loads(found.stdout) if d.startswith(pushed.rsplit(":", 1)[0] + "@")
+            ]
+            if not mine:
+                raise LorePinError(f"the registry gave {pushed} no digest")
+            digest = mine[0].rpartition("@")[2]
+        return plan.release_ref(self.lab.registry, prefix, image, tag, digest)
 
     def pull_everywhere(self, refs: Mapping[str, str]) -> None:
         """Every node has every image before anything changes: a node that cannot pull one
@@ -170,13 +181,15 @@ class Swarm:
 
     def variables(self, refs: Mapping[str, str], tag: str, replicas: int) -> dict[str, str]:
         ctx, secrets_dir = self.ctx, self.ctx.env.secrets_dir
+        monitoring = plan.prometheus_config(ctx.env.name, self.lab, ctx.env.http_port)
         configs = {
             "proxy": json.dumps(plan.proxy_config(), indent=1, sort_keys=True),
             "pgbouncer": plan.pgbouncer_ini(self.policy.max),
+            "prometheus": json.dumps(monitoring, indent=1, sort_keys=True),
         }
         files = {
-            "proxy": ctx.env.state_dir / "swarm" / "proxy.json",
-            "pgbouncer": ctx.env.state_dir / "swarm" / "pgbouncer.ini",
+            name: ctx.env.state_dir / "swarm" / f"{name}.{'ini' if name == 'pgbouncer' else 'json'}"
+            for name in configs
         }
         if not ctx.run.dry_run:
             for name, content in configs.items():
@@ -194,6 +207,8 @@ class Swarm:
             "LOREPIN_HTTP_PORT": str(ctx.env.http_port),
             "LOREPIN_SECRETS_DIR": str(secrets_dir),
             "LOREPIN_DB_POOL_SIZE": str(plan.CMS_POOL),
+            "LOREPIN_MONITORING_IMAGE": refs["monitoring"],
+            **plan.autoscaler_variables(self.stack, self.policy, self.lab.socket(plan.MANAGER)),
         }
         for name, content in configs.items():
             values[f"LOREPIN_{name.upper()}_CONFIG"] = str(files[name])
@@ -451,12 +466,38 @@ class Swarm:
 
     @contextmanager
     def trail(self, who: str) -> Iterator[Trail]:
-        """The environment's trail, in its database (the session ends with the block)."""
+        """The environment's trail, in its database (the session ends with the block),
+        with the autoscaler's decisions since the last time it was written sealed in."""
         with self.session(who) as session:
             ops.ensure_schema(session)
             trail = ops.open_trail(self.ctx, session, who)
             assert trail is not None
+            self.record_decisions(trail)
             yield trail
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The autoscaler's decision log (its last 500), [] when it runs no task."""
+        service = plan.service(self.stack, "autoscaler")
+        found = self._q(["ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"])
+        if not found.stdout.split():
+            return []
+        said = self._q(["exec", found.stdout.split()[0], "tail", "-n", "500", plan.DECISIONS])
+        decisions = []
+        for line in said.stdout.splitlines() if said.ok else []:
+            with suppress(ValueError):
+                decision = json.loads(line)
+                if isinstance(decision, dict) and isinstance(decision.get("at"), str):
+                    decisions.append(decision)
+        return decisions
+
+    def record_decisions(self, trail: Trail) -> int:
+        """The decisions the trail does not hold yet, appended (who: the autoscaler)."""
+        new = backup_plan.unrecorded(self.decisions(), trail.records(), plan.AUTOSCALE)
+        for decision in new:
+            outcome, detail = plan.decision_record(decision)
+            ops.record(trail, self.ctx, "autoscaler", plan.AUTOSCALE, self.serving(), outcome,
+                       detail)  # fmt: skip
+        return len(new)
 
 
 def _desired(found: Mapping[str, Any]) -> int:

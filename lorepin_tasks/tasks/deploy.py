@@ -835,10 +835,12 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
     backup schedule's runs; who, what, when, each step, outcome."""
     ctx = server_env(c, env, dry_run, swarm=True)
     records: list[dict[str, Any]] | None = None
+    pending: list[Mapping[str, Any]] = []  # the autoscaler's, not sealed in yet
     if ctx.env.swarm is None:
         records = ops.trail_records(ctx, "history")
     elif not ctx.run.dry_run and (swarm := Swarm(ctx)).serving_db():
         records = swarm.records("history")
+        pending = backup_plan.unrecorded(swarm.decisions(), records, swarm_plan.AUTOSCALE)
     elif not ctx.run.dry_run:
         ctx.run.say(f"the database of '{ctx.env.name}' is not running on its swarm")
     if records is None:  # this machine's copy, said so
@@ -865,6 +867,15 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
             d = r.get("detail") or {}
             said = f": {d['message']}" if d.get("message") else ""
             print(f"{'':>26}{d.get('type')} into repo{d.get('repo')} at {d.get('run_at')}{said}")
+        if r.get("action") == swarm_plan.AUTOSCALE:
+            d = r.get("detail") or {}
+            print(f"{'':>26}{d.get('from')} -> {d.get('to')} replicas at {d.get('run_at')}")
+    if pending:
+        print("\nthe autoscaler's decisions since (the next deploy, rollback or scale seals "
+              "them into the trail):")  # fmt: skip
+        for d in pending:
+            print(f"     {str(d.get('at'))[:19]:<20} {d.get('from')} -> {d.get('to')} replicas "
+                  f"({d.get('outcome')}): {d.get('reason')}")  # fmt: skip
 
 
 @task(name="lock", help={"env": SERVER_ENV_HELP, "dry_run": DRY_HELP})

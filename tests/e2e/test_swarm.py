@@ -93,11 +93,12 @@ HTTP_PORT = 8580
 
 @dataclass
 class Load:
-    """GET /version through both nodes' proxies in turn, at most `rate` a second, until
-    stopped (bounded: at most `limit` requests)."""
+    """GET `path` (/version) through both nodes' proxies in turn, at most `rate` a second,
+    until stopped (bounded: at most `limit` requests)."""
 
     lab: Lab
     nodes: tuple[str, ...] = plan.NODES
+    path: str = "/version"
     rate: float = 40
     limit: int = 8000
     answers: list[tuple[float, str, int, str | None]] = field(default_factory=list)
@@ -113,9 +114,10 @@ class Load:
             turn += 1
             started = time.monotonic()
             try:
-                with urllib.request.urlopen(self.lab.url(node, "/version"), timeout=5) as r:  # noqa: S310
+                with urllib.request.urlopen(self.lab.url(node, self.path), timeout=5) as r:  # noqa: S310
                     body = json.loads(r.read())
-                    self.answers.append((started, node, r.status, body.get("version")))
+                    version = body.get("version") if isinstance(body, dict) else None
+                    self.answers.append((started, node, r.status, version))
             except urllib.error.HTTPError as exc:
                 self.answers.append((started, node, exc.code, None))
             except OSError:
@@ -171,7 +173,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     config = yaml.safe_load((root / "invoke.yaml").read_text())
     env = config["lorepin"]["environments"][ENV]
     env.update(project=f"lorepin-e2e-swm-{suffix}", secrets_dir=str(secrets), http_port=HTTP_PORT)
-    env["swarm"].update(lab=f"e{suffix[:5]}", replicas=2, min=1, max=4)
+    # No autoscaler until its own test: the others set the replicas themselves.
+    env["swarm"].update(lab=f"e{suffix[:5]}", replicas=2, min=1, max=4, autoscale=False)
     (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     repo.index.add(["invoke.yaml"])
     repo.index.commit("chore: the swarm test environment")
@@ -352,6 +355,71 @@ def test_a_node_that_cannot_pull_refuses_the_deploy_before_any_change(lab: Lab) 
     assert "nothing was changed" in refused.stderr
     assert [lab.version(n) for n in plan.NODES] == ["1.0.0", "1.0.0"]
     assert len(lab.history()) == before
+
+
+def replicas(lab: Lab) -> int:
+    spec = lab.docker("service", "inspect", f"{lab.stack}_cms", "--format",
+                      "{{.Spec.Mode.Replicated.Replicas}}")  # fmt: skip
+    return int(spec.strip())
+
+
+def prometheus(lab: Lab, query: str) -> list[dict[str, object]]:
+    """The stack's Prometheus, asked inside its task (it publishes nothing)."""
+    service = f"label=com.docker.swarm.service.name={lab.stack}_prometheus"
+    container = lab.docker("ps", "-q", "--filter", service).split()[0]
+    api = f"http://127.0.0.1:{plan.PROMETHEUS_PORT}/api/v1/query"
+    said = lab.docker("exec", container, "curl", "-fsS", "--get", "--data-urlencode",
+                      f"query={query}", api)  # fmt: skip
+    return list(json.loads(said)["data"]["result"])
+
+
+def test_the_autoscaler_follows_p99_within_its_bounds_and_the_trail_keeps_its_decisions(
+    lab: Lab,
+) -> None:
+    """On: a target so low (1 ms) that any traffic is above it, and short windows. Idle,
+    it takes the replicas down one at a time to min; under load, up to max at once; its
+    decisions reach the trail. The stack's Prometheus probes both paths users take."""
+    root = Path(lab.repo.working_tree_dir or ".")
+    config = yaml.safe_load((root / "invoke.yaml").read_text())
+    config["lorepin"]["environments"][ENV]["swarm"]["autoscale"] = {
+        "p99_ms": 1, "cooldown": 4, "scale_down_after": 6, "interval": 1}  # fmt: skip
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    lab.repo.index.add(["invoke.yaml"])
+    lab.repo.index.commit("chore: autoscale the swarm test environment")
+    deployed = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    seen = [replicas(lab)]
+    deadline = time.monotonic() + 120
+    while seen[-1] > 1 and time.monotonic() < deadline:  # idle: down to min
+        time.sleep(1)
+        seen.append(replicas(lab))
+    assert seen[-1] == 1, seen
+    with Load(lab, path="/api/pins", rate=20) as load:
+        deadline = time.monotonic() + 90
+        while seen[-1] < 4 and time.monotonic() < deadline:  # busy: up to max
+            time.sleep(1)
+            seen.append(replicas(lab))
+    assert seen[-1] == 4, seen
+    assert load.failed() == 0 and len(load.answers) > 20
+    assert min(seen) == 1 and max(seen) == 4, seen  # never outside its bounds
+    # Both paths, each node's proxy and the floating address, answer the probes.
+    probes = {r["metric"]["path"]: r["value"][1] for r in prometheus(lab, "probe_success")}  # type: ignore[index]
+    assert probes == {"n1": "1", "n2": "1", "vip": "1"}, probes
+    assert prometheus(lab, 'up{job="cms"} == 1'), "Prometheus scrapes no CMS replica"
+    assert prometheus(lab, 'pgbouncer_active_clients{database="lorepin"}')
+    # Off again (the next test counts replicas), and the decisions sealed in the trail by
+    # the next write of it: this scale.
+    lab.docker("service", "update", "--detach", "--env-add", "LOREPIN_AUTOSCALE_ENABLED=0",
+               f"{lab.stack}_autoscaler")  # fmt: skip
+    time.sleep(5)  # its new task, off, runs
+    for count in ("3", "4"):
+        scaled = lab.invoke("scale", "--env", ENV, "--replicas", count)
+        assert scaled.returncode == 0, scaled.stderr[-2000:]
+    decided = [r for r in lab.history() if r["action"] == plan.AUTOSCALE]
+    steps = [(r["detail"]["from"], r["detail"]["to"]) for r in decided]  # type: ignore[index]
+    assert (2, 1) in steps and steps[-1][1] == 4, steps
+    assert all(r["who"] == "autoscaler" and r["outcome"] == "succeeded" for r in decided)
+    assert "above the target 1 ms" in str(decided[-1]["detail"])
 
 
 def vip_node(lab: Lab) -> str | None:

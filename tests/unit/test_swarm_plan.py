@@ -98,6 +98,7 @@ def test_the_swarm_environment_is_a_server_one_on_swarm() -> None:
     env = settings_mod.load(swarm_env(), root=ROOT, environ={}).environment("swarm")
     assert env.is_server and env.swarm is not None
     assert (env.swarm.lab, env.swarm.min, env.swarm.replicas, env.swarm.max) == ("lab", 1, 2, 4)
+    assert env.swarm.autoscale == settings_mod.Autoscale(p99_ms=250)
     staging = settings_mod.load(swarm_env(), root=ROOT, environ={}).environment("staging")
     assert staging.swarm is None
 
@@ -111,6 +112,9 @@ def test_the_swarm_environment_is_a_server_one_on_swarm() -> None:
         ({"swarm": {"nodes": 3}}, "swarm: unknown setting 'nodes'"),
         ({"swarm": {"min": 0}}, r"swarm.min must be between 1 and 64"),
         ({"backend": "compose"}, "swarm: is for `backend: swarm`"),
+        ({"swarm": {"autoscale": {"p99": 5}}}, "swarm.autoscale: unknown setting 'p99'"),
+        ({"swarm": {"autoscale": {"p99_ms": 0}}}, r"swarm.autoscale.p99_ms must be between 1"),
+        ({"swarm": {"autoscale": "yes"}}, "swarm.autoscale must be a mapping, true or false"),
     ],
 )
 def test_bad_swarm_settings_are_one_line_errors(override: dict[str, Any], message: str) -> None:
@@ -133,13 +137,24 @@ def test_pgbouncer_is_sized_for_the_most_replicas_the_environment_may_run() -> N
 
 
 def test_the_pool_report_keeps_the_applications_pools_and_reads_numbers() -> None:
-    head = ["database", "user", "cl_active", "cl_waiting", "cl_cancel_req", "sv_active",
-            "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"]  # fmt: skip
-    rows = [head,
-            ["lorepin", "lorepin_cms", "8", "1", "0", "3", "2", "0", "0", "0", "2", "5", "transaction"],
-            ["pgbouncer", "pgbouncer", "1", "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement"]]  # fmt: skip
+    head = "database user cl_active cl_waiting cl_cancel_req sv_active sv_idle sv_used "
+    head += "sv_tested sv_login maxwait maxwait_us pool_mode"
+    pools = "lorepin lorepin_cms 8 1 0 3 2 0 0 0 2 5 transaction\n"
+    pools += "pgbouncer pgbouncer 1 0 0 0 0 0 0 0 0 0 statement"
+    rows = [line.split() for line in f"{head}\n{pools}".splitlines()]
     assert plan.pool_report(rows) == [
         {"database": "lorepin", "user": "lorepin_cms", "cl_active": 8, "cl_waiting": 1,
-         "sv_active": 3, "sv_idle": 2, "maxwait": 2}  # fmt: skip
-    ]
+         "sv_active": 3, "sv_idle": 2, "maxwait": 2},
+    ]  # fmt: skip
     assert plan.pool_report([]) == []
+
+
+def test_the_stacks_prometheus_probes_both_paths_and_finds_every_replica() -> None:
+    lab = plan.lab("lab", "c" * 16, "h:/a")
+    config = plan.prometheus_config("swarm", lab, 8580)
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}  # type: ignore[attr-defined]
+    assert jobs["cms"]["dns_sd_configs"][0]["names"] == ["tasks.cms"]
+    probed = {t["labels"]["path"]: t["targets"][0] for t in jobs["proxies"]["static_configs"]}
+    assert probed == {p: f"http://{lab.address(p)}:8580/healthz" for p in ("n1", "n2", "vip")}
+    off = settings_mod.SwarmPolicy()
+    assert plan.autoscaler_variables("s", off, "/x.sock")["LOREPIN_AUTOSCALE_ENABLED"] == "0"
