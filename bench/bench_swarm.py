@@ -97,6 +97,35 @@ def throughput(lab: plan.Lab) -> float:
     return float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[-1])
 
 
+def pooling(lab: plan.Lab, stack: str) -> None:
+    """64 concurrent clients on GET /api/pins through n1's proxy (hey, 10 s) with 4
+    replicas: the most connections PostgreSQL held for the CMS role meanwhile (sampled),
+    against what the replicas' own pools would hold without pgbouncer (4 x 2 workers x 4)."""
+    docker = plan.docker(lab, plan.DB_NODE)
+    label = f"label=com.docker.swarm.service.name={stack}_db"
+    db = subprocess.run([*docker, "ps", "-q", "--filter", label], capture_output=True,
+                        text=True, check=True).stdout.split()[0]  # fmt: skip
+    count = ("SELECT count(*) FROM pg_stat_activity WHERE usename = 'lorepin_cms' "
+             "AND backend_type = 'client backend'")  # fmt: skip
+    url = f"http://{lab.address('n1')}:{PORT}/api/pins?limit=20"
+    hey = subprocess.Popen(["hey", "-z", "10s", "-c", "64", url], stdout=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    most = 0
+    while hey.poll() is None:
+        said = subprocess.run([*docker, "exec", db, "psql", "-U", "lorepin", "-At", "-c", count],
+                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+        most = max(most, int(said.strip() or 0))
+        time.sleep(0.2)
+    out = hey.communicate()[0]
+    rate = float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[-1])
+    codes = [line.strip() for line in out.splitlines() if line.strip().startswith("[")]
+    direct = 4 * plan.CMS_WORKERS * plan.CMS_POOL
+    print(f"64 clients, 4 replicas: {rate:.0f} req/s ({', '.join(codes)}); PostgreSQL held at "
+          f"most {most} connections for the CMS (pgbouncer's default_pool_size "
+          f"{plan.pool_sizes(4)['default_pool_size']}); without pgbouncer: {direct}")  # fmt: skip
+    figure("swarm", "pooled_server_connections", most, "connections", direct)
+
+
 def main() -> None:
     if os.geteuid() != 0 or shutil.which("hey") is None:
         raise SystemExit("the swarm benchmark needs root and hey (scripts/bootstrap.sh)")
@@ -112,7 +141,7 @@ def main() -> None:
         env = config["lorepin"]["environments"]["swarm"]
         env.update(project=f"lorepin-bench-swm-{suffix}", secrets_dir=str(secrets),
                    http_port=PORT)  # fmt: skip
-        env["swarm"].update(lab=f"b{suffix[:5]}", replicas=2, min=1, max=4)
+        env["swarm"].update(lab=f"b{suffix[:5]}", replicas=2, min=1, max=4, autoscale=False)
         (repo / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         run([*git, "commit", "-qam", "chore: the bench's swarm environment"], repo, {})
         settings = settings_mod.load(config["lorepin"], root=repo)
@@ -211,6 +240,7 @@ def measure(lab: plan.Lab, stack: str, repo: Path, invoke: list[str], envs: dict
           f"{one:.0f} -> {four:.0f} req/s (one proxy, 16 connections, 2 cores)")  # fmt: skip
     figure("swarm", "scale_out_seconds", seconds, "s")
     figure("swarm", "scale_out_throughput", four, "req/s", one)
+    pooling(lab, stack)
 
     pid = int(lab.pidfile("n2").read_text())
     with Load(lab, ("n1", "vip")) as load:

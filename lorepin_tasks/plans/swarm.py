@@ -285,18 +285,19 @@ def proxy_config() -> dict[str, object]:
 # the database's node. The timeouts are the CMS's defaults (lorepin_cms.config), set by
 # pgbouncer on its server connections since a client's startup options never reach them.
 POOLER_PORT = 6432
-CMS_POOL = 4  # connections (and worker threads) per CMS replica: LOREPIN_DB_POOL_SIZE
+CMS_WORKERS = 2  # uvicorn's worker processes per CMS replica: WEB_CONCURRENCY
+CMS_POOL = 4  # connections (and worker threads) per worker: LOREPIN_DB_POOL_SIZE
 STATEMENT_TIMEOUT_MS = 15_000
 IDLE_IN_TRANSACTION_MS = 30_000
 
 
 def pool_sizes(max_replicas: int) -> dict[str, int]:
     """pgbouncer's sizes from the most replicas the environment may scale to, so a scale
-    never outgrows them: every replica's pool is a client, and since a client holds a
-    server connection only during a transaction, half as many server connections serve
-    them (at least 4), with a reserve for bursts. The rest are the exporter's and
-    `db.report`'s."""
-    clients = max_replicas * CMS_POOL
+    never outgrows them: every connection of every worker's pool is a client, and since a
+    client holds a server connection only during a transaction, half as many server
+    connections serve them (at least 4), with a reserve for bursts. The rest are the
+    exporter's and `db.report`'s."""
+    clients = max_replicas * CMS_WORKERS * CMS_POOL
     return {
         "max_client_conn": clients + 10,
         "default_pool_size": max(4, -(-clients // 2)),

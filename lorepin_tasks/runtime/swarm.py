@@ -207,6 +207,7 @@ class Swarm:
             "LOREPIN_HTTP_PORT": str(ctx.env.http_port),
             "LOREPIN_SECRETS_DIR": str(secrets_dir),
             "LOREPIN_DB_POOL_SIZE": str(plan.CMS_POOL),
+            "LOREPIN_CMS_WORKERS": str(plan.CMS_WORKERS),
             "LOREPIN_MONITORING_IMAGE": refs["monitoring"],
             **plan.autoscaler_variables(self.stack, self.policy, self.lab.socket(plan.MANAGER)),
         }

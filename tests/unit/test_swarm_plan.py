@@ -123,14 +123,15 @@ def test_bad_swarm_settings_are_one_line_errors(override: dict[str, Any], messag
 
 
 def test_pgbouncer_is_sized_for_the_most_replicas_the_environment_may_run() -> None:
-    # Every replica's pool is a client; a client holds a server connection only within a
-    # transaction, so half as many serve them, never fewer than 4.
-    assert plan.pool_sizes(4) == {"max_client_conn": 26, "default_pool_size": 8,
+    # Every connection of every worker's pool (2 workers x 4 per replica) is a client; a
+    # client holds a server connection only within a transaction, so half as many serve
+    # them, never fewer than 4.
+    assert plan.pool_sizes(4) == {"max_client_conn": 42, "default_pool_size": 16,
                                   "reserve_pool_size": 2}  # fmt: skip
     assert plan.pool_sizes(1)["default_pool_size"] == 4
-    assert plan.pool_sizes(9)["default_pool_size"] == 18
+    assert plan.pool_sizes(9)["default_pool_size"] == 36
     ini = plan.pgbouncer_ini(4)
-    assert "pool_mode = transaction" in ini and "default_pool_size = 8" in ini
+    assert "pool_mode = transaction" in ini and "default_pool_size = 16" in ini
     # The CMS's timeouts reach PostgreSQL from pgbouncer, not from the client's options.
     assert "SET statement_timeout = 15000; SET idle_in_transaction_session_timeout = 30000" in ini
     assert "lorepin = host=db port=5432 dbname=lorepin" in ini
