@@ -128,6 +128,11 @@ class Swarm:
         for image in plan.IMAGES.values():
             if image not in manifest["images"]:
                 raise ConfigError(f"release {tag} has no {image} image")
+        if not settings.base_image:  # a build would try a public registry for one
+            raise ConfigError(
+                "no base image configured or recorded for the monitoring image: run "
+                "scripts/bootstrap.sh first (or set BASE_IMAGE)"
+            )
         built = run.run(plan.build_monitoring(settings.root, settings.base_image),
                         capture=True, timeout=PULL_TIMEOUT)  # fmt: skip
         # Tagged by its content, so an unchanged one is the same reference in the stack,

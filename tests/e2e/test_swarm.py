@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import yaml
 
 from lorepin_tasks import settings as settings_mod
 from lorepin_tasks.plans import swarm as plan
-from tests.release_helpers import clone_project, invoke_in, remove_images
+from tests.release_helpers import base_image, clone_project, invoke_in, remove_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.netns]
 ENV = "swarm"
@@ -49,7 +50,8 @@ class Lab:
         """`invoke ...` in a session of its own (os.killpg ends it), its stderr kept."""
         return subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
-            cwd=self.repo.working_tree_dir, env={**os.environ, **self.env},
+            cwd=self.repo.working_tree_dir,
+            env={**os.environ, "BASE_IMAGE": base_image(), **self.env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )  # fmt: skip
@@ -425,6 +427,101 @@ def test_the_autoscaler_follows_p99_within_its_bounds_and_the_trail_keeps_its_de
     assert "above the target 1 ms" in str(decided[-1]["detail"])
 
 
+def stop_engine(lab: Lab, node: str) -> None:
+    """A node's engine stopped as a host's shutdown stops it (SIGTERM): its containers
+    stop with it (no live restore)."""
+    pid = int(lab.lab.pidfile(node).read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def start_engine(lab: Lab, node: str) -> None:
+    """The node's engine started again as `swarm.lab.up` starts it (a shell in between, so
+    the daemon is init's child, not this test's)."""
+    argv = shlex.join(plan.dockerd(lab.lab, node))
+    subprocess.run(["sh", "-c", f"{argv} >>{lab.lab.log(node)} 2>&1 </dev/null &"], check=True)
+    deadline = time.monotonic() + 60
+    while subprocess.run([*plan.docker(lab.lab, node), "info"], capture_output=True,
+                         check=False).returncode != 0:  # fmt: skip
+        assert time.monotonic() < deadline, f"{node}'s engine did not come back"
+        time.sleep(0.5)
+
+
+def wait_for_update(lab: Lab, deploy: subprocess.Popen[str], version: str) -> None:
+    """Until the CMS service rolls `version` (the deploy past its pushes and pulls)."""
+    state = ["service", "inspect", f"{lab.stack}_cms", "--format",
+             "{{index .Spec.Labels \"dev.lorepin.version\"}} "
+             "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"]  # fmt: skip
+    started = time.monotonic()
+    while lab.docker(*state).split() != [version, "updating"]:
+        assert deploy.poll() is None, deploy.communicate()[1][-3000:]
+        assert time.monotonic() - started < 300
+        time.sleep(0.2)
+
+
+def test_a_deploy_through_a_restart_of_the_manager_is_finished(lab: Lab) -> None:
+    """The manager's engine (the database's node too) restarts mid-update: the deploy
+    ends, in one line if it could not see the end; the next deploy of the same release
+    finishes whatever is left, and every node serves it."""
+    deploy = lab.background("deploy", "--env", ENV, "--version", "1.2.1")
+    try:
+        wait_for_update(lab, deploy, "1.2.1")
+        time.sleep(2)
+        stop_engine(lab, plan.MANAGER)
+        time.sleep(3)
+        start_engine(lab, plan.MANAGER)
+        _, err = deploy.communicate(timeout=900)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(deploy.pid, signal.SIGKILL)
+    if deploy.returncode != 0:
+        said = err.strip().splitlines()
+        assert said and said[-1].startswith("error: ") and "Traceback" not in err, err[-3000:]
+    again = lab.invoke("deploy", "--env", ENV, "--version", "1.2.1")
+    assert again.returncode in (0, 3), again.stderr[-3000:]  # 3: the first one finished
+    deadline = time.monotonic() + 60
+    while [lab.version(n) for n in plan.NODES] != ["1.2.1", "1.2.1"]:
+        assert time.monotonic() < deadline, [lab.version(n) for n in plan.NODES]
+        time.sleep(1)
+    last = lab.history()[-1]
+    assert (last["version"], last["outcome"]) == ("1.2.1", "succeeded"), last
+    assert all(r["outcome"] != "started" for r in lab.history()[-4:-1] if r["version"] == "1.2.1")
+
+
+def test_the_second_node_lost_during_a_deploy_does_not_stop_it(lab: Lab) -> None:
+    """Four replicas, two on each node; n2's engine stops 2 s into the update: the update
+    goes on with n1 alone (all four replicas there, plus the new one start-first), n1's
+    proxy fails no request, and the deploy succeeds."""
+    assert replicas(lab) == 4
+    deploy = lab.background("deploy", "--env", ENV, "--version", "1.3.0")
+    try:
+        with Load(lab, nodes=("n1",)) as load:
+            wait_for_update(lab, deploy, "1.3.0")
+            time.sleep(2)
+            stop_engine(lab, "n2")
+            _, err = deploy.communicate(timeout=900)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(deploy.pid, signal.SIGKILL)
+    assert deploy.returncode == 0, err[-3000:]
+    assert load.failed("n1") == 0 and len(load.answers) > 50
+    assert lab.version("n1") == "1.3.0"
+    deadline = time.monotonic() + 90  # Swarm moves n2's replicas once it calls n2 down
+    while True:
+        running = [t for t in lab.tasks() if t["CurrentState"].startswith("Running")]
+        if len(running) == 4 and {t["Node"] for t in running} == {f"{lab.lab.name}-n1"}:
+            break
+        assert time.monotonic() < deadline, lab.tasks()
+        time.sleep(1)
+    start_engine(lab, "n2")  # back for the next test
+    deadline = time.monotonic() + 90
+    while lab.version("n2") != "1.3.0" or vip_node(lab) != "n2":
+        assert time.monotonic() < deadline, (lab.version("n2"), vip_node(lab))
+        time.sleep(1)
+
+
 def vip_node(lab: Lab) -> str | None:
     for node in plan.NODES:
         shown = subprocess.run(
@@ -441,7 +538,8 @@ def test_losing_a_node_keeps_the_service_answering_and_swarm_reschedules(lab: La
     keeps answering, the floating address moves to it, and Swarm moves the lost replicas
     there."""
     assert vip_node(lab) == "n2"  # the higher priority, while its proxy answers
-    assert lab.version("vip") == "1.0.0"
+    served = lab.version("vip")
+    assert served is not None
     pid = int(lab.lab.pidfile("n2").read_text())
     with Load(lab, nodes=("n1", "vip")) as load:
         time.sleep(2)
@@ -460,7 +558,7 @@ def test_losing_a_node_keeps_the_service_answering_and_swarm_reschedules(lab: La
         time.sleep(3)
     assert back_at < deadline, lab.tasks()
     assert moved_at is not None and vip_node(lab) == "n1"
-    assert lab.version("vip") == "1.0.0"
+    assert lab.version("vip") == served
     settled = [a for a in load.answers if a[0] > lost_at + 10]
     assert settled and all(code == 200 for _, _, code, _ in settled), settled[:5]
     assert load.failed("n1") == 0  # the surviving node's proxy never failed a request
