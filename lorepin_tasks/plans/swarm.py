@@ -218,6 +218,8 @@ def free_subnet(lab: Lab, addresses: str) -> None:
 STACK_FILE = "compose/swarm.yaml"
 SERVICES = ("db", "pgbouncer", "cms", "proxy", "prometheus", "pgbouncer-exporter", "blackbox",
             "autoscaler")  # fmt: skip
+# Beside the CMS: a deploy checks they run (`docker stack deploy` does not wait for them).
+SUPPORT = ("pgbouncer", "prometheus", "pgbouncer-exporter", "blackbox", "autoscaler")
 # The stack's monitoring and autoscaler run the checkout's monitoring image (as
 # `monitor.up` does), built and pushed with each deploy (Docker's cache makes it quick).
 MONITORING_IMAGE = "monitoring"

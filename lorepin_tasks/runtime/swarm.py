@@ -214,7 +214,9 @@ class Swarm:
             "LOREPIN_DB_POOL_SIZE": str(plan.CMS_POOL),
             "LOREPIN_CMS_WORKERS": str(plan.CMS_WORKERS),
             "LOREPIN_MONITORING_IMAGE": refs["monitoring"],
-            **plan.autoscaler_variables(self.stack, self.policy, self.lab.socket(plan.MANAGER)),
+            **plan.autoscaler_variables(
+                self.stack, self.policy, str(self.lab.run_dir(plan.MANAGER) / "docker.sock")
+            ),
         }
         for name, content in configs.items():
             values[f"LOREPIN_{name.upper()}_CONFIG"] = str(files[name])
@@ -370,6 +372,25 @@ class Swarm:
             if time.monotonic() > deadline:
                 raise LorePinError(
                     f"{why} within {int(timeout or self.ctx.settings.wait_timeout)} s"
+                )
+            time.sleep(1)
+
+    def wait_support(self) -> None:
+        """The services beside the CMS run (the pool, the monitoring, the autoscaler):
+        `docker stack deploy` does not wait for them, and a task that cannot start (a bad
+        mount, say) would otherwise go unnoticed. Their tasks' own error, if not."""
+        if self.ctx.run.dry_run:
+            return
+        deadline = time.monotonic() + 90
+        while True:
+            down = [name for name in plan.SUPPORT if self._running(name) == 0]
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                errors = [t.get("Error", "") for t in self.tasks(down[0]) if t.get("Error")]
+                raise LorePinError(
+                    f"{down[0]} does not run on the swarm after 90 s"
+                    + (f": {errors[0]}" if errors else "")
                 )
             time.sleep(1)
 

@@ -365,6 +365,8 @@ def _swarm_steps(
             outcome, why = "succeeded", ""
         else:
             outcome, why = swarm.wait_update(image)
+        if outcome == "succeeded":
+            swarm.wait_support()
     if outcome == "succeeded" and serving and migrate:
         with steps.step(f"migrating (the rest of {tag}: its contract revisions)"):
             swarm.migrate(image, secrets_, f"deploy {tag} ({who})", ["upgrade", "--to", "head"])
