@@ -23,6 +23,8 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.trail import Trail
 
 PULL_TIMEOUT = 300
+DB_BACK_S = 120  # the database's task back and taking connections after its node restarted
+NODE_LOST_S = 20  # a node down this long mid-update: Swarm holds the update for it
 
 
 class Swarm:
@@ -405,6 +407,7 @@ class Swarm:
         limit = self.ctx.settings.wait_timeout + 120
         deadline = time.monotonic() + limit
         trouble, unseen = "", 0
+        down_since: dict[str, float] = {}
         while True:
             found = self.inspect("cms")
             if found is None:  # the manager does not answer, or it is gone
@@ -428,9 +431,29 @@ class Swarm:
                           for t in self.tasks("cms") if t.get("Error")]  # fmt: skip
                 why = "; ".join(x for x in (trouble, failed[0] if failed else "") if x)
                 return outcome, why or message
+            if state == "updating" and (lost := self._lost_node(down_since)):
+                return "stuck", (
+                    f"node {lost} is down, and Swarm holds the update until it is back "
+                    f"(the old task there cannot be stopped); the other nodes serve. When "
+                    f"it is back, deploy again to finish; if it never comes back, remove it "
+                    f"(`docker node rm --force {lost}`) and deploy again"
+                )
             if time.monotonic() > deadline:
                 return "stuck", f"Swarm's update is still {state or 'not started'} after {limit} s"
             time.sleep(1)
+
+    def _lost_node(self, down_since: dict[str, float]) -> str | None:
+        """A node the manager has called down for NODE_LOST_S (`down_since`: when each
+        was first seen down, kept across calls), or None."""
+        nodes = self._q(["node", "ls", "--format", "{{.Hostname}} {{.Status}}"])
+        now = time.monotonic()
+        for line in nodes.stdout.splitlines():
+            name, _, status = line.partition(" ")
+            if status.strip().lower() != "down":
+                down_since.pop(name, None)
+            elif now - down_since.setdefault(name, now) >= NODE_LOST_S:
+                return str(name)
+        return None
 
     def scale(self, replicas: int) -> None:
         self.ctx.run.run(
@@ -461,8 +484,28 @@ class Swarm:
         return str((found.stdout.split() or [f"{name.upper()}-CONTAINER"])[0])
 
     def psql(self, who: str) -> list[str]:
-        """A psql session in the database's task (local socket, no password)."""
-        container = self._container("db", "the database")
+        """A psql session in the database's task (local socket, no password), once the
+        database takes connections: after its node's engine restarted, its task and then
+        PostgreSQL take a while to be back (the wait is bounded)."""
+        deadline = time.monotonic() + DB_BACK_S
+        while True:
+            try:
+                container = self._container("db", "the database")
+                ready = self._q(["exec", container, "pg_isready", "-q", "-U", "lorepin"],
+                                node=plan.DB_NODE)  # fmt: skip
+            except LorePinError:
+                if time.monotonic() > deadline:
+                    raise
+                ready = None
+            if self.ctx.run.dry_run or (ready is not None and ready.ok):
+                break
+            if time.monotonic() > deadline:
+                raise LorePinError(
+                    f"the database of '{self.ctx.env.name}' does not take connections "
+                    f"after {DB_BACK_S} s: `docker -H {self.lab.socket(plan.DB_NODE)} logs "
+                    f"{container}` says why"
+                )
+            time.sleep(1)
         return deploy_plan.psql_in(plan.docker(self.lab, plan.DB_NODE), container, who)
 
     def pools(self) -> list[dict[str, object]]:

@@ -494,36 +494,42 @@ def test_a_deploy_through_a_restart_of_the_manager_is_finished(lab: Lab) -> None
     assert outcomes.count("started") * 2 == len(outcomes), outcomes
 
 
-def test_the_second_node_lost_during_a_deploy_does_not_stop_it(lab: Lab) -> None:
-    """Four replicas, two on each node; n2's engine stops 2 s into the update: the update
-    goes on with n1 alone (all four replicas there, plus the new one start-first), n1's
-    proxy fails no request, and the deploy succeeds."""
+def test_the_second_node_lost_during_a_deploy_is_said_and_finished_when_it_is_back(
+    lab: Lab,
+) -> None:
+    """Four replicas, two on each node; n2's engine stops 2 s into the update. n1's proxy
+    fails no request. Swarm holds the update while the old task on n2 cannot be stopped:
+    the deploy says so in one line, soon (not after its whole wait), and once n2 is back
+    the next deploy of the same release finishes it."""
     assert replicas(lab) == 4
+    before = len(lab.history())
     deploy = lab.background("deploy", "--env", ENV, "--version", "1.3.0")
     try:
         with Load(lab, nodes=("n1",)) as load:
             wait_for_update(lab, deploy, "1.3.0")
             time.sleep(2)
+            lost_at = time.monotonic()
             stop_engine(lab, "n2")
             _, err = deploy.communicate(timeout=900)
+            said_at = time.monotonic()
     finally:
         with suppress(ProcessLookupError):
             os.killpg(deploy.pid, signal.SIGKILL)
-    assert deploy.returncode == 0, err[-3000:]
-    assert load.failed("n1") == 0 and len(load.answers) > 50
-    assert lab.version("n1") == "1.3.0"
-    deadline = time.monotonic() + 90  # Swarm moves n2's replicas once it calls n2 down
-    while True:
-        running = [t for t in lab.tasks() if t["CurrentState"].startswith("Running")]
-        if len(running) == 4 and {t["Node"] for t in running} == {f"{lab.lab.name}-n1"}:
-            break
-        assert time.monotonic() < deadline, lab.tasks()
+    # (Swarm may also finish the update on n1 before it calls n2 down: then it succeeded.)
+    if deploy.returncode != 0:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: deploy of 1.3.0: node ") and " is down" in last, err
+        assert said_at - lost_at < 120, said_at - lost_at
+    assert load.failed("n1") == 0 and len(load.answers) > 50, load.answers[-5:]
+    start_engine(lab, "n2")
+    again = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
+    assert again.returncode == (3 if deploy.returncode == 0 else 0), again.stderr[-3000:]
+    deadline = time.monotonic() + 90  # n2's proxy, then the floating address, back there
+    while [lab.version(n) for n in plan.NODES] != ["1.3.0", "1.3.0"] or vip_node(lab) != "n2":
+        assert time.monotonic() < deadline, ([lab.version(n) for n in plan.NODES], vip_node(lab))
         time.sleep(1)
-    start_engine(lab, "n2")  # back for the next test
-    deadline = time.monotonic() + 90
-    while lab.version("n2") != "1.3.0" or vip_node(lab) != "n2":
-        assert time.monotonic() < deadline, (lab.version("n2"), vip_node(lab))
-        time.sleep(1)
+    outcomes = [r["outcome"] for r in lab.history()[before:]]
+    assert outcomes in (["started", "stuck", "started", "succeeded"], ["started", "succeeded"])
 
 
 def vip_node(lab: Lab) -> str | None:
