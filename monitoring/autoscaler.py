@@ -38,7 +38,8 @@ QUERY = (
     "histogram_quantile(0.99, sum by (le) (rate(lorepin_http_request_duration_seconds_bucket"
     '{{job="cms",route!~"/(healthz|readyz|version)"}}[{window}])))'
 )
-UPDATING = ("updating", "rollback_started")
+# An update rolling, or paused by Swarm for a person to look at: hands off.
+UPDATING = ("updating", "rollback_started", "paused", "rollback_paused")
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,21 @@ class Policy:
 class State:
     last_change: float = -math.inf
     low_since: float | None = None
+    seen: int | None = None  # the replicas at the last look
 
 
 def decide(policy: Policy, state: State, current: int, p99_ms: float | None,
            now: float) -> tuple[int, str] | None:  # fmt: skip
-    """The replicas to set and why, or None to leave them. No traffic (no p99) is idle."""
+    """The replicas to set and why, or None to leave them. No traffic (no p99) is idle.
+    A count someone else set (`invoke scale`, a deploy) is a change too: the cooldown
+    starts again from it, so a person's scale is not undone at the next look."""
+    if state.seen is not None and current != state.seen:
+        state.last_change, state.low_since = now, None
+    state.seen = current
     if current < policy.min or current > policy.max:
         state.last_change, state.low_since = now, None
         wanted = min(max(current, policy.min), policy.max)
+        state.seen = wanted
         return wanted, f"{current} replicas is outside {policy.min}..{policy.max}"
     latency = p99_ms or 0.0
     ratio = latency / policy.target_ms
@@ -72,7 +80,7 @@ def decide(policy: Policy, state: State, current: int, p99_ms: float | None,
         wanted = min(policy.max, math.ceil(current * ratio))
         if wanted <= current or cooling:
             return None
-        state.last_change = now
+        state.last_change, state.seen = now, wanted
         return wanted, f"p99 {latency:.0f} ms is above the target {policy.target_ms:.0f} ms"
     if ratio >= 0.5:
         state.low_since = None
@@ -81,7 +89,7 @@ def decide(policy: Policy, state: State, current: int, p99_ms: float | None,
         state.low_since = now
     if current <= policy.min or cooling or now - state.low_since < policy.down_after_s:
         return None
-    state.last_change, state.low_since = now, now
+    state.last_change, state.low_since, state.seen = now, now, current - 1
     idle = "no requests" if p99_ms is None else f"p99 {latency:.0f} ms"
     return current - 1, (
         f"{idle}, under half the target {policy.target_ms:.0f} ms for {policy.down_after_s:.0f} s"

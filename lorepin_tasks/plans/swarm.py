@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,20 +290,23 @@ def proxy_config() -> dict[str, object]:
 POOLER_PORT = 6432
 CMS_WORKERS = 2  # uvicorn's worker processes per CMS replica: WEB_CONCURRENCY
 CMS_POOL = 4  # connections (and worker threads) per worker: LOREPIN_DB_POOL_SIZE
+CMS_EXTRA = 1  # ...and each worker's activity recorder's own (lorepin_cms.activity)
+SERVER_MAX = 60  # PostgreSQL's 100, less the toolkit's, the migrator's and the monitoring's
 STATEMENT_TIMEOUT_MS = 15_000
 IDLE_IN_TRANSACTION_MS = 30_000
 
 
 def pool_sizes(max_replicas: int) -> dict[str, int]:
-    """pgbouncer's sizes from the most replicas the environment may scale to, so a scale
-    never outgrows them: every connection of every worker's pool is a client, and since a
-    client holds a server connection only during a transaction, half as many server
-    connections serve them (at least 4), with a reserve for bursts. The rest are the
+    """pgbouncer's sizes from the most replicas the environment may scale to, plus the one
+    a start-first update adds, so neither a scale nor a deploy outgrows them: every
+    connection of every worker's pools is a client, and since a client holds a server
+    connection only during a transaction, half as many server connections serve them
+    (at least 4, at most SERVER_MAX), with a reserve for bursts. The 10 beyond are the
     exporter's and `db.report`'s."""
-    clients = max_replicas * CMS_WORKERS * CMS_POOL
+    clients = (max_replicas + 1) * CMS_WORKERS * (CMS_POOL + CMS_EXTRA)
     return {
         "max_client_conn": clients + 10,
-        "default_pool_size": max(4, -(-clients // 2)),
+        "default_pool_size": min(SERVER_MAX, max(4, -(-clients // 2))),
         "reserve_pool_size": 2,
     }
 
@@ -431,6 +435,21 @@ def build_monitoring(root: Path, base_image: str | None) -> list[str]:
 
 AUTOSCALE = "autoscale"  # the trail's action for the autoscaler's decisions
 DECISIONS = "/var/lib/lorepin-autoscaler/decisions.jsonl"  # on its volume, on the manager
+
+
+def valid_decision(decision: object, now: datetime) -> bool:
+    """A line of the decision log as the autoscaler writes it: anything else (a torn or
+    forged line, a time ahead of now, which would hide every later decision from the
+    trail) is skipped."""
+    if not isinstance(decision, dict) or decision.get("outcome") not in ("ok", "failed"):
+        return False
+    if not all(type(decision.get(k)) is int for k in ("from", "to")):
+        return False
+    try:
+        at = datetime.fromisoformat(str(decision.get("at")))
+    except ValueError:
+        return False
+    return at.tzinfo is not None and at <= now + timedelta(minutes=1)
 
 
 def decision_record(decision: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import secrets as secrets_mod
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
 from lorepin_tasks.errors import ConfigError, LorePinError, Refused, last_line
@@ -313,35 +314,55 @@ class Swarm:
         return {s: values[f"LOREPIN_SECRET_{s.upper()}"] for s in plan.SECRETS}
 
     def migrate(self, image: str, secrets: Mapping[str, str], who: str, action: list[str]) -> str:
-        """Run the migrator as a Swarm job on the stack's network; its output."""
+        """Run the migrator as a Swarm job on the stack's network; its output. A job whose
+        task never ran the migrator (no line of output: the swarm's network not ready
+        yet after a node restarted, say) is tried again, twice at most."""
+        for attempt in range(3):
+            ran, said = self._migrate_once(image, secrets, who, action)
+            if ran or attempt == 2:
+                break
+            self.ctx.run.say(f"    the migrator's task did not run ({said}): trying again")
+            time.sleep(5)
+        if not ran:
+            raise LorePinError(f"the migrator failed: {said}")
+        return said
+
+    def _migrate_once(self, image: str, secrets: Mapping[str, str], who: str,
+                      action: list[str]) -> tuple[bool, str]:  # fmt: skip
+        """(whether the migrator ran, its output); a failure it reported is raised."""
         run = self.ctx.run
-        name = plan.service(self.stack, f"migrate-{int(time.time())}")
+        name = plan.service(self.stack, f"migrate-{int(time.time() * 1000)}")
         made = run.run(
             plan.migrate_job(self.lab, self.stack, image, dict(secrets), who, action, name),
             capture=True,
             check=False,
         )
         if run.dry_run:
-            return ""
+            return True, ""
         if not made.ok:
             raise LorePinError(f"the migrator's job did not start: {last_line(made.stderr)}")
         try:
             deadline = time.monotonic() + self.ctx.settings.wait_timeout
             while True:
-                states = [t.get("CurrentState", "") for t in self._job_tasks(name)]
+                tasks = self._job_tasks(name)
+                states = [t.get("CurrentState", "") for t in tasks]
                 if any(s.startswith("Complete") for s in states):
                     break
                 failed = [s for s in states if s.startswith(("Failed", "Rejected"))]
                 if failed or time.monotonic() > deadline:
+                    logs = ""
                     for _ in range(10):  # the job's lines reach the manager a moment later
                         logs = self._q(["service", "logs", "--raw", name]).stdout
                         if logs.strip():
                             break
                         time.sleep(0.5)
-                    why = last_line(logs) or (failed[0] if failed else "timed out")
+                    errors = [t["Error"] for t in tasks if t.get("Error")]
+                    if not logs.strip() and failed:
+                        return False, errors[0] if errors else failed[0]
+                    why = last_line(logs) or (errors[0] if errors else "timed out")
                     raise LorePinError(f"the migrator failed: {why}")
                 time.sleep(1)
-            return str(self._q(["service", "logs", "--raw", name]).stdout)
+            return True, str(self._q(["service", "logs", "--raw", name]).stdout)
         finally:
             run.run(
                 [*plan.docker(self.lab, plan.MANAGER), "service", "rm", name],
@@ -552,11 +573,11 @@ class Swarm:
         if not found.stdout.split():
             return []
         said = self._q(["exec", found.stdout.split()[0], "tail", "-n", "500", plan.DECISIONS])
-        decisions = []
+        decisions, now = [], datetime.now(UTC)
         for line in said.stdout.splitlines() if said.ok else []:
             with suppress(ValueError):
                 decision = json.loads(line)
-                if isinstance(decision, dict) and isinstance(decision.get("at"), str):
+                if plan.valid_decision(decision, now):
                     decisions.append(decision)
         return decisions
 

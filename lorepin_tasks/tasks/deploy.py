@@ -11,6 +11,7 @@ See docs/deploying.md.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Mapping
@@ -109,14 +110,19 @@ def _tls(ctx: EnvContext, *, check_only: bool = False) -> None:
 
 def _configuration(ctx: EnvContext) -> dict[str, Any]:
     """What the deploy ran with: its Compose files and settings, each secret by name and
-    SHA-256 only; `hash` sums it up (two deploys with the same hash ran the same config)."""
+    digest only; `hash` sums it up (two deploys with the same hash ran the same config).
+    A secret's digest is keyed (HMAC) with all of the environment's secrets together, so
+    one weak password cannot be guessed from the trail (a plain digest can be checked
+    offline against a list of passwords)."""
 
     def sha(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()[:16]
 
     files = {p.name: sha(p.read_bytes()) for p in ctx.env.compose_files}
     found = sorted(p for p in ctx.env.secrets_dir.glob("*") if p.is_file())
-    secrets_ = {p.name: sha(p.read_bytes()) for p in found}
+    contents = {p.name: p.read_bytes() for p in found}
+    key = hashlib.sha256(b"\0".join(contents.values())).digest()
+    secrets_ = {n: hmac.new(key, c, hashlib.sha256).hexdigest()[:16] for n, c in contents.items()}
     policy = {
         k: [w.text for w in v] if k == "windows" else v
         for k, v in (ctx.env.deploy.__dict__ if ctx.env.deploy else {}).items()

@@ -7,6 +7,7 @@ trail. Everything it starts is removed."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import itertools
 import json
@@ -491,6 +492,8 @@ def test_blue_green_deploys_rollbacks_and_the_trail(site: Site) -> None:
     stored = site.invoke("secrets.get", "--env", "staging", "--name", "db_password")
     assert stored.stdout.strip() == password  # the repository's secret, placed by the deploy
     assert password not in json.dumps(history)  # secrets by hash only
+    for guess in (password, f"{password}\n"):  # nor by a digest a guess could be checked by
+        assert hashlib.sha256(guess.encode()).hexdigest()[:16] not in json.dumps(history)
     assert HOOK_TOKEN not in json.dumps(history)
 
     # The trail is a hash chain: an edited record is caught.

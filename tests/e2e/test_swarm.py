@@ -414,14 +414,19 @@ def test_the_autoscaler_follows_p99_within_its_bounds_and_the_trail_keeps_its_de
     assert probes == {"n1": "1", "n2": "1", "vip": "1"}, probes
     assert prometheus(lab, 'up{job="cms"} == 1'), "Prometheus scrapes no CMS replica"
     assert prometheus(lab, 'pgbouncer_active_clients{database="lorepin"}')
-    # Off again (the next test counts replicas), and the decisions sealed in the trail by
-    # the next write of it: this scale.
-    lab.docker("service", "update", "--detach", "--env-add", "LOREPIN_AUTOSCALE_ENABLED=0",
-               f"{lab.stack}_autoscaler")  # fmt: skip
-    time.sleep(5)  # its new task, off, runs
-    for count in ("3", "4"):
-        scaled = lab.invoke("scale", "--env", ENV, "--replicas", count)
-        assert scaled.returncode == 0, scaled.stderr[-2000:]
+    # Off again (the next tests count replicas): the next deploy, with autoscale off,
+    # first seals its decisions into the trail (it opens the trail before any change),
+    # then leaves the autoscaler deciding nothing; then 4 replicas for the next tests.
+    config["lorepin"]["environments"][ENV]["swarm"]["autoscale"] = False
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    lab.repo.index.add(["invoke.yaml"])
+    lab.repo.index.commit("chore: no autoscaling in the swarm test environment")
+    off = lab.invoke("deploy", "--env", ENV, "--version", "1.2.1")
+    assert off.returncode == 0, off.stderr[-3000:]
+    said = lab.docker("service", "logs", "--raw", f"{lab.stack}_autoscaler")
+    assert '"enabled": false' in said, said[-2000:]
+    scaled = lab.invoke("scale", "--env", ENV, "--replicas", "4")
+    assert scaled.returncode in (0, 3), scaled.stderr[-2000:]  # 3: the deploy kept 4
     decided = [r for r in lab.history() if r["action"] == plan.AUTOSCALE]
     steps = [(r["detail"]["from"], r["detail"]["to"]) for r in decided]  # type: ignore[index]
     assert (2, 1) in steps and steps[-1][1] == 4, steps
@@ -468,9 +473,9 @@ def test_a_deploy_through_a_restart_of_the_manager_is_finished(lab: Lab) -> None
     ends, in one line if it could not see the end; the next deploy of the same release
     finishes whatever is left, and every node serves it."""
     before = len(lab.history())
-    deploy = lab.background("deploy", "--env", ENV, "--version", "1.2.1")
+    deploy = lab.background("deploy", "--env", ENV, "--version", "1.3.0")
     try:
-        wait_for_update(lab, deploy, "1.2.1")
+        wait_for_update(lab, deploy, "1.3.0")
         time.sleep(2)
         stop_engine(lab, plan.MANAGER)
         time.sleep(3)
@@ -482,10 +487,10 @@ def test_a_deploy_through_a_restart_of_the_manager_is_finished(lab: Lab) -> None
     if deploy.returncode != 0:
         said = err.strip().splitlines()
         assert said and said[-1].startswith("error: ") and "Traceback" not in err, err[-3000:]
-    again = lab.invoke("deploy", "--env", ENV, "--version", "1.2.1")
+    again = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
     assert again.returncode in (0, 3), again.stderr[-3000:]  # 3: the first one finished
     deadline = time.monotonic() + 60
-    while [lab.version(n) for n in plan.NODES] != ["1.2.1", "1.2.1"]:
+    while [lab.version(n) for n in plan.NODES] != ["1.3.0", "1.3.0"]:
         assert time.monotonic() < deadline, [lab.version(n) for n in plan.NODES]
         time.sleep(1)
     outcomes = [r["outcome"] for r in lab.history()[before:]]
@@ -503,10 +508,10 @@ def test_the_second_node_lost_during_a_deploy_is_said_and_finished_when_it_is_ba
     the next deploy of the same release finishes it."""
     assert replicas(lab) == 4
     before = len(lab.history())
-    deploy = lab.background("deploy", "--env", ENV, "--version", "1.3.0")
+    deploy = lab.background("deploy", "--env", ENV, "--version", "1.2.1")
     try:
         with Load(lab, nodes=("n1",)) as load:
-            wait_for_update(lab, deploy, "1.3.0")
+            wait_for_update(lab, deploy, "1.2.1")
             time.sleep(2)
             lost_at = time.monotonic()
             stop_engine(lab, "n2")
@@ -518,14 +523,14 @@ def test_the_second_node_lost_during_a_deploy_is_said_and_finished_when_it_is_ba
     # (Swarm may also finish the update on n1 before it calls n2 down: then it succeeded.)
     if deploy.returncode != 0:
         last = err.strip().splitlines()[-1]
-        assert last.startswith("error: deploy of 1.3.0: node ") and " is down" in last, err
+        assert last.startswith("error: deploy of 1.2.1: node ") and " is down" in last, err
         assert said_at - lost_at < 120, said_at - lost_at
     assert load.failed("n1") == 0 and len(load.answers) > 50, load.answers[-5:]
     start_engine(lab, "n2")
-    again = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
+    again = lab.invoke("deploy", "--env", ENV, "--version", "1.2.1")
     assert again.returncode == (3 if deploy.returncode == 0 else 0), again.stderr[-3000:]
     deadline = time.monotonic() + 90  # n2's proxy, then the floating address, back there
-    while [lab.version(n) for n in plan.NODES] != ["1.3.0", "1.3.0"] or vip_node(lab) != "n2":
+    while [lab.version(n) for n in plan.NODES] != ["1.2.1", "1.2.1"] or vip_node(lab) != "n2":
         assert time.monotonic() < deadline, ([lab.version(n) for n in plan.NODES], vip_node(lab))
         time.sleep(1)
     outcomes = [r["outcome"] for r in lab.history()[before:]]

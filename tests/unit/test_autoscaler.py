@@ -70,3 +70,17 @@ def test_a_count_outside_the_bounds_is_brought_back_at_once(autoscaler: ModuleTy
         4, "6 replicas is outside 1..4"
     )  # fmt: skip
     assert autoscaler.decide(policy(autoscaler), state, 0, None, 1001.0)[0] == 1
+
+
+def test_a_count_someone_else_set_starts_the_cooldown_again(autoscaler: ModuleType) -> None:
+    state = autoscaler.State()
+    p = policy(autoscaler)
+    assert autoscaler.decide(p, state, 1, None, 1000.0) is None  # idle at min
+    # `invoke scale --replicas 4`: not undone at the next look, idle as it is...
+    assert autoscaler.decide(p, state, 4, None, 1001.0) is None
+    assert autoscaler.decide(p, state, 4, None, 1200.0) is None
+    # ...but after the cooldown and a whole low period, one at a time as ever.
+    assert autoscaler.decide(p, state, 4, None, 1301.0) == (
+        3, "no requests, under half the target 200 ms for 300 s"
+    )  # fmt: skip
+    assert autoscaler.decide(p, state, 3, None, 1302.0) is None  # its own change: no reset

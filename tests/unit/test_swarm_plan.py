@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,15 +124,15 @@ def test_bad_swarm_settings_are_one_line_errors(override: dict[str, Any], messag
 
 
 def test_pgbouncer_is_sized_for_the_most_replicas_the_environment_may_run() -> None:
-    # Every connection of every worker's pool (2 workers x 4 per replica) is a client; a
-    # client holds a server connection only within a transaction, so half as many serve
-    # them, never fewer than 4.
-    assert plan.pool_sizes(4) == {"max_client_conn": 42, "default_pool_size": 16,
+    # Every connection of every worker's pools (2 workers x (4 + the activity recorder's
+    # 1) per replica, for max + the start-first one) is a client; a client holds a server
+    # connection only within a transaction, so half as many serve them, 4..60.
+    assert plan.pool_sizes(4) == {"max_client_conn": 60, "default_pool_size": 25,
                                   "reserve_pool_size": 2}  # fmt: skip
-    assert plan.pool_sizes(1)["default_pool_size"] == 4
-    assert plan.pool_sizes(9)["default_pool_size"] == 36
+    assert plan.pool_sizes(1)["default_pool_size"] == 10
+    assert plan.pool_sizes(64)["default_pool_size"] == 60  # PostgreSQL has 100 in all
     ini = plan.pgbouncer_ini(4)
-    assert "pool_mode = transaction" in ini and "default_pool_size = 16" in ini
+    assert "pool_mode = transaction" in ini and "default_pool_size = 25" in ini
     # The CMS's timeouts reach PostgreSQL from pgbouncer, not from the client's options.
     assert "SET statement_timeout = 15000; SET idle_in_transaction_session_timeout = 30000" in ini
     assert "lorepin = host=db port=5432 dbname=lorepin" in ini
@@ -159,3 +160,20 @@ def test_the_stacks_prometheus_probes_both_paths_and_finds_every_replica() -> No
     assert probed == {p: f"http://{lab.address(p)}:8580/healthz" for p in ("n1", "n2", "vip")}
     off = settings_mod.SwarmPolicy()
     assert plan.autoscaler_variables("s", off, "/x.sock")["LOREPIN_AUTOSCALE_ENABLED"] == "0"
+
+
+def test_only_the_autoscalers_own_lines_reach_the_trail() -> None:
+    now = datetime(2026, 12, 2, 16, 0, tzinfo=UTC)
+    good = {"at": "2026-12-02T15:59:00.000+00:00", "from": 2, "to": 1, "outcome": "ok",
+            "reason": "no requests"}  # fmt: skip
+    assert plan.valid_decision(good, now)
+    for bad in (
+        {**good, "at": "9999-12-31T00:00:00+00:00"},  # ahead: would hide every later one
+        {**good, "at": "2026-12-02T15:59:00"},  # no zone
+        {**good, "at": 5},
+        {**good, "from": "x"},
+        {**good, "to": {"a": 1}},
+        {**good, "outcome": "maybe"},
+        [1, 2],
+    ):
+        assert not plan.valid_decision(bad, now), bad
