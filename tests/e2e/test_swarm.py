@@ -378,23 +378,31 @@ def prometheus(lab: Lab, query: str) -> list[dict[str, object]]:
     return list(json.loads(said)["data"]["result"])
 
 
+def deploy_with_autoscale(lab: Lab, autoscale: object, version: str) -> None:
+    """invoke.yaml's swarm.autoscale set (committed), then `version` deployed with it; the
+    autoscaler's first line says whether it is on."""
+    root = Path(lab.repo.working_tree_dir or ".")
+    config = yaml.safe_load((root / "invoke.yaml").read_text())
+    config["lorepin"]["environments"][ENV]["swarm"]["autoscale"] = autoscale
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    lab.repo.index.add(["invoke.yaml"])
+    lab.repo.index.commit(f"chore: swarm.autoscale {autoscale}")
+    deployed = lab.invoke("deploy", "--env", ENV, "--version", version)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    line, deadline = f'"enabled": {"true" if autoscale else "false"}', time.monotonic() + 30
+    while line not in (said := lab.docker("service", "logs", "--raw", f"{lab.stack}_autoscaler")):
+        assert time.monotonic() < deadline, said[-2000:]
+        time.sleep(1)
+
+
 def test_the_autoscaler_follows_p99_within_its_bounds_and_the_trail_keeps_its_decisions(
     lab: Lab,
 ) -> None:
     """On: a target so low (1 ms) that any traffic is above it, and short windows. Idle,
     it takes the replicas down one at a time to min; under load, up to max at once; its
     decisions reach the trail. The stack's Prometheus probes both paths users take."""
-    root = Path(lab.repo.working_tree_dir or ".")
-    config = yaml.safe_load((root / "invoke.yaml").read_text())
-    config["lorepin"]["environments"][ENV]["swarm"]["autoscale"] = {
-        "p99_ms": 1, "cooldown": 4, "scale_down_after": 6, "interval": 1}  # fmt: skip
-    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    lab.repo.index.add(["invoke.yaml"])
-    lab.repo.index.commit("chore: autoscale the swarm test environment")
-    deployed = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
-    assert deployed.returncode == 0, deployed.stderr[-3000:]
-    said = lab.docker("service", "logs", "--raw", f"{lab.stack}_autoscaler")
-    assert '"enabled": true' in said, said[-2000:]
+    on = {"p99_ms": 1, "cooldown": 4, "scale_down_after": 6, "interval": 1}
+    deploy_with_autoscale(lab, on, "1.3.0")
     seen = [replicas(lab)]
     deadline = time.monotonic() + 120
     while seen[-1] > 1 and time.monotonic() < deadline:  # idle: down to min
@@ -417,14 +425,7 @@ def test_the_autoscaler_follows_p99_within_its_bounds_and_the_trail_keeps_its_de
     # Off again (the next tests count replicas): the next deploy, with autoscale off,
     # first seals its decisions into the trail (it opens the trail before any change),
     # then leaves the autoscaler deciding nothing; then 4 replicas for the next tests.
-    config["lorepin"]["environments"][ENV]["swarm"]["autoscale"] = False
-    (root / "invoke.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    lab.repo.index.add(["invoke.yaml"])
-    lab.repo.index.commit("chore: no autoscaling in the swarm test environment")
-    off = lab.invoke("deploy", "--env", ENV, "--version", "1.2.1")
-    assert off.returncode == 0, off.stderr[-3000:]
-    said = lab.docker("service", "logs", "--raw", f"{lab.stack}_autoscaler")
-    assert '"enabled": false' in said, said[-2000:]
+    deploy_with_autoscale(lab, False, "1.2.1")
     scaled = lab.invoke("scale", "--env", ENV, "--replicas", "4")
     assert scaled.returncode in (0, 3), scaled.stderr[-2000:]  # 3: the deploy kept 4
     decided = [r for r in lab.history() if r["action"] == plan.AUTOSCALE]
