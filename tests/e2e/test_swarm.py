@@ -390,7 +390,12 @@ def deploy_with_autoscale(lab: Lab, autoscale: object, version: str) -> None:
     deployed = lab.invoke("deploy", "--env", ENV, "--version", version)
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     line, deadline = f'"enabled": {"true" if autoscale else "false"}', time.monotonic() + 30
-    while line not in (said := lab.docker("service", "logs", "--raw", f"{lab.stack}_autoscaler")):
+    while True:  # the running task's first line
+        running = lab.docker("service", "ps", "-q", "--filter", "desired-state=running",
+                             f"{lab.stack}_autoscaler").split()  # fmt: skip
+        said = lab.docker("service", "logs", "--raw", running[0]) if running else ""
+        if line in said:
+            break
         assert time.monotonic() < deadline, said[-2000:]
         time.sleep(1)
 
