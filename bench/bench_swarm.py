@@ -97,7 +97,7 @@ def throughput(lab: plan.Lab) -> float:
     return float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[-1])
 
 
-def pooling(lab: plan.Lab, stack: str) -> None:
+def pooling(lab: plan.Lab, stack: str, pool_size: int) -> None:
     """64 concurrent clients on GET /api/pins through n1's proxy (hey, 10 s) with 4
     replicas: the most connections PostgreSQL held for the CMS role meanwhile (sampled),
     against what the replicas' own pools would hold without pgbouncer (4 x 2 workers x 4)."""
@@ -119,10 +119,11 @@ def pooling(lab: plan.Lab, stack: str) -> None:
     out = hey.communicate()[0]
     rate = float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[-1])
     codes = [line.strip() for line in out.splitlines() if line.strip().startswith("[")]
-    direct = 4 * plan.CMS_WORKERS * plan.CMS_POOL
+    direct = 4 * plan.CMS_WORKERS * pool_size
+    pooled = plan.pool_sizes(4, pool_size)["default_pool_size"]
     print(f"64 clients, 4 replicas: {rate:.0f} req/s ({', '.join(codes)}); PostgreSQL held at "
           f"most {most} connections for the CMS (pgbouncer's default_pool_size "
-          f"{plan.pool_sizes(4)['default_pool_size']}); without pgbouncer: {direct}")  # fmt: skip
+          f"{pooled}); without pgbouncer: {direct}")  # fmt: skip
     figure("swarm", "pooled_server_connections", most, "connections", direct)
 
 
@@ -240,7 +241,7 @@ def measure(lab: plan.Lab, stack: str, repo: Path, invoke: list[str], envs: dict
           f"{one:.0f} -> {four:.0f} req/s (one proxy, 16 connections, 2 cores)")  # fmt: skip
     figure("swarm", "scale_out_seconds", seconds, "s")
     figure("swarm", "scale_out_throughput", four, "req/s", one)
-    pooling(lab, stack)
+    pooling(lab, stack, 4)  # invoke.yaml's swarm environment: database.pool_size
 
     pid = int(lab.pidfile("n2").read_text())
     with Load(lab, ("n1", "vip")) as load:

@@ -17,9 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorepin_tasks.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lorepin_tasks.settings import DbClient, SwarmPolicy
 
 NODES = ("n1", "n2")
 MANAGER, DB_NODE = "n1", "n1"  # the manager holds the database's volume (a node label)
@@ -217,8 +220,6 @@ def free_subnet(lab: Lab, addresses: str) -> None:
 # --- the stack of a server environment on Swarm -------------------------------------
 
 STACK_FILE = "compose/swarm.yaml"
-SERVICES = ("db", "pgbouncer", "cms", "proxy", "prometheus", "pgbouncer-exporter", "blackbox",
-            "autoscaler")  # fmt: skip
 # Beside the CMS: a deploy checks they run (`docker stack deploy` does not wait for them).
 SUPPORT = ("pgbouncer", "prometheus", "pgbouncer-exporter", "blackbox", "autoscaler")
 # The stack's monitoring and autoscaler run the checkout's monitoring image (as
@@ -284,26 +285,24 @@ def proxy_config() -> dict[str, object]:
     }
 
 
-# The CMS's connections: each replica's own pool, then pgbouncer (transaction mode) on
-# the database's node. The timeouts are the CMS's defaults (lorepin_cms.config), set by
-# pgbouncer on its server connections since a client's startup options never reach them.
+# The CMS's connections: each worker's own pool (invoke.yaml's `database:`, as for
+# Compose), then pgbouncer (transaction mode) on the database's node, which sets the
+# `database:` timeouts on its server connections (a client's startup options never reach
+# them).
 POOLER_PORT = 6432
 CMS_WORKERS = 2  # uvicorn's worker processes per CMS replica: WEB_CONCURRENCY
-CMS_POOL = 4  # connections (and worker threads) per worker: LOREPIN_DB_POOL_SIZE
-CMS_EXTRA = 1  # ...and each worker's activity recorder's own (lorepin_cms.activity)
+CMS_EXTRA = 1  # each worker's activity recorder's own connection (lorepin_cms.activity)
 SERVER_MAX = 60  # PostgreSQL's 100, less the toolkit's, the migrator's and the monitoring's
-STATEMENT_TIMEOUT_MS = 15_000
-IDLE_IN_TRANSACTION_MS = 30_000
 
 
-def pool_sizes(max_replicas: int) -> dict[str, int]:
+def pool_sizes(max_replicas: int, pool_size: int) -> dict[str, int]:
     """pgbouncer's sizes from the most replicas the environment may scale to, plus the one
     a start-first update adds, so neither a scale nor a deploy outgrows them: every
     connection of every worker's pools is a client, and since a client holds a server
     connection only during a transaction, half as many server connections serve them
     (at least 4, at most SERVER_MAX), with a reserve for bursts. The 10 beyond are the
     exporter's and `db.report`'s."""
-    clients = (max_replicas + 1) * CMS_WORKERS * (CMS_POOL + CMS_EXTRA)
+    clients = (max_replicas + 1) * CMS_WORKERS * (pool_size + CMS_EXTRA)
     return {
         "max_client_conn": clients + 10,
         "default_pool_size": min(SERVER_MAX, max(4, -(-clients // 2))),
@@ -311,14 +310,14 @@ def pool_sizes(max_replicas: int) -> dict[str, int]:
     }
 
 
-def pgbouncer_ini(max_replicas: int, host: str = "db", database: str = "lorepin",
-                  user: str = "lorepin_cms") -> str:  # fmt: skip
+def pgbouncer_ini(max_replicas: int, client: DbClient, host: str = "db",
+                  database: str = "lorepin", user: str = "lorepin_cms") -> str:  # fmt: skip
     """pgbouncer's configuration: one database, the CMS's role, transaction pooling. The
     auth file is made from the role's secret when the task starts (lorepin-pgbouncer)."""
-    sizes = pool_sizes(max_replicas)
+    sizes = pool_sizes(max_replicas, client.pool_size)
     settings = (
-        f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-        f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}"
+        f"SET statement_timeout = {client.statement_timeout_ms}; "
+        f"SET idle_in_transaction_session_timeout = {client.idle_in_transaction_timeout_ms}"
     )
     return f"""[databases]
 {database} = host={host} port=5432 dbname={database} connect_query='{settings}'
@@ -406,7 +405,7 @@ def prometheus_config(env: str, lab: Lab, http_port: int) -> dict[str, object]:
     }  # fmt: skip
 
 
-def autoscaler_variables(stack: str, policy: Any, socket: str) -> dict[str, str]:
+def autoscaler_variables(stack: str, policy: SwarmPolicy, socket: str) -> dict[str, str]:
     """The autoscaler's settings in the stack (monitoring/autoscaler.py reads them); with
     `swarm.autoscale` off it decides nothing (and keeps its decision log readable)."""
     auto = policy.autoscale

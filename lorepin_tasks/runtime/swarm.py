@@ -192,7 +192,7 @@ class Swarm:
         monitoring = plan.prometheus_config(ctx.env.name, self.lab, ctx.env.http_port)
         configs = {
             "proxy": json.dumps(plan.proxy_config(), indent=1, sort_keys=True),
-            "pgbouncer": plan.pgbouncer_ini(self.policy.max),
+            "pgbouncer": plan.pgbouncer_ini(self.policy.max, ctx.env.database),
             "prometheus": json.dumps(monitoring, indent=1, sort_keys=True),
         }
         files = {
@@ -214,7 +214,7 @@ class Swarm:
             "LOREPIN_REPLICAS": str(replicas),
             "LOREPIN_HTTP_PORT": str(ctx.env.http_port),
             "LOREPIN_SECRETS_DIR": str(secrets_dir),
-            "LOREPIN_DB_POOL_SIZE": str(plan.CMS_POOL),
+            **ctx.env.database.variables(),  # the timeouts: pgbouncer's, above
             "LOREPIN_CMS_WORKERS": str(plan.CMS_WORKERS),
             "LOREPIN_MONITORING_IMAGE": refs["monitoring"],
             **plan.autoscaler_variables(
@@ -402,20 +402,16 @@ class Swarm:
         """The services beside the CMS run (the pool, the monitoring, the autoscaler):
         `docker stack deploy` does not wait for them, and a task that cannot start (a bad
         mount, say) would otherwise go unnoticed. Their tasks' own error, if not."""
-        if self.ctx.run.dry_run:
-            return
-        deadline = time.monotonic() + 90
-        while True:
-            down = [name for name in plan.SUPPORT if self._running(name) == 0]
-            if not down:
-                return
-            if time.monotonic() > deadline:
-                errors = [t.get("Error", "") for t in self.tasks(down[0]) if t.get("Error")]
-                raise LorePinError(
-                    f"{down[0]} does not run on the swarm after 90 s"
-                    + (f": {errors[0]}" if errors else "")
-                )
-            time.sleep(1)
+        try:
+            self._wait(lambda: all(self._running(n) for n in plan.SUPPORT),
+                       "the services beside the CMS did not all run", timeout=90)  # fmt: skip
+        except LorePinError:
+            down = next(n for n in plan.SUPPORT if not self._running(n))
+            errors = [t["Error"] for t in self.tasks(down) if t.get("Error")]
+            raise LorePinError(
+                f"{down} does not run on the swarm after 90 s"
+                + (f": {errors[0]}" if errors else "")
+            ) from None
 
     def wait_replicas(self, want: int) -> None:
         self._wait(lambda: self.replicas() == (want, want), f"{want} CMS replicas were not running")
@@ -508,25 +504,18 @@ class Swarm:
         """A psql session in the database's task (local socket, no password), once the
         database takes connections: after its node's engine restarted, its task and then
         PostgreSQL take a while to be back (the wait is bounded)."""
-        deadline = time.monotonic() + DB_BACK_S
-        while True:
+
+        def ready() -> bool:
             try:
                 container = self._container("db", "the database")
-                ready = self._q(["exec", container, "pg_isready", "-q", "-U", "lorepin"],
-                                node=plan.DB_NODE)  # fmt: skip
             except LorePinError:
-                if time.monotonic() > deadline:
-                    raise
-                ready = None
-            if self.ctx.run.dry_run or (ready is not None and ready.ok):
-                break
-            if time.monotonic() > deadline:
-                raise LorePinError(
-                    f"the database of '{self.ctx.env.name}' does not take connections "
-                    f"after {DB_BACK_S} s: `docker -H {self.lab.socket(plan.DB_NODE)} logs "
-                    f"{container}` says why"
-                )
-            time.sleep(1)
+                return False
+            return bool(self._q(["exec", container, "pg_isready", "-q", "-U", "lorepin"],
+                                node=plan.DB_NODE).ok)  # fmt: skip
+
+        self._wait(ready, f"the database of '{self.ctx.env.name}' did not take connections",
+                   timeout=DB_BACK_S)  # fmt: skip
+        container = self._container("db", "the database")
         return deploy_plan.psql_in(plan.docker(self.lab, plan.DB_NODE), container, who)
 
     def pools(self) -> list[dict[str, object]]:
@@ -581,9 +570,13 @@ class Swarm:
                     decisions.append(decision)
         return decisions
 
+    def pending_decisions(self, records: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
+        """The autoscaler's decisions the trail (its `records`) does not hold yet."""
+        return backup_plan.unrecorded(self.decisions(), records, plan.AUTOSCALE)
+
     def record_decisions(self, trail: Trail) -> int:
         """The decisions the trail does not hold yet, appended (who: the autoscaler)."""
-        new = backup_plan.unrecorded(self.decisions(), trail.records(), plan.AUTOSCALE)
+        new = self.pending_decisions(trail.records())
         for decision in new:
             outcome, detail = plan.decision_record(decision)
             ops.record(trail, self.ctx, "autoscaler", plan.AUTOSCALE, self.serving(), outcome,

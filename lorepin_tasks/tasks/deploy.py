@@ -848,7 +848,7 @@ def history(c: Context, env: str = "", json_: bool = False, dry_run: bool = Fals
         records = ops.trail_records(ctx, "history")
     elif not ctx.run.dry_run and (swarm := Swarm(ctx)).serving_db():
         records = swarm.records("history")
-        pending = backup_plan.unrecorded(swarm.decisions(), records, swarm_plan.AUTOSCALE)
+        pending = swarm.pending_decisions(records)
     elif not ctx.run.dry_run:
         ctx.run.say(f"the database of '{ctx.env.name}' is not running on its swarm")
     if records is None:  # this machine's copy, said so

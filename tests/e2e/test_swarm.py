@@ -326,7 +326,7 @@ def test_scale_keeps_to_its_bounds_and_waits_for_a_deploy(lab: Lab) -> None:
     assert [(p["database"], p["user"], p["cl_waiting"]) for p in pools] == [
         ("lorepin", "lorepin_cms", 0)
     ]
-    sizes = plan.pool_sizes(4)
+    sizes = plan.pool_sizes(4, 4)
     servers = pools[0]["sv_active"] + pools[0]["sv_idle"]
     assert 1 <= servers <= sizes["default_pool_size"] + sizes["reserve_pool_size"]
 

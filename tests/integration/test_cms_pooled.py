@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from lorepin_cms import activity
 from lorepin_cms.app import connect, create_app
 from lorepin_tasks.plans import swarm as plan
+from lorepin_tasks.settings import DbClient
 from tests.conftest import NOT_COMPOSE, bearer, grant, published_port
 from tests.integration.test_cms_api import PIN, config_for, migrate
 
@@ -52,7 +53,8 @@ def pooled(database_url: str, postgres_image: str, tmp_path: Path) -> Iterator[t
     server = _docker("ps", "-q", "--filter", f"publish={url.port}")
     address = _docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", server)
     config = tmp_path / "pgbouncer.ini"
-    config.write_text(plan.pgbouncer_ini(2, host=address, database=str(url.database),
+    config.write_text(plan.pgbouncer_ini(2, DbClient(pool_size=4), host=address,
+                                         database=str(url.database),
                                          user=str(url.username)))  # fmt: skip
     password = tmp_path / "password"
     password.write_text(str(url.password))

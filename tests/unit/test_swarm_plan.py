@@ -100,6 +100,7 @@ def test_the_swarm_environment_is_a_server_one_on_swarm() -> None:
     assert env.is_server and env.swarm is not None
     assert (env.swarm.lab, env.swarm.min, env.swarm.replicas, env.swarm.max) == ("lab", 1, 2, 4)
     assert env.swarm.autoscale == settings_mod.Autoscale(p99_ms=250)
+    assert env.database.pool_size == 4  # per worker; pgbouncer pools them
     staging = settings_mod.load(swarm_env(), root=ROOT, environ={}).environment("staging")
     assert staging.swarm is None
 
@@ -127,14 +128,16 @@ def test_pgbouncer_is_sized_for_the_most_replicas_the_environment_may_run() -> N
     # Every connection of every worker's pools (2 workers x (4 + the activity recorder's
     # 1) per replica, for max + the start-first one) is a client; a client holds a server
     # connection only within a transaction, so half as many serve them, 4..60.
-    assert plan.pool_sizes(4) == {"max_client_conn": 60, "default_pool_size": 25,
-                                  "reserve_pool_size": 2}  # fmt: skip
-    assert plan.pool_sizes(1)["default_pool_size"] == 10
-    assert plan.pool_sizes(64)["default_pool_size"] == 60  # PostgreSQL has 100 in all
-    ini = plan.pgbouncer_ini(4)
+    assert plan.pool_sizes(4, 4) == {"max_client_conn": 60, "default_pool_size": 25,
+                                     "reserve_pool_size": 2}  # fmt: skip
+    assert plan.pool_sizes(1, 4)["default_pool_size"] == 10
+    assert plan.pool_sizes(64, 4)["default_pool_size"] == 60  # PostgreSQL has 100 in all
+    client = settings_mod.DbClient(pool_size=4, statement_timeout_ms=500)
+    ini = plan.pgbouncer_ini(4, client)
     assert "pool_mode = transaction" in ini and "default_pool_size = 25" in ini
-    # The CMS's timeouts reach PostgreSQL from pgbouncer, not from the client's options.
-    assert "SET statement_timeout = 15000; SET idle_in_transaction_session_timeout = 30000" in ini
+    # invoke.yaml's `database:` timeouts reach PostgreSQL from pgbouncer, not from the
+    # client's startup options (which pgbouncer refuses).
+    assert "SET statement_timeout = 500; SET idle_in_transaction_session_timeout = 30000" in ini
     assert "lorepin = host=db port=5432 dbname=lorepin" in ini
 
 
