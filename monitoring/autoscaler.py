@@ -38,6 +38,9 @@ QUERY = (
     "histogram_quantile(0.99, sum by (le) (rate(lorepin_http_request_duration_seconds_bucket"
     '{{job="cms",route!~"/(healthz|readyz|version)"}}[{window}])))'
 )
+# The CMS's replicas Prometheus scraped at its last look: with none, no p99 is blindness,
+# not idleness.
+SCRAPED = 'count(up{job="cms"} == 1)'
 # An update rolling, or paused by Swarm for a person to look at: hands off.
 UPDATING = ("updating", "rollback_started", "paused", "rollback_paused")
 
@@ -60,8 +63,9 @@ class State:
 
 
 def decide(policy: Policy, state: State, current: int, p99_ms: float | None,
-           now: float) -> tuple[int, str] | None:  # fmt: skip
-    """The replicas to set and why, or None to leave them. No traffic (no p99) is idle.
+           now: float, blind: bool = False) -> tuple[int, str] | None:  # fmt: skip
+    """The replicas to set and why, or None to leave them. No traffic (no p99) is idle,
+    but not when Prometheus scrapes no replica (`blind`): then only the bounds are kept.
     A count someone else set (`invoke scale`, a deploy) is a change too: the cooldown
     starts again from it, so a person's scale is not undone at the next look."""
     if state.seen is not None and current != state.seen:
@@ -72,6 +76,9 @@ def decide(policy: Policy, state: State, current: int, p99_ms: float | None,
         wanted = min(max(current, policy.min), policy.max)
         state.seen = wanted
         return wanted, f"{current} replicas is outside {policy.min}..{policy.max}"
+    if blind:  # no metrics: neither busy nor idle, and the low period starts again
+        state.low_since = None
+        return None
     latency = p99_ms or 0.0
     ratio = latency / policy.target_ms
     cooling = now - state.last_change < policy.cooldown_s
@@ -123,14 +130,20 @@ def api(path: str, method: str = "GET", body: Any = None) -> Any:
         engine.close()
 
 
-def p99_ms(prometheus: str, window: str) -> float | None:
-    query = urllib.parse.urlencode({"query": QUERY.format(window=window)})
+def query(prometheus: str, promql: str) -> float | None:
+    """An instant query's one value; None when it has none."""
+    query = urllib.parse.urlencode({"query": promql})
     with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=5) as answer:  # noqa: S310 (the stack's own)
         result = json.loads(answer.read())["data"]["result"]
     if not result:
         return None
     value = float(result[0]["value"][1])
-    return None if math.isnan(value) else value * 1000
+    return None if math.isnan(value) else value
+
+
+def p99_ms(prometheus: str, window: str) -> float | None:
+    value = query(prometheus, QUERY.format(window=window))
+    return None if value is None else value * 1000
 
 
 def record(log: Path, decision: dict[str, Any]) -> None:
@@ -146,8 +159,9 @@ def step(policy: Policy, state: State, service: str, prometheus: str, window: st
     if (found.get("UpdateStatus") or {}).get("State") in UPDATING:
         return  # a deploy or a rollback is rolling: it keeps the scale it found
     current = int(found["Spec"]["Mode"]["Replicated"]["Replicas"])
-    latency = p99_ms(prometheus, window)
-    decided = decide(policy, state, current, latency, time.monotonic())
+    blind = not query(prometheus, SCRAPED)
+    latency = None if blind else p99_ms(prometheus, window)
+    decided = decide(policy, state, current, latency, time.monotonic(), blind=blind)
     if decided is None:
         return
     wanted, why = decided

@@ -84,3 +84,16 @@ def test_a_count_someone_else_set_starts_the_cooldown_again(autoscaler: ModuleTy
         3, "no requests, under half the target 200 ms for 300 s"
     )  # fmt: skip
     assert autoscaler.decide(p, state, 3, None, 1302.0) is None  # its own change: no reset
+
+
+def test_without_metrics_it_keeps_the_bounds_and_nothing_else(autoscaler: ModuleType) -> None:
+    """No replica scraped (Prometheus cannot reach them) is not idleness: nothing shrinks,
+    however long, and the low period starts again once the metrics are back."""
+    state = autoscaler.State()
+    p = policy(autoscaler)
+    assert autoscaler.decide(p, state, 3, None, 1000.0) is None  # idle: the low period begins
+    for now in (1100.0, 1300.0, 2000.0):
+        assert autoscaler.decide(p, state, 3, None, now, blind=True) is None
+    assert autoscaler.decide(p, state, 3, None, 2001.0) is None  # back: it starts again
+    assert autoscaler.decide(p, state, 3, None, 2301.0)[0] == 2
+    assert autoscaler.decide(p, state, 9, None, 2302.0, blind=True)[0] == 4  # bounds still
