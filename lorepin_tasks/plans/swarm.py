@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -549,6 +550,12 @@ vrrp_instance lab {{
   }}
 }}
 """
+
+
+def probed_port(lab: Lab, node: str, conf: str) -> int | None:
+    """The port a node's keepalived configuration (`keepalived_conf`) probes, if any."""
+    found = re.search(rf"http://{re.escape(lab.address(node))}:(\d+)/healthz", conf)
+    return int(found[1]) if found else None
 
 
 def keepalived(lab: Lab, node: str) -> list[str]:

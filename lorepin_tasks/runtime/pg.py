@@ -111,7 +111,8 @@ class Session:
     def _stderr(self) -> str:
         self.close()
         err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-        return self.run.redact(last_line(err).removeprefix("psql:<stdin>:")) or "no message"
+        said = self.run.redact(last_line(err).removeprefix("psql:<stdin>:"))
+        return said or f"it ended (exit code {self.proc.poll()}) with no message"
 
 
 def literal(value: str | None) -> str:

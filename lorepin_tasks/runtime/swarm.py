@@ -24,7 +24,9 @@ from lorepin_tasks.runtime.pg import Session
 from lorepin_tasks.runtime.trail import Trail
 
 PULL_TIMEOUT = 300
+SWARM_BACK_S = 90  # both nodes ready again after an engine of the swarm restarted
 DB_BACK_S = 120  # the database's task back and taking connections after its node restarted
+MIGRATOR_RETRY_S = 90  # a migrator's task failing with no output is tried again this long
 NODE_LOST_S = 20  # a node down this long mid-update: Swarm holds the update for it
 
 
@@ -52,12 +54,35 @@ class Swarm:
         )
 
     def require_up(self) -> None:
-        """(A dry run asks too: it reads, and refuses as the real run would.)"""
+        """The swarm is up: both engines run and both nodes are ready. Just after an engine
+        restarted, they take a while to be again (bounded: SWARM_BACK_S); a node whose
+        engine is not running is refused at once. (A dry run asks too: it reads, and
+        refuses as the real run would.)"""
         found = swarm_lab.state(self.ctx.run, self.lab)
+        engines = found["engines"].values()
+        if not swarm_lab.is_up(found) and all(e["pid"] for e in engines):
+            self.ctx.run.say(
+                f"==> waiting up to {SWARM_BACK_S} s for the swarm's nodes to be ready"
+            )
+            deadline = time.monotonic() + SWARM_BACK_S
+            while not swarm_lab.is_up(found) and time.monotonic() < deadline:
+                time.sleep(2)
+                found = swarm_lab.state(self.ctx.run, self.lab)
         if not swarm_lab.is_up(found):
             raise ConfigError(
                 f"the swarm of '{self.ctx.env.name}' (lab '{self.lab.name}') is not up: "
                 f"`invoke swarm.lab.up --name {self.lab.name}`"
+            )
+        conf = self.lab.root / f"keepalived-{plan.MANAGER}.conf"
+        probed = (
+            plan.probed_port(self.lab, plan.MANAGER, conf.read_text()) if conf.exists() else None
+        )
+        if probed is not None and probed != self.ctx.env.http_port:
+            raise ConfigError(
+                f"lab '{self.lab.name}' moves its floating address by the proxies' answers on "
+                f"port {probed}, not '{self.ctx.env.name}''s http_port {self.ctx.env.http_port}: "
+                f"`invoke swarm.lab.down --name {self.lab.name}`, then `invoke swarm.lab.up "
+                f"--name {self.lab.name} --port {self.ctx.env.http_port}`"
             )
 
     def inspect(self, name: str) -> dict[str, Any] | None:
@@ -165,6 +190,9 @@ class Swarm:
             if not mine:
                 raise LorePinError(f"the registry gave {pushed} no digest")
             digest = mine[0].rpartition("@")[2]
+        # The push's tag goes (the image keeps its own): the nodes pull it by digest, and
+        # no tag of a lab's registry outlives the lab on this host.
+        run.run(["docker", "rmi", pushed], capture=True, check=False)
         return plan.release_ref(self.lab.registry, prefix, image, tag, digest)
 
     def pull_everywhere(self, refs: Mapping[str, str]) -> None:
@@ -315,11 +343,12 @@ class Swarm:
 
     def migrate(self, image: str, secrets: Mapping[str, str], who: str, action: list[str]) -> str:
         """Run the migrator as a Swarm job on the stack's network; its output. A job whose
-        task never ran the migrator (no line of output: the swarm's network not ready
-        yet after a node restarted, say) is tried again, twice at most."""
-        for attempt in range(3):
+        task failed without a line of output (the swarm's network not ready yet after a
+        node restarted, say) is tried again, for MIGRATOR_RETRY_S at most."""
+        deadline = time.monotonic() + MIGRATOR_RETRY_S
+        while True:
             ran, said = self._migrate_once(image, secrets, who, action)
-            if ran or attempt == 2:
+            if ran or time.monotonic() > deadline:
                 break
             self.ctx.run.say(f"    the migrator's task did not run ({said}): trying again")
             time.sleep(5)
@@ -358,7 +387,7 @@ class Swarm:
                         time.sleep(0.5)
                     errors = [t["Error"] for t in tasks if t.get("Error")]
                     if not logs.strip() and failed:
-                        return False, errors[0] if errors else failed[0]
+                        return False, errors[0] if errors else self._task_end(tasks[0])
                     why = last_line(logs) or (errors[0] if errors else "timed out")
                     raise LorePinError(f"the migrator failed: {why}")
                 time.sleep(1)
@@ -369,6 +398,17 @@ class Swarm:
                 capture=True,
                 check=False,
             )
+
+    def _task_end(self, task: Mapping[str, str]) -> str:
+        """How a task ended, as its status says (`service ps` leaves out the exit code)."""
+        found = self._q(["inspect", "--format", "{{json .Status}}", task.get("ID", "-")])
+        try:
+            status = json.loads(found.stdout)
+        except ValueError:
+            return task.get("CurrentState", "ended")
+        code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        said = status.get("Err") or status.get("Message") or status.get("State", "ended")
+        return f"{said} (exit code {code})" if code is not None else str(said)
 
     def _job_tasks(self, name: str) -> list[dict[str, str]]:
         answer = self._q(["service", "ps", name, "--no-trunc", "--format", "{{json .}}"])

@@ -141,7 +141,8 @@ class Load:
 
 def lab_leftovers(lab: plan.Lab) -> list[str]:
     """Whatever of the lab still exists: namespaces, paths, the registry, the host's
-    link, and processes (engines, containerd, shims, keepalived) under its paths."""
+    link, the images tagged for its registry, and processes (engines, containerd, shims,
+    keepalived) under its paths."""
     netns = Path("/var/run/netns")
     found = [n for n in os.listdir(netns) if n.startswith(lab.prefix)] if netns.exists() else []
     found += [str(p) for p in (lab.root, Path("/run/lorepin-lab") / lab.id) if p.exists()]
@@ -150,6 +151,11 @@ def lab_leftovers(lab: plan.Lab) -> list[str]:
         capture_output=True, text=True, check=False,
     ).stdout.split()  # fmt: skip
     found += [f"container {c}" for c in registry]
+    tags = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    found += [f"image {t}" for t in tags if t.startswith(lab.registry_local + "/")]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False)
     found += [f"link {lab.host_link}"] if f" {lab.host_link}@" in links.stdout else []
     for proc in Path("/proc").iterdir():
@@ -474,6 +480,37 @@ def wait_for_update(lab: Lab, deploy: subprocess.Popen[str], version: str) -> No
         time.sleep(0.2)
 
 
+def test_a_deploy_through_a_restart_of_the_manager_is_finished(lab: Lab) -> None:
+    """The manager's engine (the database's node too) restarts mid-update: the deploy
+    ends, in one line if it could not see the end; the next deploy of the same release
+    finishes whatever is left, and every node serves it."""
+    before = len(lab.history())
+    deploy = lab.background("deploy", "--env", ENV, "--version", "1.3.0")
+    try:
+        wait_for_update(lab, deploy, "1.3.0")
+        time.sleep(2)
+        stop_engine(lab, plan.MANAGER)
+        time.sleep(3)
+        start_engine(lab, plan.MANAGER)
+        _, err = deploy.communicate(timeout=900)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(deploy.pid, signal.SIGKILL)
+    if deploy.returncode != 0:
+        said = err.strip().splitlines()
+        assert said and said[-1].startswith("error: ") and "Traceback" not in err, err[-3000:]
+    again = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
+    assert again.returncode in (0, 3), again.stderr[-3000:]  # 3: the first one finished
+    deadline = time.monotonic() + 60
+    while [lab.version(n) for n in plan.NODES] != ["1.3.0", "1.3.0"]:
+        assert time.monotonic() < deadline, [lab.version(n) for n in plan.NODES]
+        time.sleep(1)
+    outcomes = [r["outcome"] for r in lab.history()[before:]]
+    assert outcomes[-1] == "succeeded", outcomes
+    # Every run that started has its outcome (an `interrupted` one, closed by the next).
+    assert outcomes.count("started") * 2 == len(outcomes), outcomes
+
+
 def test_the_second_node_lost_during_a_deploy_is_said_and_finished_when_it_is_back(
     lab: Lab,
 ) -> None:
@@ -483,10 +520,10 @@ def test_the_second_node_lost_during_a_deploy_is_said_and_finished_when_it_is_ba
     the next deploy of the same release finishes it."""
     assert replicas(lab) == 4
     before = len(lab.history())
-    deploy = lab.background("deploy", "--env", ENV, "--version", "1.3.0")
+    deploy = lab.background("deploy", "--env", ENV, "--version", "1.2.1")
     try:
         with Load(lab, nodes=("n1",)) as load:
-            wait_for_update(lab, deploy, "1.3.0")
+            wait_for_update(lab, deploy, "1.2.1")
             time.sleep(2)
             lost_at = time.monotonic()
             stop_engine(lab, "n2")
@@ -498,14 +535,14 @@ def test_the_second_node_lost_during_a_deploy_is_said_and_finished_when_it_is_ba
     # (Swarm may also finish the update on n1 before it calls n2 down: then it succeeded.)
     if deploy.returncode != 0:
         last = err.strip().splitlines()[-1]
-        assert last.startswith("error: deploy of 1.3.0: node ") and " is down" in last, err
+        assert last.startswith("error: deploy of 1.2.1: node ") and " is down" in last, err
         assert said_at - lost_at < 120, said_at - lost_at
     assert load.failed("n1") == 0 and len(load.answers) > 50, load.answers[-5:]
     start_engine(lab, "n2")
-    again = lab.invoke("deploy", "--env", ENV, "--version", "1.3.0")
+    again = lab.invoke("deploy", "--env", ENV, "--version", "1.2.1")
     assert again.returncode == (3 if deploy.returncode == 0 else 0), again.stderr[-3000:]
     deadline = time.monotonic() + 90  # n2's proxy, then the floating address, back there
-    while [lab.version(n) for n in plan.NODES] != ["1.3.0", "1.3.0"] or vip_node(lab) != "n2":
+    while [lab.version(n) for n in plan.NODES] != ["1.2.1", "1.2.1"] or vip_node(lab) != "n2":
         assert time.monotonic() < deadline, ([lab.version(n) for n in plan.NODES], vip_node(lab))
         time.sleep(1)
     outcomes = [r["outcome"] for r in lab.history()[before:]]

@@ -180,3 +180,12 @@ def test_only_the_autoscalers_own_lines_reach_the_trail() -> None:
         [1, 2],
     ):
         assert not plan.valid_decision(bad, now), bad
+
+
+def test_the_port_a_lab_probes_is_read_back_from_its_keepalived_configuration() -> None:
+    """A deploy refuses an environment whose http_port the lab's floating address does not
+    follow (`swarm.lab.up --port`): the port is read back from what the lab wrote."""
+    one = plan.lab("lab", "c" * 16, "/work/checkout")
+    assert plan.probed_port(one, "n1", plan.keepalived_conf(one, "n1", 8123)) == 8123
+    assert plan.probed_port(one, "n1", plan.keepalived_conf(one, "n2", 8123)) is None
+    assert plan.probed_port(one, "n1", "garbage") is None
