@@ -26,6 +26,7 @@ from lorepin_tasks.runtime.trail import Trail
 PULL_TIMEOUT = 300
 SWARM_BACK_S = 90  # both nodes ready again after an engine of the swarm restarted
 DB_BACK_S = 120  # the database's task back and taking connections after its node restarted
+UNRESUMED_S = 30  # Swarm not updating, yet not every task on the release: roll the rest
 MIGRATOR_RETRY_S = 90  # a migrator's task failing with no output is tried again this long
 NODE_LOST_S = 20  # a node down this long mid-update: Swarm holds the update for it
 
@@ -463,7 +464,8 @@ class Swarm:
             return "succeeded", ""
         limit = self.ctx.settings.wait_timeout + 120
         deadline = time.monotonic() + limit
-        trouble, unseen = "", 0
+        trouble, unseen, forced = "", 0, False
+        idle_since: float | None = None  # Swarm not updating, yet not converged, since
         down_since: dict[str, float] = {}
         while True:
             found = self.inspect("cms")
@@ -488,6 +490,23 @@ class Swarm:
                           for t in self.tasks("cms") if t.get("Error")]  # fmt: skip
                 why = "; ".join(x for x in (trouble, failed[0] if failed else "") if x)
                 return outcome, why or message
+            idle = state in (None, "completed")
+            idle_since = (idle_since or time.monotonic()) if idle else None
+            if idle_since and not forced and time.monotonic() - idle_since > UNRESUMED_S:
+                # Swarm is not updating, yet not every task runs the release: an update cut
+                # short by a restart of the manager is not resumed. Roll the rest, as the
+                # stack's update_config says (start-first, rolled back if it fails).
+                self.ctx.run.say(
+                    "    Swarm left tasks of another release running (its update was cut "
+                    "short): rolling them now"
+                )
+                self.ctx.run.run(
+                    [*plan.docker(self.lab, plan.MANAGER), "service", "update", "--detach",
+                     "--force", plan.service(self.stack, "cms")],
+                    capture=True, check=False,
+                )  # fmt: skip
+                forced = True
+                continue
             if state == "updating" and (lost := self._lost_node(down_since)):
                 return "stuck", (
                     f"node {lost} is down, and Swarm holds the update until it is back "
@@ -496,7 +515,15 @@ class Swarm:
                     f"(`docker node rm --force {lost}`) and deploy again"
                 )
             if time.monotonic() > deadline:
-                return "stuck", f"Swarm's update is still {state or 'not started'} after {limit} s"
+                left = [
+                    f"{t.get('Name')} {t.get('CurrentState')}"
+                    for t in self.tasks("cms")
+                    if t.get("DesiredState") == "Running" and t.get("Image") != image
+                ]
+                return "stuck", (
+                    f"Swarm's update is still {state or 'not started'} after {limit} s"
+                    + (f"; not on the release: {', '.join(left[:3])}" if left else "")
+                )
             time.sleep(1)
 
     def _lost_node(self, down_since: dict[str, float]) -> str | None:
