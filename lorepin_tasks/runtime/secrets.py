@@ -96,7 +96,8 @@ def require(ctx: EnvContext, given: Iterable[str] = (), made: Iterable[str] = ()
     if missing:
         raise ConfigError(
             f"the secret {ctx.env.secrets_dir / missing[0]} of '{ctx.env.name}' is missing: "
-            "restore it"
+            f"restore it, or for a new environment make one (`invoke secrets.set --env "
+            f"{ctx.env.name} --name {missing[0]} --generate`)"
         )
 
 

@@ -79,11 +79,12 @@ class Swarm:
             plan.probed_port(self.lab, plan.MANAGER, conf.read_text()) if conf.exists() else None
         )
         if probed is not None and probed != self.ctx.env.http_port:
+            name, env, port = self.lab.name, self.ctx.env.name, self.ctx.env.http_port
             raise ConfigError(
-                f"lab '{self.lab.name}' moves its floating address by the proxies' answers on "
-                f"port {probed}, not '{self.ctx.env.name}''s http_port {self.ctx.env.http_port}: "
-                f"`invoke swarm.lab.down --name {self.lab.name}`, then `invoke swarm.lab.up "
-                f"--name {self.lab.name} --port {self.ctx.env.http_port}`"
+                f"lab '{name}' moves its floating address by the proxies' answers on port "
+                f"{probed}, and the http_port of '{env}' is {port}: set http_port: {probed} "
+                f"for '{env}' in invoke.yaml, or remake the lab (`invoke swarm.lab.down "
+                f"--name {name} --yes`, then `invoke swarm.lab.up --name {name} --port {port}`)"
             )
 
     def inspect(self, name: str) -> dict[str, Any] | None:

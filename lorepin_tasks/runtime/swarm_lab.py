@@ -113,6 +113,7 @@ def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
         quiet=True,
     )
     status, _, owner = registry.stdout.strip().partition(" ")
+    confs = [lab.root / f"keepalived-{n}.conf" for n in plan.NODES]
     return {
         "name": lab.name,
         "id": lab.id,
@@ -122,6 +123,13 @@ def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
         "nodes": nodes,
         "registry": {"address": lab.registry, "state": status or None, "owner": owner or None},
         "vip": {"address": lab.address("vip"), "node": vip_holder(run, lab) if names else None},
+        # `up` went as far as the floating address (its last step), and the port its
+        # check probes: a lab without them is what a killed `up` left
+        "made": all(c.exists() for c in confs),
+        "port": plan.probed_port(lab, plan.MANAGER, confs[0].read_text())
+        if confs[0].exists()
+        else None,
+        "keepalived": {n: bool(_alive(lab.run_dir(n) / "keepalived.pid")) for n in plan.NODES},
         "managers": {n: lab.socket(n) for n in plan.NODES},
     }
 
@@ -129,7 +137,9 @@ def state(run: Executor, lab: plan.Lab) -> dict[str, Any]:
 def is_up(found: dict[str, Any]) -> bool:
     ready = [n for n in found["nodes"] if len(n) > 1 and n[1] == "Ready"]
     return (
-        len(ready) == len(plan.NODES)
+        found["made"]
+        and all(found["keepalived"].values())
+        and len(ready) == len(plan.NODES)
         and all(e["swarm"] == "active" for e in found["engines"].values())
         and found["registry"]["state"] == "running"
     )
@@ -283,6 +293,10 @@ def down(run: Executor, lab: plan.Lab) -> None:
     for argv in plan.network_down(lab):
         if argv[-1] in names or run.dry_run:
             run.run(argv, capture=True, check=False)
+    if not run.dry_run:  # the host's link goes a moment after the switch's namespace
+        deadline = time.monotonic() + 10
+        while lab.host_link in _links() and time.monotonic() < deadline:
+            time.sleep(0.2)
     run.run(["docker", "rm", "-f", "-v", lab.registry_container], capture=True, check=False)
     run.run(["rm", "-rf", str(lab.root), str(lab.run_dir("")).rstrip("/")], capture=True)
     if not run.dry_run:
@@ -291,6 +305,12 @@ def down(run: Executor, lab: plan.Lab) -> None:
                 if sub.is_dir():
                     sub.rmdir()
             group.rmdir()
+
+
+def _links() -> set[str]:
+    listed = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False)
+    return {line.split(":")[1].strip().partition("@")[0] for line in listed.stdout.splitlines()
+            if line.count(":") >= 2}  # fmt: skip
 
 
 def _stop(pid: int, *, grace: float) -> None:

@@ -110,6 +110,8 @@ def _swarm_report(ctx: EnvContext) -> dict[str, Any]:
 
     swarm = Swarm(ctx)
     swarm.require_up()
+    if swarm.inspect("db") is None:
+        raise NothingToDo(f"nothing is deployed to '{ctx.env.name}': it has no database yet")
     if ctx.run.dry_run:
         ctx.run.say(f"+ {' '.join(swarm.psql('db.report'))}")
         swarm.pools()

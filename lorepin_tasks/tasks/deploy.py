@@ -385,6 +385,8 @@ def _rollback_swarm(ctx: EnvContext, to: str, yes: bool) -> None:
     if not, Swarm rolls the rollback back and says so)."""
     swarm = Swarm(ctx)
     swarm.require_up()
+    if swarm.serving() is None:  # before the secrets: a first deploy makes some
+        raise NothingToDo(f"nothing is deployed to '{ctx.env.name}'")
     secrets.require(ctx)
     with locked(ctx, "rollback"):
         serving = swarm.serving()
@@ -430,7 +432,7 @@ def scale(c: Context, env: str = "", replicas: str = "", dry_run: bool = False) 
     with locked(ctx, "scale"):
         desired, _ = swarm.replicas()
         serving = swarm.serving()
-        if serving is None and not ctx.run.dry_run:
+        if serving is None:  # (a dry run asks too)
             raise NothingToDo(f"nothing is deployed to '{ctx.env.name}': deploy first")
         if desired == count and swarm.replicas()[1] == count:
             raise NothingToDo(f"'{ctx.env.name}' runs {_replicas(count)} already")

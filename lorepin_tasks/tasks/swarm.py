@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from invoke.collection import Collection
 from invoke.context import Context
 
-from lorepin_tasks.errors import ConfigError, NothingToDo
+from lorepin_tasks.errors import ConfigError, NothingToDo, Refused
 from lorepin_tasks.plans import swarm as plan
 from lorepin_tasks.runtime import swarm_lab
 from lorepin_tasks.runtime.prompt import confirm
@@ -58,8 +58,21 @@ def lab_up(c: Context, name: str = "lab", port: str = "8580", dry_run: bool = Fa
     swarm_lab.require_root()
     swarm_lab.require_mine(lab)
     found = swarm_lab.state(run, lab)
+    if swarm_lab.is_up(found) and found["port"] != checked:
+        raise ConfigError(
+            f"lab '{name}' is up already, its floating address following port "
+            f"{found['port']}, not {checked}: `invoke swarm.lab.down --name {name} --yes`, "
+            f"then `invoke swarm.lab.up --name {name} --port {checked}` (its stacks go)"
+        )
     if swarm_lab.is_up(found):
         raise NothingToDo(f"lab '{name}' is up already (`invoke swarm.lab.status --name {name}`)")
+    if found["made"]:  # made whole once: what is down is for a person to look at, not to wipe
+        raise Refused(
+            f"lab '{name}' is there but not up (an engine or keepalived stopped, or a node "
+            f"not ready): `invoke swarm.lab.status --name {name}` shows what; `invoke "
+            f"swarm.lab.down --name {name} --yes`, then `up`, remakes it (its stacks and "
+            "volumes go)"
+        )
     if not swarm_lab.is_empty(found, lab):
         run.say(f"==> lab '{name}': removing what a previous run left")
         swarm_lab.down(run, lab)
@@ -154,7 +167,8 @@ def lab_status(c: Context, name: str = "lab", json_: bool = False) -> None:
         print(f"  node {hostname}: {status}, {availability}{f', {manager}' if manager else ''}")
     print(f"  registry {lab.registry}: {found['registry']['state'] or 'absent'}")
     vip = found["vip"]
-    print(f"  floating address {vip['address']}: held by {vip['node'] or 'no node'}")
+    print(f"  floating address {vip['address']} (held while a node's proxy answers on "
+          f":{found['port'] or '?'}): held by {vip['node'] or 'no node'}")  # fmt: skip
 
 
 lab_ns = Collection("lab")

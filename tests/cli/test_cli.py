@@ -514,6 +514,37 @@ def test_a_lab_another_checkout_made_is_never_taken_for_ours() -> None:
         lab.root.rmdir()
 
 
+def test_a_lab_once_made_whole_is_never_wiped_by_up() -> None:
+    """`swarm.lab.up` removes what a killed `up` left, but a lab it once made whole (its
+    floating address configured, its last step) and that is down now holds stacks and
+    volumes: it is refused, nothing removed, and said how to look and how to remake it."""
+    from lorepin_tasks import settings as settings_mod
+    from lorepin_tasks.plans import swarm as swarm_plan
+
+    settings = settings_mod.load({}, root=ROOT)
+    lab = swarm_plan.lab("wasup", settings.checkout.id, settings.checkout.where)
+    assert not lab.root.exists()
+    lab.root.mkdir(parents=True)
+    made = [lab.root / "lab.json", *(lab.root / f"keepalived-{n}.conf" for n in swarm_plan.NODES)]
+    try:
+        made[0].write_text(json.dumps({"name": lab.name, "id": lab.id,
+                                       "checkout": lab.checkout}))  # fmt: skip
+        for node, conf in zip(swarm_plan.NODES, made[1:], strict=True):
+            conf.write_text(swarm_plan.keepalived_conf(lab, node, 8580))
+        done = invoke("swarm.lab.up", "--name", "wasup")
+        assert one_line_error(done, code=6).startswith("error: lab 'wasup' is there but not up"), (
+            done.stderr
+        )
+        assert "swarm.lab.status --name wasup" in done.stderr
+        assert all(p.exists() for p in made)
+        status = invoke("swarm.lab.status", "--name", "wasup")
+        assert "NOT up" in status.stdout and ":8580" in status.stdout, status.stdout
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
+        lab.root.rmdir()
+
+
 def test_version_lists_every_environment_a_swarm_one_too() -> None:
     done = invoke("version", "--json")
     assert done.returncode == 0, done.stderr
