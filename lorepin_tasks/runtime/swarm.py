@@ -70,10 +70,15 @@ class Swarm:
                 time.sleep(2)
                 found = swarm_lab.state(self.ctx.run, self.lab)
         if not swarm_lab.is_up(found):
-            raise ConfigError(
-                f"the swarm of '{self.ctx.env.name}' (lab '{self.lab.name}') is not up: "
-                f"`invoke swarm.lab.up --name {self.lab.name}`"
+            name = self.lab.name
+            fix = (  # a lab made whole once is not for `up` to wipe (it refuses it)
+                f"`invoke swarm.lab.status --name {name}` shows what is down (start it "
+                f"again), or `invoke swarm.lab.down --name {name} --yes`, then `up`, "
+                "remakes the lab without its data"
+                if found["made"]
+                else f"`invoke swarm.lab.up --name {name}`"
             )
+            raise ConfigError(f"the swarm of '{self.ctx.env.name}' (lab '{name}') is not up: {fix}")
         conf = self.lab.root / f"keepalived-{plan.MANAGER}.conf"
         probed = (
             plan.probed_port(self.lab, plan.MANAGER, conf.read_text()) if conf.exists() else None
