@@ -60,15 +60,17 @@ class Swarm:
         engine is not running is refused at once. (A dry run asks too: it reads, and
         refuses as the real run would.)"""
         found = swarm_lab.state(self.ctx.run, self.lab)
-        engines = found["engines"].values()
-        if not swarm_lab.is_up(found) and all(e["pid"] for e in engines):
+        if not swarm_lab.is_up(found) and all(e["pid"] for e in found["engines"].values()):
             self.ctx.run.say(
                 f"==> waiting up to {SWARM_BACK_S} s for the swarm's nodes to be ready"
             )
-            deadline = time.monotonic() + SWARM_BACK_S
-            while not swarm_lab.is_up(found) and time.monotonic() < deadline:
-                time.sleep(2)
-                found = swarm_lab.state(self.ctx.run, self.lab)
+
+            def up() -> bool:
+                found.update(swarm_lab.state(self.ctx.run, self.lab))
+                return swarm_lab.is_up(found)
+
+            with suppress(LorePinError):  # still not up: refused below, as at once
+                self._wait(up, "the swarm's nodes were not ready", timeout=SWARM_BACK_S)
         if not swarm_lab.is_up(found):
             name = self.lab.name
             fix = (  # a lab made whole once is not for `up` to wipe (it refuses it)
@@ -79,10 +81,7 @@ class Swarm:
                 else f"`invoke swarm.lab.up --name {name}`"
             )
             raise ConfigError(f"the swarm of '{self.ctx.env.name}' (lab '{name}') is not up: {fix}")
-        conf = self.lab.root / f"keepalived-{plan.MANAGER}.conf"
-        probed = (
-            plan.probed_port(self.lab, plan.MANAGER, conf.read_text()) if conf.exists() else None
-        )
+        probed = found["port"]  # the port the lab's keepalived configuration probes
         if probed is not None and probed != self.ctx.env.http_port:
             name, env, port = self.lab.name, self.ctx.env.name, self.ctx.env.http_port
             raise ConfigError(
